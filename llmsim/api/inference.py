@@ -1,0 +1,156 @@
+"""The two generation endpoints: parse, resolve, submit to the engine, write JSON or SSE.
+
+No scheduling happens here: the engine decides when tokens are released, these
+handlers only translate between the wire and the engine.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmsim.api.chat import ChatStreamSink, chat_body
+from llmsim.api.completions import CompletionStreamSink, completion_body
+from llmsim.api.errors import APIError
+from llmsim.api.jsonio import dumps
+from llmsim.api.keys import ENGINE
+from llmsim.api.prompts import chat_prompt, completion_prompts
+from llmsim.api.requests import parse_body
+from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
+from llmsim.api.sse import ResponseMeta, StreamSink, close_stream, open_stream
+from llmsim.engine import (
+    ContextLengthError,
+    Engine,
+    GenerationRequest,
+    PromptInput,
+    QueueFullError,
+    RequestGroup,
+    Target,
+    UnknownModelError,
+)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """What differs between chat and text completions."""
+
+    id_prefix: str
+    object: str
+    chunk_object: str
+    prompt_param: str
+    body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
+    sink: Callable[[web.StreamResponse, ResponseMeta], StreamSink]
+
+
+CHAT = Flavor(
+    "chatcmpl-", "chat.completion", "chat.completion.chunk", "messages", chat_body, ChatStreamSink
+)
+COMPLETION = Flavor(
+    "cmpl-", "text_completion", "text_completion", "prompt", completion_body, CompletionStreamSink
+)
+
+
+async def create_chat_completion(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, ChatCompletionRequest)
+    prompts = [chat_prompt(body)]
+    return await _generate(request, CHAT, body, body.output_limit, prompts)
+
+
+async def create_completion(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, CompletionRequest)
+    return await _generate(request, COMPLETION, body, body.output_limit, completion_prompts(body))
+
+
+async def _generate(
+    request: web.Request,
+    flavor: Flavor,
+    body: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    prompts: Sequence[PromptInput],
+) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    client_id = request.headers.get(REQUEST_ID_HEADER)
+    request_id = flavor.id_prefix + (client_id or uuid.uuid4().hex)
+    target = _resolve(engine, body.model)
+    generation = GenerationRequest(
+        request_id=request_id,
+        target=target,
+        prompts=prompts,
+        n=body.n,
+        max_tokens=max_tokens,
+        ignore_eos=body.ignore_eos,
+        stop=body.stop_strings,
+        seed=body.seed,
+    )
+    group = _submit(engine, generation, flavor)
+    headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
+    with group:
+        if body.stream:
+            meta = ResponseMeta(request_id, flavor.chunk_object, int(time.time()), target.name)
+            return await _stream(request, flavor, meta, group, body.include_usage, headers)
+        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name)
+        await group.run()
+        return web.Response(
+            body=dumps(flavor.body(meta, group)), content_type="application/json", headers=headers
+        )
+
+
+async def _stream(
+    request: web.Request,
+    flavor: Flavor,
+    meta: ResponseMeta,
+    group: RequestGroup,
+    include_usage: bool,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    response = await open_stream(request, headers)
+    try:
+        await group.run(flavor.sink(response, meta))
+        await close_stream(response, meta, group, include_usage)
+    except ConnectionError:
+        pass  # the client went away; leaving the ``with`` block aborts the rest
+    return response
+
+
+def _resolve(engine: Engine, model: str | None) -> Target:
+    try:
+        return engine.resolve(model)
+    except UnknownModelError as exc:
+        raise APIError(404, f"The model `{exc.name}` does not exist.", "model") from None
+
+
+def _submit(engine: Engine, generation: GenerationRequest, flavor: Flavor) -> RequestGroup:
+    try:
+        return engine.submit(generation)
+    except ContextLengthError as exc:
+        raise _context_error(exc, flavor) from None
+    except QueueFullError:
+        limit = engine.settings.max_waiting_queue_length
+        raise APIError(
+            429, f"The server is overloaded: the waiting queue is full ({limit} requests). Retry later."
+        ) from None
+
+
+def _context_error(exc: ContextLengthError, flavor: Flavor) -> APIError:
+    limit, prompt = exc.max_model_len, exc.prompt_tokens
+    if prompt >= limit or exc.max_tokens is None:
+        return APIError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your request has "
+            f"{prompt} input tokens. Please reduce the length of the input {flavor.prompt_param}.",
+            flavor.prompt_param,
+        )
+    return APIError(
+        400,
+        f"'max_tokens' or 'max_completion_tokens' is too large: {exc.max_tokens}. This model's "
+        f"maximum context length is {limit} tokens and your request has {prompt} input tokens "
+        f"({exc.max_tokens} > {limit} - {prompt}).",
+        "max_tokens",
+    )

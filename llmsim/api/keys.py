@@ -1,0 +1,13 @@
+"""Typed application state (aiohttp ``AppKey``s) shared by the route modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llmsim.config import Settings
+from llmsim.engine import Engine
+from llmsim.metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,63 @@
+"""Reading and validating request bodies into the pydantic models of :mod:`schemas`."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from llmsim.api.errors import APIError
+from llmsim.api.jsonio import JSONInputError, loads
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after"})
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None and not _is_json(request.content_type):
+        raise APIError(400, f"Content-Type must be application/json, not {request.content_type!r}")
+    body = await request.read()
+    if not body:
+        raise APIError(400, "Request body is empty; expected a JSON object")
+    try:
+        data = loads(body)
+    except JSONInputError as exc:
+        raise APIError(400, f"Invalid JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "Request body must be a JSON object")
+    return data
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    data = await read_json_object(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        param = error_param(error["loc"])
+        message = error["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        text = f"{param}: {message}" if param else message
+        raise APIError(400, text, param) from None
+
+
+def error_param(loc: tuple[int | str, ...]) -> str | None:
+    """``("messages", 0, "content", "str")`` -> ``"messages[0].content"``."""
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part in _TYPE_TAGS or "[" in part or "-" in part:
+            continue
+        else:
+            param += f".{part}" if param else part
+    return param or None

@@ -1,0 +1,139 @@
+"""Request bodies of the OpenAI-compatible API, as vLLM accepts them.
+
+Validation is strict about types (a string is not a number) and lenient about unknown
+fields, which are accepted and ignored as vLLM does. Sampling knobs that a simulator
+cannot honour are still range-checked, so a client that sends nonsense hears about it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+INT64_MAX = 2**63 - 1
+MAX_N = 128
+"""Upper bound on ``n``: far above real use, low enough that no request can exhaust memory."""
+MAX_PROMPTS = 1024
+MAX_STOP_STRINGS = 64
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class StreamOptions(_Body):
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
+
+
+class ContentPart(_Body):
+    """A part of a message; only ``text`` parts carry text for this simulator."""
+
+    type: Annotated[str, StringConstraints(min_length=1)]
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_parts_have_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs a 'text' field")
+        return self
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+StopStrings = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
+
+
+class _SamplingRequest(_Body):
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=INT64_MAX)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    stop: StopStrings = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    seed: int | None = Field(None, ge=-(2**63), le=INT64_MAX)
+    user: str | None = None
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    logit_bias: dict[str, float] | None = None
+    min_tokens: int | None = Field(None, ge=0)
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        if isinstance(self.stop, str):
+            return (self.stop,)
+        return tuple(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> _SamplingRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options can only be set when stream is true")
+        return self
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT64_MAX)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @property
+    def output_limit(self) -> int | None:
+        """``max_completion_tokens`` wins over the older ``max_tokens``."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+PromptList = Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+
+
+class CompletionRequest(_SamplingRequest):
+    prompt: str | PromptList | TokenIds | TokenIdsList
+    echo: bool | None = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+    suffix: str | None = None
+
+    max_tokens: int | None = Field(16, ge=1, le=INT64_MAX)
+    """The legacy completions API defaults to 16 tokens, and so does vLLM."""
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_tokens
+
+
+class LoadLoraAdapterRequest(_Body):
+    lora_name: str | None = None
+    lora_path: str | None = None
+
+
+class UnloadLoraAdapterRequest(_Body):
+    lora_name: str | None = None
+    lora_int_id: int | None = None
+

@@ -1,0 +1,95 @@
+"""Server-sent events for streamed completions.
+
+Each chunk is pre-encoded around the token: the parts that never change within a
+response (id, object, created, model) are serialised once, so a token costs one small
+JSON string escape and one write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from llmsim.api.jsonio import dumps
+from llmsim.engine import RequestGroup, Sequence
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMeta:
+    """What every chunk and body of one response shares."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+    def header(self) -> dict[str, object]:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
+
+
+def usage(group: RequestGroup) -> dict[str, int]:
+    prompt, completion = group.prompt_tokens, group.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def finish_fields(sequence: Sequence, last: bool) -> bytes:
+    """``"finish_reason":...,"stop_reason":...`` for a chunk; null unless it is the last."""
+    if not last:
+        return b'"finish_reason":null,"stop_reason":null'
+    return (
+        b'"finish_reason":' + dumps(sequence.natural_finish) + b',"stop_reason":' + dumps(sequence.stop_reason)
+    )
+
+
+class StreamSink:
+    """Writes a sequence's tokens as SSE chunks; subclasses shape the chunk JSON."""
+
+    def __init__(self, response: web.StreamResponse, meta: ResponseMeta) -> None:
+        self.response = response
+        head = dumps(meta.header())
+        self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":'
+
+    def start_chunk(self, index: int) -> bytes:
+        """Sent before a choice's first token (chat announces the role)."""
+        return b""
+
+    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+        raise NotImplementedError
+
+    def chunk(self, index: int, body: bytes) -> bytes:
+        return self._prefix + str(index).encode() + b"," + body + b"}]}\n\n"
+
+    async def token(self, sequence: Sequence, position: int, text: str) -> None:
+        data = self.token_chunk(sequence, text, position == len(sequence.output) - 1)
+        if position == 0:
+            data = self.start_chunk(sequence.index) + data
+        await self.response.write(data)
+
+    async def finished(self, sequence: Sequence) -> None:
+        if not sequence.output:
+            start = self.start_chunk(sequence.index)
+            await self.response.write(start + self.token_chunk(sequence, "", True))
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    await response.prepare(request)
+    return response
+
+
+async def close_stream(
+    response: web.StreamResponse, meta: ResponseMeta, group: RequestGroup, include_usage: bool
+) -> None:
+    if include_usage:
+        body = {**meta.header(), "choices": [], "usage": usage(group)}
+        await response.write(b"data: " + dumps(body) + b"\n\n")
+    await response.write(DONE)
+    await response.write_eof()

@@ -1,0 +1,67 @@
+"""The start-up panel: what is being simulated and how to talk to it."""
+
+from __future__ import annotations
+
+import shlex
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from llmsim import __version__
+from llmsim.config import Settings
+from llmsim.durations import format_duration
+
+
+def _latency(mean: float, std_dev: float) -> str:
+    text = format_duration(mean)
+    return f"{text} ± {format_duration(std_dev)}" if std_dev else text
+
+
+def base_url(settings: Settings, port: int) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def curl_example(settings: Settings, port: int) -> str:
+    body = (
+        '{"model": "' + settings.served_names[0] + '", '
+        '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
+    )
+    return (
+        f"curl {base_url(settings, port)}/v1/chat/completions "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+
+
+def render_banner(console: Console, settings: Settings, port: int, loop_name: str) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", justify="right")
+    table.add_column()
+    names = settings.served_names
+    table.add_row("model", names[0] + (f"  (also: {', '.join(names[1:])})" if names[1:] else ""))
+    adapters = [a.name for a in settings.adapters]
+    table.add_row("adapters", ", ".join(adapters) if adapters else "-")
+    table.add_row("mode", settings.mode + (f"  (seed {settings.seed})" if settings.seed is not None else ""))
+    table.add_row(
+        "timing",
+        f"TTFT {_latency(settings.time_to_first_token, settings.time_to_first_token_std_dev)}, "
+        f"ITL {_latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)}"
+        + (f", ×{settings.time_factor_under_load:g} under load" if settings.time_factor_under_load > 1 else ""),
+    )
+    table.add_row(
+        "limits",
+        f"{settings.max_running_requests} running, {settings.max_waiting_queue_length} waiting, "
+        f"{settings.max_loras} LoRA slots ({settings.cpu_lora_capacity} warm), "
+        f"context {settings.max_model_len} tokens",
+    )
+    url = base_url(settings, port)
+    table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
+    title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"
+    console.print(Panel(table, title=title, title_align="left", border_style="green", expand=False))
+    # Outside the panel and unwrapped, so it can be copied as one line.
+    console.print(curl_example(settings, port), markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,189 @@
+"""The ``llmsim`` command: a flat mapping of options onto :class:`~llmsim.config.Settings`.
+
+Every ``serve`` option is typed as text here and validated by the settings model, so
+a bad value gives the same one-line error whether it came from a flag, an
+``LLMSIM_*`` variable or a TOML profile.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmsim import __version__
+from llmsim.config import Settings, env_name
+from llmsim.settings_sources import (
+    ConfigError,
+    LoadedSettings,
+    display_value,
+    load_settings,
+    render_default_profile,
+)
+
+app = typer.Typer(
+    name="llmsim",
+    help="A vLLM-compatible OpenAI API server that simulates inference: no GPU, no model.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+
+# Options that take one or more values, like vLLM's ``nargs="+"`` flags.
+MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
+
+SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
+
+
+def _help(field: str) -> str:
+    info = Settings.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
+    return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
+
+
+def _opt(field: str, *flags: str, panel: str, metavar: str = "TEXT") -> Any:
+    names = flags or ("--" + field.replace("_", "-"),)
+    return typer.Option(*names, help=_help(field), rich_help_panel=panel, metavar=metavar, show_default=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"llmsim {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """A vLLM-compatible OpenAI API server that simulates inference: no GPU, no model."""
+
+
+@app.command()
+def serve(
+    config: Annotated[str | None, _opt("config", panel=SERVER, metavar="FILE")] = None,
+    host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
+    port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
+    log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
+    model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
+    served_model_name: Annotated[list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")] = None,
+    lora: Annotated[list[str] | None, _opt("lora", panel=MODEL, metavar="A,B")] = None,
+    lora_modules: Annotated[list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")] = None,
+    max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
+    mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
+    seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    time_to_first_token: Annotated[str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")] = None,
+    time_to_first_token_std_dev: Annotated[
+        str | None, _opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    inter_token_latency: Annotated[str | None, _opt("inter_token_latency", panel=LATENCY, metavar="DURATION")] = None,
+    inter_token_latency_std_dev: Annotated[
+        str | None, _opt("inter_token_latency_std_dev", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    time_factor_under_load: Annotated[
+        str | None, _opt("time_factor_under_load", panel=LATENCY, metavar="FLOAT")
+    ] = None,
+    lora_load_latency: Annotated[str | None, _opt("lora_load_latency", panel=LATENCY, metavar="DURATION")] = None,
+    max_running_requests: Annotated[
+        str | None,
+        _opt("max_running_requests", "--max-running-requests", "--max-num-seqs", panel=SCHED, metavar="INT"),
+    ] = None,
+    max_waiting_queue_length: Annotated[
+        str | None, _opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
+    ] = None,
+    max_loras: Annotated[str | None, _opt("max_loras", panel=SCHED, metavar="INT")] = None,
+    max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
+    kv_cache_size: Annotated[str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")] = None,
+) -> None:
+    """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
+
+    Durations accept 250ms, 1.5s, 750us or a bare number of milliseconds.
+    Precedence: flags > LLMSIM_* environment > --config TOML profile > defaults.
+    """
+    flags = {key: value for key, value in locals().items() if value is not None}
+    loaded = _load_or_exit(flags)
+    from llmsim.server import Server, ServerStartError, configure_logging
+
+    configure_logging(loaded.settings.log_level)
+    try:
+        Server(loaded.settings).run()
+    except ServerStartError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        pass
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[Path | None, typer.Argument(help="Where to write the profile (stdout if omitted).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a complete, commented TOML profile of the defaults."""
+    text = render_default_profile()
+    if path is None:
+        sys.stdout.write(text)
+        return
+    if path.exists() and not force:
+        err.print(f"[bold red]error:[/bold red] {path} exists (use --force to overwrite)", highlight=False)
+        raise typer.Exit(1)
+    path.write_text(text, encoding="utf-8")
+    err.print(f"wrote {path}", highlight=False)
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML profile to read.", metavar="FILE")] = None,
+) -> None:
+    """Print the effective settings and where each one came from."""
+    loaded = _load_or_exit({"config": config} if config else {})
+    table = Table(title="llmsim settings", title_justify="left")
+    table.add_column("setting", style="cyan")
+    table.add_column("value")
+    table.add_column("source", style="dim")
+    for name in Settings.model_fields:
+        source = loaded.sources[name]
+        if source == "file":
+            source = f"file ({loaded.config_path})"
+        table.add_row(name, display_value(name, getattr(loaded.settings, name)), source)
+    Console().print(table)
+
+
+def _load_or_exit(flags: dict[str, Any]) -> LoadedSettings:
+    try:
+        return load_settings(flags)
+    except ConfigError as exc:
+        for line in exc.lines:
+            err.print(f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """Rewrite ``--served-model-name a b`` as ``--served-model-name a --served-model-name b``."""
+    expanded: list[str] = []
+    current: str | None = None
+    for arg in argv:
+        if arg.startswith("-"):
+            current = arg if arg in MULTI_VALUE_OPTIONS else None
+            expanded.append(arg)
+            continue
+        if current is not None and expanded and expanded[-1] != current and not expanded[-1].startswith("-"):
+            expanded.append(current)
+        expanded.append(arg)
+    return expanded
+
+
+def main() -> None:
+    app(args=expand_multi_value_options(sys.argv[1:]), prog_name="llmsim")

@@ -1,0 +1,271 @@
+"""The one settings object every part of llmsim receives.
+
+Each field is at the same time a CLI flag (``--time-to-first-token``), an environment
+variable (``LLMSIM_TIME_TO_FIRST_TOKEN``) and a TOML key (``time_to_first_token``).
+How the layers are merged lives in :mod:`llmsim.settings_sources`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from llmsim.durations import parse_duration
+
+ENV_PREFIX = "LLMSIM_"
+MAX_STD_DEV_RATIO = 0.3
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})]
+
+
+class LoraModule(BaseModel):
+    """A LoRA adapter the server knows at start-up (vLLM's ``--lora-modules`` entry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    base_model_name: str | None = None
+
+
+def _split_names(value: Any) -> Any:
+    """Accept ``"a,b"``, ``["a", "b,c"]`` or nothing; flatten to a list of names."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value
+    names: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            names.extend(part.strip() for part in item.split(",") if part.strip())
+        else:
+            names.append(item)
+    return names
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _parse_lora_module(item: Any) -> Any:
+    if not isinstance(item, str):
+        return item
+    text = item.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON adapter description {text!r}: {exc.msg}") from None
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise ValueError(f"invalid adapter {text!r}: expected name=path or a JSON object")
+    return {"name": name.strip(), "path": path.strip()}
+
+
+def _split_lora_modules(value: Any) -> Any:
+    """Accept vLLM's ``name=path`` and JSON forms, one string or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"invalid JSON list of adapters: {exc.msg}") from None
+        elif text.startswith("{"):
+            value = [text]
+        else:
+            value = [part for part in text.replace(",", " ").split() if part]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return value
+    return [_parse_lora_module(item) for item in value]
+
+
+Names = Annotated[list[str], NoDecode, BeforeValidator(_split_names), AfterValidator(_unique)]
+
+
+class Settings(BaseSettings):
+    """Everything that shapes a running llmsim server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # -- server -----------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to bind. Use 0.0.0.0 inside containers.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Logging verbosity."
+    )
+    config: Path | None = Field(
+        None,
+        description="TOML profile to read settings from (flag and environment variable only).",
+    )
+
+    # -- model ------------------------------------------------------------------
+    model: str = Field(
+        "llmsim/sim-model", min_length=1, description="Model name or path the server pretends to serve."
+    )
+    served_model_name: Names = Field(
+        default_factory=list,
+        description="Names the API accepts for the model; the first is the one reported. "
+        "Defaults to the model name.",
+    )
+    lora: Names = Field(
+        default_factory=list,
+        description="LoRA adapter names to serve (comma-separated, repeatable). "
+        "The adapter path reported in /v1/models is the name itself.",
+    )
+    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(_split_lora_modules)] = Field(
+        default_factory=list,
+        description="LoRA adapters in vLLM's forms: name=path, or JSON "
+        '{"name": ..., "path": ..., "base_model_name": ...}.',
+    )
+    max_model_len: int = Field(
+        4096, ge=1, le=10_000_000, description="Context window: prompt plus output tokens."
+    )
+
+    # -- generation -------------------------------------------------------------
+    mode: Literal["echo", "random"] = Field(
+        "random",
+        description="echo: answer with the last user message (chat) or the prompt (completions); "
+        "random: answer with natural sentences.",
+    )
+    seed: int | None = Field(
+        None, description="Seed for reproducible random outputs (unset: different on every run)."
+    )
+
+    # -- latency ----------------------------------------------------------------
+    time_to_first_token: Duration = Field(
+        0.0, description="Delay from the start of running a request to its first token."
+    )
+    time_to_first_token_std_dev: Duration = Field(
+        0.0, description="Gaussian jitter on time-to-first-token (at most 30% of it)."
+    )
+    inter_token_latency: Duration = Field(0.0, description="Delay between consecutive tokens.")
+    inter_token_latency_std_dev: Duration = Field(
+        0.0, description="Gaussian jitter on inter-token-latency (at most 30% of it)."
+    )
+    time_factor_under_load: float = Field(
+        1.0,
+        ge=1.0,
+        le=100.0,
+        description="Latency multiplier reached when max-running-requests run; grows linearly from 1.",
+    )
+    lora_load_latency: Duration = Field(
+        0.0, description="Time to load an adapter that is not in the CPU cache into a slot."
+    )
+
+    # -- scheduling -------------------------------------------------------------
+    max_running_requests: int = Field(
+        256,
+        ge=1,
+        le=1_000_000,
+        description="Sequences that run at once (vLLM's max-num-seqs); the rest wait in the queue.",
+    )
+    max_waiting_queue_length: int = Field(
+        1000, ge=0, le=10_000_000, description="Sequences that may wait; beyond it requests get 429."
+    )
+    max_loras: int = Field(1, ge=1, le=1024, description="LoRA adapters that can be active at once.")
+    max_cpu_loras: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Adapters kept warm in the CPU cache (LRU); at least max-loras. Defaults to max-loras.",
+    )
+    kv_cache_size: int = Field(
+        131_072,
+        ge=1,
+        le=1_000_000_000,
+        description="Simulated KV cache capacity in tokens; kv_cache_usage_perc is tokens held / this.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        for mean_name in ("time_to_first_token", "inter_token_latency"):
+            mean = getattr(self, mean_name)
+            std = getattr(self, f"{mean_name}_std_dev")
+            if std > MAX_STD_DEV_RATIO * mean + 1e-12:
+                raise _cross_field_error(
+                    f"{mean_name}_std_dev",
+                    f"must be at most 30% of {mean_name.replace('_', '-')}",
+                )
+        if self.max_cpu_loras is None:
+            self.max_cpu_loras = self.max_loras
+        elif self.max_cpu_loras < self.max_loras:
+            raise _cross_field_error("max_cpu_loras", "must be at least max-loras")
+        names = [*self.lora, *(module.name for module in self.lora_modules)]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise _cross_field_error("lora", f"adapter names given twice: {', '.join(duplicates)}")
+        clashes = sorted(set(names) & set(self.served_names))
+        if clashes:
+            raise _cross_field_error("lora", f"adapter names clash with the model: {', '.join(clashes)}")
+        return self
+
+    # -- derived views ----------------------------------------------------------
+    @property
+    def served_names(self) -> list[str]:
+        """Names the API accepts for the base model; the first is reported."""
+        return self.served_model_name or [self.model]
+
+    @property
+    def model_label(self) -> str:
+        """The ``model_name`` label vLLM puts on engine metrics."""
+        return self.served_names[0]
+
+    @property
+    def cpu_lora_capacity(self) -> int:
+        return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
+
+    @property
+    def adapters(self) -> list[LoraModule]:
+        """Every adapter known at start-up, ``--lora`` names first."""
+        return [LoraModule(name=name, path=name) for name in self.lora] + list(self.lora_modules)
+
+
+def _cross_field_error(field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("cross_field", "{field}: {reason}", {"field": field, "reason": message})
+
+
+def option_flag(field: str) -> str:
+    """The CLI flag for a settings field."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+DURATION_FIELDS = frozenset(
+    name
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("duration")
+)

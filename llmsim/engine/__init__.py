@@ -1,0 +1,36 @@
+"""The simulation engine: generation, timing and scheduling, with no HTTP in sight."""
+
+from llmsim.engine.engine import (
+    ContextLengthError,
+    Engine,
+    GenerationRequest,
+    PromptInput,
+    RequestGroup,
+    Target,
+    TokenSink,
+    UnknownModelError,
+)
+from llmsim.engine.lora import Adapter, AdapterExistsError, AdapterNotFoundError
+from llmsim.engine.observer import EngineObserver, NullObserver
+from llmsim.engine.scheduler import QueueFullError, Scheduler
+from llmsim.engine.sequence import Sequence, State
+
+__all__ = [
+    "Adapter",
+    "AdapterExistsError",
+    "AdapterNotFoundError",
+    "ContextLengthError",
+    "Engine",
+    "EngineObserver",
+    "GenerationRequest",
+    "NullObserver",
+    "PromptInput",
+    "QueueFullError",
+    "RequestGroup",
+    "Scheduler",
+    "Sequence",
+    "State",
+    "Target",
+    "TokenSink",
+    "UnknownModelError",
+]

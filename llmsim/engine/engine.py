@@ -1,0 +1,259 @@
+"""The simulated inference engine: what the HTTP layer talks to.
+
+A handler resolves the model, builds a :class:`GenerationRequest`, submits it and then
+either awaits the result or streams it through a :class:`TokenSink`::
+
+    with engine.submit(request) as group:      # raises QueueFullError at once
+        await group.run(sink)                  # tokens arrive on schedule
+
+Leaving the ``with`` block aborts whatever did not finish, so a cancelled handler (a
+client that went away) always frees its slot. The engine imports nothing from the
+HTTP layer and can be driven from plain asyncio code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from llmsim.config import Settings
+from llmsim.engine.generation import generate
+from llmsim.engine.lora import Adapter, LoraManager
+from llmsim.engine.observer import EngineObserver, NullObserver
+from llmsim.engine.scheduler import Scheduler
+from llmsim.engine.sequence import Sequence, State
+from llmsim.engine.timing import LatencyModel, LatencyProfile
+
+
+class UnknownModelError(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class ContextLengthError(Exception):
+    """Prompt plus requested output does not fit the context window."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
+        super().__init__(prompt_tokens, max_tokens, max_model_len)
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.max_model_len = max_model_len
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request's ``model`` field resolved to."""
+
+    name: str
+    adapter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInput:
+    token_count: int
+    echo_text: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    target: Target
+    prompts: Seq[PromptInput]
+    n: int = 1
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+    stop: Seq[str] = ()
+    seed: int | None = None
+
+
+class TokenSink(Protocol):
+    """Receives tokens as the engine releases them (streaming responses)."""
+
+    async def token(self, sequence: Sequence, position: int, text: str) -> None: ...
+
+    async def finished(self, sequence: Sequence) -> None:
+        """Called after the last token; also for sequences that produced none."""
+
+
+class Engine:
+    def __init__(self, settings: Settings, observer: EngineObserver | None = None) -> None:
+        self.settings = settings
+        self.observer: EngineObserver = observer or NullObserver()
+        seed = settings.seed
+        self._text_rng = random.Random(seed)
+        self.latency = LatencyModel(
+            LatencyProfile(
+                time_to_first_token=settings.time_to_first_token,
+                time_to_first_token_std_dev=settings.time_to_first_token_std_dev,
+                inter_token_latency=settings.inter_token_latency,
+                inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
+                time_factor_under_load=settings.time_factor_under_load,
+            ),
+            random.Random(None if seed is None else seed + 1),
+        )
+        self.loras = LoraManager(
+            settings.max_loras, settings.cpu_lora_capacity, settings.lora_load_latency
+        )
+        for module in settings.adapters:
+            self.loras.register(Adapter(module.name, module.path, module.base_model_name))
+        self.scheduler = Scheduler(
+            max_running=settings.max_running_requests,
+            max_waiting=settings.max_waiting_queue_length,
+            loras=self.loras,
+            observer=self.observer,
+            clock=time.monotonic,
+        )
+
+    # -- requests ---------------------------------------------------------------
+    def resolve(self, model: str | None) -> Target:
+        """Map a request's ``model`` to the base model or an adapter (vLLM's rules)."""
+        served = self.settings.served_names
+        if model is None or model in served:
+            return Target(model or served[0], None)
+        if self.loras.is_registered(model):
+            return Target(model, model)
+        raise UnknownModelError(model)
+
+    def submit(self, request: GenerationRequest) -> RequestGroup:
+        """Generate the outputs and hand the sequences to the scheduler."""
+        max_len = self.settings.max_model_len
+        for prompt in request.prompts:
+            wanted = prompt.token_count + (request.max_tokens or 0)
+            if prompt.token_count >= max_len or wanted > max_len:
+                raise ContextLengthError(prompt.token_count, request.max_tokens, max_len)
+        rng = self._text_rng if request.seed is None else random.Random(request.seed)
+        loop = asyncio.get_running_loop()
+        arrival = time.monotonic()
+        sequences: list[Sequence] = []
+        for prompt in request.prompts:
+            budget = max_len - prompt.token_count
+            for _ in range(request.n):
+                text = generate(
+                    mode=self.settings.mode,
+                    echo_text=prompt.echo_text,
+                    max_tokens=request.max_tokens,
+                    budget=budget,
+                    ignore_eos=request.ignore_eos,
+                    stop=request.stop,
+                    rng=rng,
+                )
+                sequences.append(
+                    Sequence(
+                        request_id=request.request_id,
+                        index=len(sequences),
+                        adapter=request.target.adapter,
+                        prompt_tokens=prompt.token_count,
+                        output=text.tokens,
+                        natural_finish=text.finish_reason,
+                        stop_reason=text.stop_reason,
+                        max_tokens=request.max_tokens or budget,
+                        n=request.n,
+                        arrival=arrival,
+                        admitted=loop.create_future(),
+                    )
+                )
+        self.scheduler.submit(sequences)
+        self.observer.request_submitted(request.n)
+        return RequestGroup(self, request, sequences)
+
+    # -- timing -----------------------------------------------------------------
+    async def run_sequence(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        """Release the sequence's tokens on schedule; abort it if anything goes wrong."""
+        try:
+            if sequence.state is State.WAITING:
+                await sequence.admitted
+            await self._emit_tokens(sequence, sink)
+        except BaseException:
+            self.scheduler.abort(sequence)
+            raise
+        self.scheduler.finish(sequence)
+        if sink is not None:
+            await sink.finished(sequence)
+
+    async def _emit_tokens(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        latency, scheduler, observer = self.latency, self.scheduler, self.observer
+        max_running = scheduler.max_running
+        start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
+        deadline = start + latency.first_token_delay(
+            latency.load_factor(scheduler.num_running, max_running)
+        )
+        if not sequence.output:
+            await _sleep_until(deadline)
+            return
+        for position, token in enumerate(sequence.output):
+            await _sleep_until(deadline)
+            now = time.monotonic()
+            sequence.generated += 1
+            if position == 0:
+                sequence.first_token_at = now
+                observer.first_token(sequence, now - sequence.arrival)
+            else:
+                observer.next_token(sequence, now - (sequence.last_token_at or now))
+            sequence.last_token_at = now
+            if sink is not None:
+                await sink.token(sequence, position, token)
+            deadline += latency.inter_token_delay(
+                latency.load_factor(scheduler.num_running, max_running)
+            )
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class RequestGroup:
+    """The sequences of one API request, run together and aborted together."""
+
+    def __init__(
+        self, engine: Engine, request: GenerationRequest, sequences: list[Sequence]
+    ) -> None:
+        self.engine = engine
+        self.request = request
+        self.sequences = sequences
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Usage counts each prompt once, however many choices it has."""
+        return sum(prompt.token_count for prompt in self.request.prompts)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(sequence.generated for sequence in self.sequences)
+
+    async def run(self, sink: TokenSink | None = None) -> None:
+        if len(self.sequences) == 1:
+            await self.engine.run_sequence(self.sequences[0], sink)
+            return
+        tasks = [
+            asyncio.ensure_future(self.engine.run_sequence(sequence, sink))
+            for sequence in self.sequences
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def abort(self) -> None:
+        for sequence in self.sequences:
+            self.engine.scheduler.abort(sequence)
+
+    def __enter__(self) -> RequestGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.abort()

@@ -1,0 +1,85 @@
+"""What a simulated model says: echo and random answers, stop strings, finish reasons.
+
+Outputs are produced in full when a request is submitted; the scheduler and the
+latency model then decide *when* each token is released. Generation is cheap (a few
+list operations) and keeping it apart from timing keeps both simple.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Literal
+
+from llmsim.engine.corpus import SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
+from llmsim.engine.tokenizer import tokenize
+
+FinishReason = Literal["stop", "length"]
+Mode = Literal["echo", "random"]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedText:
+    tokens: list[str]
+    finish_reason: FinishReason
+    stop_reason: str | None = None
+
+
+def generate(
+    *,
+    mode: Mode,
+    echo_text: str,
+    max_tokens: int | None,
+    budget: int,
+    ignore_eos: bool,
+    stop: Seq[str],
+    rng: random.Random,
+) -> GeneratedText:
+    """Produce one sequence's output.
+
+    ``budget`` is what the context window leaves after the prompt; ``max_tokens`` is the
+    client's limit (None when not given). Echo ignores ``max_tokens`` and ``ignore_eos``
+    because it exists for wiring tests, where the exact text matters more than length.
+    """
+    if mode == "echo":
+        result = _truncate(tokenize(echo_text), budget)
+    else:
+        limit = budget if max_tokens is None else min(max_tokens, budget)
+        result = _random_answer(limit, ignore_eos, rng)
+    return apply_stop(result, stop) if stop else result
+
+
+def _truncate(tokens: list[str], limit: int) -> GeneratedText:
+    if len(tokens) > limit:
+        return GeneratedText(tokens[:limit], "length")
+    return GeneratedText(tokens, "stop")
+
+
+def _random_answer(limit: int, ignore_eos: bool, rng: random.Random) -> GeneratedText:
+    """Whole sentences up to a sampled length; cut at ``limit`` if they run over."""
+    if limit <= 0:
+        return GeneratedText([], "length")
+    target = limit if ignore_eos else rng.randint(1, limit)
+    count = len(SENTENCE_TOKENS)
+    tokens = list(SENTENCE_TOKENS[rng.randrange(count)])
+    while len(tokens) < target:
+        tokens.extend(SPACED_SENTENCE_TOKENS[rng.randrange(count)])
+    if len(tokens) >= limit:
+        return GeneratedText(tokens[:limit], "length")
+    return GeneratedText(tokens, "stop")
+
+
+def apply_stop(result: GeneratedText, stop: Seq[str]) -> GeneratedText:
+    """Cut the output before the first stop string, as vLLM does (string not included)."""
+    text = "".join(result.tokens)
+    best: tuple[int, str] | None = None
+    for candidate in stop:
+        if not candidate:
+            continue
+        position = text.find(candidate)
+        if position >= 0 and (best is None or position < best[0]):
+            best = (position, candidate)
+    if best is None:
+        return result
+    return GeneratedText(tokenize(text[: best[0]]), "stop", best[1])

@@ -1,0 +1,43 @@
+"""What the engine tells the outside world (metrics, dashboards) as things happen."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from llmsim.engine.scheduler import Scheduler
+    from llmsim.engine.sequence import Sequence
+
+
+class EngineObserver(Protocol):
+    def request_submitted(self, n: int) -> None:
+        """A request's sequences were accepted (once per request, not per sequence)."""
+
+    def scheduler_changed(self, scheduler: Scheduler) -> None:
+        """Something entered, left or moved between the queue and the running set."""
+
+    def first_token(self, sequence: Sequence, time_to_first_token: float) -> None: ...
+
+    def next_token(self, sequence: Sequence, gap: float) -> None: ...
+
+    def sequence_finished(self, sequence: Sequence) -> None:
+        """Finished or aborted; ``sequence.finish_reason`` says which."""
+
+
+class NullObserver:
+    """Observer for engines used without metrics (unit tests, embedding)."""
+
+    def request_submitted(self, n: int) -> None:
+        return None
+
+    def scheduler_changed(self, scheduler: Scheduler) -> None:
+        return None
+
+    def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
+        return None
+
+    def next_token(self, sequence: Sequence, gap: float) -> None:
+        return None
+
+    def sequence_finished(self, sequence: Sequence) -> None:
+        return None

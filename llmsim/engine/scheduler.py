@@ -1,0 +1,155 @@
+"""Admission control: the running set, the FIFO waiting queue and LoRA slots.
+
+The scheduler is the single owner of sequence state. Sequences enter through
+:meth:`Scheduler.submit`, wait until :meth:`_schedule` admits them (resolving their
+``admitted`` future), and leave through :meth:`finish` or :meth:`abort`. After every
+change the queue is at a fixed point: nothing in it could run, so a new arrival only
+has to be checked on its own.
+
+Policy, as in vLLM's scheduler: the queue is served in arrival order, but a request
+whose adapter cannot get a slot is skipped, so it does not block base-model requests
+or requests for adapters already in a slot that arrived after it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+
+from llmsim.engine.lora import LoraManager
+from llmsim.engine.observer import EngineObserver
+from llmsim.engine.sequence import FinishReason, Sequence, State
+
+
+class QueueFullError(Exception):
+    """The waiting queue cannot take the request's sequences."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        max_running: int,
+        max_waiting: int,
+        loras: LoraManager,
+        observer: EngineObserver,
+        clock: Callable[[], float],
+    ) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.loras = loras
+        self._observer = observer
+        self._clock = clock
+        self.running: dict[Sequence, None] = {}
+        self.waiting: deque[Sequence] = deque()
+        self._running_adapters: Counter[str] = Counter()
+        self._waiting_adapters: Counter[str] = Counter()
+
+    # -- views ------------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def kv_tokens(self) -> int:
+        return sum(sequence.kv_tokens for sequence in self.running)
+
+    def running_adapters(self) -> list[str]:
+        return sorted(self._running_adapters)
+
+    def waiting_adapters(self) -> list[str]:
+        return sorted(self._waiting_adapters)
+
+    # -- transitions ------------------------------------------------------------
+    def submit(self, sequences: list[Sequence]) -> None:
+        """Queue a request's sequences and start what can start; all or nothing."""
+        if not sequences:
+            return
+        if self._would_overflow(sequences):
+            raise QueueFullError
+        for sequence in sequences:
+            self.waiting.append(sequence)
+            if sequence.adapter is not None:
+                self._waiting_adapters[sequence.adapter] += 1
+        self._schedule()
+        self._observer.scheduler_changed(self)
+
+    def finish(self, sequence: Sequence) -> None:
+        """A running sequence produced its last token."""
+        if sequence.state is not State.RUNNING:
+            return
+        self._retire(sequence, sequence.natural_finish)
+
+    def abort(self, sequence: Sequence) -> None:
+        """The client went away: drop the sequence wherever it is. Idempotent."""
+        if sequence.state is State.FINISHED:
+            return
+        self._retire(sequence, "abort")
+
+    # -- internals --------------------------------------------------------------
+    def _would_overflow(self, sequences: list[Sequence]) -> bool:
+        """Exact because the queue is at a fixed point and a request has one adapter."""
+        adapter = sequences[0].adapter
+        free = max(self.max_running - len(self.running), 0)
+        startable = free if adapter is None or self.loras.can_acquire(adapter) else 0
+        must_wait = max(len(sequences) - startable, 0)
+        return must_wait > 0 and len(self.waiting) + must_wait > self.max_waiting
+
+    def _retire(self, sequence: Sequence, reason: FinishReason) -> None:
+        was_running = sequence.state is State.RUNNING
+        if was_running:
+            del self.running[sequence]
+            if sequence.adapter is not None:
+                self._uncount(self._running_adapters, sequence.adapter)
+                self.loras.release(sequence.adapter)
+        else:
+            self.waiting.remove(sequence)
+            if sequence.adapter is not None:
+                self._uncount(self._waiting_adapters, sequence.adapter)
+        sequence.state = State.FINISHED
+        sequence.finish_reason = reason
+        sequence.finished_at = self._clock()
+        if not sequence.admitted.done():
+            sequence.admitted.cancel()
+        self._observer.sequence_finished(sequence)
+        if was_running:
+            self._schedule()
+        self._observer.scheduler_changed(self)
+
+    def _schedule(self) -> None:
+        """Admit waiting sequences in FIFO order, skipping those whose adapter must wait."""
+        if not self.waiting or len(self.running) >= self.max_running:
+            return
+        now = self._clock()
+        skipped: list[Sequence] = []
+        while self.waiting and len(self.running) < self.max_running:
+            sequence = self.waiting.popleft()
+            adapter = sequence.adapter
+            if adapter is not None and not self.loras.can_acquire(adapter):
+                skipped.append(sequence)
+                continue
+            self._admit(sequence, now)
+        self.waiting.extendleft(reversed(skipped))
+
+    def _admit(self, sequence: Sequence, now: float) -> None:
+        ready = now
+        if sequence.adapter is not None:
+            ready = self.loras.acquire(sequence.adapter, now)
+            self._uncount(self._waiting_adapters, sequence.adapter)
+            self._running_adapters[sequence.adapter] += 1
+        sequence.state = State.RUNNING
+        sequence.scheduled_at = now
+        sequence.ready_at = ready
+        self.running[sequence] = None
+        if not sequence.admitted.done():
+            sequence.admitted.set_result(None)
+
+    @staticmethod
+    def _uncount(counter: Counter[str], name: str) -> None:
+        counter[name] -= 1
+        if counter[name] <= 0:
+            del counter[name]
+

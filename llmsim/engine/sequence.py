@@ -1,0 +1,52 @@
+"""One sequence (a choice of a request) and everything measured about it.
+
+vLLM schedules sequences, not HTTP requests: a request with ``n=3`` or three prompts
+becomes three sequences, each counting against ``max_running_requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class State(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    request_id: str
+    index: int
+    adapter: str | None
+    prompt_tokens: int
+    output: list[str]
+    natural_finish: Literal["stop", "length"]
+    stop_reason: str | None
+    max_tokens: int
+    n: int
+    arrival: float
+    admitted: asyncio.Future[None] = field(repr=False)
+    state: State = State.WAITING
+    scheduled_at: float | None = None
+    ready_at: float | None = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    finished_at: float | None = None
+    generated: int = 0
+    finish_reason: FinishReason | None = None
+
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens this sequence holds in the simulated KV cache."""
+        return self.prompt_tokens + self.generated
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)

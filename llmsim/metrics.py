@@ -1,0 +1,176 @@
+"""Prometheus metrics shaped like vLLM v1's (``vllm/v1/metrics/loggers.py``).
+
+Names, types, labels and bucket boundaries follow vLLM so that dashboards, gateways
+and autoscalers written for vLLM read llmsim unchanged. The metrics object is an
+:class:`~llmsim.engine.EngineObserver`: it is fed by engine events, never by HTTP
+handlers. Gauges of current state are computed when scraped, so they cost nothing
+per token and can never drift from the scheduler.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from llmsim.config import Settings
+from llmsim.engine import Scheduler, Sequence
+
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+TOKEN_GAP_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+REQUEST_LATENCY_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
+    40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+N_BUCKETS = (1, 2, 5, 10, 20)
+FINISH_REASONS = ("stop", "length", "abort")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def build_1_2_5_buckets(maximum: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... up to ``maximum`` (vLLM's token-count buckets)."""
+    buckets: list[int] = []
+    exponent = 0
+    while True:
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10**exponent
+            if value > maximum:
+                return buckets
+            buckets.append(value)
+        exponent += 1
+
+
+class Metrics:
+    """The Prometheus registry of one server and the engine observer that fills it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.registry = CollectorRegistry()
+        self._max_lora = str(settings.max_loras)
+        labels = ["model_name", "engine"]
+        values = (settings.model_label, "0")
+        reg = self.registry
+        token_buckets = build_1_2_5_buckets(settings.max_model_len)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=reg)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, labels, registry=reg)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=reg)
+
+        self._running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
+        self._waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
+        self._kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self.lora_info = Gauge(
+            "vllm:lora_requests_info",
+            "Running stats on lora requests.",
+            ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+            registry=reg,
+        )
+        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.").labels(*values)
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*values)
+        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.").labels(*values)
+        success = Counter(
+            "vllm:request_success", "Count of successfully processed requests.",
+            [*labels, "finished_reason"], registry=reg,
+        )
+        self.success = {reason: success.labels(*values, reason) for reason in FINISH_REASONS}
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
+        ).labels(*values)
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets
+        ).labels(*values)
+        self.request_max_tokens = histogram(
+            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", token_buckets
+        ).labels(*values)
+        self.request_n = histogram(
+            "vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS
+        ).labels(*values)
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS
+        ).labels(*values)
+        self.itl = histogram(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", TOKEN_GAP_BUCKETS
+        ).labels(*values)
+        self.tpot = histogram(
+            "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.",
+            TOKEN_GAP_BUCKETS,
+        ).labels(*values)
+        phase = {
+            "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
+            "queue": ("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
+            "inference": ("vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request."),
+            "prefill": ("vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request."),
+            "decode": ("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request."),
+        }
+        self.phase = {
+            key: histogram(name, doc, REQUEST_LATENCY_BUCKETS).labels(*values)
+            for key, (name, doc) in phase.items()
+        }
+        self._gauges = (self._running.labels(*values), self._waiting.labels(*values), self._kv_usage.labels(*values))
+        self._lora_labels: tuple[str, str, str] | None = None
+
+    # -- wiring -----------------------------------------------------------------
+    def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
+        """Read the current-state gauges from ``scheduler`` at every scrape."""
+        running, waiting, kv_usage = self._gauges
+        running.set_function(lambda: scheduler.num_running)
+        waiting.set_function(lambda: scheduler.num_waiting)
+        kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
+        self.scheduler_changed(scheduler)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- EngineObserver ---------------------------------------------------------
+    def request_submitted(self, n: int) -> None:
+        self.request_n.observe(n)
+
+    def scheduler_changed(self, scheduler: Scheduler) -> None:
+        labels = (
+            self._max_lora,
+            ",".join(scheduler.waiting_adapters()),
+            ",".join(scheduler.running_adapters()),
+        )
+        if labels != self._lora_labels:
+            self._lora_labels = labels
+            self.lora_info.labels(*labels).set(time.time())
+
+    def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
+        self.ttft.observe(time_to_first_token)
+        self.prompt_tokens.inc(sequence.prompt_tokens)
+        self.generation_tokens.inc()
+
+    def next_token(self, sequence: Sequence, gap: float) -> None:
+        self.itl.observe(gap)
+        self.tpot.observe(gap)
+        self.generation_tokens.inc()
+
+    def sequence_finished(self, sequence: Sequence) -> None:
+        reason = sequence.finish_reason or "abort"
+        self.success[reason].inc()
+        if reason == "abort":
+            return
+        arrival = sequence.arrival
+        scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
+        first = sequence.first_token_at if sequence.first_token_at is not None else scheduled
+        finished = sequence.finished_at if sequence.finished_at is not None else time.monotonic()
+        last = sequence.last_token_at if sequence.last_token_at is not None else finished
+        self.phase["e2e"].observe(finished - arrival)
+        self.phase["queue"].observe(scheduled - arrival)
+        self.phase["inference"].observe(last - scheduled)
+        self.phase["prefill"].observe(first - scheduled)
+        self.phase["decode"].observe(last - first)
+        self.request_prompt_tokens.observe(sequence.prompt_tokens)
+        self.request_generation_tokens.observe(sequence.generated)
+        self.request_max_tokens.observe(sequence.max_tokens)

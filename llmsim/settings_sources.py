@@ -1,0 +1,233 @@
+"""Layering of settings: CLI flags > ``LLMSIM_*`` environment > TOML profile > defaults.
+
+Also answers "where did this value come from?" for ``llmsim config show`` and turns
+validation failures into one readable line per problem, naming the option as the
+user wrote it (flag, variable or profile key).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+)
+
+from llmsim.config import DURATION_FIELDS, Settings, env_name, option_flag
+from llmsim.durations import format_duration
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFAULT = "default"
+FILE = "file"
+ENV = "env"
+FLAG = "flag"
+
+# ``config`` names the file itself, so it cannot be set from inside the file.
+_NOT_IN_FILE = frozenset({"config"})
+
+
+class ConfigError(Exception):
+    """Settings could not be built; each line names an option and the reason."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]
+    config_path: Path | None
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """Serves already-parsed TOML values as a pydantic-settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = dict(values)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """Parse a TOML profile, rejecting keys that are not settings."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"--config: file not found: {path}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"--config: {path} is a directory, not a TOML file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"--config: cannot read {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"--config: {path} is not valid TOML: {exc}"]) from None
+    unknown = sorted(key for key in data if key not in Settings.model_fields or key in _NOT_IN_FILE)
+    if unknown:
+        raise ConfigError(
+            [f"{path}: unknown key {key!r} (see `llmsim config init` for the keys)" for key in unknown]
+        )
+    return data
+
+
+def _env_values() -> dict[str, Any]:
+    source = EnvSettingsSource(Settings)
+    return {key: value for key, value in source().items() if key in Settings.model_fields}
+
+
+def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
+    """Build the validated settings from every layer, or raise :class:`ConfigError`."""
+    flags = {key: value for key, value in (cli or {}).items() if value is not None}
+    env = _env_values()
+    config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
+    config_path = Path(config_value) if config_value else None
+    file_values = read_profile(config_path) if config_path else {}
+
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        for origin, layer in ((FLAG, flags), (ENV, env), (FILE, file_values)):
+            if name in layer:
+                sources[name] = origin
+                break
+        else:
+            sources[name] = DEFAULT
+
+    layered = _layered_settings_class(file_values)
+    try:
+        settings = layered(**flags)
+    except ValidationError as exc:
+        raise ConfigError(_describe_errors(exc, sources, config_path)) from None
+    return LoadedSettings(settings=settings, sources=sources, config_path=config_path)
+
+
+def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
+    class LayeredSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            assert isinstance(init_settings, InitSettingsSource)
+            return init_settings, env_settings, _DictSource(settings_cls, file_values)
+
+    LayeredSettings.__name__ = "Settings"
+    return LayeredSettings
+
+
+def _where(field: str, origin: str, config_path: Path | None) -> str:
+    if origin == FLAG:
+        return option_flag(field)
+    if origin == ENV:
+        return env_name(field)
+    if origin == FILE:
+        return f"{field} in {config_path}"
+    return f"{option_flag(field)} (default)"
+
+
+def _describe_errors(
+    exc: ValidationError, sources: Mapping[str, str], config_path: Path | None
+) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        ctx = error.get("ctx") or {}
+        field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "settings"))
+        reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
+        where = _where(field, sources.get(field, DEFAULT), config_path)
+        lines.append(f"{where}: {reason}")
+    return lines
+
+
+def _reason(error: Any) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    return message[:1].lower() + message[1:]
+
+
+# -- presentation helpers used by ``llmsim config`` ---------------------------------
+
+
+def display_value(name: str, value: Any) -> str:
+    """Render a setting the way a user would write it on the command line."""
+    if value is None:
+        return "-"
+    if name in DURATION_FIELDS:
+        return format_duration(float(value))
+    if name == "lora_modules":
+        return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "-"
+    return str(value)
+
+
+def toml_value(name: str, value: Any) -> Any:
+    """A TOML-serialisable form of a setting (durations as strings)."""
+    if name in DURATION_FIELDS:
+        return format_duration(float(value))
+    if name == "lora_modules":
+        return [m.model_dump(exclude_none=True) for m in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def render_default_profile() -> str:
+    """A complete, commented TOML profile of the defaults.
+
+    Settings without a fixed default (seed, adapters, ...) are written as commented
+    examples, so uncommenting a line is all it takes to use them.
+    """
+    defaults = Settings()
+    lines = [
+        "# llmsim profile: every key is optional; flags and LLMSIM_* variables override it.",
+        "# Durations accept 250ms, 1.5s, 750us, or a bare number of milliseconds.",
+        "",
+    ]
+    for name, info in Settings.model_fields.items():
+        if name in _NOT_IN_FILE:
+            continue
+        lines.extend(f"# {line}" for line in textwrap.wrap(info.description or name, 86))
+        default = info.get_default(call_default_factory=True)
+        if default is None or default == []:
+            example = {name: _EXAMPLES.get(name, "")}
+            lines.append("# " + tomli_w.dumps(example).strip().replace("\n", "\n# "))
+        else:
+            lines.append(tomli_w.dumps({name: toml_value(name, getattr(defaults, name))}).strip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+_EXAMPLES: dict[str, Any] = {
+    "seed": 42,
+    "max_cpu_loras": 4,
+    "served_model_name": ["my-model"],
+    "lora": ["sql-lora", "chat-lora"],
+    "lora_modules": ["tools-lora=/adapters/tools"],
+}
