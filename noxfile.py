@@ -1,0 +1,45 @@
+"""Developer tasks. ``nox`` alone runs what CI runs: tests, lint and typecheck."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+SOURCES = ["llmsim", "tests", "benchmarks", "examples", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, with the optional speed-ups installed (uvloop, orjson)."""
+    session.install("-e", ".[test,fast]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(name="tests-plain")
+def tests_plain(session: nox.Session) -> None:
+    """The test suite on the plain install: no uvloop, no orjson."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"], name="tests-matrix")
+def tests_matrix(session: nox.Session) -> None:
+    """The test suite on every supported Python that is installed."""
+    session.install("-e", ".[test,fast]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[fast]", "mypy>=1.10")
+    session.run("mypy", "llmsim")

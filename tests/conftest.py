@@ -1,0 +1,108 @@
+"""Shared fixtures: real llmsim processes on free loopback ports, and in-process apps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """An ``llmsim serve`` child process listening on loopback."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+        return int(self.process.returncode)
+
+
+def start_server(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> RunningServer:
+    port = free_port()
+    log_path = tmp_path / f"llmsim-{port}.log"
+    command = [sys.executable, "-m", "llmsim", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
+    child_env.update(env or {})
+    child_env.setdefault("COLUMNS", "200")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+    server = RunningServer(process, port, log_path, args)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llmsim exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.base_url + "/health", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"llmsim did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture
+def llmsim_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start ``llmsim serve`` with extra CLI args; every server is stopped by PID afterwards."""
+    servers: list[RunningServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> RunningServer:
+        server = start_server(list(args), tmp_path, env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for a whole module of read-only checks: echo mode, two adapters."""
+    server = start_server(
+        ["--mode", "echo", "--lora", "sql-lora,chat-lora", "--seed", "7", "--max-model-len", "2048"],
+        tmp_path_factory.mktemp("shared"),
+    )
+    yield server
+    server.stop()
