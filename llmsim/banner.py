@@ -46,12 +46,18 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     table.add_row("model", names[0] + (f"  (also: {', '.join(names[1:])})" if names[1:] else ""))
     adapters = [a.name for a in settings.adapters]
     table.add_row("adapters", ", ".join(adapters) if adapters else "-")
-    table.add_row("mode", settings.mode + (f"  (seed {settings.seed})" if settings.seed is not None else ""))
+    table.add_row(
+        "mode", settings.mode + (f"  (seed {settings.seed})" if settings.seed is not None else "")
+    )
     table.add_row(
         "timing",
         f"TTFT {_latency(settings.time_to_first_token, settings.time_to_first_token_std_dev)}, "
         f"ITL {_latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)}"
-        + (f", ×{settings.time_factor_under_load:g} under load" if settings.time_factor_under_load > 1 else ""),
+        + (
+            f", ×{settings.time_factor_under_load:g} under load"
+            if settings.time_factor_under_load > 1
+            else ""
+        ),
     )
     table.add_row(
         "limits",

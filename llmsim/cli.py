@@ -52,7 +52,9 @@ def _help(field: str) -> str:
 
 def _opt(field: str, *flags: str, panel: str, metavar: str = "TEXT") -> Any:
     names = flags or ("--" + field.replace("_", "-"),)
-    return typer.Option(*names, help=_help(field), rich_help_panel=panel, metavar=metavar, show_default=False)
+    return typer.Option(
+        *names, help=_help(field), rich_help_panel=panel, metavar=metavar, show_default=False
+    )
 
 
 def _version_callback(value: bool) -> None:
@@ -65,7 +67,9 @@ def _version_callback(value: bool) -> None:
 def main_callback(
     version: Annotated[
         bool | None,
-        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", "-V", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
     ] = None,
 ) -> None:
     """A vLLM-compatible OpenAI API server that simulates inference: no GPU, no model."""
@@ -78,34 +82,52 @@ def serve(
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
-    served_model_name: Annotated[list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")] = None,
+    served_model_name: Annotated[
+        list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
+    ] = None,
     lora: Annotated[list[str] | None, _opt("lora", panel=MODEL, metavar="A,B")] = None,
-    lora_modules: Annotated[list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")] = None,
+    lora_modules: Annotated[
+        list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")
+    ] = None,
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
-    time_to_first_token: Annotated[str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")] = None,
+    time_to_first_token: Annotated[
+        str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")
+    ] = None,
     time_to_first_token_std_dev: Annotated[
         str | None, _opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
     ] = None,
-    inter_token_latency: Annotated[str | None, _opt("inter_token_latency", panel=LATENCY, metavar="DURATION")] = None,
+    inter_token_latency: Annotated[
+        str | None, _opt("inter_token_latency", panel=LATENCY, metavar="DURATION")
+    ] = None,
     inter_token_latency_std_dev: Annotated[
         str | None, _opt("inter_token_latency_std_dev", panel=LATENCY, metavar="DURATION")
     ] = None,
     time_factor_under_load: Annotated[
         str | None, _opt("time_factor_under_load", panel=LATENCY, metavar="FLOAT")
     ] = None,
-    lora_load_latency: Annotated[str | None, _opt("lora_load_latency", panel=LATENCY, metavar="DURATION")] = None,
+    lora_load_latency: Annotated[
+        str | None, _opt("lora_load_latency", panel=LATENCY, metavar="DURATION")
+    ] = None,
     max_running_requests: Annotated[
         str | None,
-        _opt("max_running_requests", "--max-running-requests", "--max-num-seqs", panel=SCHED, metavar="INT"),
+        _opt(
+            "max_running_requests",
+            "--max-running-requests",
+            "--max-num-seqs",
+            panel=SCHED,
+            metavar="INT",
+        ),
     ] = None,
     max_waiting_queue_length: Annotated[
         str | None, _opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
     ] = None,
     max_loras: Annotated[str | None, _opt("max_loras", panel=SCHED, metavar="INT")] = None,
     max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
-    kv_cache_size: Annotated[str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")] = None,
+    kv_cache_size: Annotated[
+        str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")
+    ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
 
@@ -128,8 +150,12 @@ def serve(
 
 @config_app.command("init")
 def config_init(
-    path: Annotated[Path | None, typer.Argument(help="Where to write the profile (stdout if omitted).")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
+    path: Annotated[
+        Path | None, typer.Argument(help="Where to write the profile (stdout if omitted).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Overwrite an existing file.")
+    ] = False,
 ) -> None:
     """Write a complete, commented TOML profile of the defaults."""
     text = render_default_profile()
@@ -137,7 +163,9 @@ def config_init(
         sys.stdout.write(text)
         return
     if path.exists() and not force:
-        err.print(f"[bold red]error:[/bold red] {path} exists (use --force to overwrite)", highlight=False)
+        err.print(
+            f"[bold red]error:[/bold red] {path} exists (use --force to overwrite)", highlight=False
+        )
         raise typer.Exit(1)
     path.write_text(text, encoding="utf-8")
     err.print(f"wrote {path}", highlight=False)
@@ -145,7 +173,9 @@ def config_init(
 
 @config_app.command("show")
 def config_show(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML profile to read.", metavar="FILE")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML profile to read.", metavar="FILE")
+    ] = None,
 ) -> None:
     """Print the effective settings and where each one came from."""
     loaded = _load_or_exit({"config": config} if config else {})
@@ -166,7 +196,9 @@ def _load_or_exit(flags: dict[str, Any]) -> LoadedSettings:
         return load_settings(flags)
     except ConfigError as exc:
         for line in exc.lines:
-            err.print(f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True
+            )
         raise typer.Exit(2) from None
 
 
@@ -179,7 +211,12 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
             current = arg if arg in MULTI_VALUE_OPTIONS else None
             expanded.append(arg)
             continue
-        if current is not None and expanded and expanded[-1] != current and not expanded[-1].startswith("-"):
+        if (
+            current is not None
+            and expanded
+            and expanded[-1] != current
+            and not expanded[-1].startswith("-")
+        ):
             expanded.append(current)
         expanded.append(arg)
     return expanded

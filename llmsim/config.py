@@ -28,7 +28,9 @@ from llmsim.durations import parse_duration
 ENV_PREFIX = "LLMSIM_"
 MAX_STD_DEV_RATIO = 0.3
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})]
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})
+]
 
 
 class LoraModule(BaseModel):
@@ -81,21 +83,42 @@ def _split_lora_modules(value: Any) -> Any:
     if value is None:
         return []
     if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"invalid JSON list of adapters: {exc.msg}") from None
-        elif text.startswith("{"):
-            value = [text]
-        else:
-            value = [part for part in text.replace(",", " ").split() if part]
+        value = _scan_lora_modules(value)
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, (list, tuple)):
         return value
     return [_parse_lora_module(item) for item in value]
+
+
+def _scan_lora_modules(text: str) -> list[Any]:
+    """Split ``a=/p {"name": "b", "path": "/q"}`` (or a JSON list) into entries."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            return list(json.loads(stripped))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON list of adapters: {exc.msg}") from None
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char.isspace() or char == ",":
+            position += 1
+        elif char == "{":
+            try:
+                item, position = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"invalid JSON adapter description: {exc.msg}") from None
+            items.append(item)
+        else:
+            end = position
+            while end < len(text) and not text[end].isspace() and text[end] != ",":
+                end += 1
+            items.append(text[position:end])
+            position = end
+    return items
 
 
 Names = Annotated[list[str], NoDecode, BeforeValidator(_split_names), AfterValidator(_unique)]
@@ -113,7 +136,9 @@ class Settings(BaseSettings):
 
     # -- server -----------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind. Use 0.0.0.0 inside containers.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    port: int = Field(
+        8000, ge=0, le=65535, description="TCP port to listen on (0 picks a free one)."
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Logging verbosity."
     )
@@ -124,7 +149,9 @@ class Settings(BaseSettings):
 
     # -- model ------------------------------------------------------------------
     model: str = Field(
-        "llmsim/sim-model", min_length=1, description="Model name or path the server pretends to serve."
+        "llmsim/sim-model",
+        min_length=1,
+        description="Model name or path the server pretends to serve.",
     )
     served_model_name: Names = Field(
         default_factory=list,
@@ -136,10 +163,12 @@ class Settings(BaseSettings):
         description="LoRA adapter names to serve (comma-separated, repeatable). "
         "The adapter path reported in /v1/models is the name itself.",
     )
-    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(_split_lora_modules)] = Field(
-        default_factory=list,
-        description="LoRA adapters in vLLM's forms: name=path, or JSON "
-        '{"name": ..., "path": ..., "base_model_name": ...}.',
+    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(_split_lora_modules)] = (
+        Field(
+            default_factory=list,
+            description="LoRA adapters in vLLM's forms: name=path, or JSON "
+            '{"name": ..., "path": ..., "base_model_name": ...}.',
+        )
     )
     max_model_len: int = Field(
         4096, ge=1, le=10_000_000, description="Context window: prompt plus output tokens."
@@ -184,9 +213,14 @@ class Settings(BaseSettings):
         description="Sequences that run at once (vLLM's max-num-seqs); the rest wait in the queue.",
     )
     max_waiting_queue_length: int = Field(
-        1000, ge=0, le=10_000_000, description="Sequences that may wait; beyond it requests get 429."
+        1000,
+        ge=0,
+        le=10_000_000,
+        description="Sequences that may wait; beyond it requests get 429.",
     )
-    max_loras: int = Field(1, ge=1, le=1024, description="LoRA adapters that can be active at once.")
+    max_loras: int = Field(
+        1, ge=1, le=1024, description="LoRA adapters that can be active at once."
+    )
     max_cpu_loras: int | None = Field(
         None,
         ge=1,
@@ -227,7 +261,9 @@ class Settings(BaseSettings):
             raise _cross_field_error("lora", f"adapter names given twice: {', '.join(duplicates)}")
         clashes = sorted(set(names) & set(self.served_names))
         if clashes:
-            raise _cross_field_error("lora", f"adapter names clash with the model: {', '.join(clashes)}")
+            raise _cross_field_error(
+                "lora", f"adapter names clash with the model: {', '.join(clashes)}"
+            )
         return self
 
     # -- derived views ----------------------------------------------------------
@@ -252,7 +288,9 @@ class Settings(BaseSettings):
 
 
 def _cross_field_error(field: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError("cross_field", "{field}: {reason}", {"field": field, "reason": message})
+    return PydanticCustomError(
+        "cross_field", "{field}: {reason}", {"field": field, "reason": message}
+    )
 
 
 def option_flag(field: str) -> str:

@@ -40,7 +40,9 @@ def parse_duration(value: object) -> float:
 def _parse_text(text: str) -> float:
     match = _DURATION_RE.match(text)
     if match is None:
-        raise ValueError(f"invalid duration {text!r}: use a number with us, ms, s or m (e.g. 250ms)")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with us, ms, s or m (e.g. 250ms)"
+        )
     number, unit = match.groups()
     if unit == "":
         return float(number) / 1000.0

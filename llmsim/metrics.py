@@ -67,57 +67,99 @@ class Metrics:
         def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=reg)
 
-        self._running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
-        self._waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
-        self._kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self._running = gauge(
+            "vllm:num_requests_running", "Number of requests in model execution batches."
+        )
+        self._waiting = gauge(
+            "vllm:num_requests_waiting", "Number of requests waiting to be processed."
+        )
+        self._kv_usage = gauge(
+            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."
+        )
         self.lora_info = Gauge(
             "vllm:lora_requests_info",
             "Running stats on lora requests.",
             ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
             registry=reg,
         )
-        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.").labels(*values)
-        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*values)
-        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.").labels(*values)
+        self.preemptions = counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
+        ).labels(*values)
+        self.prompt_tokens = counter(
+            "vllm:prompt_tokens", "Number of prefill tokens processed."
+        ).labels(*values)
+        self.generation_tokens = counter(
+            "vllm:generation_tokens", "Number of generation tokens processed."
+        ).labels(*values)
         success = Counter(
-            "vllm:request_success", "Count of successfully processed requests.",
-            [*labels, "finished_reason"], registry=reg,
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            [*labels, "finished_reason"],
+            registry=reg,
         )
         self.success = {reason: success.labels(*values, reason) for reason in FINISH_REASONS}
         self.request_prompt_tokens = histogram(
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
         ).labels(*values)
         self.request_generation_tokens = histogram(
-            "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets
+            "vllm:request_generation_tokens",
+            "Number of generation tokens processed.",
+            token_buckets,
         ).labels(*values)
         self.request_max_tokens = histogram(
-            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", token_buckets
+            "vllm:request_params_max_tokens",
+            "Histogram of the max_tokens request parameter.",
+            token_buckets,
         ).labels(*values)
         self.request_n = histogram(
             "vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS
         ).labels(*values)
         self.ttft = histogram(
-            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            TTFT_BUCKETS,
         ).labels(*values)
         self.itl = histogram(
-            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", TOKEN_GAP_BUCKETS
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            TOKEN_GAP_BUCKETS,
         ).labels(*values)
         self.tpot = histogram(
-            "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.",
+            "vllm:time_per_output_token_seconds",
+            "Histogram of time per output token in seconds.",
             TOKEN_GAP_BUCKETS,
         ).labels(*values)
         phase = {
-            "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
-            "queue": ("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
-            "inference": ("vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request."),
-            "prefill": ("vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request."),
-            "decode": ("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request."),
+            "e2e": (
+                "vllm:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+            ),
+            "queue": (
+                "vllm:request_queue_time_seconds",
+                "Histogram of time spent in WAITING phase for request.",
+            ),
+            "inference": (
+                "vllm:request_inference_time_seconds",
+                "Histogram of time spent in RUNNING phase for request.",
+            ),
+            "prefill": (
+                "vllm:request_prefill_time_seconds",
+                "Histogram of time spent in PREFILL phase for request.",
+            ),
+            "decode": (
+                "vllm:request_decode_time_seconds",
+                "Histogram of time spent in DECODE phase for request.",
+            ),
         }
         self.phase = {
             key: histogram(name, doc, REQUEST_LATENCY_BUCKETS).labels(*values)
             for key, (name, doc) in phase.items()
         }
-        self._gauges = (self._running.labels(*values), self._waiting.labels(*values), self._kv_usage.labels(*values))
+        self._gauges = (
+            self._running.labels(*values),
+            self._waiting.labels(*values),
+            self._kv_usage.labels(*values),
+        )
         self._lora_labels: tuple[str, str, str] | None = None
 
     # -- wiring -----------------------------------------------------------------

@@ -48,7 +48,9 @@ class Server:
         runner = web.AppRunner(
             create_app(self.settings),
             handler_cancellation=True,
-            access_log=logging.getLogger("aiohttp.access") if self.settings.log_level == "debug" else None,
+            access_log=logging.getLogger("aiohttp.access")
+            if self.settings.log_level == "debug"
+            else None,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         )
         await runner.setup()
@@ -103,6 +105,8 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
+        handlers=[
+            RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+        ],
         force=True,
     )

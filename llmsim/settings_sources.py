@@ -75,7 +75,7 @@ def read_profile(path: Path) -> dict[str, Any]:
     """Parse a TOML profile, rejecting keys that are not settings."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            data: dict[str, Any] = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError([f"--config: file not found: {path}"]) from None
     except IsADirectoryError:
@@ -87,7 +87,10 @@ def read_profile(path: Path) -> dict[str, Any]:
     unknown = sorted(key for key in data if key not in Settings.model_fields or key in _NOT_IN_FILE)
     if unknown:
         raise ConfigError(
-            [f"{path}: unknown key {key!r} (see `llmsim config init` for the keys)" for key in unknown]
+            [
+                f"{path}: unknown key {key!r} (see `llmsim config init` for the keys)"
+                for key in unknown
+            ]
         )
     return data
 

@@ -61,7 +61,17 @@ def start_server(
 ) -> RunningServer:
     port = free_port()
     log_path = tmp_path / f"llmsim-{port}.log"
-    command = [sys.executable, "-m", "llmsim", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "llmsim",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
     child_env.update(env or {})
     child_env.setdefault("COLUMNS", "200")
@@ -101,7 +111,16 @@ def llmsim_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server for a whole module of read-only checks: echo mode, two adapters."""
     server = start_server(
-        ["--mode", "echo", "--lora", "sql-lora,chat-lora", "--seed", "7", "--max-model-len", "2048"],
+        [
+            "--mode",
+            "echo",
+            "--lora",
+            "sql-lora,chat-lora",
+            "--seed",
+            "7",
+            "--max-model-len",
+            "2048",
+        ],
         tmp_path_factory.mktemp("shared"),
     )
     yield server

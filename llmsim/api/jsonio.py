@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - depends on the installed extras
-    orjson = None
 
 
 class JSONInputError(ValueError):
@@ -19,13 +15,8 @@ def _reject_constant(name: str) -> Any:
     raise JSONInputError(f"invalid JSON value {name}")
 
 
-def loads(data: bytes) -> Any:
+def loads_stdlib(data: bytes) -> Any:
     """Parse a request body strictly: no NaN/Infinity, bounded nesting, UTF-8 only."""
-    if orjson is not None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise JSONInputError(str(exc)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -38,12 +29,24 @@ def loads(data: bytes) -> Any:
         raise JSONInputError("JSON nested too deeply") from None
 
 
-if orjson is not None:
+def dumps_stdlib(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def dumps(value: Any) -> bytes:
-        return orjson.dumps(value)  # type: ignore[no-any-return]
 
-else:  # pragma: no cover - depends on the installed extras
+def _pick() -> tuple[str, Callable[[bytes], Any], Callable[[Any], bytes]]:
+    try:
+        import orjson
+    except ImportError:
+        return "json", loads_stdlib, dumps_stdlib
 
-    def dumps(value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    def loads_orjson(data: bytes) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise JSONInputError(str(exc)) from None
+
+    return "orjson", loads_orjson, orjson.dumps
+
+
+BACKEND, loads, dumps = _pick()
+"""The JSON implementation in use, chosen once at import."""

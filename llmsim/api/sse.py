@@ -8,6 +8,7 @@ JSON string escape and one write.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -31,7 +32,7 @@ class ResponseMeta:
     created: int
     model: str
 
-    def header(self) -> dict[str, object]:
+    def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
 
 

@@ -152,4 +152,3 @@ class Scheduler:
         counter[name] -= 1
         if counter[name] <= 0:
             del counter[name]
-
