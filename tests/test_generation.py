@@ -1,0 +1,137 @@
+"""Tokenizer and text generation rules (engine only, no server)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmsim.engine.generation import apply_stop, generate
+from llmsim.engine.tokenizer import count_tokens, tokenize
+
+
+@given(st.text())
+def test_tokenizer_is_lossless_and_counts_agree(text: str) -> None:
+    tokens = tokenize(text)
+    assert "".join(tokens) == text
+    assert count_tokens(text) == len(tokens)
+    assert all(tokens)
+
+
+def test_tokenizer_splits_words_punctuation_and_long_words() -> None:
+    assert tokenize("Hello, world!") == ["Hello", ",", " world", "!"]
+    assert tokenize("internationalization") == ["internat", "ionaliza", "tion"]
+    assert tokenize("a  b\n") == ["a", "  b", "\n"]
+
+
+def _random(
+    max_tokens: int | None, budget: int = 1000, ignore_eos: bool = False, seed: int = 1
+) -> list[str]:
+    return generate(
+        mode="random",
+        echo_text="",
+        max_tokens=max_tokens,
+        budget=budget,
+        ignore_eos=ignore_eos,
+        stop=(),
+        rng=random.Random(seed),
+    ).tokens
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_output_respects_max_tokens_and_reports_finish_reason(seed: int) -> None:
+    result = generate(
+        mode="random",
+        echo_text="",
+        max_tokens=12,
+        budget=1000,
+        ignore_eos=False,
+        stop=(),
+        rng=random.Random(seed),
+    )
+    assert 1 <= len(result.tokens) <= 12
+    assert result.finish_reason == ("length" if len(result.tokens) == 12 else "stop")
+    if result.finish_reason == "stop":
+        assert "".join(result.tokens).endswith((".", "!", "?"))
+
+
+def test_ignore_eos_gives_exactly_max_tokens() -> None:
+    for limit in (1, 7, 300):
+        result = generate(
+            mode="random",
+            echo_text="",
+            max_tokens=limit,
+            budget=1000,
+            ignore_eos=True,
+            stop=(),
+            rng=random.Random(3),
+        )
+        assert len(result.tokens) == limit
+        assert result.finish_reason == "length"
+
+
+def test_without_max_tokens_the_context_budget_bounds_the_output() -> None:
+    lengths = {len(_random(None, budget=40, seed=seed)) for seed in range(50)}
+    assert max(lengths) <= 40
+    assert len(lengths) > 5
+
+
+def test_same_seed_same_output_different_seed_different_output() -> None:
+    assert _random(50, seed=11) == _random(50, seed=11)
+    assert any(_random(50, seed=11) != _random(50, seed=s) for s in range(12, 20))
+
+
+def test_echo_returns_text_and_only_the_context_cuts_it() -> None:
+    text = "Please repeat exactly this sentence, with its punctuation!"
+    result = generate(
+        mode="echo",
+        echo_text=text,
+        max_tokens=2,
+        budget=1000,
+        ignore_eos=True,
+        stop=(),
+        rng=random.Random(),
+    )
+    assert "".join(result.tokens) == text
+    assert result.finish_reason == "stop"
+    cut = generate(
+        mode="echo",
+        echo_text=text,
+        max_tokens=None,
+        budget=3,
+        ignore_eos=False,
+        stop=(),
+        rng=random.Random(),
+    )
+    assert len(cut.tokens) == 3
+    assert cut.finish_reason == "length"
+
+
+def test_stop_strings_cut_before_the_earliest_match() -> None:
+    result = generate(
+        mode="echo",
+        echo_text="one two three four",
+        max_tokens=None,
+        budget=100,
+        ignore_eos=False,
+        stop=("four", " three"),
+        rng=random.Random(),
+    )
+    assert "".join(result.tokens) == "one two"
+    assert result.finish_reason == "stop"
+    assert result.stop_reason == " three"
+
+
+def test_stop_string_absent_leaves_output_alone() -> None:
+    original = generate(
+        mode="echo",
+        echo_text="abc def",
+        max_tokens=None,
+        budget=100,
+        ignore_eos=False,
+        stop=(),
+        rng=random.Random(),
+    )
+    assert apply_stop(original, ["zzz", ""]) is original
