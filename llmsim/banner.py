@@ -10,7 +10,7 @@ from rich.table import Table
 
 from llmsim import __version__
 from llmsim.config import Settings
-from llmsim.durations import format_duration
+from llmsim.units import format_duration
 
 
 def _latency(mean: float, std_dev: float) -> str:
@@ -28,13 +28,14 @@ def base_url(settings: Settings, port: int) -> str:
 
 
 def curl_example(settings: Settings, port: int) -> str:
+    auth = '-H "Authorization: Bearer $LLMSIM_API_KEY" ' if settings.api_key is not None else ""
     body = (
         '{"model": "' + settings.served_names[0] + '", '
         '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
     )
     return (
         f"curl {base_url(settings, port)}/v1/chat/completions "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        f"-H 'Content-Type: application/json' {auth}-d {shlex.quote(body)}"
     )
 
 
@@ -65,6 +66,17 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         f"{settings.max_loras} LoRA slots ({settings.cpu_lora_capacity} warm), "
         f"context {settings.max_model_len} tokens",
     )
+    extras = []
+    if settings.api_key is not None:
+        extras.append("API key required on /v1/*")
+    if settings.failure_injection_rate:
+        extras.append(f"{settings.failure_injection_rate:g}% injected failures")
+    if settings.stream_cut_rate:
+        extras.append(f"{settings.stream_cut_rate:g}% streams cut")
+    if settings.startup_duration:
+        extras.append(f"ready after {format_duration(settings.startup_duration)}")
+    if extras:
+        table.add_row("notes", ", ".join(extras))
     url = base_url(settings, port)
     table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
     title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"

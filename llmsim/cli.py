@@ -41,10 +41,13 @@ err = Console(stderr=True)
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
+FAULTS = "Failure injection"
 
 
 def _help(field: str) -> str:
     info = Settings.model_fields[field]
+    if field == "api_key":
+        return f"{info.description} [dim]\\[env: LLMSIM_API_KEY or VLLM_API_KEY][/dim]"
     default = info.get_default(call_default_factory=True)
     shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
     return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
@@ -81,6 +84,16 @@ def serve(
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
+    api_key: Annotated[str | None, _opt("api_key", panel=SERVER, metavar="KEY")] = None,
+    max_request_body_size: Annotated[
+        str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
+    ] = None,
+    startup_duration: Annotated[
+        str | None, _opt("startup_duration", panel=SERVER, metavar="DURATION")
+    ] = None,
+    shutdown_timeout: Annotated[
+        str | None, _opt("shutdown_timeout", panel=SERVER, metavar="DURATION")
+    ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -127,6 +140,15 @@ def serve(
     max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[
         str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")
+    ] = None,
+    failure_injection_rate: Annotated[
+        str | None, _opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
+    ] = None,
+    failure_types: Annotated[
+        list[str] | None, _opt("failure_types", panel=FAULTS, metavar="A,B")
+    ] = None,
+    stream_cut_rate: Annotated[
+        str | None, _opt("stream_cut_rate", panel=FAULTS, metavar="PERCENT")
     ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).

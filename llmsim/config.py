@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from llmsim.durations import parse_duration
+from llmsim.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
 MAX_STD_DEV_RATIO = 0.3
@@ -31,6 +33,17 @@ MAX_STD_DEV_RATIO = 0.3
 Duration = Annotated[
     float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})
 ]
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(json_schema_extra={"size": True})]
+
+FailureType = Literal[
+    "rate_limit",
+    "invalid_api_key",
+    "context_length",
+    "server_error",
+    "invalid_request",
+    "model_not_found",
+]
+FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
 
 
 class LoraModule(BaseModel):
@@ -132,6 +145,7 @@ class Settings(BaseSettings):
         extra="forbid",
         case_sensitive=False,
         validate_default=True,
+        populate_by_name=True,
     )
 
     # -- server -----------------------------------------------------------------
@@ -145,6 +159,28 @@ class Settings(BaseSettings):
     config: Path | None = Field(
         None,
         description="TOML profile to read settings from (flag and environment variable only).",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("api_key", "LLMSIM_API_KEY", "VLLM_API_KEY"),
+        description="Require 'Authorization: Bearer KEY' on /v1/* routes. Also read from "
+        "VLLM_API_KEY. Never logged or shown.",
+    )
+    max_request_body_size: ByteSize = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Largest request body accepted (e.g. 4MiB, 512KiB); larger ones get 413.",
+    )
+    startup_duration: Duration = Field(
+        0.0,
+        description="Simulated model loading: /health/ready answers 503 and inference 503 "
+        "for this long after start.",
+    )
+    shutdown_timeout: Duration = Field(
+        30.0,
+        description="On SIGTERM/SIGINT, how long in-flight and queued requests may take to "
+        "finish before they are aborted.",
     )
 
     # -- model ------------------------------------------------------------------
@@ -205,6 +241,24 @@ class Settings(BaseSettings):
         0.0, description="Time to load an adapter that is not in the CPU cache into a slot."
     )
 
+    # -- failure injection ------------------------------------------------------
+    failure_injection_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Percentage of inference requests answered with an injected error.",
+    )
+    failure_types: Annotated[list[FailureType], NoDecode, BeforeValidator(_split_names)] = Field(
+        default_factory=lambda: list(FAILURE_TYPES),
+        description="Errors to inject, from: " + ", ".join(FAILURE_TYPES) + ".",
+    )
+    stream_cut_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Percentage of streams cut mid-way: the connection closes without [DONE].",
+    )
+
     # -- scheduling -------------------------------------------------------------
     max_running_requests: int = Field(
         256,
@@ -251,6 +305,8 @@ class Settings(BaseSettings):
                     f"{mean_name}_std_dev",
                     f"must be at most 30% of {mean_name.replace('_', '-')}",
                 )
+        if not self.failure_types and self.failure_injection_rate > 0:
+            raise _cross_field_error("failure_types", "must name at least one type")
         if self.max_cpu_loras is None:
             self.max_cpu_loras = self.max_loras
         elif self.max_cpu_loras < self.max_loras:
@@ -302,8 +358,14 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-DURATION_FIELDS = frozenset(
-    name
-    for name, info in Settings.model_fields.items()
-    if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("duration")
-)
+def _fields_marked(marker: str) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(marker)
+    )
+
+
+DURATION_FIELDS = _fields_marked("duration")
+SIZE_FIELDS = _fields_marked("size")
+SECRET_FIELDS = frozenset({"api_key"})

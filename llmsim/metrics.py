@@ -155,6 +155,12 @@ class Metrics:
             key: histogram(name, doc, REQUEST_LATENCY_BUCKETS).labels(*values)
             for key, (name, doc) in phase.items()
         }
+        self.injected_failures = Counter(
+            "llmsim:injected_failures",
+            "Errors and stream cuts injected on purpose (never counted in vllm: metrics).",
+            ["type"],
+            registry=reg,
+        )
         self._gauges = (
             self._running.labels(*values),
             self._waiting.labels(*values),
@@ -170,6 +176,9 @@ class Metrics:
         waiting.set_function(lambda: scheduler.num_waiting)
         kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
         self.scheduler_changed(scheduler)
+
+    def injected_failure(self, fault_type: str) -> None:
+        self.injected_failures.labels(fault_type).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,14 +11,19 @@ from aiohttp import web
 from rich.console import Console
 
 from llmsim.api import create_app
+from llmsim.api.keys import ENGINE
 from llmsim.banner import render_banner
 from llmsim.config import Settings
+from llmsim.engine import Engine
+from llmsim.lifecycle import Lifecycle
 from llmsim.loops import loop_factory
+from llmsim.units import format_duration
 
 logger = logging.getLogger("llmsim.server")
 
-SHUTDOWN_GRACE_SECONDS = 2.0
 LISTEN_BACKLOG = 4096
+FINAL_WRITE_GRACE = 0.5
+"""After the engine is idle, how long handlers get to write their last bytes."""
 
 
 class ServerStartError(Exception):
@@ -45,13 +50,13 @@ class Server:
             asyncio.set_event_loop(None)
 
     async def serve(self) -> None:
+        lifecycle = Lifecycle(self.settings.startup_duration)
+        debug = self.settings.log_level == "debug"
         runner = web.AppRunner(
-            create_app(self.settings),
+            create_app(self.settings, lifecycle),
             handler_cancellation=True,
-            access_log=logging.getLogger("aiohttp.access")
-            if self.settings.log_level == "debug"
-            else None,
-            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            access_log=logging.getLogger("aiohttp.access") if debug else None,
+            shutdown_timeout=FINAL_WRITE_GRACE,
         )
         await runner.setup()
         try:
@@ -71,9 +76,22 @@ class Server:
             self.port = _bound_port(runner, self.settings.port)
             render_banner(self.console, self.settings, self.port, self.loop_name)
             await self._wait_for_signal()
-            logger.info("shutting down")
+            await self._drain(lifecycle, site, runner.app[ENGINE])
         finally:
+            # Cancels whatever is still running, which aborts its sequences.
             await runner.cleanup()
+
+    async def _drain(self, lifecycle: Lifecycle, site: web.TCPSite, engine: Engine) -> None:
+        """Stop taking requests, then give in-flight and queued ones time to finish."""
+        lifecycle.begin_drain()
+        await site.stop()
+        timeout = self.settings.shutdown_timeout
+        busy = engine.scheduler.num_running + engine.scheduler.num_waiting
+        if busy:
+            logger.info("shutting down: waiting up to %s for %d requests", format_duration(timeout), busy)
+        if not await engine.wait_idle(timeout):
+            aborted = engine.abort_all()
+            logger.warning("shutdown timeout reached: aborted %d sequences", aborted)
 
     async def _wait_for_signal(self) -> None:
         self._stop = asyncio.Event()

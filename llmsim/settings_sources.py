@@ -25,8 +25,15 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
-from llmsim.config import DURATION_FIELDS, Settings, env_name, option_flag
-from llmsim.durations import format_duration
+from llmsim.config import (
+    DURATION_FIELDS,
+    SECRET_FIELDS,
+    SIZE_FIELDS,
+    Settings,
+    env_name,
+    option_flag,
+)
+from llmsim.units import format_duration, format_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -181,8 +188,12 @@ def display_value(name: str, value: Any) -> str:
     """Render a setting the way a user would write it on the command line."""
     if value is None:
         return "-"
+    if name in SECRET_FIELDS:
+        return "********"
     if name in DURATION_FIELDS:
         return format_duration(float(value))
+    if name in SIZE_FIELDS:
+        return format_size(int(value))
     if name == "lora_modules":
         return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
     if isinstance(value, list):
@@ -194,6 +205,8 @@ def toml_value(name: str, value: Any) -> Any:
     """A TOML-serialisable form of a setting (durations as strings)."""
     if name in DURATION_FIELDS:
         return format_duration(float(value))
+    if name in SIZE_FIELDS:
+        return format_size(int(value))
     if name == "lora_modules":
         return [m.model_dump(exclude_none=True) for m in value]
     if isinstance(value, Path):
@@ -233,4 +246,5 @@ _EXAMPLES: dict[str, Any] = {
     "served_model_name": ["my-model"],
     "lora": ["sql-lora", "chat-lora"],
     "lora_modules": ["tools-lora=/adapters/tools"],
+    "api_key": "change-me",
 }

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
+import random
+
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from llmsim.api import inference, models, system
+from llmsim.api.auth import auth_middleware
 from llmsim.api.errors import error_middleware
-from llmsim.api.keys import ENGINE, METRICS, SETTINGS
+from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE, METRICS, SETTINGS
 from llmsim.config import Settings
 from llmsim.engine import Engine
+from llmsim.faults import FaultInjector
+from llmsim.lifecycle import Lifecycle
 from llmsim.metrics import Metrics
 
-MAX_REQUEST_BODY = 4 * 1024 * 1024
 
-
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Application:
     metrics = Metrics(settings)
     engine = Engine(settings, observer=metrics)
     metrics.track(engine.scheduler, settings.kv_cache_size)
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BODY)
+    middlewares: list[Middleware] = [error_middleware]
+    if settings.api_key is not None:
+        middlewares.append(auth_middleware(settings.api_key.get_secret_value()))
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.max_request_body_size,
+    )
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[METRICS] = metrics
+    app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
+    app[FAULTS] = FaultInjector(
+        rate_percent=settings.failure_injection_rate,
+        types=settings.failure_types,
+        stream_cut_percent=settings.stream_cut_rate,
+        max_model_len=settings.max_model_len,
+        rng=random.Random(None if settings.seed is None else settings.seed + 2),
+        on_inject=metrics.injected_failure,
+    )
     app.add_routes(
         [
             web.post("/v1/chat/completions", inference.create_chat_completion),
@@ -31,6 +50,8 @@ def create_app(settings: Settings) -> web.Application:
             web.post("/v1/load_lora_adapter", models.load_lora_adapter),
             web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
             web.get("/health", system.health),
+            web.get("/health/ready", system.ready),
+            web.get("/ready", system.ready),
             web.get("/version", system.version),
             web.get("/metrics", system.metrics),
         ]

@@ -39,5 +39,8 @@ class ChatStreamSink(StreamSink):
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
         return self.chunk(
             sequence.index,
-            b'"delta":{"content":' + dumps(text) + b'},"logprobs":null,' + finish_fields(sequence, last),
+            b'"delta":{"content":'
+            + dumps(text)
+            + b'},"logprobs":null,'
+            + finish_fields(sequence, last),
         )

@@ -31,5 +31,6 @@ def completion_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
 class CompletionStreamSink(StreamSink):
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
         return self.chunk(
-            sequence.index, b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, last)
+            sequence.index,
+            b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, last),
         )

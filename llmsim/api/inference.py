@@ -18,11 +18,19 @@ from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE
+from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.api.sse import ResponseMeta, StreamSink, close_stream, open_stream
+from llmsim.api.sse import (
+    CuttingSink,
+    ResponseMeta,
+    StreamCutError,
+    StreamSink,
+    close_stream,
+    open_stream,
+)
+from llmsim.api.system import NOT_SERVING
 from llmsim.engine import (
     ContextLengthError,
     Engine,
@@ -31,8 +39,10 @@ from llmsim.engine import (
     QueueFullError,
     RequestGroup,
     Target,
+    TokenSink,
     UnknownModelError,
 )
+from llmsim.faults import FORCE_HEADER, InvalidForceHeaderError
 
 REQUEST_ID_HEADER = "X-Request-Id"
 
@@ -76,6 +86,10 @@ async def _generate(
     prompts: Sequence[PromptInput],
 ) -> web.StreamResponse:
     engine = request.app[ENGINE]
+    phase = request.app[LIFECYCLE].phase
+    if phase != "ready":
+        raise APIError(503, NOT_SERVING[phase])
+    _inject_fault(request, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or uuid.uuid4().hex)
     target = _resolve(engine, body.model)
@@ -110,13 +124,34 @@ async def _stream(
     include_usage: bool,
     headers: dict[str, str],
 ) -> web.StreamResponse:
+    faults = request.app[FAULTS]
     response = await open_stream(request, headers)
+    sink: TokenSink = flavor.sink(response, meta)
+    cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
+    if cut_after is not None:
+        sink = CuttingSink(flavor.sink(response, meta), cut_after)
     try:
-        await group.run(flavor.sink(response, meta))
+        await group.run(sink)
         await close_stream(response, meta, group, include_usage)
+    except StreamCutError:
+        faults.stream_cut()
+        if request.transport is not None:
+            request.transport.close()
     except ConnectionError:
         pass  # the client went away; leaving the ``with`` block aborts the rest
     return response
+
+
+def _inject_fault(request: web.Request, model: str) -> None:
+    forced = request.headers.get(FORCE_HEADER)
+    try:
+        fault = request.app[FAULTS].pick(forced, model)
+    except InvalidForceHeaderError:
+        raise APIError(
+            400, f"{FORCE_HEADER} must be an HTTP error status from 400 to 599.", FORCE_HEADER
+        ) from None
+    if fault is not None:
+        raise APIError(fault.status, fault.message, fault.param)
 
 
 def _resolve(engine: Engine, model: str | None) -> Target:
@@ -134,7 +169,8 @@ def _submit(engine: Engine, generation: GenerationRequest, flavor: Flavor) -> Re
     except QueueFullError:
         limit = engine.settings.max_waiting_queue_length
         raise APIError(
-            429, f"The server is overloaded: the waiting queue is full ({limit} requests). Retry later."
+            429,
+            f"The server is overloaded: the waiting queue is full ({limit} requests). Retry later.",
         ) from None
 
 

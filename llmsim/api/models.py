@@ -15,7 +15,9 @@ from llmsim.api.schemas import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
 from llmsim.engine import Adapter, AdapterExistsError, AdapterNotFoundError
 
 
-def _card(model_id: str, root: str, parent: str | None, max_model_len: int | None) -> dict[str, Any]:
+def _card(
+    model_id: str, root: str, parent: str | None, max_model_len: int | None
+) -> dict[str, Any]:
     created = int(time.time())
     return {
         "id": model_id,
@@ -52,7 +54,9 @@ async def list_models(request: web.Request) -> web.Response:
         _card(adapter.name, adapter.path, adapter.base_model_name or base[0], None)
         for adapter in engine.loras.adapters
     ]
-    return web.Response(body=dumps({"object": "list", "data": cards}), content_type="application/json")
+    return web.Response(
+        body=dumps({"object": "list", "data": cards}), content_type="application/json"
+    )
 
 
 async def load_lora_adapter(request: web.Request) -> web.Response:

@@ -106,7 +106,11 @@ class ChatCompletionRequest(_SamplingRequest):
     @property
     def output_limit(self) -> int | None:
         """``max_completion_tokens`` wins over the older ``max_tokens``."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
@@ -136,4 +140,3 @@ class LoadLoraAdapterRequest(_Body):
 class UnloadLoraAdapterRequest(_Body):
     lora_name: str | None = None
     lora_int_id: int | None = None
-

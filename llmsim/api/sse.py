@@ -38,7 +38,11 @@ class ResponseMeta:
 
 def usage(group: RequestGroup) -> dict[str, int]:
     prompt, completion = group.prompt_tokens, group.completion_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def finish_fields(sequence: Sequence, last: bool) -> bytes:
@@ -46,7 +50,10 @@ def finish_fields(sequence: Sequence, last: bool) -> bytes:
     if not last:
         return b'"finish_reason":null,"stop_reason":null'
     return (
-        b'"finish_reason":' + dumps(sequence.natural_finish) + b',"stop_reason":' + dumps(sequence.stop_reason)
+        b'"finish_reason":'
+        + dumps(sequence.natural_finish)
+        + b',"stop_reason":'
+        + dumps(sequence.stop_reason)
     )
 
 
@@ -78,6 +85,27 @@ class StreamSink:
         if not sequence.output:
             start = self.start_chunk(sequence.index)
             await self.response.write(start + self.token_chunk(sequence, "", True))
+
+
+class StreamCutError(Exception):
+    """Raised to cut a stream on purpose (``--stream-cut-rate``)."""
+
+
+class CuttingSink:
+    """Passes tokens through until ``after`` of them were written, then cuts the stream."""
+
+    def __init__(self, inner: StreamSink, after: int) -> None:
+        self._inner = inner
+        self._left = after
+
+    async def token(self, sequence: Sequence, position: int, text: str) -> None:
+        if self._left <= 0:
+            raise StreamCutError
+        self._left -= 1
+        await self._inner.token(sequence, position, text)
+
+    async def finished(self, sequence: Sequence) -> None:
+        await self._inner.finished(sequence)
 
 
 async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:

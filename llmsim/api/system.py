@@ -5,13 +5,27 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmsim import __version__
+from llmsim.api.errors import error_response
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import METRICS
+from llmsim.api.keys import LIFECYCLE, METRICS
 from llmsim.metrics import CONTENT_TYPE
+
+NOT_SERVING = {
+    "loading": "The model is still loading; retry shortly.",
+    "draining": "The server is shutting down.",
+}
 
 
 async def health(request: web.Request) -> web.Response:
     return web.Response(status=200)
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 503 while the simulated model loads and while draining."""
+    phase = request.app[LIFECYCLE].phase
+    if phase == "ready":
+        return web.Response(body=dumps({"status": "ready"}), content_type="application/json")
+    return error_response(503, NOT_SERVING[phase])
 
 
 async def version(request: web.Request) -> web.Response:

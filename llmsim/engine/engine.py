@@ -162,9 +162,30 @@ class Engine:
         self.observer.request_submitted(request.n)
         return RequestGroup(self, request, sequences)
 
+    async def wait_idle(self, timeout: float, poll: float = 0.02) -> bool:
+        """Wait until nothing runs or waits; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        scheduler = self.scheduler
+        while scheduler.num_running or scheduler.num_waiting:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    def abort_all(self) -> int:
+        """Cancel every running and waiting sequence (shutdown timeout); return how many."""
+        live = [*self.scheduler.running, *self.scheduler.waiting]
+        for sequence in live:
+            if sequence.task is not None and not sequence.task.done():
+                sequence.task.cancel()
+            else:
+                self.scheduler.abort(sequence)
+        return len(live)
+
     # -- timing -----------------------------------------------------------------
     async def run_sequence(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Release the sequence's tokens on schedule; abort it if anything goes wrong."""
+        sequence.task = asyncio.current_task()
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted

@@ -41,6 +41,8 @@ class Sequence:
     finished_at: float | None = None
     generated: int = 0
     finish_reason: FinishReason | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    """The task releasing this sequence's tokens, so shutdown can cancel it."""
 
     @property
     def kv_tokens(self) -> int:

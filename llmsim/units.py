@@ -1,4 +1,4 @@
-"""Human-friendly durations: ``250ms``, ``1.5s``, ``750us``; bare numbers are milliseconds.
+"""Human-friendly units: durations (``250ms``, ``1.5s``, bare milliseconds) and sizes (``4MiB``).
 
 Bare numbers mean milliseconds because that is the unit the original Go simulator
 used for its latency flags, so existing command lines keep working.
@@ -65,3 +65,42 @@ def format_duration(seconds: float) -> str:
 def _trim(number: float) -> str:
     text = f"{number:.6f}".rstrip("0").rstrip(".")
     return text or "0"
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    """Return bytes for ``4MiB``, ``512KiB``, ``1MB`` or a bare number of bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("expected a size such as 4MiB, 512KiB or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.match(value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(
+                f"invalid size {value!r}: use a number with KiB, MiB, GiB, KB, MB or GB"
+            )
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 0:
+        raise ValueError("size must not be negative")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
