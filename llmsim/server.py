@@ -88,7 +88,9 @@ class Server:
         timeout = self.settings.shutdown_timeout
         busy = engine.scheduler.num_running + engine.scheduler.num_waiting
         if busy:
-            logger.info("shutting down: waiting up to %s for %d requests", format_duration(timeout), busy)
+            logger.info(
+                "shutting down: waiting up to %s for %d requests", format_duration(timeout), busy
+            )
         if not await engine.wait_idle(timeout):
             aborted = engine.abort_all()
             logger.warning("shutdown timeout reached: aborted %d sequences", aborted)

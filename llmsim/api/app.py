@@ -10,7 +10,9 @@ from aiohttp.typedefs import Middleware
 from llmsim.api import inference, models, system
 from llmsim.api.auth import auth_middleware
 from llmsim.api.errors import error_middleware
-from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE, METRICS, SETTINGS
+from llmsim.api.jsonio import dumps
+from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE, METRICS, OPENAPI, SETTINGS
+from llmsim.api.openapi import build_openapi
 from llmsim.config import Settings
 from llmsim.engine import Engine
 from llmsim.faults import FaultInjector
@@ -34,6 +36,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
+    app[OPENAPI] = dumps(build_openapi())
     app[FAULTS] = FaultInjector(
         rate_percent=settings.failure_injection_rate,
         types=settings.failure_types,
@@ -54,6 +57,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
             web.get("/ready", system.ready),
             web.get("/version", system.version),
             web.get("/metrics", system.metrics),
+            web.get("/openapi.json", system.openapi),
         ]
     )
     return app

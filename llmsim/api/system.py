@@ -7,7 +7,7 @@ from aiohttp import web
 from llmsim import __version__
 from llmsim.api.errors import error_response
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import LIFECYCLE, METRICS
+from llmsim.api.keys import LIFECYCLE, METRICS, OPENAPI
 from llmsim.metrics import CONTENT_TYPE
 
 NOT_SERVING = {
@@ -30,6 +30,10 @@ async def ready(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     return web.Response(body=dumps({"version": __version__}), content_type="application/json")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Request schemas come from the same pydantic models the handlers validate with, so the
+document cannot drift from what the server accepts. Response schemas describe the
+bodies the handlers build.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from llmsim import __version__
+from llmsim.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    LoadLoraAdapterRequest,
+    UnloadLoraAdapterRequest,
+)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(_Out):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(_Out):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    stop_reason: str | None = None
+
+
+class ChatCompletionResponse(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(_Out):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    stop_reason: str | None = None
+
+
+class CompletionResponse(_Out):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ModelCard(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    root: str
+    parent: str | None
+    max_model_len: int | None
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Version(BaseModel):
+    version: str
+
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    ChatCompletionRequest,
+    CompletionRequest,
+    LoadLoraAdapterRequest,
+    UnloadLoraAdapterRequest,
+    ChatCompletionResponse,
+    CompletionResponse,
+    ModelList,
+    ErrorResponse,
+    Version,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(status): {"description": "Error", "content": _json(ErrorResponse)}
+        for status in statuses
+    }
+
+
+def _generation(
+    summary: str, request: type[BaseModel], response: type[BaseModel]
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _json(request)},
+            "responses": {
+                "200": {
+                    "description": "A JSON body, or an SSE stream when `stream` is true.",
+                    "content": {
+                        **_json(response),
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, 401, 404, 413, 429, 503),
+            },
+        }
+    }
+
+
+def _lora(summary: str, request: type[BaseModel], missing: int) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _json(request)},
+            "responses": {
+                "200": {
+                    "description": "Success text",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(400, 401, missing, 413),
+            },
+        }
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    plain_ok = {"200": {"description": "OK"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "llmsim: vLLM-compatible OpenAI API",
+            "version": __version__,
+            "description": "A simulated vLLM OpenAI-compatible server.",
+        },
+        "paths": {
+            "/v1/chat/completions": _generation(
+                "Create a chat completion", ChatCompletionRequest, ChatCompletionResponse
+            ),
+            "/v1/completions": _generation(
+                "Create a text completion", CompletionRequest, CompletionResponse
+            ),
+            "/v1/models": {
+                "get": {
+                    "summary": "List the model and its adapters",
+                    "responses": {
+                        "200": {"description": "Models", "content": _json(ModelList)},
+                        **_errors(401),
+                    },
+                }
+            },
+            "/v1/load_lora_adapter": _lora("Load a LoRA adapter", LoadLoraAdapterRequest, 400),
+            "/v1/unload_lora_adapter": _lora(
+                "Unload a LoRA adapter", UnloadLoraAdapterRequest, 404
+            ),
+            "/health": {"get": {"summary": "Liveness", "responses": plain_ok}},
+            "/health/ready": {
+                "get": {"summary": "Readiness", "responses": {**plain_ok, **_errors(503)}},
+            },
+            "/version": {
+                "get": {
+                    "summary": "Version",
+                    "responses": {"200": {"description": "OK", "content": _json(Version)}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": schemas},
+    }
