@@ -63,7 +63,8 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     table.add_row(
         "limits",
         f"{settings.max_running_requests} running, {settings.max_waiting_queue_length} waiting, "
-        f"{settings.max_loras} LoRA slots ({settings.cpu_lora_capacity} warm), "
+        f"{settings.max_loras} LoRA slot{'s' if settings.max_loras > 1 else ''} "
+        f"({settings.cpu_lora_capacity} warm), "
         f"context {settings.max_model_len} tokens",
     )
     extras = []

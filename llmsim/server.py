@@ -36,7 +36,6 @@ class Server:
         self.console = console or Console(stderr=False)
         self.port: int | None = None
         self.loop_name, self._loop_factory = loop_factory()
-        self._stop: asyncio.Event | None = None
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM; raise :class:`ServerStartError` if binding fails."""
@@ -96,19 +95,16 @@ class Server:
             logger.warning("shutdown timeout reached: aborted %d sequences", aborted)
 
     async def _wait_for_signal(self) -> None:
-        self._stop = asyncio.Event()
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signum, stop.set)
         try:
-            await self._stop.wait()
+            await stop.wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
-    def request_stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

@@ -86,7 +86,8 @@ class LoraManager:
             idle = next(adapter for adapter, count in self._slots.items() if count == 0)
             self._evict(idle)
         cold = name not in self._cpu
-        self._warm(name)
+        if name in self._registry:
+            self._warm(name)
         self._slots[name] = 1
         ready = now + self.load_latency if cold else now
         self._ready_at[name] = ready
@@ -99,6 +100,7 @@ class LoraManager:
         self._slots[name] = count - 1
         if count == 1 and name not in self._registry:
             self._evict(name)
+            self._cpu.pop(name, None)
 
     def slots(self) -> list[SlotView]:
         return [SlotView(name, count) for name, count in self._slots.items()]
