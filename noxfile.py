@@ -43,3 +43,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[fast]", "mypy>=1.10")
     session.run("mypy", "llmsim")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite: llmsim against a bare aiohttp ceiling (``-- --quick`` for ~1 min).
+
+    Not part of the default sessions; results go to benchmarks/results/.
+    """
+    session.install("-e", ".[fast]")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -173,7 +173,8 @@ def serve(
 @config_app.command("init")
 def config_init(
     path: Annotated[
-        Path | None, typer.Argument(help="Where to write the profile (stdout if omitted).")
+        Path | None,
+        typer.Argument(help="Where to write the profile (stdout if omitted or '-')."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Overwrite an existing file.")
@@ -181,7 +182,7 @@ def config_init(
 ) -> None:
     """Write a complete, commented TOML profile of the defaults."""
     text = render_default_profile()
-    if path is None:
+    if path is None or str(path) == "-":
         sys.stdout.write(text)
         return
     if path.exists() and not force:

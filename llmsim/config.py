@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("api_key", "LLMSIM_API_KEY", "VLLM_API_KEY"),
+        validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
         description="Require 'Authorization: Bearer KEY' on /v1/* routes. Also read from "
         "VLLM_API_KEY. Never logged or shown.",
     )
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         "for this long after start.",
     )
     shutdown_timeout: Duration = Field(
-        30.0,
+        "30s",  # type: ignore[assignment]  # validated like user input; a bare 30 means 30 ms
         description="On SIGTERM/SIGINT, how long in-flight and queued requests may take to "
         "finish before they are aborted.",
     )

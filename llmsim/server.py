@@ -106,7 +106,6 @@ class Server:
                 loop.remove_signal_handler(signum)
 
 
-
 def _bound_port(runner: web.AppRunner, configured: int) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple) and len(address) >= 2:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -33,7 +33,7 @@ from llmsim.config import (
     env_name,
     option_flag,
 )
-from llmsim.units import format_duration, format_size
+from llmsim.units import format_duration, format_size, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,8 +103,20 @@ def read_profile(path: Path) -> dict[str, Any]:
 
 
 def _env_values() -> dict[str, Any]:
-    source = EnvSettingsSource(Settings)
-    return {key: value for key, value in source().items() if key in Settings.model_fields}
+    """Environment values by field name (a field with aliases, like api_key, comes back
+    under its first alias)."""
+    by_alias = {
+        str(choice).lower(): name
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.validation_alias, AliasChoices)
+        for choice in field.validation_alias.choices
+    }
+    values = {}
+    for key, value in EnvSettingsSource(Settings)().items():
+        name = key if key in Settings.model_fields else by_alias.get(key.lower())
+        if name is not None:
+            values[name] = value
+    return values
 
 
 def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
@@ -184,6 +196,11 @@ def _reason(error: Any) -> str:
 # -- presentation helpers used by ``llmsim config`` ---------------------------------
 
 
+def _seconds(value: Any) -> float:
+    """Seconds of a validated duration, or of a field default written as text ("30s")."""
+    return parse_duration(value) if isinstance(value, str) else float(value)
+
+
 def display_value(name: str, value: Any) -> str:
     """Render a setting the way a user would write it on the command line."""
     if value is None:
@@ -191,7 +208,7 @@ def display_value(name: str, value: Any) -> str:
     if name in SECRET_FIELDS:
         return "********"
     if name in DURATION_FIELDS:
-        return format_duration(float(value))
+        return format_duration(_seconds(value))
     if name in SIZE_FIELDS:
         return format_size(int(value))
     if name == "lora_modules":
@@ -204,7 +221,7 @@ def display_value(name: str, value: Any) -> str:
 def toml_value(name: str, value: Any) -> Any:
     """A TOML-serialisable form of a setting (durations as strings)."""
     if name in DURATION_FIELDS:
-        return format_duration(float(value))
+        return format_duration(_seconds(value))
     if name in SIZE_FIELDS:
         return format_size(int(value))
     if name == "lora_modules":

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import RunningServer, start_server
+
 from llmsim import __version__
 from llmsim.cli import expand_multi_value_options
 
@@ -91,22 +91,28 @@ def test_config_init_writes_a_profile_that_config_show_reads(tmp_path: Path) -> 
     path = tmp_path / "llmsim.toml"
     assert run_cli("config", "init", str(path)).returncode == 0
     text = path.read_text()
-    assert "time_to_first_token = " in text and text.count("\n# ") > 10
+    assert "time_to_first_token = " in text
+    assert text.count("\n# ") > 10
     refused = run_cli("config", "init", str(path))
-    assert refused.returncode == 1 and "exists" in refused.stderr
+    assert refused.returncode == 1
+    assert "exists" in refused.stderr
     path.write_text(text.replace('mode = "random"', 'mode = "echo"'))
     shown = run_cli("config", "show", "--config", str(path), env={"LLMSIM_PORT": "9001"})
     assert shown.returncode == 0, shown.stderr
     rows = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│")}
-    assert "echo" in rows["mode"] and "file" in rows["mode"]
-    assert "9001" in rows["port"] and "env" in rows["port"]
+    assert "echo" in rows["mode"]
+    assert "file" in rows["mode"]
+    assert "9001" in rows["port"]
+    assert "env" in rows["port"]
     assert "default" in rows["seed"]
 
 
-def test_config_init_to_stdout() -> None:
-    result = run_cli("config", "init")
+@pytest.mark.parametrize("target", [[], ["-"]])
+def test_config_init_to_stdout(target: list[str], tmp_path: Path) -> None:
+    result = run_cli("config", "init", *target, cwd=tmp_path)
     assert result.returncode == 0
     assert 'mode = "random"' in result.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_multi_value_options_are_expanded() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from llmsim.config import LoraModule, Settings
-from llmsim.durations import format_duration, parse_duration
 from llmsim.settings_sources import ConfigError, load_settings, render_default_profile
+from llmsim.units import format_duration, parse_duration
 
 try:
     import tomllib

@@ -33,9 +33,34 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         data = loads(body)
     except JSONInputError as exc:
         raise APIError(400, f"Invalid JSON body: {exc}") from None
+    if b"\\u" in body and _has_unpaired_surrogate(data):
+        raise APIError(400, "Invalid JSON body: a string contains an unpaired UTF-16 surrogate")
     if not isinstance(data, dict):
         raise APIError(400, "Request body must be a JSON object")
     return data
+
+
+def _has_unpaired_surrogate(data: Any) -> bool:
+    """True if a string holds a lone surrogate, which JSON can escape (``"\\ud800"``).
+
+    Such a string is not Unicode text and cannot be encoded into an answer. orjson
+    refuses it while parsing; the standard library parser lets it through.
+    """
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _is_json(media_type: str) -> bool:

@@ -9,13 +9,41 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
 """Upper bound on ``n``: far above real use, low enough that no request can exhaust memory."""
 MAX_PROMPTS = 1024
 MAX_STOP_STRINGS = 64
+
+
+_EXACT_FLOAT_INT = 2**53
+
+
+def _integral_float_to_int(value: object) -> object:
+    """JSON Schema counts ``4.0`` as an integer, and so do Python clients that send it.
+
+    Only floats that hold an integer exactly (up to 2**53) qualify: a JSON parser may hand
+    over an out-of-range integer such as -2**63-1 as a rounded float.
+    """
+    if type(value) is float and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT:
+        return int(value)
+    return value
+
+
+INTEGRAL = BeforeValidator(_integral_float_to_int)
+"""Put last in ``Annotated[int, Field(...), INTEGRAL]`` so the bounds still reach the schema."""
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX), INTEGRAL]
+"""Any integer a 64-bit field holds: strict about strings and booleans, lenient about 4.0."""
 
 
 class _Body(BaseModel):
@@ -29,6 +57,13 @@ class StreamOptions(_Body):
 
 class ContentPart(_Body):
     """A part of a message; only ``text`` parts carry text for this simulator."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "text"}}},
+            "then": {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        }
+    )
 
     type: Annotated[str, StringConstraints(min_length=1)]
     text: str | None = None
@@ -58,25 +93,35 @@ StopStrings = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | N
 
 
 class _SamplingRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"stream_options": {"not": {"type": "null"}}},
+                "required": ["stream_options"],
+            },
+            "then": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+        }
+    )
+
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=INT64_MAX)
-    n: int = Field(1, ge=1, le=MAX_N)
+    max_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N), INTEGRAL] = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: StopStrings = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[Int64] | None = None
     ignore_eos: bool = False
-    seed: int | None = Field(None, ge=-(2**63), le=INT64_MAX)
+    seed: Int64 | None = None
     user: str | None = None
     temperature: float | None = Field(None, ge=0.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
+    top_k: Annotated[int, Field(ge=-1, le=INT64_MAX), INTEGRAL] | None = None
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0)
     logit_bias: dict[str, float] | None = None
-    min_tokens: int | None = Field(None, ge=0)
+    min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -99,9 +144,9 @@ class _SamplingRequest(_Body):
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(None, ge=1, le=INT64_MAX)
+    max_completion_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
 
     @property
     def output_limit(self) -> int | None:
@@ -113,7 +158,7 @@ class ChatCompletionRequest(_SamplingRequest):
         )
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL]], Field(min_length=1)]
 PromptList = Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
 TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
 
@@ -121,10 +166,10 @@ TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROM
 class CompletionRequest(_SamplingRequest):
     prompt: str | PromptList | TokenIds | TokenIdsList
     echo: bool | None = False
-    logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
     suffix: str | None = None
 
-    max_tokens: int | None = Field(16, ge=1, le=INT64_MAX)
+    max_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = 16
     """The legacy completions API defaults to 16 tokens, and so does vLLM."""
 
     @property
@@ -132,11 +177,20 @@ class CompletionRequest(_SamplingRequest):
         return self.max_tokens
 
 
+AdapterField = Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})]
+"""Optional to the model so the handler can answer a missing value in vLLM's own words;
+required and non-empty in the published schema."""
+
+
 class LoadLoraAdapterRequest(_Body):
-    lora_name: str | None = None
-    lora_path: str | None = None
+    model_config = ConfigDict(json_schema_extra={"required": ["lora_name", "lora_path"]})
+
+    lora_name: AdapterField = None
+    lora_path: AdapterField = None
 
 
 class UnloadLoraAdapterRequest(_Body):
-    lora_name: str | None = None
-    lora_int_id: int | None = None
+    model_config = ConfigDict(json_schema_extra={"required": ["lora_name"]})
+
+    lora_name: AdapterField = None
+    lora_int_id: Int64 | None = None

@@ -185,6 +185,8 @@ class Engine:
     # -- timing -----------------------------------------------------------------
     async def run_sequence(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Release the sequence's tokens on schedule; abort it if anything goes wrong."""
+        if sequence.state is State.FINISHED:
+            return  # aborted before it ran (e.g. by a shutdown): nothing to release
         sequence.task = asyncio.current_task()
         try:
             if sequence.state is State.WAITING:

@@ -81,7 +81,7 @@ class LoraManager:
         if name in self._slots:
             self._slots[name] += 1
             self._slots.move_to_end(name)
-            return self._ready_at.get(name, now)
+            return max(self._ready_at.get(name, now), now)
         if len(self._slots) >= self.max_loras:
             idle = next(adapter for adapter, count in self._slots.items() if count == 0)
             self._evict(idle)
