@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.config import Settings
 from llmsim.engine import Scheduler, Sequence
+from llmsim.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
 
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -57,15 +58,16 @@ class Metrics:
         values = (settings.model_label, "0")
         reg = self.registry
         token_buckets = build_1_2_5_buckets(settings.max_model_len)
+        fast = FastCollector()
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, labels, registry=reg)
 
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(name, doc, labels, registry=reg)
+        def counter(name: str, doc: str) -> FastCounter:
+            return fast.add(FastFamily(name, doc, labels)).counter(*values)
 
-        def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=reg)
+        def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> FastHistogram:
+            return fast.add(FastFamily(name, doc, labels, buckets)).histogram(*values)
 
         self._running = gauge(
             "vllm:num_requests_running", "Number of requests in model execution batches."
@@ -84,51 +86,50 @@ class Metrics:
         )
         self.preemptions = counter(
             "vllm:num_preemptions", "Cumulative number of preemption from the engine."
-        ).labels(*values)
-        self.prompt_tokens = counter(
-            "vllm:prompt_tokens", "Number of prefill tokens processed."
-        ).labels(*values)
+        )
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter(
             "vllm:generation_tokens", "Number of generation tokens processed."
-        ).labels(*values)
-        success = Counter(
-            "vllm:request_success",
-            "Count of successfully processed requests.",
-            [*labels, "finished_reason"],
-            registry=reg,
         )
-        self.success = {reason: success.labels(*values, reason) for reason in FINISH_REASONS}
+        success = fast.add(
+            FastFamily(
+                "vllm:request_success",
+                "Count of successfully processed requests.",
+                [*labels, "finished_reason"],
+            )
+        )
+        self.success = {reason: success.counter(*values, reason) for reason in FINISH_REASONS}
         self.request_prompt_tokens = histogram(
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
-        ).labels(*values)
+        )
         self.request_generation_tokens = histogram(
             "vllm:request_generation_tokens",
             "Number of generation tokens processed.",
             token_buckets,
-        ).labels(*values)
+        )
         self.request_max_tokens = histogram(
             "vllm:request_params_max_tokens",
             "Histogram of the max_tokens request parameter.",
             token_buckets,
-        ).labels(*values)
+        )
         self.request_n = histogram(
             "vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS
-        ).labels(*values)
+        )
         self.ttft = histogram(
             "vllm:time_to_first_token_seconds",
             "Histogram of time to first token in seconds.",
             TTFT_BUCKETS,
-        ).labels(*values)
+        )
         self.itl = histogram(
             "vllm:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             TOKEN_GAP_BUCKETS,
-        ).labels(*values)
+        )
         self.tpot = histogram(
             "vllm:time_per_output_token_seconds",
             "Histogram of time per output token in seconds.",
             TOKEN_GAP_BUCKETS,
-        ).labels(*values)
+        )
         phase = {
             "e2e": (
                 "vllm:e2e_request_latency_seconds",
@@ -152,12 +153,13 @@ class Metrics:
             ),
         }
         self.phase = {
-            key: histogram(name, doc, REQUEST_LATENCY_BUCKETS).labels(*values)
-            for key, (name, doc) in phase.items()
+            key: histogram(name, doc, REQUEST_LATENCY_BUCKETS) for key, (name, doc) in phase.items()
         }
+        reg.register(fast)
         self.injected_failures = Counter(
             "llmsim:injected_failures",
-            "Errors and stream cuts injected on purpose (never counted in vllm: metrics).",
+            "Failures injected on purpose: errors (never in vllm: metrics) and stream cuts "
+            "(their sequences also count as vllm aborts).",
             ["type"],
             registry=reg,
         )
@@ -202,10 +204,15 @@ class Metrics:
         self.prompt_tokens.inc(sequence.prompt_tokens)
         self.generation_tokens.inc()
 
-    def next_token(self, sequence: Sequence, gap: float) -> None:
-        self.itl.observe(gap)
-        self.tpot.observe(gap)
-        self.generation_tokens.inc()
+    def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
+        itl, tpot = self.itl, self.tpot
+        if gap is not None:
+            itl.observe(gap)
+            tpot.observe(gap)
+        if overdue:
+            itl.observe_repeated(0.0, overdue)
+            tpot.observe_repeated(0.0, overdue)
+        self.generation_tokens.inc(overdue + (gap is not None))
 
     def sequence_finished(self, sequence: Sequence) -> None:
         reason = sequence.finish_reason or "abort"

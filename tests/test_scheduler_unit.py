@@ -12,6 +12,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +80,10 @@ class RecordingObserver:
     def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
         self.first_tokens.append((sequence.request_id, time_to_first_token))
 
-    def next_token(self, sequence: Sequence, gap: float) -> None:
-        self.gaps.append(gap)
+    def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
+        if gap is not None:
+            self.gaps.append(gap)
+        self.gaps.extend([0.0] * overdue)
 
     def sequence_finished(self, sequence: Sequence) -> None:
         self.finished.append((sequence.request_id, sequence.index, sequence.finish_reason))
@@ -777,11 +780,12 @@ async def test_tokens_keep_their_pace_on_an_adapter_loaded_long_before() -> None
 
 @dataclass
 class ListSink:
-    tokens: list[tuple[str, int, str]] = field(default_factory=list)
+    received: list[tuple[str, int, str]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
 
-    async def token(self, sequence: Sequence, position: int, text: str) -> None:
-        self.tokens.append((sequence.request_id, position, text))
+    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+        for position, text in enumerate(texts, start):
+            self.received.append((sequence.request_id, position, text))
 
     async def finished(self, sequence: Sequence) -> None:
         self.done.append(sequence.request_id)
@@ -796,8 +800,8 @@ async def test_sink_receives_every_token_then_the_finish() -> None:
         await asyncio.wait_for(group.run(sink), timeout=5)
 
     [sequence] = group.sequences
-    assert [position for _, position, _ in sink.tokens] == [0, 1, 2, 3, 4]
-    assert "".join(text for _, _, text in sink.tokens) == sequence.text
+    assert [position for _, position, _ in sink.received] == [0, 1, 2, 3, 4]
+    assert "".join(text for _, _, text in sink.received) == sequence.text
     assert sink.done == ["r0"]
     assert group.completion_tokens == 5
 
@@ -815,7 +819,7 @@ async def test_running_an_aborted_group_releases_no_tokens() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(group.run(sink), timeout=5)
 
-    assert sink.tokens == []
+    assert sink.received == []
     assert [s.generated for s in (*running.sequences, *waiting.sequences)] == [0, 0]
     assert observer.first_tokens == []
     assert observer.reasons("running") == ["abort"]

@@ -6,8 +6,8 @@ handlers only translate between the wire and the engine.
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +91,7 @@ async def _generate(
         raise APIError(503, NOT_SERVING[phase])
     _inject_fault(request, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
-    request_id = flavor.id_prefix + (client_id or uuid.uuid4().hex)
+    request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     generation = GenerationRequest(
         request_id=request_id,

@@ -7,6 +7,7 @@ JSON string escape and one write.
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +76,15 @@ class StreamSink:
     def chunk(self, index: int, body: bytes) -> bytes:
         return self._prefix + str(index).encode() + b"," + body + b"}]}\n\n"
 
-    async def token(self, sequence: Sequence, position: int, text: str) -> None:
-        data = self.token_chunk(sequence, text, position == len(sequence.output) - 1)
-        if position == 0:
-            data = self.start_chunk(sequence.index) + data
-        await self.response.write(data)
+    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+        last = len(sequence.output) - 1
+        chunks = [
+            self.token_chunk(sequence, text, position == last)
+            for position, text in enumerate(texts, start)
+        ]
+        if start == 0:
+            chunks.insert(0, self.start_chunk(sequence.index))
+        await self.response.write(b"".join(chunks))
 
     async def finished(self, sequence: Sequence) -> None:
         if not sequence.output:
@@ -98,11 +103,14 @@ class CuttingSink:
         self._inner = inner
         self._left = after
 
-    async def token(self, sequence: Sequence, position: int, text: str) -> None:
+    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
         if self._left <= 0:
             raise StreamCutError
-        self._left -= 1
-        await self._inner.token(sequence, position, text)
+        allowed = texts[: self._left]
+        self._left -= len(allowed)
+        await self._inner.tokens(sequence, start, allowed)
+        if len(allowed) < len(texts):
+            raise StreamCutError
 
     async def finished(self, sequence: Sequence) -> None:
         await self._inner.finished(sequence)

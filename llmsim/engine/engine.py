@@ -72,10 +72,16 @@ class GenerationRequest:
     seed: int | None = None
 
 
+MAX_BATCH = 64
+"""At most this many overdue tokens of one sequence go out in one batch, so a long
+zero-latency answer still lets other requests' writes in between."""
+
+
 class TokenSink(Protocol):
     """Receives tokens as the engine releases them (streaming responses)."""
 
-    async def token(self, sequence: Sequence, position: int, text: str) -> None: ...
+    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+        """``texts`` are the tokens at positions ``start``, ``start + 1``, ... all due now."""
 
     async def finished(self, sequence: Sequence) -> None:
         """Called after the last token; also for sequences that produced none."""
@@ -200,30 +206,50 @@ class Engine:
             await sink.finished(sequence)
 
     async def _emit_tokens(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        """Release tokens when they are due; tokens already due go out together.
+
+        Each token has a deadline (TTFT, then one ITL after another), so a late wake-up
+        never stretches the schedule: whatever is due by then is released in one batch
+        (one wake-up, one write), which is also what keeps zero-latency runs cheap.
+        """
         latency, scheduler, observer = self.latency, self.scheduler, self.observer
         max_running = scheduler.max_running
-        start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
+        clock = time.monotonic
+        start = sequence.ready_at if sequence.ready_at is not None else clock()
         deadline = start + latency.first_token_delay(
             latency.load_factor(scheduler.num_running, max_running)
         )
-        if not sequence.output:
+        output = sequence.output
+        total = len(output)
+        if not total:
             await _sleep_until(deadline)
             return
-        for position, token in enumerate(sequence.output):
-            await _sleep_until(deadline)
-            now = time.monotonic()
-            sequence.generated += 1
+        position = 0
+        while position < total:
+            delay = deadline - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = clock()
+            first = position
+            gap: float | None = None
             if position == 0:
                 sequence.first_token_at = now
                 observer.first_token(sequence, now - sequence.arrival)
             else:
-                observer.next_token(sequence, now - (sequence.last_token_at or now))
+                gap = now - (sequence.last_token_at or now)
+            position += 1
+            factor = latency.load_factor(scheduler.num_running, max_running)
+            deadline += latency.inter_token_delay(factor)
+            while position < total and deadline <= now and position - first < MAX_BATCH:
+                position += 1
+                deadline += latency.inter_token_delay(factor)
+            sequence.generated = position
             sequence.last_token_at = now
+            overdue = position - first - 1
+            if gap is not None or overdue:
+                observer.next_tokens(sequence, gap, overdue)
             if sink is not None:
-                await sink.token(sequence, position, token)
-            deadline += latency.inter_token_delay(
-                latency.load_factor(scheduler.num_running, max_running)
-            )
+                await sink.tokens(sequence, first, output[first:position])
 
 
 async def _sleep_until(deadline: float) -> None:

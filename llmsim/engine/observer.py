@@ -18,7 +18,10 @@ class EngineObserver(Protocol):
 
     def first_token(self, sequence: Sequence, time_to_first_token: float) -> None: ...
 
-    def next_token(self, sequence: Sequence, gap: float) -> None: ...
+    def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
+        """Tokens after the first, released in one batch: one after ``gap`` seconds
+        (None when the batch began with the first token), then ``overdue`` more that were
+        already due, each with a gap of 0."""
 
     def sequence_finished(self, sequence: Sequence) -> None:
         """Finished or aborted; ``sequence.finish_reason`` says which."""
@@ -36,7 +39,7 @@ class NullObserver:
     def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
         return None
 
-    def next_token(self, sequence: Sequence, gap: float) -> None:
+    def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         return None
 
     def sequence_finished(self, sequence: Sequence) -> None:

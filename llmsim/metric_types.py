@@ -1,0 +1,137 @@
+"""Counters and histograms cheap enough to update for every simulated token.
+
+prometheus-client's own types take a lock and validate on every update, which costs more
+than the rest of a token's work. The engine runs on one event-loop thread and /metrics is
+rendered on that same thread, so plain integers and lists are safe here. Families are
+handed to prometheus-client at scrape time, which keeps the exposition format (names,
+``_total``/``_created`` samples, ``le`` labels) exactly as its own types write it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+
+def created_series_enabled() -> bool:
+    """prometheus-client's own switch for the ``_created`` samples, honoured here too."""
+    flag = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return flag.lower() not in ("true", "1", "t")
+
+
+def _le(bound: float) -> str:
+    """The ``le`` label text prometheus-client writes for a bucket bound."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+class FastCounter:
+    """A monotonically increasing total of one label set."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class FastHistogram:
+    """Bucket counts of one label set; ``le`` bounds are inclusive, as Prometheus wants."""
+
+    __slots__ = ("_bounds", "_les", "counts", "created", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(float(bound) for bound in bounds)
+        self._les = tuple(_le(bound) for bound in (*self._bounds, float("inf")))
+        self.counts = [0] * (len(self._bounds) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+    def observe_repeated(self, value: float, times: int) -> None:
+        self.counts[bisect_left(self._bounds, value)] += times
+        self.sum += value * times
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets = []
+        running = 0
+        for le, count in zip(self._les, self.counts, strict=True):
+            running += count
+            buckets.append((le, float(running)))
+        return buckets
+
+
+class FastFamily:
+    """A named counter or histogram with its label sets, exported at scrape time."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label_names: Sequence[str],
+        buckets: Sequence[float] | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label_names = tuple(label_names)
+        self.buckets = None if buckets is None else tuple(buckets)
+        self._children: dict[tuple[str, ...], FastCounter | FastHistogram] = {}
+        self._created = created_series_enabled()
+
+    def counter(self, *labels: str) -> FastCounter:
+        assert self.buckets is None, f"{self.name} is a histogram"
+        child = self._children.setdefault(labels, FastCounter())
+        assert isinstance(child, FastCounter)
+        return child
+
+    def histogram(self, *labels: str) -> FastHistogram:
+        assert self.buckets is not None, f"{self.name} is a counter"
+        child = self._children.setdefault(labels, FastHistogram(self.buckets))
+        assert isinstance(child, FastHistogram)
+        return child
+
+    def metric(self) -> Metric:
+        if self.buckets is None:
+            counters = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
+            for labels, child in self._children.items():
+                assert isinstance(child, FastCounter)
+                counters.add_metric(list(labels), child.value, created=self._when(child.created))
+            return counters
+        histograms = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
+        for labels, child in self._children.items():
+            assert isinstance(child, FastHistogram)
+            histograms.add_metric(list(labels), child.cumulative(), child.sum)
+            if self._created:
+                label_map = dict(zip(self.label_names, labels, strict=True))
+                histograms.samples.append(Sample(f"{self.name}_created", label_map, child.created))
+        return histograms
+
+    def _when(self, created: float) -> float | None:
+        return created if self._created else None
+
+
+class FastCollector(Collector):
+    """Registers a set of :class:`FastFamily` objects with a prometheus-client registry."""
+
+    def __init__(self) -> None:
+        self._families: list[FastFamily] = []
+
+    def add(self, family: FastFamily) -> FastFamily:
+        self._families.append(family)
+        return family
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.metric()
