@@ -235,6 +235,27 @@ def evaluate(bench: Report) -> None:
             )
         )
         add(Check(title, "errors", fmt(scale["errors"]), "0", verdict(scale["errors"] == 0)))
+        ttft = scale["ttft"]
+        add(
+            Check(
+                title,
+                "time to first token p50 / p99 (configured 0)",
+                f"{fmt(ttft.get('p50_ms'), 1)} / {fmt(ttft.get('p99_ms'), 1)} ms",
+            )
+        )
+        base = scale.get("baseline")
+        if base:
+            base_drift = base["itl_mean_drift"]
+            add(
+                Check(
+                    title,
+                    "bare app, same streams: ITL drift, TTFT p50 / p99",
+                    f"{fmt(base_drift * 100 if not math.isnan(base_drift) else None, 2, ' %')}, "
+                    f"{fmt(base['ttft'].get('p50_ms'), 1)} / "
+                    f"{fmt(base['ttft'].get('p99_ms'), 1)} ms "
+                    f"(server {fmt(base['load']['server_cores'], 2)} cores)",
+                )
+            )
         add(
             Check(
                 title,

@@ -846,6 +846,7 @@ def scenario_scale(bench: Bench) -> None:
             "(raise the hard limit, e.g. `ulimit -Hn`)."
         )
     try:
+        payload = capture_payload(bench, server, p.scale_tokens)
         rss_started = proc_rss_kb(server.child.pid) or 0
         http_post(server.chat_url, request_body(4, stream=True))
         time.sleep(0.3)
@@ -891,12 +892,50 @@ def scenario_scale(bench: Bench) -> None:
         "server_cores_while_held": None if hold_cores is None else round(hold_cores, 3),
         "load": bench.record_load("scale", load, sampler),
     }
+    bench.results["scale"]["baseline"] = scale_baseline(bench, payload, stream_seconds)
     bench.results["memory"] = {
         "rss_after_start_kb": rss_started,
         "rss_idle_kb": rss_idle,
         "rss_peak_kb": peak_rss,
         "peak_running": held,
         "kb_per_stream": round((peak_rss - rss_idle) / held, 2) if held else None,
+    }
+
+
+def scale_baseline(bench: Bench, payload: Path, stream_seconds: float) -> dict[str, Any]:
+    """The same streams against the bare app sleeping the same schedule: what the machine
+    allows when the server does nothing but sleep and write."""
+    p = bench.params
+    baseline = start_ceiling(
+        bench.workdir, payload, "--ttft", "0", "--itl", str(SCALE_ITL), name="ceiling-scale"
+    )
+    try:
+        with ProcSampler(baseline.child.pid) as sampler:
+            load = run_loadgen(
+                bench,
+                "scale-baseline",
+                baseline.base_url + "/timed",
+                request_body(p.scale_tokens, stream=True),
+                stream=True,
+                processes=p.scale_processes,
+                concurrency=p.scale_streams,
+                ramp=p.scale_ramp,
+                duration=p.scale_ramp + 0.5,
+                max_per_slot=1,
+                timings=True,
+                request_timeout=stream_seconds * 8 + 60.0,
+            )
+        info = bench.record_load("scale-baseline", load, sampler)
+    finally:
+        baseline.child.stop()
+    drift = (load.itl.mean - SCALE_ITL) / SCALE_ITL if load.itl.count else math.nan
+    return {
+        "client_peak_open_streams": load.peak_open,
+        "itl": hist_summary(load.itl),
+        "itl_mean_drift": round(drift, 5),
+        "ttft": hist_summary(load.ttft),
+        "errors": load.error_count,
+        "load": info,
     }
 
 
