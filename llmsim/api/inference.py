@@ -170,7 +170,7 @@ def _submit(engine: Engine, generation: GenerationRequest, flavor: Flavor) -> Re
         limit = engine.settings.max_waiting_queue_length
         raise APIError(
             429,
-            f"The server is overloaded: the waiting queue is full ({limit} requests). Retry later.",
+            f"The server is overloaded: the waiting queue is full ({limit} sequences). Retry later.",
         ) from None
 
 
