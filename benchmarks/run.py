@@ -853,20 +853,7 @@ def scenario_scale(bench: Bench) -> None:
         rss_idle = proc_rss_kb(server.child.pid) or 0
         sampler = ProcSampler(server.child.pid, metrics_url=server.base_url + "/metrics")
         with sampler:
-            load = run_loadgen(
-                bench,
-                "scale",
-                server.chat_url,
-                request_body(p.scale_tokens, stream=True),
-                stream=True,
-                processes=p.scale_processes,
-                concurrency=streams,
-                ramp=p.scale_ramp,
-                duration=p.scale_ramp + 0.5,
-                max_per_slot=1,
-                timings=True,
-                request_timeout=stream_seconds * 8 + 60.0,
-            )
+            load = scale_load(bench, "scale", server.chat_url, stream_seconds)
     finally:
         server.child.stop()
     drift = (load.itl.mean - SCALE_ITL) / SCALE_ITL if load.itl.count else math.nan
@@ -902,29 +889,34 @@ def scenario_scale(bench: Bench) -> None:
     }
 
 
+def scale_load(bench: Bench, name: str, url: str, stream_seconds: float) -> LoadResult:
+    """Open (e)'s streams against ``url``: one per slot, all opened within the ramp."""
+    p = bench.params
+    return run_loadgen(
+        bench,
+        name,
+        url,
+        request_body(p.scale_tokens, stream=True),
+        stream=True,
+        processes=p.scale_processes,
+        concurrency=p.scale_streams,
+        ramp=p.scale_ramp,
+        duration=p.scale_ramp + 0.5,
+        max_per_slot=1,
+        timings=True,
+        request_timeout=stream_seconds * 8 + 60.0,
+    )
+
+
 def scale_baseline(bench: Bench, payload: Path, stream_seconds: float) -> dict[str, Any]:
     """The same streams against the bare app sleeping the same schedule: what the machine
     allows when the server does nothing but sleep and write."""
-    p = bench.params
     baseline = start_ceiling(
         bench.workdir, payload, "--ttft", "0", "--itl", str(SCALE_ITL), name="ceiling-scale"
     )
     try:
         with ProcSampler(baseline.child.pid) as sampler:
-            load = run_loadgen(
-                bench,
-                "scale-baseline",
-                baseline.base_url + "/timed",
-                request_body(p.scale_tokens, stream=True),
-                stream=True,
-                processes=p.scale_processes,
-                concurrency=p.scale_streams,
-                ramp=p.scale_ramp,
-                duration=p.scale_ramp + 0.5,
-                max_per_slot=1,
-                timings=True,
-                request_timeout=stream_seconds * 8 + 60.0,
-            )
+            load = scale_load(bench, "scale-baseline", baseline.base_url + "/timed", stream_seconds)
         info = bench.record_load("scale-baseline", load, sampler)
     finally:
         baseline.child.stop()

@@ -226,9 +226,7 @@ class Engine:
             return
         position = 0
         while position < total:
-            delay = deadline - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await _sleep_until(deadline)
             now = clock()
             first = position
             gap: float | None = None
