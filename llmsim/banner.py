@@ -18,6 +18,21 @@ def _latency(mean: float, std_dev: float) -> str:
     return f"{text} ± {format_duration(std_dev)}" if std_dev else text
 
 
+def _timing(settings: Settings) -> str:
+    ttft_jitter = settings.time_to_first_token_std_dev
+    if settings.latency_model == "per-token":
+        first = (
+            f"TTFT {format_duration(settings.prefill_overhead)} + "
+            f"{format_duration(settings.prefill_time_per_token)}/prompt token"
+            + (f" ± {format_duration(ttft_jitter)}" if ttft_jitter else "")
+        )
+    else:
+        first = f"TTFT {_latency(settings.time_to_first_token, ttft_jitter)}"
+    itl = _latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)
+    factor = settings.time_factor_under_load
+    return f"{first}, ITL {itl}" + (f", ×{factor:g} under load" if factor > 1 else "")
+
+
 def base_url(settings: Settings, port: int) -> str:
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
@@ -50,16 +65,9 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     table.add_row(
         "mode", settings.mode + (f"  (seed {settings.seed})" if settings.seed is not None else "")
     )
-    table.add_row(
-        "timing",
-        f"TTFT {_latency(settings.time_to_first_token, settings.time_to_first_token_std_dev)}, "
-        f"ITL {_latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)}"
-        + (
-            f", ×{settings.time_factor_under_load:g} under load"
-            if settings.time_factor_under_load > 1
-            else ""
-        ),
-    )
+    if settings.profile:
+        table.add_row("profile", settings.profile)
+    table.add_row("timing", _timing(settings))
     table.add_row(
         "limits",
         f"{settings.max_running_requests} running, {settings.max_waiting_queue_length} waiting, "

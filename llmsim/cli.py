@@ -16,12 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim import __version__
+from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, load_or_exit
+from llmsim.cli_profiles import profiles_app
 from llmsim.config import Settings, env_name
 from llmsim.settings_sources import (
-    ConfigError,
-    LoadedSettings,
     display_value,
-    load_settings,
     render_default_profile,
 )
 
@@ -34,8 +33,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-err = Console(stderr=True)
 
 # Options that take one or more values, like vLLM's ``nargs="+"`` flags.
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
@@ -81,6 +78,7 @@ def main_callback(
 @app.command()
 def serve(
     config: Annotated[str | None, _opt("config", panel=SERVER, metavar="FILE")] = None,
+    profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
@@ -105,11 +103,20 @@ def serve(
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    latency_model: Annotated[
+        str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token")
+    ] = None,
     time_to_first_token: Annotated[
         str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")
     ] = None,
     time_to_first_token_std_dev: Annotated[
         str | None, _opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    prefill_overhead: Annotated[
+        str | None, _opt("prefill_overhead", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    prefill_time_per_token: Annotated[
+        str | None, _opt("prefill_time_per_token", panel=LATENCY, metavar="DURATION")
     ] = None,
     inter_token_latency: Annotated[
         str | None, _opt("inter_token_latency", panel=LATENCY, metavar="DURATION")
@@ -154,10 +161,10 @@ def serve(
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
 
     Durations accept 250ms, 1.5s, 750us or a bare number of milliseconds.
-    Precedence: flags > LLMSIM_* environment > --config TOML profile > defaults.
+    Precedence: flags > LLMSIM_* environment > --profile NAME > --config TOML file > defaults.
     """
     flags = {key: value for key, value in locals().items() if value is not None}
-    loaded = _load_or_exit(flags)
+    loaded = load_or_exit(flags)
     from llmsim.server import Server, ServerStartError, configure_logging
 
     configure_logging(loaded.settings.log_level)
@@ -196,33 +203,22 @@ def config_init(
 
 @config_app.command("show")
 def config_show(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="TOML profile to read.", metavar="FILE")
-    ] = None,
+    config: Annotated[str | None, CONFIG_FILE_OPTION] = None,
+    profile: Annotated[str | None, PROFILE_OPTION] = None,
 ) -> None:
     """Print the effective settings and where each one came from."""
-    loaded = _load_or_exit({"config": config} if config else {})
+    loaded = load_or_exit({"config": config, "profile": profile})
     table = Table(title="llmsim settings", title_justify="left")
     table.add_column("setting", style="cyan")
     table.add_column("value")
     table.add_column("source", style="dim")
     for name in Settings.model_fields:
-        source = loaded.sources[name]
-        if source == "file":
-            source = f"file ({loaded.config_path})"
-        table.add_row(name, display_value(name, getattr(loaded.settings, name)), source)
+        value = display_value(name, getattr(loaded.settings, name))
+        table.add_row(name, value, loaded.describe_source(name))
     Console().print(table)
 
 
-def _load_or_exit(flags: dict[str, Any]) -> LoadedSettings:
-    try:
-        return load_settings(flags)
-    except ConfigError as exc:
-        for line in exc.lines:
-            err.print(
-                f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True
-            )
-        raise typer.Exit(2) from None
+app.add_typer(profiles_app, name="profiles")
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         None,
         description="TOML profile to read settings from (flag and environment variable only).",
     )
+    profile: str | None = Field(
+        None,
+        min_length=1,
+        description="Named profile: a [profiles.NAME] table of the --config file or a built-in "
+        "profile (`llmsim profiles list`); flag and environment variable only.",
+    )
     api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
@@ -221,11 +227,28 @@ class Settings(BaseSettings):
     )
 
     # -- latency ----------------------------------------------------------------
+    latency_model: Literal["constant", "per-token"] = Field(
+        "constant",
+        description="constant: every request waits time-to-first-token; per-token: it waits "
+        "prefill-overhead plus prefill-time-per-token for each prompt token.",
+    )
     time_to_first_token: Duration = Field(
-        0.0, description="Delay from the start of running a request to its first token."
+        0.0,
+        description="Delay from the start of running a request to its first token "
+        "(constant latency model).",
     )
     time_to_first_token_std_dev: Duration = Field(
-        0.0, description="Gaussian jitter on time-to-first-token (at most 30% of it)."
+        0.0,
+        description="Gaussian jitter on the time to first token (constant model: at most 30% "
+        "of time-to-first-token).",
+    )
+    prefill_overhead: Duration = Field(
+        0.0, description="Fixed part of the time to first token (per-token latency model)."
+    )
+    prefill_time_per_token: Duration = Field(
+        0.0,
+        description="Time to first token added per prompt token (per-token latency model), "
+        "e.g. 50us.",
     )
     inter_token_latency: Duration = Field(0.0, description="Delay between consecutive tokens.")
     inter_token_latency_std_dev: Duration = Field(
@@ -297,7 +320,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        for mean_name in ("time_to_first_token", "inter_token_latency"):
+        jittered = ["inter_token_latency"]
+        if self.latency_model == "constant":
+            jittered.append("time_to_first_token")
+        for mean_name in jittered:
             mean = getattr(self, mean_name)
             std = getattr(self, f"{mean_name}_std_dev")
             if std > MAX_STD_DEV_RATIO * mean + 1e-12:
@@ -369,3 +395,5 @@ def _fields_marked(marker: str) -> frozenset[str]:
 DURATION_FIELDS = _fields_marked("duration")
 SIZE_FIELDS = _fields_marked("size")
 SECRET_FIELDS = frozenset({"api_key"})
+LAYER_FIELDS = frozenset({"config", "profile"})
+"""Fields that choose settings layers; they cannot be set from inside a layer (a file)."""

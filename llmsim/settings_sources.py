@@ -1,4 +1,5 @@
-"""Layering of settings: CLI flags > ``LLMSIM_*`` environment > TOML profile > defaults.
+"""Layering of settings: CLI flags > ``LLMSIM_*`` environment > named profile > TOML file
+top level > defaults.
 
 Also answers "where did this value come from?" for ``llmsim config show`` and turns
 validation failures into one readable line per problem, naming the option as the
@@ -27,11 +28,21 @@ from pydantic_settings import (
 
 from llmsim.config import (
     DURATION_FIELDS,
+    LAYER_FIELDS,
     SECRET_FIELDS,
     SIZE_FIELDS,
     Settings,
     env_name,
     option_flag,
+)
+from llmsim.profiles import (
+    BUILTIN,
+    PROFILES_TABLE,
+    NamedProfile,
+    ProfileError,
+    find_profile,
+    parse_profiles,
+    unknown_keys,
 )
 from llmsim.units import format_duration, format_size, parse_duration
 
@@ -42,11 +53,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT = "default"
 FILE = "file"
+PROFILE = "profile"
 ENV = "env"
 FLAG = "flag"
-
-# ``config`` names the file itself, so it cannot be set from inside the file.
-_NOT_IN_FILE = frozenset({"config"})
 
 
 class ConfigError(Exception):
@@ -62,6 +71,24 @@ class LoadedSettings:
     settings: Settings
     sources: dict[str, str]
     config_path: Path | None
+    profile: NamedProfile | None = None
+
+    def describe_source(self, name: str) -> str:
+        """Where a setting came from, for ``llmsim config show``."""
+        source = self.sources[name]
+        if source == FILE:
+            return f"file ({self.config_path})"
+        if source == PROFILE and self.profile is not None:
+            return f"profile {self.profile.name} ({self.profile.origin})"
+        return source
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A parsed TOML file: top-level settings and its named profiles."""
+
+    values: dict[str, Any]
+    profiles: dict[str, NamedProfile]
 
 
 class _DictSource(PydanticBaseSettingsSource):
@@ -79,7 +106,12 @@ class _DictSource(PydanticBaseSettingsSource):
 
 
 def read_profile(path: Path) -> dict[str, Any]:
-    """Parse a TOML profile, rejecting keys that are not settings."""
+    """The top-level settings of a TOML file, rejecting keys that are not settings."""
+    return read_config_file(path).values
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """Parse a TOML file: top-level settings plus optional ``[profiles.NAME]`` tables."""
     try:
         with path.open("rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
@@ -91,7 +123,8 @@ def read_profile(path: Path) -> dict[str, Any]:
         raise ConfigError([f"--config: cannot read {path}: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"--config: {path} is not valid TOML: {exc}"]) from None
-    unknown = sorted(key for key in data if key not in Settings.model_fields or key in _NOT_IN_FILE)
+    profiles_table = data.pop(PROFILES_TABLE, {})
+    unknown = unknown_keys(data)
     if unknown:
         raise ConfigError(
             [
@@ -99,7 +132,11 @@ def read_profile(path: Path) -> dict[str, Any]:
                 for key in unknown
             ]
         )
-    return data
+    try:
+        profiles = parse_profiles(profiles_table, str(path))
+    except ProfileError as exc:
+        raise ConfigError(exc.lines) from None
+    return ConfigFile(values=data, profiles=profiles)
 
 
 def _env_values() -> dict[str, Any]:
@@ -125,23 +162,32 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
     env = _env_values()
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
     config_path = Path(config_value) if config_value else None
-    file_values = read_profile(config_path) if config_path else {}
+    config_file = read_config_file(config_path) if config_path else ConfigFile({}, {})
+    profile = _chosen_profile(flags.get("profile") or env.get("profile"), config_file)
+    profile_values = dict(profile.values) if profile else {}
 
     sources: dict[str, str] = {}
+    layers = ((FLAG, flags), (ENV, env), (PROFILE, profile_values), (FILE, config_file.values))
     for name in Settings.model_fields:
-        for origin, layer in ((FLAG, flags), (ENV, env), (FILE, file_values)):
-            if name in layer:
-                sources[name] = origin
-                break
-        else:
-            sources[name] = DEFAULT
+        sources[name] = next((origin for origin, layer in layers if name in layer), DEFAULT)
 
-    layered = _layered_settings_class(file_values)
+    layered = _layered_settings_class({**config_file.values, **profile_values})
     try:
         settings = layered(**flags)
     except ValidationError as exc:
-        raise ConfigError(_describe_errors(exc, sources, config_path)) from None
-    return LoadedSettings(settings=settings, sources=sources, config_path=config_path)
+        raise ConfigError(_describe_errors(exc, sources, config_path, profile)) from None
+    return LoadedSettings(
+        settings=settings, sources=sources, config_path=config_path, profile=profile
+    )
+
+
+def _chosen_profile(name: Any, config_file: ConfigFile) -> NamedProfile | None:
+    if not name:
+        return None
+    try:
+        return find_profile(str(name), config_file.profiles)
+    except ProfileError as exc:
+        raise ConfigError(exc.lines) from None
 
 
 def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
@@ -162,25 +208,31 @@ def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
     return LayeredSettings
 
 
-def _where(field: str, origin: str, config_path: Path | None) -> str:
+def _where(field: str, origin: str, config_path: Path | None, profile: NamedProfile | None) -> str:
     if origin == FLAG:
         return option_flag(field)
     if origin == ENV:
         return env_name(field)
     if origin == FILE:
         return f"{field} in {config_path}"
+    if origin == PROFILE and profile is not None:
+        where = "built-in profile" if profile.origin == BUILTIN else f"{profile.origin}, profile"
+        return f"{field} in {where} {profile.name!r}"
     return f"{option_flag(field)} (default)"
 
 
 def _describe_errors(
-    exc: ValidationError, sources: Mapping[str, str], config_path: Path | None
+    exc: ValidationError,
+    sources: Mapping[str, str],
+    config_path: Path | None,
+    profile: NamedProfile | None,
 ) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
         field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "settings"))
         reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
-        where = _where(field, sources.get(field, DEFAULT), config_path)
+        where = _where(field, sources.get(field, DEFAULT), config_path, profile)
         lines.append(f"{where}: {reason}")
     return lines
 
@@ -244,7 +296,7 @@ def render_default_profile() -> str:
         "",
     ]
     for name, info in Settings.model_fields.items():
-        if name in _NOT_IN_FILE:
+        if name in LAYER_FIELDS:
             continue
         lines.extend(f"# {line}" for line in textwrap.wrap(info.description or name, 86))
         default = info.get_default(call_default_factory=True)
@@ -254,7 +306,20 @@ def render_default_profile() -> str:
         else:
             lines.append(tomli_w.dumps({name: toml_value(name, getattr(defaults, name))}).strip())
         lines.append("")
+    lines.extend(_PROFILES_EXAMPLE)
     return "\n".join(lines)
+
+
+_PROFILES_EXAMPLE = [
+    "# Named profiles: pick one with --profile NAME (or LLMSIM_PROFILE=NAME). Its keys override",
+    "# the top-level ones; flags and LLMSIM_* variables still override both. Built-in profiles",
+    "# (`llmsim profiles list`) can be picked the same way without a file.",
+    "# [profiles.slow]",
+    '# description = "A busy 70B deployment"',
+    '# time_to_first_token = "800ms"',
+    '# inter_token_latency = "45ms"',
+    "",
+]
 
 
 _EXAMPLES: dict[str, Any] = {

@@ -627,8 +627,8 @@ def test_delays_scale_with_the_load_factor() -> None:
     profile = LatencyProfile(time_to_first_token=0.2, inter_token_latency=0.05)
     model = LatencyModel(profile, random.Random(0))
 
-    assert model.first_token_delay(1.0) == pytest.approx(0.2)
-    assert model.first_token_delay(2.5) == pytest.approx(0.5)
+    assert model.first_token_delay(0, 1.0) == pytest.approx(0.2)
+    assert model.first_token_delay(0, 2.5) == pytest.approx(0.5)
     assert model.inter_token_delay(3.0) == pytest.approx(0.15)
 
 
@@ -649,7 +649,7 @@ def test_jitter_stays_within_seventy_percent_of_the_mean() -> None:
         LatencyProfile(time_to_first_token=mean, time_to_first_token_std_dev=mean),
         random.Random(12),
     )
-    wide_samples = [wide.first_token_delay(1.0) for _ in range(2000)]
+    wide_samples = [wide.first_token_delay(0, 1.0) for _ in range(2000)]
     assert min(wide_samples) == pytest.approx(low)
     assert max(wide_samples) == pytest.approx(high)
     assert all(low <= s <= high for s in wide_samples)

@@ -94,14 +94,7 @@ class Engine:
         seed = settings.seed
         self._text_rng = random.Random(seed)
         self.latency = LatencyModel(
-            LatencyProfile(
-                time_to_first_token=settings.time_to_first_token,
-                time_to_first_token_std_dev=settings.time_to_first_token_std_dev,
-                inter_token_latency=settings.inter_token_latency,
-                inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
-                time_factor_under_load=settings.time_factor_under_load,
-            ),
-            random.Random(None if seed is None else seed + 1),
+            latency_profile(settings), random.Random(None if seed is None else seed + 1)
         )
         self.loras = LoraManager(
             settings.max_loras, settings.cpu_lora_capacity, settings.lora_load_latency
@@ -217,7 +210,7 @@ class Engine:
         clock = time.monotonic
         start = sequence.ready_at if sequence.ready_at is not None else clock()
         deadline = start + latency.first_token_delay(
-            latency.load_factor(scheduler.num_running, max_running)
+            sequence.prompt_tokens, latency.load_factor(scheduler.num_running, max_running)
         )
         output = sequence.output
         total = len(output)
@@ -248,6 +241,20 @@ class Engine:
                 observer.next_tokens(sequence, gap, overdue)
             if sink is not None:
                 await sink.tokens(sequence, first, output[first:position])
+
+
+def latency_profile(settings: Settings) -> LatencyProfile:
+    """The latency knobs of ``settings``, as the timing model takes them."""
+    return LatencyProfile(
+        time_to_first_token=settings.time_to_first_token,
+        time_to_first_token_std_dev=settings.time_to_first_token_std_dev,
+        inter_token_latency=settings.inter_token_latency,
+        inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
+        time_factor_under_load=settings.time_factor_under_load,
+        latency_model=settings.latency_model,
+        prefill_overhead=settings.prefill_overhead,
+        prefill_time_per_token=settings.prefill_time_per_token,
+    )
 
 
 async def _sleep_until(deadline: float) -> None:

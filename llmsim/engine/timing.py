@@ -4,37 +4,55 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 JITTER_CLAMP = 0.7
 """A jittered sample never strays more than 70% from its mean."""
 
+LatencyModelName = Literal["constant", "per-token"]
+
 
 @dataclass(frozen=True, slots=True)
 class LatencyProfile:
-    """The latency knobs, in seconds."""
+    """The latency knobs, in seconds.
+
+    ``constant`` (SPEC §4, the default): every request waits ``time_to_first_token``.
+    ``per-token``: the wait is ``prefill_overhead + prompt_tokens * prefill_time_per_token``,
+    so long prompts take longer to their first token, as on a real GPU.
+    """
 
     time_to_first_token: float = 0.0
     time_to_first_token_std_dev: float = 0.0
     inter_token_latency: float = 0.0
     inter_token_latency_std_dev: float = 0.0
     time_factor_under_load: float = 1.0
+    latency_model: LatencyModelName = "constant"
+    prefill_overhead: float = 0.0
+    prefill_time_per_token: float = 0.0
 
 
 class LatencyModel:
     """Samples per-request and per-token delays.
 
-    The per-request ("constant") model of SPEC §4: TTFT and ITL do not depend on the
-    prompt or the batch, only on the load factor. A future iteration-level model only
-    has to provide these two methods.
+    Timing is per sequence: TTFT and ITL depend on the prompt (in the per-token model)
+    and on the load factor, not on the batch. A future iteration-level model only has
+    to provide these methods.
     """
 
     def __init__(self, profile: LatencyProfile, rng: random.Random) -> None:
         self.profile = profile
         self._rng = rng
 
-    def first_token_delay(self, load_factor: float) -> float:
+    def mean_first_token_delay(self, prompt_tokens: int) -> float:
+        """The unjittered time to first token at a load factor of 1."""
         p = self.profile
-        return self._sample(p.time_to_first_token, p.time_to_first_token_std_dev) * load_factor
+        if p.latency_model == "per-token":
+            return p.prefill_overhead + prompt_tokens * p.prefill_time_per_token
+        return p.time_to_first_token
+
+    def first_token_delay(self, prompt_tokens: int, load_factor: float) -> float:
+        mean = self.mean_first_token_delay(prompt_tokens)
+        return self._sample(mean, self.profile.time_to_first_token_std_dev) * load_factor
 
     def inter_token_delay(self, load_factor: float) -> float:
         p = self.profile

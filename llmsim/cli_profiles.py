@@ -1,0 +1,88 @@
+"""``llmsim profiles``: list and inspect the named profiles ``--profile`` can pick."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmsim.cli_options import CONFIG_FILE_OPTION, fail
+from llmsim.config import Settings
+from llmsim.profiles import NamedProfile, ProfileError, available_profiles, find_profile
+from llmsim.settings_sources import ConfigError, display_value, read_config_file
+
+profiles_app = typer.Typer(
+    help="List and show named profiles (built in, or [profiles.NAME] tables of a TOML file).",
+    no_args_is_help=True,
+)
+
+NO_WRAP = frozenset({"name", "TTFT", "ITL"})
+
+
+def _file_profiles(config: str | None) -> dict[str, NamedProfile]:
+    if not config:
+        return {}
+    try:
+        return read_config_file(Path(config)).profiles
+    except ConfigError as exc:
+        raise fail(exc.lines) from None
+
+
+def _shown(name: str, raw: Any) -> str:
+    """A profile value as the user would write it, validated like any other setting."""
+    try:
+        value = Settings.model_validate({name: raw}).model_dump()[name]
+    except ValueError:
+        return str(raw)
+    return display_value(name, value)
+
+
+def _first_token(values: Mapping[str, Any]) -> str:
+    if values.get("latency_model") == "per-token":
+        overhead = _shown("prefill_overhead", values.get("prefill_overhead", 0))
+        per_token = _shown("prefill_time_per_token", values.get("prefill_time_per_token", 0))
+        return f"{overhead} + {per_token}/tok"
+    return _shown("time_to_first_token", values.get("time_to_first_token", 0))
+
+
+@profiles_app.command("list")
+def list_profiles(config: Annotated[str | None, CONFIG_FILE_OPTION] = None) -> None:
+    """List every profile --profile can pick: built-in ones and those of --config FILE."""
+    table = Table(title="llmsim profiles", title_justify="left")
+    for column in ("name", "TTFT", "ITL", "description", "source"):
+        table.add_column(
+            column, style="cyan" if column == "name" else None, no_wrap=column in NO_WRAP
+        )
+    for name, profile in sorted(available_profiles(_file_profiles(config)).items()):
+        values = profile.values
+        table.add_row(
+            name,
+            _first_token(values),
+            _shown("inter_token_latency", values.get("inter_token_latency", 0)),
+            profile.description,
+            profile.origin,
+        )
+    Console().print(table)
+
+
+@profiles_app.command("show")
+def show_profile(
+    name: Annotated[str, typer.Argument(help="Profile name, as given to --profile.")],
+    config: Annotated[str | None, CONFIG_FILE_OPTION] = None,
+) -> None:
+    """Show the settings a profile sets; everything else keeps its default."""
+    try:
+        profile = find_profile(name, _file_profiles(config))
+    except ProfileError as exc:
+        raise fail(exc.lines) from None
+    title = f"profile {profile.name} ({profile.origin})"
+    table = Table(title=title, caption=profile.description or None, title_justify="left")
+    table.add_column("setting", style="cyan")
+    table.add_column("value")
+    for key, raw in profile.values.items():
+        table.add_row(key, _shown(key, raw))
+    Console().print(table)

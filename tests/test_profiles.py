@@ -1,0 +1,270 @@
+"""Named profiles (file and built-in), ``llmsim profiles`` and the per-token latency model."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from typer.testing import CliRunner
+
+from llmsim.cli import app
+from llmsim.engine.timing import LatencyModel, LatencyProfile
+from llmsim.profiles import builtin_profiles
+from llmsim.settings_sources import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from conftest import RunningServer
+
+PROFILE_FILE = """
+model = "top-level-model"
+inter_token_latency = "5ms"
+max_loras = 3
+
+[profiles.slow]
+description = "A busy deployment"
+inter_token_latency = "40ms"
+time_to_first_token = "300ms"
+max_running_requests = 4
+
+[profiles."llama-3.1-8b-h100"]
+description = "A file profile hides the built-in one of the same name"
+model = "my-own-8b"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("LLMSIM_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    path = tmp_path / "profiles.toml"
+    path.write_text(PROFILE_FILE, encoding="utf-8")
+    return path
+
+
+# -- layering -----------------------------------------------------------------------
+
+
+def test_profile_sits_between_environment_and_file_top_level(
+    profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSIM_MAX_RUNNING_REQUESTS", "9")
+    loaded = load_settings(
+        {"config": str(profile_file), "profile": "slow", "time_to_first_token": "50ms"}
+    )
+    settings = loaded.settings
+    assert settings.time_to_first_token == pytest.approx(0.05)  # flag beats profile
+    assert settings.max_running_requests == 9  # environment beats profile
+    assert settings.inter_token_latency == pytest.approx(0.04)  # profile beats top level
+    assert settings.model == "top-level-model"  # top level fills what the profile lacks
+    assert settings.max_loras == 3
+    assert settings.mode == "random"  # default
+    assert loaded.sources["time_to_first_token"] == "flag"
+    assert loaded.sources["max_running_requests"] == "env"
+    assert loaded.sources["inter_token_latency"] == "profile"
+    assert loaded.sources["model"] == "file"
+    assert loaded.describe_source("inter_token_latency") == f"profile slow ({profile_file})"
+
+
+def test_profile_can_come_from_the_environment(
+    profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMSIM_CONFIG", str(profile_file))
+    monkeypatch.setenv("LLMSIM_PROFILE", "slow")
+    assert load_settings({}).settings.max_running_requests == 4
+
+
+def test_without_profile_the_tables_are_ignored(profile_file: Path) -> None:
+    settings = load_settings({"config": str(profile_file)}).settings
+    assert settings.inter_token_latency == pytest.approx(0.005)
+    assert settings.max_running_requests == 256
+
+
+def test_file_profile_hides_the_builtin_of_the_same_name(profile_file: Path) -> None:
+    from_file = load_settings({"config": str(profile_file), "profile": "llama-3.1-8b-h100"})
+    builtin = load_settings({"profile": "llama-3.1-8b-h100"})
+    assert from_file.settings.model == "my-own-8b"
+    assert builtin.settings.model != "my-own-8b"
+    assert builtin.describe_source("model") == "profile llama-3.1-8b-h100 (built-in)"
+
+
+def test_unknown_profile_lists_the_available_ones(profile_file: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"config": str(profile_file), "profile": "fast"})
+    [line] = info.value.lines
+    assert "unknown profile 'fast'" in line
+    assert "slow" in line
+    assert "llama-3.1-70b-8xh100" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[profiles.a]\nbogus = 1\n", "unknown key 'bogus' in profile 'a'"),
+        ("[profiles.a]\nconfig = 'x.toml'\n", "unknown key 'config' in profile 'a'"),
+        ("[profiles.llama-3.1]\nmodel = 'x'\n", "must be quoted"),
+        ("profiles = 3\n", "'profiles' must be a table"),
+        ("profile = 'slow'\n", "unknown key 'profile'"),
+    ],
+)
+def test_malformed_profile_tables_are_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"config": str(path)})
+    assert any(message in line for line in info.value.lines), info.value.lines
+
+
+def test_invalid_profile_value_names_the_profile(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[profiles.x]\nmax_loras = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"config": str(path), "profile": "x"})
+    [line] = info.value.lines
+    assert line.startswith(f"max_loras in {path}, profile 'x':"), line
+
+
+# -- built-in profiles ----------------------------------------------------------------
+
+
+def test_builtin_profiles_cover_common_model_and_gpu_pairs() -> None:
+    names = set(builtin_profiles())
+    assert {"llama-3.1-8b-h100", "llama-3.1-70b-8xh100"} <= names
+    assert any("l40s" in name for name in names)
+
+
+@pytest.mark.parametrize("name", sorted(builtin_profiles()))
+def test_every_builtin_profile_is_valid_and_realistic(name: str) -> None:
+    profile = builtin_profiles()[name]
+    settings = load_settings({"profile": name}).settings
+    assert profile.description
+    assert settings.latency_model == "per-token"
+    assert 0 < settings.inter_token_latency < 0.2
+    assert 0 < settings.prefill_time_per_token < 0.01
+    assert settings.model != "llmsim/sim-model"
+
+
+def test_every_builtin_profile_cites_its_sources() -> None:
+    text = resources.files("llmsim").joinpath("builtin_profiles.toml").read_text("utf-8")
+    blocks = re.split(r"^\[profiles\.", text, flags=re.MULTILINE)[1:]
+    assert len(blocks) == len(builtin_profiles())
+    for block in blocks:
+        name = block.split("]", 1)[0]
+        assert re.search(r"#.*https?://", block), f"{name} cites no source"
+
+
+# -- llmsim profiles ------------------------------------------------------------------
+
+
+def _run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250", "NO_COLOR": "1"})
+
+
+def test_profiles_list_shows_builtin_and_file_profiles(profile_file: Path) -> None:
+    result = _run("profiles", "list", "--config", str(profile_file))
+    assert result.exit_code == 0, result.output
+    for name in [*builtin_profiles(), "slow"]:
+        assert name in result.output
+    assert "A busy deployment" in result.output
+    assert "300ms" in result.output
+
+
+def test_profiles_show_prints_the_values(profile_file: Path) -> None:
+    result = _run("profiles", "show", "slow", "--config", str(profile_file))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"inter_token_latency\s*│\s*40ms", result.output), result.output
+    assert "A busy deployment" in result.output
+
+
+def test_profiles_show_unknown_name_exits_2() -> None:
+    result = _run("profiles", "show", "no-such-profile")
+    assert result.exit_code == 2
+    assert "unknown profile 'no-such-profile'" in result.output
+
+
+def test_config_show_reports_the_profile_as_source(profile_file: Path) -> None:
+    result = _run("config", "show", "--config", str(profile_file), "--profile", "slow")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"max_running_requests\s*│\s*4\s*│\s*profile slow", result.output)
+
+
+# -- the per-token latency model ---------------------------------------------------------
+
+
+def test_per_token_model_grows_with_the_prompt() -> None:
+    profile = LatencyProfile(
+        latency_model="per-token", prefill_overhead=0.02, prefill_time_per_token=0.001
+    )
+    model = LatencyModel(profile, random.Random(0))
+    assert model.first_token_delay(0, 1.0) == pytest.approx(0.02)
+    assert model.first_token_delay(100, 1.0) == pytest.approx(0.12)
+    assert model.first_token_delay(100, 2.0) == pytest.approx(0.24)
+
+
+def test_constant_model_ignores_the_prompt_and_the_prefill_knobs() -> None:
+    profile = LatencyProfile(time_to_first_token=0.2, prefill_time_per_token=0.001)
+    model = LatencyModel(profile, random.Random(0))
+    assert model.first_token_delay(0, 1.0) == model.first_token_delay(5000, 1.0) == 0.2
+
+
+def test_per_token_jitter_is_not_bound_to_time_to_first_token() -> None:
+    settings = load_settings(
+        {
+            "latency_model": "per-token",
+            "prefill_overhead": "10ms",
+            "time_to_first_token_std_dev": "3ms",
+        }
+    ).settings
+    assert settings.time_to_first_token_std_dev == pytest.approx(0.003)
+    with pytest.raises(ConfigError, match="at most 30%"):
+        load_settings({"time_to_first_token_std_dev": "3ms"})
+
+
+def _ttft(server: RunningServer, prompt: str) -> float:
+    body = json.dumps({"prompt": prompt, "max_tokens": 1, "ignore_eos": True}).encode()
+    request = urllib.request.Request(
+        server.api_url + "/completions", body, {"Content-Type": "application/json"}
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=30) as response:
+        usage = json.load(response)["usage"]
+    elapsed = time.monotonic() - started
+    assert usage["completion_tokens"] == 1
+    return elapsed
+
+
+def test_long_prompts_wait_longer_for_the_first_token(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = llmsim_server(
+        "--latency-model", "per-token", "--prefill-overhead", "30ms",
+        "--prefill-time-per-token", "2ms",
+    )  # fmt: skip
+    short = min(_ttft(server, "hi") for _ in range(3))
+    long = min(_ttft(server, "word " * 300) for _ in range(3))
+    assert 0.03 <= short < 0.3
+    assert long >= 0.03 + 0.002 * 250  # at least 250 prompt tokens of prefill
+    assert long > 3 * short
+
+
+def test_serve_with_a_builtin_profile(llmsim_server: Callable[..., RunningServer]) -> None:
+    server = llmsim_server("--profile", "llama-3.1-8b-h100")
+    with urllib.request.urlopen(server.api_url + "/models", timeout=10) as response:
+        models = json.load(response)
+    expected = load_settings({"profile": "llama-3.1-8b-h100"}).settings.model
+    assert [card["id"] for card in models["data"]] == [expected]
+    assert "profile" in server.log()
+    assert "llama-3.1-8b-h100" in server.log()
