@@ -41,7 +41,7 @@ err = Console(stderr=True)
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
-FAULTS = "Failure injection"
+FAULTS, METRICS = "Failure injection", "Metrics"
 
 
 def _help(field: str) -> str:
@@ -149,6 +149,9 @@ def serve(
     ] = None,
     stream_cut_rate: Annotated[
         str | None, _opt("stream_cut_rate", panel=FAULTS, metavar="PERCENT")
+    ] = None,
+    fake_metrics: Annotated[
+        str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
