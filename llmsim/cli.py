@@ -17,6 +17,7 @@ from rich.table import Table
 
 from llmsim import __version__
 from llmsim.config import Settings, env_name
+from llmsim.ctl import ctl_app
 from llmsim.settings_sources import (
     ConfigError,
     LoadedSettings,
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(ctl_app, name="ctl")
 
 err = Console(stderr=True)
 
