@@ -37,6 +37,9 @@ RUNTIME_FIELDS: tuple[str, ...] = (
 )
 """Settings ``POST /admin/config`` may change. Everything else needs a restart."""
 
+CHANGED_ELSEWHERE = {"fake_metrics": "POST /admin/metrics"}
+"""Settings that change at run time through another route."""
+
 MASK = "********"
 
 
@@ -62,6 +65,10 @@ def _check_keys(changes: Mapping[str, Any]) -> None:
         if key not in Settings.model_fields:
             raise RuntimeUpdateError(
                 f"Unknown setting '{key}'. Adjustable at run time: {_adjustable_list()}.", key
+            )
+        if key in CHANGED_ELSEWHERE:
+            raise RuntimeUpdateError(
+                f"'{key}' is changed at run time with {CHANGED_ELSEWHERE[key]}, not here.", key
             )
         if key not in RUNTIME_FIELDS:
             raise RuntimeUpdateError(

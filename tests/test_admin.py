@@ -107,6 +107,19 @@ def gauges(server: RunningServer) -> dict[str, Any]:
     return values
 
 
+def wait_for_gauge(
+    server: RunningServer, name: str, value: float, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Scrape until gauge ``name`` reads ``value``; the scrape that did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values = gauges(server)
+        if values[name] == value or time.monotonic() > deadline:
+            assert values[name] == value, values
+            return values
+        time.sleep(0.02)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
     child_env.update({"COLUMNS": "200", **(env or {})})
@@ -170,9 +183,7 @@ def test_requests_already_running_keep_their_timing(
     server = llmsim_server("--time-to-first-token", "900ms")
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(chat, server)
-        deadline = time.monotonic() + 10
-        while gauges(server)["num_requests_running"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_gauge(server, "num_requests_running", 1)
         ok(call(server, "POST", "/admin/config", {"time_to_first_token": "0ms"}))
         new_elapsed, new_reply = chat(server)
         old_elapsed, old_reply = running.result(timeout=30)
@@ -216,6 +227,7 @@ def test_failure_rate_of_100_fails_every_request_until_reset(
         ({"ttft": "500ms"}, "ttft", "Unknown setting 'ttft'"),
         ({"port": 9000}, "port", "cannot be changed at run time"),
         ({"api_key": "x"}, "api_key", "cannot be changed at run time"),
+        ({"fake_metrics": {}}, "fake_metrics", "changed at run time with POST /admin/metrics"),
         (
             {"time_to_first_token": "100ms", "time_to_first_token_std_dev": "40ms"},
             "time_to_first_token_std_dev",
@@ -298,8 +310,7 @@ def test_fixed_overrides_replace_the_named_metrics_and_clearing_restores_live_on
         cleared = ok(call(server, "DELETE", "/admin/metrics"))
         assert cleared["active"] is False
         assert cleared["overrides"] is None
-        live = gauges(server)
-        assert live["num_requests_running"] == 1, "the live value of the running request"
+        live = wait_for_gauge(server, "num_requests_running", 1)
         assert 0 < live["kv_cache_usage_perc"] < 0.5
         assert (live["running_lora_adapters"], live["waiting_lora_adapters"]) == ("", "")
         assert running.result(timeout=30)[1].status == 200
