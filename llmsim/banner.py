@@ -77,7 +77,7 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     )
     extras = []
     if settings.api_key is not None:
-        extras.append("API key required on /v1/*")
+        extras.append("API key required on /v1/* and /admin/*")
     if settings.failure_injection_rate:
         extras.append(f"{settings.failure_injection_rate:g}% injected failures")
     if settings.stream_cut_rate:

@@ -19,6 +19,7 @@ from llmsim import __version__
 from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, load_or_exit
 from llmsim.cli_profiles import profiles_app
 from llmsim.config import Settings, env_name
+from llmsim.ctl import ctl_app
 from llmsim.settings_sources import (
     display_value,
     render_default_profile,
@@ -33,12 +34,13 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(ctl_app, name="ctl")
 
 # Options that take one or more values, like vLLM's ``nargs="+"`` flags.
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
-FAULTS = "Failure injection"
+FAULTS, METRICS = "Failure injection", "Metrics"
 
 
 def _help(field: str) -> str:
@@ -156,6 +158,9 @@ def serve(
     ] = None,
     stream_cut_rate: Annotated[
         str | None, _opt("stream_cut_rate", panel=FAULTS, metavar="PERCENT")
+    ] = None,
+    fake_metrics: Annotated[
+        str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).

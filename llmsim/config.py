@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmsim.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
 from llmsim.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -137,6 +138,16 @@ def _scan_lora_modules(text: str) -> list[Any]:
 Names = Annotated[list[str], NoDecode, BeforeValidator(_split_names), AfterValidator(_unique)]
 
 
+def _load_fake_metrics(value: Any) -> Any:
+    """A path to a JSON or TOML file, inline JSON, or (from a profile) a table."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return load_spec(value)
+    except FakeMetricsError as exc:
+        raise ValueError(exc.message) from None
+
+
 class Settings(BaseSettings):
     """Everything that shapes a running llmsim server."""
 
@@ -169,8 +180,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
-        description="Require 'Authorization: Bearer KEY' on /v1/* routes. Also read from "
-        "VLLM_API_KEY. Never logged or shown.",
+        description="Require 'Authorization: Bearer KEY' on /v1/* and /admin/* routes. Also "
+        "read from VLLM_API_KEY. Never logged or shown.",
     )
     max_request_body_size: ByteSize = Field(
         4 * 1024 * 1024,
@@ -309,6 +320,16 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000_000,
         description="Simulated KV cache capacity in tokens; kv_cache_usage_perc is tokens held / this.",
+    )
+
+    # -- metrics ----------------------------------------------------------------
+    fake_metrics: Annotated[FakeMetrics | None, NoDecode, BeforeValidator(_load_fake_metrics)] = (
+        Field(
+            None,
+            description="Pin num_requests_running, num_requests_waiting, kv_cache_usage_perc and "
+            "the LoRA info metric to fixed values or time functions (ramp, oscillate, square): "
+            "inline JSON or a JSON/TOML file. Also settable at run time via /admin/metrics.",
+        )
     )
 
     @field_validator("host")

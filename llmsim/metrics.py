@@ -4,18 +4,21 @@ Names, types, labels and bucket boundaries follow vLLM so that dashboards, gatew
 and autoscalers written for vLLM read llmsim unchanged. The metrics object is an
 :class:`~llmsim.engine.EngineObserver`: it is fed by engine events, never by HTTP
 handlers. Gauges of current state are computed when scraped, so they cost nothing
-per token and can never drift from the scheduler.
+per token and can never drift from the scheduler; at that moment a metric override
+(``--fake-metrics``, ``POST /admin/metrics``) may stand in for the live value.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.config import Settings
 from llmsim.engine import Scheduler, Sequence
+from llmsim.fake_metrics import FakeMetrics, MetricOverrides
 from llmsim.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
 
 TTFT_BUCKETS = (
@@ -169,20 +172,50 @@ class Metrics:
             self._kv_usage.labels(*values),
         )
         self._lora_labels: tuple[str, str, str] | None = None
+        self.overrides = MetricOverrides(time.monotonic)
+        self.overrides.set(settings.fake_metrics)
 
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
         """Read the current-state gauges from ``scheduler`` at every scrape."""
         running, waiting, kv_usage = self._gauges
-        running.set_function(lambda: scheduler.num_running)
-        waiting.set_function(lambda: scheduler.num_waiting)
-        kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
+        running.set_function(self._reader("num_requests_running", lambda: scheduler.num_running))
+        waiting.set_function(self._reader("num_requests_waiting", lambda: scheduler.num_waiting))
+        kv_usage.set_function(
+            self._reader(
+                "kv_cache_usage_perc", lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0)
+            )
+        )
         self.scheduler_changed(scheduler)
+
+    def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
+        """The gauge's value at scrape time: the override when one pins it, else ``live``."""
+        overrides = self.overrides
+
+        def read() -> float:
+            pinned = overrides.value(name)
+            return live() if pinned is None else pinned
+
+        return read
+
+    def set_overrides(self, spec: FakeMetrics | None) -> None:
+        """Pin metrics to ``spec`` (None restores the live values); time functions restart."""
+        had_loras = self.overrides.loras() is not None
+        self.overrides.set(spec)
+        if had_loras and self.overrides.loras() is None and self._lora_labels is not None:
+            # Make the live LoRA state the newest series again.
+            self.lora_info.labels(*self._lora_labels).set(time.time())
 
     def injected_failure(self, fault_type: str) -> None:
         self.injected_failures.labels(fault_type).inc()
 
     def exposition(self) -> bytes:
+        loras = self.overrides.loras()
+        if loras is not None:
+            # The pinned adapter lists become the newest series, the one consumers read.
+            self.lora_info.labels(
+                self._max_lora, ",".join(loras.waiting), ",".join(loras.running)
+            ).set(time.time())
         return generate_latest(self.registry)
 
     # -- EngineObserver ---------------------------------------------------------

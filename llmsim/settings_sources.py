@@ -8,6 +8,7 @@ user wrote it (flag, variable or profile key).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -227,14 +228,46 @@ def _describe_errors(
     config_path: Path | None,
     profile: NamedProfile | None,
 ) -> list[str]:
-    lines = []
+    return [
+        f"{_where(field, sources.get(field, DEFAULT), config_path, profile)}: {reason}"
+        for field, reason in field_errors(exc)
+    ]
+
+
+def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(setting, reason)`` for each problem, worded as the command line words them."""
+    problems = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
         field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "settings"))
         reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
-        where = _where(field, sources.get(field, DEFAULT), config_path, profile)
-        lines.append(f"{where}: {reason}")
-    return lines
+        problems.append((field, reason))
+    return problems
+
+
+def validate_exactly(values: Mapping[str, Any]) -> Settings:
+    """Validate a complete set of values with the settings model and nothing else.
+
+    Unlike ``Settings(**values)`` no environment variable or profile is consulted, so
+    re-validating a running server's settings cannot pick up a changed environment.
+    """
+    return _ExactSettings.model_validate(dict(values))
+
+
+class _ExactSettings(Settings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+_ExactSettings.__name__ = "Settings"
 
 
 def _reason(error: Any) -> str:
@@ -265,6 +298,8 @@ def display_value(name: str, value: Any) -> str:
         return format_size(int(value))
     if name == "lora_modules":
         return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
+    if name == "fake_metrics":
+        return json.dumps(value.describe())
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) or "-"
     return str(value)
@@ -278,6 +313,8 @@ def toml_value(name: str, value: Any) -> Any:
         return format_size(int(value))
     if name == "lora_modules":
         return [m.model_dump(exclude_none=True) for m in value]
+    if name == "fake_metrics":
+        return value.describe()
     if isinstance(value, Path):
         return str(value)
     return value
@@ -329,4 +366,5 @@ _EXAMPLES: dict[str, Any] = {
     "lora": ["sql-lora", "chat-lora"],
     "lora_modules": ["tools-lora=/adapters/tools"],
     "api_key": "change-me",
+    "fake_metrics": "fake-metrics.json",
 }

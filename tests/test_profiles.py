@@ -268,3 +268,20 @@ def test_serve_with_a_builtin_profile(llmsim_server: Callable[..., RunningServer
     assert [card["id"] for card in models["data"]] == [expected]
     assert "profile" in server.log()
     assert "llama-3.1-8b-h100" in server.log()
+
+
+def test_latency_model_can_be_switched_at_run_time() -> None:
+    from llmsim.engine import Engine
+    from llmsim.metrics import Metrics
+    from llmsim.runtime import Runtime
+
+    settings = load_settings({"time_to_first_token": "100ms"}).settings
+    metrics = Metrics(settings)
+    engine = Engine(settings, observer=metrics)
+    runtime = Runtime(settings, engine, metrics)
+    assert engine.latency.mean_first_token_delay(1000) == pytest.approx(0.1)
+    changed = runtime.update(
+        {"latency_model": "per-token", "prefill_overhead": "10ms", "prefill_time_per_token": 1}
+    )
+    assert set(changed) == {"latency_model", "prefill_overhead", "prefill_time_per_token"}
+    assert engine.latency.mean_first_token_delay(1000) == pytest.approx(1.01)

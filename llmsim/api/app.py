@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import random
-
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from llmsim.api import inference, models, system
+from llmsim.api import admin, inference, models, system
 from llmsim.api.auth import auth_middleware
 from llmsim.api.errors import error_middleware
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE, METRICS, OPENAPI, SETTINGS
+from llmsim.api.keys import ENGINE, LIFECYCLE, METRICS, OPENAPI, RUNTIME, SETTINGS
 from llmsim.api.openapi import build_openapi
 from llmsim.config import Settings
 from llmsim.engine import Engine
-from llmsim.faults import FaultInjector
 from llmsim.lifecycle import Lifecycle
 from llmsim.metrics import Metrics
+from llmsim.runtime import Runtime
 
 
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Application:
@@ -37,14 +35,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
-    app[FAULTS] = FaultInjector(
-        rate_percent=settings.failure_injection_rate,
-        types=settings.failure_types,
-        stream_cut_percent=settings.stream_cut_rate,
-        max_model_len=settings.max_model_len,
-        rng=random.Random(None if settings.seed is None else settings.seed + 2),
-        on_inject=metrics.injected_failure,
-    )
+    app[RUNTIME] = Runtime(settings, engine, metrics)
     app.add_routes(
         [
             web.post("/v1/chat/completions", inference.create_chat_completion),
@@ -58,6 +49,11 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
             web.get("/version", system.version),
             web.get("/metrics", system.metrics),
             web.get("/openapi.json", system.openapi),
+            web.get("/admin/config", admin.get_config),
+            web.post("/admin/config", admin.update_config),
+            web.get("/admin/metrics", admin.get_metric_overrides),
+            web.post("/admin/metrics", admin.set_metric_overrides),
+            web.delete("/admin/metrics", admin.clear_metric_overrides),
         ]
     )
     return app

@@ -1,4 +1,4 @@
-"""Bearer-token authentication for ``/v1/*``, as vLLM's ``--api-key`` does it."""
+"""Bearer-token authentication for ``/v1/*`` (as vLLM's ``--api-key`` does it) and ``/admin/*``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from aiohttp.typedefs import Middleware
 
 from llmsim.api.errors import Handler, error_response
 
-PROTECTED_PREFIX = "/v1/"
+PROTECTED_PREFIXES = ("/v1/", "/admin/")
 
 
 def auth_middleware(api_key: str) -> Middleware:
-    """Reject ``/v1/*`` requests without ``Authorization: Bearer <api_key>``.
+    """Reject ``/v1/*`` and ``/admin/*`` requests without ``Authorization: Bearer <api_key>``.
 
     The comparison runs in constant time; the key never appears in responses or logs.
     """
@@ -21,7 +21,7 @@ def auth_middleware(api_key: str) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(PROTECTED_PREFIX) and not _authorized(request, expected):
+        if request.path.startswith(PROTECTED_PREFIXES) and not _authorized(request, expected):
             return error_response(
                 401,
                 "Unauthorized: a valid 'Authorization: Bearer <key>' header is required.",

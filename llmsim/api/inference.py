@@ -18,7 +18,7 @@ from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, FAULTS, LIFECYCLE
+from llmsim.api.keys import ENGINE, LIFECYCLE, RUNTIME
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -124,7 +124,7 @@ async def _stream(
     include_usage: bool,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    faults = request.app[FAULTS]
+    faults = request.app[RUNTIME].faults
     response = await open_stream(request, headers)
     sink: TokenSink = flavor.sink(response, meta)
     cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
@@ -145,7 +145,7 @@ async def _stream(
 def _inject_fault(request: web.Request, model: str) -> None:
     forced = request.headers.get(FORCE_HEADER)
     try:
-        fault = request.app[FAULTS].pick(forced, model)
+        fault = request.app[RUNTIME].faults.pick(forced, model)
     except InvalidForceHeaderError:
         raise APIError(
             400, f"{FORCE_HEADER} must be an HTTP error status from 400 to 599.", FORCE_HEADER

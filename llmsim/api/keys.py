@@ -6,13 +6,15 @@ from aiohttp import web
 
 from llmsim.config import Settings
 from llmsim.engine import Engine
-from llmsim.faults import FaultInjector
 from llmsim.lifecycle import Lifecycle
 from llmsim.metrics import Metrics
+from llmsim.runtime import Runtime
 
 SETTINGS = web.AppKey("settings", Settings)
+"""The start-up settings. Runtime-adjustable values (latency, mode, failure injection)
+may have changed since: read those from ``RUNTIME``."""
 ENGINE = web.AppKey("engine", Engine)
 METRICS = web.AppKey("metrics", Metrics)
-FAULTS = web.AppKey("faults", FaultInjector)
+RUNTIME = web.AppKey("runtime", Runtime)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OPENAPI = web.AppKey("openapi", bytes)

@@ -93,9 +93,8 @@ class Engine:
         self.observer: EngineObserver = observer or NullObserver()
         seed = settings.seed
         self._text_rng = random.Random(seed)
-        self.latency = LatencyModel(
-            latency_profile(settings), random.Random(None if seed is None else seed + 1)
-        )
+        self._latency_rng = random.Random(None if seed is None else seed + 1)
+        self.latency = self._latency_model(settings)
         self.loras = LoraManager(
             settings.max_loras, settings.cpu_lora_capacity, settings.lora_load_latency
         )
@@ -107,6 +106,23 @@ class Engine:
             loras=self.loras,
             observer=self.observer,
             clock=time.monotonic,
+        )
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use the runtime-adjustable values of ``settings`` from now on.
+
+        Sequences that already started keep the latency model they read at their start;
+        everything else (mode, cold adapter loads, new sequences) follows at once.
+        """
+        self.latency = self._latency_model(settings)
+        self.loras.load_latency = settings.lora_load_latency
+        self.settings = settings
+
+    def _latency_model(self, settings: Settings) -> LatencyModel:
+        """A fresh, immutable latency configuration; the jitter generator carries on."""
+        return LatencyModel(
+            latency_profile(settings),
+            self._latency_rng,
         )
 
     # -- requests ---------------------------------------------------------------
