@@ -15,7 +15,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim import __version__
 from llmsim.config import Settings, env_name
 from llmsim.settings_sources import (
     ConfigError,
@@ -24,6 +23,8 @@ from llmsim.settings_sources import (
     load_settings,
     render_default_profile,
 )
+from llmsim.settings_info import completer
+from llmsim.versions import version_lines
 
 app = typer.Typer(
     name="llmsim",
@@ -56,13 +57,18 @@ def _help(field: str) -> str:
 def _opt(field: str, *flags: str, panel: str, metavar: str = "TEXT") -> Any:
     names = flags or ("--" + field.replace("_", "-"),)
     return typer.Option(
-        *names, help=_help(field), rich_help_panel=panel, metavar=metavar, show_default=False
+        *names,
+        help=_help(field),
+        rich_help_panel=panel,
+        metavar=metavar,
+        show_default=False,
+        autocompletion=completer(field),
     )
 
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"llmsim {__version__}")
+        typer.echo("\n".join(version_lines()))
         raise typer.Exit
 
 
@@ -71,7 +77,11 @@ def main_callback(
     version: Annotated[
         bool | None,
         typer.Option(
-            "--version", "-V", callback=_version_callback, is_eager=True, help="Print the version."
+            "--version",
+            "-V",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the versions of llmsim, Python and the key dependencies.",
         ),
     ] = None,
 ) -> None:
