@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim.config import Settings, env_name
+from llmsim.settings_info import completer
 from llmsim.settings_sources import (
     ConfigError,
     LoadedSettings,
@@ -23,7 +24,6 @@ from llmsim.settings_sources import (
     load_settings,
     render_default_profile,
 )
-from llmsim.settings_info import completer
 from llmsim.versions import version_lines
 
 app = typer.Typer(

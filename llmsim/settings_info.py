@@ -46,9 +46,7 @@ def _without_none(annotation: Any) -> Any:
 def is_optional(name: str) -> bool:
     """The setting may be left unset (``None``)."""
     annotation = field_info(name).annotation
-    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(
-        annotation
-    )
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
 
 
 def item_annotation(name: str) -> Any:

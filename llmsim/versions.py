@@ -43,9 +43,7 @@ def version_lines() -> list[str]:
         f"{'platform':<{width}}  {platform.platform(terse=True)}",
     ]
     lines.extend(f"{name:<{width}}  {distribution_version(name)}" for name in KEY_DEPENDENCIES)
-    lines.extend(
-        f"{name:<{width}}  {_optional_version(name)}" for name in OPTIONAL_DEPENDENCIES
-    )
+    lines.extend(f"{name:<{width}}  {_optional_version(name)}" for name in OPTIONAL_DEPENDENCIES)
     return lines
 
 

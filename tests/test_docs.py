@@ -8,12 +8,15 @@ example profile stops loading, or when the OpenAI SDK example stops working agai
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -43,6 +46,8 @@ CONFIGURATION = DOCS / "configuration.md"
 METRICS = DOCS / "metrics.md"
 PROFILE = ROOT / "examples" / "profile.toml"
 CLIENT = ROOT / "examples" / "openai_client.py"
+GENERATOR = DOCS / "gen_config_reference.py"
+LOAD_TEST = ROOT / "examples" / "load_test.py"
 
 INSTALL_AND_RUN = "python3 -m pip install . && llmsim serve"
 RUN_TESTS = "python3 -m pip install nox && nox"
@@ -56,6 +61,11 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
+
+
+def _doc_pages() -> list[Path]:
+    """Every Markdown page of the documentation, recipes included."""
+    return sorted(DOCS.rglob("*.md"))
 
 
 def _mentions(text: str, word: str) -> bool:
@@ -107,6 +117,79 @@ def test_every_setting_is_in_the_reference_table() -> None:
     text = _text(CONFIGURATION)
     for field in Settings.model_fields:
         assert f"| [`{field}`](#{field}) |" in text, f"{field} missing from the reference table"
+
+
+def _generator() -> ModuleType:
+    """docs/gen_config_reference.py, imported as a module."""
+    name = "gen_config_reference"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, GENERATOR)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_generated_reference_is_up_to_date() -> None:
+    generator = _generator()
+    text = _text(CONFIGURATION)
+    assert generator.BEGIN in text
+    assert generator.END in text
+    regenerated = generator.replace_region(text, generator.render_reference())
+    assert regenerated == text, (
+        "the generated reference in docs/configuration.md is out of date; "
+        "regenerate it with: python docs/gen_config_reference.py"
+    )
+
+
+def test_generated_reference_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = _generator()
+    before = generator.render_reference()
+    monkeypatch.setenv("LLMSIM_PORT", "9999")
+    monkeypatch.setenv("LLMSIM_MAX_LORAS", "3")
+    assert generator.render_reference() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "accepted"),
+    [
+        ("port", "an integer from 0 to 65535"),
+        ("kv_cache_size", "an integer from 1 to 1000000000"),
+        ("time_factor_under_load", "a number from 1 to 100"),
+        ("mode", "`echo`, `random`"),
+        ("time_to_first_token", "a [duration](#durations), not negative"),
+        ("max_request_body_size", "a [size](#sizes) from 1KiB to 1GiB"),
+        ("seed", "an integer"),
+        ("model", "text, not empty"),
+    ],
+)
+def test_generator_describes_types_choices_and_bounds(field: str, accepted: str) -> None:
+    assert _generator().accepted_text(field) == accepted
+
+
+def test_generator_takes_flags_and_aliases_from_the_serve_command() -> None:
+    generator = _generator()
+    options = generator.serve_options()
+    assert options["max_running_requests"].flags == ("--max-running-requests", "--max-num-seqs")
+    assert options["inter_token_latency"].panel == "Latency"
+    assert generator.environment_text("api_key") == "`LLMSIM_API_KEY` or `VLLM_API_KEY`"
+    assert generator.toml_text("config") == "none (`config` is not allowed in a profile)"
+
+
+def test_generator_check_fails_on_a_stale_region_and_the_command_fixes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generator = _generator()
+    stale = tmp_path / "configuration.md"
+    stale.write_text(_text(CONFIGURATION).replace("| `--port` |", "| `--prot` |"), encoding="utf-8")
+    monkeypatch.setattr(generator, "CONFIGURATION", stale)
+    assert generator.main(["--check"]) == 1
+    assert "python docs/gen_config_reference.py" in capsys.readouterr().err
+    assert generator.main([]) == 0
+    assert stale.read_text(encoding="utf-8") == _text(CONFIGURATION)
+    assert generator.main(["--check"]) == 0
 
 
 def _serve_options_from_click() -> set[str]:
@@ -227,7 +310,7 @@ def test_every_documented_metric_exists() -> None:
         known |= {name, _exposed_name(name, kind), *samples}
         if kind in ("counter", "histogram"):
             known.add(f"{name}_created")  # absent when PROMETHEUS_DISABLE_CREATED_SERIES is set
-    for path in [README, *sorted(DOCS.glob("*.md"))]:
+    for path in [README, *_doc_pages()]:
         unknown = sorted(set(METRIC_NAME.findall(_text(path))) - known)
         assert not unknown, f"{path.relative_to(ROOT)} names metrics the server lacks: {unknown}"
 
@@ -287,7 +370,7 @@ def _anchors(path: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "path",
-    [README, ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))],
+    [README, ROOT / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))],
     ids=lambda path: str(path.relative_to(ROOT)),
 )
 def test_relative_links_resolve(path: Path) -> None:
@@ -299,6 +382,36 @@ def test_relative_links_resolve(path: Path) -> None:
         assert linked.exists(), f"{path.relative_to(ROOT)}: broken link {target}"
         if anchor and linked.suffix == ".md":
             assert anchor in _anchors(linked), f"{path.relative_to(ROOT)}: no anchor {target}"
+
+
+# -- the documentation site ---------------------------------------------------------
+
+NAV_ENTRY = re.compile(r"^\s*-\s+(?:[^:\n]+:\s+)?([\w./-]+\.md)\s*$", re.MULTILINE)
+
+
+def test_every_page_is_in_the_site_navigation_and_every_entry_exists() -> None:
+    nav = set(NAV_ENTRY.findall(_text(ROOT / "mkdocs.yml")))
+    pages = {str(path.relative_to(DOCS)) for path in _doc_pages()}
+    assert "recipes/load-testing.md" in nav
+    assert not pages - nav, f"pages missing from the nav in mkdocs.yml: {sorted(pages - nav)}"
+    assert not nav - pages, f"mkdocs.yml lists pages that do not exist: {sorted(nav - pages)}"
+
+
+def test_docs_extra_has_what_mkdocs_yml_uses() -> None:
+    config = _text(ROOT / "mkdocs.yml")
+    extra = _text(ROOT / "pyproject.toml").split("\ndocs = [", 1)[1].split("]", 1)[0]
+    assert "name: material" in config
+    assert "mkdocs-material" in extra
+    assert "github-callouts" not in config or "markdown-callouts" in extra
+    assert "pymdownx." not in config or "pymdown-extensions" in extra
+
+
+def test_nox_docs_session_checks_the_reference_and_builds_strictly() -> None:
+    noxfile = _text(ROOT / "noxfile.py")
+    assert '"docs/gen_config_reference.py", "--check"' in noxfile
+    assert '"mkdocs", "build", "--strict"' in noxfile
+    ci = _text(ROOT / ".ci" / "run")
+    assert ci.index("nox -s tests lint typecheck") < ci.index("nox -s docs")
 
 
 # -- the SDK example against a real server ------------------------------------------
@@ -326,3 +439,55 @@ def test_openai_client_example_runs_against_a_server(
     # Echo mode answers with the last user message, in the plain and the streamed chat.
     assert result.stdout.count("Say hello to the gateway team in one sentence.") >= 2
     assert "completion: 'The three most useful gateway metrics are'" in result.stdout
+
+
+def _run_example(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLMSIM_", "OPENAI_"))
+    }
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_load_test_example_reports_streamed_requests_as_json(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    pytest.importorskip("openai")
+    server = llmsim_server("--time-to-first-token", "20ms", "--inter-token-latency", "1ms")
+    result = _run_example(
+        LOAD_TEST, "--base-url", server.api_url, "--requests", "24", "--concurrency", "6",
+        "--max-tokens", "8", "--stream", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    summary = json.loads(result.stdout)
+    assert (summary["requests"], summary["ok"], summary["failed"]) == (24, 24, 0)
+    assert 0 < summary["output_tokens"] <= 24 * 8
+    assert summary["ttft_s"]["p50"] >= 0.02
+    assert summary["latency_s"]["max"] >= summary["ttft_s"]["p50"]
+
+
+def test_load_test_example_counts_429s_and_fails_past_the_error_budget(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    pytest.importorskip("openai")
+    server = llmsim_server(
+        "--max-running-requests", "1", "--max-waiting-queue-length", "0",
+        "--time-to-first-token", "300ms",
+    )  # fmt: skip
+    args = ["--base-url", server.api_url, "--requests", "6", "--concurrency", "6", "--json"]
+    strict = _run_example(LOAD_TEST, *args)
+    assert strict.returncode == 1, strict.stderr
+    summary = json.loads(strict.stdout)
+    assert summary["ok"] >= 1
+    assert summary["errors"] == {"429 RateLimitError": summary["failed"]}
+    assert summary["failed"] >= 1
+    lenient = _run_example(LOAD_TEST, *args, "--max-error-rate", "100")
+    assert lenient.returncode == 0, lenient.stderr
