@@ -14,7 +14,10 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -48,6 +51,7 @@ PROFILE = ROOT / "examples" / "profile.toml"
 CLIENT = ROOT / "examples" / "openai_client.py"
 GENERATOR = DOCS / "gen_config_reference.py"
 LOAD_TEST = ROOT / "examples" / "load_test.py"
+LORA_ROUTER = ROOT / "examples" / "lora_router_state.py"
 
 INSTALL_AND_RUN = "python3 -m pip install . && llmsim serve"
 RUN_TESTS = "python3 -m pip install nox && nox"
@@ -491,3 +495,110 @@ def test_load_test_example_counts_429s_and_fails_past_the_error_budget(
     assert summary["failed"] >= 1
     lenient = _run_example(LOAD_TEST, *args, "--max-error-rate", "100")
     assert lenient.returncode == 0, lenient.stderr
+
+
+def _example_module(path: Path) -> ModuleType:
+    """An example script or docs helper, imported as a module by its file name."""
+    name = path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+LORA_EXPOSITION = """\
+vllm:num_requests_running{engine="0",model_name="m"} 1.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="a",waiting_lora_adapters="b"} 30.0
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="",waiting_lora_adapters=""} 10.0
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="a",waiting_lora_adapters=""} 20.0
+"""
+
+
+def test_lora_router_state_takes_the_newest_lora_series_and_prefers_affinity() -> None:
+    router = _example_module(LORA_ROUTER)
+    busy = router.parse_state("busy", LORA_EXPOSITION)
+    assert (busy.running, busy.waiting, busy.kv_cache_usage) == (1.0, 2.0, 0.25)
+    assert (busy.running_adapters, busy.waiting_adapters) == (("a",), ("b",))
+    assert busy.free_lora_slots == 0
+    older = LORA_EXPOSITION.replace(
+        'waiting_lora_adapters="b"} 30.0', 'waiting_lora_adapters=""} 5.0'
+    )
+    idle = router.parse_state(
+        "idle",
+        older.replace(
+            'waiting{engine="0",model_name="m"} 2.0', 'waiting{engine="0",model_name="m"} 0.0'
+        ),
+    )
+    assert idle.running_adapters == ("a",)
+    assert idle.waiting_adapters == ()
+    assert router.pick([busy, idle], "a").url == "idle"
+    assert router.pick([busy, idle], "b").url == "idle"  # lower queue wins among full replicas
+
+
+def test_lora_router_state_sees_a_waiting_adapter_on_a_real_server(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    busy = llmsim_server(
+        "--lora", "a,b", "--max-loras", "1", "--max-cpu-loras", "2",
+        "--inter-token-latency", "100ms",
+    )  # fmt: skip
+    idle = llmsim_server("--lora", "a,b")
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 30, "ignore_eos": True}
+
+    def send(model: str) -> None:
+        request = urllib.request.Request(
+            busy.api_url + "/chat/completions",
+            data=json.dumps({**body, "model": model}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = pool.submit(send, "a")
+        _wait_for_metric(busy.base_url, 'running_lora_adapters="a"')
+        waiting = pool.submit(send, "b")
+        _wait_for_metric(busy.base_url, 'waiting_lora_adapters="b"')
+        result = _run_example(LORA_ROUTER, busy.base_url, idle.base_url, "--adapter", "b")
+        running.result(timeout=30)
+        waiting.result(timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "running_adapters=a waiting_adapters=b" in lines[0]
+    assert "waiting=1" in lines[0]
+    assert lines[-1] == f"route b -> {idle.base_url}"
+
+
+def _wait_for_metric(base_url: str, fragment: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+            if fragment in response.read().decode():
+                return
+        time.sleep(0.05)
+    pytest.fail(f"{fragment} never appeared in {base_url}/metrics")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("../examples/profile.toml", "https://github.com/o/r/blob/main/examples/profile.toml"),
+        ("../../examples/load/", "https://github.com/o/r/tree/main/examples/load"),
+        ("../CHANGELOG.md", "https://github.com/o/r/blob/main/CHANGELOG.md"),
+        ("configuration.md", None),
+        ("../no-such-file.md", None),
+        ("https://example.com/x", None),
+    ],
+)
+def test_site_hook_points_links_outside_docs_at_the_repository(
+    target: str, expected: str | None
+) -> None:
+    hooks = _example_module(DOCS / "mkdocs_hooks.py")
+    page_dir = DOCS / "recipes" if target.startswith("../../") else DOCS
+    assert hooks.repository_link(target, page_dir, DOCS, "https://github.com/o/r/") == expected
