@@ -8,7 +8,15 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-SOURCES = ["llmsim", "tests", "benchmarks", "examples", "noxfile.py"]
+SOURCES = [
+    "llmsim",
+    "tests",
+    "benchmarks",
+    "examples",
+    "docs/gen_config_reference.py",
+    "docs/mkdocs_hooks.py",
+    "noxfile.py",
+]
 
 
 @nox.session
@@ -43,6 +51,20 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[fast]", "mypy>=1.10")
     session.run("mypy", "llmsim")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built with ``--strict`` into ``site/``.
+
+    Fails first if the generated configuration reference is out of date (fix it with
+    ``python docs/gen_config_reference.py``), then on any broken link, anchor or nav entry.
+    """
+    session.install("-e", ".[docs]")
+    session.run("python", "docs/gen_config_reference.py", "--check")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
 
 
 @nox.session

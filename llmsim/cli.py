@@ -15,15 +15,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim import __version__
 from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, load_or_exit
 from llmsim.cli_profiles import profiles_app
 from llmsim.config import Settings, env_name
 from llmsim.ctl import ctl_app
+from llmsim.settings_info import completer
 from llmsim.settings_sources import (
     display_value,
     render_default_profile,
 )
+from llmsim.versions import version_lines
 
 app = typer.Typer(
     name="llmsim",
@@ -55,13 +56,18 @@ def _help(field: str) -> str:
 def _opt(field: str, *flags: str, panel: str, metavar: str = "TEXT") -> Any:
     names = flags or ("--" + field.replace("_", "-"),)
     return typer.Option(
-        *names, help=_help(field), rich_help_panel=panel, metavar=metavar, show_default=False
+        *names,
+        help=_help(field),
+        rich_help_panel=panel,
+        metavar=metavar,
+        show_default=False,
+        autocompletion=completer(field),
     )
 
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"llmsim {__version__}")
+        typer.echo("\n".join(version_lines()))
         raise typer.Exit
 
 
@@ -70,7 +76,11 @@ def main_callback(
     version: Annotated[
         bool | None,
         typer.Option(
-            "--version", "-V", callback=_version_callback, is_eager=True, help="Print the version."
+            "--version",
+            "-V",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the versions of llmsim, Python and the key dependencies.",
         ),
     ] = None,
 ) -> None:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from conftest import RunningServer, start_server
+from typer.testing import CliRunner
 
 from llmsim import __version__
-from llmsim.cli import expand_multi_value_options
+from llmsim.cli import app, expand_multi_value_options
 
 
 def run_cli(
@@ -35,10 +38,78 @@ def run_cli(
     )
 
 
-def test_version_flag() -> None:
-    result = run_cli("--version")
-    assert result.returncode == 0
-    assert result.stdout.strip() == f"llmsim {__version__}"
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_lists_llmsim_python_and_the_key_dependencies(flag: str) -> None:
+    result = run_cli(flag)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"llmsim {__version__}"
+    rows = dict(line.split(None, 1) for line in lines[1:])
+    assert rows["python"].startswith(platform.python_version())
+    assert rows["platform"]
+    for name in ("aiohttp", "pydantic", "pydantic-settings", "typer", "rich", "prometheus-client"):
+        assert rows[name] == metadata.version(name), name
+    for name in ("uvloop", "orjson"):
+        try:
+            assert rows[name] == metadata.version(name), name
+        except metadata.PackageNotFoundError:
+            assert rows[name].startswith("not installed"), name
+
+
+def test_version_reports_a_missing_optional_dependency_as_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_version = metadata.version
+
+    def without_uvloop(name: str) -> str:
+        if name == "uvloop":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", without_uvloop)
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    uvloop_row = next(line for line in result.output.splitlines() if line.startswith("uvloop"))
+    assert uvloop_row.split(None, 1)[1] == "not installed (optional: the [fast] extra)"
+
+
+def test_show_completion_prints_a_bash_script_that_calls_back_into_llmsim() -> None:
+    result = run_cli("--show-completion", "bash")
+    assert result.returncode == 0, result.stderr
+    assert "complete -o default -F _llmsim_completion llmsim" in result.stdout
+    assert "_LLMSIM_COMPLETE=complete_bash" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("llmsim se", ["serve"]),
+        ("llmsim serve --max-num", ["--max-num-seqs"]),
+        ("llmsim serve --mode ", ["echo", "random"]),
+        ("llmsim serve --log-level w", ["warning"]),
+        ("llmsim serve --failure-types rate_limit,s", ["rate_limit,server_error"]),
+        ("llmsim config ", ["init", "show"]),
+    ],
+)
+def test_bash_completion_answers_with_commands_options_and_choices(
+    words: str, expected: list[str]
+) -> None:
+    """What the installed bash script asks for while the user presses Tab."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    env = {"_LLMSIM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    result = run_cli(env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
+
+
+def test_install_completion_writes_the_script_and_sources_it_from_bashrc(tmp_path: Path) -> None:
+    result = run_cli("--install-completion", "bash", env={"HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    bashrc = (tmp_path / ".bashrc").read_text()
+    scripts = list(tmp_path.glob(".bash_completions/llmsim*"))
+    assert len(scripts) == 1, list(tmp_path.rglob("*"))
+    assert "_LLMSIM_COMPLETE=complete_bash" in scripts[0].read_text()
+    assert str(scripts[0].relative_to(tmp_path)) in bashrc
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,18 @@ example profile stops loading, or when the OpenAI SDK example stops working agai
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -43,6 +49,9 @@ CONFIGURATION = DOCS / "configuration.md"
 METRICS = DOCS / "metrics.md"
 PROFILE = ROOT / "examples" / "profile.toml"
 CLIENT = ROOT / "examples" / "openai_client.py"
+GENERATOR = DOCS / "gen_config_reference.py"
+LOAD_TEST = ROOT / "examples" / "load_test.py"
+LORA_ROUTER = ROOT / "examples" / "lora_router_state.py"
 
 INSTALL_AND_RUN = "python3 -m pip install . && llmsim serve"
 RUN_TESTS = "python3 -m pip install nox && nox"
@@ -56,6 +65,11 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
+
+
+def _doc_pages() -> list[Path]:
+    """Every Markdown page of the documentation, recipes included."""
+    return sorted(DOCS.rglob("*.md"))
 
 
 def _mentions(text: str, word: str) -> bool:
@@ -107,6 +121,79 @@ def test_every_setting_is_in_the_reference_table() -> None:
     text = _text(CONFIGURATION)
     for field in Settings.model_fields:
         assert f"| [`{field}`](#{field}) |" in text, f"{field} missing from the reference table"
+
+
+def _generator() -> ModuleType:
+    """docs/gen_config_reference.py, imported as a module."""
+    name = "gen_config_reference"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, GENERATOR)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_generated_reference_is_up_to_date() -> None:
+    generator = _generator()
+    text = _text(CONFIGURATION)
+    assert generator.BEGIN in text
+    assert generator.END in text
+    regenerated = generator.replace_region(text, generator.render_reference())
+    assert regenerated == text, (
+        "the generated reference in docs/configuration.md is out of date; "
+        "regenerate it with: python docs/gen_config_reference.py"
+    )
+
+
+def test_generated_reference_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = _generator()
+    before = generator.render_reference()
+    monkeypatch.setenv("LLMSIM_PORT", "9999")
+    monkeypatch.setenv("LLMSIM_MAX_LORAS", "3")
+    assert generator.render_reference() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "accepted"),
+    [
+        ("port", "an integer from 0 to 65535"),
+        ("kv_cache_size", "an integer from 1 to 1000000000"),
+        ("time_factor_under_load", "a number from 1 to 100"),
+        ("mode", "`echo`, `random`"),
+        ("time_to_first_token", "a [duration](#durations), not negative"),
+        ("max_request_body_size", "a [size](#sizes) from 1KiB to 1GiB"),
+        ("seed", "an integer"),
+        ("model", "text, not empty"),
+    ],
+)
+def test_generator_describes_types_choices_and_bounds(field: str, accepted: str) -> None:
+    assert _generator().accepted_text(field) == accepted
+
+
+def test_generator_takes_flags_and_aliases_from_the_serve_command() -> None:
+    generator = _generator()
+    options = generator.serve_options()
+    assert options["max_running_requests"].flags == ("--max-running-requests", "--max-num-seqs")
+    assert options["inter_token_latency"].panel == "Latency"
+    assert generator.environment_text("api_key") == "`LLMSIM_API_KEY` or `VLLM_API_KEY`"
+    assert generator.toml_text("config") == "none (`config` is not allowed in a file)"
+
+
+def test_generator_check_fails_on_a_stale_region_and_the_command_fixes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generator = _generator()
+    stale = tmp_path / "configuration.md"
+    stale.write_text(_text(CONFIGURATION).replace("| `--port` |", "| `--prot` |"), encoding="utf-8")
+    monkeypatch.setattr(generator, "CONFIGURATION", stale)
+    assert generator.main(["--check"]) == 1
+    assert "python docs/gen_config_reference.py" in capsys.readouterr().err
+    assert generator.main([]) == 0
+    assert stale.read_text(encoding="utf-8") == _text(CONFIGURATION)
+    assert generator.main(["--check"]) == 0
 
 
 def _serve_options_from_click() -> set[str]:
@@ -227,7 +314,7 @@ def test_every_documented_metric_exists() -> None:
         known |= {name, _exposed_name(name, kind), *samples}
         if kind in ("counter", "histogram"):
             known.add(f"{name}_created")  # absent when PROMETHEUS_DISABLE_CREATED_SERIES is set
-    for path in [README, *sorted(DOCS.glob("*.md"))]:
+    for path in [README, *_doc_pages()]:
         unknown = sorted(set(METRIC_NAME.findall(_text(path))) - known)
         assert not unknown, f"{path.relative_to(ROOT)} names metrics the server lacks: {unknown}"
 
@@ -287,7 +374,7 @@ def _anchors(path: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "path",
-    [README, ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))],
+    [README, ROOT / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))],
     ids=lambda path: str(path.relative_to(ROOT)),
 )
 def test_relative_links_resolve(path: Path) -> None:
@@ -299,6 +386,36 @@ def test_relative_links_resolve(path: Path) -> None:
         assert linked.exists(), f"{path.relative_to(ROOT)}: broken link {target}"
         if anchor and linked.suffix == ".md":
             assert anchor in _anchors(linked), f"{path.relative_to(ROOT)}: no anchor {target}"
+
+
+# -- the documentation site ---------------------------------------------------------
+
+NAV_ENTRY = re.compile(r"^\s*-\s+(?:[^:\n]+:\s+)?([\w./-]+\.md)\s*$", re.MULTILINE)
+
+
+def test_every_page_is_in_the_site_navigation_and_every_entry_exists() -> None:
+    nav = set(NAV_ENTRY.findall(_text(ROOT / "mkdocs.yml")))
+    pages = {str(path.relative_to(DOCS)) for path in _doc_pages()}
+    assert "recipes/load-testing.md" in nav
+    assert not pages - nav, f"pages missing from the nav in mkdocs.yml: {sorted(pages - nav)}"
+    assert not nav - pages, f"mkdocs.yml lists pages that do not exist: {sorted(nav - pages)}"
+
+
+def test_docs_extra_has_what_mkdocs_yml_uses() -> None:
+    config = _text(ROOT / "mkdocs.yml")
+    extra = _text(ROOT / "pyproject.toml").split("\ndocs = [", 1)[1].split("]", 1)[0]
+    assert "name: material" in config
+    assert "mkdocs-material" in extra
+    assert "github-callouts" not in config or "markdown-callouts" in extra
+    assert "pymdownx." not in config or "pymdown-extensions" in extra
+
+
+def test_nox_docs_session_checks_the_reference_and_builds_strictly() -> None:
+    noxfile = _text(ROOT / "noxfile.py")
+    assert '"docs/gen_config_reference.py", "--check"' in noxfile
+    assert '"mkdocs", "build", "--strict"' in noxfile
+    ci = _text(ROOT / ".ci" / "run")
+    assert ci.index("nox -s tests lint typecheck") < ci.index("nox -s docs")
 
 
 # -- the SDK example against a real server ------------------------------------------
@@ -326,3 +443,162 @@ def test_openai_client_example_runs_against_a_server(
     # Echo mode answers with the last user message, in the plain and the streamed chat.
     assert result.stdout.count("Say hello to the gateway team in one sentence.") >= 2
     assert "completion: 'The three most useful gateway metrics are'" in result.stdout
+
+
+def _run_example(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLMSIM_", "OPENAI_"))
+    }
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_load_test_example_reports_streamed_requests_as_json(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    pytest.importorskip("openai")
+    server = llmsim_server("--time-to-first-token", "20ms", "--inter-token-latency", "1ms")
+    result = _run_example(
+        LOAD_TEST, "--base-url", server.api_url, "--requests", "24", "--concurrency", "6",
+        "--max-tokens", "8", "--stream", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    summary = json.loads(result.stdout)
+    assert (summary["requests"], summary["ok"], summary["failed"]) == (24, 24, 0)
+    assert 0 < summary["output_tokens"] <= 24 * 8
+    assert summary["ttft_s"]["p50"] >= 0.02
+    assert summary["latency_s"]["max"] >= summary["ttft_s"]["p50"]
+
+
+def test_load_test_example_counts_429s_and_fails_past_the_error_budget(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    pytest.importorskip("openai")
+    server = llmsim_server(
+        "--max-running-requests", "1", "--max-waiting-queue-length", "0",
+        "--time-to-first-token", "300ms",
+    )  # fmt: skip
+    args = ["--base-url", server.api_url, "--requests", "6", "--concurrency", "6", "--json"]
+    strict = _run_example(LOAD_TEST, *args)
+    assert strict.returncode == 1, strict.stderr
+    summary = json.loads(strict.stdout)
+    assert summary["ok"] >= 1
+    assert summary["errors"] == {"429 RateLimitError": summary["failed"]}
+    assert summary["failed"] >= 1
+    lenient = _run_example(LOAD_TEST, *args, "--max-error-rate", "100")
+    assert lenient.returncode == 0, lenient.stderr
+
+
+def _example_module(path: Path) -> ModuleType:
+    """An example script or docs helper, imported as a module by its file name."""
+    name = path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+LORA_EXPOSITION = """\
+vllm:num_requests_running{engine="0",model_name="m"} 1.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="a",waiting_lora_adapters="b"} 30.0
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="",waiting_lora_adapters=""} 10.0
+vllm:lora_requests_info{max_lora="1",running_lora_adapters="a",waiting_lora_adapters=""} 20.0
+"""
+
+
+def test_lora_router_state_takes_the_newest_lora_series_and_prefers_affinity() -> None:
+    router = _example_module(LORA_ROUTER)
+    busy = router.parse_state("busy", LORA_EXPOSITION)
+    assert (busy.running, busy.waiting, busy.kv_cache_usage) == (1.0, 2.0, 0.25)
+    assert (busy.running_adapters, busy.waiting_adapters) == (("a",), ("b",))
+    assert busy.free_lora_slots == 0
+    older = LORA_EXPOSITION.replace(
+        'waiting_lora_adapters="b"} 30.0', 'waiting_lora_adapters=""} 5.0'
+    )
+    idle = router.parse_state(
+        "idle",
+        older.replace(
+            'waiting{engine="0",model_name="m"} 2.0', 'waiting{engine="0",model_name="m"} 0.0'
+        ),
+    )
+    assert idle.running_adapters == ("a",)
+    assert idle.waiting_adapters == ()
+    assert router.pick([busy, idle], "a").url == "idle"
+    assert router.pick([busy, idle], "b").url == "idle"  # lower queue wins among full replicas
+
+
+def test_lora_router_state_sees_a_waiting_adapter_on_a_real_server(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    busy = llmsim_server(
+        "--lora", "a,b", "--max-loras", "1", "--max-cpu-loras", "2",
+        "--inter-token-latency", "100ms",
+    )  # fmt: skip
+    idle = llmsim_server("--lora", "a,b")
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 30, "ignore_eos": True}
+
+    def send(model: str) -> None:
+        request = urllib.request.Request(
+            busy.api_url + "/chat/completions",
+            data=json.dumps({**body, "model": model}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = pool.submit(send, "a")
+        _wait_for_metric(busy.base_url, 'running_lora_adapters="a"')
+        waiting = pool.submit(send, "b")
+        _wait_for_metric(busy.base_url, 'waiting_lora_adapters="b"')
+        result = _run_example(LORA_ROUTER, busy.base_url, idle.base_url, "--adapter", "b")
+        running.result(timeout=30)
+        waiting.result(timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "running_adapters=a waiting_adapters=b" in lines[0]
+    assert "waiting=1" in lines[0]
+    assert lines[-1] == f"route b -> {idle.base_url}"
+
+
+def _wait_for_metric(base_url: str, fragment: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+            if fragment in response.read().decode():
+                return
+        time.sleep(0.05)
+    pytest.fail(f"{fragment} never appeared in {base_url}/metrics")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("../examples/profile.toml", "https://github.com/o/r/blob/main/examples/profile.toml"),
+        ("../../examples/load/", "https://github.com/o/r/tree/main/examples/load"),
+        ("../CHANGELOG.md", "https://github.com/o/r/blob/main/CHANGELOG.md"),
+        ("configuration.md", None),
+        ("../no-such-file.md", None),
+        ("https://example.com/x", None),
+    ],
+)
+def test_site_hook_points_links_outside_docs_at_the_repository(
+    target: str, expected: str | None
+) -> None:
+    hooks = _example_module(DOCS / "mkdocs_hooks.py")
+    page_dir = DOCS / "recipes" if target.startswith("../../") else DOCS
+    assert hooks.repository_link(target, page_dir, DOCS, "https://github.com/o/r/") == expected
