@@ -209,11 +209,13 @@ async def stream(
     *,
     started: asyncio.Event | None = None,
     close_after: int | None = None,
+    close_when: asyncio.Event | None = None,
 ) -> Stream:
     """POST a streaming request and read its SSE events.
 
     ``started`` is set at the first content token; with ``close_after`` the client closes the
-    connection once it has read that many content tokens.
+    connection once it has read that many content tokens, with ``close_when`` at the first
+    token after the event is set.
     """
     sent_at = time.monotonic()
     async with session.post(server.base_url + path, json={**body, "stream": True}) as response:
@@ -232,7 +234,9 @@ async def stream(
                 result.content_times.append(time.monotonic())
                 if started is not None:
                     started.set()
-                if close_after is not None and len(result.content_times) >= close_after:
+                if (close_after is not None and len(result.content_times) >= close_after) or (
+                    close_when is not None and close_when.is_set()
+                ):
                     result.closed_early = True
                     response.close()
                     break
@@ -479,9 +483,9 @@ async def test_disconnects_release_lora_use(llmsim_server: StartServer) -> None:
     )
     async with client_session() as session:
         before = await scrape(session, server)
-        started = asyncio.Event()
+        started, leave = asyncio.Event(), asyncio.Event()
         on_a = asyncio.create_task(
-            stream(session, server, CHAT, chat(100, model="a"), started=started, close_after=3)
+            stream(session, server, CHAT, chat(100, model="a"), started=started, close_when=leave)
         )
         await asyncio.wait_for(started.wait(), STEP_TIMEOUT)
         # A waiting b request whose client leaves: b no longer shows as waiting.
@@ -496,6 +500,7 @@ async def test_disconnects_release_lora_use(llmsim_server: StartServer) -> None:
         # Another b request waits; when a's client leaves, the slot goes to b at once.
         on_b = asyncio.create_task(call(session, server, "POST", CHAT, chat(3, model="b")))
         await wait_counts(session, server, 1, 1)
+        leave.set()
         a_result = await asyncio.wait_for(on_a, STEP_TIMEOUT)
         assert a_result.closed_early
         b_reply = await asyncio.wait_for(on_b, STEP_TIMEOUT)
