@@ -156,6 +156,21 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Logging verbosity."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log format on standard error: text for people, json for log shippers "
+        "(one JSON object per line).",
+    )
+    access_log: bool = Field(
+        True,
+        description="Log one line per HTTP request (method, path, status, duration, bytes, "
+        "tokens). Always off while the dashboard is shown.",
+    )
+    dashboard: bool = Field(
+        False,
+        description="Show a live terminal view of load, LoRA slots, request and token rates, "
+        "latency percentiles and recent errors (replaces the access log).",
+    )
     config: Path | None = Field(
         None,
         description="TOML profile to read settings from (flag and environment variable only).",
