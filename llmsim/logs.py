@@ -105,6 +105,11 @@ def configure_logging(settings: Settings, console: Console) -> None:
         access.addHandler(plain)
         access.propagate = False
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # No format shows threads or processes; not looking them up saves a third of the cost
+    # of a record, which matters for one access record per request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def log_with_fields(
