@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -30,6 +32,13 @@ logger = logging.getLogger("llmsim.dashboard")
 REFRESH_SECONDS = 0.25
 """Four frames a second."""
 TITLE = "llmsim dashboard"
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def format_latency(seconds: float) -> str:
@@ -80,7 +89,14 @@ class Dashboard:
         self.refresh_seconds = refresh_seconds
         self._clock = clock
         self._started = clock()
-        self._live = Live(console=console, auto_refresh=False, transient=False)
+        # Writes to standard error (JSON logs) go above the view only when they would
+        # otherwise land on the same terminal; redirected to a file, they stay there.
+        self._live = Live(
+            console=console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stderr=_is_terminal(sys.stderr),
+        )
         self._task: asyncio.Task[None] | None = None
 
     # -- running ----------------------------------------------------------------
@@ -96,8 +112,17 @@ class Dashboard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._live.update(self.render())
-        self._live.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Print the last frame and give the terminal back (cursor, streams). Idempotent,
+        and safe outside the loop: the server calls it after a second Ctrl-C."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._live.is_started:
+            self._live.update(self.render())
+            self._live.stop()
 
     async def _refresh_loop(self) -> None:
         loop = asyncio.get_running_loop()

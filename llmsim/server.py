@@ -19,7 +19,7 @@ from llmsim.config import Settings
 from llmsim.dashboard import Dashboard
 from llmsim.engine import Engine
 from llmsim.lifecycle import Lifecycle
-from llmsim.logs import ACCESS_LOGGER, log_with_fields
+from llmsim.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.loops import loop_factory
 from llmsim.units import format_duration
 
@@ -40,6 +40,7 @@ class Server:
         self.console = console or Console(stderr=False)
         self.port: int | None = None
         self.loop_name, self._loop_factory = loop_factory()
+        self._dashboard: Dashboard | None = None
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM; raise :class:`ServerStartError` if binding fails."""
@@ -48,17 +49,23 @@ class Server:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(self.serve())
         finally:
+            if self._dashboard is not None:
+                self._dashboard.close()  # a second Ctrl-C skipped the orderly stop
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
 
     async def serve(self) -> None:
         lifecycle = Lifecycle(self.settings.startup_duration)
+        settings = self.settings
+        access = None
+        if settings.access_log and not settings.dashboard:
+            access = AccessWriter(settings.log_format)
         runner = web.AppRunner(
             create_app(self.settings, lifecycle),
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
-            **_access_log_options(self.settings),
+            **_access_log_options(access),
         )
         await runner.setup()
         try:
@@ -87,6 +94,8 @@ class Server:
         finally:
             # Cancels whatever is still running, which aborts its sequences.
             await runner.cleanup()
+            if access is not None:
+                access.flush()
 
     def _announce(self, port: int) -> None:
         """The start-up banner, or one JSON record when logs are JSON."""
@@ -112,6 +121,7 @@ class Server:
             lifecycle,
         )
         dashboard.start()
+        self._dashboard = dashboard
         return dashboard
 
     async def _drain(self, lifecycle: Lifecycle, site: web.TCPSite, engine: Engine) -> None:
@@ -147,8 +157,11 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
     return configured
 
 
-def _access_log_options(settings: Settings) -> dict[str, Any]:
-    """aiohttp's access-log hook: on unless turned off or the dashboard is shown."""
-    if settings.access_log and not settings.dashboard:
-        return {"access_log": logging.getLogger(ACCESS_LOGGER), "access_log_class": AccessLogger}
-    return {"access_log": None}
+def _access_log_options(writer: AccessWriter | None) -> dict[str, Any]:
+    """aiohttp's access-log hook, writing through ``writer`` (None: no access log)."""
+    if writer is None:
+        return {"access_log": None}
+    return {
+        "access_log": logging.getLogger(ACCESS_LOGGER),
+        "access_log_class": AccessLogger.writing_to(writer),
+    }

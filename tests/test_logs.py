@@ -5,8 +5,11 @@ Plus the one in-process piece: the error middleware reporting to the dashboard's
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +22,7 @@ from conftest import RunningServer
 from llmsim.api import create_app
 from llmsim.api.keys import ERROR_LISTENER, LIVE_STATS
 from llmsim.config import Settings
+from llmsim.logs import AccessWriter, JsonFormatter, TimeStamps
 
 CHAT = "/v1/chat/completions"
 ACCESS_LINE = re.compile(
@@ -286,3 +290,70 @@ async def test_error_answers_reach_the_dashboard_stats(aiohttp_client: Any) -> N
         (404, "NotFoundError", "GET /nowhere"),
     ]
     assert errors[1].message.startswith("Invalid JSON body")
+
+
+# -- the writers, in process --------------------------------------------------------
+
+
+class CountingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+async def test_access_lines_of_one_loop_turn_go_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = CountingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    writer = AccessWriter("text")
+    for index in range(3):
+        writer.write(f"line {index}", {})
+    assert stream.writes == []
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(stream.writes) == 1
+    lines = stream.writes[0].splitlines()
+    assert [line.split("INFO     ")[1] for line in lines] == ["line 0", "line 1", "line 2"]
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] INFO     line", line) for line in lines)
+
+
+def test_access_lines_outside_a_loop_are_written_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = CountingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    writer = AccessWriter("json")
+    writer.write("GET /x", {"status": 200, "message": "not allowed to replace the message"})
+    record = json.loads(stream.writes[0])
+    assert list(record) == [*JSON_KEYS, "status"]
+    assert record["message"] == "GET /x"
+    assert record["logger"] == "llmsim.access"
+
+
+def test_json_formatter_keeps_fixed_keys_first_and_adds_the_traceback() -> None:
+    formatter = JsonFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "llmsim.api", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info()
+        )
+    record.llmsim_fields = {"level": "ignored", "path": "/x"}
+    entry = json.loads(formatter.format(record))
+    assert list(entry)[:4] == list(JSON_KEYS)
+    assert entry["level"] == "error"
+    assert entry["message"] == "failed here"
+    assert entry["path"] == "/x"
+    assert "ValueError: boom" in entry["exception"]
+
+
+def test_timestamps_are_iso_8601_utc_with_milliseconds() -> None:
+    stamps = TimeStamps()
+    assert stamps.iso(1_795_441_714.357) == "2026-11-23T13:48:34.357Z"
+    assert stamps.iso(1_795_441_714.9999) == "2026-11-23T13:48:34.999Z"
+    assert stamps.iso(1_795_441_715.0) == "2026-11-23T13:48:35.000Z"

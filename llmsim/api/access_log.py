@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractAccessLogger
 from llmsim.api.errors import Handler
 from llmsim.api.inference import REQUEST_ID_HEADER
 from llmsim.api.keys import GENERATION, STARTED
-from llmsim.logs import FIELDS
+from llmsim.logs import AccessWriter
 
 
 @web.middleware
@@ -32,8 +32,11 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _remote(request: web.BaseRequest) -> str:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
+    # aiohttp (3.10 and later) keeps the peer per connection; asking the transport means a
+    # getpeername() system call per request.
+    peer = getattr(request.protocol, "peername", None)
+    if peer is None and request.transport is not None:
+        peer = request.transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
         return f"{host}:{peer[1]}"
@@ -41,7 +44,18 @@ def _remote(request: web.BaseRequest) -> str:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp's hook, called once the response has been sent (or the client left)."""
+    """aiohttp's hook, called once the response has been sent.
+
+    aiohttp makes one per connection, so the writer (and its batch of lines) is shared
+    through the class: use :meth:`writing_to`.
+    """
+
+    writer: ClassVar[AccessWriter | None] = None
+
+    @classmethod
+    def writing_to(cls, writer: AccessWriter) -> type[AccessLogger]:
+        """A logger class whose instances all write through ``writer``."""
+        return type("AccessLogger", (cls,), {"writer": writer})
 
     def log(
         self,
@@ -50,8 +64,8 @@ class AccessLogger(AbstractAccessLogger):
         elapsed: float,
     ) -> None:
         """``elapsed`` is aiohttp's duration on the loop clock, used without the middleware."""
-        logger = self.logger
-        if not logger.isEnabledFor(logging.INFO):
+        writer = self.writer
+        if writer is None or not self.logger.isEnabledFor(logging.INFO):
             return
         remote = _remote(request)
         version = request.version
@@ -82,9 +96,4 @@ class AccessLogger(AbstractAccessLogger):
             fields["prompt_tokens"] = prompt
             fields["completion_tokens"] = completion
             line += f" model={model} prompt_tokens={prompt} completion_tokens={completion}"
-        # makeRecord + handle is logger.info without the search for the caller's source
-        # line, which no access line shows and which cost as much as the rest of the line.
-        record = logger.makeRecord(
-            logger.name, logging.INFO, __file__, 0, line, (), None, extra={FIELDS: fields}
-        )
-        logger.handle(record)
+        writer.write(line, fields)
