@@ -136,19 +136,20 @@ def render(samples: dict[str, list[Sample]]) -> str:
     base = samples.get("off", [])
     rows = [
         "| variant | non-streaming req/s, mean (range) | vs off | server µs/request "
-        "| streaming tokens/s, mean (range) | vs off | server µs/token |",
-        "|---|---|---|---|---|---|---|",
+        "| streaming tokens/s, mean (range) | vs off | server µs/token | other load, cores |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in samples.items():
         rps = [s.requests_per_second for s in runs]
         tps = [s.tokens_per_second for s in runs]
         upr = [s.us_per_request for s in runs if s.us_per_request is not None]
         upt = [s.us_per_token for s in runs if s.us_per_token is not None]
+        others = [s.other_cores for s in runs if s.other_cores is not None]
         rows.append(
             f"| {name} | {spread(rps)} | {relative(rps, [s.requests_per_second for s in base])} "
             f"| {spread(upr)} | {spread(tps)} | "
             f"{relative(tps, [s.tokens_per_second for s in base])} | "
-            f"{spread(upt, 2)} |"
+            f"{spread(upt, 2)} | {spread(others, 2)} |"
         )
     return "\n".join(rows)
 
