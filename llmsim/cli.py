@@ -2,7 +2,9 @@
 
 Every ``serve`` option is typed as text here and validated by the settings model, so
 a bad value gives the same one-line error whether it came from a flag, an
-``LLMSIM_*`` variable or a TOML profile.
+``LLMSIM_*`` variable or a TOML profile. On/off settings are flag pairs
+(``--access-log/--no-access-log``) that stay ``None`` when not given, so the
+environment and the profile still apply.
 """
 
 from __future__ import annotations

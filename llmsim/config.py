@@ -349,6 +349,11 @@ class Settings(BaseSettings):
         return self.served_names[0]
 
     @property
+    def access_log_enabled(self) -> bool:
+        """The access log is written unless turned off or the dashboard is shown."""
+        return self.access_log and not self.dashboard
+
+    @property
     def cpu_lora_capacity(self) -> int:
         return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
 

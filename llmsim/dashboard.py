@@ -19,6 +19,7 @@ from typing import TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
@@ -150,7 +151,7 @@ class Dashboard:
         snapshot = self.stats.snapshot()
         phase = self.lifecycle.phase if self.lifecycle is not None else "ready"
         title = (
-            f"[bold]{TITLE}[/bold] · {self.settings.served_names[0]} · {self.url} · "
+            f"[bold]{TITLE}[/bold] · {escape(self.settings.served_names[0])} · {self.url} · "
             f"{phase} · up {format_uptime(self._clock() - self._started)}"
         )
         frame = Text(no_wrap=True, overflow="ellipsis")

@@ -184,7 +184,9 @@ class LiveStats:
         """An error response was sent (called by the HTTP layer)."""
         self._now().errors += 1
         self._total_errors += 1
-        text = message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "…"
+        text = " ".join(message.split())  # one line on the dashboard
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[:MAX_MESSAGE_CHARS] + "…"
         self._errors.append(
             ErrorEntry(self._wall_clock(), status, error_type, text, f"{method} {path}")
         )

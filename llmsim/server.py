@@ -57,10 +57,9 @@ class Server:
 
     async def serve(self) -> None:
         lifecycle = Lifecycle(self.settings.startup_duration)
-        settings = self.settings
-        access = None
-        if settings.access_log and not settings.dashboard:
-            access = AccessWriter(settings.log_format)
+        access = (
+            AccessWriter(self.settings.log_format) if self.settings.access_log_enabled else None
+        )
         runner = web.AppRunner(
             create_app(self.settings, lifecycle),
             handler_cancellation=True,

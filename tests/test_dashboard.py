@@ -145,3 +145,12 @@ async def test_off_a_terminal_only_the_last_frame_is_printed() -> None:
     assert text.count(TITLE) == 1
     assert "requests 1 " in text
     assert "\x1b[" not in text
+
+
+async def test_names_and_messages_are_shown_literally_on_one_line() -> None:
+    stats = LiveStats()
+    stats.record_error(400, "BadRequestError", "first line\nsecond [bold]line[/bold]", "POST", "/x")
+    odd = Settings(model="org/[beta]-model")
+    text = render_text(Dashboard(odd, Engine(odd, observer=stats), stats, URL, Console()))
+    assert "org/[beta]-model" in text
+    assert "first line second [bold]line[/bold]" in text

@@ -40,7 +40,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
     metrics.track(engine.scheduler, settings.kv_cache_size)
 
     middlewares: list[Middleware] = [error_middleware]
-    if settings.access_log and not settings.dashboard:
+    if settings.access_log_enabled:
         middlewares.insert(0, timing_middleware)
     if settings.api_key is not None:
         middlewares.append(auth_middleware(settings.api_key.get_secret_value()))
