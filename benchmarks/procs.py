@@ -190,10 +190,18 @@ class Server:
         return self.base_url + "/v1/chat/completions"
 
 
-def start_llmsim(workdir: Path, name: str, *args: str) -> Server:
+def start_llmsim(
+    workdir: Path,
+    name: str,
+    *args: str,
+    access_log: bool = False,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start ``llmsim serve``; without its access log unless asked, like the ceiling app."""
     port = free_port()
-    argv = [*llmsim_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    child = Child(name, argv, workdir / f"{name}.log")
+    argv = [*llmsim_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += [] if access_log else ["--no-access-log"]
+    child = Child(name, [*argv, *args], workdir / f"{name}.log", env=env)
     return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 

@@ -594,7 +594,9 @@ def scenario_startup(bench: Bench) -> None:
         "runs_seconds": [round(value, 3) for value in runs],
         "median_seconds": round(statistics.median(runs), 3),
         "stop_seconds_median": round(statistics.median(stops), 3),
-        "command": " ".join([*llmsim_command(), "serve", "--host", "127.0.0.1", "--port", "N"]),
+        "command": " ".join(
+            [*llmsim_command(), "serve", "--host", "127.0.0.1", "--port", "N", "--no-access-log"]
+        ),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -92,3 +93,27 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     console.print(Panel(table, title=title, title_align="left", border_style="green", expand=False))
     # Outside the panel and unwrapped, so it can be copied as one line.
     console.print(curl_example(settings, port), markup=False, highlight=False, soft_wrap=True)
+
+
+def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, Any]:
+    """What the banner shows, as the fields of the JSON start-up record."""
+    return {
+        "version": __version__,
+        "url": base_url(settings, port),
+        "host": settings.host,
+        "port": port,
+        "model": settings.served_names[0],
+        "served_model_names": settings.served_names,
+        "adapters": [adapter.name for adapter in settings.adapters],
+        "mode": settings.mode,
+        "seed": settings.seed,
+        "time_to_first_token_ms": settings.time_to_first_token * 1000.0,
+        "inter_token_latency_ms": settings.inter_token_latency * 1000.0,
+        "max_running_requests": settings.max_running_requests,
+        "max_waiting_queue_length": settings.max_waiting_queue_length,
+        "max_loras": settings.max_loras,
+        "max_cpu_loras": settings.cpu_lora_capacity,
+        "max_model_len": settings.max_model_len,
+        "api_key_required": settings.api_key is not None,
+        "event_loop": loop_name,
+    }

@@ -2,7 +2,9 @@
 
 Every ``serve`` option is typed as text here and validated by the settings model, so
 a bad value gives the same one-line error whether it came from a flag, an
-``LLMSIM_*`` variable or a TOML profile.
+``LLMSIM_*`` variable or a TOML profile. On/off settings are flag pairs
+(``--access-log/--no-access-log``) that stay ``None`` when not given, so the
+environment and the profile still apply.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ def _help(field: str) -> str:
     return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
 
 
-def _opt(field: str, *flags: str, panel: str, metavar: str = "TEXT") -> Any:
+def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
+    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value."""
     names = flags or ("--" + field.replace("_", "-"),)
+    if any("/" in name for name in names):
+        metavar = None
     return typer.Option(
         *names,
         help=_help(field),
@@ -94,6 +99,13 @@ def serve(
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
+    log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,
+    access_log: Annotated[
+        bool | None, _opt("access_log", "--access-log/--no-access-log", panel=SERVER)
+    ] = None,
+    dashboard: Annotated[
+        bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
+    ] = None,
     api_key: Annotated[str | None, _opt("api_key", panel=SERVER, metavar="KEY")] = None,
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
@@ -180,11 +192,13 @@ def serve(
     """
     flags = {key: value for key, value in locals().items() if value is not None}
     loaded = load_or_exit(flags)
-    from llmsim.server import Server, ServerStartError, configure_logging
+    from llmsim.logs import configure_logging
+    from llmsim.server import Server, ServerStartError
 
-    configure_logging(loaded.settings.log_level)
+    console = Console()
+    configure_logging(loaded.settings, console)
     try:
-        Server(loaded.settings).run()
+        Server(loaded.settings, console).run()
     except ServerStartError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -167,6 +167,21 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Logging verbosity."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log format on standard error: text for people, json for log shippers "
+        "(one JSON object per line).",
+    )
+    access_log: bool = Field(
+        True,
+        description="Log one line per HTTP request (method, path, status, duration, bytes, "
+        "tokens). Always off while the dashboard is shown.",
+    )
+    dashboard: bool = Field(
+        False,
+        description="Show a live terminal view of load, LoRA slots, request and token rates, "
+        "latency percentiles and recent errors (replaces the access log).",
+    )
     config: Path | None = Field(
         None,
         description="TOML profile to read settings from (flag and environment variable only).",
@@ -379,6 +394,11 @@ class Settings(BaseSettings):
     def model_label(self) -> str:
         """The ``model_name`` label vLLM puts on engine metrics."""
         return self.served_names[0]
+
+    @property
+    def access_log_enabled(self) -> bool:
+        """The access log is written unless turned off or the dashboard is shown."""
+        return self.access_log and not self.dashboard
 
     @property
     def cpu_lora_capacity(self) -> int:

@@ -292,6 +292,8 @@ def display_value(name: str, value: Any) -> str:
         return "-"
     if name in SECRET_FIELDS:
         return "********"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if name in DURATION_FIELDS:
         return format_duration(_seconds(value))
     if name in SIZE_FIELDS:

@@ -197,3 +197,45 @@ def test_default_profile_is_complete_and_loads_back(tmp_path: Path) -> None:
     loaded = load_settings({"config": str(profile)}).settings
     assert loaded.model_dump(exclude={"config"}) == Settings().model_dump(exclude={"config"})
     assert data["time_to_first_token"] == "0ms"
+
+
+def test_log_and_dashboard_settings_from_every_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = load_settings({}).settings
+    assert (defaults.log_format, defaults.access_log, defaults.dashboard) == ("text", True, False)
+    profile = tmp_path / "p.toml"
+    profile.write_text('log_format = "json"\naccess_log = false\ndashboard = true\n')
+    loaded = load_settings({"config": str(profile)})
+    assert (loaded.settings.log_format, loaded.settings.access_log) == ("json", False)
+    assert loaded.settings.dashboard is True
+    assert loaded.sources["dashboard"] == "file"
+    monkeypatch.setenv("LLMSIM_ACCESS_LOG", "on")
+    monkeypatch.setenv("LLMSIM_DASHBOARD", "0")
+    loaded = load_settings({"config": str(profile), "log_format": "text"})
+    assert loaded.settings.access_log is True
+    assert loaded.settings.dashboard is False
+    assert loaded.settings.log_format == "text"
+    assert loaded.sources["access_log"] == "env"
+    loaded = load_settings({"config": str(profile), "dashboard": True, "access_log": False})
+    assert loaded.settings.dashboard is True
+    assert loaded.settings.access_log is False
+    assert loaded.sources["access_log"] == "flag"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "fragment"),
+    [
+        ({"log_format": "xml"}, {}, "--log-format: input should be 'text' or 'json'"),
+        ({}, {"LLMSIM_DASHBOARD": "maybe"}, "LLMSIM_DASHBOARD: input should be a valid boolean"),
+    ],
+)
+def test_bad_log_settings_are_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, flags: dict[str, str], env: dict[str, str], fragment: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags)
+    assert len(caught.value.lines) == 1
+    assert fragment in caught.value.lines[0]

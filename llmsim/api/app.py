@@ -6,24 +6,40 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from llmsim.api import admin, inference, models, system
+from llmsim.api.access_log import timing_middleware
 from llmsim.api.auth import auth_middleware
 from llmsim.api.errors import error_middleware
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, LIFECYCLE, METRICS, OPENAPI, RUNTIME, SETTINGS
+from llmsim.api.keys import (
+    ENGINE,
+    ERROR_LISTENER,
+    LIFECYCLE,
+    LIVE_STATS,
+    METRICS,
+    OPENAPI,
+    RUNTIME,
+    SETTINGS,
+)
 from llmsim.api.openapi import build_openapi
 from llmsim.config import Settings
-from llmsim.engine import Engine
+from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.lifecycle import Lifecycle
+from llmsim.live_stats import LiveStats
 from llmsim.metrics import Metrics
 from llmsim.runtime import Runtime
 
 
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Application:
     metrics = Metrics(settings)
-    engine = Engine(settings, observer=metrics)
+    # The dashboard's stats are attached only when it is on, so they cost nothing otherwise.
+    stats = LiveStats() if settings.dashboard else None
+    observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
+    engine = Engine(settings, observer=observer)
     metrics.track(engine.scheduler, settings.kv_cache_size)
 
     middlewares: list[Middleware] = [error_middleware]
+    if settings.access_log_enabled:
+        middlewares.insert(0, timing_middleware)
     if settings.api_key is not None:
         middlewares.append(auth_middleware(settings.api_key.get_secret_value()))
     app = web.Application(
@@ -36,6 +52,9 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Ap
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    if stats is not None:
+        app[LIVE_STATS] = stats
+        app[ERROR_LISTENER] = stats.record_error
     app.add_routes(
         [
             web.post("/v1/chat/completions", inference.create_chat_completion),

@@ -7,7 +7,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from llmsim.api.errors import Handler, error_response
+from llmsim.api.errors import APIError, Handler
 
 PROTECTED_PREFIXES = ("/v1/", "/admin/")
 
@@ -22,7 +22,7 @@ def auth_middleware(api_key: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PROTECTED_PREFIXES) and not _authorized(request, expected):
-            return error_response(
+            raise APIError(
                 401,
                 "Unauthorized: a valid 'Authorization: Bearer <key>' header is required.",
                 headers={"WWW-Authenticate": "Bearer"},

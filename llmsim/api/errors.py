@@ -13,6 +13,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from llmsim.api.jsonio import dumps
+from llmsim.api.keys import ERROR_LISTENER
 
 logger = logging.getLogger("llmsim.api")
 
@@ -32,11 +33,18 @@ ERROR_TYPES = {
 class APIError(Exception):
     """An error answered to the client in vLLM's shape."""
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers = headers
 
 
 def error_type(status: int) -> str:
@@ -65,21 +73,32 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into vLLM's JSON error shape."""
+    """Turn every failure into vLLM's JSON error shape (and tell the dashboard, if any)."""
     try:
         return await handler(request)
     except APIError as exc:
-        return error_response(exc.status, exc.message, exc.param)
+        _report(request, exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.param, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, _http_message(exc, request), headers=headers)
+        message = _http_message(exc, request)
+        _report(request, exc.status, message)
+        return error_response(exc.status, message, headers=headers)
     except (ConnectionResetError, ConnectionError):
         raise
     except Exception:
         logger.exception("unhandled error for %s %s", request.method, request.path)
+        _report(request, 500, "Internal server error")
         return error_response(500, "Internal server error")
+
+
+def _report(request: web.Request, status: int, message: str) -> None:
+    """Pass an error answer to the listener kept on the app (the dashboard's stats)."""
+    listener = request.app.get(ERROR_LISTENER)
+    if listener is not None:
+        listener(status, error_type(status), message, request.method, request.path)
 
 
 def _http_message(exc: web.HTTPException, request: web.Request) -> str:

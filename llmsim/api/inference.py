@@ -18,7 +18,7 @@ from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, LIFECYCLE, RUNTIME
+from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -104,6 +104,7 @@ async def _generate(
         seed=body.seed,
     )
     group = _submit(engine, generation, flavor)
+    request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
     with group:
         if body.stream:

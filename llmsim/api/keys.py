@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from llmsim.config import Settings
-from llmsim.engine import Engine
+from llmsim.engine import Engine, RequestGroup
 from llmsim.lifecycle import Lifecycle
+from llmsim.live_stats import LiveStats
 from llmsim.metrics import Metrics
 from llmsim.runtime import Runtime
 
@@ -18,3 +22,19 @@ METRICS = web.AppKey("metrics", Metrics)
 RUNTIME = web.AppKey("runtime", Runtime)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OPENAPI = web.AppKey("openapi", bytes)
+LIVE_STATS = web.AppKey("live_stats", LiveStats)
+"""Only present while the dashboard is on."""
+
+ErrorListener = Callable[[int, str, str, str, str], None]
+"""``(status, error type, message, method, path)`` of an error answer."""
+ERROR_LISTENER: web.AppKey[ErrorListener] = web.AppKey("error_listener")
+"""Only present while the dashboard is on; the error middleware calls it."""
+
+if TYPE_CHECKING or hasattr(web, "RequestKey"):
+    GENERATION = web.RequestKey("generation", RequestGroup)
+    STARTED = web.RequestKey("started", float)
+else:  # aiohttp before 3.13 has no typed request keys
+    GENERATION = "llmsim.generation"
+    STARTED = "llmsim.started"
+# GENERATION: the inference request's sequences, for the access log's model and tokens.
+# STARTED: ``time.perf_counter()`` when the request reached the app, for its duration.

@@ -11,7 +11,7 @@ from llmsim.engine.engine import (
     UnknownModelError,
 )
 from llmsim.engine.lora import Adapter, AdapterExistsError, AdapterNotFoundError
-from llmsim.engine.observer import EngineObserver, NullObserver
+from llmsim.engine.observer import EngineObserver, FanOutObserver, NullObserver
 from llmsim.engine.scheduler import QueueFullError, Scheduler
 from llmsim.engine.sequence import Sequence, State
 
@@ -22,6 +22,7 @@ __all__ = [
     "ContextLengthError",
     "Engine",
     "EngineObserver",
+    "FanOutObserver",
     "GenerationRequest",
     "NullObserver",
     "PromptInput",

@@ -44,3 +44,34 @@ class NullObserver:
 
     def sequence_finished(self, sequence: Sequence) -> None:
         return None
+
+
+class FanOutObserver:
+    """Passes every event to several observers (metrics and the dashboard's live stats).
+
+    Only used when a second observer is attached, so the usual single-observer path
+    pays nothing for it.
+    """
+
+    def __init__(self, *observers: EngineObserver) -> None:
+        self.observers = observers
+
+    def request_submitted(self, n: int) -> None:
+        for observer in self.observers:
+            observer.request_submitted(n)
+
+    def scheduler_changed(self, scheduler: Scheduler) -> None:
+        for observer in self.observers:
+            observer.scheduler_changed(scheduler)
+
+    def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
+        for observer in self.observers:
+            observer.first_token(sequence, time_to_first_token)
+
+    def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
+        for observer in self.observers:
+            observer.next_tokens(sequence, gap, overdue)
+
+    def sequence_finished(self, sequence: Sequence) -> None:
+        for observer in self.observers:
+            observer.sequence_finished(sequence)

@@ -1,0 +1,99 @@
+"""One access-log line per HTTP request, written after the response went out.
+
+The text form follows uvicorn's (``127.0.0.1:54321 - "POST /v1/chat/completions HTTP/1.1"
+200``) and adds bytes sent, duration and, for inference requests, the model and token
+counts. The same values travel as structured fields for ``--log-format json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from llmsim.api.errors import Handler
+from llmsim.api.inference import REQUEST_ID_HEADER
+from llmsim.api.keys import GENERATION, STARTED
+from llmsim.logs import AccessWriter
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Note when the request started, to the microsecond.
+
+    aiohttp hands the logger a duration measured with the loop's clock, which uvloop
+    keeps in whole milliseconds: too coarse for a server that answers in one.
+    """
+    request[STARTED] = time.perf_counter()
+    return await handler(request)
+
+
+def _remote(request: web.BaseRequest) -> str:
+    # aiohttp (3.10 and later) keeps the peer per connection; asking the transport means a
+    # getpeername() system call per request.
+    peer = getattr(request.protocol, "peername", None)
+    if peer is None and request.transport is not None:
+        peer = request.transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"{host}:{peer[1]}"
+    return request.remote or "-"
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's hook, called once the response has been sent.
+
+    aiohttp makes one per connection, so the writer (and its batch of lines) is shared
+    through the class: use :meth:`writing_to`.
+    """
+
+    writer: ClassVar[AccessWriter | None] = None
+
+    @classmethod
+    def writing_to(cls, writer: AccessWriter) -> type[AccessLogger]:
+        """A logger class whose instances all write through ``writer``."""
+        return type("AccessLogger", (cls,), {"writer": writer})
+
+    def log(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        elapsed: float,
+    ) -> None:
+        """``elapsed`` is aiohttp's duration on the loop clock, used without the middleware."""
+        writer = self.writer
+        if writer is None or not self.logger.isEnabledFor(logging.INFO):
+            return
+        remote = _remote(request)
+        version = request.version
+        status = response.status
+        sent = response.body_length
+        started = request.get(STARTED)
+        seconds = elapsed if started is None else time.perf_counter() - started
+        duration_ms = round(seconds * 1000.0, 3)
+        line = (
+            f'{remote} - "{request.method} {request.raw_path} HTTP/{version.major}.'
+            f'{version.minor}" {status} {sent}B {duration_ms:.1f}ms'
+        )
+        fields: dict[str, Any] = {
+            "remote": remote,
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "bytes": sent,
+            "request_id": request.headers.get(REQUEST_ID_HEADER),
+        }
+        group = request.get(GENERATION)
+        if group is not None:
+            prompt, completion = group.prompt_tokens, group.completion_tokens
+            model = group.request.target.name
+            fields["request_id"] = group.request.request_id
+            fields["model"] = model
+            fields["prompt_tokens"] = prompt
+            fields["completion_tokens"] = completion
+            line += f" model={model} prompt_tokens={prompt} completion_tokens={completion}"
+        writer.write(line, fields)
