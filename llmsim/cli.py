@@ -8,15 +8,19 @@ a bad value gives the same one-line error whether it came from a flag, an
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmsim import __version__
 from llmsim.config import Settings, env_name
+from llmsim.instances import Instance, data_parallel_instances
+from llmsim.launch import Backend, launch
 from llmsim.settings_sources import (
     ConfigError,
     LoadedSettings,
@@ -94,6 +98,13 @@ def serve(
     shutdown_timeout: Annotated[
         str | None, _opt("shutdown_timeout", panel=SERVER, metavar="DURATION")
     ] = None,
+    data_parallel_size: Annotated[
+        str | None,
+        _opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
+    ] = None,
+    data_parallel_backend: Annotated[
+        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+    ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -157,17 +168,62 @@ def serve(
     Precedence: flags > LLMSIM_* environment > --config TOML profile > defaults.
     """
     flags = {key: value for key, value in locals().items() if value is not None}
-    loaded = _load_or_exit(flags)
-    from llmsim.server import Server, ServerStartError, configure_logging
+    settings = _load_or_exit(flags).settings
+    _launch_or_exit(
+        data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
+    )
 
-    configure_logging(loaded.settings.log_level)
+
+@app.command()
+def fleet(
+    path: Annotated[Path, typer.Argument(help="The fleet file (TOML).", metavar="FILE")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate the file, print the plan and exit.")
+    ] = False,
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            "--base-port",
+            help="First port for instances without one (overrides base_port in the file).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+) -> None:
+    """Start a fleet of simulated vLLM instances described in a TOML file.
+
+    Every instance gets its own process, port, scheduler, adapters and metrics. One
+    Ctrl-C or SIGTERM stops them all; an instance that exits is reported and the
+    others are stopped (exit status 1): nothing is restarted.
+    """
+    from llmsim.fleet import FleetError, load_fleet
+
     try:
-        Server(loaded.settings).run()
+        plan = load_fleet(path, base_port=base_port)
+    except FleetError as exc:
+        _print_errors(exc.lines)
+        raise typer.Exit(2) from None
+    if dry_run:
+        from llmsim.fleet import render_plan
+
+        render_plan(Console(), plan)
+        return
+    _launch_or_exit(plan.instances, plan.backend, plan.log_level)
+
+
+def _launch_or_exit(instances: Sequence[Instance], backend: Backend, log_level: str) -> None:
+    from llmsim.server import ServerStartError, configure_logging
+
+    configure_logging(log_level)
+    try:
+        code = launch(instances, backend)
     except ServerStartError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        pass
+        code = 0
+    if code:
+        raise typer.Exit(code)
 
 
 @config_app.command("init")
@@ -218,11 +274,13 @@ def _load_or_exit(flags: dict[str, Any]) -> LoadedSettings:
     try:
         return load_settings(flags)
     except ConfigError as exc:
-        for line in exc.lines:
-            err.print(
-                f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True
-            )
+        _print_errors(exc.lines)
         raise typer.Exit(2) from None
+
+
+def _print_errors(lines: list[str]) -> None:
+    for line in lines:
+        err.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

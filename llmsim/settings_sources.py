@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,14 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
-def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
-    """Build the validated settings from every layer, or raise :class:`ConfigError`."""
+def load_settings(
+    cli: Mapping[str, Any] | None = None, *, flag_name: Callable[[str], str] = option_flag
+) -> LoadedSettings:
+    """Build the validated settings from every layer, or raise :class:`ConfigError`.
+
+    ``flag_name`` says how errors name a value of ``cli`` (``--max-loras`` by default;
+    a fleet file names its keys instead).
+    """
     flags = {key: value for key, value in (cli or {}).items() if value is not None}
     env = _env_values()
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
@@ -140,7 +146,7 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
     try:
         settings = layered(**flags)
     except ValidationError as exc:
-        raise ConfigError(_describe_errors(exc, sources, config_path)) from None
+        raise ConfigError(_describe_errors(exc, sources, config_path, flag_name)) from None
     return LoadedSettings(settings=settings, sources=sources, config_path=config_path)
 
 
@@ -162,25 +168,30 @@ def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
     return LayeredSettings
 
 
-def _where(field: str, origin: str, config_path: Path | None) -> str:
+def _where(
+    field: str, origin: str, config_path: Path | None, flag_name: Callable[[str], str]
+) -> str:
     if origin == FLAG:
-        return option_flag(field)
+        return flag_name(field)
     if origin == ENV:
         return env_name(field)
     if origin == FILE:
         return f"{field} in {config_path}"
-    return f"{option_flag(field)} (default)"
+    return f"{flag_name(field)} (default)"
 
 
 def _describe_errors(
-    exc: ValidationError, sources: Mapping[str, str], config_path: Path | None
+    exc: ValidationError,
+    sources: Mapping[str, str],
+    config_path: Path | None,
+    flag_name: Callable[[str], str],
 ) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
         field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "settings"))
         reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
-        where = _where(field, sources.get(field, DEFAULT), config_path)
+        where = _where(field, sources.get(field, DEFAULT), config_path, flag_name)
         lines.append(f"{where}: {reason}")
     return lines
 

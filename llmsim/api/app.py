@@ -20,8 +20,11 @@ from llmsim.lifecycle import Lifecycle
 from llmsim.metrics import Metrics
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Application:
-    metrics = Metrics(settings)
+def create_app(
+    settings: Settings, lifecycle: Lifecycle | None = None, *, rank: int = 0
+) -> web.Application:
+    """One simulated vLLM server; ``rank`` is its data-parallel rank (the metrics' engine)."""
+    metrics = Metrics(settings, engine=rank)
     engine = Engine(settings, observer=metrics)
     metrics.track(engine.scheduler, settings.kv_cache_size)
 

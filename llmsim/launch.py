@@ -1,0 +1,29 @@
+"""Run a list of instances on the chosen backend; the one entry point of the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from rich.console import Console
+
+from llmsim.instances import Instance
+
+Backend = Literal["mp", "inprocess"]
+
+
+def launch(instances: Sequence[Instance], backend: Backend, console: Console | None = None) -> int:
+    """Serve until SIGINT or SIGTERM and return the exit status.
+
+    Several instances on the ``mp`` backend get a process each; one instance, or the
+    ``inprocess`` backend, runs on this process's event loop. Raises
+    :class:`~llmsim.server.ServerStartError` when a port cannot be bound.
+    """
+    if backend == "mp" and len(instances) > 1:
+        from llmsim.supervisor import Supervisor
+
+        return Supervisor(instances, console).run()
+    from llmsim.server import Server
+
+    Server(instances, console).run()
+    return 0
