@@ -90,9 +90,9 @@ def load_fleet(path: Path, base_port: int | None = None) -> FleetPlan:
     entries = _entries(data, path, problems)
     for entry in entries:
         _load_instance(entry, defaults, problems)
+    ports = plan_ports([(e.label, e.port, _size(e)) for e in entries], base, problems)
     if problems.lines:
         raise FleetError(problems.lines)
-    ports = plan_ports([(e.label, e.port, _size(e)) for e in entries], base, problems)
     instances = [
         instance
         for entry, port in zip(entries, ports, strict=True)
@@ -239,6 +239,8 @@ def _load_instance(entry: _Entry, defaults: Mapping[str, Any], problems: _Proble
     except ConfigError as exc:
         for line in exc.lines:
             problems.add(line if SHARED_LINE.match(line) else f"{entry.label}: {line}")
+        # Still plan its port, so that a clash is reported with the other problems.
+        entry.port = port if isinstance(port, int) and not isinstance(port, bool) else None
         return
     entry.port = entry.settings.port if port is not None else None
 
