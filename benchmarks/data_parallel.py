@@ -7,6 +7,7 @@ as the baseline), and runs the same bounded loads against it, one load-generator
 process per instance port:
 
     json    non-streaming chat, 64 tokens, zero latency, 64 concurrent: requests/s
+    long    the same with 1024 tokens: the server's work dominates the generator's
     stream  streaming chat, 64 tokens, zero latency, 64 concurrent: tokens/s
     timed   400 streams at TTFT 100 ms / ITL 10 ms: TTFT error p50/p99, mean ITL error
 
@@ -21,6 +22,7 @@ import json
 import math
 import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -141,10 +143,16 @@ def json_load(workdir: Path, ports: list[int], duration: float) -> dict[str, Any
     }
 
 
-def wrk_json(workdir: Path, ports: list[int], duration: float) -> dict[str, Any]:
+def long_load(workdir: Path, ports: list[int], duration: float) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        raise BenchError("the long load needs wrk")
+    return wrk_json(workdir, ports, duration, tokens=1024)
+
+
+def wrk_json(workdir: Path, ports: list[int], duration: float, tokens: int = 64) -> dict[str, Any]:
     """wrk costs far less CPU per request than the aiohttp generator: one per port."""
     script = workdir / "wrk.lua"
-    body = request_body(64, stream=False)
+    body = request_body(tokens, stream=False)
     script.write_text(WRK_LUA.format(body=lua_string(body), limit=10**9), encoding="utf-8")
     children = []
     try:
@@ -210,18 +218,36 @@ def timed_load(workdir: Path, ports: list[int], duration: float) -> dict[str, An
 
 LOADS: dict[str, Callable[[Path, list[int], float], dict[str, Any]]] = {
     "json": json_load,
+    "long": long_load,
     "stream": stream_load,
     "timed": timed_load,
 }
 
 
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now."""
+    for _ in range(100):
+        base = free_port()
+        if all(_port_is_free(base + offset) for offset in range(1, count)):
+            return base
+    raise BenchError(f"no {count} consecutive free ports")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def measure(workdir: Path, setup: Setup, names: list[str], duration: float) -> dict[str, Any]:
-    base = free_port()
     argv = [
         *llmsim_command(),
         "serve",
         "--port",
-        str(base),
+        "0",
         "--time-to-first-token",
         "0ms",
         "--max-running-requests",
@@ -230,6 +256,8 @@ def measure(workdir: Path, setup: Setup, names: list[str], duration: float) -> d
     ]
     results: dict[str, Any] = {}
     for name in names:
+        base = consecutive_free_ports(setup.instances)
+        argv[argv.index("--port") + 1] = str(base)
         extra = ["--time-to-first-token", "100ms", "--inter-token-latency", "10ms"]
         slug = setup.label.replace(" ", "-").replace(",", "")
         child = Child(
@@ -260,16 +288,18 @@ def measure(workdir: Path, setup: Setup, names: list[str], duration: float) -> d
 def render(size: int, table: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"| setup (data-parallel size {size}) | processes | idle RSS | JSON requests/s "
-        "(server cores) | stream tokens/s (server cores) | timed TTFT error p50 / p99 "
-        "| timed mean ITL error |",
-        "|---|---|---|---|---|---|---|",
+        "(server cores) | 1024-token JSON requests/s (server cores) "
+        "| stream tokens/s (server cores) | timed TTFT error p50 / p99 | timed mean ITL error |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, row in table.items():
         plain, stream, timed = row.get("json", {}), row.get("stream", {}), row.get("timed", {})
+        long = row.get("long", {})
         ttft = timed.get("ttft_error", {})
         lines.append(
             f"| {label} | {row.get('processes', '-')} | {row.get('idle_rss_mb', '-')} MB "
             f"| {plain.get('requests_per_s', '-')} ({plain.get('server_cores', '-')}) "
+            f"| {long.get('requests_per_s', '-')} ({long.get('server_cores', '-')}) "
             f"| {stream.get('tokens_per_s', '-')} ({stream.get('server_cores', '-')}) "
             f"| {ttft.get('p50_ms', '-')} / {ttft.get('p99_ms', '-')} ms "
             f"| {timed.get('itl_mean_relative_error', '-')} |"
@@ -304,6 +334,7 @@ def best(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged = dict(results[0])
     keys = {
         "json": lambda r: r["requests_per_s"],
+        "long": lambda r: r["requests_per_s"],
         "stream": lambda r: r["tokens_per_s"],
         "timed": lambda r: -r["ttft_error"].get("p50_ms", math.inf),
     }

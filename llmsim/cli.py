@@ -18,9 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmsim import __version__
-from llmsim.config import Settings, env_name
+from llmsim.config import DataParallelBackend, Settings, env_name
 from llmsim.instances import Instance, data_parallel_instances
-from llmsim.launch import Backend, launch
+from llmsim.launch import launch
 from llmsim.settings_sources import (
     ConfigError,
     LoadedSettings,
@@ -192,9 +192,10 @@ def fleet(
 ) -> None:
     """Start a fleet of simulated vLLM instances described in a TOML file.
 
-    Every instance gets its own process, port, scheduler, adapters and metrics. One
-    Ctrl-C or SIGTERM stops them all; an instance that exits is reported and the
-    others are stopped (exit status 1): nothing is restarted.
+    Every instance gets its own port, scheduler, adapters and metrics (and, by default,
+    its own process). One Ctrl-C or SIGTERM stops them all; an instance that exits is
+    reported and the others are stopped (exit status 1): nothing is restarted.
+    Problems in the file exit with status 2 before anything starts.
     """
     from llmsim.fleet import FleetError, load_fleet
 
@@ -211,7 +212,9 @@ def fleet(
     _launch_or_exit(plan.instances, plan.backend, plan.log_level)
 
 
-def _launch_or_exit(instances: Sequence[Instance], backend: Backend, log_level: str) -> None:
+def _launch_or_exit(
+    instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
+) -> None:
     from llmsim.server import ServerStartError, configure_logging
 
     configure_logging(log_level)

@@ -46,6 +46,7 @@ FailureType = Literal[
     "model_not_found",
 ]
 FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
+DataParallelBackend = Literal["mp", "inprocess"]
 
 
 class LoraModule(BaseModel):
@@ -191,7 +192,7 @@ class Settings(BaseSettings):
         description="Independent simulated instances (vLLM's data-parallel ranks), each with its "
         "own scheduler, adapters and metrics, on ports port .. port+N-1.",
     )
-    data_parallel_backend: Literal["mp", "inprocess"] = Field(
+    data_parallel_backend: DataParallelBackend = Field(
         "mp",
         description="How data-parallel instances run: mp, one process each (uses every core); "
         "inprocess, all on one event loop in one process (least memory).",

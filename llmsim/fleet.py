@@ -29,9 +29,8 @@ from typing import Any
 from rich.console import Console
 
 from llmsim.banner import instances_table
-from llmsim.config import MAX_PORT, Settings
+from llmsim.config import MAX_PORT, DataParallelBackend, Settings
 from llmsim.instances import Instance, data_parallel_instances
-from llmsim.launch import Backend
 from llmsim.settings_sources import ConfigError, load_settings
 
 if sys.version_info >= (3, 11):
@@ -63,7 +62,7 @@ class FleetPlan:
 
     path: Path
     instances: list[Instance]
-    backend: Backend
+    backend: DataParallelBackend
     log_level: str
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from rich.console import Console
 
+from llmsim.config import DataParallelBackend
 from llmsim.instances import Instance
 
-Backend = Literal["mp", "inprocess"]
 
-
-def launch(instances: Sequence[Instance], backend: Backend, console: Console | None = None) -> int:
+def launch(
+    instances: Sequence[Instance], backend: DataParallelBackend, console: Console | None = None
+) -> int:
     """Serve until SIGINT or SIGTERM and return the exit status.
 
     Several instances on the ``mp`` backend get a process each; one instance, or the
