@@ -23,6 +23,7 @@ import math
 import re
 import shutil
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -163,16 +164,19 @@ def wrk_json(workdir: Path, ports: list[int], duration: float, tokens: int = 64)
             children.append(
                 Child(name, argv, workdir / f"{name}.log", stdout_path=workdir / f"{name}.txt")
             )
-        rate = 0.0
+        rate, requests = 0.0, 0
         for child in children:
             if child.wait(duration + 30.0) != 0:
                 raise BenchError(child.failure("failed"))
             assert child.stdout_path is not None
-            found = re.search(r"Requests/sec:\s+([0-9.]+)", child.stdout_path.read_text())
-            if not found:
+            text = child.stdout_path.read_text()
+            found = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+            total = re.search(r"([0-9]+) requests in", text)
+            if not found or not total:
                 raise BenchError(child.failure("printed no rate"))
             rate += float(found.group(1))
-        return {"requests_per_s": round(rate), "generator": "wrk"}
+            requests += int(total.group(1))
+        return {"requests_per_s": round(rate), "requests": requests, "generator": "wrk"}
     finally:
         for child in children:
             child.stop()
@@ -275,9 +279,13 @@ def measure(workdir: Path, setup: Setup, names: list[str], duration: float) -> d
             # Two generator processes in every setup: a single instance gets both.
             targets = ports if len(ports) > 1 else ports * 2
             results[name] = LOADS[name](workdir, targets, duration)
-            results[name]["server_cores"] = round(
-                (tree_cpu(pids) - cpu) / (time.monotonic() - began), 2
-            )
+            used = tree_cpu(pids) - cpu
+            results[name]["server_cores"] = round(used / (time.monotonic() - began), 2)
+            if results[name].get("requests"):
+                # Independent of how much CPU the rest of the machine left the server.
+                results[name]["server_us_per_request"] = round(
+                    1e6 * used / results[name]["requests"]
+                )
             results["idle_rss_mb"] = round(rss / 1024, 1)
             results["processes"] = len(pids)
         finally:
@@ -287,24 +295,33 @@ def measure(workdir: Path, setup: Setup, names: list[str], duration: float) -> d
 
 def render(size: int, table: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"| setup (data-parallel size {size}) | processes | idle RSS | JSON requests/s "
-        "(server cores) | 1024-token JSON requests/s (server cores) "
-        "| stream tokens/s (server cores) | timed TTFT error p50 / p99 | timed mean ITL error |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| setup (data-parallel size {size}) | processes | idle RSS "
+        "| JSON requests/s: best (median) | JSON server CPU per request "
+        "| 1024-token JSON requests/s: best (median) | 1024-token server CPU per request "
+        "| stream tokens/s: best (median) | timed TTFT error p50 / p99 (best round) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in table.items():
-        plain, stream, timed = row.get("json", {}), row.get("stream", {}), row.get("timed", {})
-        long = row.get("long", {})
+        plain, long = row.get("json", {}), row.get("long", {})
+        stream, timed = row.get("stream", {}), row.get("timed", {})
         ttft = timed.get("ttft_error", {})
         lines.append(
             f"| {label} | {row.get('processes', '-')} | {row.get('idle_rss_mb', '-')} MB "
-            f"| {plain.get('requests_per_s', '-')} ({plain.get('server_cores', '-')}) "
-            f"| {long.get('requests_per_s', '-')} ({long.get('server_cores', '-')}) "
-            f"| {stream.get('tokens_per_s', '-')} ({stream.get('server_cores', '-')}) "
-            f"| {ttft.get('p50_ms', '-')} / {ttft.get('p99_ms', '-')} ms "
-            f"| {timed.get('itl_mean_relative_error', '-')} |"
+            f"| {_rate(plain, 'requests_per_s')} | {_cost(plain)} "
+            f"| {_rate(long, 'requests_per_s')} | {_cost(long)} "
+            f"| {_rate(stream, 'tokens_per_s')} "
+            f"| {ttft.get('p50_ms', '-')} / {ttft.get('p99_ms', '-')} ms |"
         )
     return "\n".join(lines)
+
+
+def _rate(load: dict[str, Any], key: str) -> str:
+    return f"{load[key]:,} ({load['median']:,.0f})" if key in load else "-"
+
+
+def _cost(load: dict[str, Any]) -> str:
+    cost = load.get("server_us_per_request")
+    return f"{cost} µs" if cost is not None else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def best(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each load's best round: the machine is shared, so the best is closest to capacity."""
+    """Each load's best round (the machine is shared: the best is closest to capacity),
+    with the median rate and the median server CPU per request of all rounds."""
     merged = dict(results[0])
     keys = {
         "json": lambda r: r["requests_per_s"],
@@ -340,8 +358,13 @@ def best(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for name, score in keys.items():
         found = [result[name] for result in results if name in result]
-        if found:
-            merged[name] = max(found, key=score)
+        if not found:
+            continue
+        merged[name] = dict(max(found, key=score))
+        merged[name]["median"] = round(statistics.median(abs(score(r)) for r in found), 1)
+        costs = [r["server_us_per_request"] for r in found if "server_us_per_request" in r]
+        if costs:
+            merged[name]["server_us_per_request"] = round(statistics.median(costs))
     return merged
 
 

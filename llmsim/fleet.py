@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from llmsim.banner import instances_table
 from llmsim.config import MAX_PORT, DataParallelBackend, Settings
@@ -97,13 +98,7 @@ def load_fleet(path: Path, base_port: int | None = None) -> FleetPlan:
         for entry, port in zip(entries, ports, strict=True)
         for instance in _expand(entry, port)
     ]
-    if len(instances) > MAX_INSTANCES:
-        problems.add(f"{len(instances)} instances in all; at most {MAX_INSTANCES} can run")
-    backends = {instance.settings.data_parallel_backend for instance in instances}
-    if len(backends) > 1:
-        problems.add(
-            "data_parallel_backend: must be the same for every instance (set it in [defaults])"
-        )
+    _check_whole_fleet(instances, problems)
     if problems.lines:
         raise FleetError(problems.lines)
     levels = {instance.settings.log_level for instance in instances}
@@ -111,8 +106,19 @@ def load_fleet(path: Path, base_port: int | None = None) -> FleetPlan:
         path=path,
         instances=instances,
         backend=instances[0].settings.data_parallel_backend,
+        # One logging set-up for the fleet: the most verbose level any instance asks for.
         log_level=min(levels, key=LOG_LEVELS.index),
     )
+
+
+def _check_whole_fleet(instances: list[Instance], problems: _Problems) -> None:
+    if len(instances) > MAX_INSTANCES:
+        problems.add(f"{len(instances)} instances in all; at most {MAX_INSTANCES} can run")
+    backends = {instance.settings.data_parallel_backend for instance in instances}
+    if len(backends) > 1:
+        problems.add(
+            "data_parallel_backend: must be the same for every instance (set it in [defaults])"
+        )
 
 
 def render_plan(console: Console, plan: FleetPlan) -> None:
@@ -120,7 +126,7 @@ def render_plan(console: Console, plan: FleetPlan) -> None:
     ports = [instance.settings.port for instance in plan.instances]
     how = "one process each" if plan.backend == "mp" else "one process"
     console.print(
-        f"[bold]fleet {plan.path}[/bold]: {len(plan.instances)} instances, {how}",
+        f"[bold]fleet {escape(str(plan.path))}[/bold]: {len(plan.instances)} instances, {how}",
         highlight=False,
     )
     console.print(instances_table(plan.instances, ports))
