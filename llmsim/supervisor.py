@@ -109,13 +109,19 @@ class Supervisor:
         """Wait for a stop signal (False) or a child's exit (True, after reporting it)."""
         while live:
             info = signal.sigtimedwait(WATCHED, POLL_SECONDS)
+            # A Ctrl-C in a terminal reaches the children too, and they may exit before
+            # this loop sees its own SIGINT: a pending stop signal is a stop, not a failure.
+            stop = info is not None and info.si_signo in STOP_SIGNALS
+            if not stop and signal.sigpending() & set(STOP_SIGNALS):
+                # Take it now: it is this stop, not a second Ctrl-C to hurry the drain.
+                stop = signal.sigtimedwait(STOP_SIGNALS, 0) is not None
+            if stop:
+                return False
             exited = self._reap(live)
             for child, status in exited:
                 self._report(child, status)
             if exited:
                 return True
-            if info is not None and info.si_signo in STOP_SIGNALS:
-                return False
         return True
 
     def _report(self, child: Child, status: int) -> None:

@@ -7,6 +7,7 @@ model, adapters and metrics, and stopping the parent must leave no process behin
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -95,14 +96,23 @@ class Group:
         return int(self.process.returncode)
 
 
-def start_group(args: list[str], ports: list[int], tmp_path: Path) -> Group:
-    """Start ``llmsim ARGS``; wait until every port answers /health and the panel is out."""
+def start_group(
+    args: list[str], ports: list[int], tmp_path: Path, *, own_session: bool = False
+) -> Group:
+    """Start ``llmsim ARGS``; wait until every port answers /health and the panel is out.
+
+    ``own_session`` gives it a process group of its own, as a shell's foreground job has.
+    """
     log_path = tmp_path / f"group-{ports[0]}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
     env["COLUMNS"] = "250"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llmsim", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "llmsim", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=own_session,
         )
     group = Group(process, log_path, ports)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -161,15 +171,21 @@ def model_ids(base_url: str) -> list[str]:
     return [card["id"] for card in data]
 
 
-def chat(base_url: str, model: str) -> None:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+def chat(base_url: str, model: str, max_tokens: int = 3) -> dict[str, object]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+    }
     request = urllib.request.Request(
         base_url + "/v1/chat/completions",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=20) as response:
         assert response.status == 200
+        return dict(json.load(response))
 
 
 def successes(base_url: str) -> dict[tuple[str, str], float]:
@@ -254,6 +270,20 @@ def test_fleet_instances_answer_on_their_own_ports_and_stop_together(
     assert "Traceback" not in log
     for name in ("alpha", "beta", "gamma"):
         assert name in log
+
+
+def test_ctrl_c_in_a_terminal_stops_every_instance(tmp_path: Path, groups: list[Group]) -> None:
+    ports = [free_port() for _ in range(3)]
+    fleet = str(write_fleet(tmp_path, ports))
+    group = start_group(["fleet", fleet], ports, tmp_path, own_session=True)
+    groups.append(group)
+    pids = set(group.pids().values())
+    os.killpg(group.process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    assert group.process.wait(STOP_TIMEOUT) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert "Traceback" not in group.log()
 
 
 def test_an_instance_that_dies_is_reported_and_the_rest_are_stopped(
@@ -344,3 +374,19 @@ def test_data_parallel_ranks_have_their_own_ports_and_engine_labels(
     for pid in pids - {parent}:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_sigterm_lets_every_instance_finish_its_requests(
+    tmp_path: Path, groups: list[Group]
+) -> None:
+    ports = consecutive_free_ports(2)
+    args = ["serve", "--port", str(ports[0]), "-dp", "2", "--inter-token-latency", "100ms"]
+    group = start_group([*args, "--shutdown-timeout", "10s"], ports, tmp_path)
+    groups.append(group)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        replies = [pool.submit(chat, group.url(rank), "llmsim/sim-model", 10) for rank in (0, 1)]
+        time.sleep(0.4)  # both requests are running, about 0.5 s before they finish
+        group.process.send_signal(signal.SIGTERM)
+        usages = [reply.result(timeout=20)["usage"] for reply in replies]
+    assert [usage["completion_tokens"] for usage in usages] == [10, 10]  # type: ignore[index]
+    assert group.process.wait(STOP_TIMEOUT) == 0
