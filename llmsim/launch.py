@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 from collections.abc import Sequence
 
 from rich.console import Console
 
 from llmsim.config import DataParallelBackend
 from llmsim.instances import Instance
+
+logger = logging.getLogger("llmsim.launch")
 
 
 def launch(
@@ -19,6 +23,9 @@ def launch(
     ``inprocess`` backend, runs on this process's event loop. Raises
     :class:`~llmsim.server.ServerStartError` when a port cannot be bound.
     """
+    if backend == "mp" and len(instances) > 1 and not hasattr(signal, "sigtimedwait"):
+        logger.warning("this platform has no sigtimedwait (macOS): running all in one process")
+        backend = "inprocess"
     if backend == "mp" and len(instances) > 1:
         from llmsim.supervisor import Supervisor
 
