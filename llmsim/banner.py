@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from llmsim import __version__
 from llmsim.config import Settings
+from llmsim.instances import Instance
 from llmsim.units import format_duration
 
 
@@ -107,7 +109,11 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "adapters": [adapter.name for adapter in settings.adapters],
         "mode": settings.mode,
         "seed": settings.seed,
+        "profile": settings.profile,
+        "latency_model": settings.latency_model,
         "time_to_first_token_ms": settings.time_to_first_token * 1000.0,
+        "prefill_overhead_ms": settings.prefill_overhead * 1000.0,
+        "prefill_time_per_token_ms": settings.prefill_time_per_token * 1000.0,
         "inter_token_latency_ms": settings.inter_token_latency * 1000.0,
         "max_running_requests": settings.max_running_requests,
         "max_waiting_queue_length": settings.max_waiting_queue_length,
@@ -117,3 +123,79 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
     }
+
+
+# -- several instances: data-parallel ranks and fleets ---------------------------------
+
+
+def _limits(settings: Settings) -> str:
+    return (
+        f"{settings.max_running_requests} running, {settings.max_waiting_queue_length} waiting, "
+        f"{settings.max_loras} LoRA slot{'s' if settings.max_loras > 1 else ''}"
+    )
+
+
+def _failures(settings: Settings) -> str:
+    parts = []
+    if settings.failure_injection_rate:
+        parts.append(f"{settings.failure_injection_rate:g}% errors")
+    if settings.stream_cut_rate:
+        parts.append(f"{settings.stream_cut_rate:g}% streams cut")
+    return ", ".join(parts) or "-"
+
+
+def instance_url(settings: Settings, port: int) -> str:
+    """The base URL, or a placeholder when the operating system will pick the port."""
+    return base_url(settings, port) if port else base_url(settings, 0).replace(":0", ":<free>")
+
+
+def instances_table(
+    instances: Sequence[Instance], ports: Sequence[int], pids: Sequence[int] | None = None
+) -> Table:
+    """One row per instance: name, URL, (process,) model, adapters, latency, limits, failures."""
+    table = Table(box=None, padding=(0, 1), header_style="bold cyan")
+    table.add_column("instance", no_wrap=True)
+    table.add_column("url", no_wrap=True)
+    if pids is not None:
+        table.add_column("pid", no_wrap=True, justify="right")
+    for column in ("model", "adapters", "latency", "limits", "failures"):
+        table.add_column(column)
+    for index, (instance, port) in enumerate(zip(instances, ports, strict=True)):
+        settings = instance.settings
+        adapters = ", ".join(adapter.name for adapter in settings.adapters) or "-"
+        row = [instance.name, instance_url(settings, port)]
+        if pids is not None:
+            row.append(str(pids[index]))
+        row += [
+            settings.model_label,
+            adapters,
+            _timing(settings),
+            _limits(settings),
+            _failures(settings),
+        ]
+        table.add_row(*row)
+    return table
+
+
+def render_instances_banner(
+    console: Console,
+    instances: Sequence[Instance],
+    ports: Sequence[int],
+    pids: Sequence[int],
+    how: str,
+) -> None:
+    """One panel for every instance, then a curl command for the first."""
+    title = f"[bold]llmsim {__version__}[/bold] · {len(instances)} simulated vLLM instances · {how}"
+    console.print(
+        Panel(
+            instances_table(instances, ports, pids),
+            title=title,
+            title_align="left",
+            subtitle="metrics: URL/metrics on each · Ctrl-C stops all",
+            subtitle_align="left",
+            border_style="green",
+            expand=False,
+        )
+    )
+    first = instances[0].settings
+    console.print(curl_example(first, ports[0]), markup=False, highlight=False, soft_wrap=True)

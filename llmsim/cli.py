@@ -10,6 +10,7 @@ environment and the profile still apply.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,10 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, load_or_exit
+from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli_profiles import profiles_app
-from llmsim.config import Settings, env_name
+from llmsim.config import DataParallelBackend, Settings, env_name
 from llmsim.ctl import ctl_app
+from llmsim.instances import Instance, data_parallel_instances
+from llmsim.launch import launch
 from llmsim.settings_info import completer
 from llmsim.settings_sources import (
     display_value,
@@ -116,6 +119,13 @@ def serve(
     shutdown_timeout: Annotated[
         str | None, _opt("shutdown_timeout", panel=SERVER, metavar="DURATION")
     ] = None,
+    data_parallel_size: Annotated[
+        str | None,
+        _opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
+    ] = None,
+    data_parallel_backend: Annotated[
+        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+    ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -191,19 +201,66 @@ def serve(
     Precedence: flags > LLMSIM_* environment > --profile NAME > --config TOML file > defaults.
     """
     flags = {key: value for key, value in locals().items() if value is not None}
-    loaded = load_or_exit(flags)
+    settings = load_or_exit(flags).settings
+    _launch_or_exit(
+        data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
+    )
+
+
+@app.command()
+def fleet(
+    path: Annotated[Path, typer.Argument(help="The fleet file (TOML).", metavar="FILE")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate the file, print the plan and exit.")
+    ] = False,
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            "--base-port",
+            help="First port for instances without one (overrides base_port in the file).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+) -> None:
+    """Start a fleet of simulated vLLM instances described in a TOML file.
+
+    Every instance gets its own port, scheduler, adapters and metrics (and, by default,
+    its own process). One Ctrl-C or SIGTERM stops them all; an instance that exits is
+    reported and the others are stopped (exit status 1): nothing is restarted.
+    Problems in the file exit with status 2 before anything starts.
+    """
+    from llmsim.fleet import FleetError, load_fleet
+
+    try:
+        plan = load_fleet(path, base_port=base_port)
+    except FleetError as exc:
+        raise fail(exc.lines) from None
+    if dry_run:
+        from llmsim.fleet import render_plan
+
+        render_plan(Console(), plan)
+        return
+    _launch_or_exit(plan.instances, plan.backend, plan.log_level)
+
+
+def _launch_or_exit(
+    instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
+) -> None:
     from llmsim.logs import configure_logging
-    from llmsim.server import Server, ServerStartError
+    from llmsim.server import ServerStartError
 
     console = Console()
-    configure_logging(loaded.settings, console)
+    configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
     try:
-        Server(loaded.settings, console).run()
+        code = launch(instances, backend, console)
     except ServerStartError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        pass
+        code = 0
+    if code:
+        raise typer.Exit(code)
 
 
 @config_app.command("init")

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llmsim.settings_sources import ConfigError, LoadedSettings, load_settings
 
@@ -23,7 +24,7 @@ PROFILE_OPTION = typer.Option(
 def fail(lines: list[str], code: int = 2) -> typer.Exit:
     """Print each line as an error; the caller raises the returned exit."""
     for line in lines:
-        err.print(f"[bold red]error:[/bold red] {line}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -30,6 +30,8 @@ from llmsim.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
 MAX_STD_DEV_RATIO = 0.3
+MAX_DATA_PARALLEL_SIZE = 16
+MAX_PORT = 65535
 
 Duration = Annotated[
     float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})
@@ -45,6 +47,7 @@ FailureType = Literal[
     "model_not_found",
 ]
 FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
+DataParallelBackend = Literal["mp", "inprocess"]
 
 
 class LoraModule(BaseModel):
@@ -162,7 +165,7 @@ class Settings(BaseSettings):
     # -- server -----------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind. Use 0.0.0.0 inside containers.")
     port: int = Field(
-        8000, ge=0, le=65535, description="TCP port to listen on (0 picks a free one)."
+        8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Logging verbosity."
@@ -213,6 +216,18 @@ class Settings(BaseSettings):
         "30s",  # type: ignore[assignment]  # validated like user input; a bare 30 means 30 ms
         description="On SIGTERM/SIGINT, how long in-flight and queued requests may take to "
         "finish before they are aborted.",
+    )
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=MAX_DATA_PARALLEL_SIZE,
+        description="Independent simulated instances (vLLM's data-parallel ranks), each with its "
+        "own scheduler, adapters and metrics, on ports port .. port+N-1.",
+    )
+    data_parallel_backend: DataParallelBackend = Field(
+        "mp",
+        description="How data-parallel instances run: mp, one process each (uses every core); "
+        "inprocess, all on one event loop in one process (least memory).",
     )
 
     # -- model ------------------------------------------------------------------
@@ -367,6 +382,12 @@ class Settings(BaseSettings):
                     f"{mean_name}_std_dev",
                     f"must be at most 30% of {mean_name.replace('_', '-')}",
                 )
+        last_port = self.port + self.data_parallel_size - 1
+        if self.port and last_port > MAX_PORT:
+            raise _cross_field_error(
+                "data_parallel_size",
+                f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
+            )
         if not self.failure_types and self.failure_injection_rate > 0:
             raise _cross_field_error("failure_types", "must name at least one type")
         if self.max_cpu_loras is None:

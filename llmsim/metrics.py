@@ -54,11 +54,12 @@ def build_1_2_5_buckets(maximum: int) -> list[int]:
 class Metrics:
     """The Prometheus registry of one server and the engine observer that fills it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: int = 0) -> None:
+        """``engine`` is the data-parallel rank, vLLM's ``engine`` label."""
         self.registry = CollectorRegistry()
         self._max_lora = str(settings.max_loras)
         labels = ["model_name", "engine"]
-        values = (settings.model_label, "0")
+        values = (settings.model_label, str(engine))
         reg = self.registry
         token_buckets = build_1_2_5_buckets(settings.max_model_len)
         fast = FastCollector()

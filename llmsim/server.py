@@ -1,11 +1,20 @@
-"""The server process: start-up, the serving loop, signals and shutdown in one place."""
+"""Serving on one event loop: start-up, signals and shutdown of one or more instances.
+
+A lone ``llmsim serve`` runs one instance here. Data-parallel ranks and fleets run
+several here (the ``inprocess`` backend), or one per child process, each child running
+this same server on a socket its parent bound (see :mod:`llmsim.supervisor`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -14,10 +23,10 @@ from rich.console import Console
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
-from llmsim.banner import base_url, render_banner, startup_fields
+from llmsim.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.config import Settings
 from llmsim.dashboard import Dashboard
-from llmsim.engine import Engine
+from llmsim.instances import Instance
 from llmsim.lifecycle import Lifecycle
 from llmsim.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.loops import loop_factory
@@ -26,6 +35,7 @@ from llmsim.units import format_duration
 logger = logging.getLogger("llmsim.server")
 
 LISTEN_BACKLOG = 4096
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FINAL_WRITE_GRACE = 0.5
 """After the engine is idle, how long handlers get to write their last bytes."""
 
@@ -34,13 +44,48 @@ class ServerStartError(Exception):
     """The server could not start listening."""
 
 
+@dataclass
+class _Running:
+    """An instance that is serving: what draining and cleaning up need."""
+
+    instance: Instance
+    lifecycle: Lifecycle
+    runner: web.AppRunner
+    site: web.BaseSite
+    port: int
+
+
 class Server:
-    def __init__(self, settings: Settings, console: Console | None = None) -> None:
-        self.settings = settings
+    """Serve instances on one event loop until SIGINT or SIGTERM.
+
+    ``listeners`` are sockets already bound and listening, one per instance (a child
+    process of the ``mp`` backend); without them each instance binds its own port.
+    ``announce`` prints the start-up panel (the parent prints it for its children).
+    """
+
+    def __init__(
+        self,
+        instances: Sequence[Instance] | Settings,
+        console: Console | None = None,
+        *,
+        listeners: Sequence[socket.socket] | None = None,
+        announce: bool = True,
+    ) -> None:
+        if isinstance(instances, Settings):
+            instances = [Instance("", instances)]
+        if listeners is not None and len(listeners) != len(instances):
+            raise ValueError("one listener per instance")
+        self.instances = list(instances)
+        self.listeners = listeners
+        self.announce = announce
         self.console = console or Console(stderr=False)
-        self.port: int | None = None
+        self.ports: list[int] = []
         self.loop_name, self._loop_factory = loop_factory()
         self._dashboard: Dashboard | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self.ports[0] if self.ports else None
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM; raise :class:`ServerStartError` if binding fails."""
@@ -56,97 +101,147 @@ class Server:
             asyncio.set_event_loop(None)
 
     async def serve(self) -> None:
-        lifecycle = Lifecycle(self.settings.startup_duration)
-        access = (
-            AccessWriter(self.settings.log_format) if self.settings.access_log_enabled else None
-        )
+        first = self.instances[0].settings
+        access = AccessWriter(first.log_format) if _any_access_log(self.instances) else None
+        async with contextlib.AsyncExitStack() as stack:
+            if access is not None:
+                stack.callback(access.flush)
+            # Listen for SIGINT/SIGTERM before the first port opens: a signal sent as
+            # soon as the server answers must start a drain, not kill the process.
+            with _stop_signals() as stop:
+                running = [
+                    await self._start(instance, index, stack, access)
+                    for index, instance in enumerate(self.instances)
+                ]
+                self.ports = [item.port for item in running]
+                if self.announce:
+                    self._announce()
+                # A supervised child (announce=False) leaves the terminal to its parent.
+                dashboard = self._start_dashboard(running) if self.announce else None
+                try:
+                    await stop.wait()
+                finally:
+                    if dashboard is not None:
+                        await dashboard.stop()
+            await asyncio.gather(*(self._drain(item) for item in running))
+            # Leaving the stack cleans up every runner, which cancels whatever is
+            # still running and so aborts its sequences.
+
+    async def _start(
+        self,
+        instance: Instance,
+        index: int,
+        stack: contextlib.AsyncExitStack,
+        access: AccessWriter | None,
+    ) -> _Running:
+        settings = instance.settings
+        lifecycle = Lifecycle(settings.startup_duration)
         runner = web.AppRunner(
-            create_app(self.settings, lifecycle),
+            create_app(settings, lifecycle, rank=instance.rank),
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
-            **_access_log_options(access),
+            **_access_log_options(access if settings.access_log_enabled else None),
         )
         await runner.setup()
-        try:
-            site = web.TCPSite(
-                runner,
-                self.settings.host,
-                self.settings.port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-            )
-            try:
-                await site.start()
-            except OSError as exc:
-                where = f"{self.settings.host}:{self.settings.port}"
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise ServerStartError(f"cannot listen on {where}: {reason.lower()}") from None
-            self.port = _bound_port(runner, self.settings.port)
-            self._announce(self.port)
-            dashboard = self._start_dashboard(runner.app, lifecycle, self.port)
-            try:
-                await self._wait_for_signal()
-                await self._drain(lifecycle, site, runner.app[ENGINE])
-            finally:
-                if dashboard is not None:
-                    await dashboard.stop()
-        finally:
-            # Cancels whatever is still running, which aborts its sequences.
-            await runner.cleanup()
-            if access is not None:
-                access.flush()
-
-    def _announce(self, port: int) -> None:
-        """The start-up banner, or one JSON record when logs are JSON."""
-        if self.settings.log_format == "json":
-            fields = startup_fields(self.settings, port, self.loop_name)
-            message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
-            log_with_fields(logger, logging.INFO, message, fields)
+        stack.push_async_callback(runner.cleanup)
+        site: web.BaseSite
+        if self.listeners is not None:
+            site = web.SockSite(runner, self.listeners[index])
         else:
-            render_banner(self.console, self.settings, port, self.loop_name)
+            site = web.TCPSite(
+                runner, settings.host, settings.port, backlog=LISTEN_BACKLOG, reuse_address=True
+            )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error(instance, exc) from None
+        return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port))
 
-    def _start_dashboard(
-        self, app: web.Application, lifecycle: Lifecycle, port: int
-    ) -> Dashboard | None:
-        stats = app.get(LIVE_STATS)
+    def _announce(self) -> None:
+        """The start-up panel, or one JSON record per instance when logs are JSON."""
+        if self.instances[0].settings.log_format == "json":
+            for instance, port in zip(self.instances, self.ports, strict=True):
+                fields = startup_fields(instance.settings, port, self.loop_name)
+                if instance.name:
+                    fields["instance"] = instance.name
+                message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
+                log_with_fields(logger, logging.INFO, message, fields)
+        elif len(self.instances) == 1 and not self.instances[0].name:
+            render_banner(self.console, self.instances[0].settings, self.ports[0], self.loop_name)
+        else:
+            pids = [os.getpid()] * len(self.instances)
+            render_instances_banner(
+                self.console, self.instances, self.ports, pids, f"{self.loop_name}, one process"
+            )
+
+    def _start_dashboard(self, running: Sequence[_Running]) -> Dashboard | None:
+        """The live view of the first instance (the dashboard shows one engine)."""
+        item = running[0]
+        stats = item.runner.app.get(LIVE_STATS)
         if stats is None:
             return None
+        if len(running) > 1:
+            logger.warning("the dashboard shows the first of %d instances", len(running))
+        settings = item.instance.settings
         dashboard = Dashboard(
-            self.settings,
-            app[ENGINE],
+            settings,
+            item.runner.app[ENGINE],
             stats,
-            base_url(self.settings, port),
+            base_url(settings, item.port),
             self.console,
-            lifecycle,
+            item.lifecycle,
         )
         dashboard.start()
         self._dashboard = dashboard
         return dashboard
 
-    async def _drain(self, lifecycle: Lifecycle, site: web.TCPSite, engine: Engine) -> None:
+    async def _drain(self, item: _Running) -> None:
         """Stop taking requests, then give in-flight and queued ones time to finish."""
-        lifecycle.begin_drain()
-        await site.stop()
-        timeout = self.settings.shutdown_timeout
+        item.lifecycle.begin_drain()
+        await item.site.stop()
+        engine = item.runner.app[ENGINE]
+        timeout = item.instance.settings.shutdown_timeout
         busy = engine.scheduler.num_running + engine.scheduler.num_waiting
+        prefix = f"{item.instance.name}: " if item.instance.name else ""
         if busy:
             logger.info(
-                "shutting down: waiting up to %s for %d requests", format_duration(timeout), busy
+                "%sshutting down: waiting up to %s for %d requests",
+                prefix,
+                format_duration(timeout),
+                busy,
             )
         if not await engine.wait_idle(timeout):
             aborted = engine.abort_all()
-            logger.warning("shutdown timeout reached: aborted %d sequences", aborted)
+            logger.warning("%sshutdown timeout reached: aborted %d sequences", prefix, aborted)
 
-    async def _wait_for_signal(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[asyncio.Event]:
+    """An event set by the first SIGINT or SIGTERM; the handlers go on exit, so a
+    second Ctrl-C during the drain interrupts it.
+
+    The signals are unblocked once handled: a supervised child starts with them
+    blocked, so one sent while it starts waits for the handler instead of killing it.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        yield stop
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+def listen_error(instance: Instance, exc: OSError) -> ServerStartError:
+    """``[name: ]cannot listen on HOST:PORT: reason``, the one line the CLI prints."""
+    settings = instance.settings
+    where = f"{settings.host}:{settings.port}"
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    prefix = f"{instance.name}: " if instance.name else ""
+    return ServerStartError(f"{prefix}cannot listen on {where}: {reason.lower()}")
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:
@@ -154,6 +249,10 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return configured
+
+
+def _any_access_log(instances: Sequence[Instance]) -> bool:
+    return any(instance.settings.access_log_enabled for instance in instances)
 
 
 def _access_log_options(writer: AccessWriter | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,14 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
-def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
-    """Build the validated settings from every layer, or raise :class:`ConfigError`."""
+def load_settings(
+    cli: Mapping[str, Any] | None = None, *, flag_name: Callable[[str], str] = option_flag
+) -> LoadedSettings:
+    """Build the validated settings from every layer, or raise :class:`ConfigError`.
+
+    ``flag_name`` says how errors name a value of ``cli`` (``--max-loras`` by default;
+    a fleet file names its keys instead).
+    """
     flags = {key: value for key, value in (cli or {}).items() if value is not None}
     env = _env_values()
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
@@ -176,7 +182,7 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> LoadedSettings:
     try:
         settings = layered(**flags)
     except ValidationError as exc:
-        raise ConfigError(_describe_errors(exc, sources, config_path, profile)) from None
+        raise ConfigError(_describe_errors(exc, sources, config_path, profile, flag_name)) from None
     return LoadedSettings(
         settings=settings, sources=sources, config_path=config_path, profile=profile
     )
@@ -209,9 +215,15 @@ def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
     return LayeredSettings
 
 
-def _where(field: str, origin: str, config_path: Path | None, profile: NamedProfile | None) -> str:
+def _where(
+    field: str,
+    origin: str,
+    config_path: Path | None,
+    profile: NamedProfile | None,
+    flag_name: Callable[[str], str],
+) -> str:
     if origin == FLAG:
-        return option_flag(field)
+        return flag_name(field)
     if origin == ENV:
         return env_name(field)
     if origin == FILE:
@@ -219,7 +231,7 @@ def _where(field: str, origin: str, config_path: Path | None, profile: NamedProf
     if origin == PROFILE and profile is not None:
         where = "built-in profile" if profile.origin == BUILTIN else f"{profile.origin}, profile"
         return f"{field} in {where} {profile.name!r}"
-    return f"{option_flag(field)} (default)"
+    return f"{flag_name(field)} (default)"
 
 
 def _describe_errors(
@@ -227,9 +239,10 @@ def _describe_errors(
     sources: Mapping[str, str],
     config_path: Path | None,
     profile: NamedProfile | None,
+    flag_name: Callable[[str], str],
 ) -> list[str]:
     return [
-        f"{_where(field, sources.get(field, DEFAULT), config_path, profile)}: {reason}"
+        f"{_where(field, sources.get(field, DEFAULT), config_path, profile, flag_name)}: {reason}"
         for field, reason in field_errors(exc)
     ]
 

@@ -56,7 +56,8 @@ LORA_ROUTER = ROOT / "examples" / "lora_router_state.py"
 INSTALL_AND_RUN = "python3 -m pip install . && llmsim serve"
 RUN_TESTS = "python3 -m pip install nox && nox"
 
-METRIC_NAME = re.compile(r"(?<![\w:])(?:vllm|llmsim):[a-z0-9_]+")
+# A letter after the colon: ``llmsim:0.1.0`` is an image tag, not a metric.
+METRIC_NAME = re.compile(r"(?<![\w:])(?:vllm|llmsim):[a-z_][a-z0-9_]*")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 ENV_VAR = re.compile(r"\b(?:LLMSIM|VLLM)_[A-Z0-9_]+\b")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -29,8 +29,11 @@ from llmsim.metrics import Metrics
 from llmsim.runtime import Runtime
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> web.Application:
-    metrics = Metrics(settings)
+def create_app(
+    settings: Settings, lifecycle: Lifecycle | None = None, *, rank: int = 0
+) -> web.Application:
+    """One simulated vLLM server; ``rank`` is its data-parallel rank (the metrics' engine)."""
+    metrics = Metrics(settings, engine=rank)
     # The dashboard's stats are attached only when it is on, so they cost nothing otherwise.
     stats = LiveStats() if settings.dashboard else None
     observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)

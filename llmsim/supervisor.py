@@ -1,0 +1,249 @@
+"""The ``mp`` backend: one child process per instance, supervised by the parent.
+
+The parent binds every port first (so a clash fails before anything starts and port 0
+is resolved), forks one child per instance that serves on its inherited socket, prints
+one start-up panel with the children's PIDs and then only watches: SIGINT or SIGTERM
+stops every child; a child that exits on its own is reported, the others are stopped
+and the exit status is 1. Nothing is restarted. Children are stopped by PID (SIGTERM,
+then SIGKILL after their shutdown timeout) and, on Linux, get SIGTERM if the parent
+dies, so none outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from rich.console import Console
+
+from llmsim.banner import render_instances_banner
+from llmsim.instances import Instance
+from llmsim.server import LISTEN_BACKLOG, STOP_SIGNALS, Server, ServerStartError, listen_error
+
+logger = logging.getLogger("llmsim.supervisor")
+
+WATCHED = frozenset({*STOP_SIGNALS, signal.SIGCHLD})
+POLL_SECONDS = 0.5
+KILL_GRACE = 5.0
+"""Beyond a child's own shutdown timeout, how long it may take to exit before SIGKILL."""
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Child:
+    instance: Instance
+    pid: int
+    port: int
+
+
+class Supervisor:
+    """Run each instance in its own process until a signal or a child's exit."""
+
+    def __init__(self, instances: Sequence[Instance], console: Console | None = None) -> None:
+        self.instances = list(instances)
+        self.console = console or Console(stderr=False)
+        self.errors = Console(stderr=True)
+        self.children: list[Child] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def run(self) -> int:
+        """Serve; the exit status: 0 after a stop signal, 1 if a child exited on its own."""
+        listeners = bind_listeners(self.instances)
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        live: dict[int, Child] = {}
+        try:
+            try:
+                self._fork_all(listeners, previous_mask, live)
+            finally:
+                for listener in listeners:
+                    listener.close()
+            render_instances_banner(
+                self.console,
+                self.instances,
+                [child.port for child in self.children],
+                self.pids,
+                "one process each",
+            )
+            failed = self._watch(live)
+            return 1 if failed else 0
+        finally:
+            self._stop(live)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+    # -- starting ---------------------------------------------------------------
+    def _fork_all(
+        self,
+        listeners: Sequence[socket.socket],
+        previous_mask: Iterable[int],
+        live: dict[int, Child],
+    ) -> None:
+        parent = os.getpid()
+        for instance, listener in zip(self.instances, listeners, strict=True):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                raise ServerStartError(f"{instance.name}: cannot start a process: {exc}") from None
+            if pid == 0:
+                others = [other for other in listeners if other is not listener]
+                _child_main(instance, listener, others, previous_mask, parent)
+            child = Child(instance, pid, int(listener.getsockname()[1]))
+            self.children.append(child)
+            live[pid] = child
+
+    # -- watching ---------------------------------------------------------------
+    def _watch(self, live: dict[int, Child]) -> bool:
+        """Wait for a stop signal (False) or a child's exit (True, after reporting it)."""
+        while live:
+            info = signal.sigtimedwait(WATCHED, POLL_SECONDS)
+            # A Ctrl-C in a terminal reaches the children too, and they may exit before
+            # this loop sees its own SIGINT: a pending stop signal is a stop, not a failure.
+            stop = info is not None and info.si_signo in STOP_SIGNALS
+            if not stop and signal.sigpending() & set(STOP_SIGNALS):
+                # Take it now: it is this stop, not a second Ctrl-C to hurry the drain.
+                stop = signal.sigtimedwait(STOP_SIGNALS, 0) is not None
+            if stop:
+                return False
+            exited = self._reap(live)
+            for child, status in exited:
+                self._report(child, status)
+            if exited:
+                return True
+        return True
+
+    def _report(self, child: Child, status: int) -> None:
+        how = f"was killed by {_signal_name(-status)}" if status < 0 else f"exited with {status}"
+        self.errors.print(
+            f"[bold red]error:[/bold red] instance {child.instance.name} (pid {child.pid}) {how}; "
+            "stopping the others",
+            highlight=False,
+        )
+
+    def _reap(self, live: dict[int, Child]) -> list[tuple[Child, int]]:
+        exited = []
+        for pid, child in list(live.items()):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                del live[pid]
+                exited.append((child, os.waitstatus_to_exitcode(status)))
+        return exited
+
+    # -- stopping ---------------------------------------------------------------
+    def _stop(self, live: dict[int, Child]) -> None:
+        """SIGTERM every live child, wait for their drain, SIGKILL what is left."""
+        _signal_all(live, signal.SIGTERM)
+        timeout = max((c.instance.settings.shutdown_timeout for c in live.values()), default=0)
+        deadline = time.monotonic() + timeout + KILL_GRACE
+        while live and time.monotonic() < deadline:
+            remaining = max(min(POLL_SECONDS, deadline - time.monotonic()), 0.01)
+            info = signal.sigtimedwait(WATCHED, remaining)
+            self._reap(live)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                break  # a second Ctrl-C or SIGTERM: do not wait for the drain
+        if live:
+            logger.warning("killing %d instances that did not stop in time", len(live))
+        _signal_all(live, signal.SIGKILL)
+        for pid in list(live):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            del live[pid]
+
+
+def bind_listeners(instances: Sequence[Instance]) -> list[socket.socket]:
+    """A listening socket per instance, or :class:`ServerStartError` (none left open)."""
+    listeners: list[socket.socket] = []
+    try:
+        for instance in instances:
+            listeners.append(_bind(instance))
+    except ServerStartError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _bind(instance: Instance) -> socket.socket:
+    settings = instance.settings
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise listen_error(instance, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(instance, exc) from None
+    return sock
+
+
+def _signal_all(live: dict[int, Child], signum: int) -> None:
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _child_main(
+    instance: Instance,
+    listener: socket.socket,
+    others: Sequence[socket.socket],
+    previous_mask: Iterable[int],
+    parent: int,
+) -> NoReturn:
+    """The forked child: serve one instance on its socket, then exit without cleanup."""
+    code = 1
+    try:
+        for other in others:
+            other.close()
+        _die_with_parent(parent)
+        # SIGINT and SIGTERM stay blocked until the server handles them.
+        signal.pthread_sigmask(signal.SIG_SETMASK, {*previous_mask, *STOP_SIGNALS})
+        Server([instance], listeners=[listener], announce=False).run()
+        code = 0
+    except KeyboardInterrupt:  # a second Ctrl-C during the drain
+        code = 130
+    except BaseException:
+        logger.exception("instance %s failed", instance.name)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
