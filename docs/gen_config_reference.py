@@ -26,12 +26,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's llmsim, whatever else is instal
 
 import typer.main  # noqa: E402
 from pydantic import AliasChoices  # noqa: E402
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource  # noqa: E402
 
 from llmsim import settings_info  # noqa: E402
 from llmsim.cli import app  # noqa: E402
 from llmsim.config import LAYER_FIELDS, LoraModule, Settings, env_name  # noqa: E402
-from llmsim.settings_sources import display_value  # noqa: E402
+from llmsim.settings_sources import display_value, validate_exactly  # noqa: E402
 from llmsim.units import format_size  # noqa: E402
 
 CONFIGURATION = ROOT / "docs" / "configuration.md"
@@ -60,21 +59,6 @@ def serve_options() -> dict[str, ServeOption]:
             panel = getattr(param, "rich_help_panel", None) or OTHER_GROUP
             options[param.name] = ServeOption(flags, panel)
     return options
-
-
-class _DefaultsOnly(Settings):
-    """Settings built from defaults alone: the caller's environment must not leak in."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
 
 
 # -- one cell each ------------------------------------------------------------------
@@ -218,7 +202,7 @@ def _section(field: str, options: dict[str, ServeOption], defaults: Settings) ->
 def render_reference() -> str:
     """The generated region, markers included."""
     options = serve_options()
-    defaults = _DefaultsOnly()
+    defaults = validate_exactly({})  # defaults alone: the caller's environment stays out
     lines = [BEGIN, "", *_summary(options, defaults), ""]
     for group, fields in _groups(options).items():
         lines.extend([f"### {group}", ""])

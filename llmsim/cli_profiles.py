@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim.cli_options import CONFIG_FILE_OPTION, fail
-from llmsim.config import Settings
-from llmsim.profiles import NamedProfile, ProfileError, available_profiles, find_profile
-from llmsim.settings_sources import ConfigError, display_value, read_config_file
+from llmsim.config import ConfigError, Settings
+from llmsim.profiles import NamedProfile, available_profiles, find_profile
+from llmsim.settings_sources import display_value, read_config_file
 
 profiles_app = typer.Typer(
     help="List and show named profiles (built in, or [profiles.NAME] tables of a TOML file).",
@@ -77,7 +77,7 @@ def show_profile(
     """Show the settings a profile sets; everything else keeps its default."""
     try:
         profile = find_profile(name, _file_profiles(config))
-    except ProfileError as exc:
+    except ConfigError as exc:
         raise fail(exc.lines) from None
     title = f"profile {profile.name} ({profile.origin})"
     table = Table(title=title, caption=profile.description or None, title_justify="left")

@@ -50,6 +50,14 @@ FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
 DataParallelBackend = Literal["mp", "inprocess"]
 
 
+class ConfigError(Exception):
+    """Settings could not be built; each line names an option and the reason."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
 class LoraModule(BaseModel):
     """A LoRA adapter the server knows at start-up (vLLM's ``--lora-modules`` entry)."""
 

@@ -30,9 +30,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from llmsim.banner import instances_table
-from llmsim.config import MAX_PORT, DataParallelBackend, Settings
+from llmsim.config import MAX_PORT, ConfigError, DataParallelBackend, Settings
 from llmsim.instances import Instance, data_parallel_instances
-from llmsim.settings_sources import ConfigError, load_settings
+from llmsim.settings_sources import load_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,12 +49,8 @@ SHARED_LINE = re.compile(r"^(?:\[defaults\] |(?:LLMSIM|VLLM)_[A-Z0-9_]+: )")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-class FleetError(Exception):
+class FleetError(ConfigError):
     """The fleet file cannot be run; each line names the instance and the key."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 @dataclass(frozen=True)

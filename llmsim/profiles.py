@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from llmsim.config import LAYER_FIELDS, Settings
+from llmsim.config import LAYER_FIELDS, ConfigError, Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,14 +25,6 @@ BUILTIN = "built-in"
 PROFILES_TABLE = "profiles"
 DESCRIPTION_KEY = "description"
 """A profile table may describe itself; the text is shown by ``llmsim profiles list``."""
-
-
-class ProfileError(Exception):
-    """A profile table is malformed or a profile name is unknown; one line per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 @dataclass(frozen=True)
@@ -52,7 +44,7 @@ def unknown_keys(table: Mapping[str, Any]) -> list[str]:
 def parse_profiles(table: Any, origin: str) -> dict[str, NamedProfile]:
     """The ``[profiles.*]`` tables of one file, validated for shape and key names."""
     if not isinstance(table, dict):
-        raise ProfileError([f"{origin}: 'profiles' must be a table of [profiles.NAME] tables"])
+        raise ConfigError([f"{origin}: 'profiles' must be a table of [profiles.NAME] tables"])
     profiles: dict[str, NamedProfile] = {}
     problems: list[str] = []
     for name, body in table.items():
@@ -72,7 +64,7 @@ def parse_profiles(table: Any, origin: str) -> dict[str, NamedProfile]:
             problems.append(f"{origin}: unknown key {key!r} in profile {name!r}{hint}")
         profiles[name] = NamedProfile(name, origin, str(description), values)
     if problems:
-        raise ProfileError(problems)
+        raise ConfigError(problems)
     return profiles
 
 
@@ -92,4 +84,4 @@ def find_profile(name: str, from_file: Mapping[str, NamedProfile]) -> NamedProfi
     if name in profiles:
         return profiles[name]
     known = ", ".join(sorted(profiles)) or "none"
-    raise ProfileError([f"--profile: unknown profile {name!r} (available: {known})"])
+    raise ConfigError([f"--profile: unknown profile {name!r} (available: {known})"])

@@ -32,6 +32,7 @@ from llmsim.config import (
     LAYER_FIELDS,
     SECRET_FIELDS,
     SIZE_FIELDS,
+    ConfigError,
     Settings,
     env_name,
     option_flag,
@@ -40,7 +41,6 @@ from llmsim.profiles import (
     BUILTIN,
     PROFILES_TABLE,
     NamedProfile,
-    ProfileError,
     find_profile,
     parse_profiles,
     unknown_keys,
@@ -57,14 +57,6 @@ FILE = "file"
 PROFILE = "profile"
 ENV = "env"
 FLAG = "flag"
-
-
-class ConfigError(Exception):
-    """Settings could not be built; each line names an option and the reason."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 @dataclass(frozen=True)
@@ -133,11 +125,7 @@ def read_config_file(path: Path) -> ConfigFile:
                 for key in unknown
             ]
         )
-    try:
-        profiles = parse_profiles(profiles_table, str(path))
-    except ProfileError as exc:
-        raise ConfigError(exc.lines) from None
-    return ConfigFile(values=data, profiles=profiles)
+    return ConfigFile(values=data, profiles=parse_profiles(profiles_table, str(path)))
 
 
 def _env_values() -> dict[str, Any]:
@@ -189,12 +177,7 @@ def load_settings(
 
 
 def _chosen_profile(name: Any, config_file: ConfigFile) -> NamedProfile | None:
-    if not name:
-        return None
-    try:
-        return find_profile(str(name), config_file.profiles)
-    except ProfileError as exc:
-        raise ConfigError(exc.lines) from None
+    return find_profile(str(name), config_file.profiles) if name else None
 
 
 def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
