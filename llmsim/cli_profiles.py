@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim.cli_options import CONFIG_FILE_OPTION, fail
-from llmsim.config import ConfigError, Settings
+from llmsim.config import ConfigError
 from llmsim.profiles import NamedProfile, available_profiles, find_profile
-from llmsim.settings_sources import display_value, read_config_file
+from llmsim.settings_sources import display_value, read_config_file, validate_exactly
 
 profiles_app = typer.Typer(
     help="List and show named profiles (built in, or [profiles.NAME] tables of a TOML file).",
@@ -33,9 +33,10 @@ def _file_profiles(config: str | None) -> dict[str, NamedProfile]:
 
 
 def _shown(name: str, raw: Any) -> str:
-    """A profile value as the user would write it, validated like any other setting."""
+    """A profile value as the user would write it, validated like any other setting
+    (but without the environment, which must not change what a profile shows)."""
     try:
-        value = Settings.model_validate({name: raw}).model_dump()[name]
+        value = getattr(validate_exactly({name: raw}), name)
     except ValueError:
         return str(raw)
     return display_value(name, value)
