@@ -27,6 +27,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from llmsim.listener import GreedyAcceptSite, bind_listener
+
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -94,7 +96,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+        # The same listener as llmsim: uvloop alone accepts one connection per loop turn.
+        site = GreedyAcceptSite(runner, bind_listener(host, port))
         await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

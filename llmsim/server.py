@@ -28,13 +28,13 @@ from llmsim.config import Settings
 from llmsim.dashboard import Dashboard
 from llmsim.instances import Instance
 from llmsim.lifecycle import Lifecycle
+from llmsim.listener import GreedyAcceptSite, bind_listener
 from llmsim.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.loops import loop_factory
 from llmsim.units import format_duration
 
 logger = logging.getLogger("llmsim.server")
 
-LISTEN_BACKLOG = 4096
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FINAL_WRITE_GRACE = 0.5
 """After the engine is idle, how long handlers get to write their last bytes."""
@@ -144,17 +144,15 @@ class Server:
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site: web.BaseSite
-        if self.listeners is not None:
-            site = web.SockSite(runner, self.listeners[index])
-        else:
-            site = web.TCPSite(
-                runner, settings.host, settings.port, backlog=LISTEN_BACKLOG, reuse_address=True
-            )
         try:
-            await site.start()
+            if self.listeners is not None:
+                sock = self.listeners[index]
+            else:
+                sock = bind_listener(settings.host, settings.port)
         except OSError as exc:
             raise listen_error(instance, exc) from None
+        site = GreedyAcceptSite(runner, sock)
+        await site.start()
         return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port))
 
     def _announce(self) -> None:

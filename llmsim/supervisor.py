@@ -27,7 +27,8 @@ from rich.console import Console
 
 from llmsim.banner import render_instances_banner
 from llmsim.instances import Instance
-from llmsim.server import LISTEN_BACKLOG, STOP_SIGNALS, Server, ServerStartError, listen_error
+from llmsim.listener import bind_listener
+from llmsim.server import STOP_SIGNALS, Server, ServerStartError, listen_error
 
 logger = logging.getLogger("llmsim.supervisor")
 
@@ -179,23 +180,10 @@ def bind_listeners(instances: Sequence[Instance]) -> list[socket.socket]:
 
 
 def _bind(instance: Instance) -> socket.socket:
-    settings = instance.settings
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
+        return bind_listener(instance.settings.host, instance.settings.port)
     except OSError as exc:
         raise listen_error(instance, exc) from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise listen_error(instance, exc) from None
-    return sock
 
 
 def _signal_all(live: dict[int, Child], signum: int) -> None:

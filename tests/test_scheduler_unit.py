@@ -783,12 +783,16 @@ class ListSink:
     received: list[tuple[str, int, str]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
 
-    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         for position, text in enumerate(texts, start):
             self.received.append((sequence.request_id, position, text))
+        return False
 
-    async def finished(self, sequence: Sequence) -> None:
+    def finished(self, sequence: Sequence) -> None:
         self.done.append(sequence.request_id)
+
+    async def drain(self) -> None:
+        raise AssertionError("this sink never backs up")
 
 
 async def test_sink_receives_every_token_then_the_finish() -> None:

@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from llmsim.api.errors import Handler
 from llmsim.api.inference import REQUEST_ID_HEADER
-from llmsim.api.keys import GENERATION, STARTED
+from llmsim.api.keys import GENERATION, STARTED, STREAMED
 from llmsim.logs import AccessWriter
 
 
@@ -70,7 +70,7 @@ class AccessLogger(AbstractAccessLogger):
         remote = _remote(request)
         version = request.version
         status = response.status
-        sent = response.body_length
+        sent = response.body_length + request.get(STREAMED, 0)
         started = request.get(STARTED)
         seconds = elapsed if started is None else time.perf_counter() - started
         duration_ms = round(seconds * 1000.0, 3)

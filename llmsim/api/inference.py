@@ -18,7 +18,7 @@ from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME
+from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -56,34 +56,42 @@ class Flavor:
     chunk_object: str
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
-    sink: Callable[[web.StreamResponse, ResponseMeta], StreamSink]
+    sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
+    prompts: Callable[[Any], Sequence[PromptInput]]
 
 
 CHAT = Flavor(
-    "chatcmpl-", "chat.completion", "chat.completion.chunk", "messages", chat_body, ChatStreamSink
+    "chatcmpl-",
+    "chat.completion",
+    "chat.completion.chunk",
+    "messages",
+    chat_body,
+    ChatStreamSink,
+    lambda body: [chat_prompt(body)],
 )
 COMPLETION = Flavor(
-    "cmpl-", "text_completion", "text_completion", "prompt", completion_body, CompletionStreamSink
+    "cmpl-",
+    "text_completion",
+    "text_completion",
+    "prompt",
+    completion_body,
+    CompletionStreamSink,
+    completion_prompts,
 )
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, ChatCompletionRequest)
-    prompts = [chat_prompt(body)]
-    return await _generate(request, CHAT, body, body.output_limit, prompts)
+    # The parsed body is not kept in this frame: _generate lets go of it once the
+    # engine has the request, which matters with thousands of open streams.
+    return await _generate(request, CHAT, await parse_body(request, ChatCompletionRequest))
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, CompletionRequest)
-    return await _generate(request, COMPLETION, body, body.output_limit, completion_prompts(body))
+    return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
 
 
 async def _generate(
-    request: web.Request,
-    flavor: Flavor,
-    body: ChatCompletionRequest | CompletionRequest,
-    max_tokens: int | None,
-    prompts: Sequence[PromptInput],
+    request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
 ) -> web.StreamResponse:
     engine = request.app[ENGINE]
     phase = request.app[LIFECYCLE].phase
@@ -96,20 +104,22 @@ async def _generate(
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
-        prompts=prompts,
+        prompts=flavor.prompts(body),
         n=body.n,
-        max_tokens=max_tokens,
+        max_tokens=body.output_limit,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
     )
+    stream, include_usage = body.stream, body.include_usage
+    del body
     group = _submit(engine, generation, flavor)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
     with group:
-        if body.stream:
+        if stream:
             meta = ResponseMeta(request_id, flavor.chunk_object, int(time.time()), target.name)
-            return await _stream(request, flavor, meta, group, body.include_usage, headers)
+            return await _stream(request, flavor, meta, group, include_usage, headers)
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name)
         await group.run()
         return web.Response(
@@ -127,10 +137,11 @@ async def _stream(
 ) -> web.StreamResponse:
     faults = request.app[RUNTIME].faults
     response = await open_stream(request, headers)
-    sink: TokenSink = flavor.sink(response, meta)
+    writer = flavor.sink(request, response, meta)
+    sink: TokenSink = writer
     cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
     if cut_after is not None:
-        sink = CuttingSink(flavor.sink(response, meta), cut_after)
+        sink = CuttingSink(writer, cut_after)
     try:
         await group.run(sink)
         await close_stream(response, meta, group, include_usage)
@@ -140,6 +151,8 @@ async def _stream(
             request.transport.close()
     except ConnectionError:
         pass  # the client went away; leaving the ``with`` block aborts the rest
+    finally:
+        request[STREAMED] = writer.sent
     return response
 
 

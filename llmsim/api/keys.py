@@ -33,8 +33,11 @@ ERROR_LISTENER: web.AppKey[ErrorListener] = web.AppKey("error_listener")
 if TYPE_CHECKING or hasattr(web, "RequestKey"):
     GENERATION = web.RequestKey("generation", RequestGroup)
     STARTED = web.RequestKey("started", float)
+    STREAMED = web.RequestKey("streamed", int)
 else:  # aiohttp before 3.13 has no typed request keys
     GENERATION = "llmsim.generation"
     STARTED = "llmsim.started"
+    STREAMED = "llmsim.streamed"
 # GENERATION: the inference request's sequences, for the access log's model and tokens.
 # STARTED: ``time.perf_counter()`` when the request reached the app, for its duration.
+# STREAMED: bytes of tokens written to a stream's connection directly, not through aiohttp.

@@ -3,13 +3,19 @@
 Each chunk is pre-encoded around the token: the parts that never change within a
 response (id, object, created, model) are serialised once, so a token costs one small
 JSON string escape and one write.
+
+The engine releases tokens from a timer callback, so token writes are synchronous: they
+go straight to the connection's transport (framed as HTTP/1.1 chunks when the response
+is chunked), after aiohttp has sent the headers. A client that stops reading backs the
+stream up; the engine then waits for :meth:`StreamSink.drain` before writing more.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -58,13 +64,25 @@ def finish_fields(sequence: Sequence, last: bool) -> bytes:
     )
 
 
+HIGH_WATER = 256 * 1024
+"""Bytes queued on a connection beyond which a stream waits for the client to read."""
+
+
 class StreamSink:
     """Writes a sequence's tokens as SSE chunks; subclasses shape the chunk JSON."""
 
-    def __init__(self, response: web.StreamResponse, meta: ResponseMeta) -> None:
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, meta: ResponseMeta
+    ) -> None:
+        """``response`` must be prepared: from then on tokens go to the connection."""
+        self.request = request
         self.response = response
         head = dumps(meta.header())
         self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":'
+        self.sent = 0
+        """Bytes written to the connection past aiohttp (``body_length`` misses them)."""
+        self._chunked = response.chunked
+        self._connection = request.transport
 
     def start_chunk(self, index: int) -> bytes:
         """Sent before a choice's first token (chat announces the role)."""
@@ -76,7 +94,7 @@ class StreamSink:
     def chunk(self, index: int, body: bytes) -> bytes:
         return self._prefix + str(index).encode() + b"," + body + b"}]}\n\n"
 
-    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         last = len(sequence.output) - 1
         chunks = [
             self.token_chunk(sequence, text, position == last)
@@ -84,12 +102,33 @@ class StreamSink:
         ]
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
-        await self.response.write(b"".join(chunks))
+        return self.write(b"".join(chunks))
 
-    async def finished(self, sequence: Sequence) -> None:
+    def finished(self, sequence: Sequence) -> None:
         if not sequence.output:
             start = self.start_chunk(sequence.index)
-            await self.response.write(start + self.token_chunk(sequence, "", True))
+            self.write(start + self.token_chunk(sequence, "", True))
+
+    def write(self, data: bytes) -> bool:
+        """Write now; True if the connection is backed up."""
+        transport = self._transport()
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        transport.write(data)
+        self.sent += len(data)
+        return transport.get_write_buffer_size() > HIGH_WATER
+
+    async def drain(self) -> None:
+        # The response is prepared already, so prepare() just returns its writer.
+        writer = await self.response.prepare(self.request)
+        if writer is not None:
+            await writer.drain()
+
+    def _transport(self) -> asyncio.WriteTransport:
+        transport = self._connection
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        return cast(asyncio.WriteTransport, transport)
 
 
 class StreamCutError(Exception):
@@ -103,21 +142,27 @@ class CuttingSink:
         self._inner = inner
         self._left = after
 
-    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         if self._left <= 0:
             raise StreamCutError
         allowed = texts[: self._left]
         self._left -= len(allowed)
-        await self._inner.tokens(sequence, start, allowed)
+        backed_up = self._inner.tokens(sequence, start, allowed)
         if len(allowed) < len(texts):
             raise StreamCutError
+        return backed_up
 
-    async def finished(self, sequence: Sequence) -> None:
-        await self._inner.finished(sequence)
+    def finished(self, sequence: Sequence) -> None:
+        self._inner.finished(sequence)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
 
 
 async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    if request.version >= (1, 1):
+        response.enable_chunked_encoding()  # so that ``response.chunked`` says so
     await response.prepare(request)
     return response
 

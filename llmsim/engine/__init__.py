@@ -7,11 +7,11 @@ from llmsim.engine.engine import (
     PromptInput,
     RequestGroup,
     Target,
-    TokenSink,
     UnknownModelError,
 )
 from llmsim.engine.lora import Adapter, AdapterExistsError, AdapterNotFoundError
 from llmsim.engine.observer import EngineObserver, FanOutObserver, NullObserver
+from llmsim.engine.pacer import TokenSink
 from llmsim.engine.scheduler import QueueFullError, Scheduler
 from llmsim.engine.sequence import Sequence, State
 

@@ -19,12 +19,12 @@ import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
 
 from llmsim.config import Settings
 from llmsim.engine.generation import generate
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
+from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.timing import LatencyModel, LatencyProfile
@@ -72,21 +72,6 @@ class GenerationRequest:
     seed: int | None = None
 
 
-MAX_BATCH = 64
-"""At most this many overdue tokens of one sequence go out in one batch, so a long
-zero-latency answer still lets other requests' writes in between."""
-
-
-class TokenSink(Protocol):
-    """Receives tokens as the engine releases them (streaming responses)."""
-
-    async def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> None:
-        """``texts`` are the tokens at positions ``start``, ``start + 1``, ... all due now."""
-
-    async def finished(self, sequence: Sequence) -> None:
-        """Called after the last token; also for sequences that produced none."""
-
-
 class Engine:
     def __init__(self, settings: Settings, observer: EngineObserver | None = None) -> None:
         self.settings = settings
@@ -107,6 +92,7 @@ class Engine:
             observer=self.observer,
             clock=time.monotonic,
         )
+        self.pacer = Pacer(lambda: self.observer, self._load)
 
     def reconfigure(self, settings: Settings) -> None:
         """Use the runtime-adjustable values of ``settings`` from now on.
@@ -198,6 +184,9 @@ class Engine:
         return len(live)
 
     # -- timing -----------------------------------------------------------------
+    def _load(self) -> tuple[int, int]:
+        return self.scheduler.num_running, self.scheduler.max_running
+
     async def run_sequence(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Release the sequence's tokens on schedule; abort it if anything goes wrong."""
         if sequence.state is State.FINISHED:
@@ -206,57 +195,36 @@ class Engine:
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted
-            await self._emit_tokens(sequence, sink)
+            await self._pace(sequence, sink)
         except BaseException:
             self.scheduler.abort(sequence)
             raise
         self.scheduler.finish(sequence)
         if sink is not None:
-            await sink.finished(sequence)
+            sink.finished(sequence)
 
-    async def _emit_tokens(self, sequence: Sequence, sink: TokenSink | None) -> None:
-        """Release tokens when they are due; tokens already due go out together.
+    async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        """Hand the sequence to the pacer and wait until its last token is out.
 
         Each token has a deadline (TTFT, then one ITL after another), so a late wake-up
         never stretches the schedule: whatever is due by then is released in one batch
-        (one wake-up, one write), which is also what keeps zero-latency runs cheap.
+        (one write), which is also what keeps zero-latency runs cheap.
         """
-        latency, scheduler, observer = self.latency, self.scheduler, self.observer
-        max_running = scheduler.max_running
-        clock = time.monotonic
-        start = sequence.ready_at if sequence.ready_at is not None else clock()
+        latency = self.latency
+        start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
+        running, max_running = self._load()
         deadline = start + latency.first_token_delay(
-            sequence.prompt_tokens, latency.load_factor(scheduler.num_running, max_running)
+            sequence.prompt_tokens, latency.load_factor(running, max_running)
         )
-        output = sequence.output
-        total = len(output)
-        if not total:
-            await _sleep_until(deadline)
-            return
-        position = 0
-        while position < total:
-            await _sleep_until(deadline)
-            now = clock()
-            first = position
-            gap: float | None = None
-            if position == 0:
-                sequence.first_token_at = now
-                observer.first_token(sequence, now - sequence.arrival)
-            else:
-                gap = now - (sequence.last_token_at or now)
-            position += 1
-            factor = latency.load_factor(scheduler.num_running, max_running)
-            deadline += latency.inter_token_delay(factor)
-            while position < total and deadline <= now and position - first < MAX_BATCH:
-                position += 1
-                deadline += latency.inter_token_delay(factor)
-            sequence.generated = position
-            sequence.last_token_at = now
-            overdue = position - first - 1
-            if gap is not None or overdue:
-                observer.next_tokens(sequence, gap, overdue)
-            if sink is not None:
-                await sink.tokens(sequence, first, output[first:position])
+        loop = asyncio.get_running_loop()
+        pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())
+        while True:
+            self.pacer.pace(pacing)
+            if await pacing.done is Outcome.DONE:
+                return
+            assert sink is not None  # only a sink backs up
+            await sink.drain()
+            pacing.done = loop.create_future()
 
 
 def latency_profile(settings: Settings) -> LatencyProfile:
@@ -271,12 +239,6 @@ def latency_profile(settings: Settings) -> LatencyProfile:
         prefill_overhead=settings.prefill_overhead,
         prefill_time_per_token=settings.prefill_time_per_token,
     )
-
-
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 class RequestGroup:

@@ -58,6 +58,13 @@ class LatencyModel:
         p = self.profile
         return self._sample(p.inter_token_latency, p.inter_token_latency_std_dev) * load_factor
 
+    def fixed_inter_token_delay(self, load_factor: float) -> float | None:
+        """The gap between tokens when it has no jitter, else None (draw each one)."""
+        p = self.profile
+        if p.inter_token_latency_std_dev <= 0.0 or p.inter_token_latency <= 0.0:
+            return p.inter_token_latency * load_factor
+        return None
+
     def load_factor(self, running: int, max_running: int) -> float:
         """1 with one request running, ``time_factor_under_load`` at full capacity."""
         peak = self.profile.time_factor_under_load
