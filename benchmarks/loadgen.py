@@ -16,6 +16,10 @@ stream sent inside the window records its time to first token (from just before 
 request is sent to the arrival of the first content chunk) and the gaps between its
 content chunks. Chunks that arrive in one read count as arriving together.
 
+Two clients: ``--client raw`` (the default, :mod:`rawclient`) parses HTTP/1.1 in the
+protocol callback and timestamps each read there, so it takes little CPU from the
+server it measures; ``--client aiohttp`` uses aiohttp's client session, for comparison.
+
 One JSON object is printed on stdout at the end; latencies are histograms with 10 µs
 bins that the runner merges across processes (see :class:`Histogram`).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import resource
@@ -34,6 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from rawclient import (
+    BodyCallback,
+    ProtocolError,
+    RawConnection,
+    build_request,
+    open_connection,
+)
 
 BIN_SECONDS = 1e-5
 """Histogram resolution: 10 µs."""
@@ -113,6 +125,48 @@ def is_content_event(event: bytes) -> bool:
     return at >= 0 and event[at + 11 : at + 12] != b'"'
 
 
+class StreamReadout:
+    """Counts one stream's content events as its reads arrive, and times them."""
+
+    __slots__ = ("chunks", "done", "last", "pending", "record", "sent", "stats", "w0", "w1")
+
+    def __init__(self, stats: Stats, w0: float, w1: float, sent: float, record: bool) -> None:
+        self.stats, self.w0, self.w1 = stats, w0, w1
+        self.sent, self.record = sent, record
+        self.pending = b""
+        self.chunks = 0
+        self.last = sent
+        self.done = False
+
+    def feed(self, data: bytes, now: float) -> None:
+        pending = self.pending + data if self.pending else data
+        if b"\n\n" not in pending:
+            self.pending = pending
+            return
+        events = pending.split(b"\n\n")
+        self.pending = events.pop()
+        count = 0
+        for event in events:
+            if is_content_event(event):
+                count += 1
+            elif event.startswith(b"data: [DONE]"):
+                self.done = True
+        if not count:
+            return
+        stats = self.stats
+        if self.w0 <= now < self.w1:
+            stats.window_chunks += count
+        if self.record:
+            if self.chunks == 0:
+                stats.ttft.add(now - self.sent)
+            else:
+                stats.itl.add(now - self.last)
+            for _ in range(count - 1):
+                stats.itl.add(0.0)
+        self.chunks += count
+        self.last = now
+
+
 @dataclass
 class Config:
     url: str
@@ -127,6 +181,7 @@ class Config:
     prewarm: bool
     start_at: float
     request_timeout: float
+    client: str = "raw"
 
 
 @dataclass
@@ -152,9 +207,12 @@ class Stats:
 
 class LoadGenerator:
     def __init__(self, config: Config, session: Any, clock: Callable[[], float]) -> None:
+        """``session`` is an aiohttp client session, or None for the raw client."""
         self.config = config
         self.session = session
         self.clock = clock
+        self.host, self.port, self.request = build_request(config.url, config.body)
+        self.connections: dict[int, RawConnection] = {}
         self.stats = Stats()
         self.begin = 0.0
         self.window_start = 0.0
@@ -184,6 +242,10 @@ class LoadGenerator:
             handle.cancel()
         self.cpu_marks.setdefault("window_end", self.cpu_marks["end"])
 
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+
     def _mark(self, name: str) -> None:
         self.cpu_marks[name] = (cpu_seconds(), self.clock())
 
@@ -210,24 +272,38 @@ class LoadGenerator:
         while sent < cfg.max_per_slot and self.clock() < self.window_end:
             sent += 1
             if cfg.stream:
-                await self._stream_request()
+                await self._stream_request(index)
             else:
-                await self._plain_request()
+                await self._plain_request(index)
 
-    async def _plain_request(self) -> None:
+    async def _post(self, slot: int, on_body: BodyCallback | None) -> tuple[int, bytes]:
+        """POST the body; return the status and the body (empty if ``on_body`` read it)."""
+        if self.session is None:
+            connection = self.connections.get(slot)
+            if connection is None or connection.closed:
+                connection = await open_connection(self.host, self.port, self.clock)
+                self.connections[slot] = connection
+            return await connection.send(self.request, on_body, self.config.request_timeout)
+        async with self.session.post(
+            self.config.url, data=self.config.body, headers=HEADERS
+        ) as response:
+            if response.status != 200 or on_body is None:
+                return response.status, await response.read()
+            clock = self.clock
+            async for data in response.content.iter_any():
+                on_body(data, clock())
+            return 200, b""
+
+    async def _plain_request(self, slot: int) -> None:
         stats, clock = self.stats, self.clock
         stats.sent += 1
         started = clock()
         try:
-            async with self.session.post(
-                self.config.url, data=self.config.body, headers=HEADERS
-            ) as response:
-                data = await response.read()
-                status = response.status
-        except asyncio.TimeoutError:
+            status, data = await self._post(slot, None)
+        except (asyncio.TimeoutError, TimeoutError):
             stats.error("timeout")
             return
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError, ProtocolError) as exc:
             stats.error(type(exc).__name__, str(exc))
             return
         now = clock()
@@ -242,72 +318,48 @@ class LoadGenerator:
             stats.window_requests += 1
             stats.latency.add(now - started)
 
-    async def _stream_request(self) -> None:
-        stats, clock = self.stats, self.clock
-        w0, w1 = self.window_start, self.window_end
+    async def _stream_request(self, slot: int) -> None:
+        stats = self.stats
         stats.sent += 1
         stats.open_now += 1
         stats.peak_open = max(stats.peak_open, stats.open_now)
-        sent = clock()
-        record = self.config.timings and w0 <= sent < w1
-        chunks = 0
-        last = sent
-        done = False
+        sent = self.clock()
+        record = self.config.timings and self.window_start <= sent < self.window_end
+        readout = StreamReadout(stats, self.window_start, self.window_end, sent, record)
         try:
-            async with self.session.post(
-                self.config.url, data=self.config.body, headers=HEADERS
-            ) as response:
-                if response.status != 200:
-                    text = (await response.read())[:200].decode(errors="replace")
-                    stats.error(f"http_{response.status}", text)
-                    return
-                pending = b""
-                async for data in response.content.iter_any():
-                    now = clock()
-                    pending += data
-                    if b"\n\n" not in pending:
-                        continue
-                    events = pending.split(b"\n\n")
-                    pending = events.pop()
-                    count = 0
-                    for event in events:
-                        if is_content_event(event):
-                            count += 1
-                        elif event.startswith(b"data: [DONE]"):
-                            done = True
-                    if not count:
-                        continue
-                    if w0 <= now < w1:
-                        stats.window_chunks += count
-                    if record:
-                        if chunks == 0:
-                            stats.ttft.add(now - sent)
-                        else:
-                            stats.itl.add(now - last)
-                        for _ in range(count - 1):
-                            stats.itl.add(0.0)
-                    chunks += count
-                    last = now
-        except asyncio.TimeoutError:
+            status, data = await self._post(slot, readout.feed)
+        except (asyncio.TimeoutError, TimeoutError):
             stats.error("timeout")
             return
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError, ProtocolError) as exc:
             stats.error(type(exc).__name__, str(exc))
             return
         finally:
             stats.open_now -= 1
-            stats.chunks_total += chunks
-        if not done:
-            stats.error("truncated", f"{chunks} content chunks, no [DONE]")
-        elif chunks == 0:
+            stats.chunks_total += readout.chunks
+        if status != 200:
+            stats.error(f"http_{status}", data[:200].decode(errors="replace"))
+        elif not readout.done:
+            stats.error("truncated", f"{readout.chunks} content chunks, no [DONE]")
+        elif readout.chunks == 0:
             stats.error("no_content")
         else:
             stats.ok += 1
-            if w0 <= last < w1:
+            if self.window_start <= readout.last < self.window_end:
                 stats.window_requests += 1
 
     async def prewarm(self) -> None:
-        """Open one keep-alive connection per slot with ``GET /health`` (all at once)."""
+        """Open one keep-alive connection per slot (all at once)."""
+        if self.session is None:
+            opened = await asyncio.gather(
+                *(
+                    open_connection(self.host, self.port, self.clock)
+                    for _ in range(self.config.concurrency)
+                )
+            )
+            self.connections = dict(enumerate(opened))
+            return
+        # aiohttp opens a connection with a request: GET /health.
         base = self.config.url.split("/", 3)
         health = "/".join(base[:3]) + "/health"
 
@@ -324,19 +376,29 @@ def cpu_seconds() -> float:
 
 
 async def main_async(cfg: Config) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(
-        limit=cfg.concurrency, limit_per_host=0, keepalive_timeout=120, enable_cleanup_closed=False
-    )
-    timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False
-    ) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if cfg.client == "aiohttp":
+            connector = aiohttp.TCPConnector(
+                limit=cfg.concurrency,
+                limit_per_host=0,
+                keepalive_timeout=120,
+                enable_cleanup_closed=False,
+            )
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=connector,
+                    timeout=aiohttp.ClientTimeout(total=cfg.request_timeout),
+                    auto_decompress=False,
+                )
+            )
         gen = LoadGenerator(cfg, session, time.perf_counter)
+        stack.callback(gen.close)
         prewarm_error = None
         if cfg.prewarm:
             try:
                 await gen.prewarm()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 prewarm_error = f"{type(exc).__name__}: {exc}"
         late = time.time() - cfg.start_at
         await gen.run()
@@ -380,6 +442,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, float]:
     parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start (epoch)")
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--hard-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="raw: a lean HTTP/1.1 protocol (default); aiohttp: aiohttp's client session",
+    )
     args = parser.parse_args(argv)
     cfg = Config(
         url=args.url,
@@ -394,6 +462,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, float]:
         prewarm=args.prewarm,
         start_at=args.start_at or time.time(),
         request_timeout=args.request_timeout,
+        client=args.client,
     )
     return cfg, args.hard_timeout
 

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             selected=set(),
             workdir=Path(tmp),
-            generator="aiohttp",
+            generator="loadgen",
         )
         for round_index in range(1, max(1, args.rounds) + 1):
             for variant in VARIANTS:

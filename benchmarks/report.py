@@ -40,6 +40,9 @@ class Report:
 
     quick: bool
     generator: str
+    """What measured the JSON request rates of (a) and (b): wrk, or loadgen's client."""
+    client: str = "raw"
+    """The HTTP client of benchmarks/loadgen.py: raw or aiohttp."""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per scenario: its metrics, or ``{"error": ...}``."""
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -393,7 +396,7 @@ def render_markdown(bench: Report, record: dict[str, Any]) -> str:
     if {"ceiling", "nonstream"} & bench.results.keys():
         lines.append(
             f"- JSON request rates of (a) and (b) measured with: {bench.generator}; "
-            "everything else with benchmarks/loadgen.py (aiohttp client)"
+            f"everything else with benchmarks/loadgen.py ({bench.client} client)"
         )
     lines += [
         "",

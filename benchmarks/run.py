@@ -125,11 +125,11 @@ FULL = Params(
     fidelity_streams=500,
     fidelity_tokens=64,
     fidelity_duration=10.0,
-    fidelity_processes=2,
+    fidelity_processes=1,
     scale_streams=5000,
     scale_tokens=200,
     scale_ramp=5.0,
-    scale_processes=4,
+    scale_processes=2,
 )
 QUICK = Params(
     rounds=1,
@@ -142,11 +142,11 @@ QUICK = Params(
     fidelity_streams=200,
     fidelity_tokens=64,
     fidelity_duration=3.0,
-    fidelity_processes=2,
+    fidelity_processes=1,
     scale_streams=500,
     scale_tokens=100,
     scale_ramp=1.0,
-    scale_processes=2,
+    scale_processes=1,
 )
 
 FIDELITY_TTFT = 0.100
@@ -162,7 +162,7 @@ class LoadResult:
     """The merged report of one or more load-generator processes."""
 
     processes: int
-    generator: str = "aiohttp"
+    generator: str = "raw"
     sent: int = 0
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -318,6 +318,7 @@ def run_loadgen(
                 "--hard-timeout",
                 str(hard_timeout),
             ]
+            argv += ["--client", bench.client]
             argv += ["--stream"] if stream else []
             argv += ["--timings"] if timings else []
             argv += ["--prewarm"] if prewarm else []
@@ -331,7 +332,7 @@ def run_loadgen(
                 )
             )
         deadline = time.perf_counter() + hard_timeout + 15.0
-        result = LoadResult(processes=len(children))
+        result = LoadResult(processes=len(children), generator=bench.client)
         for child in children:
             code = child.wait(deadline - time.perf_counter())
             if code is None:
@@ -451,6 +452,13 @@ class Bench(Report):
     workdir: Path
     payloads: dict[int, Path] = field(default_factory=dict)
     """Captured llmsim responses for the ceiling app, by output token count."""
+
+    def generator_processes(self, raw: int) -> int:
+        """Processes for a timed load: ``raw`` for the raw client, twice that for aiohttp's,
+        which needs about twice the CPU per stream. A generator short of CPU delays
+        its own timestamps, and a spare process competes with the server for the cores.
+        """
+        return 2 * raw if self.client == "aiohttp" else raw
 
     def record_load(
         self, key: str, load: LoadResult, sampler: ProcSampler | None, throughput: bool = False
@@ -751,7 +759,7 @@ def fidelity_load(bench: Bench, label: str, url: str) -> LoadResult:
         url,
         request_body(p.fidelity_tokens, stream=True),
         stream=True,
-        processes=p.fidelity_processes,
+        processes=bench.generator_processes(p.fidelity_processes),
         concurrency=p.fidelity_streams,
         ramp=expected,
         warmup=expected + 0.5,
@@ -900,7 +908,7 @@ def scale_load(bench: Bench, name: str, url: str, stream_seconds: float) -> Load
         url,
         request_body(p.scale_tokens, stream=True),
         stream=True,
-        processes=p.scale_processes,
+        processes=bench.generator_processes(p.scale_processes),
         concurrency=p.scale_streams,
         ramp=p.scale_ramp,
         duration=p.scale_ramp + 0.5,
@@ -958,9 +966,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--generator",
-        choices=("auto", "aiohttp", "wrk"),
+        choices=("auto", "loadgen", "wrk"),
         default="auto",
-        help="JSON request rates of (a)/(b): wrk if installed (auto), or the aiohttp client",
+        help="JSON request rates of (a)/(b): wrk if installed (auto), or benchmarks/loadgen.py",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="HTTP client of benchmarks/loadgen.py: a lean protocol (raw) or aiohttp's",
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed, not only on errors"
@@ -989,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
     selected = select(args.only)
     generator = args.generator
     if generator == "auto":
-        generator = "wrk" if shutil.which("wrk") else "aiohttp"
+        generator = "wrk" if shutil.which("wrk") else "loadgen"
     elif generator == "wrk" and not shutil.which("wrk"):
         raise SystemExit("--generator wrk: wrk is not on PATH")
     began = time.perf_counter()
@@ -1003,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
             selected=selected,
             workdir=Path(tmp),
             generator=generator,
+            client=args.client,
         )
         if "startup" in selected:
             _run_guarded(bench, "startup", lambda: scenario_startup(bench))
@@ -1034,6 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "elapsed_seconds": round(time.perf_counter() - began, 1),
             "generator_json_rates": generator,
+            "client": args.client,
             "params": asdict(bench.params),
             "machine": machine,
             "scenarios": bench.results,

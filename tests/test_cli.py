@@ -73,8 +73,28 @@ def test_version_reports_a_missing_optional_dependency_as_not_installed(
     assert uvloop_row.split(None, 1)[1] == "not installed (optional: the [fast] extra)"
 
 
+def run_under_bash(
+    option: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``llmsim OPTION`` as a child of bash, whatever started the tests.
+
+    The completion options act for the shell they run under, found from the parent process.
+    The command is not bash's last one, which bash would exec in its own place.
+    """
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
+    child_env.update(env or {})
+    return subprocess.run(
+        ["bash", "-c", '"$0" -m llmsim "$1"; exit $?', sys.executable, option],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_show_completion_prints_a_bash_script_that_calls_back_into_llmsim() -> None:
-    result = run_cli("--show-completion", "bash")
+    result = run_under_bash("--show-completion")
     assert result.returncode == 0, result.stderr
     assert "complete -o default -F _llmsim_completion llmsim" in result.stdout
     assert "_LLMSIM_COMPLETE=complete_bash" in result.stdout
@@ -103,7 +123,7 @@ def test_bash_completion_answers_with_commands_options_and_choices(
 
 
 def test_install_completion_writes_the_script_and_sources_it_from_bashrc(tmp_path: Path) -> None:
-    result = run_cli("--install-completion", "bash", env={"HOME": str(tmp_path)})
+    result = run_under_bash("--install-completion", env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     bashrc = (tmp_path / ".bashrc").read_text()
     scripts = list(tmp_path.glob(".bash_completions/llmsim*"))

@@ -14,21 +14,9 @@ from typing import Any, ClassVar
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from llmsim.api.errors import Handler
 from llmsim.api.inference import REQUEST_ID_HEADER
 from llmsim.api.keys import GENERATION, STARTED, STREAMED
 from llmsim.logs import AccessWriter
-
-
-@web.middleware
-async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Note when the request started, to the microsecond.
-
-    aiohttp hands the logger a duration measured with the loop's clock, which uvloop
-    keeps in whole milliseconds: too coarse for a server that answers in one.
-    """
-    request[STARTED] = time.perf_counter()
-    return await handler(request)
 
 
 def _remote(request: web.BaseRequest) -> str:
@@ -63,7 +51,7 @@ class AccessLogger(AbstractAccessLogger):
         response: web.StreamResponse,
         elapsed: float,
     ) -> None:
-        """``elapsed`` is aiohttp's duration on the loop clock, used without the middleware."""
+        """``elapsed`` is aiohttp's duration on the loop clock, used when no start was noted."""
         writer = self.writer
         if writer is None or not self.logger.isEnabledFor(logging.INFO):
             return

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from llmsim.api import admin, inference, models, system
-from llmsim.api.access_log import timing_middleware
-from llmsim.api.auth import auth_middleware
-from llmsim.api.errors import error_middleware
+from llmsim.api.guard import guard, not_routed
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
     ENGINE,
@@ -40,15 +37,7 @@ def create_app(
     engine = Engine(settings, observer=observer)
     metrics.track(engine.scheduler, settings.kv_cache_size)
 
-    middlewares: list[Middleware] = [error_middleware]
-    if settings.access_log_enabled:
-        middlewares.insert(0, timing_middleware)
-    if settings.api_key is not None:
-        middlewares.append(auth_middleware(settings.api_key.get_secret_value()))
-    app = web.Application(
-        middlewares=middlewares,
-        client_max_size=settings.max_request_body_size,
-    )
+    app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[METRICS] = metrics
@@ -58,24 +47,34 @@ def create_app(
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
+    routes = [
+        web.post("/v1/chat/completions", inference.create_chat_completion),
+        web.post("/v1/completions", inference.create_completion),
+        web.get("/v1/models", models.list_models),
+        web.post("/v1/load_lora_adapter", models.load_lora_adapter),
+        web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
+        web.get("/health", system.health),
+        web.get("/health/ready", system.ready),
+        web.get("/ready", system.ready),
+        web.get("/version", system.version),
+        web.get("/metrics", system.metrics),
+        web.get("/openapi.json", system.openapi),
+        web.get("/admin/config", admin.get_config),
+        web.post("/admin/config", admin.update_config),
+        web.get("/admin/metrics", admin.get_metric_overrides),
+        web.post("/admin/metrics", admin.set_metric_overrides),
+        web.delete("/admin/metrics", admin.clear_metric_overrides),
+    ]
+    # A catch-all comes last, for paths and methods that match no route.
+    routes.append(web.route("*", "/{path:.*}", not_routed))
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     app.add_routes(
-        [
-            web.post("/v1/chat/completions", inference.create_chat_completion),
-            web.post("/v1/completions", inference.create_completion),
-            web.get("/v1/models", models.list_models),
-            web.post("/v1/load_lora_adapter", models.load_lora_adapter),
-            web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
-            web.get("/health", system.health),
-            web.get("/health/ready", system.ready),
-            web.get("/ready", system.ready),
-            web.get("/version", system.version),
-            web.get("/metrics", system.metrics),
-            web.get("/openapi.json", system.openapi),
-            web.get("/admin/config", admin.get_config),
-            web.post("/admin/config", admin.update_config),
-            web.get("/admin/metrics", admin.get_metric_overrides),
-            web.post("/admin/metrics", admin.set_metric_overrides),
-            web.delete("/admin/metrics", admin.clear_metric_overrides),
-        ]
+        web.RouteDef(
+            route.method,
+            route.path,
+            guard(route.handler, timing=settings.access_log_enabled, api_key=api_key),
+            route.kwargs,
+        )
+        for route in routes
     )
     return app
