@@ -127,6 +127,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
+WITHOUT_SPEEDUPS = BENCH_DIR / "without_speedups"
+
+
+def server_env(plain: bool) -> dict[str, str]:
+    """A server's environment; ``plain`` hides uvloop and orjson, as in a plain install."""
+    env = child_env()
+    if plain:
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(WITHOUT_SPEEDUPS) + (os.pathsep + path if path else "")
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -205,10 +217,16 @@ def start_llmsim(
     return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 
-def start_ceiling(workdir: Path, payload: Path, *args: str, name: str = "ceiling") -> Server:
+def start_ceiling(
+    workdir: Path,
+    payload: Path,
+    *args: str,
+    name: str = "ceiling",
+    env: dict[str, str] | None = None,
+) -> Server:
     port = free_port()
     argv = [sys.executable, str(CEILING_APP), "--port", str(port), "--payload", str(payload)]
-    child = Child(name, argv + list(args), workdir / f"{name}.log")
+    child = Child(name, argv + list(args), workdir / f"{name}.log", env=env)
     return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 

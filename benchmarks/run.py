@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -48,6 +48,7 @@ from procs import (
     llmsim_command,
     proc_rss_kb,
     raise_fd_limit,
+    server_env,
     start_ceiling,
     start_llmsim,
 )
@@ -453,6 +454,10 @@ class Bench(Report):
     payloads: dict[int, Path] = field(default_factory=dict)
     """Captured llmsim responses for the ceiling app, by output token count."""
 
+    def server_env(self) -> dict[str, str]:
+        """The environment of llmsim and the ceiling app: with ``--plain``, no speed-ups."""
+        return server_env(self.plain)
+
     def generator_processes(self, raw: int) -> int:
         """Processes for a timed load: ``raw`` for the raw client, twice that for aiohttp's,
         which needs about twice the CPU per stream. A generator short of CPU delays
@@ -594,7 +599,7 @@ def stream_rate(bench: Bench, label: str, url: str, body: str) -> LoadResult:
 def scenario_startup(bench: Bench) -> None:
     runs, stops = [], []
     for index in range(bench.params.startup_runs):
-        server = start_llmsim(bench.workdir, f"startup-{index}")
+        server = start_llmsim(bench.workdir, f"startup-{index}", env=bench.server_env())
         runs.append(server.startup_seconds)
         stops.append(server.child.stop())
         time.sleep(0.2)
@@ -627,7 +632,9 @@ def scenario_throughput(bench: Bench) -> None:
     wanted = [key for key in ("nonstream", "ceiling", "stream") if key in bench.selected]
     runs: dict[str, list[Measured]] = {}
     errors: dict[str, str] = {}
-    llmsim = start_llmsim(bench.workdir, "llmsim-zero", "--shutdown-timeout", "2s")
+    llmsim = start_llmsim(
+        bench.workdir, "llmsim-zero", "--shutdown-timeout", "2s", env=bench.server_env()
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(llmsim.child.stop)
         payload = capture_payload(bench, llmsim, p.response_tokens)
@@ -647,7 +654,7 @@ def scenario_throughput(bench: Bench) -> None:
                 )
             )
         if "ceiling" in wanted:
-            ceiling = start_ceiling(bench.workdir, payload)
+            ceiling = start_ceiling(bench.workdir, payload, env=bench.server_env())
             stack.callback(ceiling.child.stop)
             ceiling_sampler = stack.enter_context(ProcSampler(ceiling.child.pid))
             plan.append(
@@ -798,6 +805,7 @@ def scenario_fidelity(bench: Bench) -> None:
         str(max(1000, 2 * streams)),
         "--shutdown-timeout",
         "2s",
+        env=bench.server_env(),
     )
     try:
         payload = capture_payload(bench, server, p.fidelity_tokens)
@@ -823,6 +831,7 @@ def scenario_fidelity(bench: Bench) -> None:
         "--itl",
         str(FIDELITY_ITL),
         name="ceiling-timed",
+        env=bench.server_env(),
     )
     try:
         with ProcSampler(baseline.child.pid) as sampler:
@@ -847,6 +856,7 @@ def scenario_scale(bench: Bench) -> None:
         str(max(5000, streams)),
         "--shutdown-timeout",
         "2s",
+        env=bench.server_env(),
     )
     stream_seconds = SCALE_ITL * (p.scale_tokens - 1)
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -922,7 +932,14 @@ def scale_baseline(bench: Bench, payload: Path, stream_seconds: float) -> dict[s
     """The same streams against the bare app sleeping the same schedule: what the machine
     allows when the server does nothing but sleep and write."""
     baseline = start_ceiling(
-        bench.workdir, payload, "--ttft", "0", "--itl", str(SCALE_ITL), name="ceiling-scale"
+        bench.workdir,
+        payload,
+        "--ttft",
+        "0",
+        "--itl",
+        str(SCALE_ITL),
+        name="ceiling-scale",
+        env=bench.server_env(),
     )
     try:
         with ProcSampler(baseline.child.pid) as sampler:
@@ -977,9 +994,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="HTTP client of benchmarks/loadgen.py: a lean protocol (raw) or aiohttp's",
     )
     parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="run llmsim and the ceiling app without uvloop and orjson, as a plain install "
+        "does (the load generators keep them)",
+    )
+    parser.add_argument(
+        "--fidelity-streams",
+        type=int,
+        metavar="N",
+        help="streams of (d) instead of the preset's (500, or 200 with --quick): where the "
+        "timing targets hold on this machine",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed, not only on errors"
     )
     return parser.parse_args(argv)
+
+
+def params(args: argparse.Namespace) -> Params:
+    preset = QUICK if args.quick else FULL
+    if args.fidelity_streams is None:
+        return preset
+    return replace(preset, fidelity_streams=max(1, args.fidelity_streams))
 
 
 def select(names: list[str] | None) -> set[str]:
@@ -1012,12 +1049,13 @@ def main(argv: list[str] | None = None) -> int:
     machine["open_files_limit"] = raise_fd_limit()
     with TemporaryDirectory(prefix="llmsim-bench-") as tmp, cleanup_on_exit():
         bench = Bench(
-            params=QUICK if args.quick else FULL,
+            params=params(args),
             quick=args.quick,
             selected=selected,
             workdir=Path(tmp),
             generator=generator,
             client=args.client,
+            plain=args.plain,
         )
         if "startup" in selected:
             _run_guarded(bench, "startup", lambda: scenario_startup(bench))
@@ -1050,6 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_seconds": round(time.perf_counter() - began, 1),
             "generator_json_rates": generator,
             "client": args.client,
+            "plain": args.plain,
             "params": asdict(bench.params),
             "machine": machine,
             "scenarios": bench.results,
