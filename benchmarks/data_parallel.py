@@ -32,6 +32,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from bench import hist_summary, request_body
+from loads import LOADGEN, WRK_LUA, LoadResult, lua_string
 from procs import (
     BenchError,
     Child,
@@ -42,7 +44,6 @@ from procs import (
     proc_rss_kb,
     wait_healthy,
 )
-from run import LOADGEN, WRK_LUA, LoadResult, hist_summary, lua_string, request_body
 
 TTFT, ITL = 0.100, 0.010
 TIMED_TOKENS = 50

@@ -30,9 +30,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from bench import FULL, QUICK, Bench, request_body
+from loads import LoadResult
 from procs import BenchError, ProcSampler, child_env, cleanup_on_exit, start_llmsim
 from report import machine_info
-from run import FULL, QUICK, Bench, LoadResult, json_rate, request_body, stream_rate
+from scenarios import json_rate, stream_rate
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results"
