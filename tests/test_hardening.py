@@ -340,6 +340,22 @@ async def test_huge_declared_content_length_is_refused_without_reading_the_body(
         assert r.status == 200
 
 
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [("OPTIONS *", "*"), ("GET http://example.test", ""), ("GET /nope%0A", "/nope\n")],
+)
+async def test_unusual_request_targets_get_a_json_404(
+    limited_server: RunningServer, target: str, path: str
+) -> None:
+    """Targets no route can match (asterisk and absolute form, a newline in the path) still
+    get vLLM's error shape, with a length that frames the body on a kept-alive connection."""
+    head = f"{target} HTTP/1.1\r\nHost: 127.0.0.1:{limited_server.port}\r\n\r\n".encode()
+    reply = await raw_exchange(limited_server.port, head, timeout=5.0)
+    error = assert_error(reply, 404)
+    assert error["message"] == f"Not Found: {path}"
+    assert reply.headers["content-type"] == "application/json"
+
+
 def test_prompt_plus_max_tokens_beyond_max_model_len(limited_server: RunningServer) -> None:
     fits = call(limited_server, "POST", CHAT, {"messages": HI, "max_tokens": 1})
     assert fits.status == 200
@@ -470,6 +486,16 @@ def test_the_right_key_is_accepted_everywhere(auth_server: RunningServer) -> Non
         auth_server, "GET", "/v1/models", headers={"Authorization": f"bearer {API_KEY}"}
     )
     assert lowercase_scheme.status == 200
+
+
+def test_unknown_paths_under_protected_prefixes_need_the_key_too(
+    auth_server: RunningServer,
+) -> None:
+    for path in ("/v1/nope", "/v1/models%0a", "/admin/nope"):
+        reply = call(auth_server, "GET", path)
+        assert_error(reply, 401)
+        assert reply.headers["www-authenticate"] == "Bearer"
+        assert_error(call(auth_server, "GET", path, headers=GOOD), 404)
 
 
 def test_operational_endpoints_stay_open(auth_server: RunningServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmsim.api import admin, inference, models, system
-from llmsim.api.guard import guard, not_routed
+from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
     ENGINE,
@@ -66,7 +66,7 @@ def create_app(
         web.delete("/admin/metrics", admin.clear_metric_overrides),
     ]
     # A catch-all comes last, for paths and methods that match no route.
-    routes.append(web.route("*", "/{path:.*}", not_routed))
+    routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     app.add_routes(
         web.RouteDef(
@@ -77,4 +77,5 @@ def create_app(
         )
         for route in routes
     )
+    app.on_response_prepare.append(shape_unrouted)
     return app

@@ -4,7 +4,9 @@ These were three aiohttp middlewares. A middleware chain costs each request a co
 frame per middleware plus aiohttp's own, about 10 µs of a 150 µs request, so the same
 steps now run in one frame that wraps each handler when the routes are added. Requests
 that match no route reach :func:`not_routed` through a catch-all route, so a 404 or 405
-gets the same treatment.
+gets the same treatment. The few requests that no route can be tried for (``OPTIONS *``, a
+target with an empty path) are answered by aiohttp itself; :func:`shape_unrouted` gives
+those answers the same shape.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from llmsim.api.errors import APIError, Handler, error_response, error_type
+from llmsim.api.errors import APIError, Handler, error_body, error_response, error_type
 from llmsim.api.keys import ERROR_LISTENER, STARTED
 
 logger = logging.getLogger("llmsim.api")
@@ -77,6 +79,24 @@ async def not_routed(request: web.Request) -> web.StreamResponse:
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)
     raise web.HTTPNotFound()
+
+
+async def shape_unrouted(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: aiohttp's own answer to an unroutable request becomes JSON.
+
+    aiohttp answers with the HTTP exception itself; every exception a route raises was
+    already turned into a JSON response by :func:`guard`, so only these are left.
+    """
+    if not isinstance(response, web.HTTPException) or response.status < 400:
+        return
+    message = _http_message(response, request)
+    _report(request, response.status, message)
+    body = error_body(response.status, message)
+    response.body = body
+    response.content_type = "application/json"
+    response.charset = None
+    if "Content-Length" in response.headers:  # already set, for aiohttp's text
+        response.headers["Content-Length"] = str(len(body))
 
 
 def _authorized(request: web.Request, expected: bytes) -> bool:
