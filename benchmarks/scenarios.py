@@ -155,46 +155,31 @@ def scenario_throughput(bench: Bench) -> None:
             request_body(p.response_tokens, stream=False),
             request_body(p.response_tokens, stream=True),
         )
+        Rate = Callable[[Bench, str, str, str], LoadResult]
+
+        def step(
+            key: str, rate: Rate, url: str, body: str, sampler: ProcSampler
+        ) -> tuple[str, Callable[[], Measured]]:
+            return key, lambda: Measured(rate(bench, key, url, body), sampler)
+
         plan: list[tuple[str, Callable[[], Measured]]] = []
         if "nonstream" in wanted:
-            plan.append(
-                (
-                    "nonstream",
-                    lambda: Measured(
-                        json_rate(bench, "nonstream", llmsim.chat_url, plain), llmsim_sampler
-                    ),
-                )
-            )
+            plan.append(step("nonstream", json_rate, llmsim.chat_url, plain, llmsim_sampler))
         if "ceiling" in wanted:
             ceiling = start_ceiling(bench.workdir, payload, env=bench.server_env())
             stack.callback(ceiling.child.stop)
             ceiling_sampler = stack.enter_context(ProcSampler(ceiling.child.pid))
-            plan.append(
-                (
-                    "ceiling-json",
-                    lambda: Measured(
-                        json_rate(bench, "ceiling-json", ceiling.chat_url, plain),
-                        ceiling_sampler,
-                    ),
-                )
-            )
+            plan.append(step("ceiling-json", json_rate, ceiling.chat_url, plain, ceiling_sampler))
         if "stream" in wanted:
-            plan.append(
-                (
-                    "stream",
-                    lambda: Measured(
-                        stream_rate(bench, "stream", llmsim.chat_url, streamed), llmsim_sampler
-                    ),
-                )
-            )
+            plan.append(step("stream", stream_rate, llmsim.chat_url, streamed, llmsim_sampler))
         if "ceiling" in wanted:
             plan.append(
-                (
+                step(
                     "ceiling-sse",
-                    lambda: Measured(
-                        stream_rate(bench, "ceiling-sse", ceiling.base_url + "/stream", streamed),
-                        ceiling_sampler,
-                    ),
+                    stream_rate,
+                    ceiling.base_url + "/stream",
+                    streamed,
+                    ceiling_sampler,
                 )
             )
         for round_index in range(p.rounds):

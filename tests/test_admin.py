@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, free_port, start_server
+from conftest import RunningServer, free_port, run_cli, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 HTTP_TIMEOUT = 20.0
@@ -118,19 +115,6 @@ def wait_for_gauge(
             assert values[name] == value, values
             return values
         time.sleep(0.02)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
-    child_env.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "llmsim", *args],
-        capture_output=True,
-        text=True,
-        env=child_env,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

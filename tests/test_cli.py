@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,27 +14,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, start_server
+from conftest import RunningServer, port_is_free, run_cli, start_server
 from typer.testing import CliRunner
 
 from llmsim import __version__
 from llmsim.cli import app, expand_multi_value_options
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
-    child_env.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "llmsim", *args],
-        capture_output=True,
-        text=True,
-        env=child_env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
@@ -236,15 +219,6 @@ def test_served_model_names_and_lora_modules_from_the_command_line(
     assert cards["tools"]["parent"] == "alias-1"
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_start_banner_and_clean_stop(tmp_path: Path, sig: int) -> None:
     server = start_server(["--lora", "a", "--time-to-first-token", "200ms"], tmp_path)
@@ -262,7 +236,7 @@ def test_start_banner_and_clean_stop(tmp_path: Path, sig: int) -> None:
     assert f"curl http://127.0.0.1:{server.port}/v1/chat/completions" in log
 
 
-@pytest.mark.skipif(not _port_is_free(8000), reason="port 8000 is in use on this machine")
+@pytest.mark.skipif(not port_is_free(8000), reason="port 8000 is in use on this machine")
 def test_zero_flag_start_serves_on_127_0_0_1_port_8000(tmp_path: Path) -> None:
     log_path = tmp_path / "zero.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}

@@ -126,15 +126,7 @@ def test_every_setting_is_in_the_reference_table() -> None:
 
 def _generator() -> ModuleType:
     """docs/gen_config_reference.py, imported as a module."""
-    name = "gen_config_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, GENERATOR)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return _example_module(GENERATOR)
 
 
 def test_generated_reference_is_up_to_date() -> None:

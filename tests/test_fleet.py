@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import STARTUP_TIMEOUT, STOP_TIMEOUT, free_port
+from conftest import STARTUP_TIMEOUT, STOP_TIMEOUT, free_port, port_is_free, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 PANEL_ROW = re.compile(r"http://127\.0\.0\.1:(\d+)\s+(\d+)\s")
@@ -86,14 +86,7 @@ class Group:
         return f"http://127.0.0.1:{self.ports[index]}"
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-        return int(self.process.returncode)
+        return stop_process(self.process, sig)
 
 
 def start_group(
@@ -146,18 +139,9 @@ def consecutive_free_ports(count: int) -> list[int]:
     for _ in range(50):
         base = free_port()
         ports = list(range(base, base + count))
-        if all(_is_free(port) for port in ports):
+        if all(port_is_free(port) for port in ports):
             return ports
     pytest.skip(f"no {count} consecutive free ports")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -333,8 +317,8 @@ def test_a_port_in_use_fails_the_whole_fleet_before_anything_starts(
     assert result.returncode == 1
     assert f"gamma: cannot listen on 127.0.0.1:{ports[2]}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert _is_free(ports[0])
-    assert _is_free(ports[1])
+    assert port_is_free(ports[0])
+    assert port_is_free(ports[1])
 
 
 # -- llmsim serve --data-parallel-size ----------------------------------------------------
