@@ -42,9 +42,11 @@ def tests_matrix(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.5")
+    """Ruff, then the layering contracts in ``[tool.importlinter]`` (imports point down)."""
+    session.install("-e", ".", "ruff>=0.5", "import-linter>=2.0")
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
+    session.run("lint-imports")
 
 
 @nox.session

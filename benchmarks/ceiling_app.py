@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from llmsim.listener import GreedyAcceptSite, bind_listener
+from llmsim.server.listener import GreedyAcceptSite, bind_listener
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",

@@ -23,8 +23,8 @@ from llmsim.api.jsonio import dumps, loads
 from llmsim.api.prompts import chat_prompt
 from llmsim.api.schemas import ChatCompletionRequest
 from llmsim.api.sse import ResponseMeta
-from llmsim.config import Settings
 from llmsim.engine import Engine, GenerationRequest, Target
+from llmsim.settings.model import Settings
 
 BODY = (
     b'{"model":"llmsim/sim-model","messages":[{"role":"user","content":"Summarise the '

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's llmsim, whatever else is instal
 import typer.main  # noqa: E402
 from pydantic import AliasChoices  # noqa: E402
 
-from llmsim import settings_info  # noqa: E402
-from llmsim.cli import app  # noqa: E402
-from llmsim.config import LAYER_FIELDS, LoraModule, Settings, env_name  # noqa: E402
-from llmsim.settings_sources import display_value, validate_exactly  # noqa: E402
-from llmsim.units import format_size  # noqa: E402
+from llmsim.cli.main import app  # noqa: E402
+from llmsim.settings import info as settings_info  # noqa: E402
+from llmsim.settings.model import LAYER_FIELDS, LoraModule, Settings, env_name  # noqa: E402
+from llmsim.settings.sources import display_value, validate_exactly  # noqa: E402
+from llmsim.settings.units import format_size  # noqa: E402
 
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 COMMAND = "python docs/gen_config_reference.py"

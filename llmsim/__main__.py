@@ -1,6 +1,6 @@
 """Allow ``python -m llmsim``."""
 
-from llmsim.cli import main
+from llmsim.cli.main import main
 
 if __name__ == "__main__":
     main()

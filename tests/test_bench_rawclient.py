@@ -151,7 +151,7 @@ def test_build_request_is_a_keep_alive_json_post() -> None:
 
 async def test_reads_a_real_llmsim_stream(aiohttp_server) -> None:  # type: ignore[no-untyped-def]
     from llmsim.api import create_app
-    from llmsim.config import Settings
+    from llmsim.settings.model import Settings
 
     server = await aiohttp_server(create_app(Settings(config=None)))
     body = b'{"messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stream":true}'

@@ -18,7 +18,7 @@ from conftest import RunningServer, port_is_free, run_cli, start_server
 from typer.testing import CliRunner
 
 from llmsim import __version__
-from llmsim.cli import app, expand_multi_value_options
+from llmsim.cli.main import app, expand_multi_value_options
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])

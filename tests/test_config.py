@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from llmsim.config import LAYER_FIELDS, LoraModule, Settings
-from llmsim.settings_sources import ConfigError, load_settings, render_default_profile
-from llmsim.units import format_duration, parse_duration
+from llmsim.settings.model import LAYER_FIELDS, LoraModule, Settings
+from llmsim.settings.sources import ConfigError, load_settings, render_default_profile
+from llmsim.settings.units import format_duration, parse_duration
 
 try:
     import tomllib

@@ -8,10 +8,10 @@ import io
 import pytest
 from rich.console import Console
 
-from llmsim.config import Settings
-from llmsim.dashboard import TITLE, Dashboard, format_latency
+from llmsim.console.dashboard import TITLE, Dashboard, format_latency
 from llmsim.engine import Engine, GenerationRequest, PromptInput, RequestGroup, Target
-from llmsim.live_stats import LiveStats, bin_index, bin_value
+from llmsim.observability.live_stats import LiveStats, bin_index, bin_value
+from llmsim.settings.model import Settings
 
 URL = "http://127.0.0.1:8000"
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from llmsim import __version__
-from llmsim.settings_sources import load_settings
+from llmsim.settings.sources import load_settings
 
 if TYPE_CHECKING:
     from conftest import RunningServer

@@ -28,16 +28,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from llmsim.api import create_app
-from llmsim.cli import app
-from llmsim.config import Settings, env_name, option_flag
-from llmsim.metrics import (
+from llmsim.cli.main import app
+from llmsim.observability.metrics import (
     N_BUCKETS,
     REQUEST_LATENCY_BUCKETS,
     TOKEN_GAP_BUCKETS,
     TTFT_BUCKETS,
     Metrics,
 )
-from llmsim.settings_sources import display_value, load_settings, read_profile
+from llmsim.settings.model import Settings, env_name, option_flag
+from llmsim.settings.sources import display_value, load_settings, read_profile
 
 if TYPE_CHECKING:
     from conftest import RunningServer

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmsim.config import Settings
 from llmsim.engine import Engine
-from llmsim.fake_metrics import (
+from llmsim.observability.metrics import Metrics
+from llmsim.observability.overrides import MetricOverrides
+from llmsim.runtime.adjustable import RUNTIME_FIELDS, Runtime, RuntimeUpdateError, validate_update
+from llmsim.settings.fake_metrics import (
     FakeMetrics,
     FakeMetricsError,
-    MetricOverrides,
     Oscillate,
     Ramp,
     Square,
@@ -24,9 +25,8 @@ from llmsim.fake_metrics import (
     parse_spec,
     read_spec_source,
 )
-from llmsim.metrics import Metrics
-from llmsim.runtime import RUNTIME_FIELDS, Runtime, RuntimeUpdateError, validate_update
-from llmsim.settings_sources import ConfigError, load_settings, validate_exactly
+from llmsim.settings.model import Settings
+from llmsim.settings.sources import ConfigError, load_settings, validate_exactly
 
 
 class FakeClock:

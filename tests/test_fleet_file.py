@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmsim.fleet import FleetError, load_fleet
-from llmsim.settings_sources import ConfigError, load_settings
+from llmsim.pool.fleet import FleetError, load_fleet
+from llmsim.settings.sources import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fleet.toml"

@@ -25,7 +25,7 @@ import pytest
 from conftest import RunningServer, free_port, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmsim.config import Settings
+from llmsim.settings.model import Settings
 
 MODEL = "llmsim/sim-model"
 API_KEY = "s3cret"

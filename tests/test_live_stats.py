@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from llmsim.engine import FanOutObserver, NullObserver
-from llmsim.live_stats import (
+from llmsim.observability.live_stats import (
     BIN_COUNT,
     MAX_MESSAGE_CHARS,
     LiveStats,

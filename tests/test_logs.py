@@ -21,8 +21,8 @@ from conftest import RunningServer
 
 from llmsim.api import create_app
 from llmsim.api.keys import ERROR_LISTENER, LIVE_STATS
-from llmsim.config import Settings
-from llmsim.logs import AccessWriter, JsonFormatter, TimeStamps
+from llmsim.observability.logs import AccessWriter, JsonFormatter, TimeStamps
+from llmsim.settings.model import Settings
 
 CHAT = "/v1/chat/completions"
 ACCESS_LINE = re.compile(

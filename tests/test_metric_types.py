@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-from llmsim.metric_types import FastCollector, FastFamily
-from llmsim.metrics import TOKEN_GAP_BUCKETS, build_1_2_5_buckets
+from llmsim.observability.metric_types import FastCollector, FastFamily
+from llmsim.observability.metrics import TOKEN_GAP_BUCKETS, build_1_2_5_buckets
 
 LABELS = ("model_name", "engine")
 VALUES = ("m", "0")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from llmsim.config import Settings
 from llmsim.engine import Engine, GenerationRequest, PromptInput, Sequence, Target
+from llmsim.settings.model import Settings
 
 
 def make_engine(**overrides: Any) -> Engine:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from typer.testing import CliRunner
 
-from llmsim.cli import app
+from llmsim.cli.main import app
 from llmsim.engine.timing import LatencyModel, LatencyProfile
-from llmsim.profiles import builtin_profiles
-from llmsim.settings_sources import ConfigError, load_settings
+from llmsim.settings.profiles import builtin_profiles
+from llmsim.settings.sources import ConfigError, load_settings
 
 if TYPE_CHECKING:
     from conftest import RunningServer
@@ -158,7 +158,7 @@ def test_every_builtin_profile_is_valid_and_realistic(name: str) -> None:
 
 
 def test_every_builtin_profile_cites_its_sources() -> None:
-    text = resources.files("llmsim").joinpath("builtin_profiles.toml").read_text("utf-8")
+    text = resources.files("llmsim.settings").joinpath("builtin_profiles.toml").read_text("utf-8")
     blocks = re.split(r"^\[profiles\.", text, flags=re.MULTILINE)[1:]
     assert len(blocks) == len(builtin_profiles())
     for block in blocks:
@@ -272,8 +272,8 @@ def test_serve_with_a_builtin_profile(llmsim_server: Callable[..., RunningServer
 
 def test_latency_model_can_be_switched_at_run_time() -> None:
     from llmsim.engine import Engine
-    from llmsim.metrics import Metrics
-    from llmsim.runtime import Runtime
+    from llmsim.observability.metrics import Metrics
+    from llmsim.runtime.adjustable import Runtime
 
     settings = load_settings({"time_to_first_token": "100ms"}).settings
     metrics = Metrics(settings)

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from llmsim.config import Settings
 from llmsim.engine import (
     Adapter,
     AdapterNotFoundError,
@@ -37,6 +36,7 @@ from llmsim.engine import (
 )
 from llmsim.engine.lora import LoraManager, SlotView
 from llmsim.engine.timing import JITTER_CLAMP, LatencyModel, LatencyProfile
+from llmsim.settings.model import Settings
 
 BASE_MODEL = "llmsim/sim-model"
 POLL_TIMEOUT = 5.0

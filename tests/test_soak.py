@@ -30,8 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmsim.api import create_app
 from llmsim.api.keys import ENGINE
-from llmsim.config import Settings
 from llmsim.engine import Engine, GenerationRequest, RequestGroup, Sequence, State
+from llmsim.settings.model import Settings
 
 WARMUP_REQUESTS = 200
 SOAK_REQUESTS = 5000

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from llmsim.listener import ACCEPT_BATCH, GreedyAcceptSite, bind_listener
+from llmsim.server.listener import ACCEPT_BATCH, GreedyAcceptSite, bind_listener
 from tests.conftest import RunningServer
 
 CHAT = "/v1/chat/completions"

@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from llmsim.api.inference import REQUEST_ID_HEADER
 from llmsim.api.keys import GENERATION, STARTED, STREAMED
-from llmsim.logs import AccessWriter
+from llmsim.observability.logs import AccessWriter
 
 
 def _remote(request: web.BaseRequest) -> str:

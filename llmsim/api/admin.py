@@ -1,7 +1,7 @@
 """``/admin/*``: read and change the runtime settings, pin and clear metric overrides.
 
-Thin handlers: validation and the swap live in :mod:`llmsim.runtime` and
-:mod:`llmsim.fake_metrics`; errors come back in vLLM's shape with status 400.
+Thin handlers: validation and the swap live in :mod:`llmsim.runtime.adjustable` and
+:mod:`llmsim.settings.fake_metrics`; errors come back in vLLM's shape with status 400.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import METRICS, RUNTIME
 from llmsim.api.requests import read_json_object
-from llmsim.fake_metrics import FakeMetricsError, parse_spec
-from llmsim.runtime import RUNTIME_FIELDS, Runtime, RuntimeUpdateError, settings_view
-from llmsim.settings_sources import display_value
+from llmsim.runtime.adjustable import RUNTIME_FIELDS, Runtime, RuntimeUpdateError, settings_view
+from llmsim.settings.fake_metrics import FakeMetricsError, parse_spec
+from llmsim.settings.sources import display_value
 
 logger = logging.getLogger("llmsim.admin")
 

@@ -18,12 +18,12 @@ from llmsim.api.keys import (
     SETTINGS,
 )
 from llmsim.api.openapi import build_openapi
-from llmsim.config import Settings
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
-from llmsim.lifecycle import Lifecycle
-from llmsim.live_stats import LiveStats
-from llmsim.metrics import Metrics
-from llmsim.runtime import Runtime
+from llmsim.observability.live_stats import LiveStats
+from llmsim.observability.metrics import Metrics
+from llmsim.runtime.adjustable import Runtime
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.settings.model import Settings
 
 
 def create_app(

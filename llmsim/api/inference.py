@@ -42,7 +42,7 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
-from llmsim.faults import FORCE_HEADER, InvalidForceHeaderError
+from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 
 REQUEST_ID_HEADER = "X-Request-Id"
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from llmsim.config import Settings
 from llmsim.engine import Engine, RequestGroup
-from llmsim.lifecycle import Lifecycle
-from llmsim.live_stats import LiveStats
-from llmsim.metrics import Metrics
-from llmsim.runtime import Runtime
+from llmsim.observability.live_stats import LiveStats
+from llmsim.observability.metrics import Metrics
+from llmsim.runtime.adjustable import Runtime
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.settings.model import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 """The start-up settings. Runtime-adjustable values (latency, mode, failure injection)

@@ -8,7 +8,7 @@ from llmsim import __version__
 from llmsim.api.errors import error_response
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import LIFECYCLE, METRICS, OPENAPI
-from llmsim.metrics import CONTENT_TYPE
+from llmsim.observability.metrics import CONTENT_TYPE
 
 NOT_SERVING = {
     "loading": "The model is still loading; retry shortly.",

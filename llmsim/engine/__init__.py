@@ -1,4 +1,7 @@
-"""The simulation engine: generation, timing and scheduling, with no HTTP in sight."""
+"""The simulation engine: generation, timing and scheduling, with no HTTP in sight.
+
+May import ``settings`` only, and never aiohttp: the engine runs and is tested without a server.
+"""
 
 from llmsim.engine.engine import (
     ContextLengthError,

@@ -20,7 +20,6 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
 
-from llmsim.config import Settings
 from llmsim.engine.generation import generate
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
@@ -28,6 +27,7 @@ from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.timing import LatencyModel, LatencyProfile
+from llmsim.settings.model import Settings
 
 
 class UnknownModelError(Exception):

@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim.cli_options import CONFIG_FILE_OPTION, fail
-from llmsim.config import ConfigError
-from llmsim.profiles import NamedProfile, available_profiles, find_profile
-from llmsim.settings_sources import display_value, read_config_file, validate_exactly
+from llmsim.cli.options import CONFIG_FILE_OPTION, fail
+from llmsim.settings.model import ConfigError
+from llmsim.settings.profiles import NamedProfile, available_profiles, find_profile
+from llmsim.settings.sources import display_value, read_config_file, validate_exactly
 
 profiles_app = typer.Typer(
     help="List and show named profiles (built in, or [profiles.NAME] tables of a TOML file).",

@@ -1,4 +1,4 @@
-"""The ``llmsim`` command: a flat mapping of options onto :class:`~llmsim.config.Settings`.
+"""The ``llmsim`` command: a flat mapping of options onto :class:`~llmsim.settings.model.Settings`.
 
 Every ``serve`` option is typed as text here and validated by the settings model, so
 a bad value gives the same one-line error whether it came from a flag, an
@@ -18,18 +18,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim.cli_options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
-from llmsim.cli_profiles import profiles_app
-from llmsim.config import DataParallelBackend, Settings, env_name
-from llmsim.ctl import ctl_app
-from llmsim.instances import Instance, data_parallel_instances
-from llmsim.launch import launch
-from llmsim.settings_info import completer
-from llmsim.settings_sources import (
+from llmsim.cli.ctl import ctl_app
+from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
+from llmsim.cli.profiles import profiles_app
+from llmsim.cli.versions import version_lines
+from llmsim.pool.launch import launch
+from llmsim.settings.info import completer
+from llmsim.settings.instances import Instance, data_parallel_instances
+from llmsim.settings.model import DataParallelBackend, Settings, env_name
+from llmsim.settings.sources import (
     display_value,
     render_default_profile,
 )
-from llmsim.versions import version_lines
 
 app = typer.Typer(
     name="llmsim",
@@ -230,14 +230,14 @@ def fleet(
     reported and the others are stopped (exit status 1): nothing is restarted.
     Problems in the file exit with status 2 before anything starts.
     """
-    from llmsim.fleet import FleetError, load_fleet
+    from llmsim.pool.fleet import FleetError, load_fleet
 
     try:
         plan = load_fleet(path, base_port=base_port)
     except FleetError as exc:
         raise fail(exc.lines) from None
     if dry_run:
-        from llmsim.fleet import render_plan
+        from llmsim.pool.fleet import render_plan
 
         render_plan(Console(), plan)
         return
@@ -247,8 +247,8 @@ def fleet(
 def _launch_or_exit(
     instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
 ) -> None:
-    from llmsim.logs import configure_logging
-    from llmsim.server import ServerStartError
+    from llmsim.observability.logs import configure_logging
+    from llmsim.server.runner import ServerStartError
 
     console = Console()
     configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)

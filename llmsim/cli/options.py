@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from llmsim.config import ConfigError
-from llmsim.settings_sources import LoadedSettings, load_settings
+from llmsim.settings.model import ConfigError
+from llmsim.settings.sources import LoadedSettings, load_settings
 
 err = Console(stderr=True)
 

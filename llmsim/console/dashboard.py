@@ -23,10 +23,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from llmsim.config import Settings
 from llmsim.engine import Engine
-from llmsim.lifecycle import Lifecycle
-from llmsim.live_stats import LiveStats, Percentiles, StatsSnapshot
+from llmsim.observability.live_stats import LiveStats, Percentiles, StatsSnapshot
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.settings.model import Settings
 
 logger = logging.getLogger("llmsim.dashboard")
 

@@ -1,7 +1,7 @@
 """The part of a running server's configuration that can change without a restart.
 
 ``POST /admin/config`` and ``POST /admin/metrics`` end up here. An update is validated
-with the same :class:`~llmsim.config.Settings` model as the command line (so cross-field
+with the same :class:`~llmsim.settings.model.Settings` model as the command line (so cross-field
 rules hold and errors read alike), then new immutable pieces — latency model, fault
 injector, mode, metric overrides — replace the old ones in one synchronous step. On the
 single event loop a request therefore sees the old or the new configuration, never a mix;
@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmsim.config import DURATION_FIELDS, SECRET_FIELDS, Settings, option_flag
 from llmsim.engine import Engine
-from llmsim.fake_metrics import FakeMetrics
-from llmsim.faults import FaultInjector
-from llmsim.metrics import Metrics
-from llmsim.settings_sources import field_errors, toml_value, validate_exactly
+from llmsim.observability.metrics import Metrics
+from llmsim.runtime.faults import FaultInjector
+from llmsim.settings.fake_metrics import FakeMetrics
+from llmsim.settings.model import DURATION_FIELDS, SECRET_FIELDS, Settings, option_flag
+from llmsim.settings.sources import field_errors, toml_value, validate_exactly
 
 RUNTIME_FIELDS: tuple[str, ...] = (
     "latency_model",

@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from llmsim.config import Settings
+from llmsim.settings.model import Settings
 
 ACCESS_LOGGER = "llmsim.access"
 FIELDS = "llmsim_fields"

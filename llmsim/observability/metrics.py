@@ -16,10 +16,11 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from llmsim.config import Settings
 from llmsim.engine import Scheduler, Sequence
-from llmsim.fake_metrics import FakeMetrics, MetricOverrides
-from llmsim.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
+from llmsim.observability.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
+from llmsim.observability.overrides import MetricOverrides
+from llmsim.settings.fake_metrics import FakeMetrics
+from llmsim.settings.model import Settings
 
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,

@@ -2,7 +2,7 @@
 
 Shell completion offers a setting's fixed choices and the configuration reference in
 ``docs/`` describes its type and bounds; both read them here, so neither can disagree with
-the validation in :mod:`llmsim.config`.
+the validation in :mod:`llmsim.settings.model`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from llmsim.config import LoraModule, Settings
+from llmsim.settings.model import LoraModule, Settings
 
 
 @dataclass(frozen=True)

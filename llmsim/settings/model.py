@@ -2,7 +2,7 @@
 
 Each field is at the same time a CLI flag (``--time-to-first-token``), an environment
 variable (``LLMSIM_TIME_TO_FIRST_TOKEN``) and a TOML key (``time_to_first_token``).
-How the layers are merged lives in :mod:`llmsim.settings_sources`.
+How the layers are merged lives in :mod:`llmsim.settings.sources`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from llmsim.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
-from llmsim.units import parse_duration, parse_size
+from llmsim.settings.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
+from llmsim.settings.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
 MAX_STD_DEV_RATIO = 0.3

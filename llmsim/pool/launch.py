@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from llmsim.config import DataParallelBackend
-from llmsim.instances import Instance
+from llmsim.settings.instances import Instance
+from llmsim.settings.model import DataParallelBackend
 
 logger = logging.getLogger("llmsim.launch")
 
@@ -21,20 +21,20 @@ def launch(
 
     Several instances on the ``mp`` backend get a process each; one instance, or the
     ``inprocess`` backend, runs on this process's event loop. Raises
-    :class:`~llmsim.server.ServerStartError` when a port cannot be bound.
+    :class:`~llmsim.server.runner.ServerStartError` when a port cannot be bound.
     """
     if backend == "mp" and len(instances) > 1 and not hasattr(signal, "sigtimedwait"):
         logger.warning("this platform has no sigtimedwait (macOS): running all in one process")
         backend = "inprocess"
     if backend == "mp" and len(instances) > 1:
-        from llmsim.supervisor import Supervisor
+        from llmsim.pool.supervisor import Supervisor
 
         if any(instance.settings.dashboard for instance in instances):
             logger.warning(
                 "--dashboard shows one process: use --data-parallel-backend inprocess to see it"
             )
         return Supervisor(instances, console).run()
-    from llmsim.server import Server
+    from llmsim.server.runner import Server
 
     Server(instances, console).run()
     return 0

@@ -2,14 +2,14 @@
 
 ``llmsim serve`` runs one instance per data-parallel rank; ``llmsim fleet`` runs the
 instances of a fleet file (each of which may itself be data-parallel). Both hand the
-same list to :func:`llmsim.launch.launch`.
+same list to :func:`llmsim.pool.launch.launch`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmsim.config import Settings
+from llmsim.settings.model import Settings
 
 
 @dataclass(frozen=True)

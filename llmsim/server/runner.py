@@ -2,7 +2,7 @@
 
 A lone ``llmsim serve`` runs one instance here. Data-parallel ranks and fleets run
 several here (the ``inprocess`` backend), or one per child process, each child running
-this same server on a socket its parent bound (see :mod:`llmsim.supervisor`).
+this same server on a socket its parent bound (see :mod:`llmsim.pool.supervisor`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from rich.console import Console
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
-from llmsim.banner import base_url, render_banner, render_instances_banner, startup_fields
-from llmsim.config import Settings
-from llmsim.dashboard import Dashboard
-from llmsim.instances import Instance
-from llmsim.lifecycle import Lifecycle
-from llmsim.listener import GreedyAcceptSite, bind_listener
-from llmsim.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
-from llmsim.loops import loop_factory
-from llmsim.units import format_duration
+from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
+from llmsim.console.dashboard import Dashboard
+from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.listener import GreedyAcceptSite, bind_listener
+from llmsim.server.loops import loop_factory
+from llmsim.settings.instances import Instance
+from llmsim.settings.model import Settings
+from llmsim.settings.units import format_duration
 
 logger = logging.getLogger("llmsim.server")
 

@@ -11,9 +11,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from llmsim import __version__
-from llmsim.config import Settings
-from llmsim.instances import Instance
-from llmsim.units import format_duration
+from llmsim.settings.instances import Instance
+from llmsim.settings.model import Settings
+from llmsim.settings.units import format_duration
 
 
 def _latency(mean: float, std_dev: float) -> str:

@@ -25,10 +25,10 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from llmsim.banner import render_instances_banner
-from llmsim.instances import Instance
-from llmsim.listener import bind_listener
-from llmsim.server import STOP_SIGNALS, Server, ServerStartError, listen_error
+from llmsim.console.banner import render_instances_banner
+from llmsim.server.listener import bind_listener
+from llmsim.server.runner import STOP_SIGNALS, Server, ServerStartError, listen_error
+from llmsim.settings.instances import Instance
 
 logger = logging.getLogger("llmsim.supervisor")
 

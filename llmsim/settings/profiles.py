@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from llmsim.config import LAYER_FIELDS, ConfigError, Settings
+from llmsim.settings.model import LAYER_FIELDS, ConfigError, Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,7 +70,7 @@ def parse_profiles(table: Any, origin: str) -> dict[str, NamedProfile]:
 
 def builtin_profiles() -> dict[str, NamedProfile]:
     """The profiles shipped with llmsim, by name."""
-    text = resources.files("llmsim").joinpath("builtin_profiles.toml").read_text("utf-8")
+    text = resources.files("llmsim.settings").joinpath("builtin_profiles.toml").read_text("utf-8")
     return parse_profiles(tomllib.loads(text).get(PROFILES_TABLE, {}), BUILTIN)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from llmsim.units import format_duration, parse_duration
+from llmsim.settings.units import format_duration, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,7 +68,7 @@ class FakeMetricsError(ValueError):
 Period = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
-def _plain(number: float) -> float | int:
+def plain_number(number: float) -> float | int:
     """``12`` rather than ``12.0`` when showing a spec back to its author."""
     return int(number) if number.is_integer() else number
 
@@ -90,7 +90,7 @@ class Fixed(_Strict):
         return (self.value,)
 
     def describe(self) -> Any:
-        return _plain(self.value)
+        return plain_number(self.value)
 
 
 class _Wave(_Strict):
@@ -110,7 +110,9 @@ class _Wave(_Strict):
     def describe(self) -> Any:
         params = self.model_dump(exclude={"kind"})
         params.update(
-            start=_plain(self.start), end=_plain(self.end), period=format_duration(self.period)
+            start=plain_number(self.start),
+            end=plain_number(self.end),
+            period=format_duration(self.period),
         )
         return {self.kind: params}
 
@@ -318,43 +320,3 @@ def _reject_constant(name: str) -> Any:
 def load_spec(value: Any) -> FakeMetrics:
     """A spec from a path, inline JSON, parsed data or an existing spec."""
     return parse_spec(read_spec_source(value) if isinstance(value, str) else value)
-
-
-# -- the override in force -------------------------------------------------------------
-
-
-class MetricOverrides:
-    """The spec in force and when it was set: time functions count from that moment."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._spec: FakeMetrics | None = None
-        self._since = 0.0
-
-    @property
-    def spec(self) -> FakeMetrics | None:
-        return self._spec
-
-    def set(self, spec: FakeMetrics | None) -> None:
-        """Replace the whole override (an empty spec or None clears it); restart the clock."""
-        self._spec = None if spec is None or spec.is_empty else spec
-        self._since = self._clock()
-
-    def elapsed(self) -> float | None:
-        """Seconds since the override was set, or None when there is none."""
-        return None if self._spec is None else self._clock() - self._since
-
-    def value(self, name: str) -> float | None:
-        """The pinned value of gauge ``name`` now, or None to use the live one."""
-        spec = self._spec
-        if spec is None:
-            return None
-        return spec.sample(name, self._clock() - self._since)
-
-    def loras(self) -> LoraOverride | None:
-        return None if self._spec is None else self._spec.loras
-
-    def current(self) -> dict[str, float | int]:
-        """The pinned gauge values now (for the admin API)."""
-        values = {name: self.value(name) for name in GAUGE_RANGES}
-        return {name: _plain(value) for name, value in values.items() if value is not None}

@@ -1,6 +1,6 @@
 """Rates and latency percentiles over the last few seconds, for the live dashboard.
 
-An engine observer like :class:`~llmsim.metrics.Metrics`, but answering "what is
+An engine observer like :class:`~llmsim.observability.metrics.Metrics`, but answering "what is
 happening now" instead of "what happened since start": requests/s, tokens/s and
 TTFT/ITL percentiles over a sliding window, and the last few error responses.
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmsim.fake_metrics import FakeMetricsError, read_spec_source
+from llmsim.settings.fake_metrics import FakeMetricsError, read_spec_source
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = 10.0

@@ -27,7 +27,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
-from llmsim.config import (
+from llmsim.settings.model import (
     DURATION_FIELDS,
     LAYER_FIELDS,
     SECRET_FIELDS,
@@ -37,7 +37,7 @@ from llmsim.config import (
     env_name,
     option_flag,
 )
-from llmsim.profiles import (
+from llmsim.settings.profiles import (
     BUILTIN,
     PROFILES_TABLE,
     NamedProfile,
@@ -45,7 +45,7 @@ from llmsim.profiles import (
     parse_profiles,
     unknown_keys,
 )
-from llmsim.units import format_duration, format_size, parse_duration
+from llmsim.settings.units import format_duration, format_size, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,7 @@
     port = 8101                   # optional
     model = "meta-llama/Llama-3.1-8B-Instruct"
 
-Each instance's settings are built by :func:`~llmsim.settings_sources.load_settings`
+Each instance's settings are built by :func:`~llmsim.settings.sources.load_settings`
 with ``[defaults]`` and the instance's table as its flags, so every setting works per
 instance (including ``config``, a profile, resolved relative to the fleet file) and
 ``LLMSIM_*`` variables still fill what the file leaves out. Every instance is checked
@@ -29,10 +29,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from llmsim.banner import instances_table
-from llmsim.config import MAX_PORT, ConfigError, DataParallelBackend, Settings
-from llmsim.instances import Instance, data_parallel_instances
-from llmsim.settings_sources import load_settings
+from llmsim.console.banner import instances_table
+from llmsim.settings.instances import Instance, data_parallel_instances
+from llmsim.settings.model import MAX_PORT, ConfigError, DataParallelBackend, Settings
+from llmsim.settings.sources import load_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
