@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmsim.engine import Answer
 from llmsim.engine.generation import apply_stop, generate
 from llmsim.engine.tokenizer import count_tokens, tokenize
 
@@ -135,3 +136,26 @@ def test_stop_string_absent_leaves_output_alone() -> None:
         rng=random.Random(),
     )
     assert apply_stop(original, ["zzz", ""]) is original
+
+
+def test_a_chosen_answer_replaces_the_mode_and_max_tokens_cuts_it() -> None:
+    answer = Answer(text="The weather in Paris is sunny today.")
+
+    def run(max_tokens: int | None) -> tuple[str, str]:
+        result = generate(
+            answer=answer,
+            mode="random",
+            echo_text="ignored",
+            max_tokens=max_tokens,
+            budget=1000,
+            ignore_eos=False,
+            stop=(),
+            rng=random.Random(1),
+        )
+        return "".join(result.tokens), result.finish_reason
+
+    assert run(None) == (answer.text, "stop")
+    text, finish = run(3)
+    assert answer.text.startswith(text)
+    assert count_tokens(text) == 3
+    assert finish == "length"

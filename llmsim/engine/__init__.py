@@ -3,6 +3,7 @@
 May import ``settings`` only, and never aiohttp: the engine runs and is tested without a server.
 """
 
+from llmsim.engine.answer import Answer, ToolCall
 from llmsim.engine.engine import (
     ContextLengthError,
     Engine,
@@ -20,6 +21,7 @@ from llmsim.engine.sequence import Sequence, State
 
 __all__ = [
     "Adapter",
+    "Answer",
     "AdapterExistsError",
     "AdapterNotFoundError",
     "ContextLengthError",
@@ -36,5 +38,6 @@ __all__ = [
     "State",
     "Target",
     "TokenSink",
+    "ToolCall",
     "UnknownModelError",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
 
+from llmsim.engine.answer import Answer
 from llmsim.engine.generation import generate
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
@@ -70,6 +71,8 @@ class GenerationRequest:
     ignore_eos: bool = False
     stop: Seq[str] = ()
     seed: int | None = None
+    answer: Answer | None = None
+    """A chosen answer (tools, structured output, rules); None to use the generation mode."""
 
 
 class Engine:
@@ -136,6 +139,7 @@ class Engine:
             budget = max_len - prompt.token_count
             for _ in range(request.n):
                 text = generate(
+                    answer=request.answer,
                     mode=self.settings.mode,
                     echo_text=prompt.echo_text,
                     max_tokens=request.max_tokens,

@@ -12,6 +12,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Literal
 
+from llmsim.engine.answer import Answer
 from llmsim.engine.corpus import SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
 from llmsim.engine.tokenizer import tokenize
 
@@ -28,6 +29,7 @@ class GeneratedText:
 
 def generate(
     *,
+    answer: Answer | None = None,
     mode: Mode,
     echo_text: str,
     max_tokens: int | None,
@@ -41,8 +43,12 @@ def generate(
     ``budget`` is what the context window leaves after the prompt; ``max_tokens`` is the
     client's limit (None when not given). Echo ignores ``max_tokens`` and ``ignore_eos``
     because it exists for wiring tests, where the exact text matters more than length.
+    A chosen ``answer`` replaces the mode; its text is cut like a random answer.
     """
-    if mode == "echo":
+    if answer is not None:
+        limit = budget if max_tokens is None else min(max_tokens, budget)
+        result = _truncate(tokenize(answer.text), limit)
+    elif mode == "echo":
         result = _truncate(tokenize(echo_text), budget)
     else:
         limit = budget if max_tokens is None else min(max_tokens, budget)
