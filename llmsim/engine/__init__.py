@@ -21,9 +21,9 @@ from llmsim.engine.sequence import Sequence, State
 
 __all__ = [
     "Adapter",
-    "Answer",
     "AdapterExistsError",
     "AdapterNotFoundError",
+    "Answer",
     "ContextLengthError",
     "Engine",
     "EngineObserver",
