@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, inference, models, system
+from llmsim.api import admin, inference, messages, models, responses, system
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -44,12 +44,17 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    app[responses.RESPONSE_STORE] = responses.ResponseStore()
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
     routes = [
         web.post("/v1/chat/completions", inference.create_chat_completion),
         web.post("/v1/completions", inference.create_completion),
+        web.post("/v1/responses", responses.create_response),
+        web.get("/v1/responses/{response_id}", responses.retrieve_response),
+        web.post("/v1/messages", messages.create_message),
+        web.post("/v1/messages/count_tokens", messages.count_tokens),
         web.get("/v1/models", models.list_models),
         web.post("/v1/load_lora_adapter", models.load_lora_adapter),
         web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
