@@ -202,6 +202,7 @@ def test_responses_not_stored_and_unknown_ids_are_404(server: RunningServer) -> 
     ("body", "status", "param"),
     [
         ({}, 400, "input"),
+        ({"input": []}, 400, "input"),
         ({"input": [{"role": "robot", "content": "x"}]}, 400, "input[0]"),
         ({"input": "hi", "max_output_tokens": 0}, 400, "max_output_tokens"),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools[0]"),

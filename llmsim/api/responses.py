@@ -149,6 +149,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         history = previous.conversation
     conversation = [*history, *input_messages(body.input)]
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    if not system and not conversation:
+        raise APIError(400, "input: List should have at least 1 item", "input")
     chat = chat_request(_chat_body(body, [*system, *conversation]))
     echo = {key: value for key, value in raw.items() if key not in ("input", "stream")}
     keep = body.store is not False
