@@ -8,6 +8,7 @@ failure injection and the latency model like chat does.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 import urllib.error
@@ -315,9 +316,34 @@ def test_failure_injection_and_metrics_cover_both_routes(server: RunningServer) 
     wait_until(lambda: successes(server) == before + 2)
 
 
-def test_max_tokens_cuts_both_routes(tmp_path_factory: pytest.TempPathFactory) -> None:
-    running = start_server(["--mode", "random", "--seed", "5"], tmp_path_factory.mktemp("cut"))
+def read_stream(server: RunningServer, path: str, body: dict[str, Any]) -> bytes:
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        try:
+            return bytes(response.read())
+        except http.client.IncompleteRead as cut:
+            return bytes(cut.partial)
+
+
+def test_max_tokens_and_stream_cuts_on_both_routes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    running = start_server(
+        ["--mode", "random", "--seed", "5", "--stream-cut-rate", "100"],
+        tmp_path_factory.mktemp("cut"),
+    )
     try:
+        talk = {"max_tokens": 40, "messages": [{"role": "user", "content": "Talk."}]}
+        cut = read_stream(running, "/v1/messages", {"model": MODEL, **talk})
+        assert cut.startswith(b"event: message_start")
+        assert b"message_stop" not in cut
+        cut = read_stream(running, "/v1/responses", {"input": "Talk.", "max_output_tokens": 40})
+        assert cut.startswith(b"event: response.created")
+        assert b"response.completed" not in cut
         message = claude(running).messages.create(
             model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "Talk a lot."}]
         )
