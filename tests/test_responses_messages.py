@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import jsonschema_rs
 import openai
 import pytest
 from conftest import RunningServer, start_server
@@ -412,3 +413,24 @@ async def test_limits_latency_and_disconnects(
         assert 0.25 <= time.monotonic() - started < 1.9
     finally:
         running.stop()
+
+
+def test_openapi_documents_both_routes_and_their_answers(server: RunningServer) -> None:
+    with urllib.request.urlopen(server.base_url + "/openapi.json", timeout=10) as response:
+        document = json.load(response)
+    paths = document["paths"]
+    assert {"/v1/responses", "/v1/responses/{response_id}", "/v1/messages"} <= set(paths)
+    assert "/v1/messages/count_tokens" in paths
+    components = document["components"]
+
+    def validate(component: str, body: dict[str, Any]) -> None:
+        schema = {"$ref": f"#/components/schemas/{component}", "components": components}
+        jsonschema_rs.validator_for(schema).validate(body)
+
+    hi = [{"role": "user", "content": "hi"}]
+    request = {"model": MODEL, "max_tokens": 8, "messages": hi, "stop_sequences": ["x"]}
+    validate("MessagesRequest", request)
+    validate("AnthropicMessage", post(server, "/v1/messages", request)[1])
+    validate("AnthropicErrorResponse", post(server, "/v1/messages", {"model": MODEL})[1])
+    validate("ResponsesRequest", {"input": "hi", "max_output_tokens": 8})
+    validate("ResponseObject", post(server, "/v1/responses", {"input": "hi"})[1])

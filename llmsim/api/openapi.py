@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from llmsim import __version__
+from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
+from llmsim.api.responses import ResponsesRequest
 from llmsim.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -97,6 +99,45 @@ class Version(BaseModel):
     version: str
 
 
+class ResponseObject(_Out):
+    """A Responses API ``response``; ``output`` holds ``message`` and ``function_call`` items."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    model: str
+    status: Literal["completed", "incomplete"]
+    output: list[dict[str, Any]]
+    usage: dict[str, Any]
+
+
+class AnthropicMessage(_Out):
+    """An Anthropic Messages API answer; ``content`` holds ``text`` and ``tool_use`` blocks."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+    stop_sequence: str | None
+    usage: dict[str, int]
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class CountTokensResponse(_Out):
+    input_tokens: int
+
+
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest,
     CompletionRequest,
@@ -107,6 +148,13 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ModelList,
     ErrorResponse,
     Version,
+    ResponsesRequest,
+    ResponseObject,
+    MessagesRequest,
+    CountTokensRequest,
+    AnthropicMessage,
+    AnthropicErrorResponse,
+    CountTokensResponse,
 )
 
 
@@ -146,6 +194,20 @@ def _generation(
     }
 
 
+def _adapted(
+    summary: str,
+    request: type[BaseModel],
+    response: type[BaseModel],
+    error: type[BaseModel] = ErrorResponse,
+) -> dict[str, Any]:
+    """A Responses or Messages operation: JSON or an event stream, errors in ``error``."""
+    operation = _generation(summary, request, response)
+    for status, answer in operation["post"]["responses"].items():
+        if status != "200":
+            answer["content"] = _json(error)
+    return operation
+
+
 def _lora(summary: str, request: type[BaseModel], missing: int) -> dict[str, Any]:
     return {
         "post": {
@@ -183,6 +245,51 @@ def build_openapi() -> dict[str, Any]:
             "/v1/completions": _generation(
                 "Create a text completion", CompletionRequest, CompletionResponse
             ),
+            "/v1/responses": _adapted(
+                "Create a response (OpenAI Responses API)", ResponsesRequest, ResponseObject
+            ),
+            "/v1/responses/{response_id}": {
+                "get": {
+                    "summary": "Retrieve a stored response",
+                    "parameters": [
+                        {
+                            "name": "response_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "The response", "content": _json(ResponseObject)},
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/v1/messages": _adapted(
+                "Create a message (Anthropic Messages API)",
+                MessagesRequest,
+                AnthropicMessage,
+                AnthropicErrorResponse,
+            ),
+            "/v1/messages/count_tokens": {
+                "post": {
+                    "summary": "Count the input tokens of a message request",
+                    "requestBody": {"required": True, "content": _json(CountTokensRequest)},
+                    "responses": {
+                        "200": {
+                            "description": "Token count",
+                            "content": _json(CountTokensResponse),
+                        },
+                        **{
+                            str(status): {
+                                "description": "Error",
+                                "content": _json(AnthropicErrorResponse),
+                            }
+                            for status in (400, 401, 413)
+                        },
+                    },
+                }
+            },
             "/v1/models": {
                 "get": {
                     "summary": "List the model and its adapters",
