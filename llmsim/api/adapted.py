@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -98,7 +98,6 @@ class Exchange:
     id_prefix: str
     object: str
     prompt_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def flavor(
         self,

@@ -9,6 +9,7 @@ true by default) are kept in memory, the most recent :data:`STORE_SIZE` of them,
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -175,7 +176,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 class StoringStream(ResponsesStream):
     """The Responses event stream that stores the final response when it completes."""
 
-    def __init__(self, shell: ResponseShell, remember: Any) -> None:
+    def __init__(self, shell: ResponseShell, remember: Callable[[dict[str, Any]], None]) -> None:
         super().__init__(shell)
         self._remember = remember
 
