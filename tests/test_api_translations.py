@@ -314,6 +314,14 @@ def test_stop_reasons_map_as_anthropic_names_them() -> None:
     assert stop_fields("stop", "END", ["END"]) == ("stop_sequence", "END")
     assert stop_fields("length", None, []) == ("max_tokens", None)
     assert stop_fields("tool_calls", None, []) == ("tool_use", None)
+    # A named tool choice finishes with "stop" in chat; Anthropic's clients need tool_use.
+    assert stop_fields("stop", None, [], called=True) == ("tool_use", None)
+    body = message_body(chat_result(None, [CALL], "stop"), "m", [])
+    assert body["stop_reason"] == "tool_use"
+    stream = MessagesStream("chatcmpl-abc", "m", 7, [])
+    stream.feed(tool_chunks()[1])
+    usage = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+    assert b'"stop_reason":"tool_use"' in stream.closing(usage)
 
 
 def test_tool_calls_become_tool_use_blocks() -> None:

@@ -204,12 +204,16 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
 
 
 def stop_fields(
-    finish_reason: str | None, stop_reason: Any, stop_sequences: list[str]
+    finish_reason: str | None, stop_reason: Any, stop_sequences: list[str], called: bool = False
 ) -> tuple[str, str | None]:
-    """``stop_reason`` and ``stop_sequence`` for a chat ``finish_reason``/``stop_reason``."""
+    """``stop_reason`` and ``stop_sequence`` for a chat ``finish_reason``/``stop_reason``.
+
+    An answer that ``called`` a tool says ``tool_use`` even when chat says ``stop`` (as it
+    does for a named ``tool_choice``): agent loops look for ``tool_use`` to run the tools.
+    """
     if finish_reason == "length":
         return "max_tokens", None
-    if finish_reason == "tool_calls":
+    if finish_reason == "tool_calls" or called:
         return "tool_use", None
     if isinstance(stop_reason, str) and stop_reason in stop_sequences:
         return "stop_sequence", stop_reason
@@ -245,8 +249,9 @@ def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
 def message_body(chat: dict[str, Any], model: str, stop_sequences: list[str]) -> dict[str, Any]:
     """An Anthropic message for a finished chat completion body."""
     choice = chat["choices"][0]
+    called = bool(choice["message"].get("tool_calls"))
     reason, sequence = stop_fields(
-        choice["finish_reason"], choice.get("stop_reason"), stop_sequences
+        choice["finish_reason"], choice.get("stop_reason"), stop_sequences, called
     )
     return {
         "id": chat["id"],
@@ -278,6 +283,7 @@ class MessagesStream:
         self._index = 0
         self._open: str | None = None
         """The type of the open content block, if one is open."""
+        self._called = False
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> bytes:
@@ -310,7 +316,9 @@ class MessagesStream:
         return b"".join(events)
 
     def closing(self, usage: dict[str, int]) -> bytes:
-        reason, sequence = stop_fields(self.finish_reason, self.stop_reason, self.stop_sequences)
+        reason, sequence = stop_fields(
+            self.finish_reason, self.stop_reason, self.stop_sequences, self._called
+        )
         return (
             self._stop_block()
             + self._event(
@@ -353,6 +361,7 @@ class MessagesStream:
                 "input": {},
             }
             start = self._start_block(block)
+            self._called = True
         arguments = function.get("arguments")
         if not arguments or self._open != "tool_use":
             return start
