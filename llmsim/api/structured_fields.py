@@ -74,11 +74,10 @@ class StructuredOutputs(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> StructuredOutputs:
-        kinds = [self.json_, self.regex, self.choice, self.grammar, self.json_object]
-        if sum(kind is not None for kind in [*kinds, self.structural_tag]) > 1:
+        if sum(kind is not None for kind in (self.json_, self.regex, self.choice)) > 1:
             raise ValueError(
-                "You can only use one kind of structured outputs constraint but multiple "
-                "are specified."
+                "You can only use one kind of constraints for structured outputs "
+                "('json', 'regex' or 'choice')."
             )
         return self
 
@@ -128,6 +127,8 @@ class ToolFields(BaseModel):
                 f"Invalid value for `tool_choice`: {choice}! Only named tools, "
                 '"none", "auto" or "required" are supported.'
             )
+        if choice == "required" and data["tools"] == []:
+            return {**data, "tool_choice": "none", "tools": None}  # as OpenAI does
         if isinstance(choice, dict):
             _check_named_choice(choice, data["tools"])
         return data

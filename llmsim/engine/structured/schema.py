@@ -312,44 +312,36 @@ def _recursive(schema: Any) -> bool:
 
 def _bounds(schema: dict[str, Any], integer: bool) -> tuple[float, float]:
     """Inclusive bounds; exclusive ones (draft 4 booleans too) are pulled inwards."""
-    nudge = 1.0 if integer else 0.01
-    low: float | None = schema.get("minimum")
-    high: float | None = schema.get("maximum")
-    exclusive_low, exclusive_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if exclusive_low is True and low is not None:
-        low = _above(low, integer, nudge)
-    elif isinstance(exclusive_low, (int, float)) and not isinstance(exclusive_low, bool):
-        candidate = _above(exclusive_low, integer, nudge)
-        low = candidate if low is None else max(low, candidate)
-    if exclusive_high is True and high is not None:
-        high = _below(high, integer, nudge)
-    elif isinstance(exclusive_high, (int, float)) and not isinstance(exclusive_high, bool):
-        candidate = _below(exclusive_high, integer, nudge)
-        high = candidate if high is None else min(high, candidate)
+    low, low_open = _bound(schema, "minimum", "exclusiveMinimum", max)
+    high, high_open = _bound(schema, "maximum", "exclusiveMaximum", min)
     if low is None and high is None:
         low, high = 0, 100
     elif low is None:
         assert high is not None
-        low = min(0, high) if high >= -100 else high - 100
+        low = 0 if high >= 0 else high - 100
     elif high is None:
         high = max(low, 0) + 100
+    nudge = 1.0 if integer else min(0.01, (high - low) / 4 or 0.01)
+    if low_open:
+        low = math.floor(low) + 1 if integer else low + nudge
+    if high_open:
+        high = math.ceil(high) - 1 if integer else high - nudge
     if (integer and math.ceil(low) > math.floor(high)) or low > high:
-        raise UnsupportedSchemaError("minimum", "the numeric bounds admit no value")
+        raise UnsupportedSchemaError("minimum", "the bounds minimum..maximum admit no value")
     return low, high
 
 
-def _above(value: float, integer: bool, nudge: float) -> float:
-    if integer:
-        return math.floor(value) + 1
-    step = min(nudge, abs(value) * 1e-6 or nudge)
-    return value + step
-
-
-def _below(value: float, integer: bool, nudge: float) -> float:
-    if integer:
-        return math.ceil(value) - 1
-    step = min(nudge, abs(value) * 1e-6 or nudge)
-    return value - step
+def _bound(
+    schema: dict[str, Any], inclusive: str, exclusive: str, tighter: Any
+) -> tuple[float | None, bool]:
+    """The bound and whether it is exclusive (draft 4 booleans and draft 6+ numbers)."""
+    value = schema.get(inclusive)
+    flag = schema.get(exclusive)
+    if isinstance(flag, bool):
+        return value, flag and value is not None
+    if isinstance(flag, (int, float)) and (value is None or tighter(value, flag) == flag):
+        return flag, True
+    return value, False
 
 
 def _multiple(

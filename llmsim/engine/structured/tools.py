@@ -63,16 +63,20 @@ def tool_answer(
     """The tool calls of this turn, or None when the model answers in text.
 
     ``auto`` calls with ``probability`` but never right after a tool result, so an agent
-    loop (call, run the tool, send the result back) always ends with a text answer.
+    loop (call, run the tool, send the result back) always ends with a text answer. As in
+    vLLM (and OpenAI), a named tool choice finishes with ``stop``, the others with
+    ``tool_calls``.
     """
     if not tools or choice.mode == "none":
         return None
     if choice.mode == "named":
-        chosen = [next(tool for tool in tools if tool.name == choice.name)]
-    elif choice.mode == "auto" and (last_role == "tool" or rng.random() >= probability):
+        named = next(tool for tool in tools if tool.name == choice.name)
+        return Answer(
+            tool_calls=(ToolCall(named.name, arguments(named, rng)),), finish_reason="stop"
+        )
+    if choice.mode == "auto" and (last_role == "tool" or rng.random() >= probability):
         return None
-    else:
-        chosen = [rng.choice(tools) for _ in range(_call_count(parallel, rng))]
+    chosen = [rng.choice(tools) for _ in range(_call_count(parallel, rng))]
     return Answer(tool_calls=tuple(ToolCall(tool.name, arguments(tool, rng)) for tool in chosen))
 
 
