@@ -63,14 +63,19 @@ def chat_answer(
     except ToolChoiceError as exc:
         raise APIError(400, str(exc), "tool_choice") from None
     except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise APIError(400, str(exc), _constraint_param(body)) from None
+        raise _refused(exc, _constraint_param(body)) from None
+
+
+def _refused(exc: ValueError, param: str) -> APIError:
+    """``param: reason``: which field holds what llmsim cannot honour, and why."""
+    return APIError(400, f"{param}: {exc}", param)
 
 
 def _check_tools(tools: list[FunctionSpec], choice: ToolChoice) -> None:
     try:
         check_tools(tools, choice)
     except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise APIError(400, str(exc), "tools") from None
+        raise _refused(exc, "tools") from None
 
 
 def completion_answer(body: CompletionRequest, rng: random.Random) -> Answer | None:
@@ -81,7 +86,7 @@ def completion_answer(body: CompletionRequest, rng: random.Random) -> Answer | N
         check_constraint(constraint, rng)
         return constrained_answer(constraint, rng)
     except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise APIError(400, str(exc), _constraint_param(body)) from None
+        raise _refused(exc, _constraint_param(body)) from None
 
 
 def function_specs(body: ChatCompletionRequest) -> list[FunctionSpec]:
@@ -165,8 +170,8 @@ def _unsupported(param: str, kind: str) -> APIError:
     return APIError(400, f"{param}: {kind} constraints are not supported by llmsim", param)
 
 
-def _constraint_param(body: StructuredFields) -> str | None:
+def _constraint_param(body: StructuredFields) -> str:
     for name in ("guided_json", "guided_regex", "structured_outputs", "response_format"):
         if getattr(body, name) is not None:
             return name
-    return "tools" if isinstance(body, ChatCompletionRequest) and body.tools else None
+    return "tools"

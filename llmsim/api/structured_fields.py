@@ -12,6 +12,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _CONFIG = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, populate_by_name=True)
+REFUSALS = (
+    "When using `tool_choice`, `tools` must be set.",
+    "The tool specified in `tool_choice` does not match any of the specified `tools`",
+    "You can only use one kind of",
+    "tools: ",
+    "response_format: ",
+    "structured_outputs",
+    "guided_json: ",
+    "guided_regex: ",
+    "guided_choice: ",
+    "guided_grammar: ",
+)
+"""How refusals that a JSON Schema cannot state begin: a tool choice naming no given
+tool, a schema or regex llmsim cannot honour (``param: reason``), several constraints."""
+_UNHONOURED = (
+    " A JSON schema or regex llmsim cannot honour is refused with 400 naming the field "
+    "and the keyword (see the supported JSON-Schema subset in docs/api.md)."
+)
 _CORRECT_USAGE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
 
 
@@ -87,12 +105,26 @@ class StructuredFields(BaseModel):
 
     model_config = _CONFIG
 
-    response_format: ResponseFormat | None = None
-    structured_outputs: StructuredOutputs | None = None
-    guided_json: str | dict[str, Any] | None = None
-    guided_regex: str | None = None
-    guided_choice: list[str] | None = None
-    guided_grammar: str | None = None
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="json_object or json_schema: the output is JSON (valid for the schema); "
+        "structural_tag is refused." + _UNHONOURED,
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None,
+        description="vLLM's constraints: one of json, regex, choice or json_object "
+        "(grammar and structural_tag are refused)." + _UNHONOURED,
+    )
+    guided_json: str | dict[str, Any] | None = Field(
+        None, description="Older form of structured_outputs.json." + _UNHONOURED
+    )
+    guided_regex: str | None = Field(
+        None, description="Older form of structured_outputs.regex." + _UNHONOURED
+    )
+    guided_choice: list[str] | None = Field(
+        None, description="Older form of structured_outputs.choice (at least one choice)."
+    )
+    guided_grammar: str | None = Field(None, description="Refused: grammars are not supported.")
 
     @model_validator(mode="after")
     def _one_guide(self) -> StructuredFields:
@@ -110,8 +142,14 @@ class ToolFields(BaseModel):
 
     model_config = _CONFIG
 
-    tools: list[ChatTool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ChatTool] | None = Field(
+        None, description="Function tools; their parameters are JSON schemas." + _UNHONOURED
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None,
+        description="Needs tools; a named function must be one of the tools "
+        "(auto with tools when unset).",
+    )
     parallel_tool_calls: bool | None = True
 
     @model_validator(mode="before")

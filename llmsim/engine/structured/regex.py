@@ -20,6 +20,8 @@ _constants: Any = importlib.import_module(
     "re._constants" if hasattr(re, "_constants") else "sre_constants"
 )
 
+MAX_LENGTH = 100_000
+"""Longest output generated; a pattern that needs more is refused."""
 MAX_UNBOUNDED_REPEAT = 4
 """Extra repetitions beyond the minimum for ``*``, ``+`` and ``{n,}``."""
 _PRINTABLE = string.ascii_letters + string.digits + " .,-_"
@@ -43,16 +45,26 @@ def regex_instance(pattern: str, rng: random.Random) -> str:
         tree = _parser.parse(pattern)
     except re.error as exc:
         raise UnsupportedRegexError(f"invalid regex {pattern!r}: {exc}") from None
-    return _Walker(rng).sequence(tree)
+    try:
+        return _Walker(rng).sequence(tree)
+    except (KeyError, IndexError, TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, UnsupportedRegexError):
+            raise
+        raise UnsupportedRegexError(f"regex {pattern!r} is not supported: {exc!r}") from None
 
 
 class _Walker:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.groups: dict[int, str] = {}
+        self.length = 0
 
     def sequence(self, items: Any) -> str:
-        return "".join(self.node(op, arg) for op, arg in items)
+        text = "".join(self.node(op, arg) for op, arg in items)
+        self.length += len(text)
+        if self.length > MAX_LENGTH:
+            raise UnsupportedRegexError(f"regex output would exceed {MAX_LENGTH} characters")
+        return text
 
     def node(self, op: Any, arg: Any) -> str:
         name = str(op)

@@ -36,6 +36,10 @@ SUPPORTED_KEYWORDS = (
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 DEEP = 4
+MAX_SIZE = 1000
+"""Largest ``minItems``, ``minProperties`` (and a thousand times that ``minLength``) honoured."""
+MAX_VALUES = 20_000
+"""Values one instance may hold: a schema asking for more is refused, not generated."""
 """Nesting depth from which optional parts are left out, so recursive schemas end."""
 MAX_DEPTH = 40
 
@@ -80,7 +84,13 @@ def check_schema(schema: Any) -> None:
 def schema_instance(schema: Any, rng: random.Random) -> Any:
     """A value that validates against ``schema`` (checked with :func:`check_schema` first)."""
     check_schema(schema)
-    return _Generator(schema, rng).value(schema, 0)
+    try:
+        return _Generator(schema, rng).value(schema, 0)
+    except UnsupportedSchemaError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        # A malformed schema (``"minItems": "3"``, ``"enum": {}``) is the client's error.
+        raise UnsupportedSchemaError("schema", f"the JSON schema is malformed: {exc!r}") from None
 
 
 def json_text(value: Any) -> str:
@@ -100,11 +110,15 @@ class _Generator:
     def __init__(self, root: Any, rng: random.Random) -> None:
         self.root = root
         self.rng = rng
+        self.left = MAX_VALUES
 
     # -- dispatch -----------------------------------------------------------------
     def value(self, schema: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise UnsupportedSchemaError("$ref", "the schema recurses without an end")
+        self.left -= 1
+        if self.left < 0:
+            raise UnsupportedSchemaError("minItems", "the schema asks for too large a value")
         if schema is True or schema == {}:
             return word(self.rng)
         if schema is False:
@@ -199,7 +213,7 @@ class _Generator:
         properties: dict[str, Any] = schema.get("properties") or {}
         required = [name for name in schema.get("required") or [] if isinstance(name, str)]
         extra = schema.get("additionalProperties", True)
-        low = int(schema.get("minProperties", 0))
+        low = _size(schema, "minProperties", MAX_SIZE)
         high = int(schema.get("maxProperties", len(properties) + len(required) + 2))
         chosen = list(dict.fromkeys(required))
         optional = [name for name in properties if name not in chosen]
@@ -224,7 +238,7 @@ class _Generator:
         if isinstance(items, list):  # draft 4 tuple form
             prefix, items = items, schema.get("additionalItems", True)
         prefix = prefix or []
-        low = int(schema.get("minItems", 0))
+        low = _size(schema, "minItems", MAX_SIZE)
         high = int(schema.get("maxItems", max(low, len(prefix)) + 3))
         if items is False:
             high = min(high, len(prefix))
@@ -248,7 +262,7 @@ class _Generator:
 
     # -- scalars ------------------------------------------------------------------
     def _string(self, schema: dict[str, Any]) -> str:
-        low = int(schema.get("minLength", 0))
+        low = _size(schema, "minLength", MAX_SIZE * 1000)
         high = schema.get("maxLength")
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in FORMATS and "pattern" not in schema:
@@ -290,6 +304,13 @@ class _Generator:
             return self.rng.randint(math.ceil(low), math.floor(high))
         value = round(self.rng.uniform(low, high), 2)
         return value if low <= value <= high else (low + high) / 2
+
+
+def _size(schema: dict[str, Any], keyword: str, limit: int) -> int:
+    size = int(schema.get(keyword, 0))
+    if size > limit:
+        raise UnsupportedSchemaError(keyword, f"'{keyword}' above {limit} is not supported")
+    return size
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +378,7 @@ def _multiple(
                 value = int(value)
         if low <= value <= high and (value / step) == int(value / step):
             return value
-    for whole in range(math.ceil(low), math.floor(high) + 1):
+    for whole in range(math.ceil(low), min(math.floor(high), math.ceil(low) + 1000) + 1):
         if whole / step == int(whole / step):
             return whole
     raise UnsupportedSchemaError("multipleOf", "no value within the bounds is a multiple")
