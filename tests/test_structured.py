@@ -326,3 +326,41 @@ def test_an_answers_finish_reason_is_reported_unless_cut() -> None:
     text = Answer(text="done here", finish_reason="tool_calls")
     assert _generate(text, None).reported_finish == "tool_calls"
     assert _generate(text, 1).finish_reason == "length"
+
+
+# -- through the engine ------------------------------------------------------------------
+
+
+async def test_the_engine_paces_tool_call_tokens_and_reports_tool_calls() -> None:
+    from llmsim.engine import Engine, GenerationRequest, PromptInput, Target
+    from llmsim.settings.model import Settings
+
+    engine = Engine(Settings(mode="echo", max_model_len=512, config=None))
+    released: list[str] = []
+
+    class Sink:
+        def tokens(self, sequence: Any, start: int, texts: Any) -> bool:
+            released.extend(texts)
+            return False
+
+        def finished(self, sequence: Any) -> None:
+            pass
+
+        async def drain(self) -> None:
+            pass
+
+    generation = GenerationRequest(
+        request_id="r",
+        target=Target("llmsim/sim-model", None),
+        prompts=[PromptInput(4, "hi")],
+        n=2,
+        answer=CALLS,
+    )
+    with engine.submit(generation) as group:
+        await group.run(Sink())
+    for sequence in group.sequences:
+        assert sequence.finish_reason == "stop"  # the engine's (and the metrics') reason
+        assert sequence.api_finish_reason == "tool_calls"
+        assert [span.name for span in sequence.tool_calls] == ["a", "b"]
+    assert "".join(released) == 2 * "".join(call.arguments for call in CALLS.tool_calls)
+    assert group.completion_tokens == len(released)

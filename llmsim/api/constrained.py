@@ -37,6 +37,23 @@ def request_rng(seed: int | None) -> random.Random:
     return _SHARED_RNG if seed is None else random.Random(seed)
 
 
+_FIELDS = (
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+)
+
+
+def has_constraints(body: StructuredFields) -> bool:
+    """Whether the request has tools or a structured-output field at all."""
+    if isinstance(body, ChatCompletionRequest) and body.tools:
+        return True
+    return any(getattr(body, name) is not None for name in _FIELDS)
+
+
 def chat_answer(
     body: ChatCompletionRequest, tool_call_probability: float, rng: random.Random
 ) -> Answer | None:

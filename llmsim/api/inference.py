@@ -16,7 +16,7 @@ from aiohttp import web
 
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
-from llmsim.api.constrained import chat_answer, completion_answer, request_rng
+from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
@@ -161,6 +161,8 @@ async def _stream(
 
 def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
     """Tool calls or structured output, decided before the engine paces the tokens."""
+    if not has_constraints(body):
+        return None  # the common case costs one look at a few fields
     rng = request_rng(body.seed)
     if isinstance(body, ChatCompletionRequest):
         return chat_answer(body, engine.settings.tool_call_probability, rng)
