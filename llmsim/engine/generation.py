@@ -59,7 +59,8 @@ def generate(
     ``budget`` is what the context window leaves after the prompt; ``max_tokens`` is the
     client's limit (None when not given). Echo ignores ``max_tokens`` and ``ignore_eos``
     because it exists for wiring tests, where the exact text matters more than length.
-    A chosen ``answer`` replaces the mode; its text is cut like a random answer.
+    A chosen ``answer`` replaces the mode; its text is cut like a random answer. Stop strings
+    do not cut tool calls: their arguments end where the call ends or ``max_tokens`` cuts.
     """
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
