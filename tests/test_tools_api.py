@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -474,3 +475,40 @@ def test_metrics_count_tool_call_tokens(server: RunningServer) -> None:
     )
     assert completion.usage is not None
     assert generated() - before == completion.usage.completion_tokens
+
+
+# -- same engine as plain chat: latency model and failure injection -----------------------
+
+
+def test_tool_call_tokens_follow_the_latency_model(
+    llmsim_server: Any,
+) -> None:
+    timed: RunningServer = llmsim_server("--inter-token-latency", "20ms", "--seed", "1")
+    client = _client(timed)
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    elapsed = time.monotonic() - started
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens >= 10
+    # one inter-token latency per token after the first; generous for a loaded machine
+    assert elapsed >= 0.02 * (usage.completion_tokens - 1) * 0.8
+
+
+def test_failure_injection_applies_to_tool_requests(server: RunningServer) -> None:
+    request = urllib.request.Request(
+        server.api_url + "/chat/completions",
+        data=json.dumps({"messages": ASK, "tools": TOOLS, "tool_choice": "required"}).encode(),
+        headers={"Content-Type": "application/json", "X-Return-Error": "503"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 503
