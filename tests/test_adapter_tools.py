@@ -1,7 +1,7 @@
 """Tool calls and structured output through ``/v1/responses`` and ``/v1/messages``.
 
-Both routes hand ``tools`` and the output format to chat, so these run once chat decides
-tool calls and structured outputs; each checks an agent-style loop with the official SDK.
+Both routes hand ``tools`` and the output format to chat, which decides the calls and
+generates the arguments; each test checks an agent-style loop with the official SDK.
 """
 
 from __future__ import annotations
@@ -15,13 +15,6 @@ import openai
 import pydantic
 import pytest
 from conftest import RunningServer, start_server
-
-from llmsim.api.schemas import ChatCompletionRequest
-
-pytestmark = pytest.mark.skipif(
-    "tools" not in ChatCompletionRequest.model_fields,
-    reason="chat does not decide tool calls in this build",
-)
 
 MODEL = "llmsim/sim-model"
 SCHEMA = {
