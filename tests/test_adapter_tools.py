@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import jsonschema
 import openai
 import pydantic
 import pytest
@@ -135,3 +136,21 @@ def test_messages_stream_tool_use_input_json(server: RunningServer) -> None:
     [use] = [block for block in final.content if block.type == "tool_use"]
     assert use.name == "get_weather"
     assert set(use.input) == {"city"}  # type: ignore[arg-type]
+
+
+def test_messages_output_config_gives_json_for_the_schema(server: RunningServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    message = claude(server).messages.create(
+        model=MODEL,
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Someone."}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    [block] = message.content
+    assert block.type == "text"
+    jsonschema.validate(json.loads(block.text), schema)

@@ -97,6 +97,7 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: Annotated[int, Field(ge=-1, le=INT64_MAX), INTEGRAL] | None = None
     metadata: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
 
 
 def _block_texts(blocks: str | list[ContentBlock]) -> list[str]:
@@ -199,8 +200,17 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         "top_k": request.top_k,
         "stream": bool(request.stream),
         **chat_tools(request),
+        "response_format": output_format(request.output_config),
     }
     return {key: value for key, value in chat.items() if value is not None}
+
+
+def output_format(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``output_config.format`` (a JSON schema) as chat's ``response_format``, as vLLM maps it."""
+    fmt = (config or {}).get("format")
+    if not isinstance(fmt, dict) or fmt.get("schema") is None:
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "json_schema", "schema": fmt["schema"]}}
 
 
 def stop_fields(
