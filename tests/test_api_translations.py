@@ -301,6 +301,15 @@ def test_system_blocks_tool_use_and_tool_result_become_chat_messages() -> None:
     assert chat["tool_choice"] == "required"
     assert chat["tools"][0]["function"]["parameters"]["type"] == "object"
     assert chat["stop"] == ["END"]
+    schema = {"type": "object"}
+    formatted = chat_body(
+        anthropic_request(output_config={"format": {"type": "json_schema", "schema": schema}})
+    )
+    assert formatted["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "json_schema", "schema": schema},
+    }
+    assert "response_format" not in chat
     named = chat_body(
         anthropic_request(
             tools=request.model_dump()["tools"], tool_choice={"type": "tool", "name": "w"}
