@@ -42,6 +42,7 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
+from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -57,7 +58,7 @@ class Flavor:
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
-    prompts: Callable[[Any], Sequence[PromptInput]]
+    prompts: Callable[[Any, Tokenizer], Sequence[PromptInput]]
 
 
 CHAT = Flavor(
@@ -67,7 +68,7 @@ CHAT = Flavor(
     "messages",
     chat_body,
     ChatStreamSink,
-    lambda body: [chat_prompt(body)],
+    lambda body, tokenizer: [chat_prompt(body, tokenizer)],
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -104,7 +105,7 @@ async def _generate(
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
-        prompts=flavor.prompts(body),
+        prompts=flavor.prompts(body, engine.tokenizer),
         n=body.n,
         max_tokens=body.output_limit,
         ignore_eos=body.ignore_eos,

@@ -135,6 +135,12 @@ def serve(
         list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")
     ] = None,
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
+    tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
+    chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
+    max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    embedding_dimension: Annotated[
+        str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
+    ] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
     latency_model: Annotated[
@@ -202,6 +208,7 @@ def serve(
     """
     flags = {key: value for key, value in locals().items() if value is not None}
     settings = load_or_exit(flags).settings
+    _check_tokenizer(settings)
     _launch_or_exit(
         data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
     )
@@ -242,6 +249,18 @@ def fleet(
         render_plan(Console(), plan)
         return
     _launch_or_exit(plan.instances, plan.backend, plan.log_level)
+
+
+def _check_tokenizer(settings: Settings) -> None:
+    """A tokenizer that cannot be loaded is a one-line start-up error (exit 2)."""
+    if settings.tokenizer is None and settings.chat_template is None:
+        return
+    from llmsim.engine.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        load_tokenizer(settings.tokenizer, settings.chat_template)
+    except TokenizerError as exc:
+        raise fail([str(exc)]) from None
 
 
 def _launch_or_exit(

@@ -8,13 +8,16 @@ list operations) and keeping it apart from timing keeps both simple.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Literal
 
 from llmsim.engine.answer import Answer
-from llmsim.engine.corpus import SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
+from llmsim.engine.corpus import corpus_tokens
 from llmsim.engine.tokenizer import tokenize
+
+Splitter = Callable[[str], list[str]]
 
 FinishReason = Literal["stop", "length"]
 Mode = Literal["echo", "random"]
@@ -37,6 +40,7 @@ def generate(
     ignore_eos: bool,
     stop: Seq[str],
     rng: random.Random,
+    split: Splitter = tokenize,
 ) -> GeneratedText:
     """Produce one sequence's output.
 
@@ -44,16 +48,17 @@ def generate(
     client's limit (None when not given). Echo ignores ``max_tokens`` and ``ignore_eos``
     because it exists for wiring tests, where the exact text matters more than length.
     A chosen ``answer`` replaces the mode; its text is cut like a random answer.
+    ``split`` is the configured tokenizer's, so every count is in its tokens.
     """
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
-        result = _truncate(tokenize(answer.text), limit)
+        result = _truncate(split(answer.text), limit)
     elif mode == "echo":
-        result = _truncate(tokenize(echo_text), budget)
+        result = _truncate(split(echo_text), budget)
     else:
         limit = budget if max_tokens is None else min(max_tokens, budget)
-        result = _random_answer(limit, ignore_eos, rng)
-    return apply_stop(result, stop) if stop else result
+        result = _random_answer(limit, ignore_eos, rng, split)
+    return apply_stop(result, stop, split) if stop else result
 
 
 def _truncate(tokens: list[str], limit: int) -> GeneratedText:
@@ -62,21 +67,24 @@ def _truncate(tokens: list[str], limit: int) -> GeneratedText:
     return GeneratedText(tokens, "stop")
 
 
-def _random_answer(limit: int, ignore_eos: bool, rng: random.Random) -> GeneratedText:
+def _random_answer(
+    limit: int, ignore_eos: bool, rng: random.Random, split: Splitter
+) -> GeneratedText:
     """Whole sentences up to a sampled length; cut at ``limit`` if they run over."""
     if limit <= 0:
         return GeneratedText([], "length")
+    sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
     target = limit if ignore_eos else rng.randint(1, limit)
-    count = len(SENTENCE_TOKENS)
-    tokens = list(SENTENCE_TOKENS[rng.randrange(count)])
+    count = len(sentence_tokens)
+    tokens = list(sentence_tokens[rng.randrange(count)])
     while len(tokens) < target:
-        tokens.extend(SPACED_SENTENCE_TOKENS[rng.randrange(count)])
+        tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length")
     return GeneratedText(tokens, "stop")
 
 
-def apply_stop(result: GeneratedText, stop: Seq[str]) -> GeneratedText:
+def apply_stop(result: GeneratedText, stop: Seq[str], split: Splitter = tokenize) -> GeneratedText:
     """Cut the output before the first stop string, as vLLM does (string not included)."""
     text = "".join(result.tokens)
     best: tuple[int, str] | None = None
@@ -88,4 +96,4 @@ def apply_stop(result: GeneratedText, stop: Seq[str]) -> GeneratedText:
             best = (position, candidate)
     if best is None:
         return result
-    return GeneratedText(tokenize(text[: best[0]]), "stop", best[1])
+    return GeneratedText(split(text[: best[0]]), "stop", best[1])
