@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, inference, models, system
+from llmsim.api import admin, inference, models, system, tokenization
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -71,6 +71,8 @@ def create_app(
         web.get("/ping", system.health),
         web.post("/ping", system.health),
         web.get("/load", get_load),
+        web.post("/tokenize", tokenization.tokenize),
+        web.post("/detokenize", tokenization.detokenize),
     ]
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))

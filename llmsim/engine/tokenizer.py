@@ -79,7 +79,9 @@ class Tokenizer(Protocol):
 
 # -- stable ids of the built-in tokenizer -------------------------------------
 # Three id ranges, one per kind of piece, each value computed from the piece's text:
-#   [0, 2**22)                 one character (code point), bit 21 = a space in front
+#   [0, 2**22)                 one character (code point), bit 21 = a space in front;
+#                              small ids are plain characters, so any id below 2**21
+#                              that is a code point decodes
 #   [2**22, 2**22 + 2**24)     a run of ASCII whitespace, 3 bits per character
 #   [_WORD_BASE, + 2**49)      an ASCII word piece, 6 bits per character, bit 48 = space
 _CHAR_SPACE = 1 << 21
@@ -125,7 +127,7 @@ def _id_piece(token_id: int) -> str:
         return _digits(token_id - _SPACE_BASE, 3, _SPACE_CHARS, token_id)
     code = token_id & (_CHAR_SPACE - 1)
     char = chr(code) if code <= 0x10FFFF else ""
-    if not char or char in _WORD_DIGITS or char in _SPACE_DIGITS or 0xD800 <= code < 0xE000:
+    if not char or 0xD800 <= code < 0xE000:
         raise TokenizerError(f"token id {token_id} is out of vocabulary")
     return (" " if token_id & _CHAR_SPACE else "") + char
 

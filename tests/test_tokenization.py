@@ -1,0 +1,295 @@
+"""Tokenizers, /tokenize and /detokenize, and vLLM's small endpoints (/ping, /load).
+
+Servers are the real CLI on loopback. The Hugging Face tokenizer is built here with the
+``tokenizers`` library (nothing is downloaded), and every expected count comes from
+that tokenizer itself, so the test checks llmsim against what a client would count.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningServer, run_cli, start_server
+
+from llmsim.engine.tokenizer import BUILTIN, TokenizerError, load_tokenizer, token_ids, tokenize
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + eos_token }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+CORPUS = [
+    "Hello world, this is a test.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Large language models predict the next token.",
+    "Please tell me a story about a lighthouse keeper.",
+    "A journey of a thousand miles begins with a single step.",
+    "It was a bright cold day in April, and the clocks were striking thirteen.",
+]
+
+
+def call(
+    server: RunningServer, path: str, body: dict[str, Any] | None = None, method: str = "POST"
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    return status, json.loads(raw) if raw else None
+
+
+# -- the built-in tokenizer ---------------------------------------------------------
+
+
+def test_builtin_ids_round_trip_and_agree_with_the_split() -> None:
+    text = "Hello, world!\n\n  Internationalization — 日本語 café\ttabs   end "
+    ids = token_ids(text)
+    assert len(ids) == len(tokenize(text)) == BUILTIN.count(text)
+    assert BUILTIN.decode(ids) == text
+    assert BUILTIN.token_strs(ids) == tokenize(text)
+    assert all(0 <= token_id < 2**53 for token_id in ids)  # exact in a JSON double
+
+
+def test_builtin_ids_are_the_same_in_another_process() -> None:
+    text = "Stable ids survive restarts, don't they? Ünïcödé too."
+    script = f"from llmsim.engine.tokenizer import token_ids; print(token_ids({text!r}))"
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(other.stdout) == token_ids(text)
+
+
+def test_builtin_decode_refuses_ids_outside_the_vocabulary() -> None:
+    for bad in (-1, 0xD800, BUILTIN.max_token_id + 1):
+        with pytest.raises(TokenizerError):
+            BUILTIN.decode([bad])
+    assert BUILTIN.decode([100, 101]) == "de"  # small ids are plain characters
+
+
+def test_missing_tokenizer_is_a_one_line_startup_error(tmp_path: Path) -> None:
+    result = run_cli("serve", "--tokenizer", str(tmp_path / "nope" / "tokenizer.json"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert "tokenizer" in errors[0]
+    with pytest.raises(TokenizerError):
+        load_tokenizer(str(tmp_path))  # a directory without tokenizer.json
+
+
+# -- small endpoints and tokenization with the built-in tokenizer ---------------------
+
+
+@pytest.fixture(scope="module")
+def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_server(
+        ["--mode", "echo", "--max-model-len", "512", "--inter-token-latency", "20ms"],
+        tmp_path_factory.mktemp("builtin"),
+    )
+    yield server
+    server.stop()
+
+
+def test_ping_answers_get_and_post(builtin_server: RunningServer) -> None:
+    for method in ("GET", "POST"):
+        request = urllib.request.Request(builtin_server.base_url + "/ping", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+
+def test_load_counts_requests_in_flight(builtin_server: RunningServer) -> None:
+    assert call(builtin_server, "/load", method="GET") == (200, {"server_load": 0})
+    body = {"prompt": "one two three four five six seven eight nine ten " * 4, "max_tokens": 40}
+    worker = threading.Thread(target=call, args=(builtin_server, "/v1/completions", body))
+    worker.start()
+    seen = 0
+    deadline = time.monotonic() + 10
+    while worker.is_alive() and time.monotonic() < deadline and not seen:
+        seen = call(builtin_server, "/load", method="GET")[1]["server_load"]
+        time.sleep(0.01)
+    worker.join(20)
+    assert seen == 1
+    assert call(builtin_server, "/load", method="GET")[1] == {"server_load": 0}
+
+
+@pytest.mark.parametrize("model", ["", None])
+def test_empty_or_missing_model_means_the_default_model(
+    builtin_server: RunningServer, model: str | None
+) -> None:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+    if model is not None:
+        body["model"] = model
+    status, answer = call(builtin_server, "/v1/chat/completions", body)
+    assert status == 200, answer
+    assert answer["model"] == "llmsim/sim-model"
+
+
+def test_tokenize_count_equals_usage(builtin_server: RunningServer) -> None:
+    prompt = "Hello world, this is a test of the tokenizer."
+    status, tokens = call(
+        builtin_server, "/tokenize", {"prompt": prompt, "return_token_strs": True}
+    )
+    assert status == 200
+    assert tokens["max_model_len"] == 512
+    assert tokens["count"] == len(tokens["tokens"]) == len(tokens["token_strs"])
+    assert "".join(tokens["token_strs"]) == prompt
+    _, completion = call(builtin_server, "/v1/completions", {"prompt": prompt, "max_tokens": 1})
+    assert completion["usage"]["prompt_tokens"] == tokens["count"]
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
+    _, chat_tokens = call(builtin_server, "/tokenize", {"messages": messages})
+    _, chat = call(builtin_server, "/v1/chat/completions", {"messages": messages})
+    assert chat["usage"]["prompt_tokens"] == chat_tokens["count"]
+    assert chat_tokens["token_strs"] is None
+
+    status, text = call(builtin_server, "/detokenize", {"tokens": tokens["tokens"]})
+    assert (status, text) == (200, {"prompt": prompt})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/tokenize", {}, 400),
+        ("/tokenize", {"prompt": 5}, 400),
+        ("/tokenize", {"messages": []}, 400),
+        ("/tokenize", {"prompt": "x", "model": "nope"}, 404),
+        ("/detokenize", {}, 400),
+        ("/detokenize", {"tokens": [-1]}, 400),
+        ("/detokenize", {"tokens": ["a"]}, 400),
+        ("/detokenize", {"tokens": [1], "model": "nope"}, 404),
+    ],
+)
+def test_tokenization_errors_have_vllm_shape(
+    builtin_server: RunningServer, path: str, body: dict[str, Any], status: int
+) -> None:
+    got, answer = call(builtin_server, path, body)
+    assert got == status
+    assert set(answer["error"]) == {"message", "type", "param", "code"}
+    assert answer["error"]["code"] == status
+
+
+# -- a real Hugging Face tokenizer ------------------------------------------------------
+
+
+def build_tokenizer(directory: Path) -> Any:
+    """A small BPE tokenizer with a BOS post-processor and a chat template, no download."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS * 5, trainer)
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = {"bos_token": "<s>", "eos_token": {"content": "</s>"}, "chat_template": CHAT_TEMPLATE}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return tokenizer
+
+
+def render(messages: list[dict[str, str]]) -> str:
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(CHAT_TEMPLATE).render(
+        messages=messages, add_generation_prompt=True, bos_token="<s>", eos_token="</s>"
+    )
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Any]]:
+    directory = tmp_path_factory.mktemp("hf") / "tok"
+    tokenizer = build_tokenizer(directory)
+    server = start_server(
+        ["--tokenizer", str(directory), "--mode", "echo", "--max-model-len", "256"],
+        tmp_path_factory.mktemp("hf-server"),
+    )
+    yield server, tokenizer
+    server.stop()
+
+
+def test_hf_usage_and_tokenize_match_the_tokenizer(hf: tuple[RunningServer, Any]) -> None:
+    server, tokenizer = hf
+    prompt = "The quick brown fox tells a story about a lighthouse."
+    expected = tokenizer.encode(prompt).ids  # with the BOS, as vLLM counts completions
+    _, tokens = call(server, "/tokenize", {"prompt": prompt})
+    assert tokens["tokens"] == expected
+    assert tokens["count"] == len(expected)
+    _, completion = call(server, "/v1/completions", {"prompt": prompt, "max_tokens": 50})
+    assert completion["usage"]["prompt_tokens"] == len(expected)
+    text = completion["choices"][0]["text"]
+    assert text == prompt  # echo mode
+    assert completion["usage"]["completion_tokens"] == len(
+        tokenizer.encode(text, add_special_tokens=False).ids
+    )
+    _, plain = call(server, "/tokenize", {"prompt": prompt, "add_special_tokens": False})
+    assert plain["count"] == len(expected) - 1
+    _, back = call(server, "/detokenize", {"tokens": plain["tokens"]})
+    assert back["prompt"] == prompt
+
+
+def test_hf_chat_template_is_used_for_counts(hf: tuple[RunningServer, Any]) -> None:
+    server, tokenizer = hf
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello world, this is a test."},
+    ]
+    expected = tokenizer.encode(render(messages), add_special_tokens=False).ids
+    _, tokens = call(server, "/tokenize", {"messages": messages, "return_token_strs": True})
+    assert tokens["tokens"] == expected
+    assert tokens["token_strs"] == [tokenizer.id_to_token(i) for i in expected]
+    _, chat = call(server, "/v1/chat/completions", {"messages": messages})
+    assert chat["usage"]["prompt_tokens"] == len(expected)
+
+
+def test_hf_stream_sends_one_chunk_per_token(hf: tuple[RunningServer, Any]) -> None:
+    server, tokenizer = hf
+    prompt = "A journey of a thousand miles begins with a single step."
+    body = {"prompt": prompt, "stream": True, "stream_options": {"include_usage": True}}
+    request = urllib.request.Request(
+        server.base_url + "/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        lines = [
+            line for line in response.read().decode().splitlines() if line.startswith("data: {")
+        ]
+    chunks = [json.loads(line[6:]) for line in lines]
+    pieces = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert "".join(pieces) == prompt
+    tokens = len(tokenizer.encode(prompt, add_special_tokens=False).ids)
+    assert len(pieces) == tokens == chunks[-1]["usage"]["completion_tokens"]
+
+
+def test_hf_detokenize_refuses_unknown_ids(hf: tuple[RunningServer, Any]) -> None:
+    server, tokenizer = hf
+    status, answer = call(server, "/detokenize", {"tokens": [tokenizer.get_vocab_size() + 5]})
+    assert status == 400
+    assert answer["error"]["param"] == "tokens"
