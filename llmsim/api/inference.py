@@ -19,6 +19,7 @@ from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
+from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -59,6 +60,7 @@ class Flavor:
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
     prompts: Callable[[Any, Tokenizer], Sequence[PromptInput]]
+    plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
 
 
 CHAT = Flavor(
@@ -69,6 +71,7 @@ CHAT = Flavor(
     chat_body,
     ChatStreamSink,
     lambda body, tokenizer: [chat_prompt(body, tokenizer)],
+    chat_plan,
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -78,6 +81,7 @@ COMPLETION = Flavor(
     completion_body,
     CompletionStreamSink,
     completion_prompts,
+    completion_plan,
 )
 
 
@@ -112,6 +116,7 @@ async def _generate(
         stop=body.stop_strings,
         seed=body.seed,
     )
+    plan = flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)
@@ -119,9 +124,11 @@ async def _generate(
     headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
     with group:
         if stream:
-            meta = ResponseMeta(request_id, flavor.chunk_object, int(time.time()), target.name)
+            meta = ResponseMeta(
+                request_id, flavor.chunk_object, int(time.time()), target.name, plan
+            )
             return await _stream(request, flavor, meta, group, include_usage, headers)
-        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name)
+        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
         return web.Response(
             body=dumps(flavor.body(meta, group)), content_type="application/json", headers=headers

@@ -164,7 +164,7 @@ class Engine:
                         output=text.tokens,
                         natural_finish=text.finish_reason,
                         stop_reason=text.stop_reason,
-                        max_tokens=request.max_tokens or budget,
+                        max_tokens=budget if request.max_tokens is None else request.max_tokens,
                         n=request.n,
                         arrival=arrival,
                         admitted=loop.create_future(),

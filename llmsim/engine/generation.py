@@ -50,6 +50,8 @@ def generate(
     A chosen ``answer`` replaces the mode; its text is cut like a random answer.
     ``split`` is the configured tokenizer's, so every count is in its tokens.
     """
+    if max_tokens == 0:  # echo-only requests (completions ``echo`` with ``max_tokens: 0``)
+        return GeneratedText([], "length")
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
         result = _truncate(split(answer.text), limit)
