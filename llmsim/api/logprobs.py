@@ -28,7 +28,7 @@ MIN_LOGPROB = -9999.0
 """vLLM's floor for a logprob (it never sends ``-inf``)."""
 RANKED = 20
 """Logits drawn per position, whatever the request asks for, so values don't depend on k."""
-MIN_TEMPERATURE = 0.01
+MIN_TEMPERATURE = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class LogprobSource:
         rng = random.Random(hash((self._seed, self._index, position, prompt)))
         ranked = max(RANKED, k + 1)
         logits = [0.0]
-        gap = rng.expovariate(1 / 1.5)
+        gap = 0.1 + rng.expovariate(1 / 1.5)  # the sampled token leads by a margin
         for _ in range(ranked):
             logits.append(logits[-1] - gap)
             gap = rng.expovariate(1 / 0.7)
