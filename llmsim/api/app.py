@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, inference, models, system, tokenization
+from llmsim.api import admin, embeddings, inference, models, system, tokenization
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -73,6 +73,8 @@ def create_app(
         web.get("/load", get_load),
         web.post("/tokenize", tokenization.tokenize),
         web.post("/detokenize", tokenization.detokenize),
+        web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
+        web.post("/pooling", load_aware(embeddings.create_pooling)),
     ]
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
