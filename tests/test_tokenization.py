@@ -293,3 +293,27 @@ def test_hf_detokenize_refuses_unknown_ids(hf: tuple[RunningServer, Any]) -> Non
     status, answer = call(server, "/detokenize", {"tokens": [tokenizer.get_vocab_size() + 5]})
     assert status == 400
     assert answer["error"]["param"] == "tokens"
+
+
+def test_chat_template_file_with_the_builtin_tokenizer(tmp_path: Path, llmsim_server: Any) -> None:
+    template = tmp_path / "template.jinja"
+    template.write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    server = llmsim_server("--chat-template", str(template))
+    messages = [{"role": "user", "content": "Hello there"}]
+    _, tokens = call(server, "/tokenize", {"messages": messages, "return_token_strs": True})
+    assert "".join(tokens["token_strs"]) == "[user] Hello there\n[assistant]"
+    _, chat = call(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
+    assert (
+        chat["usage"]["prompt_tokens"]
+        == tokens["count"]
+        == BUILTIN.count("[user] Hello there\n[assistant]")
+    )
+
+
+def test_unreadable_chat_template_is_a_startup_error(tmp_path: Path) -> None:
+    result = run_cli("serve", "--chat-template", str(tmp_path / "missing.jinja"))
+    assert result.returncode == 2
+    assert "chat template" in result.stderr

@@ -14,7 +14,12 @@ from typing import Any
 from llmsim.api.errors import APIError
 from llmsim.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
-from llmsim.engine.tokenizer import GENERATION_PROMPT, Tokenizer, TokenizerError
+from llmsim.engine.tokenizer import (
+    GENERATION_PROMPT,
+    BuiltinTokenizer,
+    Tokenizer,
+    TokenizerError,
+)
 
 __all__ = ["GENERATION_PROMPT", "chat_prompt", "completion_prompts", "render_chat"]
 
@@ -39,6 +44,11 @@ def render_messages(
     extra: dict[str, Any] | None = None,
 ) -> str:
     """The prompt text of a conversation; a failing template is the client's 400."""
+    if isinstance(tokenizer, BuiltinTokenizer) and tokenizer.template is None:
+        parts = [f"<|{message.role}|>\n{message.text}\n" for message in messages]
+        if add_generation_prompt:
+            parts.append(GENERATION_PROMPT)
+        return "".join(parts)  # the built-in format, without building dicts (hot path)
     try:
         return tokenizer.render_chat(
             message_dicts(messages), add_generation_prompt, **(extra or {})

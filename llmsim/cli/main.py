@@ -208,7 +208,6 @@ def serve(
     """
     flags = {key: value for key, value in locals().items() if value is not None}
     settings = load_or_exit(flags).settings
-    _check_tokenizer(settings)
     _launch_or_exit(
         data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
     )
@@ -269,6 +268,8 @@ def _launch_or_exit(
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
 
+    for instance in instances:
+        _check_tokenizer(instance.settings)
     console = Console()
     configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
     try:

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from llmsim.engine.chat_template import ChatTemplate
 
 MAX_WORD_PIECE = 8
 _WORD = "A-Za-z0-9_"
@@ -153,11 +156,12 @@ class BuiltinTokenizer:
     max_token_id = MAX_BUILTIN_ID
 
     def __init__(self, chat_template: str | None = None) -> None:
-        self._template = None
+        self.template: ChatTemplate | None = None
+        """The ``--chat-template``, if any; None renders the built-in format."""
         if chat_template is not None:
             from llmsim.engine.chat_template import ChatTemplate
 
-            self._template = ChatTemplate(chat_template, {})
+            self.template = ChatTemplate(chat_template, {})
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [_piece_id(piece) for piece in _TOKEN_RE.findall(text)]
@@ -180,8 +184,8 @@ class BuiltinTokenizer:
         add_generation_prompt: bool = True,
         **kwargs: Any,
     ) -> str:
-        if self._template is not None:
-            return self._template.render(messages, add_generation_prompt, **kwargs)
+        if self.template is not None:
+            return self.template.render(messages, add_generation_prompt, **kwargs)
         return render_simple_chat(messages, add_generation_prompt)
 
 
