@@ -317,3 +317,22 @@ def test_unreadable_chat_template_is_a_startup_error(tmp_path: Path) -> None:
     result = run_cli("serve", "--chat-template", str(tmp_path / "missing.jinja"))
     assert result.returncode == 2
     assert "chat template" in result.stderr
+
+
+def test_hub_id_is_read_from_the_local_cache(tmp_path: Path, llmsim_server: Any) -> None:
+    """A hub ID found in the Hugging Face cache loads without any network (offline mode)."""
+    pytest.importorskip("huggingface_hub")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-chat"
+    tokenizer = build_tokenizer(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    server = llmsim_server("--tokenizer", "acme/tiny-chat", env=env)
+    prompt = "Hello world, this is a test."
+    _, tokens = call(server, "/tokenize", {"prompt": prompt})
+    assert tokens["tokens"] == tokenizer.encode(prompt).ids
+
+    missing = run_cli("serve", "--tokenizer", "acme/not-cached", env=env)
+    assert missing.returncode == 2
+    assert "not in the Hugging Face cache" in missing.stderr
