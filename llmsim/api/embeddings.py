@@ -15,7 +15,7 @@ import time
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
@@ -46,6 +46,15 @@ EmbeddingInput = (
 
 class EmbeddingRequest(_Body):
     """vLLM's embedding (and pooling) request: ``input``, or ``messages`` (chat form)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("input", "messages")
+            ]
+        }
+    )
 
     model: str | None = None
     input: EmbeddingInput | None = None

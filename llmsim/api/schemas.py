@@ -7,7 +7,7 @@ cannot honour are still range-checked, so a client that sends nonsense hears abo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -143,7 +143,25 @@ class _SamplingRequest(_Body):
         return self
 
 
+def _with_rule(base: type[_Body], rule: dict[str, Any]) -> ConfigDict:
+    """``base``'s schema rules plus one more (a subclass config replaces, not merges, them)."""
+    inherited = base.model_config.get("json_schema_extra")
+    extra = dict(inherited) if isinstance(inherited, dict) else {}
+    return ConfigDict(json_schema_extra={**extra, "allOf": [rule]})
+
+
 class ChatCompletionRequest(_SamplingRequest):
+    model_config = _with_rule(
+        _SamplingRequest,
+        {
+            "if": {
+                "properties": {"top_logprobs": {"type": "integer", "minimum": 1}},
+                "required": ["top_logprobs"],
+            },
+            "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        },
+    )
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
     logprobs: bool | None = False
@@ -166,6 +184,14 @@ TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROM
 
 
 class CompletionRequest(_SamplingRequest):
+    model_config = _with_rule(
+        _SamplingRequest,
+        {
+            "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
+            "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
+        },
+    )
+
     prompt: str | PromptList | TokenIds | TokenIdsList
     echo: bool | None = False
     logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
@@ -32,6 +32,19 @@ class TokenizeCompletionRequest(_Body):
 
 
 class TokenizeChatRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"continue_final_message": {"const": True}},
+                "required": ["continue_final_message"],
+            },
+            "then": {
+                "properties": {"add_generation_prompt": {"const": False}},
+                "required": ["add_generation_prompt"],
+            },
+        }
+    )
+
     model: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     add_generation_prompt: bool = True
