@@ -336,3 +336,17 @@ def test_hub_id_is_read_from_the_local_cache(tmp_path: Path, llmsim_server: Any)
     missing = run_cli("serve", "--tokenizer", "acme/not-cached", env=env)
     assert missing.returncode == 2
     assert "not in the Hugging Face cache" in missing.stderr
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(hf: tuple[RunningServer, Any]) -> None:
+    server, tokenizer = hf
+    too_big = tokenizer.get_vocab_size()
+    for path, body in (
+        ("/v1/completions", {"prompt": [1, too_big], "max_tokens": 1}),
+        ("/v1/embeddings", {"input": [[1], [too_big]]}),
+    ):
+        status, answer = call(server, path, body)
+        assert status == 400
+        assert answer["error"]["message"] == f"Token id {too_big} is out of vocabulary"
+    status, _ = call(server, "/v1/completions", {"prompt": [1, too_big - 1], "max_tokens": 1})
+    assert status == 200

@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, model_validator
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE
-from llmsim.api.prompts import render_messages
+from llmsim.api.prompts import check_vocabulary, render_messages
 from llmsim.api.requests import read_json_object
 from llmsim.api.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
 from llmsim.api.system import NOT_SERVING
@@ -144,6 +144,7 @@ def _count(engine: Engine, body: EmbeddingRequest, item: str | list[int]) -> int
     if isinstance(item, str):
         add_special = body.add_special_tokens and body.messages is None
         return engine.tokenizer.count(item, add_special)
+    check_vocabulary(item, engine.tokenizer, "input")
     return len(item)
 
 

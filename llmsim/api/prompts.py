@@ -104,5 +104,13 @@ def prompt_text(ids: list[int], tokenizer: Tokenizer) -> str:
         return " ".join(str(token_id) for token_id in ids)
 
 
+def check_vocabulary(ids: list[int], tokenizer: Tokenizer, param: str = "prompt") -> None:
+    """vLLM's 400 for a token-ID prompt with an ID the tokenizer cannot have."""
+    largest = max(ids)
+    if largest > tokenizer.max_token_id:
+        raise APIError(400, f"Token id {largest} is out of vocabulary", param)
+
+
 def _token_id_prompt(ids: list[int], tokenizer: Tokenizer) -> PromptInput:
+    check_vocabulary(ids, tokenizer)
     return PromptInput(len(ids), prompt_text(ids, tokenizer))
