@@ -350,3 +350,36 @@ def test_token_ids_outside_the_vocabulary_are_refused(hf: tuple[RunningServer, A
         assert answer["error"]["message"] == f"Token id {too_big} is out of vocabulary"
     status, _ = call(server, "/v1/completions", {"prompt": [1, too_big - 1], "max_tokens": 1})
     assert status == 200
+
+
+def test_hf_split_joins_back_and_counts_like_encode(tmp_path: Path) -> None:
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    loaded = load_tokenizer(str(tmp_path / "tok"))
+    for text in ["Hello world, this is a test.", "日本語 café 🎉 naïve", "", "  spaced  out  "]:
+        pieces = loaded.split(text)
+        assert "".join(pieces) == text
+        assert (
+            len(pieces)
+            == loaded.count(text)
+            == len(tokenizer.encode(text, add_special_tokens=False).ids)
+        )
+    assert loaded.count("Hello", add_special_tokens=True) == loaded.count("Hello") + 1
+
+
+def test_generation_with_zero_max_tokens_is_empty() -> None:
+    import random
+
+    from llmsim.engine.generation import generate
+
+    for mode in ("echo", "random"):
+        result = generate(
+            mode=mode,  # type: ignore[arg-type]
+            echo_text="some prompt",
+            max_tokens=0,
+            budget=100,
+            ignore_eos=False,
+            stop=(),
+            rng=random.Random(1),
+        )
+        assert result.tokens == []
+        assert result.finish_reason == "length"

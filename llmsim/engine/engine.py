@@ -28,7 +28,7 @@ from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.timing import LatencyModel, LatencyProfile
-from llmsim.engine.tokenizer import Tokenizer, load_tokenizer
+from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
 
 
@@ -81,7 +81,8 @@ class Engine:
         self.settings = settings
         self.observer: EngineObserver = observer or NullObserver()
         self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, settings.chat_template)
-        self._split = self.tokenizer.split
+        builtin = isinstance(self.tokenizer, BuiltinTokenizer)
+        self._split = tokenize if builtin else self.tokenizer.split
         seed = settings.seed
         self._text_rng = random.Random(seed)
         self._latency_rng = random.Random(None if seed is None else seed + 1)
