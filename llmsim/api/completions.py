@@ -27,7 +27,7 @@ def _choice(meta: ResponseMeta, sequence: Sequence) -> dict[str, Any]:
         "index": sequence.index,
         "text": text,
         "logprobs": logprobs,
-        "finish_reason": sequence.natural_finish,
+        "finish_reason": sequence.api_finish_reason,
         "stop_reason": sequence.stop_reason,
         "prompt_logprobs": prompt_logprobs,
     }

@@ -9,6 +9,7 @@ prompts are counted with the model's special tokens (a BOS, say), as vLLM does.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llmsim.api.errors import APIError
@@ -31,8 +32,10 @@ def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         item = dict(message.model_extra or {})
         item["role"] = message.role
         item["content"] = message.text
-        if message.name is not None:
-            item["name"] = message.name
+        for key in ("name", "tool_calls", "tool_call_id"):
+            value = getattr(message, key)
+            if value is not None:
+                item[key] = value
         out.append(item)
     return out
 
@@ -42,17 +45,27 @@ def render_messages(
     messages: list[ChatMessage],
     add_generation_prompt: bool = True,
     extra: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The prompt text of a conversation; a failing template is the client's 400."""
+    """The prompt text of a conversation; a failing template is the client's 400.
+
+    The built-in format puts tool definitions first, as chat templates put them in the
+    system prompt, and an assistant's tool calls as JSON after its text; a template gets
+    them as ``tools`` and each message's ``tool_calls``.
+    """
     if isinstance(tokenizer, BuiltinTokenizer) and tokenizer.template is None:
-        parts = [f"<|{message.role}|>\n{message.text}\n" for message in messages]
+        # the built-in format, without building dicts (hot path)
+        parts = [f"<|{message.role}|>\n{message.text}{_calls(message)}\n" for message in messages]
+        if tools:
+            parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
         if add_generation_prompt:
             parts.append(GENERATION_PROMPT)
-        return "".join(parts)  # the built-in format, without building dicts (hot path)
+        return "".join(parts)
+    variables = dict(extra or {})
+    if tools:
+        variables.setdefault("tools", tools)
     try:
-        return tokenizer.render_chat(
-            message_dicts(messages), add_generation_prompt, **(extra or {})
-        )
+        return tokenizer.render_chat(message_dicts(messages), add_generation_prompt, **variables)
     except ValueError as exc:
         raise APIError(400, str(exc), "messages") from None
 
@@ -61,12 +74,20 @@ def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
     extras = request.model_extra or {}
     add_generation_prompt = extras.get("add_generation_prompt", True)
     kwargs = extras.get("chat_template_kwargs")
+    tools = None
+    if request.tools and request.tool_choice != "none":
+        tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
     return render_messages(
         tokenizer,
         request.messages,
         add_generation_prompt if isinstance(add_generation_prompt, bool) else True,
         kwargs if isinstance(kwargs, dict) else None,
+        tools,
     )
+
+
+def _calls(message: ChatMessage) -> str:
+    return json.dumps(message.tool_calls) if message.tool_calls else ""
 
 
 def last_user_text(request: ChatCompletionRequest) -> str:

@@ -169,6 +169,8 @@ class Engine:
                         n=request.n,
                         arrival=arrival,
                         admitted=loop.create_future(),
+                        tool_calls=text.tool_calls,
+                        reported_finish=text.reported_finish,
                     )
                 )
         self.scheduler.submit(sequences)
