@@ -383,3 +383,32 @@ def test_generation_with_zero_max_tokens_is_empty() -> None:
         )
         assert result.tokens == []
         assert result.finish_reason == "length"
+
+
+def test_chat_template_sees_tools_and_tool_calls(tmp_path: Path) -> None:
+    from llmsim.api.prompts import render_chat
+    from llmsim.api.schemas import ChatCompletionRequest
+
+    build_tokenizer(tmp_path / "tok")
+    template = (
+        "{% if tools %}TOOLS:{% for t in tools %}{{ t['function']['name'] }};{% endfor %}{% endif %}"
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+        "{% if m['tool_calls'] %}{{ m['tool_calls'] | tojson }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    tokenizer = load_tokenizer(str(tmp_path / "tok"), template)
+    call_ = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "", "tool_calls": [call_]},
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+        }
+    )
+    rendered = render_chat(request, tokenizer)
+    assert rendered == (
+        'TOOLS:lookup;<user>hi<assistant>[{"id": "c1", "type": "function", '
+        '"function": {"name": "f", "arguments": "{}"}}]<assistant>'
+    )
