@@ -124,7 +124,9 @@ class ChatStreamSink(StreamSink):
             sequence.index,
             b'"delta":{"tool_calls":['
             + dumps(call)
-            + b']},"logprobs":null,'
+            + b']},"logprobs":'
+            + (b"null" if self.logprobs is None else self.logprobs.chat(sequence, text))
+            + b","
             + finish_fields(sequence, last),
         )
 
