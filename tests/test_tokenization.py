@@ -163,6 +163,18 @@ def test_tokenize_count_equals_usage(builtin_server: RunningServer) -> None:
     status, text = call(builtin_server, "/detokenize", {"tokens": tokens["tokens"]})
     assert (status, text) == (200, {"prompt": prompt})
 
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    _, with_tools = call(builtin_server, "/tokenize", {"messages": messages, "tools": tools})
+    _, chat = call(
+        builtin_server,
+        "/v1/chat/completions",
+        {"messages": messages, "tools": tools, "tool_choice": "none"},
+    )
+    assert chat["usage"]["prompt_tokens"] == chat_tokens["count"]  # tools not offered
+    assert with_tools["count"] > chat_tokens["count"]
+    _, chat = call(builtin_server, "/v1/chat/completions", {"messages": messages, "tools": tools})
+    assert chat["usage"]["prompt_tokens"] == with_tools["count"]
+
 
 @pytest.mark.parametrize(
     ("path", "body", "status"),

@@ -18,6 +18,7 @@ from llmsim.api.keys import ENGINE
 from llmsim.api.prompts import render_messages
 from llmsim.api.requests import error_param, read_json_object
 from llmsim.api.schemas import INTEGRAL, ChatMessage, _Body
+from llmsim.api.structured_fields import ChatTool
 from llmsim.engine import Engine, UnknownModelError
 from llmsim.engine.tokenizer import TokenizerError
 
@@ -52,6 +53,7 @@ class TokenizeChatRequest(_Body):
     add_special_tokens: bool = False
     return_token_strs: bool | None = False
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[ChatTool] | None = None
 
     @model_validator(mode="after")
     def _one_ending(self) -> TokenizeChatRequest:
@@ -93,8 +95,13 @@ async def tokenize(request: web.Request) -> web.Response:
     if "messages" in data:
         chat: TokenizeChatRequest = validate(TokenizeChatRequest, data)
         check_model(engine, chat.model)
+        tools = [tool.model_dump(exclude_none=True) for tool in chat.tools or ()]
         text = render_messages(
-            tokenizer, chat.messages, chat.add_generation_prompt, chat.chat_template_kwargs
+            tokenizer,
+            chat.messages,
+            chat.add_generation_prompt,
+            chat.chat_template_kwargs,
+            tools or None,
         )
         body = chat
     else:
