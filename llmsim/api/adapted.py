@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -107,8 +107,8 @@ class Exchange:
     ) -> Flavor:
         """A chat flavor whose JSON body and stream come out in another API's shape."""
 
-        def prompts(request: Any) -> list[PromptInput]:
-            inputs = list(CHAT.prompts(request))
+        def prompts(request: Any, *context: Any) -> list[PromptInput]:
+            inputs = list(CHAT.prompts(request, *context))
             self.prompt_tokens = sum(prompt.token_count for prompt in inputs)
             return inputs
 
@@ -120,7 +120,17 @@ class Exchange:
         ) -> StreamSink:
             return TranslatingSink(request, response, meta, translator(meta))
 
-        return Flavor(self.id_prefix, self.object, self.object, prompt_param, render, sink, prompts)
+        # Everything else (how the output is planned, ...) stays chat's.
+        return replace(
+            CHAT,
+            id_prefix=self.id_prefix,
+            object=self.object,
+            chunk_object=self.object,
+            prompt_param=prompt_param,
+            body=render,
+            sink=sink,
+            prompts=prompts,
+        )
 
 
 def chat_request(data: dict[str, Any]) -> ChatCompletionRequest:

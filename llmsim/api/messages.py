@@ -14,6 +14,7 @@ from aiohttp import web
 from llmsim.api.adapted import Exchange, chat_request
 from llmsim.api.inference import generate
 from llmsim.api.jsonio import dumps
+from llmsim.api.keys import ENGINE
 from llmsim.api.messages_convert import (
     CountTokensRequest,
     MessagesRequest,
@@ -47,6 +48,6 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     """The prompt's token count, counted as a generation request would count it."""
     body = validate_body(CountTokensRequest, await read_json_object(request))
     chat = chat_request({"model": body.model, "messages": chat_messages(body), **chat_tools(body)})
-    tokens = chat_prompt(chat).token_count
+    tokens = chat_prompt(chat, request.app[ENGINE].tokenizer).token_count
     answer = {"input_tokens": tokens, "context_management": {"original_input_tokens": tokens}}
     return web.Response(body=dumps(answer), content_type="application/json")
