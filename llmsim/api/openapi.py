@@ -316,9 +316,11 @@ def _model_paths() -> dict[str, Any]:
     """vLLM's tokenization, embedding and pooling endpoints."""
     tokenize = {"anyOf": [_ref(TokenizeCompletionRequest), _ref(TokenizeChatRequest)]}
     return {
-        "/tokenize": _post("Tokenize a prompt or messages", tokenize, TokenizeResponse, 400, 404),
+        "/tokenize": _post(
+            "Tokenize a prompt or messages", tokenize, TokenizeResponse, 400, 404, 413
+        ),
         "/detokenize": _post(
-            "Turn token IDs into text", _ref(DetokenizeRequest), DetokenizeResponse, 400, 404
+            "Turn token IDs into text", _ref(DetokenizeRequest), DetokenizeResponse, 400, 404, 413
         ),
         "/v1/embeddings": _post(
             "Create embeddings",
@@ -327,7 +329,7 @@ def _model_paths() -> dict[str, Any]:
             *(400, 401, 404, 413, 429, 503),
         ),
         "/pooling": _post(
-            "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 429, 503
+            "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 413, 429, 503
         ),
     }
 
