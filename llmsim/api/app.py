@@ -17,7 +17,9 @@ from llmsim.api.keys import (
     RUNTIME,
     SETTINGS,
 )
+from llmsim.api.kv_setup import install_kv_features
 from llmsim.api.openapi import build_openapi
+from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -44,6 +46,7 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    install_kv_features(app, settings, engine, metrics, rank)
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
@@ -65,6 +68,7 @@ def create_app(
         web.post("/admin/metrics", admin.set_metric_overrides),
         web.delete("/admin/metrics", admin.clear_metric_overrides),
     ]
+    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
