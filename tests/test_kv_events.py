@@ -9,12 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 import zmq
+from conftest import free_port
 
 from llmsim.engine.block_hash import hash_block_chain
 from llmsim.engine.prefix_hash import external_block_hash, make_block_hasher
 from llmsim.observability.kv_events import KVEventPublisher, offset_endpoint_port
 from llmsim.settings.kv_events import KVEventsConfig
-from tests.conftest import free_port
 
 RECEIVE_TIMEOUT_MS = 5000
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from llmsim.settings import model as settings_model
 from llmsim.settings.sources import ConfigError, load_settings
-from tests.conftest import run_cli
 
 
 def test_flag_takes_vllm_json() -> None:

@@ -77,10 +77,12 @@ def offset_endpoint_port(endpoint: str | None, rank: int) -> str | None:
         return endpoint
     if "inproc" in endpoint:
         return f"{endpoint}_dp{rank}"
-    if "tcp" in endpoint and ":" in endpoint:
+    if "tcp" in endpoint:
+        if ":" not in endpoint:
+            return endpoint
         base, _, port = endpoint.rpartition(":")
         return f"{base}:{int(port) + rank}"
-    return endpoint
+    raise ValueError("Invalid endpoint: must contain 'inproc' or 'tcp'")
 
 
 def _binds(endpoint: str) -> bool:

@@ -39,5 +39,6 @@ def make_kv_listener(settings: Settings, rank: int = 0) -> ClosableKVCacheListen
 
     try:
         return KVEventPublisher(config, rank)
-    except zmq.ZMQError as exc:
-        raise KVEventsStartError(f"KV events: cannot open {config.endpoint}: {exc}") from None
+    except (zmq.ZMQError, ValueError) as exc:
+        where = f"{config.endpoint} (data-parallel rank {rank})" if rank else config.endpoint
+        raise KVEventsStartError(f"KV events: cannot open {where}: {exc}") from None
