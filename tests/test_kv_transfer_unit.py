@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from llmsim.engine.kv_transfer import kv_transfer_delay
 from llmsim.settings.model import Settings
 
 
 def test_constant_model_uses_the_latency() -> None:
-    settings = Settings(kv_cache_transfer_latency=0.2, kv_cache_transfer_time_per_token=0.001)
-    assert kv_transfer_delay(settings, 1000, random.Random(0)) == 0.2
+    settings = Settings(kv_cache_transfer_latency="200ms", kv_cache_transfer_time_per_token="1ms")
+    assert kv_transfer_delay(settings, 1000, random.Random(0)) == pytest.approx(0.2)
 
 
 def test_per_token_model_scales_with_the_prompt() -> None:
     settings = Settings(
         latency_model="per-token",
-        kv_cache_transfer_latency=5.0,
-        kv_cache_transfer_time_per_token=0.001,
+        kv_cache_transfer_latency="5s",
+        kv_cache_transfer_time_per_token="1ms",
     )
-    assert kv_transfer_delay(settings, 500, random.Random(0)) == 0.5
+    assert kv_transfer_delay(settings, 500, random.Random(0)) == pytest.approx(0.5)
 
 
 def test_jitter_stays_near_the_mean() -> None:
-    settings = Settings(kv_cache_transfer_latency=1.0, kv_cache_transfer_latency_std_dev=0.3)
+    settings = Settings(kv_cache_transfer_latency="1s", kv_cache_transfer_latency_std_dev="300ms")
     rng = random.Random(1)
     samples = [kv_transfer_delay(settings, 10, rng) for _ in range(2000)]
     assert min(samples) >= 0.3
