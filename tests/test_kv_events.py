@@ -55,6 +55,23 @@ class KVEventBatch(EventBatch):
 DECODER = msgspec.msgpack.Decoder(KVEventBatch)
 
 
+# Later vLLM releases append fields to BlockStored; their decoders must read llmsim too.
+class LaterBlockStored(KVCacheEvent, tag="BlockStored"):
+    block_hashes: list[int | bytes]
+    parent_block_hash: int | bytes | None
+    token_ids: list[int]
+    block_size: int
+    lora_id: int | None
+    medium: str | None
+    lora_name: str | None
+    extra_keys: list[Any] | None = None
+    group_idx: int | None = None
+
+
+class LaterBatch(EventBatch):
+    events: list[LaterBlockStored | BlockRemoved | AllBlocksCleared]
+
+
 class Subscriber:
     """A router's view: a SUB socket bound on loopback (the publisher connects to it)."""
 
@@ -64,9 +81,11 @@ class Subscriber:
         self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
         self.sub.bind(f"tcp://127.0.0.1:{port}")
+        self.last_payload = b""
 
     def receive(self) -> tuple[bytes, int, KVEventBatch]:
         topic, seq, payload = self.sub.recv_multipart()
+        self.last_payload = payload
         assert len(seq) == 8
         return topic, int.from_bytes(seq, "big"), DECODER.decode(payload)
 
@@ -160,6 +179,10 @@ def test_k_blocks_stored_with_chained_parents(pair: tuple[KVEventPublisher, Subs
     assert event.token_ids == tokens[: 4 * BLOCK]
     assert (event.block_size, event.lora_id, event.medium) == (BLOCK, None, "GPU")
     assert all(isinstance(h, int) and 0 <= h < 2**64 for h in event.block_hashes)
+    later = msgspec.msgpack.Decoder(LaterBatch).decode(subscriber.last_payload)
+    assert isinstance(later.events[0], LaterBlockStored)
+    assert later.events[0].block_hashes == expected
+    assert later.events[0].lora_name is None
 
     # Repeating the prompt stores nothing new: no batch at all for that step.
     store_prompt(publisher, tokens, cached)

@@ -1,6 +1,7 @@
 """KV-cache events on ZeroMQ, encoded and sent exactly as vLLM's ``ZmqEventPublisher``.
 
-Wire format (``vllm/distributed/kv_events.py``, vLLM v0.11): each engine step with KV-cache
+Wire format (``vllm/distributed/kv_events.py``, vLLM v0.11, with the ``lora_name`` field later
+releases append to ``BlockStored``): each engine step with KV-cache
 changes becomes one ``KVEventBatch`` ``[ts, [event, ...], data_parallel_rank]``, msgpack-encoded
 by msgspec as array-like structs; each event is an array whose first item is its tag
 (``"BlockStored"``, ``"BlockRemoved"``, ``"AllBlocksCleared"``). A batch goes out as the
@@ -56,6 +57,9 @@ class BlockStored(KVCacheEvent):
     block_size: int
     lora_id: int | None
     medium: str | None
+    lora_name: str | None
+    """Appended by later vLLM releases (after ``medium``); decoders of the v0.11 layout
+    ignore trailing fields, decoders of the later layout require it."""
 
 
 class BlockRemoved(KVCacheEvent):
@@ -215,6 +219,7 @@ class KVEventPublisher:
                 block_size=block_size,
                 lora_id=lora_id,
                 medium=MEDIUM_GPU,
+                lora_name=None,
             )
         )
 
