@@ -32,3 +32,12 @@ def test_jitter_stays_near_the_mean() -> None:
     assert max(samples) <= 1.7
     assert 0.95 < sum(samples) / len(samples) < 1.05
     assert len(set(samples)) > 100
+
+
+def test_transfer_times_change_at_run_time() -> None:
+    from llmsim.runtime.adjustable import RuntimeUpdateError, validate_update
+
+    updated = validate_update(Settings(), {"kv_cache_transfer_latency": "250ms"})
+    assert updated.kv_cache_transfer_latency == pytest.approx(0.25)
+    with pytest.raises(RuntimeUpdateError, match="at most 30%"):
+        validate_update(updated, {"kv_cache_transfer_latency_std_dev": "200ms"})
