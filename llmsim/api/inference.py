@@ -105,7 +105,7 @@ async def _generate(
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
-    transfer = read_transfer_params(body.model_extra)
+    transfer = read_transfer_params(body.kv_transfer_params)
     prompts = flavor.prompts(body)
     agent = request.app[KV_TRANSFER]
     generation = GenerationRequest(

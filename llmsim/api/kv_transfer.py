@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from llmsim.api.errors import APIError
 from llmsim.engine.kv_transfer import kv_transfer_delay
 from llmsim.settings.model import Settings
 
@@ -39,13 +38,10 @@ class TransferRequest:
     """Decode side: pull the prompt's blocks instead of computing them."""
 
 
-def read_transfer_params(extra: dict[str, Any] | None) -> TransferRequest | None:
-    """The request's ``kv_transfer_params`` (an object or null), or a 400."""
-    params = (extra or {}).get("kv_transfer_params")
+def read_transfer_params(params: dict[str, Any] | None) -> TransferRequest | None:
+    """What the request's (validated) ``kv_transfer_params`` ask for, if any."""
     if params is None:
         return None
-    if not isinstance(params, dict):
-        raise APIError(400, "kv_transfer_params must be an object", "kv_transfer_params")
     remote_prefill = bool(params.get("do_remote_prefill")) and bool(params.get("remote_block_ids"))
     remote_prefill = remote_prefill and all(params.get(key) is not None for key in REMOTE_FIELDS)
     return TransferRequest(bool(params.get("do_remote_decode")), remote_prefill)

@@ -7,7 +7,7 @@ cannot honour are still range-checked, so a client that sends nonsense hears abo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -122,6 +122,8 @@ class _SamplingRequest(_Body):
     repetition_penalty: float | None = Field(None, gt=0.0)
     logit_bias: dict[str, float] | None = None
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
+    kv_transfer_params: dict[str, Any] | None = None
+    """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (api/kv_transfer.py)."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
