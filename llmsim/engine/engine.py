@@ -163,6 +163,8 @@ class Engine:
                         n=request.n,
                         arrival=arrival,
                         admitted=loop.create_future(),
+                        tool_calls=text.tool_calls,
+                        reported_finish=text.reported_finish,
                         kv_transfer_delay=request.kv_transfer_delay,
                     )
                 )
