@@ -71,6 +71,8 @@ def test_sleep_refuse_and_wake(llmsim_server: Callable[..., RunningServer]) -> N
     assert "sleeping" in json.loads(body)["error"]["message"]
     completion = {"model": "llmsim/sim-model", "prompt": "hi"}
     assert call(server, "POST", "/v1/completions", completion)[0] == 503
+    embedding = {"model": "llmsim/sim-model", "input": "hi"}
+    assert call(server, "POST", "/v1/embeddings", embedding)[0] == 503
     assert call(server, "GET", "/v1/models")[0] == 200  # needs no weights
 
     # Waking only the weights leaves the KV cache asleep: still sleeping.

@@ -22,6 +22,7 @@ from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
 from llmsim.api.kv_setup import KV_TRANSFER
 from llmsim.api.kv_transfer import read_transfer_params
+from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -47,6 +48,7 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
+from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -62,7 +64,8 @@ class Flavor:
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
-    prompts: Callable[[Any], Sequence[PromptInput]]
+    prompts: Callable[[Any, Tokenizer], Sequence[PromptInput]]
+    plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
 
 
 CHAT = Flavor(
@@ -72,7 +75,8 @@ CHAT = Flavor(
     "messages",
     chat_body,
     ChatStreamSink,
-    lambda body: [chat_prompt(body)],
+    lambda body, tokenizer: [chat_prompt(body, tokenizer)],
+    chat_plan,
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -82,6 +86,7 @@ COMPLETION = Flavor(
     completion_body,
     CompletionStreamSink,
     completion_prompts,
+    completion_plan,
 )
 
 
@@ -108,7 +113,7 @@ async def _generate(
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     transfer = read_transfer_params(body.kv_transfer_params)
-    prompts = flavor.prompts(body)
+    prompts = flavor.prompts(body, engine.tokenizer)
     agent = request.app[KV_TRANSFER]
     generation = GenerationRequest(
         request_id=request_id,
@@ -125,6 +130,7 @@ async def _generate(
         if transfer and transfer.remote_prefill
         else None,
     )
+    plan = flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)
@@ -132,9 +138,11 @@ async def _generate(
     headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
     with group:
         if stream:
-            meta = ResponseMeta(request_id, flavor.chunk_object, int(time.time()), target.name)
+            meta = ResponseMeta(
+                request_id, flavor.chunk_object, int(time.time()), target.name, plan
+            )
             return await _stream(request, flavor, meta, group, include_usage, headers)
-        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name)
+        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
         answer = flavor.body(meta, group)
         if transfer and transfer.remote_decode:
