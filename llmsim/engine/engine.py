@@ -74,6 +74,8 @@ class GenerationRequest:
     seed: int | None = None
     answer: Answer | None = None
     """A chosen answer (tools, structured output, rules); None to use the generation mode."""
+    kv_transfer_delay: float | None = None
+    """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
 
 
 class Engine:
@@ -171,6 +173,7 @@ class Engine:
                         admitted=loop.create_future(),
                         tool_calls=text.tool_calls,
                         reported_finish=text.reported_finish,
+                        kv_transfer_delay=request.kv_transfer_delay,
                     )
                 )
         self.scheduler.submit(sequences)
@@ -227,9 +230,12 @@ class Engine:
         latency = self.latency
         start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
         running, max_running = self._load()
-        deadline = start + latency.first_token_delay(
-            sequence.prompt_tokens, latency.load_factor(running, max_running)
-        )
+        if sequence.kv_transfer_delay is not None:  # P/D decode: no prefill, a transfer
+            deadline = start + sequence.kv_transfer_delay
+        else:
+            deadline = start + latency.first_token_delay(
+                sequence.prompt_tokens, latency.load_factor(running, max_running)
+            )
         loop = asyncio.get_running_loop()
         pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())
         while True:
