@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, inference, models, system
+from llmsim.answers import Responder
+from llmsim.api import admin, answers_admin, inference, models, system
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -14,6 +15,7 @@ from llmsim.api.keys import (
     LIVE_STATS,
     METRICS,
     OPENAPI,
+    RESPONDER,
     RUNTIME,
     SETTINGS,
 )
@@ -44,6 +46,7 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    app[RESPONDER] = Responder(settings.responses, seed=settings.seed)
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
@@ -64,6 +67,8 @@ def create_app(
         web.get("/admin/metrics", admin.get_metric_overrides),
         web.post("/admin/metrics", admin.set_metric_overrides),
         web.delete("/admin/metrics", admin.clear_metric_overrides),
+        web.get("/admin/responses", answers_admin.get_responses),
+        web.post("/admin/responses", answers_admin.set_responses),
     ]
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))

@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from llmsim.api.chat import ChatStreamSink, chat_body
+from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
+from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RESPONDER, RUNTIME, STREAMED
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -101,15 +102,18 @@ async def _generate(
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
+    chosen = choose(request.app[RESPONDER], body, target, engine.settings.mode)
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
         prompts=flavor.prompts(body),
         n=body.n,
-        max_tokens=body.output_limit,
+        max_tokens=chosen.max_tokens,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
+        answer=chosen.answer,
+        timing=chosen.timing,
     )
     stream, include_usage = body.stream, body.include_usage
     del body

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim.cli.ctl import ctl_app
+from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.versions import version_lines
@@ -41,12 +42,14 @@ app = typer.Typer(
 config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ctl_app, name="ctl")
+ctl_app.add_typer(responses_app, name="responses")
 
 # Options that take one or more values, like vLLM's ``nargs="+"`` flags.
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"
+ANSWERS = "Chosen answers"
 
 
 def _help(field: str) -> str:
@@ -137,6 +140,10 @@ def serve(
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    responses: Annotated[
+        str | None, _opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
+    ] = None,
+    dataset: Annotated[str | None, _opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
     latency_model: Annotated[
         str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token")
     ] = None,

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llmsim.engine.timing import TimingOverride
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -43,6 +45,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
+    timing: TimingOverride | None = None
+    """The request's own timing, replacing the configured latency means."""
 
     @property
     def kv_tokens(self) -> int:

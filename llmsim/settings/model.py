@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmsim.settings.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
+from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
 from llmsim.settings.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -159,6 +160,22 @@ def _load_fake_metrics(value: Any) -> Any:
         raise ValueError(exc.message) from None
 
 
+def _load_responses(value: Any) -> Any:
+    """``builtin:tasks``, a TOML file of rules or (from a profile) a ``[responses]`` table."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return load_rules(value)
+    except ResponsesError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
 class Settings(BaseSettings):
     """Everything that shapes a running llmsim server."""
 
@@ -273,6 +290,20 @@ class Settings(BaseSettings):
     )
     seed: int | None = Field(
         None, description="Seed for reproducible random outputs (unset: different on every run)."
+    )
+
+    # -- chosen answers ---------------------------------------------------------
+    responses: Annotated[ResponseRules | None, NoDecode, BeforeValidator(_load_responses)] = Field(
+        None,
+        description="Response rules: a TOML file of [[rules]] (or a [responses] table in a "
+        "profile), or builtin:tasks for answers that fit the request type. Replaceable at run "
+        "time via /admin/responses.",
+    )
+    dataset: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="Conversation dataset (ShareGPT JSON/JSONL or OpenAI chat JSONL): a known "
+        "conversation gets its recorded answer; random mode draws answers from its assistant "
+        "turns.",
     )
 
     # -- latency ----------------------------------------------------------------

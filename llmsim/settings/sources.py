@@ -298,6 +298,8 @@ def display_value(name: str, value: Any) -> str:
         return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
     if name == "fake_metrics":
         return json.dumps(value.describe())
+    if name == "responses":
+        return str(value.origin)
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) or "-"
     return str(value)
@@ -313,6 +315,8 @@ def toml_value(name: str, value: Any) -> Any:
         return [m.model_dump(exclude_none=True) for m in value]
     if name == "fake_metrics":
         return value.describe()
+    if name == "responses":
+        return value.describe() if value.origin == "inline" else value.origin
     if isinstance(value, Path):
         return str(value)
     return value
@@ -365,4 +369,6 @@ _EXAMPLES: dict[str, Any] = {
     "lora_modules": ["tools-lora=/adapters/tools"],
     "api_key": "change-me",
     "fake_metrics": "fake-metrics.json",
+    "responses": "responses.toml",
+    "dataset": "conversations.jsonl",
 }
