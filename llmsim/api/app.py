@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmsim.answers import Responder
+from llmsim.answers.dataset import shared_dataset
 from llmsim.api import admin, answers_admin, inference, models, system
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
@@ -28,6 +29,12 @@ from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.settings.model import Settings
 
 
+def responder(settings: Settings) -> Responder:
+    """The answer sources ``settings`` name: rules, dataset."""
+    dataset = None if settings.dataset is None else shared_dataset(settings.dataset)
+    return Responder(settings.responses, seed=settings.seed, dataset=dataset)
+
+
 def create_app(
     settings: Settings, lifecycle: Lifecycle | None = None, *, rank: int = 0
 ) -> web.Application:
@@ -46,7 +53,7 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
-    app[RESPONDER] = Responder(settings.responses, seed=settings.seed)
+    app[RESPONDER] = responder(settings)
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 from rich.console import Console
 
+from llmsim.answers.dataset import DatasetError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
@@ -136,8 +137,12 @@ class Server:
     ) -> _Running:
         settings = instance.settings
         lifecycle = Lifecycle(settings.startup_duration)
+        try:
+            app = create_app(settings, lifecycle, rank=instance.rank)
+        except DatasetError as exc:
+            raise ServerStartError(f"--dataset: {exc}") from None
         runner = web.AppRunner(
-            create_app(settings, lifecycle, rank=instance.rank),
+            app,
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **_access_log_options(access if settings.access_log_enabled else None),
