@@ -6,6 +6,7 @@ from aiohttp import web
 
 from llmsim.answers import Responder
 from llmsim.answers.dataset import shared_dataset
+from llmsim.answers.recording import load_replay
 from llmsim.api import admin, answers_admin, inference, models, system
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
@@ -30,9 +31,18 @@ from llmsim.settings.model import Settings
 
 
 def responder(settings: Settings) -> Responder:
-    """The answer sources ``settings`` name: rules, dataset."""
+    """The answer sources ``settings`` name: rules, dataset, recording."""
     dataset = None if settings.dataset is None else shared_dataset(settings.dataset)
-    return Responder(settings.responses, seed=settings.seed, dataset=dataset)
+    replay = None
+    if settings.replay is not None:
+        replay = load_replay(settings.replay, settings.replay_speed)
+    return Responder(
+        settings.responses,
+        seed=settings.seed,
+        dataset=dataset,
+        replay=replay,
+        strict_replay=settings.replay_strict,
+    )
 
 
 def create_app(

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmsim.answers import Choice, RequestView, Responder
+from llmsim.answers.recording import KEY_FIELDS, prompt_messages
 from llmsim.answers.view import Endpoint
 from llmsim.api.errors import APIError
 from llmsim.api.prompts import last_user_text
@@ -22,22 +23,6 @@ from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import Answer, Target, TimingOverride
 
 logger = logging.getLogger("llmsim.answers")
-
-SAMPLING_FIELDS = (
-    "n",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "stop",
-    "ignore_eos",
-    "min_tokens",
-)
-"""Fields that change what a model says; a recording matches only with the same values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +59,14 @@ def _apply(choice: Choice, limit: int | None) -> Chosen:
 
 def request_view(body: ChatCompletionRequest | CompletionRequest, target: Target) -> RequestView:
     """The parts of ``body`` the answer sources look at."""
-    sampling = {name: _plain(getattr(body, name, None)) for name in SAMPLING_FIELDS}
+    sent = body.model_fields_set | set(body.model_extra or ())
+    sampling = {name: _plain(getattr(body, name, None)) for name in KEY_FIELDS if name in sent}
     common: dict[str, Any] = {
         "model": target.name,
         "adapter": target.adapter,
         "max_tokens": body.output_limit,
         "seed": body.seed,
-        "sampling": {k: v for k, v in sampling.items() if v is not None},
+        "sampling": sampling,
     }
     if isinstance(body, ChatCompletionRequest):
         messages = tuple((message.role, message.text) for message in body.messages)
@@ -94,10 +80,9 @@ def request_view(body: ChatCompletionRequest | CompletionRequest, target: Target
             tools=offered_tools(body),
             **common,
         )
-    prompt = body.prompt
-    text = prompt if isinstance(prompt, str) else str(prompt[0]) if prompt else ""
+    prompts = prompt_messages(body.prompt)
     endpoint = "completions"
-    return RequestView(endpoint, text=text, messages=(("user", text),), **common)
+    return RequestView(endpoint, text=prompts[0][1], messages=prompts, **common)
 
 
 def offered_tools(body: ChatCompletionRequest) -> dict[str, Mapping[str, Any]] | None:

@@ -22,6 +22,7 @@ from llmsim.cli.ctl import ctl_app
 from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
+from llmsim.cli.record import record
 from llmsim.cli.versions import version_lines
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
@@ -43,6 +44,7 @@ config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_hel
 app.add_typer(config_app, name="config")
 app.add_typer(ctl_app, name="ctl")
 ctl_app.add_typer(responses_app, name="responses")
+app.command("record")(record)
 
 # Options that take one or more values, like vLLM's ``nargs="+"`` flags.
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
@@ -144,6 +146,13 @@ def serve(
         str | None, _opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
     ] = None,
     dataset: Annotated[str | None, _opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
+    replay: Annotated[str | None, _opt("replay", panel=ANSWERS, metavar="FILE")] = None,
+    replay_speed: Annotated[
+        str | None, _opt("replay_speed", panel=ANSWERS, metavar="FLOAT")
+    ] = None,
+    replay_strict: Annotated[
+        bool | None, _opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
+    ] = None,
     latency_model: Annotated[
         str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token")
     ] = None,

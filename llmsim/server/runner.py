@@ -21,6 +21,7 @@ from aiohttp import web
 from rich.console import Console
 
 from llmsim.answers.dataset import DatasetError
+from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
@@ -141,6 +142,8 @@ class Server:
             app = create_app(settings, lifecycle, rank=instance.rank)
         except DatasetError as exc:
             raise ServerStartError(f"--dataset: {exc}") from None
+        except RecordingError as exc:
+            raise ServerStartError(f"--replay: {exc}") from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,

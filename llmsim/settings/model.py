@@ -305,6 +305,22 @@ class Settings(BaseSettings):
         "conversation gets its recorded answer; random mode draws answers from its assistant "
         "turns.",
     )
+    replay: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="A recording made by `llmsim record`: matching requests get the recorded "
+        "answer, paced by the recorded time to first token and inter-token gaps.",
+    )
+    replay_speed: float = Field(
+        1.0,
+        gt=0.0,
+        le=1000.0,
+        description="Replay the recorded timing this many times faster (0.5: twice as slow).",
+    )
+    replay_strict: bool = Field(
+        False,
+        description="Answer requests that match no recording with 404 instead of the "
+        "configured mode.",
+    )
 
     # -- latency ----------------------------------------------------------------
     latency_model: Literal["constant", "per-token"] = Field(
@@ -427,6 +443,8 @@ class Settings(BaseSettings):
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
             )
+        if self.replay_strict and self.replay is None:
+            raise _cross_field_error("replay_strict", "needs a recording to replay (--replay)")
         if not self.failure_types and self.failure_injection_rate > 0:
             raise _cross_field_error("failure_types", "must name at least one type")
         if self.max_cpu_loras is None:
