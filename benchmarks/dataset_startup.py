@@ -5,8 +5,9 @@
 Generates a ShareGPT-style file (1 to 3 exchanges per conversation, user turns of about
 25 words and answers of about 80), then measures in fresh processes:
 
-* ``load``: reading and indexing the file alone (``load_dataset``), with the process's
-  peak resident memory;
+* ``load``: reading and indexing the file alone (``load_dataset``), wall time and the
+  process's CPU time (which a busy shared machine disturbs much less), with its peak
+  resident memory;
 * ``serve``: ``llmsim serve --dataset FILE`` from launch until ``/health`` answers, against
   the same without a dataset.
 
@@ -66,16 +67,18 @@ started = time.perf_counter()
 from llmsim.answers.dataset import load_dataset
 dataset = load_dataset(Path(sys.argv[1]))
 elapsed = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{elapsed:.3f} {peak:.0f} {dataset.conversations} {len(dataset)}")
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(f"{elapsed:.3f} {usage.ru_maxrss / 1024:.0f} {dataset.conversations} {len(dataset)} "
+      f"{usage.ru_utime + usage.ru_stime:.3f}")
 """
 
 
-def measure_load(path: Path) -> tuple[float, float, int, int]:
+def measure_load(path: Path) -> tuple[float, float, int, int, float]:
+    """Wall seconds, peak RSS (MB), conversations, answers and CPU seconds of the process."""
     out = subprocess.run(
         [sys.executable, "-c", LOAD, str(path)], capture_output=True, text=True, check=True
     ).stdout.split()
-    return float(out[0]), float(out[1]), int(out[2]), int(out[3])
+    return float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[4])
 
 
 def free_port() -> int:
@@ -121,11 +124,12 @@ def main() -> None:
     size = path.stat().st_size / 1e6
     print(f"{path}: {args.conversations} conversations, {size:.0f} MB")
     for round_number in range(1, args.rounds + 1):
-        seconds, peak, conversations, answers = measure_load(path)
+        seconds, peak, conversations, answers, cpu = measure_load(path)
         baseline = time_to_healthy([])
         with_dataset = time_to_healthy(["--dataset", str(path)])
         print(
-            f"round {round_number}: load {seconds:.2f} s, peak RSS {peak:.0f} MB "
+            f"round {round_number}: load {seconds:.2f} s ({cpu:.2f} s CPU, with the import), "
+            f"peak RSS {peak:.0f} MB "
             f"({conversations} conversations, {answers} answers); serve to healthy "
             f"{with_dataset:.2f} s (without dataset {baseline:.2f} s)"
         )

@@ -7,7 +7,7 @@ from aiohttp import web
 from llmsim.answers import Responder
 from llmsim.answers.dataset import shared_dataset
 from llmsim.answers.recording import load_replay
-from llmsim.api import admin, answers_admin, inference, models, system
+from llmsim.api import admin, answers_admin, inference, models, system, upstream
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -100,4 +100,6 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    if settings.upstream is not None:
+        upstream.attach_upstream(app)
     return app

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmsim.api import upstream
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
@@ -82,12 +83,18 @@ COMPLETION = Flavor(
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
+    forwarded = await upstream.forward(request)
+    if forwarded is not None:
+        return forwarded
     # The parsed body is not kept in this frame: _generate lets go of it once the
     # engine has the request, which matters with thousands of open streams.
     return await _generate(request, CHAT, await parse_body(request, ChatCompletionRequest))
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
+    forwarded = await upstream.forward(request)
+    if forwarded is not None:
+        return forwarded
     return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
 
 

@@ -153,6 +153,10 @@ def serve(
     replay_strict: Annotated[
         bool | None, _opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
     ] = None,
+    upstream: Annotated[str | None, _opt("upstream", panel=ANSWERS, metavar="URL")] = None,
+    upstream_timeout: Annotated[
+        str | None, _opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
+    ] = None,
     latency_model: Annotated[
         str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token")
     ] = None,

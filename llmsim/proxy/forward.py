@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -39,30 +40,44 @@ def is_stream(body: bytes) -> bool:
     return isinstance(parsed, Mapping) and parsed.get("stream") is True
 
 
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the timeout."""
+
+
 async def relay(
     request: web.Request,
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
     capture: Capture | None,
-    timeout: aiohttp.ClientTimeout | None = None,
+    timeout: float | None = None,
+    server_errors_fail: bool = False,
 ) -> web.StreamResponse:
     """Send ``body`` to ``url`` and stream the answer back unchanged (read by ``capture``).
 
-    Raises :class:`UpstreamError` only before anything was sent to the client, so a caller
-    can still answer another way; a failure mid-stream ends the client's stream.
+    ``timeout`` bounds the wait for the answer (a whole JSON answer, or the start of a
+    stream and each read of it); with ``server_errors_fail`` a 5xx answer counts as a
+    failure. Raises :class:`UpstreamError` only before anything was sent to the client,
+    so a caller can still answer another way; a failure mid-stream ends the client's stream.
     """
     try:
-        upstream = await session.request(
-            request.method,
-            url,
-            data=body or None,
-            headers=upstream_headers(request),
-            timeout=timeout or aiohttp.ClientTimeout(),
+        upstream = await asyncio.wait_for(
+            session.request(
+                request.method,
+                url,
+                data=body or None,
+                headers=upstream_headers(request),
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout),
+            ),
+            timeout,
         )
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (TimeoutError, asyncio.TimeoutError):
+        raise UpstreamTimeout(f"no answer within {timeout:g} s") from None
+    except aiohttp.ClientError as exc:
         raise UpstreamError(str(exc) or type(exc).__name__) from None
     async with upstream:
+        if server_errors_fail and upstream.status >= 500:
+            raise UpstreamError(f"answered {upstream.status}")
         headers = {
             name: upstream.headers[name] for name in RETURNED_HEADERS if name in upstream.headers
         }
@@ -70,7 +85,9 @@ async def relay(
         if not streamed:
             try:
                 data = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (TimeoutError, asyncio.TimeoutError):
+                raise UpstreamTimeout(f"no answer within {timeout:g} s") from None
+            except aiohttp.ClientError as exc:
                 raise UpstreamError(str(exc) or type(exc).__name__) from None
             if capture is not None:
                 capture.whole(data)
@@ -82,7 +99,7 @@ async def relay(
                 if capture is not None:
                     capture.feed(data)
                 await response.write(data)
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
             pass  # the upstream broke off: so does the client's stream
         await response.write_eof()
         return response

@@ -176,6 +176,15 @@ def _existing_file(value: Path | None) -> Path | None:
     return value
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    scheme, _, rest = value.strip().partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
+    return value.strip().rstrip("/")
+
+
 class Settings(BaseSettings):
     """Everything that shapes a running llmsim server."""
 
@@ -320,6 +329,16 @@ class Settings(BaseSettings):
         False,
         description="Answer requests that match no recording with 404 instead of the "
         "configured mode.",
+    )
+    upstream: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        None,
+        description="Forward chat and completions requests to this OpenAI-compatible server "
+        "(e.g. a real vLLM) and simulate only when it fails or times out.",
+    )
+    upstream_timeout: Duration = Field(
+        "10s",  # type: ignore[assignment]  # validated like user input; a bare 10 means 10 ms
+        description="How long to wait for the upstream's answer (or the start of its stream) "
+        "before simulating instead.",
     )
 
     # -- latency ----------------------------------------------------------------
