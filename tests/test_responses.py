@@ -18,6 +18,8 @@ from llmsim.answers import RequestView
 from llmsim.answers.rules import RuleMatcher
 from llmsim.answers.schema_check import schema_problem
 from llmsim.api.app import create_app
+from llmsim.engine import TimingOverride
+from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.settings.model import Settings
 from llmsim.settings.responses import ResponsesError, load_rules, parse_rules
 from llmsim.settings.sources import load_settings
@@ -426,3 +428,25 @@ def test_ctl_responses_set_replaces_the_rules_of_a_running_server(
     result = run_cli("ctl", "responses", "clear", "--url", server.base_url)
     assert result.returncode == 0
     assert "0 response rule(s)" in result.stdout
+
+
+def test_a_timing_override_replaces_the_means_and_their_jitter() -> None:
+    model = LatencyModel(
+        LatencyProfile(
+            time_to_first_token=1.0,
+            time_to_first_token_std_dev=0.3,
+            inter_token_latency=0.1,
+            inter_token_latency_std_dev=0.03,
+            time_factor_under_load=3.0,
+            latency_model="per-token",
+            prefill_time_per_token=0.01,
+        ),
+        random.Random(1),
+    )
+    both = model.overridden(TimingOverride(0.25, 0.02))
+    assert both.first_token_delay(1000, 1.0) == pytest.approx(0.25)
+    assert both.inter_token_delay(2.0) == pytest.approx(0.04)  # the load factor still applies
+    assert both.fixed_inter_token_delay(1.0) == pytest.approx(0.02)
+    only_gap = model.overridden(TimingOverride(inter_token_latency=0.05))
+    assert only_gap.mean_first_token_delay(100) == pytest.approx(1.0)  # per-token model kept
+    assert model.inter_token_delay(1.0) != pytest.approx(0.05)
