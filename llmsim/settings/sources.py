@@ -371,4 +371,6 @@ _EXAMPLES: dict[str, Any] = {
     "fake_metrics": "fake-metrics.json",
     "responses": "responses.toml",
     "dataset": "conversations.jsonl",
+    "replay": "recording.jsonl",
+    "upstream": "http://127.0.0.1:8001",
 }
