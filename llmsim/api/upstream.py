@@ -25,7 +25,7 @@ def attach_upstream(app: web.Application) -> None:
     """Open one client session for the app's lifetime (only when --upstream is set)."""
 
     async def open_session(app: web.Application) -> None:
-        app[SESSION] = aiohttp.ClientSession(auto_decompress=False)
+        app[SESSION] = aiohttp.ClientSession()
 
     async def close_session(app: web.Application) -> None:
         if SESSION in app:

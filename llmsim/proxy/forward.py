@@ -14,6 +14,7 @@ from llmsim.proxy.capture import Capture
 
 FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "X-Request-Id")
 RETURNED_HEADERS = ("Content-Type", "X-Request-Id", "Retry-After", "WWW-Authenticate")
+"""The client session decompresses answers (so they can be read), hence no Content-Encoding."""
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
 

@@ -34,7 +34,7 @@ def create_record_app(upstream: str, out: Path) -> web.Application:
     app[UPSTREAM] = upstream.rstrip("/")
 
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
-        app[SESSION] = aiohttp.ClientSession(auto_decompress=False)
+        app[SESSION] = aiohttp.ClientSession()
         app[OUT] = out.open("a", encoding="utf-8")
         yield
         await app[SESSION].close()
