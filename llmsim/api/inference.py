@@ -18,6 +18,7 @@ from llmsim.api import upstream
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
+from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RESPONDER, RUNTIME, STREAMED
@@ -34,6 +35,7 @@ from llmsim.api.sse import (
 )
 from llmsim.api.system import NOT_SERVING
 from llmsim.engine import (
+    Answer,
     ContextLengthError,
     Engine,
     GenerationRequest,
@@ -109,6 +111,7 @@ async def _generate(
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
+    constrained = _answer(body, engine)  # checks tools and schemas even when a rule answers
     chosen = choose(request.app[RESPONDER], body, target, engine.settings.mode)
     generation = GenerationRequest(
         request_id=request_id,
@@ -119,7 +122,7 @@ async def _generate(
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
-        answer=chosen.answer,
+        answer=chosen.answer or constrained,
         timing=chosen.timing,
     )
     stream, include_usage = body.stream, body.include_usage
@@ -165,6 +168,16 @@ async def _stream(
     finally:
         request[STREAMED] = writer.sent
     return response
+
+
+def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens."""
+    if not has_constraints(body):
+        return None  # the common case costs one look at a few fields
+    rng = request_rng(body.seed)
+    if isinstance(body, ChatCompletionRequest):
+        return chat_answer(body, engine.settings.tool_call_probability, rng)
+    return completion_answer(body, rng)
 
 
 def _inject_fault(request: web.Request, model: str) -> None:

@@ -142,6 +142,9 @@ def serve(
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    tool_call_probability: Annotated[
+        str | None, _opt("tool_call_probability", panel=MODEL, metavar="FLOAT")
+    ] = None,
     responses: Annotated[
         str | None, _opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
     ] = None,

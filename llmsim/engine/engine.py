@@ -164,6 +164,8 @@ class Engine:
                         arrival=arrival,
                         admitted=loop.create_future(),
                         timing=request.timing,
+                        tool_calls=text.tool_calls,
+                        reported_finish=text.reported_finish,
                     )
                 )
         self.scheduler.submit(sequences)

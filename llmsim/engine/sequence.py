@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llmsim.engine.generation import ToolSpan
 from llmsim.engine.timing import TimingOverride
 
 FinishReason = Literal["stop", "length", "abort"]
@@ -47,6 +48,15 @@ class Sequence:
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
     timing: TimingOverride | None = None
     """The request's own timing, replacing the configured latency means."""
+    tool_calls: tuple[ToolSpan, ...] = ()
+    """Tool calls in the output (their arguments are tokens of ``output``)."""
+    reported_finish: str | None = None
+    """The API's finish reason when it is not the engine's (``tool_calls``)."""
+
+    @property
+    def api_finish_reason(self) -> str:
+        """``finish_reason`` as the API reports it (the engine's metrics keep stop/length)."""
+        return self.reported_finish or self.natural_finish
 
     @property
     def kv_tokens(self) -> int:
