@@ -281,3 +281,49 @@ def test_a_broken_recording_stops_start_up(tmp_path: Path) -> None:
     strict = run_cli("serve", "--replay-strict", "--port", "0")
     assert strict.returncode == 2
     assert "needs a recording" in strict.stderr
+
+
+def test_recorded_tool_calls_replay(
+    llmsim_server: Callable[..., RunningServer],
+    recorder: Callable[[str, Path], str],
+    tmp_path: Path,
+) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"term": {"type": "string"}},
+                "required": ["term"],
+            },
+        },
+    }
+    body = {
+        "messages": [{"role": "user", "content": "look it up"}],
+        "tools": [tool],
+        "tool_choice": "required",
+        "seed": 3,
+    }
+    upstream = llmsim_server("--seed", "2")
+    out = tmp_path / "tools.jsonl"
+    proxy = recorder(upstream.base_url, out)
+    status, raw, _, _ = post(proxy, "/v1/chat/completions", body)
+    assert status == 200
+    recorded = json.loads(raw)["choices"][0]
+    line = json.loads(out.read_text().splitlines()[0])
+    assert line["choices"][0]["tool_calls"][0]["name"] == "lookup"
+
+    replay = llmsim_server("--replay", str(out), "--replay-strict")
+    status, raw, _, _ = post(replay.base_url, "/v1/chat/completions", body)
+    assert status == 200
+    replayed = json.loads(raw)["choices"][0]
+    assert replayed["finish_reason"] == recorded["finish_reason"] == "tool_calls"
+    calls = [
+        (call["function"]["name"], json.loads(call["function"]["arguments"]))
+        for call in replayed["message"]["tool_calls"]
+    ]
+    assert calls == [
+        (call["function"]["name"], json.loads(call["function"]["arguments"]))
+        for call in recorded["message"]["tool_calls"]
+    ]

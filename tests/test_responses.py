@@ -356,7 +356,7 @@ async def test_timing_and_max_tokens_overrides_reach_the_engine(aiohttp_client: 
     assert body["usage"]["completion_tokens"] == 2
 
 
-async def test_tool_call_rules_need_the_tool_on_offer(aiohttp_client: Any) -> None:
+async def test_tool_call_rules_answer_with_tool_calls(aiohttp_client: Any) -> None:
     client = await aiohttp_client(
         app_with(
             {
@@ -364,7 +364,8 @@ async def test_tool_call_rules_need_the_tool_on_offer(aiohttp_client: Any) -> No
                     {
                         "regex": r"weather in (\w+)",
                         "tool_call": {"name": "get_weather", "arguments": {"city": "{1}"}},
-                    }
+                    },
+                    {"contains": "cut", "text": "a short answer", "finish_reason": "length"},
                 ]
             },
             mode="echo",
@@ -374,8 +375,35 @@ async def test_tool_call_rules_need_the_tool_on_offer(aiohttp_client: Any) -> No
         client, "/v1/chat/completions", chat("weather in Rome", tools=[WEATHER_TOOL])
     )
     assert status == 200
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Rome"}
+
+    response = await client.post(
+        "/v1/chat/completions", json=chat("weather in Oslo", tools=[WEATHER_TOOL], stream=True)
+    )
+    streamed = (await response.read()).decode()
+    assert '"name":"get_weather"' in streamed
+    assert '"finish_reason":"tool_calls"' in streamed
+
     status, body = await post(client, "/v1/chat/completions", chat("weather in Rome"))
-    assert body["choices"][0]["message"]["content"] == "weather in Rome"
+    assert body["choices"][0]["message"]["content"] == "weather in Rome"  # no tools offered
+    status, body = await post(client, "/v1/chat/completions", chat("cut here"))
+    assert body["choices"][0]["message"]["content"] == "a short answer"
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+async def test_a_tool_call_that_breaks_the_schema_is_a_500_naming_the_problem(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(
+        app_with({"rules": [{"tool_call": {"name": "get_weather", "arguments": {"days": 2}}}]})
+    )
+    status, body = await post(client, "/v1/chat/completions", chat("x", tools=[WEATHER_TOOL]))
+    assert status == 500
+    assert "missing required property 'city'" in body["error"]["message"]
 
 
 async def test_admin_responses_replaces_the_rules_at_run_time(aiohttp_client: Any) -> None:
