@@ -478,3 +478,36 @@ def test_a_timing_override_replaces_the_means_and_their_jitter() -> None:
     only_gap = model.overridden(TimingOverride(inter_token_latency=0.05))
     assert only_gap.mean_first_token_delay(100) == pytest.approx(1.0)  # per-token model kept
     assert model.inter_token_delay(1.0) != pytest.approx(0.05)
+
+
+async def test_the_example_rules_answer_as_their_comments_say(aiohttp_client: Any) -> None:
+    example = str(ROOT / "examples" / "responses.toml")
+    client = await aiohttp_client(
+        create_app(Settings(responses=example, seed=3, lora=["sql-lora"]))
+    )
+    _, body = await post(client, "/v1/chat/completions", chat("What is the weather in Paris?"))
+    assert body["choices"][0]["message"]["content"] == "It is sunny and 21 °C in Paris."
+    _, body = await post(
+        client, "/v1/chat/completions", chat("weather in Oslo", tools=[WEATHER_TOOL])
+    )
+    call = body["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert json.loads(call["arguments"]) == {"city": "Oslo"}
+    sentiment = {
+        "messages": [
+            {"role": "system", "content": "Classify the sentiment of the text."},
+            {"role": "user", "content": "I love it"},
+        ]
+    }
+    _, body = await post(client, "/v1/chat/completions", sentiment)
+    assert body["choices"][0]["message"]["content"] in {"positive", "negative", "neutral"}
+    _, body = await post(client, "/v1/chat/completions", chat("Please extract the order"))
+    assert json.loads(body["choices"][0]["message"]["content"])["item"] == "coffee"
+    statuses = [
+        (await post(client, "/v1/chat/completions", chat("hi", model="sql-lora")))[0]
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 503]
+    _, body = await post(client, "/v1/completions", {"prompt": "anything", "max_tokens": 20})
+    assert body["choices"][0]["finish_reason"] == "length"
+    _, body = await post(client, "/v1/chat/completions", chat("Write a Go function"))
+    assert "```go" in body["choices"][0]["message"]["content"]  # the built-in task answers

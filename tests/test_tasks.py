@@ -23,6 +23,7 @@ ARTICLE = (
         ("Write a Python function that reverses a list", "code"),
         ("Can you implement binary search in Rust?", "code"),
         ("Show me hello world in Go", "code"),
+        ("Write a Go function that sums a slice", "code"),
         (ARTICLE, "summary"),
         ("TL;DR of the meeting notes below", "summary"),
         ("Write a short poem about autumn", "creative"),
@@ -42,6 +43,7 @@ def test_code_comes_fenced_in_the_language_asked_for() -> None:
     assert "```rust\n" in answer
     assert "fn " in answer
     assert "```python\n" in task_answer("Write a function that sorts names", seed=1)
+    assert "```go\n" in task_answer("Write a Go function that sums a slice", seed=1)
     assert "```sql\n" in task_answer("Write a SQL query for the newest orders", seed=1)
 
 

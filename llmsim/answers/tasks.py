@@ -36,7 +36,7 @@ _CODE = re.compile(
     re.IGNORECASE,
 )
 _IN_LANGUAGE = re.compile(
-    r"\bin (python|javascript|typescript|java|go|golang|rust|c\+\+|c#|ruby|bash|sql)\b",
+    r"\b(in|using) (python|javascript|typescript|java|go|golang|rust|c\+\+|c#|ruby|bash|sql)\b",
     re.IGNORECASE,
 )
 _SUMMARY = re.compile(
@@ -92,14 +92,25 @@ def task_answer(text: str, seed: int | None) -> str:
     return _chat(text, rng)
 
 
+_SHORT_NAMES = ("c", "go", "sh", "ts", "js")
+"""Names too common as words to count alone: "in Go" or "a Go function" is Go."""
+
+
 def _language_named(text: str) -> str | None:
-    words = set(re.findall(r"[a-z+#]+", text.lower()))
+    lowered = text.lower()
+    words = set(re.findall(r"[a-z+#]+", lowered))
     for language, names in LANGUAGES.items():
-        if any(name in words for name in names if name not in ("c", "go", "sh", "ts", "js")):
+        if any(name in words for name in names if name not in _SHORT_NAMES):
             return language
     for language, names in LANGUAGES.items():
-        if any(re.search(rf"\bin {re.escape(name)}\b", text.lower()) for name in names):
-            return language
+        for name in names:
+            quoted = re.escape(name)
+            if re.search(
+                rf"\b(in|a|an|using|with) {quoted}\b|\b{quoted} "
+                r"(function|program|code|script|snippet|class|method|file|module)\b",
+                lowered,
+            ):
+                return language
     return None
 
 
