@@ -311,7 +311,7 @@ class Settings(BaseSettings):
     # -- chosen answers ---------------------------------------------------------
     responses: Annotated[ResponseRules | None, NoDecode, BeforeValidator(_load_responses)] = Field(
         None,
-        description="Response rules: a TOML file of [[rules]] (or a [responses] table in a "
+        description="Response rules: a TOML file of ordered rules (or a responses table in a "
         "profile), or builtin:tasks for answers that fit the request type. Replaceable at run "
         "time via /admin/responses.",
     )
