@@ -173,3 +173,15 @@ def test_serve_reports_a_missing_or_broken_dataset(tmp_path: Path) -> None:
     result = run_cli("serve", "--dataset", str(broken), "--port", "0")
     assert result.returncode == 1
     assert "--dataset: line 1: not JSON" in result.stderr
+
+
+def test_jsonl_loads_with_the_standard_library_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dataset_module, "parse_line", json.loads)
+    dataset = load_dataset(write(tmp_path / "d.jsonl", SHAREGPT, "jsonl"))
+    assert len(dataset) == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversations": []}\n[oops\n')
+    with pytest.raises(DatasetError, match="line 2: not JSON"):
+        load_dataset(bad)
