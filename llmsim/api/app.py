@@ -7,7 +7,16 @@ from aiohttp import web
 from llmsim.answers import Responder
 from llmsim.answers.dataset import shared_dataset
 from llmsim.answers.recording import load_replay
-from llmsim.api import admin, answers_admin, inference, models, system, upstream
+from llmsim.api import (
+    admin,
+    answers_admin,
+    embeddings,
+    inference,
+    models,
+    system,
+    tokenization,
+    upstream,
+)
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -19,8 +28,10 @@ from llmsim.api.keys import (
     OPENAPI,
     RESPONDER,
     RUNTIME,
+    SERVER_LOAD,
     SETTINGS,
 )
+from llmsim.api.load import ServerLoad, get_load, load_aware
 from llmsim.api.openapi import build_openapi
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
@@ -64,12 +75,13 @@ def create_app(
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
+    app[SERVER_LOAD] = ServerLoad()
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
     routes = [
-        web.post("/v1/chat/completions", inference.create_chat_completion),
-        web.post("/v1/completions", inference.create_completion),
+        web.post("/v1/chat/completions", load_aware(inference.create_chat_completion)),
+        web.post("/v1/completions", load_aware(inference.create_completion)),
         web.get("/v1/models", models.list_models),
         web.post("/v1/load_lora_adapter", models.load_lora_adapter),
         web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
@@ -86,6 +98,14 @@ def create_app(
         web.delete("/admin/metrics", admin.clear_metric_overrides),
         web.get("/admin/responses", answers_admin.get_responses),
         web.post("/admin/responses", answers_admin.set_responses),
+        # vLLM's small endpoints, tokenization and embeddings
+        web.get("/ping", system.health),
+        web.post("/ping", system.health),
+        web.get("/load", get_load),
+        web.post("/tokenize", tokenization.tokenize),
+        web.post("/detokenize", tokenization.detokenize),
+        web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
+        web.post("/pooling", load_aware(embeddings.create_pooling)),
     ]
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
