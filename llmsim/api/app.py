@@ -31,8 +31,10 @@ from llmsim.api.keys import (
     SERVER_LOAD,
     SETTINGS,
 )
+from llmsim.api.kv_setup import install_kv_features
 from llmsim.api.load import ServerLoad, get_load, load_aware
 from llmsim.api.openapi import build_openapi
+from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -75,6 +77,7 @@ def create_app(
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
+    install_kv_features(app, settings, engine, metrics, rank)
     app[SERVER_LOAD] = ServerLoad()
     if stats is not None:
         app[LIVE_STATS] = stats
@@ -107,6 +110,7 @@ def create_app(
         web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
         web.post("/pooling", load_aware(embeddings.create_pooling)),
     ]
+    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None

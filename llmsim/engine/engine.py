@@ -76,6 +76,8 @@ class GenerationRequest:
     """A chosen answer (tools, structured output, rules); None to use the generation mode."""
     timing: TimingOverride | None = None
     """This request's own TTFT/ITL (a rule's override, a recording's pace); None: configured."""
+    kv_transfer_delay: float | None = None
+    """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
 
 
 class Engine:
@@ -174,6 +176,7 @@ class Engine:
                         timing=request.timing,
                         tool_calls=text.tool_calls,
                         reported_finish=text.reported_finish,
+                        kv_transfer_delay=request.kv_transfer_delay,
                     )
                 )
         self.scheduler.submit(sequences)
@@ -232,9 +235,12 @@ class Engine:
             latency = latency.overridden(sequence.timing)
         start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
         running, max_running = self._load()
-        deadline = start + latency.first_token_delay(
-            sequence.prompt_tokens, latency.load_factor(running, max_running)
-        )
+        if sequence.kv_transfer_delay is not None:  # P/D decode: no prefill, a transfer
+            deadline = start + sequence.kv_transfer_delay
+        else:
+            deadline = start + latency.first_token_delay(
+                sequence.prompt_tokens, latency.load_factor(running, max_running)
+            )
         loop = asyncio.get_running_loop()
         pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())
         while True:

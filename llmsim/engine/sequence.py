@@ -48,6 +48,8 @@ class Sequence:
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
     timing: TimingOverride | None = None
     """The request's own timing, replacing the configured latency means."""
+    kv_transfer_delay: float | None = None
+    """P/D decode side: the prompt's KV cache is received (this long) instead of computed."""
     tool_calls: tuple[ToolSpan, ...] = ()
     """Tool calls in the output (their arguments are tokens of ``output``)."""
     reported_finish: str | None = None

@@ -37,6 +37,10 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "failure_types",
     "stream_cut_rate",
     "mode",
+    "kv_cache_transfer_latency",
+    "kv_cache_transfer_latency_std_dev",
+    "kv_cache_transfer_time_per_token",
+    "kv_cache_transfer_time_per_token_std_dev",
 )
 """Settings ``POST /admin/config`` may change. Everything else needs a restart."""
 

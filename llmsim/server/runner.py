@@ -27,6 +27,7 @@ from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
+from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
@@ -144,6 +145,8 @@ class Server:
             raise ServerStartError(f"--dataset: {exc}") from None
         except RecordingError as exc:
             raise ServerStartError(f"--replay: {exc}") from None
+        except KVEventsStartError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
