@@ -34,30 +34,38 @@ class APIError(Exception):
         message: str,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers
+        self.type = type
+        """The error type to report; None derives it from the status as vLLM does."""
 
 
 def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
 
 
-def error_body(status: int, message: str, param: str | None = None) -> bytes:
-    return dumps(
-        {"error": {"message": message, "type": error_type(status), "param": param, "code": status}}
-    )
+def error_body(
+    status: int, message: str, param: str | None = None, type: str | None = None
+) -> bytes:
+    kind = type or error_type(status)
+    return dumps({"error": {"message": message, "type": kind, "param": param, "code": status}})
 
 
 def error_response(
-    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    type: str | None = None,
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=error_body(status, message, param),
+        body=error_body(status, message, param, type),
         content_type="application/json",
         headers=headers,
     )
@@ -71,10 +79,11 @@ ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def anthropic_error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int, message: str, headers: dict[str, str] | None = None, type: str | None = None
 ) -> web.Response:
     """``{"type": "error", "error": {"type": ..., "message": ...}}`` with vLLM's error type."""
-    body = dumps({"type": "error", "error": {"type": error_type(status), "message": message}})
+    kind = type or error_type(status)
+    body = dumps({"type": "error", "error": {"type": kind, "message": message}})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
@@ -84,8 +93,9 @@ def shaped_error_response(
     message: str,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    type: str | None = None,
 ) -> web.Response:
     """The error answer for a request to ``path``: Anthropic's shape on the Messages API."""
     if path.startswith(ANTHROPIC_PREFIX):
-        return anthropic_error_response(status, message, headers)
-    return error_response(status, message, param, headers)
+        return anthropic_error_response(status, message, headers, type)
+    return error_response(status, message, param, headers, type)

@@ -48,7 +48,7 @@ def guard(handler: Handler, *, timing: bool, api_key: str | None) -> Handler:
         except APIError as exc:
             _report(request, exc.status, exc.message)
             return shaped_error_response(
-                request.path, exc.status, exc.message, exc.param, exc.headers
+                request.path, exc.status, exc.message, exc.param, exc.headers, exc.type
             )
         except web.HTTPException as exc:
             if exc.status < 400:
