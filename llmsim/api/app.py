@@ -36,6 +36,8 @@ def create_app(
     observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
     engine = Engine(settings, observer=observer)
     metrics.track(engine.scheduler, settings.kv_cache_size)
+    if engine.step is not None:
+        metrics.track_step(engine.step, settings)
 
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings

@@ -57,7 +57,7 @@ class Flavor:
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
-    prompts: Callable[[Any], Sequence[PromptInput]]
+    prompts: Callable[[Any, bool], Sequence[PromptInput]]
 
 
 CHAT = Flavor(
@@ -67,7 +67,7 @@ CHAT = Flavor(
     "messages",
     chat_body,
     ChatStreamSink,
-    lambda body: [chat_prompt(body)],
+    lambda body, with_ids: [chat_prompt(body, with_ids)],
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -104,7 +104,7 @@ async def _generate(
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
-        prompts=flavor.prompts(body),
+        prompts=flavor.prompts(body, engine.needs_token_ids),
         n=body.n,
         max_tokens=body.output_limit,
         ignore_eos=body.ignore_eos,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import PromptInput
-from llmsim.engine.tokenizer import count_tokens
+from llmsim.engine.tokenizer import count_tokens, token_ids
 
 GENERATION_PROMPT = "<|assistant|>\n"
 
@@ -28,25 +28,34 @@ def last_user_text(request: ChatCompletionRequest) -> str:
     return ""
 
 
-def chat_prompt(request: ChatCompletionRequest) -> PromptInput:
-    return PromptInput(count_tokens(render_chat(request)), last_user_text(request))
+def chat_prompt(request: ChatCompletionRequest, with_ids: bool = False) -> PromptInput:
+    """``with_ids``: also carry the token ids (only the step engine's prefix cache wants them)."""
+    return _text_prompt(render_chat(request), last_user_text(request), with_ids)
 
 
-def completion_prompts(request: CompletionRequest) -> list[PromptInput]:
+def completion_prompts(request: CompletionRequest, with_ids: bool = False) -> list[PromptInput]:
     """One input per prompt; token-id prompts count their ids and echo them as text."""
     prompt = request.prompt
     if isinstance(prompt, str):
-        return [PromptInput(count_tokens(prompt), prompt)]
+        return [_text_prompt(prompt, prompt, with_ids)]
     if all(isinstance(item, int) for item in prompt):
-        return [_token_id_prompt(prompt)]  # type: ignore[arg-type]
+        return [_token_id_prompt(prompt, with_ids)]  # type: ignore[arg-type]
     inputs: list[PromptInput] = []
     for item in prompt:
         if isinstance(item, str):
-            inputs.append(PromptInput(count_tokens(item), item))
+            inputs.append(_text_prompt(item, item, with_ids))
         else:
-            inputs.append(_token_id_prompt(item))  # type: ignore[arg-type]
+            inputs.append(_token_id_prompt(item, with_ids))  # type: ignore[arg-type]
     return inputs
 
 
-def _token_id_prompt(ids: list[int]) -> PromptInput:
-    return PromptInput(len(ids), " ".join(str(token_id) for token_id in ids))
+def _text_prompt(text: str, echo_text: str, with_ids: bool) -> PromptInput:
+    if with_ids:
+        ids = token_ids(text)
+        return PromptInput(len(ids), echo_text, ids)
+    return PromptInput(count_tokens(text), echo_text)
+
+
+def _token_id_prompt(ids: list[int], with_ids: bool = False) -> PromptInput:
+    text = " ".join(str(token_id) for token_id in ids)
+    return PromptInput(len(ids), text, list(ids) if with_ids else None)

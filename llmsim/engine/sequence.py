@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +44,10 @@ class Sequence:
     finish_reason: FinishReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
+    prompt_token_ids: Seq[int] | None = field(default=None, repr=False)
+    """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
+    cached_tokens: int = 0
+    """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
 
     @property
     def kv_tokens(self) -> int:

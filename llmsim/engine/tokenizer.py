@@ -11,6 +11,8 @@ what BPE tokenizers of real models produce.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from hashlib import blake2b
 
 MAX_WORD_PIECE = 8
 _TOKEN_RE = re.compile(rf"\s*\w{{1,{MAX_WORD_PIECE}}}|\s*[^\w\s]|\s+")
@@ -24,3 +26,19 @@ def tokenize(text: str) -> list[str]:
 def count_tokens(text: str) -> int:
     """Number of tokens in ``text`` (same as ``len(tokenize(text))``)."""
     return len(_TOKEN_RE.findall(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def token_id(token: str) -> int:
+    """A token's id: the first four bytes of its BLAKE2b digest.
+
+    Derived from the token's text alone (never from Python's salted ``hash()``), so every
+    process, data-parallel rank and restart gives the same text the same ids, and
+    prefix-cache block hashes agree across instances.
+    """
+    return int.from_bytes(blake2b(token.encode(), digest_size=4).digest(), "big")
+
+
+def token_ids(text: str) -> list[int]:
+    """The stable ids of ``text``'s tokens (as many as ``count_tokens(text)``)."""
+    return [token_id(token) for token in _TOKEN_RE.findall(text)]

@@ -1,0 +1,131 @@
+"""The step engine on the event loop: one task runs step after step while there is work.
+
+Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
+says, and at its end every sequence that finished a decode or its last prefill chunk emits
+one token through its :class:`~llmsim.engine.pacer.TokenSink`. Steps follow each other on
+absolute deadlines, so a late timer shortens the next wait instead of stretching the
+schedule; after an idle spell the first step starts when work arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmsim.engine.observer import EngineObserver
+from llmsim.engine.pacer import TokenSink
+from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.kv_cache import StepSequence
+from llmsim.engine.step.step_engine import StepEngine, StepObserver
+from llmsim.engine.step.step_scheduler import StepResult
+
+MAX_LAG = 0.05
+"""A step that starts later than this after the previous one's deadline starts afresh."""
+
+
+@dataclass(slots=True)
+class _Active:
+    seq: StepSequence
+    sink: TokenSink | None
+    done: asyncio.Future[None]
+
+
+class StepLoop:
+    def __init__(
+        self,
+        engine: StepEngine,
+        observer: Callable[[], EngineObserver],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self._observer = observer
+        self._clock = clock
+        self._active: dict[Sequence, _Active] = {}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.step_observers: list[StepObserver] = []
+
+    async def run(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        """Hand ``sequence`` to the engine; return once its last token is out.
+
+        Cancelled (the client went away), the sequence leaves the engine and frees its
+        blocks at once.
+        """
+        loop = asyncio.get_running_loop()
+        if sequence.ready_at is not None and sequence.ready_at > self._clock():
+            await asyncio.sleep(sequence.ready_at - self._clock())  # adapter loading
+        active = _Active(self.engine.add(sequence), sink, loop.create_future())
+        self._active[sequence] = active
+        self._kick()
+        try:
+            await active.done
+        except BaseException:
+            self.abort(sequence)
+            raise
+
+    def abort(self, sequence: Sequence) -> None:
+        active = self._active.pop(sequence, None)
+        if active is not None:
+            self.engine.abort(active.seq)
+            self._kick()
+
+    def reset_prefix_cache(self) -> int:
+        return self.engine.reset_prefix_cache()
+
+    # -- the loop ---------------------------------------------------------------
+    def _kick(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        engine, clock = self.engine, self._clock
+        assert self._wake is not None
+        wake = self._wake
+        deadline: float | None = None
+        while True:
+            if not engine.has_work():
+                wake.clear()
+                await wake.wait()
+                deadline = None
+                continue
+            now = clock()
+            start = deadline if deadline is not None and now - deadline < MAX_LAG else now
+            plan, duration = engine.begin_step(start)
+            if plan.empty:
+                engine.end_step(plan, start)
+                if not plan.preempted:  # nothing fits until something leaves
+                    wake.clear()
+                    await wake.wait()
+                continue
+            end = start + duration
+            delay = end - clock()
+            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            result = engine.end_step(plan, end)
+            self._dispatch(result, end)
+            for observer in self.step_observers:
+                observer.step_done(plan, duration)
+            deadline = end
+
+    def _dispatch(self, result: StepResult, now: float) -> None:
+        observer = self._observer()
+        active_map = self._active
+        for seq in result.emitted:
+            sequence = seq.sequence
+            position = sequence.generated - 1
+            if position == 0:
+                observer.first_token(sequence, now - sequence.arrival)
+            else:
+                previous = seq.previous_token_at
+                observer.next_tokens(sequence, None if previous is None else now - previous, 0)
+            active = active_map.get(sequence)
+            if active is not None and active.sink is not None:
+                active.sink.tokens(sequence, position, sequence.output[position : position + 1])
+        for seq in result.finished:
+            active = active_map.pop(seq.sequence, None)
+            if active is not None and not active.done.done():
+                active.done.set_result(None)
