@@ -124,8 +124,15 @@ class StepLoop:
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
             active = active_map.get(sequence)
             if active is not None and active.sink is not None:
-                active.sink.tokens(sequence, position, sequence.output[position : position + 1])
+                try:
+                    active.sink.tokens(sequence, position, sequence.output[position : position + 1])
+                except Exception as exc:  # the sink failed (a cut stream, a gone client)
+                    self.abort(sequence)
+                    if not active.done.done():
+                        active.done.set_exception(exc)
         for seq in result.finished:
             active = active_map.pop(seq.sequence, None)
+            if seq.removed and active is None:
+                continue
             if active is not None and not active.done.done():
                 active.done.set_result(None)
