@@ -173,3 +173,52 @@ async def test_a_long_prompt_stalls_a_running_stream_by_its_prefill_chunk(
     # chunks of at most 255 prompt tokens next to the decode: about 20 ms + 128 ms
     assert stalls["256"] < 0.35
     assert stalls["256"] < stalls["8192"] / 4
+
+
+async def test_step_mode_keeps_the_rest_working(llmsim_server: StartServer) -> None:
+    """Disconnects free blocks at once, n and prompt lists, 429 and run-time step settings."""
+    server = llmsim_server(
+        *STEP,
+        "--inter-token-latency", "20ms",
+        "--max-num-seqs", "4",
+        "--max-waiting-queue-length", "2",
+    )  # fmt: skip
+    async with client_session() as session:
+        cut = await stream(session, server, COMPLETIONS, completion(words(200), 200), close_after=3)
+        assert cut.closed_early
+        for _ in range(100):
+            samples = await scrape(session, server)
+            if metric(samples, "vllm:kv_cache_usage_perc") == 0.0 and running(samples) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert metric(samples, "vllm:kv_cache_usage_perc") == 0.0
+        assert metric(samples, "vllm:request_success_total", finished_reason="abort") == 1
+
+        body = completion([words(40), words(40, "v")], 4, n=2)
+        reply = await call(session, server, "POST", COMPLETIONS, body)
+        assert reply.status == 200
+        choices = reply.json()["choices"]
+        assert sorted(choice["index"] for choice in choices) == [0, 1, 2, 3]
+        assert reply.json()["usage"]["completion_tokens"] == 16
+
+        # four sequences run, two wait, the next request does not fit the queue
+        busy = [
+            asyncio.ensure_future(call(session, server, "POST", COMPLETIONS, completion("x", 30)))
+            for _ in range(6)
+        ]
+        await asyncio.sleep(0.2)
+        full = await call(session, server, "POST", COMPLETIONS, completion("y", 2))
+        assert full.status == 429
+        await settle(*busy)
+
+        update = await call(
+            session, server, "POST", "/admin/config", {"decode_time_per_sequence": "5ms"}
+        )
+        assert update.status == 200, update.body
+        current = await call(session, server, "GET", "/admin/config")
+        assert current.json()["settings"]["decode_time_per_sequence"] == "5ms"
+        refused = await call(
+            session, server, "POST", "/admin/config", {"latency_model": "constant"}
+        )
+        assert refused.status == 400
+        assert "restart" in refused.json()["error"]["message"]
