@@ -45,6 +45,14 @@ def _step_timing(settings: Settings) -> str:
     )
 
 
+def _short_timing(settings: Settings) -> str:
+    """For the one-row-per-instance table: the step model's ITL only."""
+    if settings.latency_model == "step":
+        itl = _latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)
+        return f"step, ITL {itl}"
+    return _timing(settings)
+
+
 def _timing(settings: Settings) -> str:
     if settings.latency_model == "step":
         return _step_timing(settings)
@@ -195,7 +203,7 @@ def instances_table(
         row += [
             settings.model_label,
             adapters,
-            _timing(settings),
+            _short_timing(settings),
             _limits(settings),
             _failures(settings),
         ]
