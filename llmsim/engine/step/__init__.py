@@ -12,12 +12,14 @@ from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver, num_kv_blocks
 from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.step.step_scheduler import Chunk, StepPlan, StepResult, StepScheduler
+from llmsim.engine.step.virtual import Sample, VirtualRun, virtual_sequence
 
 __all__ = [
     "BlockPool",
     "Chunk",
     "KVBlock",
     "KVCacheManager",
+    "Sample",
     "StepCosts",
     "StepEngine",
     "StepLoop",
@@ -26,5 +28,7 @@ __all__ = [
     "StepResult",
     "StepScheduler",
     "StepSequence",
+    "VirtualRun",
     "num_kv_blocks",
+    "virtual_sequence",
 ]
