@@ -23,6 +23,9 @@ from llmsim.engine.step.step_scheduler import StepResult
 
 MAX_LAG = 0.05
 """A step that starts later than this after the previous one's deadline starts afresh."""
+MAX_COALESCED_STEPS = 64
+"""Steps that are already due when planned (zero latency, or catching up) run back to back,
+and their tokens go out in one write per sequence; after this many the loop yields."""
 
 
 @dataclass(slots=True)
@@ -43,6 +46,8 @@ class StepLoop:
         self._observer = observer
         self._clock = clock
         self._active: dict[Sequence, _Active] = {}
+        self._pending: dict[Sequence, list[int]] = {}
+        """Tokens emitted but not yet written: sequence -> [first position, count]."""
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.step_observers: list[StepObserver] = []
@@ -66,6 +71,7 @@ class StepLoop:
             raise
 
     def abort(self, sequence: Sequence) -> None:
+        self._pending.pop(sequence, None)
         active = self._active.pop(sequence, None)
         if active is not None:
             self.engine.abort(active.seq)
@@ -87,11 +93,13 @@ class StepLoop:
         assert self._wake is not None
         wake = self._wake
         deadline: float | None = None
+        coalesced = 0
         while True:
             if not engine.has_work():
+                self._flush()
                 wake.clear()
                 await wake.wait()
-                deadline = None
+                deadline, coalesced = None, 0
                 continue
             now = clock()
             start = deadline if deadline is not None and now - deadline < MAX_LAG else now
@@ -99,12 +107,18 @@ class StepLoop:
             if plan.empty:
                 engine.end_step(plan, start)
                 if not plan.preempted:  # nothing fits until something leaves
+                    self._flush()
                     wake.clear()
                     await wake.wait()
                 continue
             end = start + duration
             delay = end - clock()
-            await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            if delay > 0.0 or coalesced >= MAX_COALESCED_STEPS:
+                self._flush()
+                coalesced = 0
+                await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            else:
+                coalesced += 1  # already due: its tokens join the pending writes
             result = engine.end_step(plan, end)
             self._dispatch(result, end)
             for observer in self.step_observers:
@@ -112,8 +126,9 @@ class StepLoop:
             deadline = end
 
     def _dispatch(self, result: StepResult, now: float) -> None:
+        """Report the step's tokens to the observer now; queue them for their sinks."""
         observer = self._observer()
-        active_map = self._active
+        pending = self._pending
         for seq in result.emitted:
             sequence = seq.sequence
             position = sequence.generated - 1
@@ -122,17 +137,32 @@ class StepLoop:
             else:
                 previous = seq.previous_token_at
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
-            active = active_map.get(sequence)
-            if active is not None and active.sink is not None:
-                try:
-                    active.sink.tokens(sequence, position, sequence.output[position : position + 1])
-                except Exception as exc:  # the sink failed (a cut stream, a gone client)
-                    self.abort(sequence)
-                    if not active.done.done():
-                        active.done.set_exception(exc)
+            span = pending.get(sequence)
+            if span is None:
+                pending[sequence] = [position, 1]
+            else:
+                span[1] += 1
         for seq in result.finished:
-            active = active_map.pop(seq.sequence, None)
-            if seq.removed and active is None:
-                continue
+            sequence = seq.sequence
+            self._write(sequence)
+            active = self._active.pop(sequence, None)
             if active is not None and not active.done.done():
                 active.done.set_result(None)
+
+    def _flush(self) -> None:
+        """Write every sequence's pending tokens, one write per sequence."""
+        for sequence in list(self._pending):
+            self._write(sequence)
+
+    def _write(self, sequence: Sequence) -> None:
+        span = self._pending.pop(sequence, None)
+        active = self._active.get(sequence)
+        if span is None or active is None or active.sink is None:
+            return
+        first, count = span
+        try:
+            active.sink.tokens(sequence, first, sequence.output[first : first + count])
+        except Exception as exc:  # the sink failed (a cut stream, a gone client)
+            self.abort(sequence)
+            if not active.done.done():
+                active.done.set_exception(exc)
