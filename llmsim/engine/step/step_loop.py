@@ -21,8 +21,10 @@ from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
 from llmsim.engine.step.step_scheduler import StepResult
 
-MAX_LAG = 0.05
-"""A step that starts later than this after the previous one's deadline starts afresh."""
+MAX_LAG = 0.25
+"""A step that starts later than this after the previous one's deadline starts afresh; a
+smaller lag (a late timer, a busy event loop) is caught up by the following steps, so the mean
+step period stays the modelled one, as the pacer's deadlines do for per-token timing."""
 MAX_COALESCED_STEPS = 64
 """Steps that are already due when planned (zero latency, or catching up) run back to back,
 and their tokens go out in one write per sequence; after this many the loop yields."""
