@@ -32,6 +32,7 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance, response_schema_conformance
 
 from llmsim.api.openapi import build_openapi
+from llmsim.api.structured_fields import REFUSALS
 
 MAX_MODEL_LEN = 256
 BODY_LIMIT = 64 * 1024
@@ -304,6 +305,41 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "lora_path": st.sampled_from(["/adapters/x", ""]) | json_values,
     "lora_int_id": small_int | json_values,
 }
+schemas = st.recursive(
+    st.fixed_dictionaries(
+        {}, optional={"type": st.sampled_from(["object", "array", "string", "integer"])}
+    ),
+    lambda children: st.dictionaries(
+        st.sampled_from(["properties", "items", "anyOf", "minItems", "pattern", "enum", "$ref"]),
+        children | json_values,
+        max_size=3,
+    ),
+    max_leaves=8,
+)
+FIELDS |= {
+    "tools": st.lists(
+        st.fixed_dictionaries(
+            {"type": st.just("function") | json_values},
+            optional={
+                "function": st.fixed_dictionaries(
+                    {"name": short_text}, optional={"parameters": schemas | json_values}
+                )
+                | json_values
+            },
+        ),
+        max_size=3,
+    )
+    | json_values,
+    "tool_choice": st.sampled_from(["none", "auto", "required"]) | json_values,
+    "response_format": st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema"]) | json_values},
+        optional={"json_schema": st.fixed_dictionaries({"schema": schemas | json_values})},
+    )
+    | json_values,
+    "guided_json": schemas | json_values,
+    "guided_regex": short_text | st.sampled_from([r"\d+", "(a|b){2,}", "(?=x)", "["]),
+    "guided_choice": st.lists(short_text, max_size=3) | json_values,
+}
 
 
 @st.composite
@@ -527,7 +563,7 @@ def test_openapi_contract(case: schemathesis.Case, fuzz_server: RunningServer) -
     meta = case.meta
     if meta is not None and meta.generation.mode.is_positive and status == 400:
         message = json.loads(response.content)["error"]["message"]
-        allowed = RUNTIME_STATE_MESSAGES
+        allowed = RUNTIME_STATE_MESSAGES + REFUSALS
         assert any(fragment in message for fragment in allowed), (
             "a schema-valid request was rejected for a reason /openapi.json does not state: "
             + f"{message} (body: {case.body!r})"

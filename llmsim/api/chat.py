@@ -1,12 +1,27 @@
-"""``/v1/chat/completions`` bodies and stream chunks."""
+"""``/v1/chat/completions`` bodies and stream chunks, tool calls included.
+
+Tool calls are streamed as vLLM streams them: each call's first delta carries its
+``index``, ``id``, ``type`` and function ``name`` with the first argument fragment, the
+following deltas only ``index`` and argument fragments; the last chunk says
+``finish_reason: "tool_calls"`` (or ``length`` when ``max_tokens`` cut the arguments).
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence as Seq
 from typing import Any
 
 from llmsim.api.jsonio import dumps
 from llmsim.api.sse import ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
+
+TOOL_CALL_ID_PREFIX = "chatcmpl-tool-"
+
+
+def tool_call_id() -> str:
+    """vLLM's form: ``chatcmpl-tool-`` and 32 hex digits."""
+    return TOOL_CALL_ID_PREFIX + uuid.uuid4().hex
 
 
 def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
@@ -15,9 +30,9 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         "choices": [
             {
                 "index": sequence.index,
-                "message": {"role": "assistant", "content": sequence.text, "tool_calls": []},
+                "message": chat_message(sequence),
                 "logprobs": None,
-                "finish_reason": sequence.natural_finish,
+                "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
             }
             for sequence in group.sequences
@@ -28,7 +43,31 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
     }
 
 
+def chat_message(sequence: Sequence) -> dict[str, Any]:
+    if not sequence.tool_calls:
+        return {"role": "assistant", "content": sequence.text, "tool_calls": []}
+    output = sequence.output
+    content = "".join(output[: sequence.tool_calls[0].start])
+    return {
+        "role": "assistant",
+        "content": content or None,
+        "tool_calls": [
+            {
+                "id": tool_call_id(),
+                "type": "function",
+                "function": {
+                    "name": span.name,
+                    "arguments": "".join(output[span.start : span.end]),
+                },
+            }
+            for span in sequence.tool_calls
+        ],
+    }
+
+
 class ChatStreamSink(StreamSink):
+    _call_ids: dict[tuple[int, int], str] | None = None
+
     def start_chunk(self, index: int) -> bytes:
         return self.chunk(
             index,
@@ -44,3 +83,48 @@ class ChatStreamSink(StreamSink):
             + b'},"logprobs":null,'
             + finish_fields(sequence, last),
         )
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        if not sequence.tool_calls:
+            return super().tokens(sequence, start, texts)
+        last = len(sequence.output) - 1
+        chunks = [
+            self._tool_token_chunk(sequence, position, text, position == last)
+            for position, text in enumerate(texts, start)
+        ]
+        if start == 0:
+            chunks.insert(0, self.start_chunk(sequence.index))
+        return self.write(b"".join(chunks))
+
+    def _tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+        number = _call_at(sequence, position)
+        if number is None:
+            return self.token_chunk(sequence, text, last)
+        span = sequence.tool_calls[number]
+        call: dict[str, Any] = {"index": number}
+        if position == span.start:
+            call["id"] = self._call_id(sequence.index, number)
+            call["type"] = "function"
+            call["function"] = {"name": span.name, "arguments": text}
+        else:
+            call["function"] = {"arguments": text}
+        return self.chunk(
+            sequence.index,
+            b'"delta":{"tool_calls":['
+            + dumps(call)
+            + b']},"logprobs":null,'
+            + finish_fields(sequence, last),
+        )
+
+    def _call_id(self, choice: int, number: int) -> str:
+        if self._call_ids is None:
+            self._call_ids = {}
+        return self._call_ids.setdefault((choice, number), tool_call_id())
+
+
+def _call_at(sequence: Sequence, position: int) -> int | None:
+    """Which tool call the token at ``position`` belongs to (None: text before the calls)."""
+    for number, span in enumerate(sequence.tool_calls):
+        if span.start <= position < span.end:
+            return number
+    return None

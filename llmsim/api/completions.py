@@ -17,7 +17,7 @@ def completion_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
                 "index": sequence.index,
                 "text": sequence.text,
                 "logprobs": None,
-                "finish_reason": sequence.natural_finish,
+                "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
                 "prompt_logprobs": None,
             }

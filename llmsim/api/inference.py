@@ -16,6 +16,7 @@ from aiohttp import web
 
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.completions import CompletionStreamSink, completion_body
+from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
@@ -32,6 +33,7 @@ from llmsim.api.sse import (
 )
 from llmsim.api.system import NOT_SERVING
 from llmsim.engine import (
+    Answer,
     ContextLengthError,
     Engine,
     GenerationRequest,
@@ -110,6 +112,7 @@ async def _generate(
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
+        answer=_answer(body, engine),
     )
     stream, include_usage = body.stream, body.include_usage
     del body
@@ -154,6 +157,16 @@ async def _stream(
     finally:
         request[STREAMED] = writer.sent
     return response
+
+
+def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens."""
+    if not has_constraints(body):
+        return None  # the common case costs one look at a few fields
+    rng = request_rng(body.seed)
+    if isinstance(body, ChatCompletionRequest):
+        return chat_answer(body, engine.settings.tool_call_probability, rng)
+    return completion_answer(body, rng)
 
 
 def _inject_fault(request: web.Request, model: str) -> None:

@@ -8,7 +8,9 @@ the role markers, as it does with a real model.
 
 from __future__ import annotations
 
-from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
+import json
+
+from llmsim.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
 from llmsim.engine.tokenizer import count_tokens, token_ids
 
@@ -16,9 +18,20 @@ GENERATION_PROMPT = "<|assistant|>\n"
 
 
 def render_chat(request: ChatCompletionRequest) -> str:
-    parts = [f"<|{message.role}|>\n{message.text}\n" for message in request.messages]
+    """Tool definitions go first, as chat templates put them in the system prompt; an
+    assistant's tool calls are rendered as JSON after its text."""
+    parts = [
+        f"<|{message.role}|>\n{message.text}{_calls(message)}\n" for message in request.messages
+    ]
+    if request.tools and request.tool_choice != "none":
+        tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
+        parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
     parts.append(GENERATION_PROMPT)
     return "".join(parts)
+
+
+def _calls(message: ChatMessage) -> str:
+    return json.dumps(message.tool_calls) if message.tool_calls else ""
 
 
 def last_user_text(request: ChatCompletionRequest) -> str:

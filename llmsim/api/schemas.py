@@ -7,7 +7,7 @@ cannot honour are still range-checked, so a client that sends nonsense hears abo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,8 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+from llmsim.api.structured_fields import StructuredFields, ToolFields
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
@@ -79,6 +81,8 @@ class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -142,7 +146,7 @@ class _SamplingRequest(_Body):
         return self
 
 
-class ChatCompletionRequest(_SamplingRequest):
+class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
     logprobs: bool | None = False
@@ -163,7 +167,7 @@ PromptList = Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
 TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
 
 
-class CompletionRequest(_SamplingRequest):
+class CompletionRequest(_SamplingRequest, StructuredFields):
     prompt: str | PromptList | TokenIds | TokenIdsList
     echo: bool | None = False
     logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None

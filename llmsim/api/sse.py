@@ -63,7 +63,7 @@ def finish_fields(sequence: Sequence, last: bool) -> bytes:
         return b'"finish_reason":null,"stop_reason":null'
     return (
         b'"finish_reason":'
-        + dumps(sequence.natural_finish)
+        + dumps(sequence.api_finish_reason)
         + b',"stop_reason":'
         + dumps(sequence.stop_reason)
     )

@@ -137,6 +137,9 @@ def serve(
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    tool_call_probability: Annotated[
+        str | None, _opt("tool_call_probability", panel=MODEL, metavar="FLOAT")
+    ] = None,
     latency_model: Annotated[
         str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token|step")
     ] = None,

@@ -192,6 +192,8 @@ class Engine:
                         arrival=arrival,
                         admitted=loop.create_future(),
                         prompt_token_ids=prompt.token_ids,
+                        tool_calls=text.tool_calls,
+                        reported_finish=text.reported_finish,
                     )
                 )
         self.scheduler.submit(sequences)

@@ -12,7 +12,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Literal
 
-from llmsim.engine.answer import Answer
+from llmsim.engine.answer import Answer, ToolCall
 from llmsim.engine.corpus import SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
 from llmsim.engine.tokenizer import tokenize
 
@@ -21,10 +21,26 @@ Mode = Literal["echo", "random"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpan:
+    """A tool call inside a sequence's output: its arguments are ``output[start:end]``.
+
+    The arguments are tokens like any other, so they are paced, counted in usage and cut
+    by ``max_tokens``; a cut call keeps the arguments generated so far, as vLLM does.
+    """
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class GeneratedText:
     tokens: list[str]
     finish_reason: FinishReason
     stop_reason: str | None = None
+    tool_calls: tuple[ToolSpan, ...] = ()
+    reported_finish: str | None = None
+    """What the API reports when it differs from the engine's reason (``tool_calls``)."""
 
 
 def generate(
@@ -43,17 +59,51 @@ def generate(
     ``budget`` is what the context window leaves after the prompt; ``max_tokens`` is the
     client's limit (None when not given). Echo ignores ``max_tokens`` and ``ignore_eos``
     because it exists for wiring tests, where the exact text matters more than length.
-    A chosen ``answer`` replaces the mode; its text is cut like a random answer.
+    A chosen ``answer`` replaces the mode; its text is cut like a random answer. Stop strings
+    do not cut tool calls: their arguments end where the call ends or ``max_tokens`` cuts.
     """
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
-        result = _truncate(tokenize(answer.text), limit)
+        if answer.tool_calls:
+            return _tool_call_answer(answer, limit)
+        result = _answer_text(answer, limit)
     elif mode == "echo":
         result = _truncate(tokenize(echo_text), budget)
     else:
         limit = budget if max_tokens is None else min(max_tokens, budget)
         result = _random_answer(limit, ignore_eos, rng)
     return apply_stop(result, stop) if stop else result
+
+
+def _answer_text(answer: Answer, limit: int) -> GeneratedText:
+    result = _truncate(tokenize(answer.text), limit)
+    if result.finish_reason == "length" or answer.finish_reason in (None, "stop"):
+        return result
+    if answer.finish_reason == "length":
+        return GeneratedText(result.tokens, "length")
+    return GeneratedText(result.tokens, "stop", reported_finish=answer.finish_reason)
+
+
+def _tool_call_answer(answer: Answer, limit: int) -> GeneratedText:
+    """Text (if any), then each call's argument tokens; calls cut off entirely are dropped."""
+    tokens = tokenize(answer.text)
+    spans: list[ToolSpan] = []
+    for call in answer.tool_calls:
+        start = len(tokens)
+        tokens.extend(_argument_tokens(call))
+        spans.append(ToolSpan(call.name, start, len(tokens)))
+    if len(tokens) > limit:
+        kept = tuple(span for span in spans if span.start < limit)
+        return GeneratedText(tokens[:limit], "length", tool_calls=kept)
+    reported = answer.finish_reason or "tool_calls"
+    if reported == "length":
+        return GeneratedText(tokens, "length", tool_calls=tuple(spans))
+    return GeneratedText(tokens, "stop", tool_calls=tuple(spans), reported_finish=reported)
+
+
+def _argument_tokens(call: ToolCall) -> list[str]:
+    """At least one token per call, so every call is streamed and counted."""
+    return tokenize(call.arguments) or [""]
 
 
 def _truncate(tokens: list[str], limit: int) -> GeneratedText:

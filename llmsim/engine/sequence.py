@@ -12,6 +12,8 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llmsim.engine.generation import ToolSpan
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -44,10 +46,19 @@ class Sequence:
     finish_reason: FinishReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
+    tool_calls: tuple[ToolSpan, ...] = ()
+    """Tool calls in the output (their arguments are tokens of ``output``)."""
+    reported_finish: str | None = None
+    """The API's finish reason when it is not the engine's (``tool_calls``)."""
     prompt_token_ids: Seq[int] | None = field(default=None, repr=False)
     """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
     cached_tokens: int = 0
     """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
+
+    @property
+    def api_finish_reason(self) -> str:
+        """``finish_reason`` as the API reports it (the engine's metrics keep stop/length)."""
+        return self.reported_finish or self.natural_finish
 
     @property
     def kv_tokens(self) -> int:

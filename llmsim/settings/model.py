@@ -274,6 +274,13 @@ class Settings(BaseSettings):
     seed: int | None = Field(
         None, description="Seed for reproducible random outputs (unset: different on every run)."
     )
+    tool_call_probability: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="With tool_choice auto, how often a turn calls tools instead of answering "
+        "in text (never right after a tool result; a request's seed makes it reproducible).",
+    )
 
     # -- latency ----------------------------------------------------------------
     latency_model: Literal["constant", "per-token", "step"] = Field(
