@@ -106,10 +106,16 @@ class KVCacheManager:
 
     def allocate(self, seq: StepSequence, num_new: int, hits: Seq[KVBlock] = ()) -> bool:
         """Give ``seq`` room for ``num_new`` more tokens after its hits; False if no room."""
-        pool = self.pool
-        total = seq.num_computed + len(hits) * self.block_size + num_new
+        pool, size = self.pool, self.block_size
+        if not hits and seq.num_computed + num_new <= len(seq.blocks) * size:
+            # the usual decode step: the token fits the last block the sequence holds
+            full = (seq.num_computed + num_new) // size
+            if full > seq.num_cached_blocks and self.enable_caching and seq.prompt_ids is not None:
+                self._cache_full_blocks(seq, full)
+            return True
+        total = seq.num_computed + len(hits) * size + num_new
         needed = self.blocks_for(total) - len(seq.blocks) - len(hits)
-        reclaimed = sum(1 for block in hits if block.ref_cnt == 0)
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
         if needed > pool.num_free - reclaimed:
             return False
         if hits:
