@@ -24,7 +24,7 @@ def test_tokenizer_is_lossless_and_counts_agree(text: str) -> None:
 def test_tokenizer_splits_words_punctuation_and_long_words() -> None:
     assert tokenize("Hello, world!") == ["Hello", ",", " world", "!"]
     assert tokenize("internationalization") == ["internat", "ionaliza", "tion"]
-    assert tokenize("a  b\n") == ["a", "  b", "\n"]
+    assert tokenize("a  b\n") == ["a", " ", " b", "\n"]
 
 
 def _random(

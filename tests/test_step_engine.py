@@ -14,7 +14,8 @@ import pytest
 from llmsim.engine.block_hash import BlockHash, hash_block_chain, sha256_pickle_hasher
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step import StepCosts, StepEngine, StepPlan, StepSequence, num_kv_blocks
-from llmsim.engine.tokenizer import token_id, token_ids, tokenize
+from llmsim.engine.step.kv_cache import output_token_id
+from llmsim.engine.tokenizer import token_ids, tokenize
 
 
 @pytest.fixture
@@ -437,7 +438,21 @@ def test_token_ids_are_stable_across_processes() -> None:
     }
     assert outputs == {str(token_ids(text))}
     assert len(token_ids(text)) == len(tokenize(text))
-    assert token_id(" fox") == token_ids(" fox")[0]
+
+
+def test_output_token_ids_are_stable_across_processes() -> None:
+    code = "from llmsim.engine.step.kv_cache import output_token_id; print(output_token_id(' fox'))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert outputs == {str(output_token_id(" fox"))}
 
 
 def test_step_sequence_token_ids_cover_prompt_then_output(
@@ -446,4 +461,4 @@ def test_step_sequence_token_ids_cover_prompt_then_output(
     sequence = make(loop, "a", [7, 8, 9], 3)
     sequence.generated = 2
     seq = StepSequence(sequence, sequence.prompt_token_ids)
-    assert seq.token_ids(1, 5) == [8, 9, token_id(" w0"), token_id(" w1")]
+    assert seq.token_ids(1, 5) == [8, 9, output_token_id(" w0"), output_token_id(" w1")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, inference, models, system
+from llmsim.api import admin, embeddings, inference, models, system, tokenization
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -15,8 +15,10 @@ from llmsim.api.keys import (
     METRICS,
     OPENAPI,
     RUNTIME,
+    SERVER_LOAD,
     SETTINGS,
 )
+from llmsim.api.load import ServerLoad, get_load, load_aware
 from llmsim.api.openapi import build_openapi
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
@@ -46,12 +48,13 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    app[SERVER_LOAD] = ServerLoad()
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
     routes = [
-        web.post("/v1/chat/completions", inference.create_chat_completion),
-        web.post("/v1/completions", inference.create_completion),
+        web.post("/v1/chat/completions", load_aware(inference.create_chat_completion)),
+        web.post("/v1/completions", load_aware(inference.create_completion)),
         web.get("/v1/models", models.list_models),
         web.post("/v1/load_lora_adapter", models.load_lora_adapter),
         web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
@@ -66,6 +69,14 @@ def create_app(
         web.get("/admin/metrics", admin.get_metric_overrides),
         web.post("/admin/metrics", admin.set_metric_overrides),
         web.delete("/admin/metrics", admin.clear_metric_overrides),
+        # vLLM's small endpoints, tokenization and embeddings
+        web.get("/ping", system.health),
+        web.post("/ping", system.health),
+        web.get("/load", get_load),
+        web.post("/tokenize", tokenization.tokenize),
+        web.post("/detokenize", tokenization.detokenize),
+        web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
+        web.post("/pooling", load_aware(embeddings.create_pooling)),
     ]
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))

@@ -13,6 +13,7 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 from llmsim.api.jsonio import dumps
+from llmsim.api.logprobs import chat_logprobs, chat_prompt_logprobs
 from llmsim.api.sse import ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
 
@@ -25,13 +26,14 @@ def tool_call_id() -> str:
 
 
 def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
+    plan = meta.plan
     return {
         **meta.header(),
         "choices": [
             {
                 "index": sequence.index,
                 "message": chat_message(sequence),
-                "logprobs": None,
+                "logprobs": None if plan is None else chat_logprobs(plan, sequence),
                 "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
             }
@@ -39,7 +41,7 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         ],
         "usage": usage(group),
         "system_fingerprint": None,
-        "prompt_logprobs": None,
+        "prompt_logprobs": None if plan is None else chat_prompt_logprobs(plan),
     }
 
 
@@ -76,6 +78,16 @@ class ChatStreamSink(StreamSink):
         )
 
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+        if self.logprobs is not None:
+            return self.chunk(
+                sequence.index,
+                b'"delta":{"content":'
+                + dumps(text)
+                + b'},"logprobs":'
+                + self.logprobs.chat(sequence, text)
+                + b","
+                + finish_fields(sequence, last),
+            )
         return self.chunk(
             sequence.index,
             b'"delta":{"content":'
@@ -112,7 +124,9 @@ class ChatStreamSink(StreamSink):
             sequence.index,
             b'"delta":{"tool_calls":['
             + dumps(call)
-            + b']},"logprobs":null,'
+            + b']},"logprobs":'
+            + (b"null" if self.logprobs is None else self.logprobs.chat(sequence, text))
+            + b","
             + finish_fields(sequence, last),
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmsim.api.jsonio import dumps
+from llmsim.api.logprobs import completion_extras
 from llmsim.api.sse import ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
 
@@ -12,24 +13,39 @@ from llmsim.engine import RequestGroup, Sequence
 def completion_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
     return {
         **meta.header(),
-        "choices": [
-            {
-                "index": sequence.index,
-                "text": sequence.text,
-                "logprobs": None,
-                "finish_reason": sequence.api_finish_reason,
-                "stop_reason": sequence.stop_reason,
-                "prompt_logprobs": None,
-            }
-            for sequence in group.sequences
-        ],
+        "choices": [_choice(meta, sequence) for sequence in group.sequences],
         "usage": usage(group),
         "system_fingerprint": None,
     }
 
 
+def _choice(meta: ResponseMeta, sequence: Sequence) -> dict[str, Any]:
+    text, logprobs, prompt_logprobs = sequence.text, None, None
+    if meta.plan is not None:
+        text, logprobs, prompt_logprobs = completion_extras(meta.plan, sequence)
+    return {
+        "index": sequence.index,
+        "text": text,
+        "logprobs": logprobs,
+        "finish_reason": sequence.api_finish_reason,
+        "stop_reason": sequence.stop_reason,
+        "prompt_logprobs": prompt_logprobs,
+    }
+
+
 class CompletionStreamSink(StreamSink):
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+        if self.logprobs is not None:
+            text, logprobs = self.logprobs.completion(sequence, text)
+            return self.chunk(
+                sequence.index,
+                b'"text":'
+                + dumps(text)
+                + b',"logprobs":'
+                + logprobs
+                + b","
+                + finish_fields(sequence, last),
+            )
         return self.chunk(
             sequence.index,
             b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, last),

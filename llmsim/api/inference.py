@@ -20,6 +20,7 @@ from llmsim.api.constrained import chat_answer, completion_answer, has_constrain
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
+from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -44,6 +45,7 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
+from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -59,7 +61,8 @@ class Flavor:
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
-    prompts: Callable[[Any, bool], Sequence[PromptInput]]
+    prompts: Callable[[Any, Tokenizer, bool], Sequence[PromptInput]]
+    plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
 
 
 CHAT = Flavor(
@@ -69,7 +72,8 @@ CHAT = Flavor(
     "messages",
     chat_body,
     ChatStreamSink,
-    lambda body, with_ids: [chat_prompt(body, with_ids)],
+    lambda body, tokenizer, with_ids: [chat_prompt(body, tokenizer, with_ids)],
+    chat_plan,
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -79,6 +83,7 @@ COMPLETION = Flavor(
     completion_body,
     CompletionStreamSink,
     completion_prompts,
+    completion_plan,
 )
 
 
@@ -106,7 +111,7 @@ async def _generate(
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
-        prompts=flavor.prompts(body, engine.needs_token_ids),
+        prompts=flavor.prompts(body, engine.tokenizer, engine.needs_token_ids),
         n=body.n,
         max_tokens=body.output_limit,
         ignore_eos=body.ignore_eos,
@@ -114,6 +119,7 @@ async def _generate(
         seed=body.seed,
         answer=_answer(body, engine),
     )
+    plan = flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)
@@ -121,9 +127,11 @@ async def _generate(
     headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
     with group:
         if stream:
-            meta = ResponseMeta(request_id, flavor.chunk_object, int(time.time()), target.name)
+            meta = ResponseMeta(
+                request_id, flavor.chunk_object, int(time.time()), target.name, plan
+            )
             return await _stream(request, flavor, meta, group, include_usage, headers)
-        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name)
+        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
         return web.Response(
             body=dumps(flavor.body(meta, group)), content_type="application/json", headers=headers

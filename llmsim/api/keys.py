@@ -14,6 +14,9 @@ from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.settings.model import Settings
 
+if TYPE_CHECKING:
+    from llmsim.api.load import ServerLoad
+
 SETTINGS = web.AppKey("settings", Settings)
 """The start-up settings. Runtime-adjustable values (latency, mode, failure injection)
 may have changed since: read those from ``RUNTIME``."""
@@ -24,6 +27,9 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OPENAPI = web.AppKey("openapi", bytes)
 LIVE_STATS = web.AppKey("live_stats", LiveStats)
 """Only present while the dashboard is on."""
+
+SERVER_LOAD: web.AppKey[ServerLoad] = web.AppKey("server_load")
+"""Requests in flight on the model endpoints (``GET /load``)."""
 
 ErrorListener = Callable[[int, str, str, str, str], None]
 """``(status, error type, message, method, path)`` of an error answer."""

@@ -12,11 +12,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from llmsim import __version__
+from llmsim.api.embeddings import EmbeddingRequest
 from llmsim.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     LoadLoraAdapterRequest,
     UnloadLoraAdapterRequest,
+)
+from llmsim.api.tokenization import (
+    DetokenizeRequest,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
 )
 
 
@@ -94,6 +100,53 @@ class ModelList(_Out):
     data: list[ModelCard]
 
 
+class TokenizeResponse(_Out):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeResponse(_Out):
+    prompt: str
+
+
+class EmbeddingUsage(_Out):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int
+
+
+class EmbeddingData(_Out):
+    index: int
+    object: Literal["embedding"]
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(_Out):
+    id: str
+    object: Literal["list"]
+    created: int
+    model: str
+    data: list[EmbeddingData]
+    usage: EmbeddingUsage
+
+
+class PoolingData(_Out):
+    index: int
+    object: Literal["pooling"]
+    data: list[float] | str
+
+
+class PoolingResponse(_Out):
+    id: str
+    object: Literal["list"]
+    created: int
+    model: str
+    data: list[PoolingData]
+    usage: EmbeddingUsage
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -119,6 +172,14 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ModelList,
     ErrorResponse,
     Version,
+    TokenizeCompletionRequest,
+    TokenizeChatRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeResponse,
+    DetokenizeResponse,
+    EmbeddingResponse,
+    PoolingResponse,
 )
 
 
@@ -174,6 +235,41 @@ def _lora(summary: str, request: type[BaseModel], missing: int) -> dict[str, Any
     }
 
 
+def _post(
+    summary: str, request: dict[str, Any], response: type[BaseModel], *errors: int
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {
+                "200": {"description": "OK", "content": _json(response)},
+                **_errors(*errors),
+            },
+        }
+    }
+
+
+def _model_paths() -> dict[str, Any]:
+    """vLLM's tokenization, embedding and pooling endpoints."""
+    tokenize = {"anyOf": [_ref(TokenizeCompletionRequest), _ref(TokenizeChatRequest)]}
+    return {
+        "/tokenize": _post("Tokenize a prompt or messages", tokenize, TokenizeResponse, 400, 404),
+        "/detokenize": _post(
+            "Turn token IDs into text", _ref(DetokenizeRequest), DetokenizeResponse, 400, 404
+        ),
+        "/v1/embeddings": _post(
+            "Create embeddings",
+            _ref(EmbeddingRequest),
+            EmbeddingResponse,
+            *(400, 401, 404, 413, 429, 503),
+        ),
+        "/pooling": _post(
+            "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 429, 503
+        ),
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for model in _MODELS:
@@ -218,6 +314,7 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": {"description": "OK", "content": _json(Version)}},
                 }
             },
+            **_model_paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",

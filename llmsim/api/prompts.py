@@ -1,33 +1,89 @@
 """Turn API inputs into what the engine needs: prompt token counts and echo text.
 
-Chat prompts are counted on a rendered conversation, the way a chat template turns
-messages into one prompt: ``<|role|>\\ncontent\\n`` per message plus the assistant
-header that asks the model to answer. So usage grows with every message, including
-the role markers, as it does with a real model.
+Every count comes from the engine's tokenizer. Chat prompts are counted on the rendered
+conversation: the tokenizer's chat template when it has one, else the built-in format
+``<|role|>\\ncontent\\n`` per message plus the assistant header, so usage grows with
+every message, including the role markers, as it does with a real model. Completion
+prompts are counted with the model's special tokens (a BOS, say), as vLLM does.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from llmsim.api.errors import APIError
 from llmsim.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
-from llmsim.engine.tokenizer import count_tokens, token_ids
+from llmsim.engine.tokenizer import (
+    GENERATION_PROMPT,
+    BuiltinTokenizer,
+    Tokenizer,
+    TokenizerError,
+)
 
-GENERATION_PROMPT = "<|assistant|>\n"
+__all__ = ["GENERATION_PROMPT", "chat_prompt", "completion_prompts", "render_chat"]
 
 
-def render_chat(request: ChatCompletionRequest) -> str:
-    """Tool definitions go first, as chat templates put them in the system prompt; an
-    assistant's tool calls are rendered as JSON after its text."""
-    parts = [
-        f"<|{message.role}|>\n{message.text}{_calls(message)}\n" for message in request.messages
-    ]
+def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as a chat template sees them: role, text content, and any other fields."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item = dict(message.model_extra or {})
+        item["role"] = message.role
+        item["content"] = message.text
+        for key in ("name", "tool_calls", "tool_call_id"):
+            value = getattr(message, key)
+            if value is not None:
+                item[key] = value
+        out.append(item)
+    return out
+
+
+def render_messages(
+    tokenizer: Tokenizer,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    extra: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The prompt text of a conversation; a failing template is the client's 400.
+
+    The built-in format puts tool definitions first, as chat templates put them in the
+    system prompt, and an assistant's tool calls as JSON after its text; a template gets
+    them as ``tools`` and each message's ``tool_calls``.
+    """
+    if isinstance(tokenizer, BuiltinTokenizer) and tokenizer.template is None:
+        # the built-in format, without building dicts (hot path)
+        parts = [f"<|{message.role}|>\n{message.text}{_calls(message)}\n" for message in messages]
+        if tools:
+            parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
+        if add_generation_prompt:
+            parts.append(GENERATION_PROMPT)
+        return "".join(parts)
+    variables = dict(extra or {})
+    if tools:
+        variables.setdefault("tools", tools)
+    try:
+        return tokenizer.render_chat(message_dicts(messages), add_generation_prompt, **variables)
+    except ValueError as exc:
+        raise APIError(400, str(exc), "messages") from None
+
+
+def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
+    extras = request.model_extra or {}
+    add_generation_prompt = extras.get("add_generation_prompt", True)
+    kwargs = extras.get("chat_template_kwargs")
+    tools = None
     if request.tools and request.tool_choice != "none":
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
-        parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
-    parts.append(GENERATION_PROMPT)
-    return "".join(parts)
+    return render_messages(
+        tokenizer,
+        request.messages,
+        add_generation_prompt if isinstance(add_generation_prompt, bool) else True,
+        kwargs if isinstance(kwargs, dict) else None,
+        tools,
+    )
 
 
 def _calls(message: ChatMessage) -> str:
@@ -41,34 +97,56 @@ def last_user_text(request: ChatCompletionRequest) -> str:
     return ""
 
 
-def chat_prompt(request: ChatCompletionRequest, with_ids: bool = False) -> PromptInput:
+def chat_prompt(
+    request: ChatCompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> PromptInput:
     """``with_ids``: also carry the token ids (only the step engine's prefix cache wants them)."""
-    return _text_prompt(render_chat(request), last_user_text(request), with_ids)
+    text = render_chat(request, tokenizer)
+    return _text_prompt(text, last_user_text(request), tokenizer, False, with_ids)
 
 
-def completion_prompts(request: CompletionRequest, with_ids: bool = False) -> list[PromptInput]:
-    """One input per prompt; token-id prompts count their ids and echo them as text."""
+def completion_prompts(
+    request: CompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> list[PromptInput]:
+    """One input per prompt; token-id prompts count their ids and echo their text."""
     prompt = request.prompt
     if isinstance(prompt, str):
-        return [_text_prompt(prompt, prompt, with_ids)]
+        return [_text_prompt(prompt, prompt, tokenizer, True, with_ids)]
     if all(isinstance(item, int) for item in prompt):
-        return [_token_id_prompt(prompt, with_ids)]  # type: ignore[arg-type]
+        return [_token_id_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
     inputs: list[PromptInput] = []
     for item in prompt:
         if isinstance(item, str):
-            inputs.append(_text_prompt(item, item, with_ids))
+            inputs.append(_text_prompt(item, item, tokenizer, True, with_ids))
         else:
-            inputs.append(_token_id_prompt(item, with_ids))  # type: ignore[arg-type]
+            inputs.append(_token_id_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
     return inputs
 
 
-def _text_prompt(text: str, echo_text: str, with_ids: bool) -> PromptInput:
+def _text_prompt(
+    text: str, echo_text: str, tokenizer: Tokenizer, special: bool, with_ids: bool
+) -> PromptInput:
     if with_ids:
-        ids = token_ids(text)
+        ids = tokenizer.encode(text, special)
         return PromptInput(len(ids), echo_text, ids)
-    return PromptInput(count_tokens(text), echo_text)
+    return PromptInput(tokenizer.count(text, special), echo_text)
 
 
-def _token_id_prompt(ids: list[int], with_ids: bool = False) -> PromptInput:
-    text = " ".join(str(token_id) for token_id in ids)
-    return PromptInput(len(ids), text, list(ids) if with_ids else None)
+def prompt_text(ids: list[int], tokenizer: Tokenizer) -> str:
+    """The text of a token-id prompt; ids outside the vocabulary show as numbers."""
+    try:
+        return tokenizer.decode(ids)
+    except TokenizerError:
+        return " ".join(str(token_id) for token_id in ids)
+
+
+def check_vocabulary(ids: list[int], tokenizer: Tokenizer, param: str = "prompt") -> None:
+    """vLLM's 400 for a token-ID prompt with an ID the tokenizer cannot have."""
+    largest = max(ids)
+    if largest > tokenizer.max_token_id:
+        raise APIError(400, f"Token id {largest} is out of vocabulary", param)
+
+
+def _token_id_prompt(ids: list[int], tokenizer: Tokenizer, with_ids: bool = False) -> PromptInput:
+    check_vocabulary(ids, tokenizer)
+    return PromptInput(len(ids), prompt_text(ids, tokenizer), list(ids) if with_ids else None)

@@ -126,6 +126,7 @@ class _SamplingRequest(_Body):
     repetition_penalty: float | None = Field(None, gt=0.0)
     logit_bias: dict[str, float] | None = None
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
+    prompt_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -146,11 +147,30 @@ class _SamplingRequest(_Body):
         return self
 
 
+def _with_rule(base: type[_Body], rule: dict[str, Any]) -> ConfigDict:
+    """``base``'s schema rules plus one more (a subclass config replaces, not merges, them)."""
+    inherited = base.model_config.get("json_schema_extra")
+    extra = dict(inherited) if isinstance(inherited, dict) else {}
+    return ConfigDict(json_schema_extra={**extra, "allOf": [rule]})
+
+
 class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
+    model_config = _with_rule(
+        _SamplingRequest,
+        {
+            "if": {
+                "properties": {"top_logprobs": {"type": "integer", "minimum": 1}},
+                "required": ["top_logprobs"],
+            },
+            "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        },
+    )
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
     logprobs: bool | None = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
+    """Bounded by ``--max-logprobs`` in the handler."""
 
     @property
     def output_limit(self) -> int | None:
@@ -168,13 +188,27 @@ TokenIdsList = Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROM
 
 
 class CompletionRequest(_SamplingRequest, StructuredFields):
+    model_config = _with_rule(
+        _SamplingRequest,
+        {
+            "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
+            "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
+        },
+    )
+
     prompt: str | PromptList | TokenIds | TokenIdsList
     echo: bool | None = False
-    logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
     suffix: str | None = None
 
-    max_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = 16
-    """The legacy completions API defaults to 16 tokens, and so does vLLM."""
+    max_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = 16
+    """The legacy completions API defaults to 16 tokens, and so does vLLM; 0 only with echo."""
+
+    @model_validator(mode="after")
+    def _zero_tokens_need_echo(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens must be at least 1, got 0.")
+        return self
 
     @property
     def output_limit(self) -> int | None:

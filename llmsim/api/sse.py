@@ -20,6 +20,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from llmsim.api.jsonio import dumps
+from llmsim.api.logprobs import OutputPlan, StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
 
 DONE = b"data: [DONE]\n\n"
@@ -38,6 +39,8 @@ class ResponseMeta:
     object: str
     created: int
     model: str
+    plan: OutputPlan | None = None
+    """Logprobs, echo and prompt logprobs the request asked for; None for plain text."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -88,6 +91,8 @@ class StreamSink:
         """Bytes written to the connection past aiohttp (``body_length`` misses them)."""
         self._chunked = response.chunked
         self._connection = request.transport
+        self.logprobs = StreamLogprobs(meta.plan) if meta.plan is not None else None
+        """Logprobs and echo state; None on the plain-text path."""
 
     def start_chunk(self, index: int) -> bytes:
         """Sent before a choice's first token (chat announces the role)."""

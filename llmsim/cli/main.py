@@ -135,6 +135,12 @@ def serve(
         list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")
     ] = None,
     max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
+    tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
+    chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
+    max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    embedding_dimension: Annotated[
+        str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
+    ] = None,
     mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
     tool_call_probability: Annotated[
@@ -274,12 +280,26 @@ def fleet(
     _launch_or_exit(plan.instances, plan.backend, plan.log_level)
 
 
+def _check_tokenizer(settings: Settings) -> None:
+    """A tokenizer that cannot be loaded is a one-line start-up error (exit 2)."""
+    if settings.tokenizer is None and settings.chat_template is None:
+        return
+    from llmsim.engine.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        load_tokenizer(settings.tokenizer, settings.chat_template)
+    except TokenizerError as exc:
+        raise fail([str(exc)]) from None
+
+
 def _launch_or_exit(
     instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
 ) -> None:
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
 
+    for instance in instances:
+        _check_tokenizer(instance.settings)
     console = Console()
     configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
     try:

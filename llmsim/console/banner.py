@@ -104,6 +104,9 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     )
     if settings.profile:
         table.add_row("profile", settings.profile)
+    if settings.tokenizer or settings.chat_template:
+        template = "  (custom chat template)" if settings.chat_template else ""
+        table.add_row("tokenizer", (settings.tokenizer or "built-in") + template)
     table.add_row("timing", _timing(settings))
     table.add_row(
         "limits",
@@ -154,6 +157,7 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "max_loras": settings.max_loras,
         "max_cpu_loras": settings.cpu_lora_capacity,
         "max_model_len": settings.max_model_len,
+        "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from llmsim.engine.tokenizer import tokenize
+from collections.abc import Callable
+
+from llmsim.engine.tokenizer import BuiltinTokenizer, tokenize
 
 SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
@@ -44,3 +46,21 @@ SPACED_SENTENCE_TOKENS: tuple[tuple[str, ...], ...] = tuple(
     tuple(tokenize(" " + s)) for s in SENTENCES
 )
 """Each sentence as it follows another one."""
+
+
+Pieces = tuple[tuple[str, ...], ...]
+_BY_SPLITTER: dict[Callable[[str], list[str]], tuple[Pieces, Pieces]] = {}
+
+
+def corpus_tokens(split: Callable[[str], list[str]]) -> tuple[Pieces, Pieces]:
+    """The sentences (plain, then spaced) split by another tokenizer's ``split``; cached."""
+    if split is tokenize or isinstance(getattr(split, "__self__", None), BuiltinTokenizer):
+        return SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
+    cached = _BY_SPLITTER.get(split)
+    if cached is None:
+        cached = (
+            tuple(tuple(split(s)) for s in SENTENCES),
+            tuple(tuple(split(" " + s)) for s in SENTENCES),
+        )
+        _BY_SPLITTER[split] = cached
+    return cached

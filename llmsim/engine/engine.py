@@ -33,6 +33,7 @@ from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile
+from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
 
 
@@ -94,6 +95,9 @@ class Engine:
         """``block_hasher`` and ``kv_listener`` serve the step latency model's prefix cache."""
         self.settings = settings
         self.observer: EngineObserver = observer or NullObserver()
+        self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, settings.chat_template)
+        builtin = isinstance(self.tokenizer, BuiltinTokenizer)
+        self._split = tokenize if builtin else self.tokenizer.split
         seed = settings.seed
         self._text_rng = random.Random(seed)
         self._latency_rng = random.Random(None if seed is None else seed + 1)
@@ -146,9 +150,12 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------
     def resolve(self, model: str | None) -> Target:
-        """Map a request's ``model`` to the base model or an adapter (vLLM's rules)."""
+        """Map a request's ``model`` to the base model or an adapter (vLLM's rules).
+
+        A missing or empty name means the base model, as in vLLM.
+        """
         served = self.settings.served_names
-        if model is None or model in served:
+        if not model or model in served:
             return Target(model or served[0], None)
         if self.loras.is_registered(model):
             return Target(model, model)
@@ -177,6 +184,7 @@ class Engine:
                     ignore_eos=request.ignore_eos,
                     stop=request.stop,
                     rng=rng,
+                    split=self._split,
                 )
                 sequences.append(
                     Sequence(
@@ -187,7 +195,7 @@ class Engine:
                         output=text.tokens,
                         natural_finish=text.finish_reason,
                         stop_reason=text.stop_reason,
-                        max_tokens=request.max_tokens or budget,
+                        max_tokens=budget if request.max_tokens is None else request.max_tokens,
                         n=request.n,
                         arrival=arrival,
                         admitted=loop.create_future(),

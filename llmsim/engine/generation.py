@@ -8,13 +8,16 @@ list operations) and keeping it apart from timing keeps both simple.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Literal
 
 from llmsim.engine.answer import Answer, ToolCall
-from llmsim.engine.corpus import SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
+from llmsim.engine.corpus import corpus_tokens
 from llmsim.engine.tokenizer import tokenize
+
+Splitter = Callable[[str], list[str]]
 
 FinishReason = Literal["stop", "length"]
 Mode = Literal["echo", "random"]
@@ -53,6 +56,7 @@ def generate(
     ignore_eos: bool,
     stop: Seq[str],
     rng: random.Random,
+    split: Splitter = tokenize,
 ) -> GeneratedText:
     """Produce one sequence's output.
 
@@ -61,22 +65,25 @@ def generate(
     because it exists for wiring tests, where the exact text matters more than length.
     A chosen ``answer`` replaces the mode; its text is cut like a random answer. Stop strings
     do not cut tool calls: their arguments end where the call ends or ``max_tokens`` cuts.
+    ``split`` is the configured tokenizer's, so every count is in its tokens.
     """
+    if max_tokens == 0:  # echo-only requests (completions ``echo`` with ``max_tokens: 0``)
+        return GeneratedText([], "length")
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
         if answer.tool_calls:
-            return _tool_call_answer(answer, limit)
-        result = _answer_text(answer, limit)
+            return _tool_call_answer(answer, limit, split)
+        result = _answer_text(answer, limit, split)
     elif mode == "echo":
-        result = _truncate(tokenize(echo_text), budget)
+        result = _truncate(split(echo_text), budget)
     else:
         limit = budget if max_tokens is None else min(max_tokens, budget)
-        result = _random_answer(limit, ignore_eos, rng)
-    return apply_stop(result, stop) if stop else result
+        result = _random_answer(limit, ignore_eos, rng, split)
+    return apply_stop(result, stop, split) if stop else result
 
 
-def _answer_text(answer: Answer, limit: int) -> GeneratedText:
-    result = _truncate(tokenize(answer.text), limit)
+def _answer_text(answer: Answer, limit: int, split: Splitter) -> GeneratedText:
+    result = _truncate(split(answer.text), limit)
     if result.finish_reason == "length" or answer.finish_reason in (None, "stop"):
         return result
     if answer.finish_reason == "length":
@@ -84,13 +91,13 @@ def _answer_text(answer: Answer, limit: int) -> GeneratedText:
     return GeneratedText(result.tokens, "stop", reported_finish=answer.finish_reason)
 
 
-def _tool_call_answer(answer: Answer, limit: int) -> GeneratedText:
+def _tool_call_answer(answer: Answer, limit: int, split: Splitter) -> GeneratedText:
     """Text (if any), then each call's argument tokens; calls cut off entirely are dropped."""
-    tokens = tokenize(answer.text)
+    tokens = split(answer.text)
     spans: list[ToolSpan] = []
     for call in answer.tool_calls:
         start = len(tokens)
-        tokens.extend(_argument_tokens(call))
+        tokens.extend(_argument_tokens(call, split))
         spans.append(ToolSpan(call.name, start, len(tokens)))
     if len(tokens) > limit:
         kept = tuple(span for span in spans if span.start < limit)
@@ -101,9 +108,9 @@ def _tool_call_answer(answer: Answer, limit: int) -> GeneratedText:
     return GeneratedText(tokens, "stop", tool_calls=tuple(spans), reported_finish=reported)
 
 
-def _argument_tokens(call: ToolCall) -> list[str]:
+def _argument_tokens(call: ToolCall, split: Splitter) -> list[str]:
     """At least one token per call, so every call is streamed and counted."""
-    return tokenize(call.arguments) or [""]
+    return split(call.arguments) or [""]
 
 
 def _truncate(tokens: list[str], limit: int) -> GeneratedText:
@@ -112,21 +119,24 @@ def _truncate(tokens: list[str], limit: int) -> GeneratedText:
     return GeneratedText(tokens, "stop")
 
 
-def _random_answer(limit: int, ignore_eos: bool, rng: random.Random) -> GeneratedText:
+def _random_answer(
+    limit: int, ignore_eos: bool, rng: random.Random, split: Splitter
+) -> GeneratedText:
     """Whole sentences up to a sampled length; cut at ``limit`` if they run over."""
     if limit <= 0:
         return GeneratedText([], "length")
+    sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
     target = limit if ignore_eos else rng.randint(1, limit)
-    count = len(SENTENCE_TOKENS)
-    tokens = list(SENTENCE_TOKENS[rng.randrange(count)])
+    count = len(sentence_tokens)
+    tokens = list(sentence_tokens[rng.randrange(count)])
     while len(tokens) < target:
-        tokens.extend(SPACED_SENTENCE_TOKENS[rng.randrange(count)])
+        tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length")
     return GeneratedText(tokens, "stop")
 
 
-def apply_stop(result: GeneratedText, stop: Seq[str]) -> GeneratedText:
+def apply_stop(result: GeneratedText, stop: Seq[str], split: Splitter = tokenize) -> GeneratedText:
     """Cut the output before the first stop string, as vLLM does (string not included)."""
     text = "".join(result.tokens)
     best: tuple[int, str] | None = None
@@ -138,4 +148,4 @@ def apply_stop(result: GeneratedText, stop: Seq[str]) -> GeneratedText:
             best = (position, candidate)
     if best is None:
         return result
-    return GeneratedText(tokenize(text[: best[0]]), "stop", best[1])
+    return GeneratedText(split(text[: best[0]]), "stop", best[1])

@@ -264,6 +264,31 @@ class Settings(BaseSettings):
     max_model_len: int = Field(
         4096, ge=1, le=10_000_000, description="Context window: prompt plus output tokens."
     )
+    tokenizer: str | None = Field(
+        None,
+        min_length=1,
+        description="Hugging Face tokenizer to count tokens with: a tokenizer.json file, a "
+        "directory holding one, or a hub id (local cache first; needs llmsim[tokenizers]). "
+        "Unset: the built-in tokenizer.",
+    )
+    chat_template: str | None = Field(
+        None,
+        min_length=1,
+        description="Jinja2 chat template (a file, or the template itself) that renders chat "
+        "messages into the prompt; overrides the tokenizer's own.",
+    )
+    max_logprobs: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
+    )
+    embedding_dimension: int = Field(
+        4096,
+        ge=1,
+        le=65_536,
+        description="Length of the vectors /v1/embeddings and /pooling return.",
+    )
 
     # -- generation -------------------------------------------------------------
     mode: Literal["echo", "random"] = Field(

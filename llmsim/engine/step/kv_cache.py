@@ -17,7 +17,15 @@ from typing import Any
 from llmsim.engine.block_hash import BlockHash, BlockHasher
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
-from llmsim.engine.tokenizer import token_id
+
+
+def output_token_id(piece: str) -> int:
+    """A stable id for a generated token's text, to hash blocks that hold generated tokens.
+
+    Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
+    names the same output alike, whatever tokenizer split it.
+    """
+    return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
 
 def lora_int_id(adapter: str | None) -> int | None:
@@ -65,7 +73,8 @@ class StepSequence:
         if stop > prompt:
             output = self.sequence.output
             ids.extend(
-                token_id(text) for text in output[max(start, prompt) - prompt : stop - prompt]
+                output_token_id(text)
+                for text in output[max(start, prompt) - prompt : stop - prompt]
             )
         return ids
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.kv_cache import output_token_id
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_scheduler import StepPlan
-from llmsim.engine.tokenizer import token_id
 
 
 def virtual_sequence(
@@ -33,7 +33,7 @@ def virtual_sequence(
 ) -> Sequence:
     """A sequence for virtual runs: ``prompt`` is a token count (distinct ids) or the ids."""
     ids = (
-        [token_id(f"{name}:{k}") for k in range(prompt)]
+        [output_token_id(f"{name}:{k}") for k in range(prompt)]
         if isinstance(prompt, int)
         else list(prompt)
     )
