@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import statistics
 from typing import Any
 
@@ -222,3 +223,48 @@ async def test_step_mode_keeps_the_rest_working(llmsim_server: StartServer) -> N
         )
         assert refused.status == 400
         assert "restart" in refused.json()["error"]["message"]
+
+
+async def test_step_mode_lora_slots_fake_metrics_and_drain(llmsim_server: StartServer) -> None:
+    """A cold adapter pays its load, a base request is not held behind it, metric overrides
+    pin the step gauges, and SIGTERM lets a running stream finish."""
+    server = llmsim_server(
+        *STEP,
+        "--inter-token-latency", "20ms",
+        "--lora", "sql-lora",
+        "--max-loras", "1",
+        "--max-cpu-loras", "1",
+        "--lora-modules", "chat-lora=/adapters/chat",
+        "--lora-load-latency", "400ms",
+        "--shutdown-timeout", "10s",
+    )  # fmt: skip
+    async with client_session() as session:
+        warm = await call(
+            session, server, "POST", COMPLETIONS, {**completion("a", 3), "model": "sql-lora"}
+        )
+        assert warm.status == 200
+        cold_task = asyncio.ensure_future(
+            call(session, server, "POST", COMPLETIONS, {**completion("b", 3), "model": "chat-lora"})
+        )
+        await asyncio.sleep(0.05)
+        base = await call(session, server, "POST", COMPLETIONS, completion("c", 3))
+        cold = await cold_task
+        assert cold.status == 200
+        assert base.status == 200
+        assert cold.elapsed > 0.4  # the cold adapter's load
+        assert base.elapsed < 0.3  # not held behind it
+
+        pinned = await call(
+            session, server, "POST", "/admin/metrics", {"kv_cache_usage_perc": 0.75}
+        )
+        assert pinned.status == 200, pinned.body
+        samples = await scrape(session, server)
+        assert metric(samples, "vllm:kv_cache_usage_perc") == 0.75
+        await call(session, server, "DELETE", "/admin/metrics")
+
+        task = await started_stream(session, server, COMPLETIONS, completion("tick", 40))
+        server.process.send_signal(signal.SIGTERM)
+        result = await asyncio.wait_for(task, 30)
+    assert len(result.content()) == 40
+    assert result.done
+    assert server.process.wait(15) == 0
