@@ -52,7 +52,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[fast,tokenizers]", "mypy>=1.10")
+    session.install("-e", ".[fast,tokenizers,kv-events]", "mypy>=1.10")
     session.run("mypy", "llmsim")
 
 

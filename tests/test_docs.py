@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import typer.main
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -38,6 +39,7 @@ from llmsim.observability.metrics import (
     TTFT_BUCKETS,
     Metrics,
 )
+from llmsim.runtime.sleep import SleepController
 from llmsim.settings.model import Settings, env_name, option_flag
 from llmsim.settings.sources import display_value, load_settings, read_profile
 
@@ -244,7 +246,8 @@ ENDPOINT = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_endpoints_in_docs_match_the_routes() -> None:
+def test_endpoints_in_docs_match_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # the sleep-mode endpoints exist only so
     routes = {
         (route.method, route.resource.canonical)
         for route in create_app(Settings()).router.routes()
@@ -316,6 +319,9 @@ def test_every_documented_metric_exists() -> None:
         known |= {name, _exposed_name(name, kind), *samples}
         if kind in ("counter", "histogram"):
             known.add(f"{name}_created")  # absent when PROMETHEUS_DISABLE_CREATED_SERIES is set
+    sleep_registry = CollectorRegistry()  # registered only with --enable-sleep-mode
+    SleepController(None, enabled=True, registry=sleep_registry)
+    known |= {family.name for family in sleep_registry.collect()}
     for path in [README, *_doc_pages()]:
         unknown = sorted(set(METRIC_NAME.findall(_text(path))) - known)
         assert not unknown, f"{path.relative_to(ROOT)} names metrics the server lacks: {unknown}"

@@ -120,3 +120,23 @@ def test_a_cache_smaller_than_the_context_window_is_refused() -> None:
     with pytest.raises(ValueError, match=r"kv-cache-size \(100 tokens\).*max-model-len \(512"):
         step_settings(kv_cache_size=100)
     Settings(config=None, kv_cache_size=100, max_model_len=512)  # other models do not care
+
+
+async def test_the_app_wires_the_kv_listener_hasher_and_sleep_into_the_step_engine() -> None:
+    from llmsim.api import create_app
+    from llmsim.api.keys import ENGINE
+    from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER
+    from llmsim.api.sleep import SLEEP
+
+    app = create_app(step_settings(enable_sleep_mode=True))
+    engine = app[ENGINE]
+    assert engine.step is not None
+    core = engine.step.engine
+    assert core.listener is app[KV_LISTENER]
+    assert core.pool.listener is app[KV_LISTENER]
+    assert core.kv.hasher is app[BLOCK_HASHER]
+    with engine.submit(request("a", "hello there " * 20, max_tokens=2)) as group:
+        await group.run(Collect())
+    assert core.pool.num_cached > 0
+    app[SLEEP].sleep(1)  # drops the KV cache, as vLLM's sleep does
+    assert core.pool.num_cached == 0

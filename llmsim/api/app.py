@@ -18,8 +18,10 @@ from llmsim.api.keys import (
     SERVER_LOAD,
     SETTINGS,
 )
+from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, install_kv_features
 from llmsim.api.load import ServerLoad, get_load, load_aware
 from llmsim.api.openapi import build_openapi
+from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -48,6 +50,9 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    install_kv_features(app, settings, engine, metrics, rank)
+    if engine.step is not None:
+        engine.step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
     app[SERVER_LOAD] = ServerLoad()
     if stats is not None:
         app[LIVE_STATS] = stats
@@ -78,6 +83,7 @@ def create_app(
         web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
         web.post("/pooling", load_aware(embeddings.create_pooling)),
     ]
+    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None

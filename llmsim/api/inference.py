@@ -20,10 +20,13 @@ from llmsim.api.constrained import chat_answer, completion_answer, has_constrain
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
+from llmsim.api.kv_setup import KV_TRANSFER
+from llmsim.api.kv_transfer import read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
+from llmsim.api.sleep import check_awake
 from llmsim.api.sse import (
     CuttingSink,
     ResponseMeta,
@@ -104,20 +107,28 @@ async def _generate(
     phase = request.app[LIFECYCLE].phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
+    check_awake(request.app)
     _inject_fault(request, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
+    transfer = read_transfer_params(body.kv_transfer_params)
+    prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
+    agent = request.app[KV_TRANSFER]
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
-        prompts=flavor.prompts(body, engine.tokenizer, engine.needs_token_ids),
+        prompts=prompts,
         n=body.n,
-        max_tokens=body.output_limit,
+        # A prefill-only request (P/D prefill side) answers one token, finishing on length.
+        max_tokens=1 if transfer and transfer.remote_decode else body.output_limit,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
         answer=_answer(body, engine),
+        kv_transfer_delay=agent.transfer_delay(engine.settings, prompts[0].token_count)
+        if transfer and transfer.remote_prefill
+        else None,
     )
     plan = flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
@@ -133,9 +144,10 @@ async def _generate(
             return await _stream(request, flavor, meta, group, include_usage, headers)
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
-        return web.Response(
-            body=dumps(flavor.body(meta, group)), content_type="application/json", headers=headers
-        )
+        answer = flavor.body(meta, group)
+        if transfer and transfer.remote_decode:
+            answer["kv_transfer_params"] = agent.prefill_params(group.prompt_tokens)
+        return web.Response(body=dumps(answer), content_type="application/json", headers=headers)
 
 
 async def _stream(

@@ -127,6 +127,8 @@ class _SamplingRequest(_Body):
     logit_bias: dict[str, float] | None = None
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
     prompt_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
+    kv_transfer_params: dict[str, Any] | None = None
+    """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (api/kv_transfer.py)."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

@@ -15,6 +15,9 @@ _CONFIG = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, populate_b
 REFUSALS = (
     "When using `tool_choice`, `tools` must be set.",
     "The tool specified in `tool_choice` does not match any of the specified `tools`",
+    "Invalid value for `function`",
+    "Expected field `name` in `function`",
+    "Invalid `name` in `function`",
     "You can only use one kind of",
     "tools: ",
     "response_format: ",
@@ -24,8 +27,9 @@ REFUSALS = (
     "guided_choice: ",
     "guided_grammar: ",
 )
-"""How refusals that a JSON Schema cannot state begin: a tool choice naming no given
-tool, a schema or regex llmsim cannot honour (``param: reason``), several constraints."""
+"""How refusals that a JSON Schema cannot state begin: a malformed or empty named tool
+choice, a tool choice naming no given tool, a schema or regex llmsim cannot honour
+(``param: reason``), several constraints."""
 _UNHONOURED = (
     " A JSON schema or regex llmsim cannot honour is refused with 400 naming the field "
     "and the keyword (see the supported JSON-Schema subset in docs/api.md)."

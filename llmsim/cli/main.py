@@ -47,6 +47,7 @@ MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"
+KV = "KV events, P/D and sleep mode"
 
 
 def _help(field: str) -> str:
@@ -229,6 +230,28 @@ def serve(
     ] = None,
     fake_metrics: Annotated[
         str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
+    ] = None,
+    kv_events_config: Annotated[
+        str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
+    ] = None,
+    prefix_caching_hash_algo: Annotated[
+        str | None, _opt("prefix_caching_hash_algo", panel=KV, metavar="ALGO")
+    ] = None,
+    enable_sleep_mode: Annotated[
+        bool | None,
+        _opt("enable_sleep_mode", "--enable-sleep-mode/--no-enable-sleep-mode", panel=KV),
+    ] = None,
+    kv_cache_transfer_latency: Annotated[
+        str | None, _opt("kv_cache_transfer_latency", panel=KV, metavar="DURATION")
+    ] = None,
+    kv_cache_transfer_latency_std_dev: Annotated[
+        str | None, _opt("kv_cache_transfer_latency_std_dev", panel=KV, metavar="DURATION")
+    ] = None,
+    kv_cache_transfer_time_per_token: Annotated[
+        str | None, _opt("kv_cache_transfer_time_per_token", panel=KV, metavar="DURATION")
+    ] = None,
+    kv_cache_transfer_time_per_token_std_dev: Annotated[
+        str | None, _opt("kv_cache_transfer_time_per_token_std_dev", panel=KV, metavar="DURATION")
     ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).

@@ -124,6 +124,11 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         extras.append(f"{settings.stream_cut_rate:g}% streams cut")
     if settings.startup_duration:
         extras.append(f"ready after {format_duration(settings.startup_duration)}")
+    events = settings.kv_events_config
+    if events is not None and events.publishes:
+        extras.append(f"KV events on {events.endpoint}")
+    if settings.enable_sleep_mode:
+        extras.append("sleep mode")
     if extras:
         table.add_row("notes", ", ".join(extras))
     url = base_url(settings, port)

@@ -81,6 +81,8 @@ class GenerationRequest:
     seed: int | None = None
     answer: Answer | None = None
     """A chosen answer (tools, structured output, rules); None to use the generation mode."""
+    kv_transfer_delay: float | None = None
+    """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
 
 
 class Engine:
@@ -122,6 +124,11 @@ class Engine:
                 settings, block_hasher=block_hasher, kv_listener=kv_listener, rng=step_rng
             )
             self.step = StepLoop(core, lambda: self.observer)
+
+    def drop_kv_cache(self) -> None:
+        """Sleep mode: forget every cached block (the listener hears ``all_blocks_cleared``)."""
+        if self.step is not None:
+            self.step.reset_prefix_cache()
 
     @property
     def needs_token_ids(self) -> bool:
@@ -202,6 +209,7 @@ class Engine:
                         prompt_token_ids=prompt.token_ids,
                         tool_calls=text.tool_calls,
                         reported_finish=text.reported_finish,
+                        kv_transfer_delay=request.kv_transfer_delay,
                     )
                 )
         self.scheduler.submit(sequences)
@@ -263,9 +271,12 @@ class Engine:
         latency = self.latency
         start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
         running, max_running = self._load()
-        deadline = start + latency.first_token_delay(
-            sequence.prompt_tokens, latency.load_factor(running, max_running)
-        )
+        if sequence.kv_transfer_delay is not None:  # P/D decode: no prefill, a transfer
+            deadline = start + sequence.kv_transfer_delay
+        else:
+            deadline = start + latency.first_token_delay(
+                sequence.prompt_tokens, latency.load_factor(running, max_running)
+            )
         loop = asyncio.get_running_loop()
         pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())
         while True:

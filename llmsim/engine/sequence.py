@@ -46,6 +46,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
+    kv_transfer_delay: float | None = None
+    """P/D decode side: the prompt's KV cache is received (this long) instead of computed."""
     tool_calls: tuple[ToolSpan, ...] = ()
     """Tool calls in the output (their arguments are tokens of ``output``)."""
     reported_finish: str | None = None

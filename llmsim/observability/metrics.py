@@ -334,7 +334,7 @@ def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, st
         "num_cpu_blocks": "None",
         "num_gpu_blocks": str(num_gpu_blocks),
         "num_gpu_blocks_override": "None",
-        "prefix_caching_hash_algo": "sha256",
+        "prefix_caching_hash_algo": str(settings.prefix_caching_hash_algo),
         "sliding_window": "None",
         "swap_space": "4",
         "swap_space_bytes": str(4 * 2**30),

@@ -40,6 +40,10 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "decode_time_per_sequence",
     "context_time_per_token",
     "max_num_batched_tokens",
+    "kv_cache_transfer_latency",
+    "kv_cache_transfer_latency_std_dev",
+    "kv_cache_transfer_time_per_token",
+    "kv_cache_transfer_time_per_token_std_dev",
 )
 """Settings ``POST /admin/config`` may change. Everything else needs a restart."""
 

@@ -25,6 +25,7 @@ from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
+from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
@@ -136,8 +137,12 @@ class Server:
     ) -> _Running:
         settings = instance.settings
         lifecycle = Lifecycle(settings.startup_duration)
+        try:
+            app = create_app(settings, lifecycle, rank=instance.rank)
+        except KVEventsStartError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
-            create_app(settings, lifecycle, rank=instance.rank),
+            app,
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **_access_log_options(access if settings.access_log_enabled else None),

@@ -26,6 +26,14 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmsim.settings.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
+from llmsim.settings.kv_events import (
+    KV_EVENTS_EXTRA,
+    KVEventsConfig,
+    PrefixCachingHashAlgo,
+    missing_kv_events_packages,
+    parse_kv_events_config,
+    xxhash_missing,
+)
 from llmsim.settings.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -436,6 +444,62 @@ class Settings(BaseSettings):
             "inline JSON or a JSON/TOML file. Also settable at run time via /admin/metrics.",
         )
     )
+
+    # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
+    kv_events_config: Annotated[
+        KVEventsConfig | None, NoDecode, BeforeValidator(parse_kv_events_config)
+    ] = Field(
+        None,
+        description="Publish KV-cache events as vLLM does: vLLM's JSON "
+        '(e.g. {"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}) or a TOML table. '
+        "Needs llmsim[kv-events].",
+    )
+    prefix_caching_hash_algo: PrefixCachingHashAlgo = Field(
+        "sha256",
+        description="Block hash of the prefix cache, as vLLM: sha256 (pickle), sha256_cbor "
+        "(for consumers in any language), xxhash, xxhash_cbor. PYTHONHASHSEED seeds it.",
+    )
+    enable_sleep_mode: bool = Field(
+        False,
+        description="Allow POST /sleep and POST /wake_up (with VLLM_SERVER_DEV_MODE=1), "
+        "as vLLM's --enable-sleep-mode.",
+    )
+    kv_cache_transfer_latency: Duration = Field(
+        0.0,
+        description="Decode instance (kv_transfer_params.do_remote_prefill): time to receive "
+        "the prompt's KV cache, replacing the prefill (constant latency model).",
+    )
+    kv_cache_transfer_latency_std_dev: Duration = Field(
+        0.0, description="Gaussian jitter on kv-cache-transfer-latency (at most 30% of it)."
+    )
+    kv_cache_transfer_time_per_token: Duration = Field(
+        0.0,
+        description="Decode instance: KV transfer time per prompt token, replacing the "
+        "prefill (per-token latency model).",
+    )
+    kv_cache_transfer_time_per_token_std_dev: Duration = Field(
+        0.0,
+        description="Gaussian jitter on kv-cache-transfer-time-per-token (at most 30% of it).",
+    )
+
+    @model_validator(mode="after")
+    def _check_kv_features(self) -> Settings:
+        for mean_name in ("kv_cache_transfer_latency", "kv_cache_transfer_time_per_token"):
+            mean, std = getattr(self, mean_name), getattr(self, f"{mean_name}_std_dev")
+            if std > MAX_STD_DEV_RATIO * mean + 1e-12:
+                raise _cross_field_error(
+                    f"{mean_name}_std_dev", f"must be at most 30% of {mean_name.replace('_', '-')}"
+                )
+        events = self.kv_events_config
+        if events is not None and events.publishes and missing_kv_events_packages():
+            raise _cross_field_error(
+                "kv_events_config", f"publishing KV events needs the extra: {KV_EVENTS_EXTRA}"
+            )
+        if self.prefix_caching_hash_algo.startswith("xxhash") and xxhash_missing():
+            raise _cross_field_error(
+                "prefix_caching_hash_algo", f"xxhash needs the extra: {KV_EVENTS_EXTRA}"
+            )
+        return self
 
     @field_validator("host")
     @classmethod

@@ -298,6 +298,8 @@ def display_value(name: str, value: Any) -> str:
         return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
     if name == "fake_metrics":
         return json.dumps(value.describe())
+    if name == "kv_events_config":
+        return json.dumps(value.describe())
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) or "-"
     return str(value)
@@ -311,7 +313,7 @@ def toml_value(name: str, value: Any) -> Any:
         return format_size(int(value))
     if name == "lora_modules":
         return [m.model_dump(exclude_none=True) for m in value]
-    if name == "fake_metrics":
+    if name in ("fake_metrics", "kv_events_config"):
         return value.describe()
     if isinstance(value, Path):
         return str(value)
@@ -365,4 +367,5 @@ _EXAMPLES: dict[str, Any] = {
     "lora_modules": ["tools-lora=/adapters/tools"],
     "api_key": "change-me",
     "fake_metrics": "fake-metrics.json",
+    "kv_events_config": '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}',
 }

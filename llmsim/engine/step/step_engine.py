@@ -124,6 +124,12 @@ class StepEngine:
         """Drop a sequence and free its blocks at once."""
         self.scheduler.remove(seq)
 
+    def attach_kv(self, listener: KVCacheListener, hasher: BlockHasher) -> None:
+        """Use this listener and block hasher from now on (wired once, before any request)."""
+        self.listener = listener
+        self.pool.listener = listener
+        self.kv.hasher = hasher
+
     def reset_prefix_cache(self) -> int:
         """Drop the whole prefix cache (sleep mode, reset); report ``all_blocks_cleared``."""
         return self.pool.clear_cache()

@@ -1,0 +1,80 @@
+"""``kv_transfer_params`` as vLLM's NIXL connector reads and writes them (P/D serving).
+
+A router (llm-d's routing sidecar, vLLM's disaggregated proxy) first sends the request to a
+prefill instance with ``{"do_remote_decode": true}`` and ``max_tokens`` 1; that instance
+computes the prompt, answers one token and adds ``kv_transfer_params`` naming where the KV
+blocks can be pulled: ``do_remote_prefill``, ``remote_engine_id``, ``remote_block_ids``,
+``remote_host``, ``remote_port``, ``tp_size``. The router passes that object on to a decode
+instance, which skips the prefill, waits the transfer time and decodes. A decode request
+that lacks a field is served with an ordinary prefill, as vLLM does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from llmsim.engine.kv_transfer import kv_transfer_delay
+from llmsim.settings.model import Settings
+
+SIDE_CHANNEL_HOST_ENV = "VLLM_NIXL_SIDE_CHANNEL_HOST"
+SIDE_CHANNEL_PORT_ENV = "VLLM_NIXL_SIDE_CHANNEL_PORT"
+DEFAULT_SIDE_CHANNEL_PORT = 5600
+REMOTE_FIELDS = ("remote_engine_id", "remote_block_ids", "remote_host", "remote_port")
+DEFAULT_BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """What a request's ``kv_transfer_params`` ask of this instance."""
+
+    remote_decode: bool
+    """Prefill side: compute the prompt, answer one token, keep the blocks for a decoder."""
+    remote_prefill: bool
+    """Decode side: pull the prompt's blocks instead of computing them."""
+
+
+def read_transfer_params(params: dict[str, Any] | None) -> TransferRequest | None:
+    """What the request's (validated) ``kv_transfer_params`` ask for, if any."""
+    if params is None:
+        return None
+    remote_prefill = bool(params.get("do_remote_prefill")) and bool(params.get("remote_block_ids"))
+    remote_prefill = remote_prefill and all(params.get(key) is not None for key in REMOTE_FIELDS)
+    return TransferRequest(bool(params.get("do_remote_decode")), remote_prefill)
+
+
+class KVTransferAgent:
+    """One instance's side of the transfers: its engine id, side channel and block ids."""
+
+    def __init__(self, settings: Settings, rank: int = 0) -> None:
+        self.settings = settings
+        self.engine_id = str(uuid.uuid4())
+        self.host = os.environ.get(SIDE_CHANNEL_HOST_ENV, "localhost")
+        port = os.environ.get(SIDE_CHANNEL_PORT_ENV, "")
+        base = int(port) if port.strip().isdigit() else DEFAULT_SIDE_CHANNEL_PORT
+        self.port = base + rank
+        self.block_size = int(getattr(settings, "block_size", DEFAULT_BLOCK_SIZE))
+        self._next_block = 0
+        self._rng = random.Random(None if settings.seed is None else settings.seed + 2)
+
+    def transfer_delay(self, settings: Settings, prompt_tokens: int) -> float:
+        return kv_transfer_delay(settings, prompt_tokens, self._rng)
+
+    def prefill_params(self, prompt_tokens: int) -> dict[str, Any]:
+        """What a prefill instance answers: where a decoder pulls the prompt's blocks."""
+        count = max(1, math.ceil(prompt_tokens / self.block_size))
+        blocks = [self._next_block + i for i in range(count)]
+        self._next_block = (self._next_block + count) % 1_000_000
+        return {
+            "do_remote_prefill": True,
+            "do_remote_decode": False,
+            "remote_block_ids": blocks,
+            "remote_engine_id": self.engine_id,
+            "remote_host": self.host,
+            "remote_port": self.port,
+            "tp_size": 1,
+        }

@@ -1,0 +1,78 @@
+"""vLLM's development endpoints for sleep mode: ``/sleep``, ``/wake_up``, ``/is_sleeping``.
+
+As in vLLM they exist only with ``VLLM_SERVER_DEV_MODE=1`` (otherwise they are unknown
+paths, 404); sleeping and waking also need ``--enable-sleep-mode``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from llmsim.api.errors import APIError
+from llmsim.api.jsonio import dumps
+from llmsim.runtime.sleep import WAKE_TAGS, SleepController, SleepModeDisabledError
+
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
+SLEEPING_MESSAGE = "The model is sleeping; wake it up with POST /wake_up."
+SLEEP: web.AppKey[SleepController] = web.AppKey("sleep", SleepController)
+
+
+def dev_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """vLLM's ``VLLM_SERVER_DEV_MODE``: any integer other than 0 turns it on."""
+    value = (os.environ if environ is None else environ).get(DEV_MODE_ENV, "0").strip()
+    try:
+        return int(value) != 0
+    except ValueError:
+        return False
+
+
+def dev_routes() -> list[web.RouteDef]:
+    if not dev_mode():
+        return []
+    return [
+        web.post("/sleep", sleep),
+        web.post("/wake_up", wake_up),
+        web.get("/is_sleeping", is_sleeping),
+    ]
+
+
+def check_awake(app: web.Application) -> None:
+    """Inference is refused with 503 while the instance sleeps."""
+    controller = app.get(SLEEP)
+    if controller is not None and controller.is_sleeping:
+        raise APIError(503, SLEEPING_MESSAGE)
+
+
+async def sleep(request: web.Request) -> web.Response:
+    raw = request.query.get("level", "1")
+    try:
+        level = int(raw)
+    except ValueError:
+        raise APIError(400, f"level must be 1 or 2, not {raw!r}", "level") from None
+    try:
+        request.app[SLEEP].sleep(level)
+    except ValueError as exc:
+        raise APIError(400, str(exc), "level") from None
+    except SleepModeDisabledError as exc:
+        raise APIError(500, str(exc)) from None
+    return web.Response(status=200)
+
+
+async def wake_up(request: web.Request) -> web.Response:
+    tags = request.query.getall("tags", [])
+    unknown = sorted(set(tags) - set(WAKE_TAGS))
+    if unknown:
+        raise APIError(400, f"unknown tags {', '.join(unknown)}: use weights, kv_cache", "tags")
+    try:
+        request.app[SLEEP].wake_up(tags or None)
+    except SleepModeDisabledError as exc:
+        raise APIError(500, str(exc)) from None
+    return web.Response(status=200)
+
+
+async def is_sleeping(request: web.Request) -> web.Response:
+    body = {"is_sleeping": request.app[SLEEP].is_sleeping}
+    return web.Response(body=dumps(body), content_type="application/json")
