@@ -52,7 +52,13 @@ def create_app(
     app[RUNTIME] = Runtime(settings, engine, metrics)
     install_kv_features(app, settings, engine, metrics, rank)
     if engine.step is not None:
-        engine.step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
+        step = engine.step
+        step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
+
+        async def stop_step_loop(_: web.Application) -> None:
+            await step.close()
+
+        app.on_cleanup.append(stop_step_loop)
     app[SERVER_LOAD] = ServerLoad()
     if stats is not None:
         app[LIVE_STATS] = stats

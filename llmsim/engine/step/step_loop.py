@@ -10,6 +10,7 @@ schedule; after an idle spell the first step starts when work arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,14 @@ class StepLoop:
 
     def reset_prefix_cache(self) -> int:
         return self.engine.reset_prefix_cache()
+
+    async def close(self) -> None:
+        """Stop the loop task (server shutdown), so no pending task outlives the event loop."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- the loop ---------------------------------------------------------------
     def _kick(self) -> None:
