@@ -268,3 +268,42 @@ async def test_step_mode_lora_slots_fake_metrics_and_drain(llmsim_server: StartS
     assert len(result.content()) == 40
     assert result.done
     assert server.process.wait(15) == 0
+
+
+async def test_step_mode_publishes_kv_events_a_router_can_follow(
+    llmsim_server: StartServer,
+) -> None:
+    """BlockStored events carry the prompt's token ids in blocks, chained by parent hash."""
+    import json as jsonlib
+
+    import zmq
+    from conftest import free_port
+    from test_kv_events import BlockStored, Subscriber
+
+    port = free_port()
+    subscriber = Subscriber(port)
+    try:
+        config = {"enable_kv_cache_events": True, "endpoint": f"tcp://127.0.0.1:{port}"}
+        server = llmsim_server(*STEP, "--kv-events-config", jsonlib.dumps(config))
+        stored: list[BlockStored] = []
+        async with client_session() as session:
+            for attempt in range(20):  # a SUB socket misses what was sent before it joined
+                prompt = words(40, f"a{attempt}x")  # a new prompt each time: new blocks
+                tokens = await call(session, server, "POST", "/tokenize", {"prompt": prompt})
+                ids = tokens.json()["tokens"]
+                reply = await call(session, server, "POST", COMPLETIONS, completion(prompt, 2))
+                assert reply.status == 200
+                try:
+                    _, _, batch = subscriber.receive()
+                except zmq.Again:
+                    continue
+                stored = [event for event in batch.events if isinstance(event, BlockStored)]
+                if stored:
+                    break
+        assert stored, "no BlockStored event arrived"
+        event = stored[0]
+        assert event.block_size == 16
+        assert event.token_ids == ids[: 16 * len(event.block_hashes)]
+        assert len(event.block_hashes) == 2  # 40 prompt tokens: two full blocks
+    finally:
+        subscriber.close()
