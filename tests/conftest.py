@@ -25,6 +25,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive free loopback ports (per-rank ports are base + rank)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + count <= 65536 and all(port_is_free(base + i) for i in range(1, count)):
+            return base
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         try:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 import zmq
-from conftest import free_port
+from conftest import free_port, free_port_run
 
 from llmsim.engine.block_hash import hash_block_chain
 from llmsim.engine.prefix_hash import external_block_hash, make_block_hasher
@@ -250,7 +250,7 @@ def test_replay_returns_missed_batches(pair: tuple[KVEventPublisher, Subscriber,
 
 
 def test_rank_publishes_on_its_own_port() -> None:
-    base = free_port()
+    base = free_port_run(2)
     subscriber = Subscriber(base + 1)
     config = KVEventsConfig(enable_kv_cache_events=True, endpoint=f"tcp://127.0.0.1:{base}")
     publisher = KVEventPublisher(config, rank=1, int_hashes=False)

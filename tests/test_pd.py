@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import RunningServer, free_port, port_is_free, run_cli
+from conftest import RunningServer, free_port, free_port_run, port_is_free, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 MODEL = "llmsim/sim-model"
@@ -134,13 +134,11 @@ def test_kv_transfer_params_must_be_an_object(
 def test_events_publisher_per_rank_and_start_error(
     llmsim_server: Callable[..., RunningServer],
 ) -> None:
-    replay = free_port()
-    while not port_is_free(replay + 1):
-        replay = free_port()
+    replay = free_port_run(2)
     config = json.dumps(
         {
             "enable_kv_cache_events": True,
-            "endpoint": f"tcp://127.0.0.1:{free_port()}",
+            "endpoint": f"tcp://127.0.0.1:{free_port_run(2)}",
             "replay_endpoint": f"tcp://127.0.0.1:{replay}",
         }
     )

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api import admin, embeddings, inference, models, system, tokenization
+from llmsim.answers import Responder
+from llmsim.answers.dataset import shared_dataset
+from llmsim.answers.recording import load_replay
+from llmsim.api import (
+    admin,
+    answers_admin,
+    embeddings,
+    inference,
+    models,
+    system,
+    tokenization,
+    upstream,
+)
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -14,6 +26,7 @@ from llmsim.api.keys import (
     LIVE_STATS,
     METRICS,
     OPENAPI,
+    RESPONDER,
     RUNTIME,
     SERVER_LOAD,
     SETTINGS,
@@ -28,6 +41,21 @@ from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.settings.model import Settings
+
+
+def responder(settings: Settings) -> Responder:
+    """The answer sources ``settings`` name: rules, dataset, recording."""
+    dataset = None if settings.dataset is None else shared_dataset(settings.dataset)
+    replay = None
+    if settings.replay is not None:
+        replay = load_replay(settings.replay, settings.replay_speed)
+    return Responder(
+        settings.responses,
+        seed=settings.seed,
+        dataset=dataset,
+        replay=replay,
+        strict_replay=settings.replay_strict,
+    )
 
 
 def create_app(
@@ -50,6 +78,7 @@ def create_app(
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
+    app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
     if engine.step is not None:
         step = engine.step
@@ -80,6 +109,8 @@ def create_app(
         web.get("/admin/metrics", admin.get_metric_overrides),
         web.post("/admin/metrics", admin.set_metric_overrides),
         web.delete("/admin/metrics", admin.clear_metric_overrides),
+        web.get("/admin/responses", answers_admin.get_responses),
+        web.post("/admin/responses", answers_admin.set_responses),
         # vLLM's small endpoints, tokenization and embeddings
         web.get("/ping", system.health),
         web.post("/ping", system.health),
@@ -103,4 +134,6 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    if settings.upstream is not None:
+        upstream.attach_upstream(app)
     return app

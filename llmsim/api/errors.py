@@ -34,30 +34,38 @@ class APIError(Exception):
         message: str,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers
+        self.type = type
+        """The error type to report; None derives it from the status as vLLM does."""
 
 
 def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
 
 
-def error_body(status: int, message: str, param: str | None = None) -> bytes:
-    return dumps(
-        {"error": {"message": message, "type": error_type(status), "param": param, "code": status}}
-    )
+def error_body(
+    status: int, message: str, param: str | None = None, type: str | None = None
+) -> bytes:
+    kind = type or error_type(status)
+    return dumps({"error": {"message": message, "type": kind, "param": param, "code": status}})
 
 
 def error_response(
-    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    type: str | None = None,
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=error_body(status, message, param),
+        body=error_body(status, message, param, type),
         content_type="application/json",
         headers=headers,
     )

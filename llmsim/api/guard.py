@@ -46,7 +46,7 @@ def guard(handler: Handler, *, timing: bool, api_key: str | None) -> Handler:
             return await handler(request)
         except APIError as exc:
             _report(request, exc.status, exc.message)
-            return error_response(exc.status, exc.message, exc.param, exc.headers)
+            return error_response(exc.status, exc.message, exc.param, exc.headers, exc.type)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

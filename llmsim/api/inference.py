@@ -14,12 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
+from llmsim.api import upstream
 from llmsim.api.chat import ChatStreamSink, chat_body
+from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RUNTIME, STREAMED
+from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RESPONDER, RUNTIME, STREAMED
 from llmsim.api.kv_setup import KV_TRANSFER
 from llmsim.api.kv_transfer import read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
@@ -91,12 +93,18 @@ COMPLETION = Flavor(
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
+    forwarded = await upstream.forward(request)
+    if forwarded is not None:
+        return forwarded
     # The parsed body is not kept in this frame: _generate lets go of it once the
     # engine has the request, which matters with thousands of open streams.
     return await _generate(request, CHAT, await parse_body(request, ChatCompletionRequest))
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
+    forwarded = await upstream.forward(request)
+    if forwarded is not None:
+        return forwarded
     return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
 
 
@@ -115,17 +123,20 @@ async def _generate(
     transfer = read_transfer_params(body.kv_transfer_params)
     prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     agent = request.app[KV_TRANSFER]
+    constrained = _answer(body, engine)  # checks tools and schemas even when a rule answers
+    chosen = choose(request.app[RESPONDER], body, target, engine.settings.mode)
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
         prompts=prompts,
         n=body.n,
         # A prefill-only request (P/D prefill side) answers one token, finishing on length.
-        max_tokens=1 if transfer and transfer.remote_decode else body.output_limit,
+        max_tokens=1 if transfer and transfer.remote_decode else chosen.max_tokens,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
-        answer=_answer(body, engine),
+        answer=chosen.answer or constrained,
+        timing=chosen.timing,
         kv_transfer_delay=agent.transfer_delay(engine.settings, prompts[0].token_count)
         if transfer and transfer.remote_prefill
         else None,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from llmsim.answers import Responder
 from llmsim.engine import Engine, RequestGroup
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -25,6 +26,8 @@ METRICS = web.AppKey("metrics", Metrics)
 RUNTIME = web.AppKey("runtime", Runtime)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OPENAPI = web.AppKey("openapi", bytes)
+RESPONDER = web.AppKey("responder", Responder)
+"""Response rules, datasets and replays: answers chosen before generation."""
 LIVE_STATS = web.AppKey("live_stats", LiveStats)
 """Only present while the dashboard is on."""
 

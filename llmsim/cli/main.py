@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from llmsim.cli.ctl import ctl_app
+from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
+from llmsim.cli.record import record
 from llmsim.cli.versions import version_lines
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
@@ -41,12 +43,15 @@ app = typer.Typer(
 config_app = typer.Typer(help="Write and inspect TOML profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ctl_app, name="ctl")
+ctl_app.add_typer(responses_app, name="responses")
+app.command("record")(record)
 
 # Options that take one or more values, like vLLM's ``nargs="+"`` flags.
 MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"
+ANSWERS = "Chosen answers"
 KV = "KV events, P/D and sleep mode"
 
 
@@ -146,6 +151,21 @@ def serve(
     seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
     tool_call_probability: Annotated[
         str | None, _opt("tool_call_probability", panel=MODEL, metavar="FLOAT")
+    ] = None,
+    responses: Annotated[
+        str | None, _opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
+    ] = None,
+    dataset: Annotated[str | None, _opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
+    replay: Annotated[str | None, _opt("replay", panel=ANSWERS, metavar="FILE")] = None,
+    replay_speed: Annotated[
+        str | None, _opt("replay_speed", panel=ANSWERS, metavar="FLOAT")
+    ] = None,
+    replay_strict: Annotated[
+        bool | None, _opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
+    ] = None,
+    upstream: Annotated[str | None, _opt("upstream", panel=ANSWERS, metavar="URL")] = None,
+    upstream_timeout: Annotated[
+        str | None, _opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
     ] = None,
     latency_model: Annotated[
         str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token|step")

@@ -18,6 +18,7 @@ from llmsim.engine.observer import EngineObserver, FanOutObserver, NullObserver
 from llmsim.engine.pacer import TokenSink
 from llmsim.engine.scheduler import QueueFullError, Scheduler
 from llmsim.engine.sequence import Sequence, State
+from llmsim.engine.timing import TimingOverride
 
 __all__ = [
     "Adapter",
@@ -37,6 +38,7 @@ __all__ = [
     "Sequence",
     "State",
     "Target",
+    "TimingOverride",
     "TokenSink",
     "ToolCall",
     "UnknownModelError",

@@ -32,7 +32,7 @@ from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_loop import StepLoop
-from llmsim.engine.timing import LatencyModel, LatencyProfile
+from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
 
@@ -81,6 +81,8 @@ class GenerationRequest:
     seed: int | None = None
     answer: Answer | None = None
     """A chosen answer (tools, structured output, rules); None to use the generation mode."""
+    timing: TimingOverride | None = None
+    """This request's own TTFT/ITL (a rule's override, a recording's pace); None: configured."""
     kv_transfer_delay: float | None = None
     """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
 
@@ -207,6 +209,7 @@ class Engine:
                         arrival=arrival,
                         admitted=loop.create_future(),
                         prompt_token_ids=prompt.token_ids,
+                        timing=request.timing,
                         tool_calls=text.tool_calls,
                         reported_finish=text.reported_finish,
                         kv_transfer_delay=request.kv_transfer_delay,
@@ -269,6 +272,8 @@ class Engine:
         (one write), which is also what keeps zero-latency runs cheap.
         """
         latency = self.latency
+        if sequence.timing is not None:
+            latency = latency.overridden(sequence.timing)
         start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
         running, max_running = self._load()
         if sequence.kv_transfer_delay is not None:  # P/D decode: no prefill, a transfer

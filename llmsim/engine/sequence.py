@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmsim.engine.generation import ToolSpan
+from llmsim.engine.timing import TimingOverride
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -46,6 +47,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task releasing this sequence's tokens, so shutdown can cancel it."""
+    timing: TimingOverride | None = None
+    """The request's own timing, replacing the configured latency means."""
     kv_transfer_delay: float | None = None
     """P/D decode side: the prompt's KV cache is received (this long) instead of computed."""
     tool_calls: tuple[ToolSpan, ...] = ()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 JITTER_CLAMP = 0.7
@@ -31,6 +31,18 @@ class LatencyProfile:
     prefill_time_per_token: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class TimingOverride:
+    """One request's own timing (a response rule's or a recording's), in seconds.
+
+    A value given replaces the configured mean and drops its jitter; the load factor
+    still applies, so a chosen answer slows down under load like any other.
+    """
+
+    time_to_first_token: float | None = None
+    inter_token_latency: float | None = None
+
+
 class LatencyModel:
     """Samples per-request and per-token delays.
 
@@ -42,6 +54,24 @@ class LatencyModel:
     def __init__(self, profile: LatencyProfile, rng: random.Random) -> None:
         self.profile = profile
         self._rng = rng
+
+    def overridden(self, timing: TimingOverride) -> LatencyModel:
+        """This model with ``timing``'s values in place of the configured means."""
+        profile = self.profile
+        if timing.time_to_first_token is not None:
+            profile = replace(
+                profile,
+                latency_model="constant",
+                time_to_first_token=timing.time_to_first_token,
+                time_to_first_token_std_dev=0.0,
+            )
+        if timing.inter_token_latency is not None:
+            profile = replace(
+                profile,
+                inter_token_latency=timing.inter_token_latency,
+                inter_token_latency_std_dev=0.0,
+            )
+        return LatencyModel(profile, self._rng)
 
     def mean_first_token_delay(self, prompt_tokens: int) -> float:
         """The unjittered time to first token at a load factor of 1."""

@@ -177,6 +177,13 @@ class Metrics:
             ["type"],
             registry=reg,
         )
+        self.upstream_requests = Counter(
+            "llmsim:upstream_requests",
+            "Inference requests with --upstream: answered by the upstream, or simulated "
+            "because it failed or timed out.",
+            ["outcome"],
+            registry=reg,
+        )
         self._gauges = (
             self._running.labels(*values),
             self._waiting.labels(*values),
@@ -259,6 +266,10 @@ class Metrics:
         if had_loras and self.overrides.loras() is None and self._lora_labels is not None:
             # Make the live LoRA state the newest series again.
             self.lora_info.labels(*self._lora_labels).set(time.time())
+
+    def upstream_request(self, outcome: str) -> None:
+        """``upstream``, ``fallback_error`` or ``fallback_timeout``."""
+        self.upstream_requests.labels(outcome).inc()
 
     def injected_failure(self, fault_type: str) -> None:
         self.injected_failures.labels(fault_type).inc()

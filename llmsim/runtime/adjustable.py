@@ -47,7 +47,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
 )
 """Settings ``POST /admin/config`` may change. Everything else needs a restart."""
 
-CHANGED_ELSEWHERE = {"fake_metrics": "POST /admin/metrics"}
+CHANGED_ELSEWHERE = {"fake_metrics": "POST /admin/metrics", "responses": "POST /admin/responses"}
 """Settings that change at run time through another route."""
 
 MASK = "********"

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 from rich.console import Console
 
+from llmsim.answers.dataset import DatasetError
+from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, LIVE_STATS
@@ -139,6 +141,10 @@ class Server:
         lifecycle = Lifecycle(settings.startup_duration)
         try:
             app = create_app(settings, lifecycle, rank=instance.rank)
+        except DatasetError as exc:
+            raise ServerStartError(f"--dataset: {exc}") from None
+        except RecordingError as exc:
+            raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(

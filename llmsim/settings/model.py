@@ -34,6 +34,7 @@ from llmsim.settings.kv_events import (
     parse_kv_events_config,
     xxhash_missing,
 )
+from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
 from llmsim.settings.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -165,6 +166,31 @@ def _load_fake_metrics(value: Any) -> Any:
         return load_spec(value)
     except FakeMetricsError as exc:
         raise ValueError(exc.message) from None
+
+
+def _load_responses(value: Any) -> Any:
+    """``builtin:tasks``, a TOML file of rules or (from a profile) a ``[responses]`` table."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return load_rules(value)
+    except ResponsesError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    scheme, _, rest = value.strip().partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
+    return value.strip().rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -313,6 +339,46 @@ class Settings(BaseSettings):
         le=1.0,
         description="With tool_choice auto, how often a turn calls tools instead of answering "
         "in text (never right after a tool result; a request's seed makes it reproducible).",
+    )
+
+    # -- chosen answers ---------------------------------------------------------
+    responses: Annotated[ResponseRules | None, NoDecode, BeforeValidator(_load_responses)] = Field(
+        None,
+        description="Response rules: a TOML file of ordered rules (or a responses table in a "
+        "profile), or builtin:tasks for answers that fit the request type. Replaceable at run "
+        "time via /admin/responses.",
+    )
+    dataset: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="Conversation dataset (ShareGPT JSON/JSONL or OpenAI chat JSONL): a known "
+        "conversation gets its recorded answer; random mode draws answers from its assistant "
+        "turns.",
+    )
+    replay: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="A recording made by `llmsim record`: matching requests get the recorded "
+        "answer, paced by the recorded time to first token and inter-token gaps.",
+    )
+    replay_speed: float = Field(
+        1.0,
+        gt=0.0,
+        le=1000.0,
+        description="Replay the recorded timing this many times faster (0.5: twice as slow).",
+    )
+    replay_strict: bool = Field(
+        False,
+        description="Answer requests that match no recording with 404 instead of the "
+        "configured mode.",
+    )
+    upstream: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        None,
+        description="Forward chat and completions requests to this OpenAI-compatible server "
+        "(e.g. a real vLLM) and simulate only when it fails or times out.",
+    )
+    upstream_timeout: Duration = Field(
+        "10s",  # type: ignore[assignment]  # validated like user input; a bare 10 means 10 ms
+        description="How long to wait for the upstream's answer (or the start of its stream) "
+        "before simulating instead.",
     )
 
     # -- latency ----------------------------------------------------------------
@@ -533,6 +599,8 @@ class Settings(BaseSettings):
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
             )
+        if self.replay_strict and self.replay is None:
+            raise _cross_field_error("replay_strict", "needs a recording to replay (--replay)")
         if not self.failure_types and self.failure_injection_rate > 0:
             raise _cross_field_error("failure_types", "must name at least one type")
         if self.max_cpu_loras is None:

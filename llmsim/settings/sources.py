@@ -298,6 +298,8 @@ def display_value(name: str, value: Any) -> str:
         return ", ".join(f"{m.name}={m.path}" for m in value) or "-"
     if name == "fake_metrics":
         return json.dumps(value.describe())
+    if name == "responses":
+        return str(value.origin)
     if name == "kv_events_config":
         return json.dumps(value.describe())
     if isinstance(value, list):
@@ -315,6 +317,8 @@ def toml_value(name: str, value: Any) -> Any:
         return [m.model_dump(exclude_none=True) for m in value]
     if name in ("fake_metrics", "kv_events_config"):
         return value.describe()
+    if name == "responses":
+        return value.describe() if value.origin == "inline" else value.origin
     if isinstance(value, Path):
         return str(value)
     return value
@@ -367,5 +371,9 @@ _EXAMPLES: dict[str, Any] = {
     "lora_modules": ["tools-lora=/adapters/tools"],
     "api_key": "change-me",
     "fake_metrics": "fake-metrics.json",
+    "responses": "responses.toml",
+    "dataset": "conversations.jsonl",
+    "replay": "recording.jsonl",
+    "upstream": "http://127.0.0.1:8001",
     "kv_events_config": '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}',
 }
