@@ -14,6 +14,7 @@ SOURCES = [
     "benchmarks",
     "examples",
     "docs/gen_config_reference.py",
+    "docs/gen_step_plots.py",
     "docs/mkdocs_hooks.py",
     "noxfile.py",
 ]

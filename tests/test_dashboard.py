@@ -154,3 +154,36 @@ async def test_names_and_messages_are_shown_literally_on_one_line() -> None:
     text = render_text(Dashboard(odd, Engine(odd, observer=stats), stats, URL, Console()))
     assert "org/[beta]-model" in text
     assert "first line second [bold]line[/bold]" in text
+
+
+async def test_step_mode_shows_kv_blocks_prefix_hits_and_preemptions() -> None:
+    step = Settings(
+        latency_model="step",
+        kv_cache_size=4096,
+        max_model_len=1024,
+        inter_token_latency="20ms",
+    )
+    stats = LiveStats()
+    engine = Engine(step, observer=stats)
+    ids = list(range(64))
+    request = GenerationRequest(
+        request_id="req-step",
+        target=Target(step.served_names[0], None),
+        prompts=[PromptInput(64, "hi", ids)],
+        n=2,
+        max_tokens=50,
+        ignore_eos=True,
+    )
+    with engine.submit(request) as group:
+        task = asyncio.ensure_future(group.run())
+        await asyncio.sleep(0.1)
+        text = render_text(Dashboard(step, engine, stats, URL, Console()), width=200)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "running 2 / 256" in text
+    assert "waiting 0 / 1000" in text
+    # 64 prompt tokens in 4 blocks and a fifth for output; the sibling shares the first 3
+    # (one prompt token is always computed, so it fills a copy of the 4th) and adds its own
+    assert "KV cache 2.7% (7 / 256 blocks, 4 cached)" in text
+    assert "prefix hits 37.5%" in text  # 48 of 128 tokens looked up
+    assert "preemptions 0" in text

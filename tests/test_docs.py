@@ -30,7 +30,9 @@ from typer.testing import CliRunner
 
 from llmsim.api import create_app
 from llmsim.cli.main import app
+from llmsim.engine import Engine
 from llmsim.observability.metrics import (
+    ITERATION_TOKEN_BUCKETS,
     N_BUCKETS,
     REQUEST_LATENCY_BUCKETS,
     TOKEN_GAP_BUCKETS,
@@ -266,12 +268,18 @@ def test_endpoints_in_docs_match_the_routes(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _families() -> list[tuple[str, str, set[str]]]:
-    """(name, type, sample names) of every metric family the server exposes."""
-    exposition = Metrics(Settings()).exposition().decode()
-    return [
-        (family.name, family.type, {sample.name for sample in family.samples})
-        for family in text_string_to_metric_families(exposition)
-    ]
+    """(name, type, sample names) of every metric family the server exposes, in any model."""
+    step = Settings(latency_model="step")
+    step_metrics = Metrics(step)
+    step_engine = Engine(step, observer=step_metrics)
+    assert step_engine.step is not None
+    step_metrics.track_step(step_engine.step, step)
+    families: dict[str, tuple[str, str, set[str]]] = {}
+    for metrics in (Metrics(Settings()), step_metrics):
+        for family in text_string_to_metric_families(metrics.exposition().decode()):
+            samples = {sample.name for sample in family.samples}
+            families[family.name] = (family.name, family.type, samples)
+    return list(families.values())
 
 
 def _exposed_name(name: str, kind: str) -> str:
@@ -320,7 +328,8 @@ def test_every_documented_metric_exists() -> None:
 
 
 @pytest.mark.parametrize(
-    "buckets", [TTFT_BUCKETS, TOKEN_GAP_BUCKETS, REQUEST_LATENCY_BUCKETS, N_BUCKETS]
+    "buckets",
+    [TTFT_BUCKETS, TOKEN_GAP_BUCKETS, REQUEST_LATENCY_BUCKETS, N_BUCKETS, ITERATION_TOKEN_BUCKETS],
 )
 def test_histogram_buckets_are_documented(buckets: tuple[float, ...]) -> None:
     assert ", ".join(str(bound) for bound in buckets) in _text(METRICS)

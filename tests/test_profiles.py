@@ -285,3 +285,27 @@ def test_latency_model_can_be_switched_at_run_time() -> None:
     )
     assert set(changed) == {"latency_model", "prefill_overhead", "prefill_time_per_token"}
     assert engine.latency.mean_first_token_delay(1000) == pytest.approx(1.01)
+
+
+def test_profiles_show_prints_the_step_model_predictions() -> None:
+    result = _run("profiles", "show", "llama-3.1-8b-h100")
+    assert result.exit_code == 0, result.output
+    assert "predicted with --latency-model step" in result.output
+    itl = {
+        int(batch): float(value)
+        for batch, value in re.findall(r"ITL at batch (\d+)\s*│\s*([\d.]+) ms", result.output)
+    }
+    assert sorted(itl) == [1, 16, 64, 256]
+    assert itl[1] == pytest.approx(7.2, abs=0.2)  # the published single-stream ITL
+    assert itl[1] < itl[16] < itl[64] < itl[256]
+    ttft = re.findall(r"TTFT, ([\d,]+)-token prompt\s*│\s*([\d.,]+) ms", result.output)
+    assert [prompt for prompt, _ in ttft] == ["128", "1,024", "8,192"]
+    assert "peak decode tokens/s" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(builtin_profiles()))
+def test_every_builtin_profile_runs_the_step_model(name: str) -> None:
+    settings = load_settings({"profile": name, "latency_model": "step"}).settings
+    assert settings.decode_time_per_sequence > 0
+    assert settings.context_time_per_token > 0
+    assert settings.kv_cache_size >= settings.max_model_len

@@ -33,7 +33,7 @@ from llmsim.api.keys import (
     SERVER_LOAD,
     SETTINGS,
 )
-from llmsim.api.kv_setup import install_kv_features
+from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, install_kv_features
 from llmsim.api.load import ServerLoad, get_load, load_aware
 from llmsim.api.openapi import build_openapi
 from llmsim.api.sleep import dev_routes
@@ -70,6 +70,8 @@ def create_app(
     observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
     engine = Engine(settings, observer=observer)
     metrics.track(engine.scheduler, settings.kv_cache_size)
+    if engine.step is not None:
+        metrics.track_step(engine.step, settings)
 
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings
@@ -80,6 +82,14 @@ def create_app(
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
+    if engine.step is not None:
+        step = engine.step
+        step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
+
+        async def stop_step_loop(_: web.Application) -> None:
+            await step.close()
+
+        app.on_cleanup.append(stop_step_loop)
     app[SERVER_LOAD] = ServerLoad()
     app[responses.RESPONSE_STORE] = responses.ResponseStore()
     if stats is not None:

@@ -65,7 +65,7 @@ class Flavor:
     prompt_param: str
     body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
-    prompts: Callable[[Any, Tokenizer], Sequence[PromptInput]]
+    prompts: Callable[[Any, Tokenizer, bool], Sequence[PromptInput]]
     plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
 
 
@@ -76,7 +76,7 @@ CHAT = Flavor(
     "messages",
     chat_body,
     ChatStreamSink,
-    lambda body, tokenizer: [chat_prompt(body, tokenizer)],
+    lambda body, tokenizer, with_ids: [chat_prompt(body, tokenizer, with_ids)],
     chat_plan,
 )
 COMPLETION = Flavor(
@@ -131,7 +131,7 @@ async def _generate(
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     transfer = read_transfer_params(body.kv_transfer_params)
-    prompts = flavor.prompts(body, engine.tokenizer)
+    prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     agent = request.app[KV_TRANSFER]
     constrained = _answer(body, engine)  # checks tools and schemas even when a rule answers
     chosen = choose(request.app[RESPONDER], body, target, engine.settings.mode)

@@ -97,24 +97,39 @@ def last_user_text(request: ChatCompletionRequest) -> str:
     return ""
 
 
-def chat_prompt(request: ChatCompletionRequest, tokenizer: Tokenizer) -> PromptInput:
-    return PromptInput(tokenizer.count(render_chat(request, tokenizer)), last_user_text(request))
+def chat_prompt(
+    request: ChatCompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> PromptInput:
+    """``with_ids``: also carry the token ids (only the step engine's prefix cache wants them)."""
+    text = render_chat(request, tokenizer)
+    return _text_prompt(text, last_user_text(request), tokenizer, False, with_ids)
 
 
-def completion_prompts(request: CompletionRequest, tokenizer: Tokenizer) -> list[PromptInput]:
+def completion_prompts(
+    request: CompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> list[PromptInput]:
     """One input per prompt; token-id prompts count their ids and echo their text."""
     prompt = request.prompt
     if isinstance(prompt, str):
-        return [PromptInput(tokenizer.count(prompt, True), prompt)]
+        return [_text_prompt(prompt, prompt, tokenizer, True, with_ids)]
     if all(isinstance(item, int) for item in prompt):
-        return [_token_id_prompt(prompt, tokenizer)]  # type: ignore[arg-type]
+        return [_token_id_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
     inputs: list[PromptInput] = []
     for item in prompt:
         if isinstance(item, str):
-            inputs.append(PromptInput(tokenizer.count(item, True), item))
+            inputs.append(_text_prompt(item, item, tokenizer, True, with_ids))
         else:
-            inputs.append(_token_id_prompt(item, tokenizer))  # type: ignore[arg-type]
+            inputs.append(_token_id_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
     return inputs
+
+
+def _text_prompt(
+    text: str, echo_text: str, tokenizer: Tokenizer, special: bool, with_ids: bool
+) -> PromptInput:
+    if with_ids:
+        ids = tokenizer.encode(text, special)
+        return PromptInput(len(ids), echo_text, ids)
+    return PromptInput(tokenizer.count(text, special), echo_text)
 
 
 def prompt_text(ids: list[int], tokenizer: Tokenizer) -> str:
@@ -132,6 +147,6 @@ def check_vocabulary(ids: list[int], tokenizer: Tokenizer, param: str = "prompt"
         raise APIError(400, f"Token id {largest} is out of vocabulary", param)
 
 
-def _token_id_prompt(ids: list[int], tokenizer: Tokenizer) -> PromptInput:
+def _token_id_prompt(ids: list[int], tokenizer: Tokenizer, with_ids: bool = False) -> PromptInput:
     check_vocabulary(ids, tokenizer)
-    return PromptInput(len(ids), prompt_text(ids, tokenizer))
+    return PromptInput(len(ids), prompt_text(ids, tokenizer), list(ids) if with_ids else None)

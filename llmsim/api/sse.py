@@ -46,13 +46,18 @@ class ResponseMeta:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
 
 
-def usage(group: RequestGroup) -> dict[str, int]:
+def usage(group: RequestGroup) -> dict[str, Any]:
     prompt, completion = group.prompt_tokens, group.completion_tokens
-    return {
+    body: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if group.engine.settings.enable_prompt_tokens_details:
+        cached = group.cached_tokens
+        if cached:  # vLLM adds the details only when some prompt tokens were cached
+            body["prompt_tokens_details"] = {"cached_tokens": cached}
+    return body
 
 
 def finish_fields(sequence: Sequence, last: bool) -> bytes:

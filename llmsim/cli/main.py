@@ -168,7 +168,7 @@ def serve(
         str | None, _opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
     ] = None,
     latency_model: Annotated[
-        str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token")
+        str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token|step")
     ] = None,
     time_to_first_token: Annotated[
         str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")
@@ -211,6 +211,33 @@ def serve(
     max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[
         str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")
+    ] = None,
+    # -- step engine ------------------------------------------------------------
+    block_size: Annotated[str | None, _opt("block_size", panel=SCHED, metavar="INT")] = None,
+    max_num_batched_tokens: Annotated[
+        str | None, _opt("max_num_batched_tokens", panel=SCHED, metavar="INT")
+    ] = None,
+    decode_time_per_sequence: Annotated[
+        str | None, _opt("decode_time_per_sequence", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    context_time_per_token: Annotated[
+        str | None, _opt("context_time_per_token", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    enable_prefix_caching: Annotated[
+        bool | None,
+        _opt(
+            "enable_prefix_caching",
+            "--enable-prefix-caching/--no-enable-prefix-caching",
+            panel=SCHED,
+        ),
+    ] = None,
+    enable_prompt_tokens_details: Annotated[
+        bool | None,
+        _opt(
+            "enable_prompt_tokens_details",
+            "--enable-prompt-tokens-details/--no-enable-prompt-tokens-details",
+            panel=METRICS,
+        ),
     ] = None,
     failure_injection_rate: Annotated[
         str | None, _opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")

@@ -86,4 +86,34 @@ def show_profile(
     table.add_column("value")
     for key, raw in profile.values.items():
         table.add_row(key, _shown(key, raw))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    _print_predictions(console, profile.values)
+
+
+def _print_predictions(console: Console, values: Mapping[str, Any]) -> None:
+    """What the profile predicts under ``--latency-model step`` (computed in virtual time)."""
+    from llmsim.engine.step.predict import CONTEXT, predict
+
+    try:
+        settings = validate_exactly({**values, "latency_model": "step"})
+    except ValueError as exc:
+        console.print(f"No step-model predictions: {exc}", highlight=False)
+        return
+    prediction = predict(settings)
+    table = Table(
+        title="predicted with --latency-model step",
+        caption=f"ITL with each sequence holding {CONTEXT} tokens; TTFT on an idle server",
+        title_justify="left",
+    )
+    table.add_column("figure", style="cyan")
+    table.add_column("value")
+    for batch, itl in prediction.itl.items():
+        table.add_row(f"ITL at batch {batch}", f"{itl * 1000:,.1f} ms")
+    for prompt, ttft in prediction.ttft.items():
+        table.add_row(f"TTFT, {prompt:,}-token prompt", f"{ttft * 1000:,.1f} ms")
+    table.add_row(
+        "peak decode tokens/s",
+        f"{prediction.peak_decode_tokens_per_second:,.0f} (batch {prediction.peak_batch})",
+    )
+    console.print(table)

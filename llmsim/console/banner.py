@@ -21,7 +21,41 @@ def _latency(mean: float, std_dev: float) -> str:
     return f"{text} ± {format_duration(std_dev)}" if std_dev else text
 
 
+def _step_timing(settings: Settings) -> str:
+    """The step model's formula terms that are set, and the KV cache in blocks."""
+    parts = [
+        f"step ITL {_latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)}"
+    ]
+    for field, label in (
+        ("decode_time_per_sequence", "/extra sequence"),
+        ("prefill_time_per_token", "/prompt token"),
+        ("context_time_per_token", "/context token"),
+    ):
+        value = getattr(settings, field)
+        if value:
+            parts.append(f"+ {format_duration(value)}{label}")
+    if settings.prefill_overhead:
+        parts.append(f"+ {format_duration(settings.prefill_overhead)} with prefill")
+    blocks = -(-settings.kv_cache_size // settings.block_size)
+    caching = "on" if settings.enable_prefix_caching else "off"
+    return (
+        " ".join(parts)
+        + f"; budget {settings.max_num_batched_tokens} tokens/step, KV {blocks} blocks of "
+        f"{settings.block_size}, prefix caching {caching}"
+    )
+
+
+def _short_timing(settings: Settings) -> str:
+    """For the one-row-per-instance table: the step model's ITL only."""
+    if settings.latency_model == "step":
+        itl = _latency(settings.inter_token_latency, settings.inter_token_latency_std_dev)
+        return f"step, ITL {itl}"
+    return _timing(settings)
+
+
 def _timing(settings: Settings) -> str:
+    if settings.latency_model == "step":
+        return _step_timing(settings)
     ttft_jitter = settings.time_to_first_token_std_dev
     if settings.latency_model == "per-token":
         first = (
@@ -178,7 +212,7 @@ def instances_table(
         row += [
             settings.model_label,
             adapters,
-            _timing(settings),
+            _short_timing(settings),
             _limits(settings),
             _failures(settings),
         ]

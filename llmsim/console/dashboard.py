@@ -177,20 +177,25 @@ class Dashboard:
             frame.append(error.message)
         return Panel(frame, title=title, title_align="left", border_style="cyan")
 
-    def _overview(self, snapshot: StatsSnapshot) -> list[tuple[str, str]]:
+    def _load_line(self) -> str:
         settings, scheduler = self.settings, self.engine.scheduler
+        if self.engine.step is not None:
+            return step_load_line(self.engine, settings)
         kv_tokens = scheduler.kv_tokens()
         kv_share = min(kv_tokens / settings.kv_cache_size, 1.0)
+        return (
+            f"running {scheduler.num_running} / {settings.max_running_requests}   "
+            f"waiting {scheduler.num_waiting} / {settings.max_waiting_queue_length}   "
+            f"KV cache {kv_share:.1%} ({kv_tokens:,} / {settings.kv_cache_size:,} tokens)"
+        )
+
+    def _overview(self, snapshot: StatsSnapshot) -> list[tuple[str, str]]:
+        settings, scheduler = self.settings, self.engine.scheduler
         waiting = scheduler.waiting_adapters()
         warm = self.engine.loras.warm_adapters()
         finished = snapshot.finished
         return [
-            (
-                "load",
-                f"running {scheduler.num_running} / {settings.max_running_requests}   "
-                f"waiting {scheduler.num_waiting} / {settings.max_waiting_queue_length}   "
-                f"KV cache {kv_share:.1%} ({kv_tokens:,} / {settings.kv_cache_size:,} tokens)",
-            ),
+            ("load", self._load_line()),
             ("LoRA slots", self._lora_slots()),
             ("LoRA waiting", ", ".join(waiting) if waiting else "-"),
             (
@@ -220,6 +225,23 @@ class Dashboard:
         ]
         used = f"{len(slots)} / {self.settings.max_loras} used"
         return f"{used}: {', '.join(held)}" if held else used
+
+
+def step_load_line(engine: Engine, settings: Settings) -> str:
+    """Step mode: running and waiting in the engine loop, KV blocks, prefix hits, preemptions."""
+    assert engine.step is not None
+    core = engine.step.engine
+    pool = core.pool
+    waiting = engine.scheduler.num_waiting + core.num_waiting
+    queries = core.prefix_queries
+    hit_rate = f"{core.prefix_hits / queries:.1%}" if queries else "-"
+    return (
+        f"running {core.num_running} / {settings.max_running_requests}   "
+        f"waiting {waiting} / {settings.max_waiting_queue_length}   "
+        f"KV cache {core.usage():.1%} ({pool.num_used:,} / {pool.num_blocks:,} blocks, "
+        f"{pool.num_cached:,} cached)   prefix hits {hit_rate}   "
+        f"preemptions {core.num_preemptions:,}"
+    )
 
 
 def _percentile_cells(values: Percentiles | None) -> list[str]:

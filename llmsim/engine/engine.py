@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from llmsim.engine.answer import Answer
+from llmsim.engine.block_hash import BlockHasher
 from llmsim.engine.generation import generate
+from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
 from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
+from llmsim.engine.step.costs import StepCosts
+from llmsim.engine.step.step_engine import StepEngine
+from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
@@ -60,6 +65,8 @@ class Target:
 class PromptInput:
     token_count: int
     echo_text: str
+    token_ids: Seq[int] | None = None
+    """The prompt's token ids, given only when the engine asks for them (prefix caching)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,15 @@ class GenerationRequest:
 
 
 class Engine:
-    def __init__(self, settings: Settings, observer: EngineObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observer: EngineObserver | None = None,
+        *,
+        block_hasher: BlockHasher | None = None,
+        kv_listener: KVCacheListener | None = None,
+    ) -> None:
+        """``block_hasher`` and ``kv_listener`` serve the step latency model's prefix cache."""
         self.settings = settings
         self.observer: EngineObserver = observer or NullObserver()
         self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, settings.chat_template)
@@ -104,6 +119,23 @@ class Engine:
             clock=time.monotonic,
         )
         self.pacer = Pacer(lambda: self.observer, self._load)
+        self.step: StepLoop | None = None
+        if settings.latency_model == "step":
+            step_rng = random.Random(None if seed is None else seed + 3)
+            core = StepEngine.from_settings(
+                settings, block_hasher=block_hasher, kv_listener=kv_listener, rng=step_rng
+            )
+            self.step = StepLoop(core, lambda: self.observer)
+
+    def drop_kv_cache(self) -> None:
+        """Sleep mode: forget every cached block (the listener hears ``all_blocks_cleared``)."""
+        if self.step is not None:
+            self.step.reset_prefix_cache()
+
+    @property
+    def needs_token_ids(self) -> bool:
+        """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""
+        return self.step is not None and self.settings.enable_prefix_caching
 
     def reconfigure(self, settings: Settings) -> None:
         """Use the runtime-adjustable values of ``settings`` from now on.
@@ -113,6 +145,9 @@ class Engine:
         """
         self.latency = self._latency_model(settings)
         self.loras.load_latency = settings.lora_load_latency
+        if self.step is not None:
+            self.step.engine.costs = StepCosts.from_settings(settings)
+            self.step.engine.scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
         self.settings = settings
 
     def _latency_model(self, settings: Settings) -> LatencyModel:
@@ -173,6 +208,7 @@ class Engine:
                         n=request.n,
                         arrival=arrival,
                         admitted=loop.create_future(),
+                        prompt_token_ids=prompt.token_ids,
                         timing=request.timing,
                         tool_calls=text.tool_calls,
                         reported_finish=text.reported_finish,
@@ -215,8 +251,13 @@ class Engine:
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted
-            await self._pace(sequence, sink)
+            if self.step is not None:
+                await self.step.run(sequence, sink)
+            else:
+                await self._pace(sequence, sink)
         except BaseException:
+            if self.step is not None:
+                self.step.abort(sequence)
             self.scheduler.abort(sequence)
             raise
         self.scheduler.finish(sequence)
@@ -282,6 +323,11 @@ class RequestGroup:
         return sum(prompt.token_count for prompt in self.request.prompts)
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens found in the prefix cache, counted once per prompt (its first choice)."""
+        return sum(sequence.cached_tokens for sequence in self.sequences[:: self.request.n])
+
+    @property
     def completion_tokens(self) -> int:
         return sum(sequence.generated for sequence in self.sequences)
 
@@ -301,7 +347,10 @@ class RequestGroup:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def abort(self) -> None:
+        step = self.engine.step
         for sequence in self.sequences:
+            if step is not None:
+                step.abort(sequence)
             self.engine.scheduler.abort(sequence)
 
     def __enter__(self) -> RequestGroup:

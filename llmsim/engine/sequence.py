@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +55,10 @@ class Sequence:
     """Tool calls in the output (their arguments are tokens of ``output``)."""
     reported_finish: str | None = None
     """The API's finish reason when it is not the engine's (``tool_calls``)."""
+    prompt_token_ids: Seq[int] | None = field(default=None, repr=False)
+    """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
+    cached_tokens: int = 0
+    """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
 
     @property
     def api_finish_reason(self) -> str:

@@ -9,7 +9,7 @@ from typing import Literal
 JITTER_CLAMP = 0.7
 """A jittered sample never strays more than 70% from its mean."""
 
-LatencyModelName = Literal["constant", "per-token"]
+LatencyModelName = Literal["constant", "per-token", "step"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
+from llmsim.engine.step import StepLoop, StepPlan
 from llmsim.observability.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
 from llmsim.observability.overrides import MetricOverrides
 from llmsim.settings.fake_metrics import FakeMetrics
@@ -35,6 +36,7 @@ REQUEST_LATENCY_BUCKETS = (
     40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
 N_BUCKETS = (1, 2, 5, 10, 20)
+ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 FINISH_REASONS = ("stop", "length", "abort")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -160,6 +162,13 @@ class Metrics:
         self.phase = {
             key: histogram(name, doc, REQUEST_LATENCY_BUCKETS) for key, (name, doc) in phase.items()
         }
+        # -- the step engine's own metrics (latency model "step") -----------------
+        self._step_counter: Callable[[str, str], FastCounter] = counter
+        self._step_histogram: Callable[[str, str, tuple[float, ...] | list[int]], FastHistogram] = (
+            histogram
+        )
+        self._engine_label = str(engine)
+        self._scheduler_waiting: Callable[[], int] = lambda: 0
         reg.register(fast)
         self.injected_failures = Counter(
             "llmsim:injected_failures",
@@ -188,6 +197,7 @@ class Metrics:
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
         """Read the current-state gauges from ``scheduler`` at every scrape."""
         running, waiting, kv_usage = self._gauges
+        self._scheduler_waiting = lambda: scheduler.num_waiting
         running.set_function(self._reader("num_requests_running", lambda: scheduler.num_running))
         waiting.set_function(self._reader("num_requests_waiting", lambda: scheduler.num_waiting))
         kv_usage.set_function(
@@ -196,6 +206,48 @@ class Metrics:
             )
         )
         self.scheduler_changed(scheduler)
+
+    def track_step(self, step: StepLoop, settings: Settings) -> None:
+        """Step mode: gauges from the engine loop and its blocks, and the step metrics."""
+        engine = step.engine
+        running, waiting, kv_usage = self._gauges
+        scheduler_waiting = self._scheduler_waiting
+        running.set_function(self._reader("num_requests_running", lambda: engine.num_running))
+        waiting.set_function(
+            self._reader("num_requests_waiting", lambda: scheduler_waiting() + engine.num_waiting)
+        )
+        kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
+        counter, histogram = self._step_counter, self._step_histogram
+        self.prefix_cache_queries = counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+        )
+        self.prefix_cache_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        )
+        self.iteration_tokens = histogram(
+            "vllm:iteration_tokens_total",
+            "Histogram of number of tokens per engine_step.",
+            ITERATION_TOKEN_BUCKETS,
+        )
+        info = cache_config_labels(settings, engine.pool.num_blocks)
+        Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            [*info, "engine"],
+            registry=self.registry,
+        ).labels(*info.values(), self._engine_label).set(1)
+        step.step_observers.append(self)
+
+    def step_done(self, plan: StepPlan, duration: float) -> None:
+        """One engine step ran (the step engine's observer)."""
+        if plan.num_tokens:
+            self.iteration_tokens.observe(plan.num_tokens)
+        if plan.preempted:
+            self.preemptions.inc(len(plan.preempted))
+        if plan.prefix_queries:
+            self.prefix_cache_queries.inc(plan.prefix_queries)
+            self.prefix_cache_hits.inc(plan.prefix_hits)
 
     def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
         """The gauge's value at scrape time: the override when one pins it, else ``live``."""
@@ -278,3 +330,23 @@ class Metrics:
         self.request_prompt_tokens.observe(sequence.prompt_tokens)
         self.request_generation_tokens.observe(sequence.generated)
         self.request_max_tokens.observe(sequence.max_tokens)
+
+
+def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:
+    """The labels of ``vllm:cache_config_info``: vLLM's ``CacheConfig`` fields as text."""
+    return {
+        "block_size": str(settings.block_size),
+        "cache_dtype": "auto",
+        "calculate_kv_scales": "False",
+        "cpu_offload_gb": "0",
+        "enable_prefix_caching": str(settings.enable_prefix_caching),
+        "gpu_memory_utilization": "0.9",
+        "is_attention_free": "False",
+        "num_cpu_blocks": "None",
+        "num_gpu_blocks": str(num_gpu_blocks),
+        "num_gpu_blocks_override": "None",
+        "prefix_caching_hash_algo": str(settings.prefix_caching_hash_algo),
+        "sliding_window": "None",
+        "swap_space": "4",
+        "swap_space_bytes": str(4 * 2**30),
+    }

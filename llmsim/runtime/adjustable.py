@@ -37,6 +37,9 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "failure_types",
     "stream_cut_rate",
     "mode",
+    "decode_time_per_sequence",
+    "context_time_per_token",
+    "max_num_batched_tokens",
     "kv_cache_transfer_latency",
     "kv_cache_transfer_latency_std_dev",
     "kv_cache_transfer_time_per_token",
@@ -87,6 +90,17 @@ def _check_keys(changes: Mapping[str, Any]) -> None:
             raise RuntimeUpdateError(f"{key}: a boolean is not a valid value", key)
 
 
+def _check_latency_model(current: Settings, changes: Mapping[str, Any]) -> None:
+    """The step engine is built at start-up: switching into or out of it needs a restart."""
+    wanted = changes.get("latency_model", current.latency_model)
+    if (wanted == "step") != (current.latency_model == "step"):
+        raise RuntimeUpdateError(
+            "latency_model cannot be switched to or from 'step' at run time; restart the "
+            "server with --latency-model.",
+            "latency_model",
+        )
+
+
 def _as_input(name: str, value: Any) -> Any:
     """A validated value in a form that validates to itself again.
 
@@ -101,6 +115,7 @@ def _as_input(name: str, value: Any) -> Any:
 def validate_update(current: Settings, changes: Mapping[str, Any]) -> Settings:
     """``current`` with ``changes`` applied and validated as a whole, or RuntimeUpdateError."""
     _check_keys(changes)
+    _check_latency_model(current, changes)
     values = {name: _as_input(name, getattr(current, name)) for name in Settings.model_fields}
     values.update(changes)
     try:

@@ -168,6 +168,13 @@ class Server:
 
     def _announce(self) -> None:
         """The start-up panel, or one JSON record per instance when logs are JSON."""
+        first = self.instances[0].settings
+        if first.latency_model == "step" and first.time_factor_under_load != 1.0:
+            logger.warning(
+                "time-factor-under-load (%g) does not apply to the step latency model: "
+                "latency grows with the batch by the step costs instead",
+                first.time_factor_under_load,
+            )
         if self.instances[0].settings.log_format == "json":
             for instance, port in zip(self.instances, self.ports, strict=True):
                 fields = startup_fields(instance.settings, port, self.loop_name)

@@ -382,10 +382,12 @@ class Settings(BaseSettings):
     )
 
     # -- latency ----------------------------------------------------------------
-    latency_model: Literal["constant", "per-token"] = Field(
+    latency_model: Literal["constant", "per-token", "step"] = Field(
         "constant",
         description="constant: every request waits time-to-first-token; per-token: it waits "
-        "prefill-overhead plus prefill-time-per-token for each prompt token.",
+        "prefill-overhead plus prefill-time-per-token for each prompt token; step: one engine "
+        "loop runs batches like vLLM's (KV-cache blocks, chunked prefill, preemption, prefix "
+        "caching) and each step lasts inter-token-latency plus the step costs.",
     )
     time_to_first_token: Duration = Field(
         0.0,
@@ -464,6 +466,39 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000_000,
         description="Simulated KV cache capacity in tokens; kv_cache_usage_perc is tokens held / this.",
+    )
+    # -- step engine (latency-model step) ---------------------------------------
+    block_size: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Tokens per KV-cache block (step latency model; vLLM's --block-size).",
+    )
+    max_num_batched_tokens: int = Field(
+        8192,
+        ge=1,
+        le=10_000_000,
+        description="Token budget of one engine step: decode tokens plus prefill chunks "
+        "(step latency model; vLLM's --max-num-batched-tokens).",
+    )
+    decode_time_per_sequence: Duration = Field(
+        0.0,
+        description="Step time added per decoding sequence beyond the first (step latency model).",
+    )
+    context_time_per_token: Duration = Field(
+        0.0,
+        description="Step time added per context token (prompt plus generated) held by the "
+        "decoding sequences (step latency model).",
+    )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="Reuse cached KV blocks of shared prompt prefixes (step latency model; "
+        "vLLM's --enable-prefix-caching).",
+    )
+    enable_prompt_tokens_details: bool = Field(
+        False,
+        description="Report usage.prompt_tokens_details.cached_tokens (vLLM's "
+        "--enable-prompt-tokens-details).",
     )
 
     # -- metrics ----------------------------------------------------------------
@@ -552,6 +587,12 @@ class Settings(BaseSettings):
                     f"{mean_name}_std_dev",
                     f"must be at most 30% of {mean_name.replace('_', '-')}",
                 )
+        if self.latency_model == "step" and self.kv_cache_size < self.max_model_len:
+            raise _cross_field_error(
+                "kv_cache_size",
+                f"the step latency model needs kv-cache-size ({self.kv_cache_size} tokens) "
+                f"of at least max-model-len ({self.max_model_len} tokens)",
+            )
         last_port = self.port + self.data_parallel_size - 1
         if self.port and last_port > MAX_PORT:
             raise _cross_field_error(

@@ -1,0 +1,156 @@
+"""The KV-cache block pool: fixed-size blocks, reference counts and an LRU free queue.
+
+As in vLLM's ``BlockPool``: a block in use has a reference count above zero; a block no
+sequence uses sits in the free queue, least recently freed first. A free block may still
+be *cached* (it carries the hash of the tokens it holds), so a later prompt with the same
+prefix can take it back instead of computing it again. Allocating a new block pops the
+front of the free queue, evicting whatever it cached. Cached free blocks count as free, so
+``usage`` is blocks in use over all blocks, as vLLM reports ``kv_cache_usage_perc``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from llmsim.engine.block_hash import BlockHash
+from llmsim.engine.kv_listener import KVCacheListener
+
+
+class KVBlock:
+    """One block of ``block_size`` token slots."""
+
+    __slots__ = ("block_hash", "block_id", "ref_cnt")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_cnt = 0
+        self.block_hash: BlockHash | None = None
+
+    def __repr__(self) -> str:
+        return f"KVBlock({self.block_id}, ref={self.ref_cnt}, cached={self.block_hash is not None})"
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int, block_size: int, listener: KVCacheListener) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.listener = listener
+        self.blocks = [KVBlock(index) for index in range(num_blocks)]
+        self._free: OrderedDict[int, KVBlock] = OrderedDict(
+            (block.block_id, block) for block in self.blocks
+        )
+        self._cached: dict[BlockHash, KVBlock] = {}
+
+    # -- views ------------------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        """Blocks no sequence uses, cached or not."""
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    @property
+    def num_cached(self) -> int:
+        return len(self._cached)
+
+    def usage(self) -> float:
+        return self.num_used / self.num_blocks
+
+    def cached_block(self, block_hash: BlockHash) -> KVBlock | None:
+        return self._cached.get(block_hash)
+
+    def free_order(self) -> list[int]:
+        """Free block ids, next to be evicted first (for tests and plots)."""
+        return list(self._free)
+
+    # -- transitions ------------------------------------------------------------
+    def touch(self, blocks: Iterable[KVBlock]) -> None:
+        """Take cached blocks back into use (a prefix-cache hit)."""
+        for block in blocks:
+            if block.ref_cnt == 0:
+                del self._free[block.block_id]
+            block.ref_cnt += 1
+
+    def allocate(self, count: int) -> list[KVBlock]:
+        """``count`` fresh blocks from the front of the free queue; the caller checked room."""
+        if count > len(self._free):
+            raise ValueError(f"{count} blocks wanted, {len(self._free)} free")
+        taken: list[KVBlock] = []
+        evicted: list[BlockHash] = []
+        for _ in range(count):
+            _, block = self._free.popitem(last=False)
+            if block.block_hash is not None:
+                evicted.append(block.block_hash)
+                self._uncache(block)
+            block.ref_cnt = 1
+            taken.append(block)
+        if evicted:
+            self.listener.block_removed(evicted)
+        return taken
+
+    def free(self, blocks: Iterable[KVBlock]) -> None:
+        """Release blocks in the given order: the first freed is the first evicted."""
+        free = self._free
+        for block in blocks:
+            block.ref_cnt -= 1
+            if block.ref_cnt == 0:
+                free[block.block_id] = block
+
+    def cache(
+        self,
+        blocks: Sequence[KVBlock],
+        hashes: Sequence[BlockHash],
+        parent: BlockHash | None,
+        token_ids: Sequence[int],
+        lora_id: int | None,
+    ) -> None:
+        """Name full blocks by their hashes (chain order) and report the newly cached ones.
+
+        ``parent`` is the hash before the first block; ``token_ids`` hold every block's
+        tokens back to back. Each run of newly cached blocks is reported with its parent.
+        """
+        size = self.block_size
+        run: list[BlockHash] = []
+        run_parent, run_start = parent, 0
+        previous = parent
+        for index, (block, block_hash) in enumerate(zip(blocks, hashes, strict=True)):
+            if block.block_hash is None and block_hash not in self._cached:
+                block.block_hash = block_hash
+                self._cached[block_hash] = block
+                if not run:
+                    run_parent, run_start = previous, index
+                run.append(block_hash)
+            elif run:
+                self._stored(run, run_parent, token_ids[run_start * size : index * size], lora_id)
+                run = []
+            previous = block_hash
+        if run:
+            end = run_start + len(run)
+            self._stored(run, run_parent, token_ids[run_start * size : end * size], lora_id)
+
+    def _stored(
+        self,
+        hashes: list[BlockHash],
+        parent: BlockHash | None,
+        token_ids: Sequence[int],
+        lora_id: int | None,
+    ) -> None:
+        self.listener.block_stored(hashes, parent, list(token_ids), self.block_size, lora_id)
+
+    def clear_cache(self) -> int:
+        """Forget every cached block (blocks in use stay in use); return how many were cached."""
+        count = len(self._cached)
+        for block in self._cached.values():
+            block.block_hash = None
+        self._cached.clear()
+        self.listener.all_blocks_cleared()
+        return count
+
+    def _uncache(self, block: KVBlock) -> None:
+        assert block.block_hash is not None
+        if self._cached.get(block.block_hash) is block:
+            del self._cached[block.block_hash]
+        block.block_hash = None

@@ -1,0 +1,171 @@
+"""Which blocks each sequence holds, prefix-cache lookups and slot allocation.
+
+A reduced vLLM ``KVCacheManager``: a sequence holds ``ceil(tokens / block_size)`` blocks
+for the tokens computed so far plus those scheduled in the current step. Full blocks are
+named by a hash chained over the parent hash, the block's token ids and the LoRA adapter
+(:mod:`llmsim.engine.block_hash`) and enter the prefix cache as soon as they are scheduled,
+as in vLLM, so a sibling scheduled later in the same step already finds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+from llmsim.engine.block_hash import BlockHash, BlockHasher
+from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.block_pool import BlockPool, KVBlock
+
+
+def output_token_id(piece: str) -> int:
+    """A stable id for a generated token's text, to hash blocks that hold generated tokens.
+
+    Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
+    names the same output alike, whatever tokenizer split it.
+    """
+    return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
+
+
+def lora_int_id(adapter: str | None) -> int | None:
+    """A stable positive integer for an adapter name (vLLM's ``lora_int_id`` in KV events)."""
+    if adapter is None:
+        return None
+    return int.from_bytes(blake2b(adapter.encode(), digest_size=4).digest(), "big") or 1
+
+
+@dataclass(eq=False)
+class StepSequence:
+    """A sequence as the step engine sees it: computed tokens and blocks held."""
+
+    sequence: Sequence
+    prompt_ids: Seq[int] | None
+    """The prompt's token ids; None when prefix caching is off (nothing is hashed)."""
+    blocks: list[KVBlock] = field(default_factory=list)
+    hashes: list[BlockHash] = field(default_factory=list)
+    """Chain hashes of the sequence's full blocks known so far (kept across preemption)."""
+    num_computed: int = 0
+    num_cached_blocks: int = 0
+    """How many of ``blocks`` were offered to the prefix cache."""
+    num_preemptions: int = 0
+    scheduled: bool = False
+    removed: bool = False
+    """Finished or aborted: the sequence holds nothing and a step in flight skips it."""
+    previous_token_at: float | None = None
+    """When the token before the last one came out (the inter-token gap)."""
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus every token streamed so far: what a (re)computation must cover."""
+        return self.sequence.prompt_tokens + self.sequence.generated
+
+    @property
+    def extra_keys(self) -> tuple[Any, ...] | None:
+        adapter = self.sequence.adapter
+        return None if adapter is None else (adapter,)
+
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """Ids of tokens ``start:stop`` (prompt, then generated text)."""
+        assert self.prompt_ids is not None
+        prompt = self.sequence.prompt_tokens
+        ids = list(self.prompt_ids[start : min(stop, prompt)])
+        if stop > prompt:
+            output = self.sequence.output
+            ids.extend(
+                output_token_id(text)
+                for text in output[max(start, prompt) - prompt : stop - prompt]
+            )
+        return ids
+
+
+class KVCacheManager:
+    def __init__(
+        self,
+        pool: BlockPool,
+        *,
+        enable_caching: bool,
+        hasher: BlockHasher,
+    ) -> None:
+        self.pool = pool
+        self.block_size = pool.block_size
+        self.enable_caching = enable_caching
+        self.hasher = hasher
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def lookup(self, seq: StepSequence) -> list[KVBlock]:
+        """The longest run of cached blocks at the start of the sequence's tokens.
+
+        At most ``num_tokens - 1`` tokens can hit, so at least one token is computed and
+        the step produces the next token (vLLM's rule).
+        """
+        if not self.enable_caching or seq.prompt_ids is None:
+            return []
+        limit = (seq.num_tokens - 1) // self.block_size
+        self._extend_hashes(seq, limit)
+        hits: list[KVBlock] = []
+        for block_hash in seq.hashes[:limit]:
+            block = self.pool.cached_block(block_hash)
+            if block is None:
+                break
+            hits.append(block)
+        return hits
+
+    def allocate(self, seq: StepSequence, num_new: int, hits: Seq[KVBlock] = ()) -> bool:
+        """Give ``seq`` room for ``num_new`` more tokens after its hits; False if no room."""
+        pool, size = self.pool, self.block_size
+        if not hits and seq.num_computed + num_new <= len(seq.blocks) * size:
+            # the usual decode step: the token fits the last block the sequence holds
+            full = (seq.num_computed + num_new) // size
+            if full > seq.num_cached_blocks and self.enable_caching and seq.prompt_ids is not None:
+                self._cache_full_blocks(seq, full)
+            return True
+        total = seq.num_computed + len(hits) * size + num_new
+        needed = self.blocks_for(total) - len(seq.blocks) - len(hits)
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
+        if needed > pool.num_free - reclaimed:
+            return False
+        if hits:
+            pool.touch(hits)
+            seq.blocks.extend(hits)
+            seq.num_computed += len(hits) * self.block_size
+            seq.num_cached_blocks = len(seq.blocks)
+        if needed > 0:
+            seq.blocks.extend(pool.allocate(needed))
+        if self.enable_caching and seq.prompt_ids is not None:
+            self._cache_full_blocks(seq, (seq.num_computed + num_new) // self.block_size)
+        return True
+
+    def free(self, seq: StepSequence) -> None:
+        """Release the sequence's blocks, tail first, so its last blocks are evicted first."""
+        self.pool.free(reversed(seq.blocks))
+        seq.blocks = []
+        seq.num_cached_blocks = 0
+        seq.num_computed = 0
+
+    # -- internals --------------------------------------------------------------
+    def _extend_hashes(self, seq: StepSequence, count: int) -> None:
+        size, hashes = self.block_size, seq.hashes
+        extra = seq.extra_keys
+        while len(hashes) < count:
+            start = len(hashes) * size
+            parent = hashes[-1] if hashes else None
+            hashes.append(self.hasher(parent, seq.token_ids(start, start + size), extra))
+
+    def _cache_full_blocks(self, seq: StepSequence, full: int) -> None:
+        first = seq.num_cached_blocks
+        if full <= first:
+            return
+        self._extend_hashes(seq, full)
+        size = self.block_size
+        parent = seq.hashes[first - 1] if first else None
+        self.pool.cache(
+            seq.blocks[first:full],
+            seq.hashes[first:full],
+            parent,
+            seq.token_ids(first * size, full * size),
+            lora_int_id(seq.sequence.adapter),
+        )
+        seq.num_cached_blocks = full

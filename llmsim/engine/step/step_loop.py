@@ -1,0 +1,179 @@
+"""The step engine on the event loop: one task runs step after step while there is work.
+
+Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
+says, and at its end every sequence that finished a decode or its last prefill chunk emits
+one token through its :class:`~llmsim.engine.pacer.TokenSink`. Steps follow each other on
+absolute deadlines, so a late timer shortens the next wait instead of stretching the
+schedule; after an idle spell the first step starts when work arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmsim.engine.observer import EngineObserver
+from llmsim.engine.pacer import TokenSink
+from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.kv_cache import StepSequence
+from llmsim.engine.step.step_engine import StepEngine, StepObserver
+from llmsim.engine.step.step_scheduler import StepResult
+
+MAX_LAG = 0.25
+"""A step that starts later than this after the previous one's deadline starts afresh; a
+smaller lag (a late timer, a busy event loop) is caught up by the following steps, so the mean
+step period stays the modelled one, as the pacer's deadlines do for per-token timing."""
+MAX_COALESCED_STEPS = 64
+"""Steps that are already due when planned (zero latency, or catching up) run back to back,
+and their tokens go out in one write per sequence; after this many the loop yields."""
+
+
+@dataclass(slots=True)
+class _Active:
+    seq: StepSequence
+    sink: TokenSink | None
+    done: asyncio.Future[None]
+
+
+class StepLoop:
+    def __init__(
+        self,
+        engine: StepEngine,
+        observer: Callable[[], EngineObserver],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self._observer = observer
+        self._clock = clock
+        self._active: dict[Sequence, _Active] = {}
+        self._pending: dict[Sequence, list[int]] = {}
+        """Tokens emitted but not yet written: sequence -> [first position, count]."""
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.step_observers: list[StepObserver] = []
+
+    async def run(self, sequence: Sequence, sink: TokenSink | None) -> None:
+        """Hand ``sequence`` to the engine; return once its last token is out.
+
+        Cancelled (the client went away), the sequence leaves the engine and frees its
+        blocks at once.
+        """
+        loop = asyncio.get_running_loop()
+        if sequence.ready_at is not None and sequence.ready_at > self._clock():
+            await asyncio.sleep(sequence.ready_at - self._clock())  # adapter loading
+        active = _Active(self.engine.add(sequence), sink, loop.create_future())
+        self._active[sequence] = active
+        self._kick()
+        try:
+            await active.done
+        except BaseException:
+            self.abort(sequence)
+            raise
+
+    def abort(self, sequence: Sequence) -> None:
+        self._pending.pop(sequence, None)
+        active = self._active.pop(sequence, None)
+        if active is not None:
+            self.engine.abort(active.seq)
+            self._kick()
+
+    def reset_prefix_cache(self) -> int:
+        return self.engine.reset_prefix_cache()
+
+    async def close(self) -> None:
+        """Stop the loop task (server shutdown), so no pending task outlives the event loop."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the loop ---------------------------------------------------------------
+    def _kick(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        engine, clock = self.engine, self._clock
+        assert self._wake is not None
+        wake = self._wake
+        deadline: float | None = None
+        coalesced = 0
+        while True:
+            if not engine.has_work():
+                self._flush()
+                wake.clear()
+                await wake.wait()
+                deadline, coalesced = None, 0
+                continue
+            now = clock()
+            start = deadline if deadline is not None and now - deadline < MAX_LAG else now
+            plan, duration = engine.begin_step(start)
+            if plan.empty:
+                engine.end_step(plan, start)
+                if not plan.preempted:  # nothing fits until something leaves
+                    self._flush()
+                    wake.clear()
+                    await wake.wait()
+                continue
+            end = start + duration
+            delay = end - clock()
+            if delay > 0.0 or coalesced >= MAX_COALESCED_STEPS:
+                self._flush()
+                coalesced = 0
+                await asyncio.sleep(delay if delay > 0.0 else 0.0)
+            else:
+                coalesced += 1  # already due: its tokens join the pending writes
+            result = engine.end_step(plan, end)
+            self._dispatch(result, end)
+            for observer in self.step_observers:
+                observer.step_done(plan, duration)
+            deadline = end
+
+    def _dispatch(self, result: StepResult, now: float) -> None:
+        """Report the step's tokens to the observer now; queue them for their sinks."""
+        observer = self._observer()
+        pending = self._pending
+        for seq in result.emitted:
+            sequence = seq.sequence
+            position = sequence.generated - 1
+            if position == 0:
+                observer.first_token(sequence, now - sequence.arrival)
+            else:
+                previous = seq.previous_token_at
+                observer.next_tokens(sequence, None if previous is None else now - previous, 0)
+            span = pending.get(sequence)
+            if span is None:
+                pending[sequence] = [position, 1]
+            else:
+                span[1] += 1
+        for seq in result.finished:
+            sequence = seq.sequence
+            self._write(sequence)
+            active = self._active.pop(sequence, None)
+            if active is not None and not active.done.done():
+                active.done.set_result(None)
+
+    def _flush(self) -> None:
+        """Write every sequence's pending tokens, one write per sequence."""
+        for sequence in list(self._pending):
+            self._write(sequence)
+
+    def _write(self, sequence: Sequence) -> None:
+        span = self._pending.pop(sequence, None)
+        active = self._active.get(sequence)
+        if span is None or active is None or active.sink is None:
+            return
+        first, count = span
+        try:
+            active.sink.tokens(sequence, first, sequence.output[first : first + count])
+        except Exception as exc:  # the sink failed (a cut stream, a gone client)
+            self.abort(sequence)
+            if not active.done.done():
+                active.done.set_exception(exc)

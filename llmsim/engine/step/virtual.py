@@ -1,0 +1,118 @@
+"""Run the step engine in virtual time: no event loop, no sleeping, exact and repeatable.
+
+Used by the documentation plots and the profile predictions, and handy in tests::
+
+    run = VirtualRun(StepEngine(num_blocks=512, costs=costs))
+    run.arrive(virtual_sequence("a", 128, 64), at=0.0)
+    run.until_idle()
+    run.samples[-1].time   # when the last step ended
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from typing import cast
+
+from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.kv_cache import output_token_id
+from llmsim.engine.step.step_engine import StepEngine
+from llmsim.engine.step.step_scheduler import StepPlan
+
+
+def virtual_sequence(
+    name: str,
+    prompt: int | Seq[int],
+    output_tokens: int,
+    *,
+    arrival: float = 0.0,
+    adapter: str | None = None,
+) -> Sequence:
+    """A sequence for virtual runs: ``prompt`` is a token count (distinct ids) or the ids."""
+    ids = (
+        [output_token_id(f"{name}:{k}") for k in range(prompt)]
+        if isinstance(prompt, int)
+        else list(prompt)
+    )
+    return Sequence(
+        request_id=name,
+        index=0,
+        adapter=adapter,
+        prompt_tokens=len(ids),
+        output=[" x"] * output_tokens,
+        natural_finish="length",
+        stop_reason=None,
+        max_tokens=output_tokens,
+        n=1,
+        arrival=arrival,
+        admitted=cast("asyncio.Future[None]", None),  # never awaited in virtual time
+        prompt_token_ids=ids,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The engine's state at the end of one step."""
+
+    time: float
+    duration: float
+    running: int
+    waiting: int
+    usage: float
+    preemptions: int
+    tokens: int
+    decode: int
+
+
+@dataclass
+class VirtualRun:
+    engine: StepEngine
+    samples: list[Sample] = field(default_factory=list)
+    finished: list[Sequence] = field(default_factory=list)
+    now: float = 0.0
+    _arrivals: list[tuple[float, int, Sequence]] = field(default_factory=list)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
+
+    def arrive(self, sequence: Sequence, at: float) -> None:
+        sequence.arrival = at
+        heapq.heappush(self._arrivals, (at, next(self._order), sequence))
+
+    def step(self) -> StepPlan:
+        """Admit what has arrived, run one step (or jump to the next arrival when idle)."""
+        self._admit()
+        if not self.engine.has_work() and self._arrivals:
+            self.now = max(self.now, self._arrivals[0][0])
+            self._admit()
+        plan, duration = self.engine.begin_step(self.now)
+        self.now += duration
+        result = self.engine.end_step(plan, self.now)
+        self.finished.extend(seq.sequence for seq in result.finished)
+        engine = self.engine
+        self.samples.append(
+            Sample(
+                self.now,
+                duration,
+                engine.num_running,
+                engine.num_waiting,
+                engine.usage(),
+                engine.num_preemptions,
+                plan.num_tokens,
+                plan.decode,
+            )
+        )
+        return plan
+
+    def until_idle(self, max_steps: int = 1_000_000) -> None:
+        for _ in range(max_steps):
+            if not self.engine.has_work() and not self._arrivals:
+                return
+            self.step()
+        raise RuntimeError("the virtual run did not finish")
+
+    def _admit(self) -> None:
+        while self._arrivals and self._arrivals[0][0] <= self.now:
+            _, _, sequence = heapq.heappop(self._arrivals)
+            self.engine.add(sequence)
