@@ -121,20 +121,21 @@ async def generate(
 async def _generate(
     request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
 ) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    phase = request.app[LIFECYCLE].phase
+    app = request.app  # looked up once: each lookup walks aiohttp's app chain
+    engine = app[ENGINE]
+    phase = app[LIFECYCLE].phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
-    check_awake(request.app)
-    _inject_fault(request, body.model or engine.settings.served_names[0])
+    check_awake(app)
+    _inject_fault(request, app, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     transfer = read_transfer_params(body.kv_transfer_params)
     prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
-    agent = request.app[KV_TRANSFER]
+    agent = app[KV_TRANSFER]
     constrained = _answer(body, engine)  # checks tools and schemas even when a rule answers
-    chosen = choose(request.app[RESPONDER], body, target, engine.settings.mode)
+    chosen = choose(app[RESPONDER], body, target, engine.settings.mode)
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
@@ -210,10 +211,10 @@ def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> 
     return completion_answer(body, rng)
 
 
-def _inject_fault(request: web.Request, model: str) -> None:
+def _inject_fault(request: web.Request, app: web.Application, model: str) -> None:
     forced = request.headers.get(FORCE_HEADER)
     try:
-        fault = request.app[RUNTIME].faults.pick(forced, model)
+        fault = app[RUNTIME].faults.pick(forced, model)
     except InvalidForceHeaderError:
         raise APIError(
             400, f"{FORCE_HEADER} must be an HTTP error status from 400 to 599.", FORCE_HEADER

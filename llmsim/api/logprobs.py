@@ -243,6 +243,8 @@ def chat_plan(
     body: ChatCompletionRequest, tokenizer: Tokenizer, max_logprobs: int
 ) -> OutputPlan | None:
     """What a chat request asked for beyond text; None (the fast path) if nothing."""
+    if not body.logprobs and not body.top_logprobs and body.prompt_logprobs is None:
+        return None  # the common case: nothing to check or plan
     if body.top_logprobs and not body.logprobs:
         raise APIError(
             400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
