@@ -110,6 +110,10 @@ class StepEngine:
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
+    def next_arrival(self) -> float | None:
+        """When the earliest P/D KV transfer in flight finishes: an idle loop wakes then."""
+        return self.scheduler.next_arrival()
+
     # -- membership -------------------------------------------------------------
     def add(self, sequence: Sequence) -> StepSequence:
         """Queue a sequence admitted by the request scheduler."""

@@ -10,6 +10,9 @@ A reduced vLLM v1 ``Scheduler.schedule()`` over explicit state: a token budget
 2. If nothing was preempted, waiting sequences in arrival order: the cached prefix of a new
    prompt is taken from the prefix cache and the rest prefilled in chunks that fit the
    remaining budget; the first one whose blocks cannot be allocated stops the queue.
+   A P/D decode-side sequence (its prompt's KV cache comes from a prefill instance) only
+   gets its prompt's blocks and waits, outside the batch, until the transfer is done; from
+   the first step after that it runs like any other sequence, with its prompt computed.
 
 :meth:`StepScheduler.complete` then applies the step: every sequence whose computed tokens
 reach its known tokens emits its next token, and finished sequences free their blocks.
@@ -71,6 +74,8 @@ class StepScheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.running: list[StepSequence] = []
         self.waiting: deque[StepSequence] = deque()
+        self.receiving: list[StepSequence] = []
+        """P/D decode side: sequences holding their prompt's blocks, waiting for the KV."""
         self.num_preemptions = 0
 
     # -- views ------------------------------------------------------------------
@@ -83,7 +88,12 @@ class StepScheduler:
         return len(self.waiting)
 
     def has_work(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.waiting or self.receiving)
+
+    def next_arrival(self) -> float | None:
+        """When the earliest KV transfer in flight finishes (None: none in flight)."""
+        times = [seq.received_at for seq in self.receiving if seq.received_at is not None]
+        return min(times) if times else None
 
     # -- membership -------------------------------------------------------------
     def add(self, seq: StepSequence) -> None:
@@ -96,6 +106,8 @@ class StepScheduler:
         seq.removed = True
         if seq in self.waiting:
             self.waiting.remove(seq)
+        elif seq in self.receiving:
+            self.receiving.remove(seq)
         else:
             self.running.remove(seq)
         self.kv.free(seq)
@@ -104,6 +116,7 @@ class StepScheduler:
     def schedule(self, now: float) -> StepPlan:
         """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
         plan = StepPlan()
+        self._receive(now)
         budget = self._schedule_running(plan, self.max_num_batched_tokens)
         if not plan.preempted:
             self._schedule_waiting(plan, budget, now)
@@ -154,10 +167,36 @@ class StepScheduler:
                 index += 1
         return budget
 
+    def _receive(self, now: float) -> None:
+        """Sequences whose KV transfer finished by ``now`` join the running ones."""
+        if not self.receiving:
+            return
+        arrived = [s for s in self.receiving if s.received_at is not None and s.received_at <= now]
+        for seq in arrived:
+            self.receiving.remove(seq)
+            self.kv.receive(seq)
+            self.running.append(seq)
+
+    def _start_transfer(self, seq: StepSequence, now: float) -> bool:
+        """Give a decode-side sequence its prompt's blocks and start its KV transfer."""
+        if not self.kv.allocate_remote(seq):
+            return False
+        self.waiting.popleft()
+        seq.scheduled = True
+        seq.sequence.scheduled_at = now
+        delay = seq.sequence.kv_transfer_delay or 0.0
+        seq.received_at = now + delay
+        self.receiving.append(seq)
+        return True
+
     def _schedule_waiting(self, plan: StepPlan, budget: int, now: float) -> None:
         waiting, running, kv = self.waiting, self.running, self.kv
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
+            if seq.remote and not seq.scheduled:
+                if not self._start_transfer(seq, now):
+                    break
+                continue
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
             num_new = min(seq.num_tokens - seq.num_computed - cached, budget)
@@ -177,7 +216,9 @@ class StepScheduler:
 
     def _add_chunk(self, plan: StepPlan, seq: StepSequence, num_new: int) -> None:
         decode = (
-            num_new == 1 and seq.sequence.generated > 0 and seq.num_computed + 1 == seq.num_tokens
+            num_new == 1
+            and (seq.sequence.generated > 0 or seq.remote)
+            and seq.num_computed + 1 == seq.num_tokens
         )
         plan.chunks.append(Chunk(seq, num_new, decode))
         if decode:
