@@ -110,9 +110,9 @@ class StepEngine:
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
-    def next_arrival(self) -> float | None:
-        """When the earliest P/D KV transfer in flight finishes: an idle loop wakes then."""
-        return self.scheduler.next_arrival()
+    def next_ready(self) -> float | None:
+        """When a sequence waiting on time (a KV transfer, a timing override) can go on."""
+        return self.scheduler.next_ready()
 
     # -- membership -------------------------------------------------------------
     def add(self, sequence: Sequence) -> StepSequence:

@@ -120,7 +120,7 @@ class StepLoop:
                 if not plan.preempted:  # nothing fits until something leaves or arrives
                     self._flush()
                     wake.clear()
-                    await self._idle(wake, engine.next_arrival())
+                    await self._idle(wake, engine.next_ready())
                     deadline, coalesced = None, 0
                 continue
             end = start + duration
@@ -138,7 +138,7 @@ class StepLoop:
             deadline = end
 
     async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
-        """Wait for new work, or until a P/D KV transfer in flight finishes."""
+        """Wait for new work, or until a sequence waiting on time (KV transfer, override) can go on."""
         if until is None:
             await wake.wait()
             return

@@ -14,6 +14,13 @@ A reduced vLLM v1 ``Scheduler.schedule()`` over explicit state: a token budget
    gets its prompt's blocks and waits, outside the batch, until the transfer is done; from
    the first step after that it runs like any other sequence, with its prompt computed.
 
+A sequence with a timing override (a response rule's or a recording's ``time_to_first_token``
+/ ``inter_token_latency``) computes no token before the override's schedule allows: its first
+token is due ``time_to_first_token`` after arrival, token ``k`` ``k x inter_token_latency``
+after the first. Until then it keeps its batch slot and its blocks (its prompt is prefilled
+up to the last token) but its token-producing chunk waits, so the step model's own timing
+acts as a floor and the override as the earliest release.
+
 :meth:`StepScheduler.complete` then applies the step: every sequence whose computed tokens
 reach its known tokens emits its next token, and finished sequences free their blocks.
 """
@@ -65,6 +72,29 @@ class StepResult:
     """Sequences that produced their last token (or had none to produce)."""
 
 
+def due_at(seq: StepSequence) -> float | None:
+    """The earliest time the sequence's next token may come out (None: no override)."""
+    sequence = seq.sequence
+    timing = sequence.timing
+    if timing is None:
+        return None
+    if sequence.generated == 0:
+        ttft = timing.time_to_first_token
+        return None if ttft is None else sequence.arrival + ttft
+    itl = timing.inter_token_latency
+    if itl is None or sequence.first_token_at is None:
+        return None
+    return sequence.first_token_at + sequence.generated * itl
+
+
+def gate(seq: StepSequence, num_new: int, now: float, computed: int) -> int:
+    """``num_new`` capped so that no token comes out before the sequence's override allows."""
+    due = due_at(seq)
+    if due is None or due <= now:
+        return num_new
+    return min(num_new, seq.num_tokens - 1 - computed)
+
+
 class StepScheduler:
     def __init__(
         self, kv: KVCacheManager, *, max_num_seqs: int, max_num_batched_tokens: int
@@ -90,9 +120,14 @@ class StepScheduler:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting or self.receiving)
 
-    def next_arrival(self) -> float | None:
-        """When the earliest KV transfer in flight finishes (None: none in flight)."""
+    def next_ready(self) -> float | None:
+        """When the earliest KV transfer in flight finishes or a held-back token is due."""
         times = [seq.received_at for seq in self.receiving if seq.received_at is not None]
+        for seq in self.running:
+            if seq.sequence.timing is not None:
+                due = due_at(seq)
+                if due is not None:
+                    times.append(due)
         return min(times) if times else None
 
     # -- membership -------------------------------------------------------------
@@ -117,7 +152,7 @@ class StepScheduler:
         """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
         plan = StepPlan()
         self._receive(now)
-        budget = self._schedule_running(plan, self.max_num_batched_tokens)
+        budget = self._schedule_running(plan, self.max_num_batched_tokens, now)
         if not plan.preempted:
             self._schedule_waiting(plan, budget, now)
         return plan
@@ -147,12 +182,14 @@ class StepScheduler:
         return result
 
     # -- internals --------------------------------------------------------------
-    def _schedule_running(self, plan: StepPlan, budget: int) -> int:
+    def _schedule_running(self, plan: StepPlan, budget: int, now: float) -> int:
         running = self.running
         index = 0
         while index < len(running) and budget > 0:
             seq = running[index]
             num_new = min(seq.num_tokens - seq.num_computed, budget)
+            if seq.sequence.timing is not None:
+                num_new = gate(seq, num_new, now, seq.num_computed)
             if num_new <= 0:
                 index += 1
                 continue
@@ -200,6 +237,8 @@ class StepScheduler:
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
             num_new = min(seq.num_tokens - seq.num_computed - cached, budget)
+            if seq.sequence.timing is not None:
+                num_new = max(gate(seq, num_new, now, seq.num_computed + cached), 0)
             if not kv.allocate(seq, num_new, hits):
                 break
             waiting.popleft()
@@ -211,7 +250,8 @@ class StepScheduler:
                 if seq.num_preemptions == 0:
                     plan.prefix_queries += seq.num_tokens if kv.enable_caching else 0
                     plan.prefix_hits += cached
-            self._add_chunk(plan, seq, num_new)
+            if num_new > 0:  # zero: admitted, holding its blocks, its first token not due
+                self._add_chunk(plan, seq, num_new)
             budget -= num_new
 
     def _add_chunk(self, plan: StepPlan, seq: StepSequence, num_new: int) -> None:

@@ -87,7 +87,7 @@ class VirtualRun:
             self.now = max(self.now, self._arrivals[0][0])
             self._admit()
         plan, duration = self.engine.begin_step(self.now)
-        arrival = self.engine.next_arrival()
+        arrival = self.engine.next_ready()
         if plan.empty and arrival is not None:  # only KV transfers in flight: jump ahead
             upcoming = [arrival, *(at for at, _, _ in self._arrivals[:1])]
             self.now = max(self.now, min(upcoming))
