@@ -135,8 +135,14 @@ class StepEngine:
         self.kv.hasher = hasher
 
     def reset_prefix_cache(self) -> int:
-        """Drop the whole prefix cache (sleep mode, reset); report ``all_blocks_cleared``."""
-        return self.pool.clear_cache()
+        """Drop the whole prefix cache (sleep mode, reset); report ``all_blocks_cleared``.
+
+        The listener hears the end of a step at once, so a subscriber learns of the clear
+        now rather than at the next step (an idle or sleeping engine has none).
+        """
+        count = self.pool.clear_cache()
+        self.listener.step_finished()
+        return count
 
     # -- the step ---------------------------------------------------------------
     def begin_step(self, now: float) -> tuple[StepPlan, float]:
