@@ -55,6 +55,7 @@ def test_a_decode_side_sequence_waits_the_transfer_instead_of_prefilling() -> No
     # the prompt's blocks are held from the start, but nothing is cached before it arrives
     assert engine.pool.num_used == 3
     assert listener.stored == []
+    assert (engine.num_running, engine.num_waiting) == (0, 1)  # waiting for its KV, as in vLLM
     run.until_idle()
     assert remote.first_token_at is not None
     assert TRANSFER <= remote.first_token_at <= TRANSFER + 2 * ITL  # not 48 x 10 ms prefill

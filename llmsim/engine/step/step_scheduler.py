@@ -115,7 +115,8 @@ class StepScheduler:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """Queued sequences and those receiving their KV cache (vLLM keeps both waiting)."""
+        return len(self.waiting) + len(self.receiving)
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting or self.receiving)
