@@ -99,3 +99,17 @@ def test_a_decode_side_sequence_waits_for_room_for_its_prompt() -> None:
     assert remote.generated == 2
     assert local.finished_at is None
     assert local.generated == 8
+
+
+def test_an_abort_during_the_transfer_frees_the_prompts_blocks() -> None:
+    engine = StepEngine(num_blocks=8, block_size=16, costs=COSTS)
+    remote = virtual_sequence("remote", 40, 2)
+    remote.kv_transfer_delay = TRANSFER
+    seq = engine.add(remote)
+    plan, _ = engine.begin_step(0.0)
+    engine.end_step(plan, 0.0)
+    assert engine.pool.num_used == 3
+    engine.abort(seq)
+    assert engine.pool.num_used == 0
+    assert not engine.has_work()
+    assert engine.next_ready() is None
