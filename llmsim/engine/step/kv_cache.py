@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
@@ -19,11 +20,13 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
 
 
+@lru_cache(maxsize=1 << 16)
 def output_token_id(piece: str) -> int:
     """A stable id for a generated token's text, to hash blocks that hold generated tokens.
 
     Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
-    names the same output alike, whatever tokenizer split it.
+    names the same output alike, whatever tokenizer split it. Memoised: generated text
+    repeats a small vocabulary, and a block of it is hashed every ``block_size`` tokens.
     """
     return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
@@ -54,6 +57,8 @@ class StepSequence:
     """Finished or aborted: the sequence holds nothing and a step in flight skips it."""
     previous_token_at: float | None = None
     """When the token before the last one came out (the inter-token gap)."""
+    output_ids: list[int] = field(default_factory=list)
+    """Ids of the generated tokens named so far (each named once, when a block fills)."""
 
     @property
     def num_tokens(self) -> int:
@@ -71,11 +76,10 @@ class StepSequence:
         prompt = self.sequence.prompt_tokens
         ids = list(self.prompt_ids[start : min(stop, prompt)])
         if stop > prompt:
-            output = self.sequence.output
-            ids.extend(
-                output_token_id(text)
-                for text in output[max(start, prompt) - prompt : stop - prompt]
-            )
+            named, need = self.output_ids, stop - prompt
+            if len(named) < need:
+                named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
+            ids.extend(named[max(start, prompt) - prompt : need])
         return ids
 
 
