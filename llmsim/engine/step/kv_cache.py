@@ -31,6 +31,7 @@ def output_token_id(piece: str) -> int:
     return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
 
+@lru_cache(maxsize=1024)
 def lora_int_id(adapter: str | None) -> int | None:
     """A stable positive integer for an adapter name (vLLM's ``lora_int_id`` in KV events)."""
     if adapter is None:
@@ -162,14 +163,21 @@ class KVCacheManager:
         first = seq.num_cached_blocks
         if full <= first:
             return
-        self._extend_hashes(seq, full)
-        size = self.block_size
-        parent = seq.hashes[first - 1] if first else None
+        size, hashes = self.block_size, seq.hashes
+        self._extend_hashes(seq, first)
+        ids = seq.token_ids(first * size, full * size)
+        if len(hashes) < full:  # name the new blocks from the ids already at hand
+            extra, hasher = seq.extra_keys, self.hasher
+            for k in range(len(hashes), full):
+                offset = (k - first) * size
+                parent = hashes[-1] if hashes else None
+                hashes.append(hasher(parent, ids[offset : offset + size], extra))
+        parent = hashes[first - 1] if first else None
         self.pool.cache(
             seq.blocks[first:full],
-            seq.hashes[first:full],
+            hashes[first:full],
             parent,
-            seq.token_ids(first * size, full * size),
+            ids,
             lora_int_id(seq.sequence.adapter),
         )
         seq.num_cached_blocks = full

@@ -170,10 +170,10 @@ class StepScheduler:
         base = [seq.num_computed for seq in running]
         touches: dict[int, list[int]] = {}
         for index, start in enumerate(base):
-            # step j computes token start + j - 1: it may start a block or fill one
-            first_new = (-start) % size + 1
-            first_full = (-start - 1) % size + 1
-            js = set(range(first_new, steps + 1, size)) | set(range(first_full, steps + 1, size))
+            # step j computes token start + j - 1: it may start a block, or fill one to cache
+            js = set(range((-start) % size + 1, steps + 1, size))
+            if kv.enable_caching and running[index].prompt_ids is not None:
+                js.update(range((-start - 1) % size + 1, steps + 1, size))
             for j in js:
                 touches.setdefault(j, []).append(index)
         done = 0
