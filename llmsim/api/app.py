@@ -12,7 +12,9 @@ from llmsim.api import (
     answers_admin,
     embeddings,
     inference,
+    messages,
     models,
+    responses,
     system,
     tokenization,
     upstream,
@@ -89,12 +91,17 @@ def create_app(
 
         app.on_cleanup.append(stop_step_loop)
     app[SERVER_LOAD] = ServerLoad()
+    app[responses.RESPONSE_STORE] = responses.ResponseStore()
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
     routes = [
         web.post("/v1/chat/completions", load_aware(inference.create_chat_completion)),
         web.post("/v1/completions", load_aware(inference.create_completion)),
+        web.post("/v1/responses", load_aware(responses.create_response)),
+        web.get("/v1/responses/{response_id}", responses.retrieve_response),
+        web.post("/v1/messages", load_aware(messages.create_message)),
+        web.post("/v1/messages/count_tokens", load_aware(messages.count_tokens)),
         web.get("/v1/models", models.list_models),
         web.post("/v1/load_lora_adapter", models.load_lora_adapter),
         web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),

@@ -72,3 +72,30 @@ def error_response(
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+ANTHROPIC_PREFIX = "/v1/messages"
+"""Errors on the Messages API come in Anthropic's shape, as vLLM answers them."""
+
+
+def anthropic_error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, type: str | None = None
+) -> web.Response:
+    """``{"type": "error", "error": {"type": ..., "message": ...}}`` with vLLM's error type."""
+    kind = type or error_type(status)
+    body = dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def shaped_error_response(
+    path: str,
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    type: str | None = None,
+) -> web.Response:
+    """The error answer for a request to ``path``: Anthropic's shape on the Messages API."""
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error_response(status, message, headers, type)
+    return error_response(status, message, param, headers, type)

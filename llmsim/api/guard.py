@@ -18,13 +18,14 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from llmsim.api.errors import APIError, Handler, error_body, error_response, error_type
+from llmsim.api.errors import APIError, Handler, error_body, error_type, shaped_error_response
 from llmsim.api.keys import ERROR_LISTENER, STARTED
 
 logger = logging.getLogger("llmsim.api")
 
 PROTECTED_PREFIXES = ("/v1/", "/admin/")
-"""Paths that need ``Authorization: Bearer <key>`` when the server has an API key."""
+"""Paths that need ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``) when the server
+has an API key."""
 UNAUTHORIZED = "Unauthorized: a valid 'Authorization: Bearer <key>' header is required."
 
 
@@ -46,20 +47,22 @@ def guard(handler: Handler, *, timing: bool, api_key: str | None) -> Handler:
             return await handler(request)
         except APIError as exc:
             _report(request, exc.status, exc.message)
-            return error_response(exc.status, exc.message, exc.param, exc.headers, exc.type)
+            return shaped_error_response(
+                request.path, exc.status, exc.message, exc.param, exc.headers, exc.type
+            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             message = _http_message(exc, request)
             _report(request, exc.status, message)
-            return error_response(exc.status, message, headers=headers)
+            return shaped_error_response(request.path, exc.status, message, headers=headers)
         except ConnectionError:
             raise
         except Exception:
             logger.exception("unhandled error for %s %s", request.method, request.path)
             _report(request, 500, "Internal server error")
-            return error_response(500, "Internal server error")
+            return shaped_error_response(request.path, 500, "Internal server error")
 
     guarded.__name__ = getattr(handler, "__name__", "guarded")
     guarded.__doc__ = handler.__doc__
@@ -101,6 +104,9 @@ async def shape_unrouted(request: web.Request, response: web.StreamResponse) -> 
 
 def _authorized(request: web.Request, expected: bytes) -> bool:
     if not request.path.startswith(PROTECTED_PREFIXES):
+        return True
+    api_key = request.headers.get("x-api-key")  # how Anthropic's clients send it
+    if api_key is not None and hmac.compare_digest(api_key.strip().encode(), expected):
         return True
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":

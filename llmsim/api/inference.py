@@ -34,7 +34,6 @@ from llmsim.api.sse import (
     ResponseMeta,
     StreamCutError,
     StreamSink,
-    close_stream,
     open_stream,
 )
 from llmsim.api.system import NOT_SERVING
@@ -108,6 +107,17 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
 
 
+async def generate(
+    request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
+) -> web.StreamResponse:
+    """Run a parsed request through the engine and answer it in ``flavor``'s shapes.
+
+    The Responses and Messages APIs call this with a translated chat request and a
+    flavor of their own, so they share every limit, metric and fault of chat.
+    """
+    return await _generate(request, flavor, body)
+
+
 async def _generate(
     request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
 ) -> web.StreamResponse:
@@ -178,7 +188,7 @@ async def _stream(
         sink = CuttingSink(writer, cut_after)
     try:
         await group.run(sink)
-        await close_stream(response, meta, group, include_usage)
+        await writer.close(meta, group, include_usage)
     except StreamCutError:
         faults.stream_cut()
         if request.transport is not None:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from llmsim import __version__
 from llmsim.api.embeddings import EmbeddingRequest
+from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
+from llmsim.api.responses import ResponsesRequest
 from llmsim.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -162,6 +164,45 @@ class Version(BaseModel):
     version: str
 
 
+class ResponseObject(_Out):
+    """A Responses API ``response``; ``output`` holds ``message`` and ``function_call`` items."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    model: str
+    status: Literal["completed", "incomplete"]
+    output: list[dict[str, Any]]
+    usage: dict[str, Any]
+
+
+class AnthropicMessage(_Out):
+    """An Anthropic Messages API answer; ``content`` holds ``text`` and ``tool_use`` blocks."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+    stop_sequence: str | None
+    usage: dict[str, int]
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class CountTokensResponse(_Out):
+    input_tokens: int
+
+
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest,
     CompletionRequest,
@@ -180,6 +221,13 @@ _MODELS: tuple[type[BaseModel], ...] = (
     DetokenizeResponse,
     EmbeddingResponse,
     PoolingResponse,
+    ResponsesRequest,
+    ResponseObject,
+    MessagesRequest,
+    CountTokensRequest,
+    AnthropicMessage,
+    AnthropicErrorResponse,
+    CountTokensResponse,
 )
 
 
@@ -219,6 +267,20 @@ def _generation(
     }
 
 
+def _adapted(
+    summary: str,
+    request: type[BaseModel],
+    response: type[BaseModel],
+    error: type[BaseModel] = ErrorResponse,
+) -> dict[str, Any]:
+    """A Responses or Messages operation: JSON or an event stream, errors in ``error``."""
+    operation = _generation(summary, request, response)
+    for status, answer in operation["post"]["responses"].items():
+        if status != "200":
+            answer["content"] = _json(error)
+    return operation
+
+
 def _lora(summary: str, request: type[BaseModel], missing: int) -> dict[str, Any]:
     return {
         "post": {
@@ -254,9 +316,11 @@ def _model_paths() -> dict[str, Any]:
     """vLLM's tokenization, embedding and pooling endpoints."""
     tokenize = {"anyOf": [_ref(TokenizeCompletionRequest), _ref(TokenizeChatRequest)]}
     return {
-        "/tokenize": _post("Tokenize a prompt or messages", tokenize, TokenizeResponse, 400, 404),
+        "/tokenize": _post(
+            "Tokenize a prompt or messages", tokenize, TokenizeResponse, 400, 404, 413
+        ),
         "/detokenize": _post(
-            "Turn token IDs into text", _ref(DetokenizeRequest), DetokenizeResponse, 400, 404
+            "Turn token IDs into text", _ref(DetokenizeRequest), DetokenizeResponse, 400, 404, 413
         ),
         "/v1/embeddings": _post(
             "Create embeddings",
@@ -265,7 +329,7 @@ def _model_paths() -> dict[str, Any]:
             *(400, 401, 404, 413, 429, 503),
         ),
         "/pooling": _post(
-            "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 429, 503
+            "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 413, 429, 503
         ),
     }
 
@@ -291,6 +355,51 @@ def build_openapi() -> dict[str, Any]:
             "/v1/completions": _generation(
                 "Create a text completion", CompletionRequest, CompletionResponse
             ),
+            "/v1/responses": _adapted(
+                "Create a response (OpenAI Responses API)", ResponsesRequest, ResponseObject
+            ),
+            "/v1/responses/{response_id}": {
+                "get": {
+                    "summary": "Retrieve a stored response",
+                    "parameters": [
+                        {
+                            "name": "response_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "The response", "content": _json(ResponseObject)},
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/v1/messages": _adapted(
+                "Create a message (Anthropic Messages API)",
+                MessagesRequest,
+                AnthropicMessage,
+                AnthropicErrorResponse,
+            ),
+            "/v1/messages/count_tokens": {
+                "post": {
+                    "summary": "Count the input tokens of a message request",
+                    "requestBody": {"required": True, "content": _json(CountTokensRequest)},
+                    "responses": {
+                        "200": {
+                            "description": "Token count",
+                            "content": _json(CountTokensResponse),
+                        },
+                        **{
+                            str(status): {
+                                "description": "Error",
+                                "content": _json(AnthropicErrorResponse),
+                            }
+                            for status in (400, 401, 413)
+                        },
+                    },
+                }
+            },
             "/v1/models": {
                 "get": {
                     "summary": "List the model and its adapters",

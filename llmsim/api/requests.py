@@ -68,7 +68,11 @@ def _is_json(media_type: str) -> bool:
 
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    data = await read_json_object(request)
+    return validate_body(model, await read_json_object(request))
+
+
+def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """``data`` as ``model``, or a 400 naming the first field that is wrong."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

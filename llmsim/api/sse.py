@@ -128,6 +128,10 @@ class StreamSink:
         self.sent += len(data)
         return transport.get_write_buffer_size() > HIGH_WATER
 
+    async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
+        """End the stream once every sequence finished (the usage chunk and ``[DONE]``)."""
+        await close_stream(self.response, meta, group, include_usage)
+
     async def drain(self) -> None:
         # The response is prepared already, so prepare() just returns its writer.
         writer = await self.response.prepare(self.request)

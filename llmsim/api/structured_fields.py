@@ -7,7 +7,7 @@ with the message a vLLM client would see.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,7 +56,7 @@ class ChatTool(BaseModel):
 class NamedFunction(BaseModel):
     model_config = _CONFIG
 
-    name: str
+    name: Annotated[str, Field(min_length=1)]
 
 
 class NamedToolChoice(BaseModel):

@@ -1,0 +1,201 @@
+"""``POST /v1/responses`` and ``GET /v1/responses/{id}``: the Responses API over chat.
+
+The request is translated into a chat request and runs through the chat pipeline; the
+answer comes back as a Responses object or event stream. Stored responses (``store``,
+true by default) are kept in memory, the most recent :data:`STORE_SIZE` of them, so
+``GET`` and ``previous_response_id`` work for as long as a client is likely to need them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmsim.api.adapted import Exchange, chat_request
+from llmsim.api.errors import APIError
+from llmsim.api.inference import generate
+from llmsim.api.jsonio import dumps
+from llmsim.api.requests import read_json_object, validate_body
+from llmsim.api.responses_convert import (
+    ResponseShell,
+    ResponsesStream,
+    chat_tool_choice,
+    chat_tools,
+    input_messages,
+    response_body,
+    response_format,
+)
+from llmsim.api.schemas import INT64_MAX, INTEGRAL, Int64
+from llmsim.api.sse import ResponseMeta
+
+STORE_SIZE = 1000
+"""Stored responses kept for ``GET`` and ``previous_response_id``; the oldest go first."""
+
+
+class ResponsesRequest(BaseModel):
+    """The fields of a Responses request that change the answer; others are echoed or ignored."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    model: str | None = None
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    text: dict[str, Any] | None = None
+    stream: bool | None = False
+    store: bool | None = True
+    previous_response_id: str | None = None
+    seed: Int64 | None = None
+    user: str | None = None
+
+
+@dataclass
+class StoredResponse:
+    body: dict[str, Any]
+    conversation: list[dict[str, Any]]
+    """The chat messages so far, without instructions: what a follow-up builds on."""
+
+
+class ResponseStore:
+    """The most recent stored responses, least recently used dropped first."""
+
+    def __init__(self, size: int = STORE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, response_id: str) -> StoredResponse | None:
+        stored = self._items.get(response_id)
+        if stored is not None:
+            self._items.move_to_end(response_id)
+        return stored
+
+    def put(self, response_id: str, stored: StoredResponse) -> None:
+        self._items[response_id] = stored
+        self._items.move_to_end(response_id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
+
+
+def conversation_after(messages: list[dict[str, Any]], output: list[dict[str, Any]]) -> list[Any]:
+    """The chat history once ``output`` answered ``messages``."""
+    text = "".join(
+        part["text"] for item in output if item["type"] == "message" for part in item["content"]
+    )
+    calls = [
+        {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        for item in output
+        if item["type"] == "function_call"
+    ]
+    answer: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        answer["tool_calls"] = calls
+    elif not text:
+        answer["content"] = ""
+    return [*messages, answer]
+
+
+def _not_found(response_id: str) -> APIError:
+    return APIError(404, f"Response with id '{response_id}' not found.", "response_id")
+
+
+def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    chat: dict[str, Any] = {
+        "model": body.model,
+        "messages": messages,
+        "max_tokens": body.max_output_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "seed": body.seed,
+        "stream": bool(body.stream),
+    }
+    if body.tools:
+        chat["tools"] = chat_tools(body.tools)
+        chat["tool_choice"] = chat_tool_choice(body.tool_choice)
+        chat["parallel_tool_calls"] = body.parallel_tool_calls
+    fmt = response_format(body.text)
+    if fmt is not None:
+        chat["response_format"] = fmt
+    return {key: value for key, value in chat.items() if value is not None}
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    raw = await read_json_object(request)
+    body = validate_body(ResponsesRequest, raw)
+    store = request.app[RESPONSE_STORE]
+    history: list[dict[str, Any]] = []
+    if body.previous_response_id is not None:
+        previous = store.get(body.previous_response_id)
+        if previous is None:
+            raise _not_found(body.previous_response_id)
+        history = previous.conversation
+    conversation = [*history, *input_messages(body.input)]
+    system = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    if not system and not conversation:
+        raise APIError(400, "input: List should have at least 1 item", "input")
+    chat = chat_request(_chat_body(body, [*system, *conversation]))
+    echo = {key: value for key, value in raw.items() if key not in ("input", "stream")}
+    keep = body.store is not False
+
+    def remember(response: dict[str, Any]) -> None:
+        if keep:
+            stored = StoredResponse(response, conversation_after(conversation, response["output"]))
+            store.put(response["id"], stored)
+
+    def render(chat_body: dict[str, Any], meta: ResponseMeta) -> dict[str, Any]:
+        response = response_body(ResponseShell(meta.id, meta.model, echo, meta.created), chat_body)
+        remember(response)
+        return response
+
+    def translator(meta: ResponseMeta) -> StoringStream:
+        return StoringStream(ResponseShell(meta.id, meta.model, echo, meta.created), remember)
+
+    exchange = Exchange("resp_", "response")
+    return await generate(request, exchange.flavor(render, translator, "input"), chat)
+
+
+class StoringStream(ResponsesStream):
+    """The Responses event stream that stores the final response when it completes."""
+
+    def __init__(self, shell: ResponseShell, remember: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__(shell)
+        self._remember = remember
+
+    def closing(self, usage: dict[str, int]) -> bytes:
+        events = super().closing(usage)
+        assert self.final is not None
+        self._remember(self.final)
+        return events
+
+
+async def retrieve_response(request: web.Request) -> web.StreamResponse:
+    response_id = request.match_info["response_id"]
+    if not response_id.startswith("resp"):
+        raise APIError(
+            400,
+            f"Invalid 'response_id': '{response_id}'. Expected an ID that begins with 'resp'.",
+            "response_id",
+        )
+    stored = request.app[RESPONSE_STORE].get(response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return web.Response(body=dumps(stored.body), content_type="application/json")
