@@ -47,7 +47,7 @@ async def measure(rounds: int, count: int) -> list[tuple[str, float]]:
     settings = Settings(config=None, max_running_requests=100_000)
     engine = Engine(settings)
     parsed = ChatCompletionRequest.model_validate(loads(BODY))
-    prompt = chat_prompt(parsed)
+    prompt = chat_prompt(parsed, engine.tokenizer)
     target = Target("llmsim/sim-model", None)
     meta = ResponseMeta("chatcmpl-x", "chat.completion", 0, target.name)
 
@@ -82,7 +82,10 @@ async def measure(rounds: int, count: int) -> list[tuple[str, float]]:
             "validate (pydantic)",
             best_of(rounds, count, lambda: ChatCompletionRequest.model_validate(loads(BODY))),
         ),
-        ("prompt: template and token count", best_of(rounds, count, lambda: chat_prompt(parsed))),
+        (
+            "prompt: template and token count",
+            best_of(rounds, count, lambda: chat_prompt(parsed, engine.tokenizer)),
+        ),
         ("engine: generate and pace 64 tokens", await engine_step(count)),
         ("answer: build and encode", best_of(rounds, count, lambda: dumps(chat_body(meta, group)))),
     ]

@@ -71,3 +71,21 @@ def test_cli_exits_2_with_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "--kv-events-config" in result.stderr
+
+
+@pytest.mark.parametrize(("model", "warned"), [("constant", True), ("step", False)])
+def test_events_outside_step_mode_are_warned_about(
+    model: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import free_port
+
+    from llmsim.observability.kv_publishing import make_kv_listener
+    from llmsim.settings.model import Settings
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = f'{{"enable_kv_cache_events": true, "endpoint": "{endpoint}"}}'
+    settings = Settings(latency_model=model, kv_events_config=config)
+    with caplog.at_level("WARNING", logger="llmsim.kv_events"):
+        listener = make_kv_listener(settings)
+    listener.close()
+    assert ("--latency-model step" in caplog.text) is warned

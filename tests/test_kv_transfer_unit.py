@@ -24,6 +24,15 @@ def test_per_token_model_scales_with_the_prompt() -> None:
     assert kv_transfer_delay(settings, 500, random.Random(0)) == pytest.approx(0.5)
 
 
+def test_step_model_adds_the_latency_and_the_per_token_time() -> None:
+    settings = Settings(
+        latency_model="step",
+        kv_cache_transfer_latency="50ms",
+        kv_cache_transfer_time_per_token="1ms",
+    )
+    assert kv_transfer_delay(settings, 500, random.Random(0)) == pytest.approx(0.55)
+
+
 def test_jitter_stays_near_the_mean() -> None:
     settings = Settings(kv_cache_transfer_latency="1s", kv_cache_transfer_latency_std_dev="300ms")
     rng = random.Random(1)

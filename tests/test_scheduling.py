@@ -857,7 +857,7 @@ async def test_n_counts_against_the_limits_per_sequence(llmsim_server: StartServ
         idle = await scrape(session, server)
         assert (running(idle), waiting(idle)) == (0, 0)
 
-        three = asyncio.create_task(call(session, server, "POST", CHAT, chat(60, n=3)))
+        three = asyncio.create_task(call(session, server, "POST", CHAT, chat(150, n=3)))
         await wait_counts(session, server, 3, 0)
         # Two prompts are two sequences: one runs, one waits.
         two_prompts = {"prompt": ["one", "two"], "max_tokens": 4, "ignore_eos": True}

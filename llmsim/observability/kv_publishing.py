@@ -6,10 +6,13 @@ Kept apart from :mod:`llmsim.observability.kv_events` so that pyzmq and msgspec 
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
 from llmsim.settings.model import Settings
+
+log = logging.getLogger("llmsim.kv_events")
 
 
 class ClosableKVCacheListener(KVCacheListener, Protocol):
@@ -36,6 +39,13 @@ def make_kv_listener(settings: Settings, rank: int = 0) -> ClosableKVCacheListen
     import zmq
 
     from llmsim.observability.kv_events import KVEventPublisher
+
+    if settings.latency_model != "step":
+        log.warning(
+            "KV events: only --latency-model step simulates the KV cache block by block; "
+            "with the %s model the publisher sends no events",
+            settings.latency_model,
+        )
 
     try:
         return KVEventPublisher(config, rank)

@@ -533,7 +533,7 @@ class Settings(BaseSettings):
     kv_cache_transfer_latency: Duration = Field(
         0.0,
         description="Decode instance (kv_transfer_params.do_remote_prefill): time to receive "
-        "the prompt's KV cache, replacing the prefill (constant latency model).",
+        "the prompt's KV cache, replacing the prefill (constant and step latency models).",
     )
     kv_cache_transfer_latency_std_dev: Duration = Field(
         0.0, description="Gaussian jitter on kv-cache-transfer-latency (at most 30% of it)."
@@ -541,7 +541,7 @@ class Settings(BaseSettings):
     kv_cache_transfer_time_per_token: Duration = Field(
         0.0,
         description="Decode instance: KV transfer time per prompt token, replacing the "
-        "prefill (per-token latency model).",
+        "prefill (per-token and step latency models).",
     )
     kv_cache_transfer_time_per_token_std_dev: Duration = Field(
         0.0,

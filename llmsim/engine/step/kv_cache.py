@@ -60,6 +60,13 @@ class StepSequence:
     """When the token before the last one came out (the inter-token gap)."""
     output_ids: list[int] = field(default_factory=list)
     """Ids of the generated tokens named so far (each named once, when a block fills)."""
+    received_at: float | None = None
+    """P/D decode side: when the prompt's KV cache has arrived (None: computed locally)."""
+
+    @property
+    def remote(self) -> bool:
+        """The prompt's KV cache comes from a prefill instance instead of a local prefill."""
+        return self.sequence.kv_transfer_delay is not None
 
     @property
     def num_tokens(self) -> int:
@@ -142,6 +149,26 @@ class KVCacheManager:
         if self.enable_caching and seq.prompt_ids is not None:
             self._cache_full_blocks(seq, (seq.num_computed + num_new) // self.block_size)
         return True
+
+    def allocate_remote(self, seq: StepSequence) -> bool:
+        """Blocks for a prompt whose KV cache a prefill instance sends; False if no room.
+
+        Nothing is cached yet: the blocks only hold the prompt once the transfer finishes
+        (:meth:`receive`), as on vLLM's decode side.
+        """
+        needed = self.blocks_for(seq.num_tokens) - len(seq.blocks)
+        if needed > self.pool.num_free:
+            return False
+        if needed > 0:
+            seq.blocks.extend(self.pool.allocate(needed))
+        return True
+
+    def receive(self, seq: StepSequence) -> None:
+        """The transfer finished: all but the last token count as computed (vLLM's rule, so
+        one step computes it and emits the first token) and the full blocks are cached."""
+        seq.num_computed = max(seq.num_tokens - 1, 0)
+        if self.enable_caching and seq.prompt_ids is not None:
+            self._cache_full_blocks(seq, seq.num_computed // self.block_size)
 
     def free(self, seq: StepSequence) -> None:
         """Release the sequence's blocks, tail first, so its last blocks are evicted first."""

@@ -110,6 +110,10 @@ class StepEngine:
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
+    def next_ready(self) -> float | None:
+        """When a sequence waiting on time (a KV transfer, a timing override) can go on."""
+        return self.scheduler.next_ready()
+
     # -- membership -------------------------------------------------------------
     def add(self, sequence: Sequence) -> StepSequence:
         """Queue a sequence admitted by the request scheduler."""
@@ -131,8 +135,14 @@ class StepEngine:
         self.kv.hasher = hasher
 
     def reset_prefix_cache(self) -> int:
-        """Drop the whole prefix cache (sleep mode, reset); report ``all_blocks_cleared``."""
-        return self.pool.clear_cache()
+        """Drop the whole prefix cache (sleep mode, reset); report ``all_blocks_cleared``.
+
+        The listener hears the end of a step at once, so a subscriber learns of the clear
+        now rather than at the next step (an idle or sleeping engine has none).
+        """
+        count = self.pool.clear_cache()
+        self.listener.step_finished()
+        return count
 
     # -- the step ---------------------------------------------------------------
     def begin_step(self, now: float) -> tuple[StepPlan, float]:

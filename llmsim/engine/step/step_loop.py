@@ -117,10 +117,11 @@ class StepLoop:
             plan, duration = engine.begin_step(start)
             if plan.empty:
                 engine.end_step(plan, start)
-                if not plan.preempted:  # nothing fits until something leaves
+                if not plan.preempted:  # nothing fits until something leaves or arrives
                     self._flush()
                     wake.clear()
-                    await wake.wait()
+                    await self._idle(wake, engine.next_ready())
+                    deadline, coalesced = None, 0
                 continue
             end = start + duration
             delay = end - clock()
@@ -144,6 +145,14 @@ class StepLoop:
                     for observer in self.step_observers:
                         for _ in range(steps):
                             observer.step_done(plan, 0.0)
+
+    async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
+        """Wait for new work, or until a sequence waiting on time (KV transfer, override) can go on."""
+        if until is None:
+            await wake.wait()
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), max(until - self._clock(), 0.0))
 
     def _dispatch(self, result: StepResult, now: float, steps: int = 1) -> None:
         """Report the tokens of ``steps`` steps ending at ``now`` (``steps`` tokens per

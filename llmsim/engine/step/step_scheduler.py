@@ -10,6 +10,16 @@ A reduced vLLM v1 ``Scheduler.schedule()`` over explicit state: a token budget
 2. If nothing was preempted, waiting sequences in arrival order: the cached prefix of a new
    prompt is taken from the prefix cache and the rest prefilled in chunks that fit the
    remaining budget; the first one whose blocks cannot be allocated stops the queue.
+   A P/D decode-side sequence (its prompt's KV cache comes from a prefill instance) only
+   gets its prompt's blocks and waits, outside the batch, until the transfer is done; from
+   the first step after that it runs like any other sequence, with its prompt computed.
+
+A sequence with a timing override (a response rule's or a recording's ``time_to_first_token``
+/ ``inter_token_latency``) computes no token before the override's schedule allows: its first
+token is due ``time_to_first_token`` after arrival, token ``k`` ``k x inter_token_latency``
+after the first. Until then it keeps its batch slot and its blocks (its prompt is prefilled
+up to the last token) but its token-producing chunk waits, so the step model's own timing
+acts as a floor and the override as the earliest release.
 
 :meth:`StepScheduler.complete` then applies the step: every sequence whose computed tokens
 reach its known tokens emits its next token, and finished sequences free their blocks.
@@ -63,6 +73,29 @@ class StepResult:
     """Sequences that produced their last token (or had none to produce)."""
 
 
+def due_at(seq: StepSequence) -> float | None:
+    """The earliest time the sequence's next token may come out (None: no override)."""
+    sequence = seq.sequence
+    timing = sequence.timing
+    if timing is None:
+        return None
+    if sequence.generated == 0:
+        ttft = timing.time_to_first_token
+        return None if ttft is None else sequence.arrival + ttft
+    itl = timing.inter_token_latency
+    if itl is None or sequence.first_token_at is None:
+        return None
+    return sequence.first_token_at + sequence.generated * itl
+
+
+def gate(seq: StepSequence, num_new: int, now: float, computed: int) -> int:
+    """``num_new`` capped so that no token comes out before the sequence's override allows."""
+    due = due_at(seq)
+    if due is None or due <= now:
+        return num_new
+    return min(num_new, seq.num_tokens - 1 - computed)
+
+
 class StepScheduler:
     def __init__(
         self, kv: KVCacheManager, *, max_num_seqs: int, max_num_batched_tokens: int
@@ -72,6 +105,8 @@ class StepScheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.running: list[StepSequence] = []
         self.waiting: deque[StepSequence] = deque()
+        self.receiving: list[StepSequence] = []
+        """P/D decode side: sequences holding their prompt's blocks, waiting for the KV."""
         self.num_preemptions = 0
 
     # -- views ------------------------------------------------------------------
@@ -81,10 +116,21 @@ class StepScheduler:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """Queued sequences and those receiving their KV cache (vLLM keeps both waiting)."""
+        return len(self.waiting) + len(self.receiving)
 
     def has_work(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.waiting or self.receiving)
+
+    def next_ready(self) -> float | None:
+        """When the earliest KV transfer in flight finishes or a held-back token is due."""
+        times = [seq.received_at for seq in self.receiving if seq.received_at is not None]
+        for seq in self.running:
+            if seq.sequence.timing is not None:
+                due = due_at(seq)
+                if due is not None:
+                    times.append(due)
+        return min(times) if times else None
 
     # -- membership -------------------------------------------------------------
     def add(self, seq: StepSequence) -> None:
@@ -97,6 +143,8 @@ class StepScheduler:
         seq.removed = True
         if seq in self.waiting:
             self.waiting.remove(seq)
+        elif seq in self.receiving:
+            self.receiving.remove(seq)
         else:
             self.running.remove(seq)
         self.kv.free(seq)
@@ -105,7 +153,8 @@ class StepScheduler:
     def schedule(self, now: float) -> StepPlan:
         """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
         plan = StepPlan()
-        budget = self._schedule_running(plan, self.max_num_batched_tokens)
+        self._receive(now)
+        budget = self._schedule_running(plan, self.max_num_batched_tokens, now)
         if not plan.preempted:
             self._schedule_waiting(plan, budget, now)
         return plan
@@ -137,10 +186,11 @@ class StepScheduler:
     # -- runs of identical decode steps (zero latency) ----------------------------
     def decode_repeats(self, plan: StepPlan, limit: int) -> int:
         """How many more steps exactly like ``plan`` (just completed) would follow: every
-        running sequence decodes one token, nothing waits, the free blocks cover them all and
-        no sequence finishes before the last; 0 when the next step may differ."""
+        running sequence decodes one token with no timing override, nothing waits or receives
+        its KV cache, the free blocks cover them all and no sequence finishes before the last;
+        0 when the next step may differ."""
         running = self.running
-        if plan.prefill_tokens or plan.preempted or self.waiting or limit <= 0:
+        if plan.prefill_tokens or plan.preempted or self.waiting or self.receiving or limit <= 0:
             return 0
         if len(running) != plan.decode or len(running) > self.max_num_batched_tokens:
             return 0
@@ -149,6 +199,8 @@ class StepScheduler:
             sequence = seq.sequence
             if sequence.generated == 0 or seq.num_computed + 1 != seq.num_tokens:
                 return 0
+            if sequence.timing is not None:
+                return 0  # an override may hold its next token back
             steps = min(steps, len(sequence.output) - sequence.generated)
         if steps <= 0:
             return 0
@@ -203,12 +255,14 @@ class StepScheduler:
         return result
 
     # -- internals --------------------------------------------------------------
-    def _schedule_running(self, plan: StepPlan, budget: int) -> int:
+    def _schedule_running(self, plan: StepPlan, budget: int, now: float) -> int:
         running = self.running
         index = 0
         while index < len(running) and budget > 0:
             seq = running[index]
             num_new = min(seq.num_tokens - seq.num_computed, budget)
+            if seq.sequence.timing is not None:
+                num_new = gate(seq, num_new, now, seq.num_computed)
             if num_new <= 0:
                 index += 1
                 continue
@@ -223,13 +277,41 @@ class StepScheduler:
                 index += 1
         return budget
 
+    def _receive(self, now: float) -> None:
+        """Sequences whose KV transfer finished by ``now`` join the running ones."""
+        if not self.receiving:
+            return
+        arrived = [s for s in self.receiving if s.received_at is not None and s.received_at <= now]
+        for seq in arrived:
+            self.receiving.remove(seq)
+            self.kv.receive(seq)
+            self.running.append(seq)
+
+    def _start_transfer(self, seq: StepSequence, now: float) -> bool:
+        """Give a decode-side sequence its prompt's blocks and start its KV transfer."""
+        if not self.kv.allocate_remote(seq):
+            return False
+        self.waiting.popleft()
+        seq.scheduled = True
+        seq.sequence.scheduled_at = now
+        delay = seq.sequence.kv_transfer_delay or 0.0
+        seq.received_at = now + delay
+        self.receiving.append(seq)
+        return True
+
     def _schedule_waiting(self, plan: StepPlan, budget: int, now: float) -> None:
         waiting, running, kv = self.waiting, self.running, self.kv
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
+            if seq.remote and not seq.scheduled:
+                if not self._start_transfer(seq, now):
+                    break
+                continue
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
             num_new = min(seq.num_tokens - seq.num_computed - cached, budget)
+            if seq.sequence.timing is not None:
+                num_new = max(gate(seq, num_new, now, seq.num_computed + cached), 0)
             if not kv.allocate(seq, num_new, hits):
                 break
             waiting.popleft()
@@ -241,12 +323,15 @@ class StepScheduler:
                 if seq.num_preemptions == 0:
                     plan.prefix_queries += seq.num_tokens if kv.enable_caching else 0
                     plan.prefix_hits += cached
-            self._add_chunk(plan, seq, num_new)
+            if num_new > 0:  # zero: admitted, holding its blocks, its first token not due
+                self._add_chunk(plan, seq, num_new)
             budget -= num_new
 
     def _add_chunk(self, plan: StepPlan, seq: StepSequence, num_new: int) -> None:
         decode = (
-            num_new == 1 and seq.sequence.generated > 0 and seq.num_computed + 1 == seq.num_tokens
+            num_new == 1
+            and (seq.sequence.generated > 0 or seq.remote)
+            and seq.num_computed + 1 == seq.num_tokens
         )
         plan.chunks.append(Chunk(seq, num_new, decode))
         if decode:
