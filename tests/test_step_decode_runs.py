@@ -9,6 +9,7 @@ import pytest
 
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step import StepCosts, StepEngine, StepSequence
+from llmsim.engine.timing import TimingOverride
 from tests.test_step_engine import Recorder, make
 
 
@@ -91,4 +92,16 @@ def test_no_run_when_steps_take_time(loop: asyncio.AbstractEventLoop) -> None:
     for _ in range(2):
         plan, duration = engine.begin_step(0.0)
         engine.end_step(plan, duration)
+    assert engine.repeat_decode(plan, 0.0, 10)[0] == 0
+
+
+def test_no_run_while_a_timing_override_may_hold_tokens(loop: asyncio.AbstractEventLoop) -> None:
+    engine = StepEngine(num_blocks=64, block_size=4)
+    sequence = make(loop, "a", 3, 10)
+    sequence.timing = TimingOverride(inter_token_latency=0.0)
+    engine.add(sequence)
+    for _ in range(2):
+        plan, _ = engine.begin_step(0.0)
+        engine.end_step(plan, 0.0)
+    assert sequence.generated == 2
     assert engine.repeat_decode(plan, 0.0, 10)[0] == 0
