@@ -82,7 +82,10 @@ async def measure(rounds: int, count: int) -> list[tuple[str, float]]:
             "validate (pydantic)",
             best_of(rounds, count, lambda: ChatCompletionRequest.model_validate(loads(BODY))),
         ),
-        ("prompt: template and token count", best_of(rounds, count, lambda: chat_prompt(parsed, engine.tokenizer))),
+        (
+            "prompt: template and token count",
+            best_of(rounds, count, lambda: chat_prompt(parsed, engine.tokenizer)),
+        ),
         ("engine: generate and pace 64 tokens", await engine_step(count)),
         ("answer: build and encode", best_of(rounds, count, lambda: dumps(chat_body(meta, group)))),
     ]
