@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
@@ -19,15 +20,18 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
 
 
+@lru_cache(maxsize=1 << 16)
 def output_token_id(piece: str) -> int:
     """A stable id for a generated token's text, to hash blocks that hold generated tokens.
 
     Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
-    names the same output alike, whatever tokenizer split it.
+    names the same output alike, whatever tokenizer split it. Memoised: generated text
+    repeats a small vocabulary, and a block of it is hashed every ``block_size`` tokens.
     """
     return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
 
+@lru_cache(maxsize=1024)
 def lora_int_id(adapter: str | None) -> int | None:
     """A stable positive integer for an adapter name (vLLM's ``lora_int_id`` in KV events)."""
     if adapter is None:
@@ -54,6 +58,8 @@ class StepSequence:
     """Finished or aborted: the sequence holds nothing and a step in flight skips it."""
     previous_token_at: float | None = None
     """When the token before the last one came out (the inter-token gap)."""
+    output_ids: list[int] = field(default_factory=list)
+    """Ids of the generated tokens named so far (each named once, when a block fills)."""
     received_at: float | None = None
     """P/D decode side: when the prompt's KV cache has arrived (None: computed locally)."""
 
@@ -78,11 +84,10 @@ class StepSequence:
         prompt = self.sequence.prompt_tokens
         ids = list(self.prompt_ids[start : min(stop, prompt)])
         if stop > prompt:
-            output = self.sequence.output
-            ids.extend(
-                output_token_id(text)
-                for text in output[max(start, prompt) - prompt : stop - prompt]
-            )
+            named, need = self.output_ids, stop - prompt
+            if len(named) < need:
+                named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
+            ids.extend(named[max(start, prompt) - prompt : need])
         return ids
 
 
@@ -185,14 +190,21 @@ class KVCacheManager:
         first = seq.num_cached_blocks
         if full <= first:
             return
-        self._extend_hashes(seq, full)
-        size = self.block_size
-        parent = seq.hashes[first - 1] if first else None
+        size, hashes = self.block_size, seq.hashes
+        self._extend_hashes(seq, first)
+        ids = seq.token_ids(first * size, full * size)
+        if len(hashes) < full:  # name the new blocks from the ids already at hand
+            extra, hasher = seq.extra_keys, self.hasher
+            for k in range(len(hashes), full):
+                offset = (k - first) * size
+                parent = hashes[-1] if hashes else None
+                hashes.append(hasher(parent, ids[offset : offset + size], extra))
+        parent = hashes[first - 1] if first else None
         self.pool.cache(
             seq.blocks[first:full],
-            seq.hashes[first:full],
+            hashes[first:full],
             parent,
-            seq.token_ids(first * size, full * size),
+            ids,
             lora_int_id(seq.sequence.adapter),
         )
         seq.num_cached_blocks = full

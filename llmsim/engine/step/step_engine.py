@@ -157,3 +157,19 @@ class StepEngine:
         self.steps += 1
         self.listener.step_finished()
         return result
+
+    def repeat_decode(self, plan: StepPlan, now: float, limit: int) -> tuple[int, StepResult]:
+        """After a zero-length pure-decode step ending at ``now``, apply up to ``limit`` more
+        identical ones at once (exact block, cache and step accounting); return how many ran
+        and their result (each emitted sequence produced that many tokens)."""
+        costs = self.costs
+        if costs.inter_token_latency or costs.decode_time_per_sequence:
+            return 0, StepResult()
+        if costs.context_time_per_token:
+            return 0, StepResult()
+        steps = self.scheduler.decode_repeats(plan, limit)
+        if steps == 0:
+            return 0, StepResult()
+        result = self.scheduler.run_decode_steps(steps, now, self.listener.step_finished)
+        self.steps += steps
+        return steps, result

@@ -136,6 +136,15 @@ class StepLoop:
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
             deadline = end
+            if duration == 0.0 and coalesced < MAX_COALESCED_STEPS:
+                # zero latency: the same decode step again and again, applied in one go
+                steps, result = engine.repeat_decode(plan, end, MAX_COALESCED_STEPS - coalesced)
+                if steps:
+                    coalesced += steps
+                    self._dispatch(result, end, steps)
+                    for observer in self.step_observers:
+                        for _ in range(steps):
+                            observer.step_done(plan, 0.0)
 
     async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
         """Wait for new work, or until a sequence waiting on time (KV transfer, override) can go on."""
@@ -145,23 +154,26 @@ class StepLoop:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), max(until - self._clock(), 0.0))
 
-    def _dispatch(self, result: StepResult, now: float) -> None:
-        """Report the step's tokens to the observer now; queue them for their sinks."""
+    def _dispatch(self, result: StepResult, now: float, steps: int = 1) -> None:
+        """Report the tokens of ``steps`` steps ending at ``now`` (``steps`` tokens per
+        emitted sequence, the later ones 0 s apart) to the observer; queue them for sinks."""
         observer = self._observer()
         pending = self._pending
         for seq in result.emitted:
             sequence = seq.sequence
-            position = sequence.generated - 1
-            if position == 0:
+            position = sequence.generated - steps
+            if steps > 1:
+                observer.next_tokens(sequence, 0.0, steps - 1)  # the run began at ``now``
+            elif position == 0:
                 observer.first_token(sequence, now - sequence.arrival)
             else:
                 previous = seq.previous_token_at
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
             span = pending.get(sequence)
             if span is None:
-                pending[sequence] = [position, 1]
+                pending[sequence] = [position, steps]
             else:
-                span[1] += 1
+                span[1] += steps
         for seq in result.finished:
             sequence = seq.sequence
             self._write(sequence)

@@ -28,12 +28,13 @@ reach its known tokens emits its next token, and finished sequences free their b
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     seq: StepSequence
     tokens: int
@@ -176,6 +177,77 @@ class StepScheduler:
                 seq.previous_token_at = sequence.last_token_at
                 sequence.last_token_at = now
                 result.emitted.append(seq)
+            if sequence.generated >= len(sequence.output):
+                result.finished.append(seq)
+        for seq in result.finished:
+            self.remove(seq)
+        return result
+
+    # -- runs of identical decode steps (zero latency) ----------------------------
+    def decode_repeats(self, plan: StepPlan, limit: int) -> int:
+        """How many more steps exactly like ``plan`` (just completed) would follow: every
+        running sequence decodes one token with no timing override, nothing waits or receives
+        its KV cache, the free blocks cover them all and no sequence finishes before the last;
+        0 when the next step may differ."""
+        running = self.running
+        if plan.prefill_tokens or plan.preempted or self.waiting or self.receiving or limit <= 0:
+            return 0
+        if len(running) != plan.decode or len(running) > self.max_num_batched_tokens:
+            return 0
+        steps = limit
+        for seq in running:
+            sequence = seq.sequence
+            if sequence.generated == 0 or seq.num_computed + 1 != seq.num_tokens:
+                return 0
+            if sequence.timing is not None:
+                return 0  # an override may hold its next token back
+            steps = min(steps, len(sequence.output) - sequence.generated)
+        if steps <= 0:
+            return 0
+        kv = self.kv
+        needed = sum(kv.blocks_for(seq.num_computed + steps) - len(seq.blocks) for seq in running)
+        return steps if needed <= kv.pool.num_free else 0
+
+    def run_decode_steps(
+        self, steps: int, now: float, step_finished: Callable[[], None]
+    ) -> StepResult:
+        """Apply ``steps`` decode steps that :meth:`decode_repeats` allowed, all ending at
+        ``now``, with the block pool seeing the same calls in the same order as step by step.
+
+        Only steps where a sequence starts or fills a block touch that sequence; the others
+        cost one ``step_finished`` call each.
+        """
+        kv, size = self.kv, self.kv.block_size
+        running = list(self.running)
+        base = [seq.num_computed for seq in running]
+        touches: dict[int, list[int]] = {}
+        for index, start in enumerate(base):
+            # step j computes token start + j - 1: it may start a block, or fill one to cache
+            js = set(range((-start) % size + 1, steps + 1, size))
+            if kv.enable_caching and running[index].prompt_ids is not None:
+                js.update(range((-start - 1) % size + 1, steps + 1, size))
+            for j in js:
+                touches.setdefault(j, []).append(index)
+        done = 0
+        for j in sorted(touches):
+            for _ in range(j - 1 - done):
+                step_finished()
+            for index in sorted(touches[j]):
+                seq = running[index]
+                seq.num_computed = base[index] + j - 1
+                if not kv.allocate(seq, 1):  # pragma: no cover - decode_repeats checked room
+                    raise RuntimeError("decode run out of blocks")
+            step_finished()
+            done = j
+        for _ in range(steps - done):
+            step_finished()
+        result = StepResult(emitted=running)
+        for index, seq in enumerate(running):
+            seq.num_computed = base[index] + steps
+            sequence = seq.sequence
+            sequence.generated += steps
+            seq.previous_token_at = now if steps > 1 else sequence.last_token_at
+            sequence.last_token_at = now
             if sequence.generated >= len(sequence.output):
                 result.finished.append(seq)
         for seq in result.finished:
