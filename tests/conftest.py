@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +133,20 @@ def start_server(
             time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"llmsim did not become healthy:\n{server.log()}")
+
+
+def post_json(server: RunningServer, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST a JSON body; the status and the decoded JSON answer, errors included."""
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture

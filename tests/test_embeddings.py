@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import RunningServer, start_server
+from conftest import post_json as post
 
 MODEL = "llmsim/sim-model"
 
@@ -34,19 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.api_url, api_key="unused", max_retries=0)
-
-
-def post(server: RunningServer, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def cosine(a: list[float], b: list[float]) -> float:

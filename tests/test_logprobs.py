@@ -8,15 +8,13 @@ sampled token more certain.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from conftest import RunningServer, start_server
+from conftest import post_json as post
 
 MODEL = "llmsim/sim-model"
 
@@ -31,19 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.api_url, api_key="unused", max_retries=0)
-
-
-def post(server: RunningServer, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_chat_logprobs_parse_and_are_plausible(client: openai.OpenAI) -> None:

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -123,6 +124,24 @@ def _print_json(answer: dict[str, Any]) -> None:
     out.print_json(json.dumps(answer))
 
 
+def call_or_exit(
+    method: str, url: str, path: str, api_key: str | None, body: Any = None
+) -> dict[str, Any]:
+    """:func:`call`, or the one-line error and its exit status."""
+    try:
+        return call(method, url, path, api_key, body)
+    except CtlError as exc:
+        _fail(exc)
+
+
+def print_answer(answer: dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:
+    """The raw JSON with ``--json``, otherwise what ``render`` prints."""
+    if as_json:
+        _print_json(answer)
+    else:
+        render()
+
+
 def parse_assignments(assignments: list[str]) -> dict[str, str]:
     """``["time-to-first-token=500ms"]`` -> ``{"time_to_first_token": "500ms"}``.
 
@@ -144,10 +163,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 @ctl_app.command("get")
 def get(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Print the server's effective settings, marking the ones `ctl set` can change."""
-    try:
-        answer = call("GET", url, "/admin/config", api_key)
-    except CtlError as exc:
-        _fail(exc)
+    answer = call_or_exit("GET", url, "/admin/config", api_key)
     if as_json:
         _print_json(answer)
         return
@@ -216,14 +232,8 @@ def _print_overrides(answer: dict[str, Any], url: str) -> None:
 @metrics_app.command("get")
 def metrics_get(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Show the metric overrides in force and their current values."""
-    try:
-        answer = call("GET", url, "/admin/metrics", api_key)
-    except CtlError as exc:
-        _fail(exc)
-    if as_json:
-        _print_json(answer)
-    else:
-        _print_overrides(answer, url)
+    answer = call_or_exit("GET", url, "/admin/metrics", api_key)
+    print_answer(answer, as_json, lambda: _print_overrides(answer, url))
 
 
 @metrics_app.command("set")
@@ -241,24 +251,15 @@ def metrics_set(
 ) -> None:
     """Pin metrics, e.g. '{"num_requests_waiting": 12}'; time functions restart now."""
     try:
-        try:
-            data = read_spec_source(spec)
-        except FakeMetricsError as exc:
-            raise CtlError(exc.message, 2) from None
-        answer = call("POST", url, "/admin/metrics", api_key, data)
-    except CtlError as exc:
-        _fail(exc)
-    if as_json:
-        _print_json(answer)
-    else:
-        _print_overrides(answer, url)
+        data = read_spec_source(spec)
+    except FakeMetricsError as exc:
+        _fail(CtlError(exc.message, 2))
+    answer = call_or_exit("POST", url, "/admin/metrics", api_key, data)
+    print_answer(answer, as_json, lambda: _print_overrides(answer, url))
 
 
 @metrics_app.command("clear")
 def metrics_clear(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """Remove every metric override: the metrics report live values again."""
-    try:
-        call("DELETE", url, "/admin/metrics", api_key)
-    except CtlError as exc:
-        _fail(exc)
+    call_or_exit("DELETE", url, "/admin/metrics", api_key)
     out.print(f"metric overrides cleared at {url}: all metrics are live")

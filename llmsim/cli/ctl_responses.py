@@ -15,9 +15,9 @@ from llmsim.cli.ctl import (
     CtlError,
     Url,
     _fail,
-    _print_json,
-    call,
+    call_or_exit,
     out,
+    print_answer,
 )
 from llmsim.settings.responses import BUILTIN_PREFIX, ResponsesError, load_rules
 
@@ -61,14 +61,8 @@ def request_body(source: str) -> dict[str, Any]:
 @responses_app.command("get")
 def responses_get(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Show the response rules in use."""
-    try:
-        answer = call("GET", url, "/admin/responses", api_key)
-    except CtlError as exc:
-        _fail(exc)
-    if as_json:
-        _print_json(answer)
-    else:
-        _print_rules(answer, url)
+    answer = call_or_exit("GET", url, "/admin/responses", api_key)
+    print_answer(answer, as_json, lambda: _print_rules(answer, url))
 
 
 @responses_app.command("set")
@@ -85,24 +79,14 @@ def responses_set(
 ) -> None:
     """Replace the response rules; every rule's request count starts again."""
     try:
-        try:
-            body = request_body(source)
-        except ResponsesError as exc:
-            raise CtlError(f"{source}: {exc}", 2) from None
-        answer = call("POST", url, "/admin/responses", api_key, body)
-    except CtlError as exc:
-        _fail(exc)
-    if as_json:
-        _print_json(answer)
-    else:
-        _print_rules(answer, url)
+        body = request_body(source)
+    except ResponsesError as exc:
+        _fail(CtlError(f"{source}: {exc}", 2))
+    answer = call_or_exit("POST", url, "/admin/responses", api_key, body)
+    print_answer(answer, as_json, lambda: _print_rules(answer, url))
 
 
 @responses_app.command("clear")
 def responses_clear(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """Remove every rule: requests get the configured mode again."""
-    try:
-        answer = call("POST", url, "/admin/responses", api_key, {"rules": []})
-    except CtlError as exc:
-        _fail(exc)
-    _print_rules(answer, url)
+    _print_rules(call_or_exit("POST", url, "/admin/responses", api_key, {"rules": []}), url)
