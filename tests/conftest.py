@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,10 +100,24 @@ class RunningServer:
         return stop_process(self.process, sig)
 
 
+def _server_port(args: list[str]) -> int:
+    """A free port for rank 0 whose per-rank neighbours are free and named nowhere in ``args``."""
+    ranks = 1
+    for flag in ("-dp", "--data-parallel-size"):
+        if flag in args:
+            ranks = int(args[args.index(flag) + 1])
+    named = {int(port) for port in re.findall(r":(\d{2,5})\b", " ".join(args))}
+    for _ in range(50):
+        base = free_port_run(ranks)
+        if not named & set(range(base, base + ranks)):
+            return base
+    raise RuntimeError("no free port run clear of the ports in the arguments")
+
+
 def start_server(
     args: list[str], tmp_path: Path, env: dict[str, str] | None = None
 ) -> RunningServer:
-    port = free_port()
+    port = _server_port(args)
     log_path = tmp_path / f"llmsim-{port}.log"
     command = [
         sys.executable,

@@ -51,6 +51,7 @@ class Responder:
         self.replay = replay
         self.strict_replay = strict_replay
         self.dataset = dataset
+        self.active = self._any_source()
 
     @property
     def rules(self) -> ResponseRules:
@@ -59,10 +60,13 @@ class Responder:
     def replace_rules(self, rules: ResponseRules) -> None:
         """Use ``rules`` from the next request on; every rule's count starts again."""
         self.matcher = RuleMatcher(rules, self._rng)
+        self.active = self._any_source()
 
-    @property
-    def active(self) -> bool:
-        """Whether any source is configured (else every request keeps the engine's mode)."""
+    def _any_source(self) -> bool:
+        """Whether any source is configured (else every request keeps the engine's mode).
+
+        Kept in :attr:`active`, read by every request, so a plain server pays one look.
+        """
         rules = self.matcher.rules
         return bool(rules.rules or rules.builtin or self.replay or self.dataset)
 

@@ -19,6 +19,7 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
@@ -33,10 +34,10 @@ from llmsim.api.keys import (
     SERVER_LOAD,
     SETTINGS,
 )
-from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, install_kv_features
-from llmsim.api.load import ServerLoad, get_load, load_aware
+from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
+from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
-from llmsim.api.sleep import dev_routes
+from llmsim.api.sleep import SLEEP, dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -82,6 +83,9 @@ def create_app(
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
+    app[inference.INFERENCE] = inference.InferenceState(
+        engine, app[LIFECYCLE], app[RUNTIME], app[RESPONDER], app[KV_TRANSFER], app[SLEEP]
+    )
     if engine.step is not None:
         step = engine.step
         step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
@@ -95,13 +99,15 @@ def create_app(
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error
+    # With --upstream the two endpoints forward first; without it they pay nothing for it.
+    simulated = upstream.forwarding if settings.upstream is not None else _unchanged
     routes = [
-        web.post("/v1/chat/completions", load_aware(inference.create_chat_completion)),
-        web.post("/v1/completions", load_aware(inference.create_completion)),
-        web.post("/v1/responses", load_aware(responses.create_response)),
+        web.post("/v1/chat/completions", simulated(inference.create_chat_completion)),
+        web.post("/v1/completions", simulated(inference.create_completion)),
+        web.post("/v1/responses", responses.create_response),
         web.get("/v1/responses/{response_id}", responses.retrieve_response),
-        web.post("/v1/messages", load_aware(messages.create_message)),
-        web.post("/v1/messages/count_tokens", load_aware(messages.count_tokens)),
+        web.post("/v1/messages", messages.create_message),
+        web.post("/v1/messages/count_tokens", messages.count_tokens),
         web.get("/v1/models", models.list_models),
         web.post("/v1/load_lora_adapter", models.load_lora_adapter),
         web.post("/v1/unload_lora_adapter", models.unload_lora_adapter),
@@ -124,8 +130,8 @@ def create_app(
         web.get("/load", get_load),
         web.post("/tokenize", tokenization.tokenize),
         web.post("/detokenize", tokenization.detokenize),
-        web.post("/v1/embeddings", load_aware(embeddings.create_embedding)),
-        web.post("/pooling", load_aware(embeddings.create_pooling)),
+        web.post("/v1/embeddings", embeddings.create_embedding),
+        web.post("/pooling", embeddings.create_pooling),
     ]
     routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
@@ -135,7 +141,12 @@ def create_app(
         web.RouteDef(
             route.method,
             route.path,
-            guard(route.handler, timing=settings.access_log_enabled, api_key=api_key),
+            guard(
+                route.handler,
+                timing=settings.access_log_enabled,
+                api_key=api_key,
+                load=app[SERVER_LOAD] if route.path in COUNTED_PATHS else None,
+            ),
             route.kwargs,
         )
         for route in routes
@@ -144,3 +155,7 @@ def create_app(
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app
+
+
+def _unchanged(handler: Handler) -> Handler:
+    return handler

@@ -9,7 +9,6 @@ following deltas only ``index`` and argument fragments; the last chunk says
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence as Seq
 from typing import Any
 
 from llmsim.api.jsonio import dumps
@@ -32,9 +31,11 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         "choices": [
             {
                 "index": sequence.index,
-                "message": chat_message(sequence),
+                "message": chat_message(sequence)
+                if sequence.tool_calls
+                else {"role": "assistant", "content": sequence.text, "tool_calls": []},
                 "logprobs": None if plan is None else chat_logprobs(plan, sequence),
-                "finish_reason": sequence.api_finish_reason,
+                "finish_reason": sequence.reported_finish or sequence.natural_finish,
                 "stop_reason": sequence.stop_reason,
             }
             for sequence in group.sequences
@@ -67,6 +68,10 @@ def chat_message(sequence: Sequence) -> dict[str, Any]:
     }
 
 
+_OPEN_END = b'},"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+"""The end of a token chunk that is not a choice's last."""
+
+
 class ChatStreamSink(StreamSink):
     _call_ids: dict[tuple[int, int], str] | None = None
 
@@ -88,27 +93,19 @@ class ChatStreamSink(StreamSink):
                 + b","
                 + finish_fields(sequence, last),
             )
-        return self.chunk(
-            sequence.index,
-            b'"delta":{"content":'
+        # Spelled out, without helper calls: this runs once per streamed token.
+        if not last:
+            return self.head(sequence.index) + b'"delta":{"content":' + dumps(text) + _OPEN_END
+        return (
+            self.head(sequence.index)
+            + b'"delta":{"content":'
             + dumps(text)
             + b'},"logprobs":null,'
-            + finish_fields(sequence, last),
+            + finish_fields(sequence, True)
+            + b"}]}\n\n"
         )
 
-    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
-        if not sequence.tool_calls:
-            return super().tokens(sequence, start, texts)
-        last = len(sequence.output) - 1
-        chunks = [
-            self._tool_token_chunk(sequence, position, text, position == last)
-            for position, text in enumerate(texts, start)
-        ]
-        if start == 0:
-            chunks.insert(0, self.start_chunk(sequence.index))
-        return self.write(b"".join(chunks))
-
-    def _tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+    def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
         number = _call_at(sequence, position)
         if number is None:
             return self.token_chunk(sequence, text, last)

@@ -33,6 +33,10 @@ def _choice(meta: ResponseMeta, sequence: Sequence) -> dict[str, Any]:
     }
 
 
+_OPEN_END = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+"""The end of a token chunk that is not a choice's last."""
+
+
 class CompletionStreamSink(StreamSink):
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
         if self.logprobs is not None:
@@ -46,7 +50,9 @@ class CompletionStreamSink(StreamSink):
                 + b","
                 + finish_fields(sequence, last),
             )
+        if not last:  # spelled out: this runs once per streamed token
+            return self.head(sequence.index) + b'"text":' + dumps(text) + _OPEN_END
         return self.chunk(
             sequence.index,
-            b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, last),
+            b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, True),
         )

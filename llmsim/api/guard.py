@@ -20,6 +20,7 @@ from aiohttp import web
 
 from llmsim.api.errors import APIError, Handler, error_body, error_type, shaped_error_response
 from llmsim.api.keys import ERROR_LISTENER, STARTED
+from llmsim.api.load import ServerLoad
 
 logger = logging.getLogger("llmsim.api")
 
@@ -29,18 +30,23 @@ has an API key."""
 UNAUTHORIZED = "Unauthorized: a valid 'Authorization: Bearer <key>' header is required."
 
 
-def guard(handler: Handler, *, timing: bool, api_key: str | None) -> Handler:
+def guard(
+    handler: Handler, *, timing: bool, api_key: str | None, load: ServerLoad | None = None
+) -> Handler:
     """``handler`` behind the steps every route shares, in this order:
 
     note the start time (``timing``, for the access log: aiohttp's loop clock under uvloop
-    counts whole milliseconds), check the bearer token (``api_key``, compared in
-    constant time, never echoed), and turn every failure into vLLM's JSON error.
+    counts whole milliseconds), count the request in ``load`` until its last byte is
+    written (``/load``), check the bearer token (``api_key``, compared in constant time,
+    never echoed), and turn every failure into vLLM's JSON error.
     """
     expected = api_key.encode() if api_key is not None else None
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         if timing:
             request[STARTED] = time.perf_counter()
+        if load is not None:
+            load.count += 1
         try:
             if expected is not None and not _authorized(request, expected):
                 raise APIError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
@@ -63,6 +69,9 @@ def guard(handler: Handler, *, timing: bool, api_key: str | None) -> Handler:
             logger.exception("unhandled error for %s %s", request.method, request.path)
             _report(request, 500, "Internal server error")
             return shaped_error_response(request.path, 500, "Internal server error")
+        finally:
+            if load is not None:
+                load.count -= 1
 
     guarded.__name__ = getattr(handler, "__name__", "guarded")
     guarded.__doc__ = handler.__doc__

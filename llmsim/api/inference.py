@@ -14,21 +14,20 @@ from typing import Any
 
 from aiohttp import web
 
-from llmsim.api import upstream
+from llmsim.answers import Responder
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE, RESPONDER, RUNTIME, STREAMED
-from llmsim.api.kv_setup import KV_TRANSFER
-from llmsim.api.kv_transfer import read_transfer_params
+from llmsim.api.keys import GENERATION, STREAMED
+from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.api.sleep import check_awake
+from llmsim.api.sleep import SLEEPING_MESSAGE
 from llmsim.api.sse import (
     CuttingSink,
     ResponseMeta,
@@ -50,9 +49,47 @@ from llmsim.engine import (
     UnknownModelError,
 )
 from llmsim.engine.tokenizer import Tokenizer
+from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.runtime.sleep import SleepController
 
 REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceState:
+    """What the generation handlers read on every request, gathered under one app key."""
+
+    engine: Engine
+    lifecycle: Lifecycle
+    runtime: Runtime
+    responder: Responder
+    kv_agent: KVTransferAgent
+    sleep: SleepController
+
+
+INFERENCE = web.AppKey("inference", InferenceState)
+
+FEATURE_FIELDS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "response_format",
+        "structured_outputs",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "logprobs",
+        "top_logprobs",
+        "prompt_logprobs",
+        "echo",
+        "kv_transfer_params",
+    }
+)
+"""Request fields that ask for more than text: a request that sends none of them (and
+most do not) skips the tool, structured-output, logprobs and P/D steps altogether."""
 
 
 @dataclass(frozen=True)
@@ -92,18 +129,12 @@ COMPLETION = Flavor(
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
-    forwarded = await upstream.forward(request)
-    if forwarded is not None:
-        return forwarded
     # The parsed body is not kept in this frame: _generate lets go of it once the
     # engine has the request, which matters with thousands of open streams.
     return await _generate(request, CHAT, await parse_body(request, ChatCompletionRequest))
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
-    forwarded = await upstream.forward(request)
-    if forwarded is not None:
-        return forwarded
     return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
 
 
@@ -121,55 +152,68 @@ async def generate(
 async def _generate(
     request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
 ) -> web.StreamResponse:
-    app = request.app  # looked up once: each lookup walks aiohttp's app chain
-    engine = app[ENGINE]
-    phase = app[LIFECYCLE].phase
+    state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
+    engine = state.engine
+    phase = state.lifecycle.phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
-    check_awake(app)
-    _inject_fault(request, app, body.model or engine.settings.served_names[0])
+    if state.sleep.level:
+        raise APIError(503, SLEEPING_MESSAGE)
+    _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
-    transfer = read_transfer_params(body.kv_transfer_params)
+    # One set test tells a plain request, which skips every feature check below.
+    plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)
+    transfer = None
+    if not plain and body.kv_transfer_params is not None:
+        transfer = read_transfer_params(body.kv_transfer_params)
     prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
-    agent = app[KV_TRANSFER]
-    constrained = _answer(body, engine)  # checks tools and schemas even when a rule answers
-    chosen = choose(app[RESPONDER], body, target, engine.settings.mode)
+    # Tools and schemas are checked even when a rule answers.
+    constrained = None if plain else _answer(body, engine)
+    if state.responder.active:
+        chosen = choose(state.responder, body, target, engine.settings.mode)
+        answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
+    else:
+        answer, max_tokens, timing = constrained, body.output_limit, None
     generation = GenerationRequest(
         request_id=request_id,
         target=target,
         prompts=prompts,
         n=body.n,
         # A prefill-only request (P/D prefill side) answers one token, finishing on length.
-        max_tokens=1 if transfer and transfer.remote_decode else chosen.max_tokens,
+        max_tokens=1 if transfer and transfer.remote_decode else max_tokens,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
-        answer=chosen.answer or constrained,
-        timing=chosen.timing,
-        kv_transfer_delay=agent.transfer_delay(engine.settings, prompts[0].token_count)
+        answer=answer,
+        timing=timing,
+        kv_transfer_delay=state.kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
         if transfer and transfer.remote_prefill
         else None,
     )
-    plan = flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
+    plan = None if plain else flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)
     request[GENERATION] = group
-    headers = {REQUEST_ID_HEADER: client_id} if client_id else {}
+    headers = {REQUEST_ID_HEADER: client_id} if client_id else None
     with group:
         if stream:
             meta = ResponseMeta(
                 request_id, flavor.chunk_object, int(time.time()), target.name, plan
             )
-            return await _stream(request, flavor, meta, group, include_usage, headers)
+            return await _stream(
+                request, flavor, meta, group, include_usage, headers or {}, state.runtime
+            )
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
-        answer = flavor.body(meta, group)
+        answer_body = flavor.body(meta, group)
         if transfer and transfer.remote_decode:
-            answer["kv_transfer_params"] = agent.prefill_params(group.prompt_tokens)
-        return web.Response(body=dumps(answer), content_type="application/json", headers=headers)
+            answer_body["kv_transfer_params"] = state.kv_agent.prefill_params(group.prompt_tokens)
+        return web.Response(
+            body=dumps(answer_body), content_type="application/json", headers=headers
+        )
 
 
 async def _stream(
@@ -179,8 +223,9 @@ async def _stream(
     group: RequestGroup,
     include_usage: bool,
     headers: dict[str, str],
+    runtime: Runtime,
 ) -> web.StreamResponse:
-    faults = request.app[RUNTIME].faults
+    faults = runtime.faults
     response = await open_stream(request, headers)
     writer = flavor.sink(request, response, meta)
     sink: TokenSink = writer
@@ -211,10 +256,10 @@ def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> 
     return completion_answer(body, rng)
 
 
-def _inject_fault(request: web.Request, app: web.Application, model: str) -> None:
+def _inject_fault(request: web.Request, runtime: Runtime, model: str) -> None:
     forced = request.headers.get(FORCE_HEADER)
     try:
-        fault = app[RUNTIME].faults.pick(forced, model)
+        fault = runtime.faults.pick(forced, model)
     except InvalidForceHeaderError:
         raise APIError(
             400, f"{FORCE_HEADER} must be an HTTP error status from 400 to 599.", FORCE_HEADER

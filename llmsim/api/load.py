@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api.errors import Handler
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import SERVER_LOAD
 
@@ -23,20 +22,21 @@ class ServerLoad:
         self.count = 0
 
 
-def load_aware(handler: Handler) -> Handler:
-    """``handler`` counted in ``/load`` while it runs."""
+COUNTED_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/embeddings",
+        "/pooling",
+    }
+)
+"""The routes counted in ``/load`` (vLLM's ``load_aware_call`` endpoints and their kin).
 
-    async def counted(request: web.Request) -> web.StreamResponse:
-        load = request.app[SERVER_LOAD]
-        load.count += 1
-        try:
-            return await handler(request)
-        finally:
-            load.count -= 1
-
-    counted.__name__ = getattr(handler, "__name__", "counted")
-    counted.__doc__ = handler.__doc__
-    return counted
+:func:`llmsim.api.guard.guard` counts them: the wrapper every route already has, so
+counting costs no frame of its own."""
 
 
 async def get_load(request: web.Request) -> web.Response:

@@ -55,7 +55,10 @@ def render_messages(
     """
     if isinstance(tokenizer, BuiltinTokenizer) and tokenizer.template is None:
         # the built-in format, without building dicts (hot path)
-        parts = [f"<|{message.role}|>\n{message.text}{_calls(message)}\n" for message in messages]
+        parts = [
+            f"<|{message.role}|>\n{message.text}{_calls(message) if message.tool_calls else ''}\n"
+            for message in messages
+        ]
         if tools:
             parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
         if add_generation_prompt:
@@ -71,9 +74,9 @@ def render_messages(
 
 
 def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
-    extras = request.model_extra or {}
-    add_generation_prompt = extras.get("add_generation_prompt", True)
-    kwargs = extras.get("chat_template_kwargs")
+    extras = request.__pydantic_extra__  # the attribute: ``model_extra`` is a property
+    add_generation_prompt = extras.get("add_generation_prompt", True) if extras else True
+    kwargs = extras.get("chat_template_kwargs") if extras else None
     tools = None
     if request.tools and request.tool_choice != "none":
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
@@ -102,7 +105,10 @@ def chat_prompt(
 ) -> PromptInput:
     """``with_ids``: also carry the token ids (only the step engine's prefix cache wants them)."""
     text = render_chat(request, tokenizer)
-    return _text_prompt(text, last_user_text(request), tokenizer, False, with_ids)
+    if with_ids:
+        ids = tokenizer.encode(text, False)
+        return PromptInput(len(ids), last_user_text(request), ids)
+    return PromptInput(tokenizer.count(text, False), last_user_text(request))
 
 
 def completion_prompts(

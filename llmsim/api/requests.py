@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from llmsim.api.cross_checks import CrossChecks
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import JSONInputError, loads
 from llmsim.api.keys import SETTINGS
@@ -72,9 +73,17 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
 
 
 def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:
-    """``data`` as ``model``, or a 400 naming the first field that is wrong."""
+    """``data`` as ``model``, or a 400 naming the first field that is wrong.
+
+    The model's :class:`CrossChecks` run only when ``data`` has a key they read.
+    """
+    checks: CrossChecks | None = getattr(model, "cross_checks", None)
     try:
-        return model.model_validate(data)
+        if checks is None or checks.keys.isdisjoint(data):
+            return model.model_validate(data)
+        body = model.model_validate(checks.before(data))
+        checks.after(body)
+        return body
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         param = error_param(error["loc"])
@@ -83,6 +92,8 @@ def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:
             message = message.removeprefix(prefix)
         text = f"{param}: {message}" if param else message
         raise APIError(400, text, param) from None
+    except ValueError as exc:  # a cross check: about the body as a whole, like vLLM's
+        raise APIError(400, str(exc)) from None
 
 
 def error_param(loc: tuple[int | str, ...]) -> str | None:

@@ -7,7 +7,7 @@ cannot honour are still range-checked, so a client that sends nonsense hears abo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from llmsim.api.structured_fields import StructuredFields, ToolFields
+from llmsim.api.cross_checks import CrossChecks
+from llmsim.api.structured_fields import (
+    GUIDE_KEYS,
+    StructuredFields,
+    ToolFields,
+    check_one_guide,
+    check_tool_usage,
+)
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
@@ -142,11 +149,20 @@ class _SamplingRequest(_Body):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> _SamplingRequest:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options can only be set when stream is true")
-        return self
+
+def _check_stream_options(body: _SamplingRequest) -> None:
+    if body.stream_options is not None and not body.stream:
+        raise ValueError("stream_options can only be set when stream is true")
+
+
+def _check_chat(body: ChatCompletionRequest) -> None:
+    _check_stream_options(body)
+    check_one_guide(body)
+
+
+def _check_completion(body: CompletionRequest) -> None:
+    _check_stream_options(body)
+    check_one_guide(body)
 
 
 def _with_rule(base: type[_Body], rule: dict[str, Any]) -> ConfigDict:
@@ -166,6 +182,12 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
             },
             "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
         },
+    )
+
+    cross_checks: ClassVar[CrossChecks] = CrossChecks(
+        GUIDE_KEYS | {"stream_options", "tool_choice"},
+        before=check_tool_usage,
+        after=_check_chat,
     )
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -196,6 +218,10 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
             "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
             "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
         },
+    )
+
+    cross_checks: ClassVar[CrossChecks] = CrossChecks(
+        GUIDE_KEYS | {"stream_options"}, after=_check_completion
     )
 
     prompt: str | PromptList | TokenIds | TokenIdsList

@@ -87,6 +87,7 @@ class StreamSink:
         self.response = response
         head = dumps(meta.header())
         self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":'
+        self._heads: dict[int, bytes] = {}
         self.sent = 0
         """Bytes written to the connection past aiohttp (``body_length`` misses them)."""
         self._chunked = response.chunked
@@ -102,14 +103,33 @@ class StreamSink:
         raise NotImplementedError
 
     def chunk(self, index: int, body: bytes) -> bytes:
-        return self._prefix + str(index).encode() + b"," + body + b"}]}\n\n"
+        return self.head(index) + body + b"}]}\n\n"
+
+    def head(self, index: int) -> bytes:
+        """``data: {...,"choices":[{"index":N,`` for choice ``index``, made once per choice."""
+        head = self._heads.get(index)
+        if head is None:
+            head = self._heads[index] = self._prefix + str(index).encode() + b","
+        return head
+
+    def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+        """A token of a sequence with tool calls (only chat streams them apart)."""
+        return self.token_chunk(sequence, text, last)
 
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         last = len(sequence.output) - 1
-        chunks = [
-            self.token_chunk(sequence, text, position == last)
-            for position, text in enumerate(texts, start)
-        ]
+        if sequence.tool_calls:
+            tool_chunk = self.tool_token_chunk
+            chunks = [
+                tool_chunk(sequence, position, text, position == last)
+                for position, text in enumerate(texts, start)
+            ]
+        else:
+            token_chunk = self.token_chunk
+            chunks = [
+                token_chunk(sequence, text, position == last)
+                for position, text in enumerate(texts, start)
+            ]
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
         return self.write(b"".join(chunks))

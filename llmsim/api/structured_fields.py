@@ -130,15 +130,23 @@ class StructuredFields(BaseModel):
     )
     guided_grammar: str | None = Field(None, description="Refused: grammars are not supported.")
 
-    @model_validator(mode="after")
-    def _one_guide(self) -> StructuredFields:
-        guides = (self.guided_json, self.guided_regex, self.guided_choice)
-        if sum(guide is not None for guide in guides) > 1:
-            raise ValueError(
-                "You can only use one kind of guided decoding "
-                "('guided_json', 'guided_regex' or 'guided_choice')."
-            )
-        return self
+
+def check_one_guide(body: StructuredFields) -> None:
+    """vLLM allows one kind of guided decoding at a time."""
+    given = (
+        (body.guided_json is not None)
+        + (body.guided_regex is not None)
+        + (body.guided_choice is not None)
+    )
+    if given > 1:
+        raise ValueError(
+            "You can only use one kind of guided decoding "
+            "('guided_json', 'guided_regex' or 'guided_choice')."
+        )
+
+
+GUIDE_KEYS = frozenset({"guided_json", "guided_regex", "guided_choice"})
+"""The fields :func:`check_one_guide` reads: without them it has nothing to check."""
 
 
 class ToolFields(BaseModel):
@@ -156,24 +164,25 @@ class ToolFields(BaseModel):
     )
     parallel_tool_calls: bool | None = True
 
-    @model_validator(mode="before")
-    @classmethod
-    def _check_tool_usage(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("tool_choice") in (None, "none"):
-            return data
-        choice = data["tool_choice"]
-        if data.get("tools") is None:
-            raise ValueError("When using `tool_choice`, `tools` must be set.")
-        if choice not in ("auto", "required") and not isinstance(choice, dict):
-            raise ValueError(
-                f"Invalid value for `tool_choice`: {choice}! Only named tools, "
-                '"none", "auto" or "required" are supported.'
-            )
-        if choice == "required" and data["tools"] == []:
-            return {**data, "tool_choice": "none", "tools": None}  # as OpenAI does
-        if isinstance(choice, dict):
-            _check_named_choice(choice, data["tools"])
+
+def check_tool_usage(data: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's checks of ``tool_choice`` against ``tools``, on the raw body (as vLLM's
+    before-validator), which they may rewrite: ``required`` with no tools means none."""
+    if data.get("tool_choice") in (None, "none"):
         return data
+    choice = data["tool_choice"]
+    if data.get("tools") is None:
+        raise ValueError("When using `tool_choice`, `tools` must be set.")
+    if choice not in ("auto", "required") and not isinstance(choice, dict):
+        raise ValueError(
+            f"Invalid value for `tool_choice`: {choice}! Only named tools, "
+            '"none", "auto" or "required" are supported.'
+        )
+    if choice == "required" and data["tools"] == []:
+        return {**data, "tool_choice": "none", "tools": None}  # as OpenAI does
+    if isinstance(choice, dict):
+        _check_named_choice(choice, data["tools"])
+    return data
 
 
 def _check_named_choice(choice: dict[str, Any], tools: Any) -> None:

@@ -13,6 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from llmsim.api.errors import Handler
 from llmsim.api.keys import METRICS, SETTINGS
 from llmsim.proxy.forward import UpstreamError, UpstreamTimeout, relay
 
@@ -33,6 +34,18 @@ def attach_upstream(app: web.Application) -> None:
 
     app.on_startup.append(open_session)
     app.on_cleanup.append(close_session)
+
+
+def forwarding(handler: Handler) -> Handler:
+    """``handler`` tried only when the upstream does not answer (routes built with --upstream)."""
+
+    async def forwarded_or_simulated(request: web.Request) -> web.StreamResponse:
+        answer = await forward(request)
+        return answer if answer is not None else await handler(request)
+
+    forwarded_or_simulated.__name__ = getattr(handler, "__name__", "forwarded_or_simulated")
+    forwarded_or_simulated.__doc__ = handler.__doc__
+    return forwarded_or_simulated
 
 
 async def forward(request: web.Request) -> web.StreamResponse | None:

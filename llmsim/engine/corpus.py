@@ -54,13 +54,14 @@ _BY_SPLITTER: dict[Callable[[str], list[str]], tuple[Pieces, Pieces]] = {}
 
 def corpus_tokens(split: Callable[[str], list[str]]) -> tuple[Pieces, Pieces]:
     """The sentences (plain, then spaced) split by another tokenizer's ``split``; cached."""
-    if split is tokenize or isinstance(getattr(split, "__self__", None), BuiltinTokenizer):
-        return SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
-    cached = _BY_SPLITTER.get(split)
+    cached = _BY_SPLITTER.get(split)  # first: one lookup on every request
     if cached is None:
-        cached = (
-            tuple(tuple(split(s)) for s in SENTENCES),
-            tuple(tuple(split(" " + s)) for s in SENTENCES),
-        )
+        if split is tokenize or isinstance(getattr(split, "__self__", None), BuiltinTokenizer):
+            cached = SENTENCE_TOKENS, SPACED_SENTENCE_TOKENS
+        else:
+            cached = (
+                tuple(tuple(split(s)) for s in SENTENCES),
+                tuple(tuple(split(" " + s)) for s in SENTENCES),
+            )
         _BY_SPLITTER[split] = cached
     return cached

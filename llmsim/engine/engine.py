@@ -126,16 +126,13 @@ class Engine:
                 settings, block_hasher=block_hasher, kv_listener=kv_listener, rng=step_rng
             )
             self.step = StepLoop(core, lambda: self.observer)
+        self.needs_token_ids = self.step is not None and settings.enable_prefix_caching
+        """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""
 
     def drop_kv_cache(self) -> None:
         """Sleep mode: forget every cached block (the listener hears ``all_blocks_cleared``)."""
         if self.step is not None:
             self.step.reset_prefix_cache()
-
-    @property
-    def needs_token_ids(self) -> bool:
-        """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""
-        return self.step is not None and self.settings.enable_prefix_caching
 
     def reconfigure(self, settings: Settings) -> None:
         """Use the runtime-adjustable values of ``settings`` from now on.
@@ -195,26 +192,29 @@ class Engine:
                     rng=rng,
                     split=self._split,
                 )
-                sequences.append(
-                    Sequence(
-                        request_id=request.request_id,
-                        index=len(sequences),
-                        adapter=request.target.adapter,
-                        prompt_tokens=prompt.token_count,
-                        output=text.tokens,
-                        natural_finish=text.finish_reason,
-                        stop_reason=text.stop_reason,
-                        max_tokens=budget if request.max_tokens is None else request.max_tokens,
-                        n=request.n,
-                        arrival=arrival,
-                        admitted=loop.create_future(),
-                        prompt_token_ids=prompt.token_ids,
-                        timing=request.timing,
-                        tool_calls=text.tool_calls,
-                        reported_finish=text.reported_finish,
-                        kv_transfer_delay=request.kv_transfer_delay,
-                    )
+                sequence = Sequence(
+                    request_id=request.request_id,
+                    index=len(sequences),
+                    adapter=request.target.adapter,
+                    prompt_tokens=prompt.token_count,
+                    output=text.tokens,
+                    natural_finish=text.finish_reason,
+                    stop_reason=text.stop_reason,
+                    max_tokens=budget if request.max_tokens is None else request.max_tokens,
+                    n=request.n,
+                    arrival=arrival,
+                    admitted=loop.create_future(),
                 )
+                # Set apart: a plain request leaves them all at their defaults.
+                if prompt.token_ids is not None:
+                    sequence.prompt_token_ids = prompt.token_ids
+                if text.tool_calls or text.reported_finish is not None:
+                    sequence.tool_calls = text.tool_calls
+                    sequence.reported_finish = text.reported_finish
+                if request.timing is not None or request.kv_transfer_delay is not None:
+                    sequence.timing = request.timing
+                    sequence.kv_transfer_delay = request.kv_transfer_delay
+                sequences.append(sequence)
         self.scheduler.submit(sequences)
         self.observer.request_submitted(request.n)
         return RequestGroup(self, request, sequences)
