@@ -309,3 +309,82 @@ def test_every_builtin_profile_runs_the_step_model(name: str) -> None:
     assert settings.decode_time_per_sequence > 0
     assert settings.context_time_per_token > 0
     assert settings.kv_cache_size >= settings.max_model_len
+
+
+# -- the step model against published figures -----------------------------------------
+
+A100_70B = "https://github.com/surajssd/llm-k8s/blob/benchmarking/results_serving_meta-llama-Llama-3.3-70B-Instruct/01_tp8_pp1/"
+STEP_TOLERANCE = 0.15
+"""The step model's ITL and TPOT stay within 15% of each published figure below."""
+
+PUBLISHED_ITL = [
+    # (profile, decoding sequences, context tokens per sequence, published ms, source)
+    ("llama-3.1-8b-h100", 1, 400, 7.18, "hungchun0201/agentic-ai-survey week-01, p50 ITL"),
+    ("llama-3.1-8b-a100", 1, 300, 12.0, "LambdaLabsML prompt_10 1xA100, median TPOT"),
+    ("llama-3.1-8b-l40s", 1, 400, 23.47, "hungchun0201/agentic-ai-survey week-01, p50 ITL"),
+    ("llama-3.1-70b-8xh100", 1, 300, 12.18, "LambdaLabsML prompt_10 8xH100, median TPOT"),
+    ("llama-3.1-70b-4xh100", 1, 300, 18.1, "LambdaLabsML prompt_10 4xH100, median TPOT"),
+    ("llama-3.3-70b-8xa100", 1, 400, 24.31, A100_70B + "..._sharegpt_qps_01.json, median ITL"),
+    # 200 ShareGPT requests at once (..._sharegpt_qps_inf.json): the run's median ITL, and the
+    # median gap of the tokens emitted while 16-31, 32-63 and 128-255 sequences were decoding
+    # (from its per-request TTFTs and ITLs; mean batch and context of each group)
+    ("llama-3.3-70b-8xa100", 93, 327, 35.05, A100_70B + "..._sharegpt_qps_inf.json"),
+    ("llama-3.3-70b-8xa100", 24, 671, 27.72, A100_70B + "..._sharegpt_qps_inf.json"),
+    ("llama-3.3-70b-8xa100", 50, 551, 28.60, A100_70B + "..._sharegpt_qps_inf.json"),
+    ("llama-3.3-70b-8xa100", 149, 201, 38.58, A100_70B + "..._sharegpt_qps_inf.json"),
+]
+
+
+@pytest.mark.parametrize(("name", "batch", "context", "published_ms", "source"), PUBLISHED_ITL)
+def test_step_model_reproduces_published_itl(
+    name: str, batch: int, context: int, published_ms: float, source: str
+) -> None:
+    from llmsim.engine.step.costs import StepCosts
+    from llmsim.engine.step.predict import decode_itl
+
+    settings = load_settings({"profile": name}).settings
+    predicted = decode_itl(StepCosts.from_settings(settings), batch, context) * 1000
+    assert predicted == pytest.approx(published_ms, rel=STEP_TOLERANCE), source
+
+
+def _median_tpot(name: str, input_lens: list[int], output_lens: list[int]) -> float:
+    """Replay a burst of requests (all sent at once) in virtual time: vLLM's median TPOT."""
+    from statistics import median
+
+    from llmsim.engine.step.costs import StepCosts
+    from llmsim.engine.step.step_engine import StepEngine, num_kv_blocks
+    from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
+
+    settings = load_settings({"profile": name, "latency_model": "step"}).settings
+    engine = StepEngine(
+        num_blocks=num_kv_blocks(settings.kv_cache_size, settings.block_size),
+        block_size=settings.block_size,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        costs=StepCosts.from_settings(settings),
+    )
+    run = VirtualRun(engine)
+    sequences = []
+    for k, (prompt, output) in enumerate(zip(input_lens, output_lens, strict=True)):
+        if prompt > 0 and output > 1:
+            sequence = virtual_sequence(f"r{k}", prompt, output)
+            sequences.append((sequence, output))
+            run.arrive(sequence, at=0.0)
+    run.until_idle()
+    tpots = []
+    for sequence, output in sequences:
+        assert sequence.first_token_at is not None
+        assert sequence.last_token_at is not None
+        tpots.append((sequence.last_token_at - sequence.first_token_at) / (output - 1))
+    return median(tpots)
+
+
+SHAREGPT_160 = json.loads(
+    (Path(__file__).parent / "data" / "sharegpt_160_runs.json").read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("name", sorted(SHAREGPT_160["runs"]))
+def test_step_model_reproduces_published_tpot_under_load(name: str) -> None:
+    run = SHAREGPT_160["runs"][name]
+    predicted = _median_tpot(name, SHAREGPT_160["input_lens"], run["output_lens"]) * 1000
+    assert predicted == pytest.approx(run["median_tpot_ms"], rel=STEP_TOLERANCE), run["source"]
