@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmsim.engine import Answer
-from llmsim.engine.generation import apply_stop, generate
+from llmsim.engine.generation import GeneratedText, apply_stop, generate
 from llmsim.engine.tokenizer import count_tokens, tokenize
 
 
@@ -159,3 +159,40 @@ def test_a_chosen_answer_replaces_the_mode_and_max_tokens_cuts_it() -> None:
     assert answer.text.startswith(text)
     assert count_tokens(text) == 3
     assert finish == "length"
+
+
+@given(st.integers(0, 10_000), st.integers(1, 300), st.booleans())
+def test_random_answers_carry_the_ids_of_their_tokens(seed: int, limit: int, eos: bool) -> None:
+    from llmsim.engine.block_hash import output_token_id
+
+    def run(with_ids: bool) -> GeneratedText:
+        return generate(
+            mode="random",
+            echo_text="",
+            max_tokens=limit,
+            budget=10_000,
+            ignore_eos=eos,
+            stop=[],
+            rng=random.Random(seed),
+            with_ids=with_ids,
+        )
+
+    plain, named = run(False), run(True)
+    assert plain.ids is None
+    # The ids change nothing else, and each is the id the step engine would give the token.
+    assert named.tokens == plain.tokens
+    assert named.ids == [output_token_id(token) for token in named.tokens]
+
+
+def test_a_stop_string_drops_the_ids_it_would_invalidate() -> None:
+    result = generate(
+        mode="random",
+        echo_text="",
+        max_tokens=200,
+        budget=10_000,
+        ignore_eos=True,
+        stop=["the"],
+        rng=random.Random(3),
+        with_ids=True,
+    )
+    assert result.ids is None or len(result.ids) == len(result.tokens)

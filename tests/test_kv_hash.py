@@ -119,3 +119,17 @@ def test_external_form_is_the_low_64_bits() -> None:
     assert external_block_hash(digest, as_int=False) == digest
     assert int_block_hashes({}) is True
     assert int_block_hashes({"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "0"}) is False
+
+
+def test_the_internal_hasher_names_blocks_by_the_same_keys() -> None:
+    """Without KV events blocks are named by Python's hash of the same chained triple."""
+    from llmsim.engine.block_hash import internal_block_hasher
+
+    tokens = TOKENS * 3
+    chain = hash_block_chain(internal_block_hasher, tokens, 16)
+    assert chain == hash_block_chain(internal_block_hasher, tokens, 16)
+    assert len(set(chain)) == 3  # equal blocks, different parents: three names
+    other = hash_block_chain(internal_block_hasher, [tokens[0] + 1, *tokens[1:]], 16)
+    assert all(a != b for a, b in zip(chain, other, strict=True))  # a change flows down the chain
+    lora = hash_block_chain(internal_block_hasher, tokens, 16, ("adapter",))
+    assert not set(lora) & set(chain)

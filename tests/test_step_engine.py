@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from llmsim.engine.block_hash import BlockHash, hash_block_chain, sha256_pickle_hasher
+from llmsim.engine.block_hash import (
+    BlockHash,
+    hash_block_chain,
+    output_token_id,
+    sha256_pickle_hasher,
+)
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step import StepCosts, StepEngine, StepPlan, StepSequence, num_kv_blocks
-from llmsim.engine.step.kv_cache import output_token_id
 from llmsim.engine.tokenizer import token_ids, tokenize
 
 
@@ -441,7 +445,7 @@ def test_token_ids_are_stable_across_processes() -> None:
 
 
 def test_output_token_ids_are_stable_across_processes() -> None:
-    code = "from llmsim.engine.step.kv_cache import output_token_id; print(output_token_id(' fox'))"
+    code = "from llmsim.engine.block_hash import output_token_id; print(output_token_id(' fox'))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

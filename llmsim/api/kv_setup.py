@@ -11,7 +11,8 @@ from aiohttp import web
 from llmsim.api.kv_transfer import KVTransferAgent
 from llmsim.api.sleep import SLEEP
 from llmsim.engine import Engine
-from llmsim.engine.block_hash import BlockHasher
+from llmsim.engine.block_hash import BlockHasher, internal_block_hasher
+from llmsim.engine.kv_listener import NullKVCacheListener
 from llmsim.engine.prefix_hash import make_block_hasher
 from llmsim.observability.kv_publishing import ClosableKVCacheListener, make_kv_listener
 from llmsim.observability.metrics import Metrics
@@ -28,7 +29,11 @@ def install_kv_features(
 ) -> None:
     listener = make_kv_listener(settings, rank)
     app[KV_LISTENER] = listener
-    app[BLOCK_HASHER] = make_block_hasher(settings.prefix_caching_hash_algo)
+    # vLLM's hashes where subscribers see them; a cheaper digest of the same keys otherwise.
+    publishes = not isinstance(listener, NullKVCacheListener)
+    app[BLOCK_HASHER] = (
+        make_block_hasher(settings.prefix_caching_hash_algo) if publishes else internal_block_hasher
+    )
     app[KV_TRANSFER] = KVTransferAgent(settings, rank)
     app[SLEEP] = SleepController(
         engine,

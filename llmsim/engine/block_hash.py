@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Sequence
+from functools import lru_cache
+from hashlib import blake2b
 from typing import Any, Protocol
 
 BlockHash = bytes
@@ -33,6 +35,29 @@ def sha256_pickle_hasher(
     """The default: SHA-256 over the pickled ``(parent, tokens, extra_keys)`` triple."""
     key = (NONE_HASH if parent is None else parent, tuple(token_ids), extra_keys)
     return hashlib.sha256(pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
+def internal_block_hasher(
+    parent: BlockHash | None, token_ids: Sequence[int], extra_keys: tuple[Any, ...] | None
+) -> BlockHash:
+    """Python's own hash of the same triple, for an instance that publishes no KV events.
+
+    Blocks are matched exactly as with vLLM's hashes (same chain, same keys), but naming a
+    block costs a twentieth of SHA-256 over a pickle; without events no one outside the
+    process sees a hash, so which digest names a block cannot be told apart.
+    """
+    return hash((parent, tuple(token_ids), extra_keys)).to_bytes(8, "little", signed=True)
+
+
+@lru_cache(maxsize=1 << 16)
+def output_token_id(piece: str) -> int:
+    """A stable id for a generated token's text, to hash blocks that hold generated tokens.
+
+    Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
+    names the same output alike, whatever tokenizer split it. Memoised: generated text
+    repeats a small vocabulary, and a block of it is hashed every ``block_size`` tokens.
+    """
+    return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
 
 def hash_block_chain(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.tokenizer import BuiltinTokenizer, tokenize
 
 SENTENCES: tuple[str, ...] = (
@@ -49,6 +50,7 @@ SPACED_SENTENCE_TOKENS: tuple[tuple[str, ...], ...] = tuple(
 
 
 Pieces = tuple[tuple[str, ...], ...]
+Ids = tuple[tuple[int, ...], ...]
 _BY_SPLITTER: dict[Callable[[str], list[str]], tuple[Pieces, Pieces]] = {}
 
 
@@ -64,4 +66,24 @@ def corpus_tokens(split: Callable[[str], list[str]]) -> tuple[Pieces, Pieces]:
                 tuple(tuple(split(" " + s)) for s in SENTENCES),
             )
         _BY_SPLITTER[split] = cached
+    return cached
+
+
+_IDS_BY_SPLITTER: dict[Callable[[str], list[str]], tuple[Ids, Ids]] = {}
+
+
+def corpus_ids(split: Callable[[str], list[str]]) -> tuple[Ids, Ids]:
+    """The ids of :func:`corpus_tokens`' pieces (:func:`output_token_id`); cached.
+
+    A random answer built from them carries its token ids, so the step engine's prefix cache
+    names the blocks of generated text without looking up each token.
+    """
+    cached = _IDS_BY_SPLITTER.get(split)
+    if cached is None:
+        plain, spaced = corpus_tokens(split)
+        cached = (
+            tuple(tuple(map(output_token_id, piece)) for piece in plain),
+            tuple(tuple(map(output_token_id, piece)) for piece in spaced),
+        )
+        _IDS_BY_SPLITTER[split] = cached
     return cached

@@ -191,6 +191,7 @@ class Engine:
                     stop=request.stop,
                     rng=rng,
                     split=self._split,
+                    with_ids=self.needs_token_ids,
                 )
                 sequence = Sequence(
                     request_id=request.request_id,
@@ -208,6 +209,7 @@ class Engine:
                 # Set apart: a plain request leaves them all at their defaults.
                 if prompt.token_ids is not None:
                     sequence.prompt_token_ids = prompt.token_ids
+                    sequence.output_ids = text.ids
                 if text.tool_calls or text.reported_finish is not None:
                     sequence.tool_calls = text.tool_calls
                     sequence.reported_finish = text.reported_finish

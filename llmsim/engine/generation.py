@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmsim.engine.answer import Answer, ToolCall
-from llmsim.engine.corpus import corpus_tokens
+from llmsim.engine.corpus import corpus_ids, corpus_tokens
 from llmsim.engine.tokenizer import tokenize
 
 Splitter = Callable[[str], list[str]]
@@ -44,6 +44,8 @@ class GeneratedText:
     tool_calls: tuple[ToolSpan, ...] = ()
     reported_finish: str | None = None
     """What the API reports when it differs from the engine's reason (``tool_calls``)."""
+    ids: list[int] | None = None
+    """The tokens' ids, when they were asked for and came at no cost (random answers)."""
 
 
 def generate(
@@ -57,6 +59,7 @@ def generate(
     stop: Seq[str],
     rng: random.Random,
     split: Splitter = tokenize,
+    with_ids: bool = False,
 ) -> GeneratedText:
     """Produce one sequence's output.
 
@@ -78,7 +81,7 @@ def generate(
         result = _truncate(split(echo_text), budget)
     else:
         limit = budget if max_tokens is None else min(max_tokens, budget)
-        result = _random_answer(limit, ignore_eos, rng, split)
+        result = _random_answer(limit, ignore_eos, rng, split, with_ids)
     return apply_stop(result, stop, split) if stop else result
 
 
@@ -120,7 +123,7 @@ def _truncate(tokens: list[str], limit: int) -> GeneratedText:
 
 
 def _random_answer(
-    limit: int, ignore_eos: bool, rng: random.Random, split: Splitter
+    limit: int, ignore_eos: bool, rng: random.Random, split: Splitter, with_ids: bool = False
 ) -> GeneratedText:
     """Whole sentences up to a sampled length; cut at ``limit`` if they run over."""
     if limit <= 0:
@@ -128,12 +131,25 @@ def _random_answer(
     sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
     target = limit if ignore_eos else rng.randint(1, limit)
     count = len(sentence_tokens)
-    tokens = list(sentence_tokens[rng.randrange(count)])
+    picks = [rng.randrange(count)]
+    tokens = list(sentence_tokens[picks[0]])
     while len(tokens) < target:
-        tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
+        pick = rng.randrange(count)
+        picks.append(pick)
+        tokens.extend(spaced_sentence_tokens[pick])
+    ids = _corpus_ids(picks, split) if with_ids else None
     if len(tokens) >= limit:
-        return GeneratedText(tokens[:limit], "length")
-    return GeneratedText(tokens, "stop")
+        return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
+    return GeneratedText(tokens, "stop", ids=ids)
+
+
+def _corpus_ids(picks: list[int], split: Splitter) -> list[int]:
+    """The ids of the sentences ``picks`` chose, the first unspaced, the others spaced."""
+    sentence_ids, spaced_sentence_ids = corpus_ids(split)
+    ids = list(sentence_ids[picks[0]])
+    for pick in picks[1:]:
+        ids.extend(spaced_sentence_ids[pick])
+    return ids
 
 
 def apply_stop(result: GeneratedText, stop: Seq[str], split: Splitter = tokenize) -> GeneratedText:

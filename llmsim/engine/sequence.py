@@ -57,6 +57,8 @@ class Sequence:
     """The API's finish reason when it is not the engine's (``tool_calls``)."""
     prompt_token_ids: Seq[int] | None = field(default=None, repr=False)
     """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
+    output_ids: list[int] | None = field(default=None, repr=False)
+    """The output's token ids when generation knew them (random answers, step engine only)."""
     cached_tokens: int = 0
     """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
 

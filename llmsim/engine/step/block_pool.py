@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from llmsim.engine.block_hash import BlockHash
-from llmsim.engine.kv_listener import KVCacheListener
+from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
 
 
 class KVBlock:
@@ -35,12 +35,22 @@ class BlockPool:
     def __init__(self, num_blocks: int, block_size: int, listener: KVCacheListener) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self.listener = listener
+        self._listener = listener
+        self.reports = not isinstance(listener, NullKVCacheListener)
         self.blocks = [KVBlock(index) for index in range(num_blocks)]
         self._free: OrderedDict[int, KVBlock] = OrderedDict(
             (block.block_id, block) for block in self.blocks
         )
         self._cached: dict[BlockHash, KVBlock] = {}
+
+    @property
+    def listener(self) -> KVCacheListener:
+        return self._listener
+
+    @listener.setter
+    def listener(self, listener: KVCacheListener) -> None:
+        self._listener = listener
+        self.reports = not isinstance(listener, NullKVCacheListener)
 
     # -- views ------------------------------------------------------------------
     @property
@@ -91,6 +101,17 @@ class BlockPool:
             self.listener.block_removed(evicted)
         return taken
 
+    def allocate_one(self) -> KVBlock:
+        """:meth:`allocate` of a single block (a decode step's next block); the caller checked room."""
+        _, block = self._free.popitem(last=False)
+        if block.block_hash is not None:
+            evicted = block.block_hash
+            self._uncache(block)
+            if self.reports:
+                self.listener.block_removed([evicted])
+        block.ref_cnt = 1
+        return block
+
     def free(self, blocks: Iterable[KVBlock]) -> None:
         """Release blocks in the given order: the first freed is the first evicted."""
         free = self._free
@@ -112,6 +133,13 @@ class BlockPool:
         ``parent`` is the hash before the first block; ``token_ids`` hold every block's
         tokens back to back. Each run of newly cached blocks is reported with its parent.
         """
+        if not self.reports:  # nothing to report: name the blocks and be done
+            cached = self._cached
+            for block, block_hash in zip(blocks, hashes, strict=True):
+                if block.block_hash is None and block_hash not in cached:
+                    block.block_hash = block_hash
+                    cached[block_hash] = block
+            return
         size = self.block_size
         run: list[BlockHash] = []
         run_parent, run_start = parent, 0
@@ -130,6 +158,12 @@ class BlockPool:
         if run:
             end = run_start + len(run)
             self._stored(run, run_parent, token_ids[run_start * size : end * size], lora_id)
+
+    def cache_one(self, block: KVBlock, block_hash: BlockHash) -> None:
+        """:meth:`cache` for one block of a pool that reports nothing (a decode step's block)."""
+        if block.block_hash is None and block_hash not in self._cached:
+            block.block_hash = block_hash
+            self._cached[block_hash] = block
 
     def _stored(
         self,

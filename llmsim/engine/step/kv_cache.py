@@ -15,20 +15,9 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
-from llmsim.engine.block_hash import BlockHash, BlockHasher
+from llmsim.engine.block_hash import BlockHash, BlockHasher, output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
-
-
-@lru_cache(maxsize=1 << 16)
-def output_token_id(piece: str) -> int:
-    """A stable id for a generated token's text, to hash blocks that hold generated tokens.
-
-    Derived from the text alone (BLAKE2b, never Python's salted ``hash()``), so every process
-    names the same output alike, whatever tokenizer split it. Memoised: generated text
-    repeats a small vocabulary, and a block of it is hashed every ``block_size`` tokens.
-    """
-    return int.from_bytes(blake2b(piece.encode(), digest_size=4).digest(), "big")
 
 
 @lru_cache(maxsize=1024)
@@ -82,6 +71,11 @@ class StepSequence:
         """Ids of tokens ``start:stop`` (prompt, then generated text)."""
         assert self.prompt_ids is not None
         prompt = self.sequence.prompt_tokens
+        if start >= prompt:  # generated tokens only: a block that filled while decoding
+            named, need = self.output_ids, stop - prompt
+            if len(named) < need:
+                named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
+            return named[start - prompt : need]
         ids = list(self.prompt_ids[start : min(stop, prompt)])
         if stop > prompt:
             named, need = self.output_ids, stop - prompt
@@ -133,6 +127,12 @@ class KVCacheManager:
             full = (seq.num_computed + num_new) // size
             if full > seq.num_cached_blocks and self.enable_caching and seq.prompt_ids is not None:
                 self._cache_full_blocks(seq, full)
+            return True
+        if not hits and num_new == 1 and seq.num_computed == len(seq.blocks) * size:
+            # the next decode step opens a new block: take one (eviction as in allocate)
+            if not pool.num_free:
+                return False
+            seq.blocks.append(pool.allocate_one())
             return True
         total = seq.num_computed + len(hits) * size + num_new
         needed = self.blocks_for(total) - len(seq.blocks) - len(hits)
@@ -191,6 +191,16 @@ class KVCacheManager:
         if full <= first:
             return
         size, hashes = self.block_size, seq.hashes
+        if full == first + 1 and len(hashes) == first and not self.pool.reports:
+            # the common case, once every block_size decode steps: one new block, no events
+            parent = hashes[-1] if hashes else None
+            block_hash = self.hasher(
+                parent, seq.token_ids(first * size, full * size), seq.extra_keys
+            )
+            hashes.append(block_hash)
+            self.pool.cache_one(seq.blocks[first], block_hash)
+            seq.num_cached_blocks = full
+            return
         self._extend_hashes(seq, first)
         ids = seq.token_ids(first * size, full * size)
         if len(hashes) < full:  # name the new blocks from the ids already at hand

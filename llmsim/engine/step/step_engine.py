@@ -121,6 +121,8 @@ class StepEngine:
         if ids is not None and len(ids) != sequence.prompt_tokens:
             ids = None  # ids that do not match the count cannot name blocks
         seq = StepSequence(sequence, ids)
+        if ids is not None and sequence.output_ids is not None:
+            seq.output_ids = sequence.output_ids  # every generated id known already
         self.scheduler.add(seq)
         return seq
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import cast
 
+from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.sequence import Sequence
-from llmsim.engine.step.kv_cache import output_token_id
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_scheduler import StepPlan
 
