@@ -8,6 +8,8 @@ sampled token more certain.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,6 +202,31 @@ def test_prompt_logprobs(server: RunningServer) -> None:
     assert status == 200
     assert chat["prompt_logprobs"][0] is None
     assert len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "Hello"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ],
+)
+def test_prompt_logprobs_are_refused_for_streams(
+    server: RunningServer, path: str, body: dict[str, object]
+) -> None:
+    status, error = post(server, path, {**body, "stream": True, "prompt_logprobs": 1})
+    assert status == 400
+    assert error["error"]["message"] == "`prompt_logprobs` are not available when `stream=True`."
+    assert error["error"]["type"] == "BadRequestError"
+    # 0 asks for none, so a stream may carry it, as vLLM allows.
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=json.dumps({**body, "stream": True, "prompt_logprobs": 0, "max_tokens": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert response.status == 200
+        assert response.read().rstrip().endswith(b"data: [DONE]")
 
 
 @pytest.mark.parametrize(

@@ -327,3 +327,25 @@ def test_recorded_tool_calls_replay(
         (call["function"]["name"], json.loads(call["function"]["arguments"]))
         for call in recorded["message"]["tool_calls"]
     ]
+
+
+def test_each_choice_of_an_n_request_replays_its_own_recording(
+    llmsim_server: Callable[..., RunningServer],
+    recorder: Callable[[str, Path], str],
+    tmp_path: Path,
+) -> None:
+    body = {"messages": [{"role": "user", "content": "two takes"}], "n": 2, "max_tokens": 12}
+    upstream = llmsim_server("--seed", "5")
+    out = tmp_path / "two.jsonl"
+    proxy = recorder(upstream.base_url, out)
+    status, raw, _, _ = post(proxy, "/v1/chat/completions", body)
+    assert status == 200
+    recorded = [choice["message"]["content"] for choice in json.loads(raw)["choices"]]
+    assert len(recorded) == 2
+    assert recorded[0] != recorded[1]  # the upstream drew two answers
+
+    replay = llmsim_server("--replay", str(out), "--replay-strict")
+    status, raw, _, _ = post(replay.base_url, "/v1/chat/completions", body)
+    assert status == 200
+    replayed = sorted(json.loads(raw)["choices"], key=lambda choice: choice["index"])
+    assert [choice["message"]["content"] for choice in replayed] == recorded

@@ -22,6 +22,7 @@ import hashlib
 import json
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,19 +182,24 @@ def _choice(record: Mapping[str, Any], speed: float) -> Choice:
             ),
         )
     choices = record.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices else {}
+    recorded = [c for c in choices if isinstance(c, Mapping)] if isinstance(choices, list) else []
+    answers = [_recorded_answer(choice) for choice in recorded] or [Answer()]
+    answer = replace(answers[0], others=tuple(answers[1:]))  # choice i says recorded choice i
+    return Choice("replay", answer=answer, timing=_timing(record, speed))
+
+
+def _recorded_answer(choice: Mapping[str, Any]) -> Answer:
     calls = tuple(
         ToolCall(str(call.get("name", "")), str(call.get("arguments", "")))
-        for call in first.get("tool_calls") or ()
+        for call in choice.get("tool_calls") or ()
         if isinstance(call, Mapping)
     )
-    finish = first.get("finish_reason")
-    answer = Answer(
-        str(first.get("text") or ""),
+    finish = choice.get("finish_reason")
+    return Answer(
+        str(choice.get("text") or ""),
         calls,
         finish if finish in ("stop", "length", "tool_calls") else None,
     )
-    return Choice("replay", answer=answer, timing=_timing(record, speed))
 
 
 def _timing(record: Mapping[str, Any], speed: float) -> TimingOverride | None:

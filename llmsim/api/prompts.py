@@ -75,11 +75,13 @@ def render_messages(
 
 def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
     extras = request.__pydantic_extra__  # the attribute: ``model_extra`` is a property
-    add_generation_prompt = extras.get("add_generation_prompt", True) if extras else True
-    kwargs = extras.get("chat_template_kwargs") if extras else None
     tools = None
     if request.tools and request.tool_choice != "none":
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
+    if not extras:  # the usual request: nothing for the template beyond the messages
+        return render_messages(tokenizer, request.messages, True, None, tools)
+    add_generation_prompt = extras.get("add_generation_prompt", True)
+    kwargs = extras.get("chat_template_kwargs")
     return render_messages(
         tokenizer,
         request.messages,

@@ -22,6 +22,7 @@ from pydantic import (
 from llmsim.api.cross_checks import CrossChecks
 from llmsim.api.structured_fields import (
     GUIDE_KEYS,
+    PROMPT_LOGPROBS_STREAMED,
     StructuredFields,
     ToolFields,
     check_one_guide,
@@ -133,7 +134,9 @@ class _SamplingRequest(_Body):
     repetition_penalty: float | None = Field(None, gt=0.0)
     logit_bias: dict[str, float] | None = None
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
-    prompt_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
+    prompt_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = Field(
+        None, description="Refused (400) above 0 with stream: true, as vLLM refuses it."
+    )
     kv_transfer_params: dict[str, Any] | None = None
     """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (api/kv_transfer.py)."""
 
@@ -153,6 +156,18 @@ class _SamplingRequest(_Body):
 def _check_stream_options(body: _SamplingRequest) -> None:
     if body.stream_options is not None and not body.stream:
         raise ValueError("stream_options can only be set when stream is true")
+
+
+def _check_prompt_logprobs(data: dict[str, Any]) -> dict[str, Any]:
+    """vLLM computes prompt logprobs only for whole answers, never for streams."""
+    wanted = data.get("prompt_logprobs")
+    if data.get("stream") is True and type(wanted) is int and (wanted > 0 or wanted == -1):
+        raise ValueError(PROMPT_LOGPROBS_STREAMED)
+    return data
+
+
+def _check_chat_raw(data: dict[str, Any]) -> dict[str, Any]:
+    return check_tool_usage(_check_prompt_logprobs(data))
 
 
 def _check_chat(body: ChatCompletionRequest) -> None:
@@ -185,8 +200,8 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
     )
 
     cross_checks: ClassVar[CrossChecks] = CrossChecks(
-        GUIDE_KEYS | {"stream_options", "tool_choice"},
-        before=check_tool_usage,
+        GUIDE_KEYS | {"stream_options", "tool_choice", "prompt_logprobs"},
+        before=_check_chat_raw,
         after=_check_chat,
     )
 
@@ -221,7 +236,9 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
     )
 
     cross_checks: ClassVar[CrossChecks] = CrossChecks(
-        GUIDE_KEYS | {"stream_options"}, after=_check_completion
+        GUIDE_KEYS | {"stream_options", "prompt_logprobs"},
+        before=_check_prompt_logprobs,
+        after=_check_completion,
     )
 
     prompt: str | PromptList | TokenIds | TokenIdsList

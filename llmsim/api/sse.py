@@ -31,9 +31,10 @@ SSE_HEADERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseMeta:
-    """What every chunk and body of one response shares."""
+    """What every chunk and body of one response shares (one per request, so not frozen:
+    a frozen ``__init__`` sets each field through ``object.__setattr__``)."""
 
     id: str
     object: str

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _CONFIG = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, populate_by_name=True)
+PROMPT_LOGPROBS_STREAMED = "`prompt_logprobs` are not available when `stream=True`."
 REFUSALS = (
+    PROMPT_LOGPROBS_STREAMED,
     "When using `tool_choice`, `tools` must be set.",
     "The tool specified in `tool_choice` does not match any of the specified `tools`",
     "Invalid value for `function`",

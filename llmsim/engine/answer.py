@@ -30,3 +30,12 @@ class Answer:
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    others: tuple[Answer, ...] = ()
+    """What choices 1, 2, ... of an ``n > 1`` request say (a replayed recording's other
+    choices), in turn; without them every choice says this answer."""
+
+    def for_choice(self, index: int) -> Answer:
+        """The answer of choice ``index`` (0 is this one)."""
+        if index == 0 or not self.others:
+            return self
+        return self.others[(index - 1) % len(self.others)]

@@ -69,8 +69,11 @@ class PromptInput:
     """The prompt's token ids, given only when the engine asks for them (prefix caching)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GenerationRequest:
+    """What a handler asks the engine for. Not frozen: a frozen dataclass pays a
+    ``object.__setattr__`` call per field in ``__init__``, and one is built per request."""
+
     request_id: str
     target: Target
     prompts: Seq[PromptInput]
@@ -180,9 +183,10 @@ class Engine:
         sequences: list[Sequence] = []
         for prompt in request.prompts:
             budget = max_len - prompt.token_count
-            for _ in range(request.n):
+            for choice in range(request.n):
+                answer = request.answer
                 text = generate(
-                    answer=request.answer,
+                    answer=None if answer is None else answer.for_choice(choice),
                     mode=self.settings.mode,
                     echo_text=prompt.echo_text,
                     max_tokens=request.max_tokens,

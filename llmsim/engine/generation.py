@@ -131,25 +131,22 @@ def _random_answer(
     sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
     target = limit if ignore_eos else rng.randint(1, limit)
     count = len(sentence_tokens)
-    picks = [rng.randrange(count)]
-    tokens = list(sentence_tokens[picks[0]])
-    while len(tokens) < target:
+    ids: list[int] | None = None
+    if with_ids:  # the same draws, the ids of each sentence beside its tokens
+        sentence_ids, spaced_sentence_ids = corpus_ids(split)
         pick = rng.randrange(count)
-        picks.append(pick)
-        tokens.extend(spaced_sentence_tokens[pick])
-    ids = _corpus_ids(picks, split) if with_ids else None
+        tokens, ids = list(sentence_tokens[pick]), list(sentence_ids[pick])
+        while len(tokens) < target:
+            pick = rng.randrange(count)
+            tokens.extend(spaced_sentence_tokens[pick])
+            ids.extend(spaced_sentence_ids[pick])
+    else:
+        tokens = list(sentence_tokens[rng.randrange(count)])
+        while len(tokens) < target:
+            tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
     return GeneratedText(tokens, "stop", ids=ids)
-
-
-def _corpus_ids(picks: list[int], split: Splitter) -> list[int]:
-    """The ids of the sentences ``picks`` chose, the first unspaced, the others spaced."""
-    sentence_ids, spaced_sentence_ids = corpus_ids(split)
-    ids = list(sentence_ids[picks[0]])
-    for pick in picks[1:]:
-        ids.extend(spaced_sentence_ids[pick])
-    return ids
 
 
 def apply_stop(result: GeneratedText, stop: Seq[str], split: Splitter = tokenize) -> GeneratedText:
