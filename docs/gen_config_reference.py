@@ -29,7 +29,8 @@ from pydantic import AliasChoices  # noqa: E402
 
 from llmsim.cli.main import app  # noqa: E402
 from llmsim.settings import info as settings_info  # noqa: E402
-from llmsim.settings.model import LAYER_FIELDS, LoraModule, Settings, env_name  # noqa: E402
+from llmsim.settings.lora_modules import LoraModule  # noqa: E402
+from llmsim.settings.model import LAYER_FIELDS, Settings, env_name  # noqa: E402
 from llmsim.settings.sources import display_value, validate_exactly  # noqa: E402
 from llmsim.settings.units import format_size  # noqa: E402
 

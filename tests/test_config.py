@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmsim.settings.model import LAYER_FIELDS, LoraModule, Settings
+from llmsim.settings.lora_modules import LoraModule
+from llmsim.settings.model import LAYER_FIELDS, Settings
 from llmsim.settings.sources import ConfigError, load_settings, render_default_profile
 from llmsim.settings.units import format_duration, parse_duration
 

@@ -16,7 +16,8 @@ import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from llmsim.settings.model import LoraModule, Settings
+from llmsim.settings.lora_modules import LoraModule
+from llmsim.settings.model import Settings
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,13 @@ How the layers are merged lives in :mod:`llmsim.settings.sources`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
@@ -34,6 +31,7 @@ from llmsim.settings.kv_events import (
     parse_kv_events_config,
     xxhash_missing,
 )
+from llmsim.settings.lora_modules import LoraModule, split_lora_modules, split_names, unique
 from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
 from llmsim.settings.units import parse_duration, parse_size
 
@@ -67,95 +65,7 @@ class ConfigError(Exception):
         self.lines = lines
 
 
-class LoraModule(BaseModel):
-    """A LoRA adapter the server knows at start-up (vLLM's ``--lora-modules`` entry)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    path: str = Field(min_length=1)
-    base_model_name: str | None = None
-
-
-def _split_names(value: Any) -> Any:
-    """Accept ``"a,b"``, ``["a", "b,c"]`` or nothing; flatten to a list of names."""
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        return value
-    names: list[Any] = []
-    for item in items:
-        if isinstance(item, str):
-            names.extend(part.strip() for part in item.split(",") if part.strip())
-        else:
-            names.append(item)
-    return names
-
-
-def _unique(names: list[str]) -> list[str]:
-    return list(dict.fromkeys(names))
-
-
-def _parse_lora_module(item: Any) -> Any:
-    if not isinstance(item, str):
-        return item
-    text = item.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON adapter description {text!r}: {exc.msg}") from None
-    name, sep, path = text.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise ValueError(f"invalid adapter {text!r}: expected name=path or a JSON object")
-    return {"name": name.strip(), "path": path.strip()}
-
-
-def _split_lora_modules(value: Any) -> Any:
-    """Accept vLLM's ``name=path`` and JSON forms, one string or a list of them."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = _scan_lora_modules(value)
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        return value
-    return [_parse_lora_module(item) for item in value]
-
-
-def _scan_lora_modules(text: str) -> list[Any]:
-    """Split ``a=/p {"name": "b", "path": "/q"}`` (or a JSON list) into entries."""
-    stripped = text.strip()
-    if stripped.startswith("["):
-        try:
-            return list(json.loads(stripped))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON list of adapters: {exc.msg}") from None
-    decoder = json.JSONDecoder()
-    items: list[Any] = []
-    position = 0
-    while position < len(text):
-        char = text[position]
-        if char.isspace() or char == ",":
-            position += 1
-        elif char == "{":
-            try:
-                item, position = decoder.raw_decode(text, position)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"invalid JSON adapter description: {exc.msg}") from None
-            items.append(item)
-        else:
-            end = position
-            while end < len(text) and not text[end].isspace() and text[end] != ",":
-                end += 1
-            items.append(text[position:end])
-            position = end
-    return items
-
-
-Names = Annotated[list[str], NoDecode, BeforeValidator(_split_names), AfterValidator(_unique)]
+Names = Annotated[list[str], NoDecode, BeforeValidator(split_names), AfterValidator(unique)]
 
 
 def _load_fake_metrics(value: Any) -> Any:
@@ -288,7 +198,7 @@ class Settings(BaseSettings):
         description="LoRA adapter names to serve (comma-separated, repeatable). "
         "The adapter path reported in /v1/models is the name itself.",
     )
-    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(_split_lora_modules)] = (
+    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(split_lora_modules)] = (
         Field(
             default_factory=list,
             description="LoRA adapters in vLLM's forms: name=path, or JSON "
@@ -428,7 +338,7 @@ class Settings(BaseSettings):
         le=100.0,
         description="Percentage of inference requests answered with an injected error.",
     )
-    failure_types: Annotated[list[FailureType], NoDecode, BeforeValidator(_split_names)] = Field(
+    failure_types: Annotated[list[FailureType], NoDecode, BeforeValidator(split_names)] = Field(
         default_factory=lambda: list(FAILURE_TYPES),
         description="Errors to inject, from: " + ", ".join(FAILURE_TYPES) + ".",
     )
