@@ -25,6 +25,9 @@ class StepObserver(Protocol):
     def step_done(self, plan: StepPlan, duration: float) -> None:
         """One step ran: its batch, preemptions and prefix-cache lookups, and its duration."""
 
+    def decode_run_done(self, plan: StepPlan, steps: int) -> None:
+        """``steps`` zero-length steps like ``plan`` (a pure decode) ran at once."""
+
 
 def num_kv_blocks(kv_cache_size: int, block_size: int) -> int:
     """Blocks for ``kv_cache_size`` tokens, rounded up so a full-length sequence always fits."""
@@ -172,6 +175,8 @@ class StepEngine:
         steps = self.scheduler.decode_repeats(plan, limit)
         if steps == 0:
             return 0, StepResult()
-        result = self.scheduler.run_decode_steps(steps, now, self.listener.step_finished)
+        # A pool that reports nothing has a null listener: its step ends need no calls.
+        step_finished = self.listener.step_finished if self.pool.reports else None
+        result = self.scheduler.run_decode_steps(steps, now, step_finished)
         self.steps += steps
         return steps, result

@@ -143,8 +143,7 @@ class StepLoop:
                     coalesced += steps
                     self._dispatch(result, end, steps)
                     for observer in self.step_observers:
-                        for _ in range(steps):
-                            observer.step_done(plan, 0.0)
+                        observer.decode_run_done(plan, steps)
 
     async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
         """Wait for new work, or until a sequence waiting on time (KV transfer, override) can go on."""
