@@ -466,3 +466,24 @@ def test_step_sequence_token_ids_cover_prompt_then_output(
     sequence.generated = 2
     seq = StepSequence(sequence, sequence.prompt_token_ids)
     assert seq.token_ids(1, 5) == [8, 9, output_token_id(" w0"), output_token_id(" w1")]
+
+
+@pytest.mark.parametrize("size", [1, 4, 16])
+@pytest.mark.parametrize("named_by", ["vllm", "internal"])
+def test_generated_blocks_are_cached_for_a_follow_up_prompt(
+    loop: asyncio.AbstractEventLoop, size: int, named_by: str
+) -> None:
+    """Blocks filled while decoding enter the prefix cache, whichever digest names them."""
+    from llmsim.engine.block_hash import internal_block_hasher
+
+    hasher = internal_block_hasher if named_by == "internal" else None
+    engine = StepEngine(num_blocks=512, block_size=size, block_hasher=hasher)
+    first = make(loop, "first", 32, 40)
+    engine.add(first)
+    clock = Clock(engine)
+    clock.run()
+    # The first sequence computed its prompt and all but its last generated token.
+    follow_up = [*range(32), *map(output_token_id, first.output), 9999]
+    engine.add(make(loop, "second", follow_up, 1))
+    plan = clock.step()
+    assert plan.prefix_hits == (32 + 39) // size * size

@@ -128,8 +128,8 @@ class KVCacheManager:
             if full > seq.num_cached_blocks and self.enable_caching and seq.prompt_ids is not None:
                 self._cache_full_blocks(seq, full)
             return True
-        if not hits and num_new == 1 and seq.num_computed == len(seq.blocks) * size:
-            # the next decode step opens a new block: take one (eviction as in allocate)
+        if not hits and num_new == 1 and size > 1 and seq.num_computed == len(seq.blocks) * size:
+            # the next decode step opens a new block, which one token cannot fill: take one
             if not pool.num_free:
                 return False
             seq.blocks.append(pool.allocate_one())
