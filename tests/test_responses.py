@@ -8,11 +8,12 @@ import os
 import random
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, run_cli
+from conftest import RunningServer, post_json, run_cli
 
 from llmsim.answers import RequestView
 from llmsim.answers.rules import RuleMatcher
@@ -511,3 +512,31 @@ async def test_the_example_rules_answer_as_their_comments_say(aiohttp_client: An
     assert body["choices"][0]["finish_reason"] == "length"
     _, body = await post(client, "/v1/chat/completions", chat("Write a Go function"))
     assert "```go" in body["choices"][0]["message"]["content"]  # the built-in task answers
+
+
+def test_the_endpoint_matcher_tells_the_responses_and_messages_apis_apart(
+    llmsim_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        '[[rules]]\nendpoint = "responses"\ntext = "from the responses rule"\n\n'
+        '[[rules]]\nendpoint = "messages"\ntext = "from the messages rule"\n\n'
+        '[[rules]]\nendpoint = "chat"\ntext = "from the chat rule"\n'
+    )
+    server = llmsim_server("--responses", str(rules_file))
+    _, answer = post_json(server, "/v1/responses", {"input": "hi", "max_output_tokens": 20})
+    assert answer["output"][0]["content"][0]["text"] == "from the responses rule"
+    _, answer = post_json(
+        server,
+        "/v1/messages",
+        {
+            "model": "llmsim/sim-model",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
+    assert answer["content"][0]["text"] == "from the messages rule"
+    _, answer = post_json(
+        server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert answer["choices"][0]["message"]["content"] == "from the chat rule"

@@ -49,7 +49,7 @@ def _matches(rule: Rule, view: RequestView) -> tuple[bool, re.Match[str] | None]
     """Whether every matcher of ``rule`` holds, and the regex match for captures."""
     if rule.models and view.model not in rule.models and view.adapter not in rule.models:
         return False, None
-    if rule.endpoints and view.endpoint not in rule.endpoints:
+    if rule.endpoints and (view.api or view.endpoint) not in rule.endpoints:
         return False, None
     if rule.contains is not None and rule.contains.casefold() not in view.text.casefold():
         return False, None

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Endpoint = Literal["chat", "completions"]
+Api = Literal["chat", "completions", "responses", "messages"]
+"""The API a client called: the Responses and Messages APIs run as chat underneath."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +31,5 @@ class RequestView:
     seed: int | None = None
     sampling: Mapping[str, Any] = field(default_factory=dict)
     """Sampling-relevant fields (temperature, top_p, n, ...), for matching recordings."""
+    api: Api | None = None
+    """The API the client called, when not ``endpoint`` itself (rules' ``endpoint`` matcher)."""

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from llmsim.answers.view import Api
 from llmsim.api.inference import CHAT, Flavor
 from llmsim.api.jsonio import loads
 from llmsim.api.requests import validate_body
@@ -104,6 +105,7 @@ class Exchange:
         body: Callable[[dict[str, Any], ResponseMeta], dict[str, Any]],
         translator: Callable[[ResponseMeta], ChunkTranslator],
         prompt_param: str = "messages",
+        api: Api = "messages",
     ) -> Flavor:
         """A chat flavor whose JSON body and stream come out in another API's shape."""
 
@@ -130,6 +132,7 @@ class Exchange:
             body=render,
             sink=sink,
             prompts=prompts,
+            api=api,
         )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from llmsim.answers import Choice, RequestView, Responder
 from llmsim.answers.recording import KEY_FIELDS, prompt_messages
-from llmsim.answers.view import Endpoint
+from llmsim.answers.view import Api, Endpoint
 from llmsim.api.errors import APIError
 from llmsim.api.prompts import last_user_text
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -37,12 +37,16 @@ def choose(
     body: ChatCompletionRequest | CompletionRequest,
     target: Target,
     mode: str,
+    api: Api | None = None,
 ) -> Chosen:
-    """What the engine should say for ``body``; raises the error a rule chose."""
+    """What the engine should say for ``body``; raises the error a rule chose.
+
+    ``api`` is the API the client called when it is not ``body``'s own (Responses, Messages).
+    """
     limit = body.output_limit
     if not responder.active:
         return Chosen(None, limit, None)
-    choice = responder.choose(request_view(body, target), mode)
+    choice = responder.choose(request_view(body, target, api), mode)
     if choice is None:
         return Chosen(None, limit, None)
     return _apply(choice, limit)
@@ -57,7 +61,9 @@ def _apply(choice: Choice, limit: int | None) -> Chosen:
     return Chosen(choice.answer, max_tokens, choice.timing)
 
 
-def request_view(body: ChatCompletionRequest | CompletionRequest, target: Target) -> RequestView:
+def request_view(
+    body: ChatCompletionRequest | CompletionRequest, target: Target, api: Api | None = None
+) -> RequestView:
     """The parts of ``body`` the answer sources look at."""
     sent = body.model_fields_set | set(body.model_extra or ())
     sampling = {name: _plain(getattr(body, name, None)) for name in KEY_FIELDS if name in sent}
@@ -78,6 +84,7 @@ def request_view(body: ChatCompletionRequest | CompletionRequest, target: Target
             system=system,
             messages=messages,
             tools=offered_tools(body),
+            api=api,
             **common,
         )
     prompts = prompt_messages(body.prompt)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from llmsim.answers import Responder
+from llmsim.answers.view import Api
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
@@ -104,6 +105,8 @@ class Flavor:
     sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
     prompts: Callable[[Any, Tokenizer, bool], Sequence[PromptInput]]
     plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
+    api: Api | None = None
+    """The API the client called, when not chat or completions (rules match on it)."""
 
 
 CHAT = Flavor(
@@ -172,7 +175,7 @@ async def _generate(
     # Tools and schemas are checked even when a rule answers.
     constrained = None if plain else _answer(body, engine)
     if state.responder.active:
-        chosen = choose(state.responder, body, target, engine.settings.mode)
+        chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
     else:
         answer, max_tokens, timing = constrained, body.output_limit, None

@@ -170,7 +170,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return StoringStream(ResponseShell(meta.id, meta.model, echo, meta.created), remember)
 
     exchange = Exchange("resp_", "response")
-    return await generate(request, exchange.flavor(render, translator, "input"), chat)
+    return await generate(request, exchange.flavor(render, translator, "input", "responses"), chat)
 
 
 class StoringStream(ResponsesStream):

@@ -30,7 +30,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SETS = ("tasks",)
-ENDPOINTS = ("chat", "completions")
+ENDPOINTS = ("chat", "completions", "responses", "messages")
 FINISH_REASONS = ("stop", "length", "tool_calls")
 ACTIONS = ("text", "texts", "tool_call", "json", "error")
 MATCHERS = ("model", "endpoint", "contains", "regex", "system", "tools", "nth", "every")
