@@ -13,7 +13,7 @@ from typing import Any
 
 from llmsim.api.jsonio import dumps
 from llmsim.api.logprobs import chat_logprobs, chat_prompt_logprobs
-from llmsim.api.sse import ResponseMeta, StreamSink, finish_fields, usage
+from llmsim.api.sse import NOT_FINISHED, ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
 
 TOOL_CALL_ID_PREFIX = "chatcmpl-tool-"
@@ -31,11 +31,9 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         "choices": [
             {
                 "index": sequence.index,
-                "message": chat_message(sequence)
-                if sequence.tool_calls
-                else {"role": "assistant", "content": sequence.text, "tool_calls": []},
+                "message": chat_message(sequence),
                 "logprobs": None if plan is None else chat_logprobs(plan, sequence),
-                "finish_reason": sequence.reported_finish or sequence.natural_finish,
+                "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
             }
             for sequence in group.sequences
@@ -68,8 +66,8 @@ def chat_message(sequence: Sequence) -> dict[str, Any]:
     }
 
 
-_OPEN_END = b'},"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
-"""The end of a token chunk that is not a choice's last."""
+_OPEN_END = b'},"logprobs":null,' + NOT_FINISHED + b"}]}\n\n"
+"""The end of a plain token chunk that is not a choice's last."""
 
 
 class ChatStreamSink(StreamSink):
@@ -93,16 +91,14 @@ class ChatStreamSink(StreamSink):
                 + b","
                 + finish_fields(sequence, last),
             )
-        # Spelled out, without helper calls: this runs once per streamed token.
-        if not last:
+        if not last:  # spelled out: this runs once per streamed token
             return self.head(sequence.index) + b'"delta":{"content":' + dumps(text) + _OPEN_END
-        return (
-            self.head(sequence.index)
-            + b'"delta":{"content":'
+        return self.chunk(
+            sequence.index,
+            b'"delta":{"content":'
             + dumps(text)
             + b'},"logprobs":null,'
-            + finish_fields(sequence, True)
-            + b"}]}\n\n"
+            + finish_fields(sequence, True),
         )
 
     def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any
 
 from llmsim.api.jsonio import dumps
 from llmsim.api.logprobs import completion_extras
-from llmsim.api.sse import ResponseMeta, StreamSink, finish_fields, usage
+from llmsim.api.sse import NOT_FINISHED, ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
 
 
@@ -33,8 +33,8 @@ def _choice(meta: ResponseMeta, sequence: Sequence) -> dict[str, Any]:
     }
 
 
-_OPEN_END = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
-"""The end of a token chunk that is not a choice's last."""
+_OPEN_END = b',"logprobs":null,' + NOT_FINISHED + b"}]}\n\n"
+"""The end of a plain token chunk that is not a choice's last."""
 
 
 class CompletionStreamSink(StreamSink):

@@ -28,7 +28,7 @@ from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.api.sleep import SLEEPING_MESSAGE
+from llmsim.api.sleep import check_awake
 from llmsim.api.sse import (
     CuttingSink,
     ResponseMeta,
@@ -160,8 +160,7 @@ async def _generate(
     phase = state.lifecycle.phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
-    if state.sleep.level:
-        raise APIError(503, SLEEPING_MESSAGE)
+    check_awake(state.sleep)
     _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")

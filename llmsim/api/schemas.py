@@ -170,12 +170,7 @@ def _check_chat_raw(data: dict[str, Any]) -> dict[str, Any]:
     return check_tool_usage(_check_prompt_logprobs(data))
 
 
-def _check_chat(body: ChatCompletionRequest) -> None:
-    _check_stream_options(body)
-    check_one_guide(body)
-
-
-def _check_completion(body: CompletionRequest) -> None:
+def _check_sampling(body: ChatCompletionRequest | CompletionRequest) -> None:
     _check_stream_options(body)
     check_one_guide(body)
 
@@ -202,7 +197,7 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
     cross_checks: ClassVar[CrossChecks] = CrossChecks(
         GUIDE_KEYS | {"stream_options", "tool_choice", "prompt_logprobs"},
         before=_check_chat_raw,
-        after=_check_chat,
+        after=_check_sampling,
     )
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -238,7 +233,7 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
     cross_checks: ClassVar[CrossChecks] = CrossChecks(
         GUIDE_KEYS | {"stream_options", "prompt_logprobs"},
         before=_check_prompt_logprobs,
-        after=_check_completion,
+        after=_check_sampling,
     )
 
     prompt: str | PromptList | TokenIds | TokenIdsList

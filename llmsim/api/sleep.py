@@ -39,10 +39,9 @@ def dev_routes() -> list[web.RouteDef]:
     ]
 
 
-def check_awake(app: web.Application) -> None:
+def check_awake(controller: SleepController) -> None:
     """Inference is refused with 503 while the instance sleeps."""
-    controller = app.get(SLEEP)
-    if controller is not None and controller.is_sleeping:
+    if controller.is_sleeping:
         raise APIError(503, SLEEPING_MESSAGE)
 
 

@@ -61,10 +61,14 @@ def usage(group: RequestGroup) -> dict[str, Any]:
     return body
 
 
+NOT_FINISHED = b'"finish_reason":null,"stop_reason":null'
+"""The finish fields of every chunk but a choice's last."""
+
+
 def finish_fields(sequence: Sequence, last: bool) -> bytes:
     """``"finish_reason":...,"stop_reason":...`` for a chunk; null unless it is the last."""
     if not last:
-        return b'"finish_reason":null,"stop_reason":null'
+        return NOT_FINISHED
     return (
         b'"finish_reason":'
         + dumps(sequence.api_finish_reason)

@@ -35,8 +35,7 @@ class BlockPool:
     def __init__(self, num_blocks: int, block_size: int, listener: KVCacheListener) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self._listener = listener
-        self.reports = not isinstance(listener, NullKVCacheListener)
+        self.listener = listener
         self.blocks = [KVBlock(index) for index in range(num_blocks)]
         self._free: OrderedDict[int, KVBlock] = OrderedDict(
             (block.block_id, block) for block in self.blocks
@@ -50,6 +49,7 @@ class BlockPool:
     @listener.setter
     def listener(self, listener: KVCacheListener) -> None:
         self._listener = listener
+        # Whether anyone hears stored and removed blocks (a null listener does not).
         self.reports = not isinstance(listener, NullKVCacheListener)
 
     # -- views ------------------------------------------------------------------
@@ -134,11 +134,8 @@ class BlockPool:
         tokens back to back. Each run of newly cached blocks is reported with its parent.
         """
         if not self.reports:  # nothing to report: name the blocks and be done
-            cached = self._cached
             for block, block_hash in zip(blocks, hashes, strict=True):
-                if block.block_hash is None and block_hash not in cached:
-                    block.block_hash = block_hash
-                    cached[block_hash] = block
+                self.cache_one(block, block_hash)
             return
         size = self.block_size
         run: list[BlockHash] = []
@@ -160,7 +157,8 @@ class BlockPool:
             self._stored(run, run_parent, token_ids[run_start * size : end * size], lora_id)
 
     def cache_one(self, block: KVBlock, block_hash: BlockHash) -> None:
-        """:meth:`cache` for one block of a pool that reports nothing (a decode step's block)."""
+        """Name one block, unless it or another block has that name already; reports nothing
+        (a pool without listener, or a decode step's block)."""
         if block.block_hash is None and block_hash not in self._cached:
             block.block_hash = block_hash
             self._cached[block_hash] = block

@@ -72,17 +72,18 @@ class StepSequence:
         assert self.prompt_ids is not None
         prompt = self.sequence.prompt_tokens
         if start >= prompt:  # generated tokens only: a block that filled while decoding
-            named, need = self.output_ids, stop - prompt
-            if len(named) < need:
-                named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
-            return named[start - prompt : need]
+            return self._output_ids(stop - prompt)[start - prompt : stop - prompt]
         ids = list(self.prompt_ids[start : min(stop, prompt)])
         if stop > prompt:
-            named, need = self.output_ids, stop - prompt
-            if len(named) < need:
-                named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
-            ids.extend(named[max(start, prompt) - prompt : need])
+            ids.extend(self._output_ids(stop - prompt)[: stop - prompt])
         return ids
+
+    def _output_ids(self, need: int) -> list[int]:
+        """The ids of generated tokens, named up to ``need`` at least."""
+        named = self.output_ids
+        if len(named) < need:
+            named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
+        return named
 
 
 class KVCacheManager:
