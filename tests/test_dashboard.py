@@ -183,7 +183,8 @@ async def test_step_mode_shows_kv_blocks_prefix_hits_and_preemptions() -> None:
     assert "running 2 / 256" in text
     assert "waiting 0 / 1000" in text
     # 64 prompt tokens in 4 blocks and a fifth for output; the sibling shares the first 3
-    # (one prompt token is always computed, so it fills a copy of the 4th) and adds its own
-    assert "KV cache 2.7% (7 / 256 blocks, 4 cached)" in text
+    # (one prompt token is always computed, so it fills a copy of the 4th, cached beside the
+    # first as vLLM does not de-duplicate blocks) and adds its own
+    assert "KV cache 2.7% (7 / 256 blocks, 5 cached)" in text
     assert "prefix hits 37.5%" in text  # 48 of 128 tokens looked up
     assert "preemptions 0" in text

@@ -113,3 +113,25 @@ def test_an_abort_during_the_transfer_frees_the_prompts_blocks() -> None:
     assert engine.pool.num_used == 0
     assert not engine.has_work()
     assert engine.next_ready() is None
+
+
+def test_a_decode_side_prompt_already_cached_here_takes_those_blocks_from_the_cache() -> None:
+    """As vLLM's scheduler does before asking the connector: the local prefix-cache hits are
+    used, and only the rest of the prompt is received and stored."""
+    listener = Stored()
+    engine = StepEngine(num_blocks=16, block_size=16, costs=COSTS, kv_listener=listener)
+    run = VirtualRun(engine)
+    first = virtual_sequence("first", 50, 2)
+    first.kv_transfer_delay = TRANSFER
+    run.arrive(first, at=0.0)
+    run.until_idle()
+    stored = listener.hashes()
+    assert len(stored) == 3
+    assert first.cached_tokens == 0
+    again = virtual_sequence("first", 50, 2)  # the same prompt ids
+    again.kv_transfer_delay = TRANSFER
+    run.arrive(again, at=run.now + 1.0)
+    run.until_idle()
+    assert again.cached_tokens == 48
+    assert listener.hashes() == stored  # nothing stored twice
+    assert (engine.prefix_queries, engine.prefix_hits) == (100, 48)

@@ -132,6 +132,13 @@ class Engine:
         self.needs_token_ids = self.step is not None and settings.enable_prefix_caching
         """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""
 
+    @property
+    def needs_output_ids(self) -> bool:
+        """Whether generated text should carry its token ids: the step engine names every
+        block decoding fills at once when a KV-event listener hears it (else only when a
+        lookup needs it, rarely)."""
+        return self.needs_token_ids and self.step is not None and self.step.engine.pool.reports
+
     def drop_kv_cache(self) -> None:
         """Sleep mode: forget every cached block (the listener hears ``all_blocks_cleared``)."""
         if self.step is not None:
@@ -195,7 +202,7 @@ class Engine:
                     stop=request.stop,
                     rng=rng,
                     split=self._split,
-                    with_ids=self.needs_token_ids,
+                    with_ids=self.needs_output_ids,
                 )
                 sequence = Sequence(
                     request_id=request.request_id,

@@ -309,6 +309,11 @@ class Metrics:
 
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         itl, tpot = self.itl, self.tpot
+        if gap == 0.0 and overdue:  # a zero-latency run: one bucket for all of them
+            itl.observe_repeated(0.0, overdue + 1)
+            tpot.observe_repeated(0.0, overdue + 1)
+            self.generation_tokens.inc(overdue + 1)
+            return
         if gap is not None:
             itl.observe(gap)
             tpot.observe(gap)

@@ -6,6 +6,11 @@ be *cached* (it carries the hash of the tokens it holds), so a later prompt with
 prefix can take it back instead of computing it again. Allocating a new block pops the
 front of the free queue, evicting whatever it cached. Cached free blocks count as free, so
 ``usage`` is blocks in use over all blocks, as vLLM reports ``kv_cache_usage_perc``.
+
+As in vLLM, identical blocks are not de-duplicated: every full block is named, several
+blocks may carry one name, a lookup takes the first of them still cached and evicting one
+leaves the others. A block may also carry a *deferred* name, one the pool has not computed
+yet (:mod:`llmsim.engine.step.deferred_names`); evicting the block drops it.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
 class KVBlock:
     """One block of ``block_size`` token slots."""
 
-    __slots__ = ("block_hash", "block_id", "ref_cnt")
+    __slots__ = ("block_hash", "block_id", "deferred", "ref_cnt")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_cnt = 0
         self.block_hash: BlockHash | None = None
+        self.deferred: object | None = None
+        """Whoever will name this block when a lookup needs it (None: no deferred name)."""
 
     def __repr__(self) -> str:
         return f"KVBlock({self.block_id}, ref={self.ref_cnt}, cached={self.block_hash is not None})"
@@ -40,7 +47,10 @@ class BlockPool:
         self._free: OrderedDict[int, KVBlock] = OrderedDict(
             (block.block_id, block) for block in self.blocks
         )
-        self._cached: dict[BlockHash, KVBlock] = {}
+        self._cached: dict[BlockHash, KVBlock | dict[int, KVBlock]] = {}
+        """Name -> the block carrying it, or the blocks (by id, first cached first)."""
+        self.num_named = 0
+        self.num_deferred = 0
 
     @property
     def listener(self) -> KVCacheListener:
@@ -64,13 +74,18 @@ class BlockPool:
 
     @property
     def num_cached(self) -> int:
-        return len(self._cached)
+        """Blocks carrying a name, computed or deferred."""
+        return self.num_named + self.num_deferred
 
     def usage(self) -> float:
         return self.num_used / self.num_blocks
 
     def cached_block(self, block_hash: BlockHash) -> KVBlock | None:
-        return self._cached.get(block_hash)
+        """The first block still cached under this name (vLLM's ``get_cached_block``)."""
+        found = self._cached.get(block_hash)
+        if found is None or isinstance(found, KVBlock):
+            return found
+        return next(iter(found.values()))
 
     def free_order(self) -> list[int]:
         """Free block ids, next to be evicted first (for tests and plots)."""
@@ -95,9 +110,12 @@ class BlockPool:
             if block.block_hash is not None:
                 evicted.append(block.block_hash)
                 self._uncache(block)
+            elif block.deferred is not None:
+                block.deferred = None
+                self.num_deferred -= 1
             block.ref_cnt = 1
             taken.append(block)
-        if evicted:
+        if evicted and self.reports:
             self.listener.block_removed(evicted)
         return taken
 
@@ -109,6 +127,9 @@ class BlockPool:
             self._uncache(block)
             if self.reports:
                 self.listener.block_removed([evicted])
+        elif block.deferred is not None:
+            block.deferred = None
+            self.num_deferred -= 1
         block.ref_cnt = 1
         return block
 
@@ -142,9 +163,8 @@ class BlockPool:
         run_parent, run_start = parent, 0
         previous = parent
         for index, (block, block_hash) in enumerate(zip(blocks, hashes, strict=True)):
-            if block.block_hash is None and block_hash not in self._cached:
-                block.block_hash = block_hash
-                self._cached[block_hash] = block
+            if block.block_hash is None:
+                self.cache_one(block, block_hash)
                 if not run:
                     run_parent, run_start = previous, index
                 run.append(block_hash)
@@ -157,11 +177,19 @@ class BlockPool:
             self._stored(run, run_parent, token_ids[run_start * size : end * size], lora_id)
 
     def cache_one(self, block: KVBlock, block_hash: BlockHash) -> None:
-        """Name one block, unless it or another block has that name already; reports nothing
-        (a pool without listener, or a decode step's block)."""
-        if block.block_hash is None and block_hash not in self._cached:
-            block.block_hash = block_hash
+        """Name one block (unless it has a name), beside any other block of that name;
+        reports nothing (a pool without listener, or a decode step's block)."""
+        if block.block_hash is not None:
+            return
+        block.block_hash = block_hash
+        self.num_named += 1
+        found = self._cached.get(block_hash)
+        if found is None:
             self._cached[block_hash] = block
+        elif isinstance(found, KVBlock):
+            self._cached[block_hash] = {found.block_id: found, block.block_id: block}
+        else:
+            found[block.block_id] = block
 
     def _stored(
         self,
@@ -173,16 +201,28 @@ class BlockPool:
         self.listener.block_stored(hashes, parent, list(token_ids), self.block_size, lora_id)
 
     def clear_cache(self) -> int:
-        """Forget every cached block (blocks in use stay in use); return how many were cached."""
-        count = len(self._cached)
-        for block in self._cached.values():
-            block.block_hash = None
+        """Forget every cached block (blocks in use stay in use); return how many were cached.
+
+        Deferred names are the owner's to drop (it knows which blocks carry one).
+        """
+        count = self.num_named + self.num_deferred
+        for found in self._cached.values():
+            for block in (found,) if isinstance(found, KVBlock) else found.values():
+                block.block_hash = None
         self._cached.clear()
+        self.num_named = 0
         self.listener.all_blocks_cleared()
         return count
 
     def _uncache(self, block: KVBlock) -> None:
-        assert block.block_hash is not None
-        if self._cached.get(block.block_hash) is block:
-            del self._cached[block.block_hash]
+        block_hash = block.block_hash
+        assert block_hash is not None
+        found = self._cached.get(block_hash)
+        if found is block:
+            del self._cached[block_hash]
+        elif found is not None and not isinstance(found, KVBlock):
+            found.pop(block.block_id, None)
+            if len(found) == 1:
+                self._cached[block_hash] = next(iter(found.values()))
         block.block_hash = None
+        self.num_named -= 1

@@ -4,7 +4,9 @@ A reduced vLLM ``KVCacheManager``: a sequence holds ``ceil(tokens / block_size)`
 for the tokens computed so far plus those scheduled in the current step. Full blocks are
 named by a hash chained over the parent hash, the block's token ids and the LoRA adapter
 (:mod:`llmsim.engine.block_hash`) and enter the prefix cache as soon as they are scheduled,
-as in vLLM, so a sibling scheduled later in the same step already finds them.
+as in vLLM, so a sibling scheduled later in the same step already finds them. Without a
+KV-event listener, blocks filled by decoding get their names only when a lookup could find
+them (:mod:`llmsim.engine.step.deferred_names`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from llmsim.engine.block_hash import BlockHash, BlockHasher, output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
+from llmsim.engine.step.deferred_names import DeferredNames, DeferredRun
 
 
 @lru_cache(maxsize=1024)
@@ -51,6 +54,8 @@ class StepSequence:
     """Ids of the generated tokens named so far (each named once, when a block fills)."""
     received_at: float | None = None
     """P/D decode side: when the prompt's KV cache has arrived (None: computed locally)."""
+    deferred: DeferredRun | None = None
+    """The blocks this sequence filled while decoding whose names wait for a lookup."""
 
     @property
     def remote(self) -> bool:
@@ -78,6 +83,15 @@ class StepSequence:
             ids.extend(self._output_ids(stop - prompt)[: stop - prompt])
         return ids
 
+    def extend_hashes(self, hasher: BlockHasher, block_size: int, count: int) -> None:
+        """Know the chain hashes of the first ``count`` blocks (computing the missing ones)."""
+        hashes, size = self.hashes, block_size
+        extra = self.extra_keys
+        while len(hashes) < count:
+            start = len(hashes) * size
+            parent = hashes[-1] if hashes else None
+            hashes.append(hasher(parent, self.token_ids(start, start + size), extra))
+
     def _output_ids(self, need: int) -> list[int]:
         """The ids of generated tokens, named up to ``need`` at least."""
         named = self.output_ids
@@ -97,7 +111,17 @@ class KVCacheManager:
         self.pool = pool
         self.block_size = pool.block_size
         self.enable_caching = enable_caching
+        self.names = DeferredNames(pool, hasher)
         self.hasher = hasher
+
+    @property
+    def hasher(self) -> BlockHasher:
+        return self._hasher
+
+    @hasher.setter
+    def hasher(self, hasher: BlockHasher) -> None:
+        self._hasher = hasher
+        self.names.hasher = hasher
 
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
@@ -113,10 +137,15 @@ class KVCacheManager:
         limit = (seq.num_tokens - 1) // self.block_size
         self._extend_hashes(seq, limit)
         hits: list[KVBlock] = []
-        for block_hash in seq.hashes[:limit]:
-            block = self.pool.cached_block(block_hash)
+        hashes, pool = seq.hashes, self.pool
+        for index in range(limit):
+            block = pool.cached_block(hashes[index])
             if block is None:
-                break
+                if not self.names.resolve(hashes, index):  # no deferred name could be it
+                    break
+                block = pool.cached_block(hashes[index])
+                if block is None:
+                    break
             hits.append(block)
         return hits
 
@@ -127,7 +156,7 @@ class KVCacheManager:
             # the usual decode step: the token fits the last block the sequence holds
             full = (seq.num_computed + num_new) // size
             if full > seq.num_cached_blocks and self.enable_caching and seq.prompt_ids is not None:
-                self._cache_full_blocks(seq, full)
+                self.name_decoded(seq, full)
             return True
         if not hits and num_new == 1 and size > 1 and seq.num_computed == len(seq.blocks) * size:
             # the next decode step opens a new block, which one token cannot fill: take one
@@ -151,18 +180,27 @@ class KVCacheManager:
             self._cache_full_blocks(seq, (seq.num_computed + num_new) // self.block_size)
         return True
 
-    def allocate_remote(self, seq: StepSequence) -> bool:
-        """Blocks for a prompt whose KV cache a prefill instance sends; False if no room.
+    def allocate_remote(self, seq: StepSequence) -> int:
+        """Blocks for a prompt whose KV cache a prefill instance sends; -1 if no room, else
+        how many of its tokens the prefix cache already holds.
 
-        Nothing is cached yet: the blocks only hold the prompt once the transfer finishes
-        (:meth:`receive`), as on vLLM's decode side.
+        The cached prefix is taken from here, as vLLM's scheduler does before it asks the
+        connector for the rest; the other blocks only hold the prompt once the transfer
+        finishes (:meth:`receive`), as on vLLM's decode side.
         """
-        needed = self.blocks_for(seq.num_tokens) - len(seq.blocks)
-        if needed > self.pool.num_free:
-            return False
+        pool = self.pool
+        hits = self.lookup(seq) if not seq.blocks else []
+        needed = self.blocks_for(seq.num_tokens) - len(seq.blocks) - len(hits)
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0)
+        if needed > pool.num_free - reclaimed:
+            return -1
+        if hits:
+            pool.touch(hits)
+            seq.blocks.extend(hits)
+            seq.num_cached_blocks = len(seq.blocks)
         if needed > 0:
-            seq.blocks.extend(self.pool.allocate(needed))
-        return True
+            seq.blocks.extend(pool.allocate(needed))
+        return len(hits) * self.block_size
 
     def receive(self, seq: StepSequence) -> None:
         """The transfer finished: all but the last token count as computed (vLLM's rule, so
@@ -173,19 +211,30 @@ class KVCacheManager:
 
     def free(self, seq: StepSequence) -> None:
         """Release the sequence's blocks, tail first, so its last blocks are evicted first."""
+        if seq.deferred is not None:
+            self.names.release(seq)
         self.pool.free(reversed(seq.blocks))
         seq.blocks = []
         seq.num_cached_blocks = 0
         seq.num_computed = 0
 
+    def name_decoded(self, seq: StepSequence, full: int) -> None:
+        """Decoding filled blocks up to ``full``: name them now if a listener hears of it,
+        else when a lookup could find them."""
+        if self.pool.reports:
+            self._cache_full_blocks(seq, full)
+        else:
+            self.names.defer(seq, full)
+
+    def clear_cache(self) -> int:
+        """Forget every cached block, named or deferred; return how many there were."""
+        count = self.pool.clear_cache()
+        self.names.clear()
+        return count
+
     # -- internals --------------------------------------------------------------
     def _extend_hashes(self, seq: StepSequence, count: int) -> None:
-        size, hashes = self.block_size, seq.hashes
-        extra = seq.extra_keys
-        while len(hashes) < count:
-            start = len(hashes) * size
-            parent = hashes[-1] if hashes else None
-            hashes.append(self.hasher(parent, seq.token_ids(start, start + size), extra))
+        seq.extend_hashes(self.hasher, self.block_size, count)
 
     def _cache_full_blocks(self, seq: StepSequence, full: int) -> None:
         first = seq.num_cached_blocks

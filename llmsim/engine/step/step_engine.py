@@ -145,7 +145,7 @@ class StepEngine:
         The listener hears the end of a step at once, so a subscriber learns of the clear
         now rather than at the next step (an idle or sleeping engine has none).
         """
-        count = self.pool.clear_cache()
+        count = self.kv.clear_cache()
         self.listener.step_finished()
         return count
 

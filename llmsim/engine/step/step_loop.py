@@ -20,7 +20,7 @@ from llmsim.engine.pacer import TokenSink
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
-from llmsim.engine.step.step_scheduler import StepResult
+from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
 MAX_LAG = 0.25
 """A step that starts later than this after the previous one's deadline starts afresh; a
@@ -105,18 +105,36 @@ class StepLoop:
         wake = self._wake
         deadline: float | None = None
         coalesced = 0
+        run: StepPlan | None = None
+        """A zero-length pure-decode step whose like may follow at once (zero latency)."""
         while True:
             if not engine.has_work():
                 self._flush()
                 wake.clear()
                 await wake.wait()
-                deadline, coalesced = None, 0
+                deadline, coalesced, run = None, 0, None
                 continue
             now = clock()
             start = deadline if deadline is not None and now - deadline < MAX_LAG else now
+            if run is not None:
+                if coalesced >= MAX_COALESCED_STEPS:  # yield, then look again
+                    self._flush()
+                    coalesced = 0
+                    await asyncio.sleep(0.0)
+                    continue
+                # the same decode step again and again, applied in one go
+                steps = self._decode_run(run, start, MAX_COALESCED_STEPS - coalesced)
+                if steps:
+                    coalesced += steps
+                    deadline = start
+                    continue
+                run = None  # the batch changed: plan a step
             plan, duration = engine.begin_step(start)
             if plan.empty:
                 engine.end_step(plan, start)
+                if plan.preempted or plan.prefix_queries:  # counted though nothing ran
+                    for observer in self.step_observers:
+                        observer.step_done(plan, 0.0)
                 if not plan.preempted:  # nothing fits until something leaves or arrives
                     self._flush()
                     wake.clear()
@@ -136,14 +154,18 @@ class StepLoop:
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
             deadline = end
-            if duration == 0.0 and coalesced < MAX_COALESCED_STEPS:
-                # zero latency: the same decode step again and again, applied in one go
-                steps, result = engine.repeat_decode(plan, end, MAX_COALESCED_STEPS - coalesced)
-                if steps:
-                    coalesced += steps
-                    self._dispatch(result, end, steps)
-                    for observer in self.step_observers:
-                        observer.decode_run_done(plan, steps)
+            if duration == 0.0 and plan.decode and not plan.prefill_tokens:
+                run = plan
+
+    def _decode_run(self, plan: StepPlan, now: float, limit: int) -> int:
+        """Apply up to ``limit`` zero-length decode steps like ``plan``, ending at ``now``;
+        return how many ran (0 when the next step may differ)."""
+        steps, result = self.engine.repeat_decode(plan, now, limit)
+        if steps:
+            self._dispatch(result, now, steps)
+            for observer in self.step_observers:
+                observer.decode_run_done(plan, steps)
+        return steps
 
     async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
         """Wait for new work, or until a sequence waiting on time (KV transfer, override) can go on."""
@@ -155,7 +177,8 @@ class StepLoop:
 
     def _dispatch(self, result: StepResult, now: float, steps: int = 1) -> None:
         """Report the tokens of ``steps`` steps ending at ``now`` (``steps`` tokens per
-        emitted sequence, the later ones 0 s apart) to the observer; queue them for sinks."""
+        emitted sequence, the later ones 0 s apart) to the observer; queue them for sinks
+        (a run's tokens go out at once when none of the sequence's are queued)."""
         observer = self._observer()
         pending = self._pending
         for seq in result.emitted:
@@ -163,16 +186,22 @@ class StepLoop:
             position = sequence.generated - steps
             if steps > 1:
                 observer.next_tokens(sequence, 0.0, steps - 1)  # the run began at ``now``
-            elif position == 0:
+                span = pending.get(sequence)
+                if span is None:
+                    self._send(sequence, position, steps)
+                else:
+                    span[1] += steps
+                continue
+            if position == 0:
                 observer.first_token(sequence, now - sequence.arrival)
             else:
                 previous = seq.previous_token_at
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
             span = pending.get(sequence)
             if span is None:
-                pending[sequence] = [position, steps]
+                pending[sequence] = [position, 1]
             else:
-                span[1] += steps
+                span[1] += 1
         for seq in result.finished:
             sequence = seq.sequence
             self._write(sequence)
@@ -187,10 +216,14 @@ class StepLoop:
 
     def _write(self, sequence: Sequence) -> None:
         span = self._pending.pop(sequence, None)
+        if span is not None:
+            self._send(sequence, span[0], span[1])
+
+    def _send(self, sequence: Sequence, first: int, count: int) -> None:
+        """Tokens ``first`` to ``first + count`` to the sequence's sink, in one write."""
         active = self._active.get(sequence)
-        if span is None or active is None or active.sink is None:
+        if active is None or active.sink is None:
             return
-        first, count = span
         try:
             active.sink.tokens(sequence, first, sequence.output[first : first + count])
         except Exception as exc:  # the sink failed (a cut stream, a gone client)

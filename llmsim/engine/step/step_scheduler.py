@@ -197,29 +197,84 @@ class StepScheduler:
         steps = limit
         for seq in running:
             sequence = seq.sequence
-            if sequence.generated == 0 or seq.num_computed + 1 != seq.num_tokens:
+            generated = sequence.generated
+            if generated == 0 or seq.num_computed + 1 != sequence.prompt_tokens + generated:
                 return 0
             if sequence.timing is not None:
                 return 0  # an override may hold its next token back
-            steps = min(steps, len(sequence.output) - sequence.generated)
+            steps = min(steps, len(sequence.output) - generated)
         if steps <= 0:
             return 0
-        kv = self.kv
-        needed = sum(kv.blocks_for(seq.num_computed + steps) - len(seq.blocks) for seq in running)
-        return steps if needed <= kv.pool.num_free else 0
+        size = self.kv.block_size
+        needed = sum(-(-(seq.num_computed + steps) // size) - len(seq.blocks) for seq in running)
+        return steps if needed <= self.kv.pool.num_free else 0
 
     def run_decode_steps(
         self, steps: int, now: float, step_finished: Callable[[], None] | None
     ) -> StepResult:
         """Apply ``steps`` decode steps that :meth:`decode_repeats` allowed, all ending at
-        ``now``, with the block pool seeing the same calls in the same order as step by step.
+        ``now``, with the block pool seeing the same calls in the same order as step by step
+        when a listener hears them.
 
         Only steps where a sequence starts or fills a block touch that sequence; the others
-        cost one ``step_finished`` call each.
+        cost one ``step_finished`` call each (none when nobody listens).
         """
-        kv, size = self.kv, self.kv.block_size
         running = list(self.running)
-        base = [seq.num_computed for seq in running]
+        if step_finished is None and self.kv.block_size > 1:
+            result = self._run_quietly(running, steps, now)
+        else:
+            base = [seq.num_computed for seq in running]
+            self._advance_reporting(running, base, steps, step_finished)
+            result = StepResult(emitted=running)
+            for index, seq in enumerate(running):
+                seq.num_computed = base[index] + steps
+                sequence = seq.sequence
+                sequence.generated += steps
+                seq.previous_token_at = now if steps > 1 else sequence.last_token_at
+                sequence.last_token_at = now
+                if sequence.generated >= len(sequence.output):
+                    result.finished.append(seq)
+        for seq in result.finished:
+            self.remove(seq)
+        return result
+
+    def _run_quietly(self, running: list[StepSequence], steps: int, now: float) -> StepResult:
+        """A decode run for a pool nobody listens to, one sequence at a time: each takes the
+        blocks its tokens open in one go and defers the names of those they fill. The cache
+        ends up as step by step would leave it, up to which free block each sequence got."""
+        kv = self.kv
+        pool, size, naming = kv.pool, kv.block_size, kv.enable_caching
+        defer = kv.names.defer
+        finished: list[StepSequence] = []
+        for seq in running:
+            end = seq.num_computed + steps
+            blocks = seq.blocks
+            needed = -(-end // size) - len(blocks)
+            if needed == 1:
+                blocks.append(pool.allocate_one())
+            elif needed > 0:
+                blocks.extend(pool.allocate(needed))
+            if naming and end // size > seq.num_cached_blocks and seq.prompt_ids is not None:
+                defer(seq, end // size)
+            seq.num_computed = end
+            sequence = seq.sequence
+            sequence.generated += steps
+            seq.previous_token_at = now if steps > 1 else sequence.last_token_at
+            sequence.last_token_at = now
+            if sequence.generated >= len(sequence.output):
+                finished.append(seq)
+        return StepResult(emitted=running, finished=finished)
+
+    def _advance_reporting(
+        self,
+        running: list[StepSequence],
+        base: list[int],
+        steps: int,
+        step_finished: Callable[[], None] | None,
+    ) -> None:
+        """Block allocation and caching of a decode run through :meth:`KVCacheManager.allocate`,
+        step by step where a block starts or fills, with the listener hearing every step end."""
+        kv, size = self.kv, self.kv.block_size
         touches: dict[int, list[int]] = {}
         for index, start in enumerate(base):
             # step j computes token start + j - 1: it may start a block, or fill one to cache
@@ -244,18 +299,6 @@ class StepScheduler:
         if step_finished is not None:
             for _ in range(steps - done):
                 step_finished()
-        result = StepResult(emitted=running)
-        for index, seq in enumerate(running):
-            seq.num_computed = base[index] + steps
-            sequence = seq.sequence
-            sequence.generated += steps
-            seq.previous_token_at = now if steps > 1 else sequence.last_token_at
-            sequence.last_token_at = now
-            if sequence.generated >= len(sequence.output):
-                result.finished.append(seq)
-        for seq in result.finished:
-            self.remove(seq)
-        return result
 
     # -- internals --------------------------------------------------------------
     def _schedule_running(self, plan: StepPlan, budget: int, now: float) -> int:
@@ -290,15 +333,20 @@ class StepScheduler:
             self.kv.receive(seq)
             self.running.append(seq)
 
-    def _start_transfer(self, seq: StepSequence, now: float) -> bool:
+    def _start_transfer(self, seq: StepSequence, plan: StepPlan, now: float) -> bool:
         """Give a decode-side sequence its prompt's blocks and start its KV transfer."""
-        if not self.kv.allocate_remote(seq):
+        cached = self.kv.allocate_remote(seq)
+        if cached < 0:
             return False
         self.waiting.popleft()
         seq.scheduled = True
-        seq.sequence.scheduled_at = now
-        delay = seq.sequence.kv_transfer_delay or 0.0
-        seq.received_at = now + delay
+        sequence = seq.sequence
+        sequence.scheduled_at = now
+        sequence.cached_tokens = cached
+        if self.kv.enable_caching:
+            plan.prefix_queries += seq.num_tokens
+            plan.prefix_hits += cached
+        seq.received_at = now + (sequence.kv_transfer_delay or 0.0)
         self.receiving.append(seq)
         return True
 
@@ -307,7 +355,7 @@ class StepScheduler:
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
             if seq.remote and not seq.scheduled:
-                if not self._start_transfer(seq, now):
+                if not self._start_transfer(seq, plan, now):
                     break
                 continue
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
