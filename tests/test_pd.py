@@ -104,8 +104,10 @@ def test_pd_pair_routed_like_the_sidecar(llmsim_server: Callable[..., RunningSer
     assert params["remote_port"] == 5700
     assert isinstance(params["remote_engine_id"], str)
     assert params["remote_engine_id"]
+    assert params["remote_request_id"] == answer["id"]
     prompt_tokens = answer["usage"]["prompt_tokens"]
     assert len(params["remote_block_ids"]) == -(-prompt_tokens // 16)
+    assert min(params["remote_block_ids"]) >= 1  # vLLM's block 0 is its null block
     assert success_by_reason(prefill)["length"] == 1
 
     # 2. It sends the original request with the prefill's kv_transfer_params to the decoder:
@@ -118,6 +120,28 @@ def test_pd_pair_routed_like_the_sidecar(llmsim_server: Callable[..., RunningSer
     incomplete = {"do_remote_prefill": True, "remote_block_ids": [1]}
     ttft_local, _ = first_token_time(decode, {**request, "kv_transfer_params": incomplete})
     assert ttft_local >= 2.5
+
+
+def test_prefill_side_generates_what_it_is_asked_and_hands_on_length_capped_blocks(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    """vLLM does not force a prefill request to one token (the router sets ``max_tokens``),
+    and its NIXL connector returns ``kv_transfer_params`` only for a request that stopped on
+    its length."""
+    prefill = llmsim_server("--inter-token-latency", "0")
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "ignore_eos": True,
+        "kv_transfer_params": {"do_remote_decode": True},
+    }
+    answer = post(prefill, "/v1/chat/completions", request)
+    assert answer["usage"]["completion_tokens"] == 5
+    assert answer["kv_transfer_params"]["do_remote_prefill"] is True
+    stopped = post(prefill, "/v1/chat/completions", {**request, "max_tokens": 50, "stop": [" "]})
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped.get("kv_transfer_params") is None
 
 
 def test_kv_transfer_params_must_be_an_object(

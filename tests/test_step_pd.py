@@ -133,5 +133,9 @@ def test_a_decode_side_prompt_already_cached_here_takes_those_blocks_from_the_ca
     run.arrive(again, at=run.now + 1.0)
     run.until_idle()
     assert again.cached_tokens == 48
+    assert again.first_token_at is not None
+    assert first.first_token_at is not None
+    # only the 2 tokens not cached here travel: a 25th of the transfer time
+    assert again.first_token_at - again.arrival < first.first_token_at - first.arrival - 0.4
     assert listener.hashes() == stored  # nothing stored twice
     assert (engine.prefix_queries, engine.prefix_hits) == (100, 48)

@@ -183,8 +183,7 @@ async def _generate(
         target=target,
         prompts=prompts,
         n=body.n,
-        # A prefill-only request (P/D prefill side) answers one token, finishing on length.
-        max_tokens=1 if transfer and transfer.remote_decode else max_tokens,
+        max_tokens=max_tokens,
         ignore_eos=body.ignore_eos,
         stop=body.stop_strings,
         seed=body.seed,
@@ -211,11 +210,19 @@ async def _generate(
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
         answer_body = flavor.body(meta, group)
-        if transfer and transfer.remote_decode:
-            answer_body["kv_transfer_params"] = state.kv_agent.prefill_params(group.prompt_tokens)
+        if transfer and transfer.remote_decode and _length_capped(group):
+            answer_body["kv_transfer_params"] = state.kv_agent.prefill_params(
+                group.prompt_tokens, request_id
+            )
         return web.Response(
             body=dumps(answer_body), content_type="application/json", headers=headers
         )
+
+
+def _length_capped(group: RequestGroup) -> bool:
+    """vLLM's NIXL connector hands the blocks on only when generation stopped on its length
+    (a prefill request's ``max_tokens``); a request that stopped otherwise keeps nothing."""
+    return all(sequence.finish_reason == "length" for sequence in group.sequences)
 
 
 async def _stream(

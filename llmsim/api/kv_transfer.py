@@ -1,12 +1,14 @@
 """``kv_transfer_params`` as vLLM's NIXL connector reads and writes them (P/D serving).
 
 A router (llm-d's routing sidecar, vLLM's disaggregated proxy) first sends the request to a
-prefill instance with ``{"do_remote_decode": true}`` and ``max_tokens`` 1; that instance
-computes the prompt, answers one token and adds ``kv_transfer_params`` naming where the KV
-blocks can be pulled: ``do_remote_prefill``, ``remote_engine_id``, ``remote_block_ids``,
-``remote_host``, ``remote_port``, ``tp_size``. The router passes that object on to a decode
-instance, which skips the prefill, waits the transfer time and decodes. A decode request
-that lacks a field is served with an ordinary prefill, as vLLM does.
+prefill instance with ``{"do_remote_decode": true}`` and ``max_tokens`` 1 (the router's job:
+vLLM does not force it); that instance computes the prompt, answers and, when the answer
+stopped on its length (vLLM's ``FINISHED_LENGTH_CAPPED``), adds ``kv_transfer_params``
+naming where the KV blocks can be pulled: ``do_remote_prefill``, ``remote_engine_id``,
+``remote_request_id``, ``remote_block_ids``, ``remote_host``, ``remote_port``, ``tp_size``.
+The router passes that object on to a decode instance, which skips the prefill, waits the
+transfer time and decodes. A decode request that lacks a field is served with an ordinary
+prefill, as vLLM does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ SIDE_CHANNEL_PORT_ENV = "VLLM_NIXL_SIDE_CHANNEL_PORT"
 DEFAULT_SIDE_CHANNEL_PORT = 5600
 REMOTE_FIELDS = ("remote_engine_id", "remote_block_ids", "remote_host", "remote_port")
 DEFAULT_BLOCK_SIZE = 16
+FIRST_BLOCK_ID = 1
+"""vLLM keeps block 0 as its null block: the blocks it hands out start at 1."""
+MAX_BLOCK_ID = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class TransferRequest:
     """What a request's ``kv_transfer_params`` ask of this instance."""
 
     remote_decode: bool
-    """Prefill side: compute the prompt, answer one token, keep the blocks for a decoder."""
+    """Prefill side: compute the prompt, answer, keep the blocks for a decoder."""
     remote_prefill: bool
     """Decode side: pull the prompt's blocks instead of computing them."""
 
@@ -58,22 +63,25 @@ class KVTransferAgent:
         base = int(port) if port.strip().isdigit() else DEFAULT_SIDE_CHANNEL_PORT
         self.port = base + rank
         self.block_size = int(getattr(settings, "block_size", DEFAULT_BLOCK_SIZE))
-        self._next_block = 0
+        self._next_block = FIRST_BLOCK_ID
         self._rng = random.Random(None if settings.seed is None else settings.seed + 2)
 
     def transfer_delay(self, settings: Settings, prompt_tokens: int) -> float:
         return kv_transfer_delay(settings, prompt_tokens, self._rng)
 
-    def prefill_params(self, prompt_tokens: int) -> dict[str, Any]:
+    def prefill_params(self, prompt_tokens: int, request_id: str) -> dict[str, Any]:
         """What a prefill instance answers: where a decoder pulls the prompt's blocks."""
         count = max(1, math.ceil(prompt_tokens / self.block_size))
-        blocks = [self._next_block + i for i in range(count)]
-        self._next_block = (self._next_block + count) % 1_000_000
+        if self._next_block + count > MAX_BLOCK_ID:
+            self._next_block = FIRST_BLOCK_ID
+        blocks = list(range(self._next_block, self._next_block + count))
+        self._next_block += count
         return {
             "do_remote_prefill": True,
             "do_remote_decode": False,
             "remote_block_ids": blocks,
             "remote_engine_id": self.engine_id,
+            "remote_request_id": request_id,
             "remote_host": self.host,
             "remote_port": self.port,
             "tp_size": 1,

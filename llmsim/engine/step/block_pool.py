@@ -116,7 +116,8 @@ class BlockPool:
             block.ref_cnt = 1
             taken.append(block)
         if evicted and self.reports:
-            self.listener.block_removed(evicted)
+            for block_hash in evicted:  # vLLM reports each evicted block on its own
+                self.listener.block_removed([block_hash])
         return taken
 
     def allocate_one(self) -> KVBlock:

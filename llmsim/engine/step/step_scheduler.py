@@ -346,7 +346,10 @@ class StepScheduler:
         if self.kv.enable_caching:
             plan.prefix_queries += seq.num_tokens
             plan.prefix_hits += cached
-        seq.received_at = now + (sequence.kv_transfer_delay or 0.0)
+        delay = sequence.kv_transfer_delay or 0.0
+        if cached:  # only the part not cached here travels
+            delay *= (seq.num_tokens - cached) / seq.num_tokens
+        seq.received_at = now + delay
         self.receiving.append(seq)
         return True
 
