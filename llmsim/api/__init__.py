@@ -1,7 +1,7 @@
 """The HTTP layer: vLLM's OpenAI-compatible API on aiohttp, its handlers, errors and SSE writers.
 
-Beside ``console`` (neither imports the other); may import ``runtime``, ``observability``,
-``engine`` and ``settings``.
+Beside ``console`` (neither imports the other); may import ``proxy``, ``answers``,
+``runtime``, ``observability``, ``engine`` and ``settings``.
 """
 
 from llmsim.api.app import create_app
