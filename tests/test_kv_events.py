@@ -154,6 +154,7 @@ def store_prompt(publisher: KVEventPublisher, tokens: list[int], cached: set[byt
             tokens[first * BLOCK : (new[-1] + 1) * BLOCK],
             BLOCK,
             None,
+            None,
         )
         cached.update(hashes[i] for i in new)
     publisher.step_finished()

@@ -66,10 +66,10 @@ class Recorder:
         token_ids: Seq[int],
         block_size: int,
         lora_id: int | None,
+        lora_name: str | None = None,
     ) -> None:
-        self.events.append(
-            ("stored", list(block_hashes), parent_block_hash, list(token_ids), block_size, lora_id)
-        )
+        stored = list(block_hashes), parent_block_hash, list(token_ids), block_size, lora_id
+        self.events.append(("stored", *stored, lora_name))
 
     def block_removed(self, block_hashes: Seq[BlockHash]) -> None:
         self.events.append(("removed", list(block_hashes)))
@@ -394,6 +394,28 @@ def test_the_listener_hears_stored_removed_cleared_and_steps(
     assert engine.reset_prefix_cache() == 2
     assert listener.events[-2:] == [("cleared",), ("step",)]  # published at once
     assert engine.pool.num_cached == 0
+
+
+def test_kv_events_name_the_adapter_with_vllms_load_order_id(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """vLLM numbers adapters 1, 2, ... as it loads them and puts the name beside the id."""
+    from llmsim.engine.lora import Adapter, LoraManager
+
+    loras = LoraManager(max_loras=2, max_cpu_loras=2, load_latency=0.0)
+    for name in ("sql-lora", "chat-lora"):
+        loras.register(Adapter(name, "/adapters/" + name))
+    listener = Recorder()
+    engine = StepEngine(num_blocks=16, block_size=4, kv_listener=listener)
+    engine.kv.lora_ids = loras.int_id
+    engine.add(make(loop, "a", list(range(9)), 1, adapter="chat-lora"))
+    engine.add(make(loop, "b", list(range(9)), 1))
+    Clock(engine).run()
+    stored = [event for event in listener.events if event[0] == "stored"]
+    assert [(event[5], event[6]) for event in stored] == [(2, "chat-lora"), (None, None)]
+    loras.unregister("chat-lora")
+    loras.register(Adapter("chat-lora", "/adapters/chat-lora"))
+    assert loras.int_id("chat-lora") == 3  # a reload gets a new id, as in vLLM
 
 
 def test_a_custom_block_hasher_names_the_blocks(loop: asyncio.AbstractEventLoop) -> None:

@@ -28,6 +28,7 @@ class Stored:
         token_ids: Seq[int],
         block_size: int,
         lora_id: int | None,
+        lora_name: str | None = None,
     ) -> None:
         self.stored.append((list(block_hashes), parent_block_hash, list(token_ids)))
 

@@ -128,6 +128,7 @@ class Engine:
             core = StepEngine.from_settings(
                 settings, block_hasher=block_hasher, kv_listener=kv_listener, rng=step_rng
             )
+            core.kv.lora_ids = self.loras.int_id
             self.step = StepLoop(core, lambda: self.observer)
         self.needs_token_ids = self.step is not None and settings.enable_prefix_caching
         """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""

@@ -22,6 +22,7 @@ class KVCacheListener(Protocol):
         token_ids: Sequence[int],
         block_size: int,
         lora_id: int | None,
+        lora_name: str | None,
     ) -> None:
         """Full blocks became cached, in chain order; ``token_ids`` are all their tokens."""
 
@@ -45,6 +46,7 @@ class NullKVCacheListener:
         token_ids: Sequence[int],
         block_size: int,
         lora_id: int | None,
+        lora_name: str | None,
     ) -> None:
         pass
 

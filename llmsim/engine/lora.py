@@ -46,18 +46,32 @@ class LoraManager:
         self._slots: OrderedDict[str, int] = OrderedDict()  # adapter -> running count, LRU first
         self._cpu: OrderedDict[str, None] = OrderedDict()  # warm adapters, LRU first
         self._ready_at: dict[str, float] = {}
+        self._int_ids: dict[str, int] = {}
+        self._next_int_id = 1
 
     # -- registry ---------------------------------------------------------------
     def register(self, adapter: Adapter) -> None:
         if adapter.name in self._registry:
             raise AdapterExistsError(adapter.name)
         self._registry[adapter.name] = adapter
+        self._int_ids[adapter.name] = self._next_int_id
+        self._next_int_id += 1
         self._warm(adapter.name)
+
+    def int_id(self, name: str) -> int:
+        """vLLM's ``lora_int_id``: 1, 2, ... in the order adapters were loaded, never reused
+        (an adapter unloaded and loaded again gets a new one)."""
+        found = self._int_ids.get(name)
+        if found is None:  # unloaded while its request ran: a new id, as a reload would get
+            found = self._int_ids[name] = self._next_int_id
+            self._next_int_id += 1
+        return found
 
     def unregister(self, name: str) -> None:
         """Forget an adapter; requests already holding its slot keep running."""
         if self._registry.pop(name, None) is None:
             raise AdapterNotFoundError(name)
+        self._int_ids.pop(name, None)
         self._cpu.pop(name, None)
         if self._slots.get(name) == 0:
             self._evict(name)

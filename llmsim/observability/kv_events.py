@@ -209,6 +209,7 @@ class KVEventPublisher:
         token_ids: Sequence[int],
         block_size: int,
         lora_id: int | None,
+        lora_name: str | None,
     ) -> None:
         parent = None if parent_block_hash is None else self._external(parent_block_hash)
         self._events.append(
@@ -219,7 +220,7 @@ class KVEventPublisher:
                 block_size=block_size,
                 lora_id=lora_id,
                 medium=MEDIUM_GPU,
-                lora_name=None,
+                lora_name=lora_name,
             )
         )
 

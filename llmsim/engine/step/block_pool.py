@@ -149,6 +149,7 @@ class BlockPool:
         parent: BlockHash | None,
         token_ids: Sequence[int],
         lora_id: int | None,
+        lora_name: str | None = None,
     ) -> None:
         """Name full blocks by their hashes (chain order) and report the newly cached ones.
 
@@ -170,12 +171,15 @@ class BlockPool:
                     run_parent, run_start = previous, index
                 run.append(block_hash)
             elif run:
-                self._stored(run, run_parent, token_ids[run_start * size : index * size], lora_id)
+                self._stored(
+                    run, run_parent, token_ids[run_start * size : index * size], lora_id, lora_name
+                )
                 run = []
             previous = block_hash
         if run:
             end = run_start + len(run)
-            self._stored(run, run_parent, token_ids[run_start * size : end * size], lora_id)
+            stored = token_ids[run_start * size : end * size]
+            self._stored(run, run_parent, stored, lora_id, lora_name)
 
     def cache_one(self, block: KVBlock, block_hash: BlockHash) -> None:
         """Name one block (unless it has a name), beside any other block of that name;
@@ -198,8 +202,11 @@ class BlockPool:
         parent: BlockHash | None,
         token_ids: Sequence[int],
         lora_id: int | None,
+        lora_name: str | None,
     ) -> None:
-        self.listener.block_stored(hashes, parent, list(token_ids), self.block_size, lora_id)
+        self.listener.block_stored(
+            hashes, parent, list(token_ids), self.block_size, lora_id, lora_name
+        )
 
     def clear_cache(self) -> int:
         """Forget every cached block (blocks in use stay in use); return how many were cached.

@@ -11,6 +11,7 @@ them (:mod:`llmsim.engine.step.deferred_names`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,10 +25,8 @@ from llmsim.engine.step.deferred_names import DeferredNames, DeferredRun
 
 
 @lru_cache(maxsize=1024)
-def lora_int_id(adapter: str | None) -> int | None:
-    """A stable positive integer for an adapter name (vLLM's ``lora_int_id`` in KV events)."""
-    if adapter is None:
-        return None
+def stable_lora_id(adapter: str) -> int:
+    """A positive integer derived from an adapter name, for an engine without a LoRA registry."""
     return int.from_bytes(blake2b(adapter.encode(), digest_size=4).digest(), "big") or 1
 
 
@@ -113,6 +112,9 @@ class KVCacheManager:
         self.enable_caching = enable_caching
         self.names = DeferredNames(pool, hasher)
         self.hasher = hasher
+        self.lora_ids: Callable[[str], int] = stable_lora_id
+        """An adapter's integer id in KV events: the engine's LoRA registry sets vLLM's
+        counter (1, 2, ... in load order); on its own the engine derives one from the name."""
 
     @property
     def hasher(self) -> BlockHasher:
@@ -260,11 +262,13 @@ class KVCacheManager:
                 parent = hashes[-1] if hashes else None
                 hashes.append(hasher(parent, ids[offset : offset + size], extra))
         parent = hashes[first - 1] if first else None
+        adapter = seq.sequence.adapter
         self.pool.cache(
             seq.blocks[first:full],
             hashes[first:full],
             parent,
             ids,
-            lora_int_id(seq.sequence.adapter),
+            None if adapter is None else self.lora_ids(adapter),
+            adapter,
         )
         seq.num_cached_blocks = full
