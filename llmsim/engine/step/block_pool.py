@@ -1,7 +1,10 @@
 """The KV-cache block pool: fixed-size blocks, reference counts and an LRU free queue.
 
 As in vLLM's ``BlockPool``: a block in use has a reference count above zero; a block no
-sequence uses sits in the free queue, least recently freed first. A free block may still
+sequence uses sits in the free queue, least recently freed first. The queue is a deque whose
+entries a prefix-cache hit leaves behind instead of removing them (the block knows how many
+entries it has, so a stale one is skipped when it comes up): cheaper than an ordered dict
+for the allocate-and-free traffic of every decoding sequence. A free block may still
 be *cached* (it carries the hash of the tokens it holds), so a later prompt with the same
 prefix can take it back instead of computing it again. Allocating a new block pops the
 front of the free queue, evicting whatever it cached. Cached free blocks count as free, so
@@ -15,7 +18,7 @@ yet (:mod:`llmsim.engine.step.deferred_names`); evicting the block drops it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from llmsim.engine.block_hash import BlockHash
@@ -25,11 +28,13 @@ from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
 class KVBlock:
     """One block of ``block_size`` token slots."""
 
-    __slots__ = ("block_hash", "block_id", "deferred", "ref_cnt")
+    __slots__ = ("block_hash", "block_id", "deferred", "queued", "ref_cnt")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_cnt = 0
+        self.queued = 0
+        """Entries of this block in the free queue; only the last may stand for it."""
         self.block_hash: BlockHash | None = None
         self.deferred: object | None = None
         """Whoever will name this block when a lookup needs it (None: no deferred name)."""
@@ -44,9 +49,10 @@ class BlockPool:
         self.block_size = block_size
         self.listener = listener
         self.blocks = [KVBlock(index) for index in range(num_blocks)]
-        self._free: OrderedDict[int, KVBlock] = OrderedDict(
-            (block.block_id, block) for block in self.blocks
-        )
+        for block in self.blocks:
+            block.queued = 1
+        self._queue: deque[KVBlock] = deque(self.blocks)
+        self._num_free = num_blocks
         self._cached: dict[BlockHash, KVBlock | dict[int, KVBlock]] = {}
         """Name -> the block carrying it, or the blocks (by id, first cached first)."""
         self.num_named = 0
@@ -66,11 +72,11 @@ class BlockPool:
     @property
     def num_free(self) -> int:
         """Blocks no sequence uses, cached or not."""
-        return len(self._free)
+        return self._num_free
 
     @property
     def num_used(self) -> int:
-        return self.num_blocks - len(self._free)
+        return self.num_blocks - self._num_free
 
     @property
     def num_cached(self) -> int:
@@ -89,24 +95,28 @@ class BlockPool:
 
     def free_order(self) -> list[int]:
         """Free block ids, next to be evicted first (for tests and plots)."""
-        return list(self._free)
+        return [block.block_id for block in self._live_entries()]
 
     # -- transitions ------------------------------------------------------------
     def touch(self, blocks: Iterable[KVBlock]) -> None:
-        """Take cached blocks back into use (a prefix-cache hit)."""
+        """Take cached blocks back into use (a prefix-cache hit); their queue entries go stale."""
         for block in blocks:
             if block.ref_cnt == 0:
-                del self._free[block.block_id]
+                self._num_free -= 1
             block.ref_cnt += 1
 
     def allocate(self, count: int) -> list[KVBlock]:
         """``count`` fresh blocks from the front of the free queue; the caller checked room."""
-        if count > len(self._free):
-            raise ValueError(f"{count} blocks wanted, {len(self._free)} free")
+        if count > self._num_free:
+            raise ValueError(f"{count} blocks wanted, {self._num_free} free")
         taken: list[KVBlock] = []
         evicted: list[BlockHash] = []
-        for _ in range(count):
-            _, block = self._free.popitem(last=False)
+        queue = self._queue
+        while len(taken) < count:
+            block = queue.popleft()
+            block.queued -= 1
+            if block.ref_cnt or block.queued:  # in use, or freed again later: stale
+                continue
             if block.block_hash is not None:
                 evicted.append(block.block_hash)
                 self._uncache(block)
@@ -115,6 +125,7 @@ class BlockPool:
                 self.num_deferred -= 1
             block.ref_cnt = 1
             taken.append(block)
+        self._num_free -= count
         if evicted and self.reports:
             for block_hash in evicted:  # vLLM reports each evicted block on its own
                 self.listener.block_removed([block_hash])
@@ -122,7 +133,12 @@ class BlockPool:
 
     def allocate_one(self) -> KVBlock:
         """:meth:`allocate` of a single block (a decode step's next block); the caller checked room."""
-        _, block = self._free.popitem(last=False)
+        queue = self._queue
+        block = queue.popleft()
+        block.queued -= 1
+        while block.ref_cnt or block.queued:
+            block = queue.popleft()
+            block.queued -= 1
         if block.block_hash is not None:
             evicted = block.block_hash
             self._uncache(block)
@@ -132,15 +148,22 @@ class BlockPool:
             block.deferred = None
             self.num_deferred -= 1
         block.ref_cnt = 1
+        self._num_free -= 1
         return block
 
     def free(self, blocks: Iterable[KVBlock]) -> None:
         """Release blocks in the given order: the first freed is the first evicted."""
-        free = self._free
+        queue = self._queue
+        freed = 0
         for block in blocks:
             block.ref_cnt -= 1
             if block.ref_cnt == 0:
-                free[block.block_id] = block
+                queue.append(block)
+                block.queued += 1
+                freed += 1
+        self._num_free += freed
+        if len(queue) > 2 * self.num_blocks:  # many hits left stale entries: drop them
+            self._compact()
 
     def cache(
         self,
@@ -234,3 +257,23 @@ class BlockPool:
                 self._cached[block_hash] = next(iter(found.values()))
         block.block_hash = None
         self.num_named -= 1
+
+    def _live_entries(self) -> list[KVBlock]:
+        """The free blocks in queue order: each block's last entry, if the block is free."""
+        seen: set[int] = set()
+        live: list[KVBlock] = []
+        for block in reversed(self._queue):
+            if block.block_id not in seen:
+                seen.add(block.block_id)
+                if block.ref_cnt == 0:
+                    live.append(block)
+        live.reverse()
+        return live
+
+    def _compact(self) -> None:
+        live = self._live_entries()
+        for block in self._queue:
+            block.queued = 0
+        for block in live:
+            block.queued = 1
+        self._queue = deque(live)

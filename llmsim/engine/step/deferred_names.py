@@ -24,22 +24,47 @@ if TYPE_CHECKING:
 
 
 class DeferredRun:
-    """Consecutive blocks of one sequence, filled by decoding and not named yet."""
+    """Consecutive blocks of one sequence, filled by decoding and not named yet.
 
-    __slots__ = ("blocks", "extra", "first", "ids", "parent", "seq", "texts")
+    While the sequence holds them they are ``seq.blocks[first:end]`` and carry no mark (held
+    blocks cannot be evicted); when it lets go, :meth:`keep` marks them and keeps the tokens.
+    """
+
+    __slots__ = (
+        "blocks",
+        "end",
+        "extra",
+        "first",
+        "head",
+        "known",
+        "parent",
+        "prompt_tokens",
+        "seq",
+        "start",
+        "texts",
+    )
 
     def __init__(self, seq: StepSequence, parent: BlockHash | None, first: int) -> None:
         self.seq: StepSequence | None = seq
         """The sequence while it holds the blocks (their token ids are its own)."""
         self.parent = parent
         self.first = first
-        """The chain index of ``blocks[0]`` in the sequence."""
+        """The chain index of the run's first block in the sequence."""
+        self.end = first
+        """The chain index after its last block."""
         self.blocks: list[KVBlock] = []
+        """The blocks, once the sequence let them go."""
         self.extra: tuple[Any, ...] | None = seq.extra_keys
-        self.ids: list[int] = []
+        # Once the sequence let go: the prompt ids the run covers (at most a block), and the
+        # sequence's generated ids and texts (references: no copy of a long answer).
+        self.start = 0
+        self.prompt_tokens = 0
+        self.head: list[int] = []
+        self.known: list[int] = []
         self.texts: Seq[str] = ()
-        """Once the sequence let the blocks go, their tokens: the ids known then, followed by
-        the generated texts whose ids were not (nothing more, so a long prompt is not kept)."""
+
+    def __len__(self) -> int:
+        return self.end - self.first
 
     @property
     def dead(self) -> bool:
@@ -50,29 +75,30 @@ class DeferredRun:
         return not self.blocks or self.blocks[0].deferred is not self
 
     def token_ids(self, index: int, size: int) -> Seq[int]:
+        start = (self.first + index) * size
+        stop = start + size
         if self.seq is not None:
-            start = (self.first + index) * size
-            return self.seq.token_ids(start, start + size)
-        start, stop = index * size, (index + 1) * size
-        ids, known = self.ids[start:stop], len(self.ids)
-        if stop > known:
-            ids.extend(map(output_token_id, self.texts[max(start - known, 0) : stop - known]))
+            return self.seq.token_ids(start, stop)
+        prompt = self.prompt_tokens
+        ids = self.head[start - self.start : stop - self.start] if start < prompt else []
+        begin, end = max(start, prompt) - prompt, max(stop - prompt, 0)
+        known = self.known
+        ids.extend(known[begin:end])
+        if end > len(known):
+            ids.extend(map(output_token_id, self.texts[max(begin, len(known)) : end]))
         return ids
 
-    def keep_tokens(self, seq: StepSequence, block_size: int) -> None:
-        """Copy the run's own tokens out of ``seq``, which lets go of the blocks."""
-        start = self.first * block_size
-        stop = start + len(self.blocks) * block_size
-        sequence = seq.sequence
-        prompt = sequence.prompt_tokens
+    def keep(self, seq: StepSequence, block_size: int) -> None:
+        """``seq`` lets go of the blocks: mark them and keep what names them."""
+        blocks = self.blocks = seq.blocks[self.first : self.end]
+        for block in blocks:
+            block.deferred = self
+        start = self.start = self.first * block_size
+        prompt = self.prompt_tokens = seq.sequence.prompt_tokens
         assert seq.prompt_ids is not None
-        ids = list(seq.prompt_ids[start : min(stop, prompt)]) if start < prompt else []
-        begin, end = max(start, prompt) - prompt, stop - prompt
-        known = seq.output_ids
-        named = min(max(len(known), begin), end)
-        ids.extend(known[begin:named])
-        self.ids = ids
-        self.texts = sequence.output[named:end]
+        self.head = list(seq.prompt_ids[start:prompt]) if start < prompt else []
+        self.known = seq.output_ids
+        self.texts = seq.sequence.output
         self.seq = None
 
 
@@ -89,7 +115,7 @@ class DeferredNames:
         """Blocks ``seq.num_cached_blocks`` to ``full`` filled: their names wait for a lookup."""
         run = seq.deferred
         first = seq.num_cached_blocks
-        if run is not None and run.first + len(run.blocks) != first:
+        if run is not None and run.end != first:
             self.resolve_run(run)  # not contiguous (cannot happen today): settle it first
             run = None
         if run is None:
@@ -99,11 +125,7 @@ class DeferredNames:
             run = DeferredRun(seq, hashes[first - 1] if first else None, first)
             self._by_parent.setdefault(run.parent, {})[run] = None
             seq.deferred = run
-        blocks = seq.blocks
-        for index in range(first, full):
-            block = blocks[index]
-            block.deferred = run
-            run.blocks.append(block)
+        run.end = full
         self.pool.num_deferred += full - first
         seq.num_cached_blocks = full
 
@@ -114,7 +136,7 @@ class DeferredNames:
         if run is None:
             return
         seq.deferred = None
-        run.keep_tokens(seq, self.pool.block_size)
+        run.keep(seq, self.pool.block_size)
         released = self._released
         released.append(run)
         while released and released[0].dead:  # forget the runs the queue has evicted
@@ -134,7 +156,7 @@ class DeferredNames:
         for parent_index in range(index - 1, -2, -1):
             runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
             if runs:
-                reaching = [run for run in runs if parent_index + 1 + len(run.blocks) > index]
+                reaching = [run for run in runs if parent_index + 1 + len(run) > index]
                 for run in reaching:
                     self.resolve_run(run)
                 found = found or bool(reaching)
@@ -166,7 +188,7 @@ class DeferredNames:
         """The prefix cache was reset: deferred names go with the computed ones."""
         for runs in self._by_parent.values():
             for run in runs:
-                for block in run.blocks:
+                for block in run.blocks:  # released runs' marks (held ones have none)
                     if block.deferred is run:
                         block.deferred = None
                 if run.seq is not None:
@@ -179,12 +201,14 @@ class DeferredNames:
         """Compute the run's chain and name the blocks that still carry its deferred name."""
         pool, hasher, size = self.pool, self.hasher, self.pool.block_size
         seq = run.seq
+        held = seq is not None
+        blocks = seq.blocks[run.first : run.end] if seq is not None else run.blocks
         parent = run.parent
-        for index, block in enumerate(run.blocks):
+        for index, block in enumerate(blocks):
             block_hash = hasher(parent, run.token_ids(index, size), run.extra)
             if seq is not None and len(seq.hashes) == run.first + index:
                 seq.hashes.append(block_hash)
-            if block.deferred is run:
+            if held or block.deferred is run:
                 block.deferred = None
                 pool.num_deferred -= 1
                 pool.cache_one(block, block_hash)

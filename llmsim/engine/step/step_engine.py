@@ -177,6 +177,6 @@ class StepEngine:
             return 0, StepResult()
         # A pool that reports nothing has a null listener: its step ends need no calls.
         step_finished = self.listener.step_finished if self.pool.reports else None
-        result = self.scheduler.run_decode_steps(steps, now, step_finished)
+        result = self.scheduler.run_decode_steps(plan, steps, now, step_finished)
         self.steps += steps
         return steps, result

@@ -71,6 +71,8 @@ class StepResult:
     """Sequences that produced one token at the end of the step."""
     finished: list[StepSequence] = field(default_factory=list)
     """Sequences that produced their last token (or had none to produce)."""
+    fewest_left: int = 0
+    """A decode run's result: the fewest tokens a sequence still has to produce."""
 
 
 def due_at(seq: StepSequence) -> float | None:
@@ -108,6 +110,10 @@ class StepScheduler:
         self.receiving: list[StepSequence] = []
         """P/D decode side: sequences holding their prompt's blocks, waiting for the KV."""
         self.num_preemptions = 0
+        self._repeat: tuple[StepPlan, int] | None = None
+        """After a quiet decode run: its plan and the fewest tokens any sequence has left.
+        Until the running set changes (a step is planned, a sequence leaves) the next run
+        needs no check of every sequence."""
 
     # -- views ------------------------------------------------------------------
     @property
@@ -141,6 +147,7 @@ class StepScheduler:
         if seq.removed:
             return
         seq.removed = True
+        self._repeat = None
         if seq in self.waiting:
             self.waiting.remove(seq)
         elif seq in self.receiving:
@@ -152,6 +159,7 @@ class StepScheduler:
     # -- the step ---------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
+        self._repeat = None
         plan = StepPlan()
         self._receive(now)
         budget = self._schedule_running(plan, self.max_num_batched_tokens, now)
@@ -194,6 +202,15 @@ class StepScheduler:
             return 0
         if len(running) != plan.decode or len(running) > self.max_num_batched_tokens:
             return 0
+        repeat = self._repeat
+        if repeat is not None and repeat[0] is plan:  # the same batch as the last run
+            steps = min(limit, repeat[1])
+            # each sequence opens at most steps // size + 1 blocks
+            if (
+                steps > 0
+                and len(running) * (steps // self.kv.block_size + 1) <= self.kv.pool.num_free
+            ):
+                return steps
         steps = limit
         for seq in running:
             sequence = seq.sequence
@@ -210,7 +227,7 @@ class StepScheduler:
         return steps if needed <= self.kv.pool.num_free else 0
 
     def run_decode_steps(
-        self, steps: int, now: float, step_finished: Callable[[], None] | None
+        self, plan: StepPlan, steps: int, now: float, step_finished: Callable[[], None] | None
     ) -> StepResult:
         """Apply ``steps`` decode steps that :meth:`decode_repeats` allowed, all ending at
         ``now``, with the block pool seeing the same calls in the same order as step by step
@@ -222,6 +239,8 @@ class StepScheduler:
         running = list(self.running)
         if step_finished is None and self.kv.block_size > 1:
             result = self._run_quietly(running, steps, now)
+            if not result.finished:
+                self._repeat = (plan, result.fewest_left)
         else:
             base = [seq.num_computed for seq in running]
             self._advance_reporting(running, base, steps, step_finished)
@@ -246,6 +265,7 @@ class StepScheduler:
         pool, size, naming = kv.pool, kv.block_size, kv.enable_caching
         defer = kv.names.defer
         finished: list[StepSequence] = []
+        fewest = 1 << 62
         for seq in running:
             end = seq.num_computed + steps
             blocks = seq.blocks
@@ -254,16 +274,25 @@ class StepScheduler:
                 blocks.append(pool.allocate_one())
             elif needed > 0:
                 blocks.extend(pool.allocate(needed))
-            if naming and end // size > seq.num_cached_blocks and seq.prompt_ids is not None:
-                defer(seq, end // size)
+            full = end // size
+            if naming and full > seq.num_cached_blocks and seq.prompt_ids is not None:
+                run = seq.deferred
+                if run is not None and run.end == seq.num_cached_blocks:  # the usual case
+                    pool.num_deferred += full - run.end
+                    run.end = seq.num_cached_blocks = full
+                else:
+                    defer(seq, full)
             seq.num_computed = end
             sequence = seq.sequence
-            sequence.generated += steps
+            generated = sequence.generated = sequence.generated + steps
             seq.previous_token_at = now if steps > 1 else sequence.last_token_at
             sequence.last_token_at = now
-            if sequence.generated >= len(sequence.output):
+            left = len(sequence.output) - generated
+            if left <= 0:
                 finished.append(seq)
-        return StepResult(emitted=running, finished=finished)
+            elif left < fewest:
+                fewest = left
+        return StepResult(emitted=running, finished=finished, fewest_left=fewest)
 
     def _advance_reporting(
         self,
