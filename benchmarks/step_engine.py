@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The step latency model under load: step period, server CPU per step, zero-latency rate.
 
-    python benchmarks/step_engine.py            # about 2-3 minutes
+    python benchmarks/step_engine.py            # about 3-4 minutes
     python benchmarks/step_engine.py --quick    # smaller and shorter, for a smoke test
 
 Same-run comparisons, not timed tests:
@@ -197,7 +197,7 @@ def main() -> None:
         results["cpu_per_step"] = [
             loaded_run(workdir, f"cpu-{n}", n, "20ms", seconds, []) for n in (64, 256, 1024)
         ]
-        results["zero_latency"] = zero_latency_comparison(workdir, seconds, rounds=2)
+        results["zero_latency"] = zero_latency_comparison(workdir, seconds, rounds=3)
     (RESULTS / "step_engine.json").write_text(json.dumps(results, indent=2))
     for section, rows in results.items():
         print(f"\n{section}")
