@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
@@ -193,18 +194,30 @@ def check_events(server: RunningServer, subscriber: Subscriber, replay: int) -> 
     start = len(batches) - 2
     assert [seq for seq, _ in replay_dealer(replay, start)] == [start, start + 1, -1]
 
-    # 5. Sleep publishes AllBlocksCleared and empties the cache; requests get vLLM's answer.
+    # 5. Sleep at level 0 only pauses scheduling: the prefix cache stays, nothing is cleared.
+    seen = len(history(replay))
+    assert call(server, "/sleep?level=0")[0] == 200
+    assert call(server, "/wake_up?tags=scheduling")[0] == 200
+    answer = complete(server, prompt)
+    assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    time.sleep(0.3)
+    events = events_after(replay, seen, lambda _: True)
+    assert not any(isinstance(e, AllBlocksCleared) for e in events)
+
+    # 6. Level 1 publishes AllBlocksCleared and empties the cache; a request sent while
+    #    asleep queues (vLLM answers no error) and runs on the empty cache after wake-up.
     seen = len(history(replay))
     assert call(server, "/sleep?level=1")[0] == 200
     events = events_after(replay, seen, lambda evs: bool(evs))
     assert any(isinstance(e, AllBlocksCleared) for e in events)
     assert kv_usage(server) == 0.0
-    status, body = call(server, "/v1/completions", {"model": MODEL, "prompt": prompt})
-    assert status == 503
-    assert "sleeping" in body["error"]["message"]
-    assert call(server, "/wake_up")[0] == 200
-    seen = len(history(replay))
-    answer = complete(server, prompt)  # serving again, with an empty cache
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(complete, server, prompt)
+        time.sleep(0.5)
+        assert not pending.done()
+        seen = len(history(replay))
+        assert call(server, "/wake_up")[0] == 200
+        answer = pending.result(timeout=10)
     assert (answer["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0) == 0
     events = events_after(replay, seen, lambda evs: len(stored_hashes(evs)) >= k)
     assert stored_hashes(events)[:k] == expected

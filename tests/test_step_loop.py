@@ -138,5 +138,5 @@ async def test_the_app_wires_the_kv_listener_hasher_and_sleep_into_the_step_engi
     with engine.submit(request("a", "hello there " * 20, max_tokens=2)) as group:
         await group.run(Collect())
     assert core.pool.num_cached > 0
-    app[SLEEP].sleep(1)  # drops the KV cache, as vLLM's sleep does
+    await app[SLEEP].sleep(1)  # drops the KV cache, as vLLM's sleep does
     assert core.pool.num_cached == 0

@@ -37,7 +37,7 @@ from llmsim.api.keys import (
 from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
-from llmsim.api.sleep import SLEEP, dev_routes
+from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -84,7 +84,7 @@ def create_app(
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
     app[inference.INFERENCE] = inference.InferenceState(
-        engine, app[LIFECYCLE], app[RUNTIME], app[RESPONDER], app[KV_TRANSFER], app[SLEEP]
+        engine, app[LIFECYCLE], app[RUNTIME], app[RESPONDER], app[KV_TRANSFER]
     )
     if engine.step is not None:
         step = engine.step

@@ -101,6 +101,12 @@ class ChatStreamSink(StreamSink):
             + finish_fields(sequence, True),
         )
 
+    def end_chunk(self, sequence: Sequence) -> bytes:
+        return self.chunk(
+            sequence.index,
+            b'"delta":{"content":""},"logprobs":null,' + finish_fields(sequence, True),
+        )
+
     def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
         number = _call_at(sequence, position)
         if number is None:

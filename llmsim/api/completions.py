@@ -56,3 +56,8 @@ class CompletionStreamSink(StreamSink):
             sequence.index,
             b'"text":' + dumps(text) + b',"logprobs":null,' + finish_fields(sequence, True),
         )
+
+    def end_chunk(self, sequence: Sequence) -> bytes:
+        return self.chunk(
+            sequence.index, b'"text":"","logprobs":null,' + finish_fields(sequence, True)
+        )

@@ -23,7 +23,6 @@ from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE
 from llmsim.api.prompts import check_vocabulary, render_messages
 from llmsim.api.requests import read_json_object
 from llmsim.api.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
-from llmsim.api.sleep import SLEEP, check_awake
 from llmsim.api.system import NOT_SERVING
 from llmsim.api.tokenization import check_model, validate
 from llmsim.engine import (
@@ -85,7 +84,6 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
     phase = request.app[LIFECYCLE].phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
-    check_awake(request.app[SLEEP])
     body: EmbeddingRequest = validate(EmbeddingRequest, await read_json_object(request))
     check_model(engine, body.model)
     target = engine.resolve(body.model)

@@ -28,7 +28,6 @@ from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.api.sleep import check_awake
 from llmsim.api.sse import (
     CuttingSink,
     ResponseMeta,
@@ -53,7 +52,6 @@ from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 from llmsim.runtime.lifecycle import Lifecycle
-from llmsim.runtime.sleep import SleepController
 
 REQUEST_ID_HEADER = "X-Request-Id"
 
@@ -67,7 +65,6 @@ class InferenceState:
     runtime: Runtime
     responder: Responder
     kv_agent: KVTransferAgent
-    sleep: SleepController
 
 
 INFERENCE = web.AppKey("inference", InferenceState)
@@ -160,7 +157,6 @@ async def _generate(
     phase = state.lifecycle.phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
-    check_awake(state.sleep)
     _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")

@@ -1,7 +1,10 @@
 """vLLM's development endpoints for sleep mode: ``/sleep``, ``/wake_up``, ``/is_sleeping``.
 
 As in vLLM they exist only with ``VLLM_SERVER_DEV_MODE=1`` (otherwise they are unknown
-paths, 404); sleeping and waking also need ``--enable-sleep-mode``.
+paths, 404); sleeping and waking also need ``--enable-sleep-mode``. ``POST /sleep`` takes
+``level`` (0, 1, 2; default 1) and ``mode`` (abort, wait, keep; default abort) and answers
+once the scheduler is paused: see :mod:`llmsim.runtime.sleep`. Inference is never refused
+while asleep: requests queue until ``/wake_up``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from aiohttp import web
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.runtime.sleep import WAKE_TAGS, SleepController, SleepModeDisabledError
+from llmsim.runtime.sleep import (
+    SCHEDULING_TAG,
+    WAKE_TAGS,
+    SleepArgumentError,
+    SleepController,
+    SleepModeDisabledError,
+)
 
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
-SLEEPING_MESSAGE = "The model is sleeping; wake it up with POST /wake_up."
 SLEEP: web.AppKey[SleepController] = web.AppKey("sleep", SleepController)
 
 
@@ -39,22 +47,17 @@ def dev_routes() -> list[web.RouteDef]:
     ]
 
 
-def check_awake(controller: SleepController) -> None:
-    """Inference is refused with 503 while the instance sleeps."""
-    if controller.is_sleeping:
-        raise APIError(503, SLEEPING_MESSAGE)
-
-
 async def sleep(request: web.Request) -> web.Response:
     raw = request.query.get("level", "1")
     try:
         level = int(raw)
     except ValueError:
-        raise APIError(400, f"level must be 1 or 2, not {raw!r}", "level") from None
+        raise APIError(400, f"sleep level must be 0, 1 or 2, not {raw!r}", "level") from None
+    mode = request.query.get("mode", "abort")
     try:
-        request.app[SLEEP].sleep(level)
-    except ValueError as exc:
-        raise APIError(400, str(exc), "level") from None
+        await request.app[SLEEP].sleep(level, mode)
+    except SleepArgumentError as exc:
+        raise APIError(400, str(exc), exc.param) from None
     except SleepModeDisabledError as exc:
         raise APIError(500, str(exc)) from None
     return web.Response(status=200)
@@ -62,9 +65,10 @@ async def sleep(request: web.Request) -> web.Response:
 
 async def wake_up(request: web.Request) -> web.Response:
     tags = request.query.getall("tags", [])
-    unknown = sorted(set(tags) - set(WAKE_TAGS))
+    known = (*WAKE_TAGS, SCHEDULING_TAG)
+    unknown = sorted(set(tags) - set(known))
     if unknown:
-        raise APIError(400, f"unknown tags {', '.join(unknown)}: use weights, kv_cache", "tags")
+        raise APIError(400, f"unknown tags {', '.join(unknown)}: use {', '.join(known)}", "tags")
     try:
         request.app[SLEEP].wake_up(tags or None)
     except SleepModeDisabledError as exc:

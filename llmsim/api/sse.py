@@ -139,10 +139,17 @@ class StreamSink:
             chunks.insert(0, self.start_chunk(sequence.index))
         return self.write(b"".join(chunks))
 
+    def end_chunk(self, sequence: Sequence) -> bytes:
+        """A choice's last chunk when its last token went out unmarked (cut short by a
+        pause's abort): no text, the finish reason."""
+        raise NotImplementedError
+
     def finished(self, sequence: Sequence) -> None:
         if not sequence.output:
             start = self.start_chunk(sequence.index)
             self.write(start + self.token_chunk(sequence, "", True))
+        elif sequence.cut_short:
+            self.write(self.end_chunk(sequence))
 
     def write(self, data: bytes) -> bool:
         """Write now; True if the connection is backed up."""

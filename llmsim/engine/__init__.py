@@ -5,6 +5,7 @@ May import ``settings`` only, and never aiohttp: the engine runs and is tested w
 
 from llmsim.engine.answer import Answer, ToolCall
 from llmsim.engine.engine import (
+    PAUSE_MODES,
     ContextLengthError,
     Engine,
     GenerationRequest,
@@ -21,6 +22,7 @@ from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.timing import TimingOverride
 
 __all__ = [
+    "PAUSE_MODES",
     "Adapter",
     "AdapterExistsError",
     "AdapterNotFoundError",

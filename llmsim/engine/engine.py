@@ -9,6 +9,10 @@ either awaits the result or streams it through a :class:`TokenSink`::
 Leaving the ``with`` block aborts whatever did not finish, so a cancelled handler (a
 client that went away) always frees its slot. The engine imports nothing from the
 HTTP layer and can be driven from plain asyncio code.
+
+:meth:`Engine.pause` and :meth:`Engine.resume` are vLLM's ``pause_scheduler`` and
+``resume_scheduler`` (sleep mode): requests keep queueing while nothing new starts, and
+what is in flight is aborted with the tokens it has, run to completion, or frozen.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal, get_args
 
 from llmsim.engine.answer import Answer
 from llmsim.engine.block_hash import BlockHasher
@@ -35,6 +40,13 @@ from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
+
+PauseMode = Literal["abort", "wait", "keep"]
+PAUSE_MODES: tuple[str, ...] = get_args(PauseMode)
+ABORT_GRACE = 1.0
+"""How long an ``abort`` pause waits for the aborted requests to leave (a stream whose
+client does not read may hold its sequence longer; it ends when the client drains)."""
+DRAIN_POLL = 0.005
 
 
 class UnknownModelError(Exception):
@@ -141,7 +153,8 @@ class Engine:
         return self.needs_token_ids and self.step is not None and self.step.engine.pool.reports
 
     def drop_kv_cache(self) -> None:
-        """Sleep mode: forget every cached block (the listener hears ``all_blocks_cleared``)."""
+        """Sleep mode (level 1 and 2): forget every cached block (the listener hears
+        ``all_blocks_cleared``); sequences a ``keep`` pause froze lose theirs too."""
         if self.step is not None:
             self.step.reset_prefix_cache()
 
@@ -243,6 +256,67 @@ class Engine:
             await asyncio.sleep(poll)
         return True
 
+    # -- pausing (sleep mode) ------------------------------------------------------
+    async def pause(self, mode: str = "abort") -> None:
+        """Stop scheduling as vLLM's ``pause_scheduler(mode)`` does; new requests queue.
+
+        ``abort`` ends everything in flight now with the tokens it has (finish reason
+        ``abort``); ``wait`` lets running and already queued requests finish and returns
+        once they have; ``keep`` freezes them where they are until :meth:`resume`.
+        """
+        if mode not in PAUSE_MODES:
+            raise ValueError(f"Invalid pause mode: {mode}")
+        scheduler = self.scheduler
+        if mode == "keep":
+            scheduler.pause()
+            self.pacer.pause()
+            if self.step is not None:
+                await self.step.pause()
+            return
+        scheduler.pause(scheduler.waiting if mode == "wait" else ())
+        if mode == "abort":
+            self.abort_in_flight()
+        self._unfreeze()  # only new work is held back (a ``keep`` pause may come before)
+        await self.wait_drained(ABORT_GRACE if mode == "abort" else None)
+
+    def resume(self) -> None:
+        """Lift a pause: frozen sequences carry on and the queue is served again."""
+        self._unfreeze()
+        self.scheduler.resume()
+
+    def _unfreeze(self) -> None:
+        self.pacer.resume()
+        if self.step is not None:
+            self.step.resume()
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until nothing runs and no waiting sequence may start (a pause holds the
+        rest); False if ``timeout`` passed first or the pause was lifted meanwhile."""
+        scheduler = self.scheduler
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while scheduler.num_running or scheduler.num_admissible:
+            if not scheduler.paused:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL)
+        return True
+
+    def abort_in_flight(self) -> int:
+        """End every running and waiting sequence now with finish reason ``abort``: the
+        tokens already produced are its answer (vLLM's abort on pause). Their requests
+        answer at once; return how many sequences were aborted."""
+        count = len(self.scheduler.abort_waiting())
+        for sequence in list(self.scheduler.running):
+            if sequence.output and sequence.generated >= len(sequence.output):
+                continue  # its last token is out: it finishes as it is
+            if self.step is not None:
+                self.step.finish(sequence)  # tokens already produced are written first
+            sequence.cut()
+            count += 1
+        self.pacer.expedite()
+        return count
+
     def abort_all(self) -> int:
         """Cancel every running and waiting sequence (shutdown timeout); return how many."""
         live = [*self.scheduler.running, *self.scheduler.waiting]
@@ -260,12 +334,16 @@ class Engine:
     async def run_sequence(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Release the sequence's tokens on schedule; abort it if anything goes wrong."""
         if sequence.state is State.FINISHED:
+            if sequence.cut_short and sink is not None:
+                sink.finished(sequence)  # aborted by a pause before it ran: say so
             return  # aborted before it ran (e.g. by a shutdown): nothing to release
         sequence.task = asyncio.current_task()
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted
-            if self.step is not None:
+            if sequence.cut_short:  # a pause's abort came first: nothing to release
+                pass
+            elif self.step is not None:
                 await self.step.run(sequence, sink)
             else:
                 await self._pace(sequence, sink)
@@ -304,6 +382,8 @@ class Engine:
                 return
             assert sink is not None  # only a sink backs up
             await sink.drain()
+            if sequence.cut_short:
+                return  # cut while the client caught up: every token it keeps is out
             pacing.done = loop.create_future()
 
 

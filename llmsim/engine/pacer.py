@@ -6,6 +6,10 @@ keeps every running sequence's next deadline in one heap and arms a single timer
 the earliest. When it fires, each sequence that is due releases its tokens through a
 synchronous :class:`TokenSink` (a socket write), and only the request's own task is
 woken, once, when its sequence is done.
+
+Sleep mode acts on every sequence at once: :meth:`Pacer.pause` freezes the schedule and
+:meth:`Pacer.resume` shifts it by the time spent paused; :meth:`Pacer.expedite` ends the
+sequences the engine cut short now rather than at their next deadline.
 """
 
 from __future__ import annotations
@@ -96,9 +100,50 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def pause(self) -> None:
+        """Release nothing until :meth:`resume` (sleep's ``keep`` mode)."""
+        if self._paused_at is not None:
+            return
+        self._paused_at = self._clock()
+        self._disarm()
+
+    def resume(self) -> None:
+        """Carry on where the pause froze: every deadline moves by the time spent paused."""
+        paused_at, self._paused_at = self._paused_at, None
+        if paused_at is None:
+            return
+        shift = self._clock() - paused_at
+        self._disarm()
+        heap = []
+        for deadline, order, pacing in self._heap:
+            pacing.deadline = deadline + shift
+            heap.append((pacing.deadline, order, pacing))
+        heapq.heapify(heap)
+        self._heap = heap
+        if heap:
+            self._arm(heap[0][0])
+
+    def expedite(self) -> None:
+        """End now every queued sequence with nothing left to release (cut short by sleep's
+        ``abort``), instead of at its next deadline; paused or not, as vLLM's abort is."""
+        ended = [
+            entry for entry in self._heap if entry[2].position >= len(entry[2].sequence.output)
+        ]
+        if not ended:
+            return
+        for _, _, pacing in ended:
+            if not pacing.done.done():
+                pacing.done.set_result(Outcome.DONE)
+        self._heap = [entry for entry in self._heap if not entry[2].done.done()]
+        heapq.heapify(self._heap)
+        self._disarm()
+        if self._heap:
+            self._arm(self._heap[0][0])
 
     def pace(self, pacing: Pacing) -> None:
         """Release ``pacing``'s tokens from its deadline on; its ``done`` future says
@@ -107,15 +152,21 @@ class Pacer:
         Tokens already due go out at once, so a zero-latency request needs no timer.
         """
         now = self._clock()
-        if pacing.deadline <= now + EARLY:
+        if pacing.deadline <= now + EARLY and self._paused_at is None:
             running, max_running = self._load()
             if not self._advance(pacing, now, self._observer(), running, max_running):
                 return
         heapq.heappush(self._heap, (pacing.deadline, next(self._order), pacing))
         self._arm(pacing.deadline)
 
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = math.inf
+
     def _arm(self, when: float) -> None:
-        if when >= self._timer_at:
+        if when >= self._timer_at or self._paused_at is not None:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -167,7 +218,7 @@ class Pacer:
         sequence = pacing.sequence
         output = sequence.output
         total = len(output)
-        if not total:
+        if pacing.position >= total:  # nothing to produce, or cut short: nothing more
             pacing.done.set_result(Outcome.DONE)
             return False
         latency = pacing.latency

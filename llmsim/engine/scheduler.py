@@ -9,12 +9,16 @@ has to be checked on its own.
 Policy, as in vLLM's scheduler: the queue is served in arrival order, but a request
 whose adapter cannot get a slot is skipped, so it does not block base-model requests
 or requests for adapters already in a slot that arrived after it.
+
+Paused (vLLM's ``pause_scheduler``, used by sleep mode), the queue still takes requests
+but admits only the sequences it was told to let through (those already queued, for the
+``wait`` mode); :meth:`Scheduler.resume` admits the rest.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from llmsim.engine.lora import LoraManager
 from llmsim.engine.observer import EngineObserver
@@ -44,6 +48,9 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self._running_adapters: Counter[str] = Counter()
         self._waiting_adapters: Counter[str] = Counter()
+        self.paused = False
+        self._admissible: set[Sequence] = set()
+        """While paused: the waiting sequences that may still start."""
 
     # -- views ------------------------------------------------------------------
     @property
@@ -53,6 +60,11 @@ class Scheduler:
     @property
     def num_waiting(self) -> int:
         return len(self.waiting)
+
+    @property
+    def num_admissible(self) -> int:
+        """Waiting sequences a pause still lets start (0 when not paused)."""
+        return len(self._admissible)
 
     def kv_tokens(self) -> int:
         return sum(sequence.kv_tokens for sequence in self.running)
@@ -89,11 +101,35 @@ class Scheduler:
             return
         self._retire(sequence, "abort")
 
+    def abort_waiting(self) -> list[Sequence]:
+        """Finish every waiting sequence now with ``abort`` (sleep's abort mode).
+
+        Unlike :meth:`abort` the ``admitted`` future is resolved, not cancelled, so the
+        request's task wakes, sees the sequence finished and answers with it.
+        """
+        aborted = list(self.waiting)
+        for sequence in aborted:
+            sequence.cut()
+            self._retire(sequence, "abort")
+        return aborted
+
+    def pause(self, admissible: Iterable[Sequence] = ()) -> None:
+        """Admit nothing but ``admissible`` until :meth:`resume`; new requests still queue."""
+        self.paused = True
+        self._admissible = set(admissible)
+
+    def resume(self) -> None:
+        """Lift a pause: the queue is served again, in arrival order."""
+        self.paused = False
+        self._admissible = set()
+        self._schedule()
+        self._observer.scheduler_changed(self)
+
     # -- internals --------------------------------------------------------------
     def _would_overflow(self, sequences: list[Sequence]) -> bool:
         """Exact because the queue is at a fixed point and a request has one adapter."""
         adapter = sequences[0].adapter
-        free = max(self.max_running - len(self.running), 0)
+        free = 0 if self.paused else max(self.max_running - len(self.running), 0)
         startable = free if adapter is None or self.loras.can_acquire(adapter) else 0
         must_wait = max(len(sequences) - startable, 0)
         return must_wait > 0 and len(self.waiting) + must_wait > self.max_waiting
@@ -107,30 +143,41 @@ class Scheduler:
                 self.loras.release(sequence.adapter)
         else:
             self.waiting.remove(sequence)
+            self._admissible.discard(sequence)
             if sequence.adapter is not None:
                 self._uncount(self._waiting_adapters, sequence.adapter)
         sequence.state = State.FINISHED
         sequence.finish_reason = reason
         sequence.finished_at = self._clock()
         if not sequence.admitted.done():
-            sequence.admitted.cancel()
+            if sequence.cut_short:  # its task answers with what it has (nothing)
+                sequence.admitted.set_result(None)
+            else:
+                sequence.admitted.cancel()
         self._observer.sequence_finished(sequence)
         if was_running:
             self._schedule()
         self._observer.scheduler_changed(self)
 
     def _schedule(self) -> None:
-        """Admit waiting sequences in FIFO order, skipping those whose adapter must wait."""
+        """Admit waiting sequences in FIFO order, skipping those whose adapter must wait
+        (and, while paused, those the pause holds back)."""
         if not self.waiting or len(self.running) >= self.max_running:
+            return
+        admissible = self._admissible if self.paused else None
+        if admissible is not None and not admissible:
             return
         now = self._clock()
         skipped: list[Sequence] = []
         while self.waiting and len(self.running) < self.max_running:
             sequence = self.waiting.popleft()
             adapter = sequence.adapter
-            if adapter is not None and not self.loras.can_acquire(adapter):
+            held = admissible is not None and sequence not in admissible
+            if held or (adapter is not None and not self.loras.can_acquire(adapter)):
                 skipped.append(sequence)
                 continue
+            if admissible is not None:
+                admissible.discard(sequence)
             self._admit(sequence, now)
         self.waiting.extendleft(reversed(skipped))
 

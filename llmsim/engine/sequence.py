@@ -31,7 +31,8 @@ class Sequence:
     adapter: str | None
     prompt_tokens: int
     output: list[str]
-    natural_finish: Literal["stop", "length"]
+    natural_finish: FinishReason
+    """How the output ends: ``stop`` or ``length``, or ``abort`` once the engine cut it short."""
     stop_reason: str | None
     max_tokens: int
     n: int
@@ -64,8 +65,26 @@ class Sequence:
 
     @property
     def api_finish_reason(self) -> str:
-        """``finish_reason`` as the API reports it (the engine's metrics keep stop/length)."""
+        """``finish_reason`` as the API reports it (the engine's metrics keep the engine's)."""
         return self.reported_finish or self.natural_finish
+
+    @property
+    def cut_short(self) -> bool:
+        """The engine ended it early (sleep's ``abort``): no more tokens will come."""
+        return self.natural_finish == "abort"
+
+    def cut(self) -> None:
+        """End the output at the tokens already produced, reporting ``abort`` as vLLM does.
+
+        A tool call not yet begun goes; one under way keeps the arguments streamed so far.
+        """
+        generated = self.generated
+        del self.output[generated:]
+        self.natural_finish = "abort"
+        self.stop_reason = None
+        self.reported_finish = None
+        if self.tool_calls:
+            self.tool_calls = tuple(span for span in self.tool_calls if span.start < generated)
 
     @property
     def kv_tokens(self) -> int:

@@ -1,10 +1,15 @@
-"""vLLM's sleep mode: an idle instance gives back its (simulated) GPU memory.
+"""vLLM's sleep mode (≥ 0.17): pause the scheduler, then give back (simulated) GPU memory.
 
-Level 1 offloads the weights and drops the KV cache, level 2 discards both; waking up
-restores them (all at once, or only the ``tags`` named: ``weights``, ``kv_cache``). While
-asleep the instance refuses inference. Dropping the KV cache goes through the engine's
-``drop_kv_cache()`` when the engine has a KV cache, which also tells the KV-event
-listener (``AllBlocksCleared``).
+Sleeping first pauses the engine's scheduler as vLLM's ``pause_scheduler(mode)`` does:
+``abort`` ends every request in flight with the tokens it has, ``wait`` lets them finish
+(the sleep call returns once they have), ``keep`` freezes them until wake-up. While paused,
+new requests are accepted and queue (they count as waiting) until wake-up.
+
+Level 0 only pauses scheduling. Level 1 offloads the weights and drops the KV cache, level
+2 discards both; dropping goes through the engine's ``drop_kv_cache()`` (which tells the
+KV-event listener ``AllBlocksCleared``). Waking up restores the memory of the ``tags``
+named (``weights``, ``kv_cache``; all when none) and always resumes the scheduler; the
+instance counts as sleeping while the scheduler is paused or any tag is still asleep.
 """
 
 from __future__ import annotations
@@ -14,16 +19,29 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from llmsim.engine import PAUSE_MODES
+
 SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")
 WAKE_TAGS = ("weights", "kv_cache")
+SCHEDULING_TAG = "scheduling"
+"""vLLM's virtual tag to wake from level 0: it only resumes the scheduler, as every wake does."""
+SLEEP_LEVELS = (0, 1, 2)
 
 
 class SleepModeDisabledError(Exception):
     """Sleep was asked for on an instance started without ``--enable-sleep-mode``."""
 
 
+class SleepArgumentError(ValueError):
+    """A ``level`` or ``mode`` vLLM does not know; ``param`` names which."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class SleepController:
-    """The sleep level of one instance and vLLM's ``vllm:engine_sleep_state`` gauge."""
+    """The sleep state of one instance and vLLM's ``vllm:engine_sleep_state`` gauge."""
 
     def __init__(
         self,
@@ -35,6 +53,8 @@ class SleepController:
         self.engine = engine
         self.enabled = enabled
         self.level = 0
+        """The memory level asleep: 1 or 2 until every tag woke, else 0."""
+        self.paused = False
         self._asleep_tags: set[str] = set()
         self._gauges: dict[str, Any] = {}
         if enabled and registry is not None:
@@ -51,32 +71,52 @@ class SleepController:
 
     @property
     def is_sleeping(self) -> bool:
-        return self.level > 0
+        """vLLM's ``is_sleeping``: the scheduler is paused or some memory is still asleep."""
+        return self.paused or bool(self._asleep_tags)
 
-    def sleep(self, level: int) -> None:
+    async def sleep(self, level: int = 1, mode: str = "abort") -> None:
+        """Pause the scheduler with ``mode``, then put the memory of ``level`` to sleep."""
         if not self.enabled:
             raise SleepModeDisabledError("Sleep mode is not enabled in the model config")
-        if level not in (1, 2):
-            raise ValueError(f"sleep level must be 1 or 2, not {level}")
-        drop = getattr(self.engine, "drop_kv_cache", None)
-        if callable(drop):
-            drop()
-        self.level = level
-        self._asleep_tags = set(WAKE_TAGS)
+        if level not in SLEEP_LEVELS:
+            raise SleepArgumentError("level", f"sleep level must be 0, 1 or 2, not {level}")
+        if mode not in PAUSE_MODES:
+            raise SleepArgumentError("mode", f"Invalid pause mode: {mode}")
+        self.paused = True
+        self._show()
+        pause = getattr(self.engine, "pause", None)
+        if callable(pause):
+            await pause(mode)
+        if not self.paused:
+            return  # woken while a ``wait`` pause drained: stay awake, as it asked
+        if level >= 1:
+            drop = getattr(self.engine, "drop_kv_cache", None)
+            if callable(drop):
+                drop()
+            if not self._asleep_tags:  # vLLM leaves memory already asleep as it is
+                self.level = level
+                self._asleep_tags = set(WAKE_TAGS)
         self._show()
 
     def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Wake the memory of ``tags`` (all when none), then resume the scheduler."""
         if not self.enabled:
             raise SleepModeDisabledError("Sleep mode is not enabled in the model config")
-        self._asleep_tags -= set(tags or WAKE_TAGS)
+        memory = None if tags is None else [tag for tag in tags if tag != SCHEDULING_TAG]
+        if memory is None or memory:
+            self._asleep_tags -= set(memory or WAKE_TAGS)
         if not self._asleep_tags:
             self.level = 0
+        if self.paused:
+            self.paused = False
+            resume = getattr(self.engine, "resume", None)
+            if callable(resume):
+                resume()
         self._show()
 
     def _show(self) -> None:
         if not self._gauges:
             return
-        awake = 0 if self.is_sleeping else 1
-        self._gauges["awake"].set(awake)
+        self._gauges["awake"].set(0 if self.is_sleeping else 1)
         self._gauges["weights_offloaded"].set(1 if self.level == 1 else 0)
         self._gauges["discard_all"].set(1 if self.level == 2 else 0)

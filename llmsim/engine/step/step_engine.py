@@ -133,6 +133,11 @@ class StepEngine:
         """Drop a sequence and free its blocks at once."""
         self.scheduler.remove(seq)
 
+    def preempt_running(self) -> int:
+        """Preempt every running sequence between steps (their KV cache is being dropped);
+        return how many. They recompute prompt and tokens when scheduled again."""
+        return self.scheduler.preempt_running()
+
     def attach_kv(self, listener: KVCacheListener, hasher: BlockHasher) -> None:
         """Use this listener and block hasher from now on (wired once, before any request)."""
         self.listener = listener

@@ -5,6 +5,9 @@ says, and at its end every sequence that finished a decode or its last prefill c
 one token through its :class:`~llmsim.engine.pacer.TokenSink`. Steps follow each other on
 absolute deadlines, so a late timer shortens the next wait instead of stretching the
 schedule; after an idle spell the first step starts when work arrives.
+
+Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
+:meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class StepLoop:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.step_observers: list[StepObserver] = []
+        self._resumed: asyncio.Event | None = None
+        """Set while the loop may plan steps; cleared by :meth:`pause`."""
+        self._stepping: asyncio.Future[None] | None = None
+        """Resolved when the step in flight (between its plan and its end) is over."""
 
     async def run(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand ``sequence`` to the engine; return once its last token is out.
@@ -64,6 +71,8 @@ class StepLoop:
         loop = asyncio.get_running_loop()
         if sequence.ready_at is not None and sequence.ready_at > self._clock():
             await asyncio.sleep(sequence.ready_at - self._clock())  # adapter loading
+            if sequence.cut_short:
+                return  # a pause's abort came while the adapter loaded
         active = _Active(self.engine.add(sequence), sink, loop.create_future())
         self._active[sequence] = active
         self._kick()
@@ -80,7 +89,44 @@ class StepLoop:
             self.engine.abort(active.seq)
             self._kick()
 
+    def finish(self, sequence: Sequence) -> None:
+        """End ``sequence`` now with the tokens it has (a pause's abort): those emitted are
+        written, its blocks are freed and :meth:`run` returns."""
+        self._write(sequence)
+        active = self._active.pop(sequence, None)
+        if active is None:
+            return
+        self.engine.abort(active.seq)
+        if not active.done.done():
+            active.done.set_result(None)
+
+    @property
+    def paused(self) -> bool:
+        return self._resumed is not None and not self._resumed.is_set()
+
+    async def pause(self) -> None:
+        """Plan no step until :meth:`resume` (sleep's ``keep``); return once the step in
+        flight, if any, has ended and written its tokens."""
+        if self._resumed is None:
+            self._resumed = asyncio.Event()
+        self._resumed.clear()
+        stepping = self._stepping
+        if stepping is not None:
+            await asyncio.shield(stepping)
+
+    def resume(self) -> None:
+        if self._resumed is None or self._resumed.is_set():
+            return
+        self._resumed.set()
+        if self.engine.has_work():
+            self._kick()
+
     def reset_prefix_cache(self) -> int:
+        """Drop the prefix cache. While paused, no step is in flight, so the frozen
+        sequences lose their blocks too and recompute on resume, as vLLM's sleep resets
+        running requests with the cache."""
+        if self.paused:
+            self.engine.preempt_running()
         return self.engine.reset_prefix_cache()
 
     async def close(self) -> None:
@@ -108,6 +154,12 @@ class StepLoop:
         run: StepPlan | None = None
         """A zero-length pure-decode step whose like may follow at once (zero latency)."""
         while True:
+            resumed = self._resumed
+            if resumed is not None and not resumed.is_set():
+                self._flush()
+                await resumed.wait()
+                deadline, coalesced, run = None, 0, None
+                continue
             if not engine.has_work():
                 self._flush()
                 wake.clear()
@@ -146,7 +198,13 @@ class StepLoop:
             if delay > 0.0 or coalesced >= MAX_COALESCED_STEPS:
                 self._flush()
                 coalesced = 0
-                await asyncio.sleep(delay if delay > 0.0 else 0.0)
+                stepping = self._stepping = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.sleep(delay if delay > 0.0 else 0.0)
+                finally:
+                    # a pause waiting on it wakes after this step ends (no await till then)
+                    self._stepping = None
+                    stepping.set_result(None)
             else:
                 coalesced += 1  # already due: its tokens join the pending writes
             result = engine.end_step(plan, end)

@@ -156,6 +156,16 @@ class StepScheduler:
             self.running.remove(seq)
         self.kv.free(seq)
 
+    def preempt_running(self) -> int:
+        """Preempt every running sequence, keeping their order at the front of the queue
+        (vLLM's ``reset_prefix_cache(reset_running_requests=True)``); call between steps."""
+        self._repeat = None
+        plan = StepPlan()
+        for seq in reversed(self.running):
+            self._preempt(seq, plan)
+        self.running.clear()
+        return len(plan.preempted)
+
     # -- the step ---------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
