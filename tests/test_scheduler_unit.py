@@ -85,6 +85,9 @@ class RecordingObserver:
             self.gaps.append(gap)
         self.gaps.extend([0.0] * overdue)
 
+    def zero_gap_tokens(self, count: int) -> None:
+        self.gaps.extend([0.0] * count)
+
     def sequence_finished(self, sequence: Sequence) -> None:
         self.finished.append((sequence.request_id, sequence.index, sequence.finish_reason))
 

@@ -90,6 +90,19 @@ async def test_every_token_comes_out_in_order_and_the_cache_empties() -> None:
     assert metrics.iteration_tokens.counts[-1] == 0
 
 
+async def test_zero_latency_runs_count_every_token_in_the_token_metrics() -> None:
+    """Runs of decode steps report their tokens in one call: the counts stay exact."""
+    metrics = Metrics(step_settings(max_model_len=2048, kv_cache_size=8192))
+    engine = Engine(step_settings(max_model_len=2048, kv_cache_size=8192), observer=metrics)
+    sink = Collect()
+    with engine.submit(request("a", "hello", max_tokens=300, n=3)) as group:
+        await group.run(sink)
+    assert [len(sink.tokens_of(index)) for index in range(3)] == [300, 300, 300]
+    assert metrics.generation_tokens.value == 900
+    assert sum(metrics.itl.counts) == 900 - 3  # every token after each first one
+    assert metrics.itl.counts[0] >= 800  # at zero latency they come 0 s apart
+
+
 async def test_a_cancelled_request_frees_its_blocks_at_once() -> None:
     engine = Engine(step_settings(inter_token_latency="50ms"))
     assert engine.step is not None

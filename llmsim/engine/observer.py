@@ -23,6 +23,10 @@ class EngineObserver(Protocol):
         (None when the batch began with the first token), then ``overdue`` more that were
         already due, each with a gap of 0."""
 
+    def zero_gap_tokens(self, count: int) -> None:
+        """``count`` tokens after the first ones of their sequences, each with a gap of 0,
+        from sequences not told apart (a zero-latency run of decode steps)."""
+
     def sequence_finished(self, sequence: Sequence) -> None:
         """Finished or aborted; ``sequence.finish_reason`` says which."""
 
@@ -40,6 +44,9 @@ class NullObserver:
         return None
 
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
+        return None
+
+    def zero_gap_tokens(self, count: int) -> None:
         return None
 
     def sequence_finished(self, sequence: Sequence) -> None:
@@ -71,6 +78,10 @@ class FanOutObserver:
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         for observer in self.observers:
             observer.next_tokens(sequence, gap, overdue)
+
+    def zero_gap_tokens(self, count: int) -> None:
+        for observer in self.observers:
+            observer.zero_gap_tokens(count)
 
     def sequence_finished(self, sequence: Sequence) -> None:
         for observer in self.observers:

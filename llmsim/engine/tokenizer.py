@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ _SPACE_CHARS = {v: k for k, v in _SPACE_DIGITS.items()}
 MAX_BUILTIN_ID = _WORD_BASE + 2 * _WORD_SPACE - 1
 
 
+@lru_cache(maxsize=1 << 16)
 def _piece_id(piece: str) -> int:
     first = piece[0]
     if first in _SPACE_DIGITS and (len(piece) == 1 or piece[1] in _SPACE_DIGITS):

@@ -173,6 +173,12 @@ class LiveStats:
         bucket.tokens += count
         self._total_tokens += count
 
+    def zero_gap_tokens(self, count: int) -> None:
+        bucket = self._now()
+        bucket.itl[0] += count
+        bucket.tokens += count
+        self._total_tokens += count
+
     def sequence_finished(self, sequence: Sequence) -> None:
         reason = sequence.finish_reason or "abort"
         self._finished[reason] = self._finished.get(reason, 0) + 1

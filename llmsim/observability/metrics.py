@@ -322,6 +322,11 @@ class Metrics:
             tpot.observe_repeated(0.0, overdue)
         self.generation_tokens.inc(overdue + (gap is not None))
 
+    def zero_gap_tokens(self, count: int) -> None:
+        self.itl.observe_repeated(0.0, count)
+        self.tpot.observe_repeated(0.0, count)
+        self.generation_tokens.inc(count)
+
     def sequence_finished(self, sequence: Sequence) -> None:
         reason = sequence.finish_reason or "abort"
         self.success[reason].inc()

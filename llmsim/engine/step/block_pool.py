@@ -107,13 +107,19 @@ class BlockPool:
 
     def allocate(self, count: int) -> list[KVBlock]:
         """``count`` fresh blocks from the front of the free queue; the caller checked room."""
+        taken: list[KVBlock] = []
+        self.allocate_into(taken, count)
+        return taken
+
+    def allocate_into(self, blocks: list[KVBlock], count: int) -> None:
+        """:meth:`allocate`, appending to ``blocks`` (a sequence's own list)."""
         if count > self._num_free:
             raise ValueError(f"{count} blocks wanted, {self._num_free} free")
-        taken: list[KVBlock] = []
+        self._num_free -= count
+        popleft, append = self._queue.popleft, blocks.append
         evicted: list[BlockHash] = []
-        queue = self._queue
-        while len(taken) < count:
-            block = queue.popleft()
+        while count:
+            block = popleft()
             block.queued -= 1
             if block.ref_cnt or block.queued:  # in use, or freed again later: stale
                 continue
@@ -124,12 +130,11 @@ class BlockPool:
                 block.deferred = None
                 self.num_deferred -= 1
             block.ref_cnt = 1
-            taken.append(block)
-        self._num_free -= count
+            append(block)
+            count -= 1
         if evicted and self.reports:
             for block_hash in evicted:  # vLLM reports each evicted block on its own
                 self.listener.block_removed([block_hash])
-        return taken
 
     def allocate_one(self) -> KVBlock:
         """:meth:`allocate` of a single block (a decode step's next block); the caller checked room."""

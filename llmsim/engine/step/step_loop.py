@@ -239,11 +239,12 @@ class StepLoop:
         (a run's tokens go out at once when none of the sequence's are queued)."""
         observer = self._observer()
         pending = self._pending
+        if steps > 1:  # a zero-latency run: every token 0 s after the one before
+            observer.zero_gap_tokens(len(result.emitted) * steps)
         for seq in result.emitted:
             sequence = seq.sequence
             position = sequence.generated - steps
             if steps > 1:
-                observer.next_tokens(sequence, 0.0, steps - 1)  # the run began at ``now``
                 span = pending.get(sequence)
                 if span is None:
                     self._send(sequence, position, steps)

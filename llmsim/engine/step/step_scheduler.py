@@ -280,10 +280,8 @@ class StepScheduler:
             end = seq.num_computed + steps
             blocks = seq.blocks
             needed = -(-end // size) - len(blocks)
-            if needed == 1:
-                blocks.append(pool.allocate_one())
-            elif needed > 0:
-                blocks.extend(pool.allocate(needed))
+            if needed > 0:
+                pool.allocate_into(blocks, needed)
             full = end // size
             if naming and full > seq.num_cached_blocks and seq.prompt_ids is not None:
                 run = seq.deferred
