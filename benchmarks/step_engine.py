@@ -13,7 +13,7 @@ Same-run comparisons, not timed tests:
    (20 ms steps): it should grow linearly with the batch.
 3. **Zero-latency rate.** Streamed tokens/s with no modelled latency, step model against the
    ``constant`` model (with and without prefix caching), 64 streams each, in alternating
-   rounds (best round of each, and the ratio to ``constant``).
+   rounds after a warm-up (best and median round of each, and their ratios to ``constant``).
 
 Prints a table and writes ``benchmarks/results/step_engine.json``.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 import time
 import urllib.request
@@ -162,11 +163,15 @@ def zero_latency_rate(workdir: Path, model: str, seconds: float) -> dict[str, An
 
 
 def zero_latency_comparison(workdir: Path, seconds: float, rounds: int) -> list[dict[str, Any]]:
-    """Both models in alternating rounds; each one's best round and step's ratio to constant.
+    """All models in alternating rounds after one unmeasured warm-up run; each one's best and
+    median round, and step's ratio to constant for both.
 
-    The best round, because on a shared machine a neighbour's load only ever slows a round.
+    The best round, because on a shared machine a neighbour's load only ever slows a round;
+    the median too, because the first runs after a quiet spell tend to be the fastest, which
+    would favour whichever model went first. The warm-up takes most of that edge away.
     """
     models = ("constant", "step", "step-no-prefix-caching")
+    zero_latency_rate(workdir, "constant", min(seconds, 3.0))  # warm-up, not counted
     runs: dict[str, list[dict[str, Any]]] = {model: [] for model in models}
     for index in range(rounds):
         for model in models if index % 2 == 0 else reversed(models):
@@ -174,9 +179,13 @@ def zero_latency_comparison(workdir: Path, seconds: float, rounds: int) -> list[
     rows = [max(runs[model], key=lambda row: row["chunks_per_second"]) for model in models]
     for model, row in zip(models, rows, strict=True):
         row["rounds"] = [run["chunks_per_second"] for run in runs[model]]
+        row["median_chunks_per_second"] = statistics.median(row["rounds"])
         row["errors"] = sum(run["errors"] for run in runs[model])
-        if model != "constant":
-            row["over_constant"] = round(row["chunks_per_second"] / rows[0]["chunks_per_second"], 3)
+    for row in rows[1:]:
+        row["over_constant"] = round(row["chunks_per_second"] / rows[0]["chunks_per_second"], 3)
+        row["median_over_constant"] = round(
+            row["median_chunks_per_second"] / rows[0]["median_chunks_per_second"], 3
+        )
     return rows
 
 

@@ -6,6 +6,7 @@ The scheduler tests use a hand-driven clock; the engine tests run short real tim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from test_step_loop import request as make_request
 
 from llmsim.engine import Engine, QueueFullError, State
 from llmsim.engine.pacer import Outcome, Pacer, Pacing
+from llmsim.engine.timing import TimingOverride
 from llmsim.observability.metrics import Metrics
 from llmsim.settings.model import Settings
 
@@ -205,3 +207,56 @@ async def test_an_unknown_pause_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="Invalid pause mode: later"):
         await engine.pause("later")
     assert not engine.scheduler.paused
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("first", ["keep", "abort"])
+async def test_a_wait_pause_after_another_pause_lets_the_queued_requests_finish(
+    model: str, first: str
+) -> None:
+    """A request that queued during a first pause is in flight for a ``wait`` pause: it
+    starts and finishes, and the pause returns once it has."""
+    engine = Engine(settings(model, inter_token_latency="5ms"))
+    await engine.pause(first)
+    with engine.submit(make_request("a", PROMPT, max_tokens=3)) as group:
+        sink = Collect()
+        run = asyncio.ensure_future(group.run(sink))
+        await asyncio.wait_for(engine.pause("wait"), 2.0)
+        assert engine.scheduler.num_running == 0
+        assert len(sink.tokens_of(0)) == 3
+        engine.resume()
+        await asyncio.wait_for(run, 2.0)
+
+
+class Timed(Collect):
+    """Collects tokens and when each came out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    def tokens(self, sequence: Any, start: int, texts: Any) -> bool:
+        self.at.extend([time.monotonic()] * len(texts))
+        return super().tokens(sequence, start, texts)
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_keep_pause_shifts_a_timing_override_as_it_shifts_the_schedule(
+    model: str,
+) -> None:
+    """After a ``keep`` pause the frozen tokens keep their pace instead of coming out at once."""
+    engine = Engine(settings(model, inter_token_latency="0ms"))
+    timing = TimingOverride(time_to_first_token=0.0, inter_token_latency=0.03)
+    request = dataclasses.replace(make_request("a", "hello there", max_tokens=8), timing=timing)
+    sink = Timed()
+    with engine.submit(request) as group:
+        run = asyncio.ensure_future(group.run(sink))
+        await until(lambda: len(sink.at) >= 2)
+        await engine.pause("keep")
+        woke = time.monotonic() + 0.3
+        await asyncio.sleep(0.3)
+        engine.resume()
+        await asyncio.wait_for(run, 3.0)
+    after = [at for at in sink.at if at >= woke]
+    assert len(after) >= 4
+    assert after[-1] - after[0] >= 0.5 * 0.03 * (len(after) - 1)  # paced, not one burst

@@ -117,6 +117,9 @@ class Scheduler:
         """Admit nothing but ``admissible`` until :meth:`resume`; new requests still queue."""
         self.paused = True
         self._admissible = set(admissible)
+        if self._admissible:  # they may start now (a pause before held them back)
+            self._schedule()
+            self._observer.scheduler_changed(self)
 
     def resume(self) -> None:
         """Lift a pause: the queue is served again, in arrival order."""

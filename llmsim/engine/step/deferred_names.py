@@ -96,7 +96,8 @@ class DeferredRun:
         start = self.start = self.first * block_size
         prompt = self.prompt_tokens = seq.sequence.prompt_tokens
         assert seq.prompt_ids is not None
-        self.head = list(seq.prompt_ids[start:prompt]) if start < prompt else []
+        stop = self.end * block_size
+        self.head = list(seq.prompt_ids[start : min(stop, prompt)]) if start < prompt else []
         self.known = seq.output_ids
         self.texts = seq.sequence.output
         self.seq = None
@@ -116,7 +117,7 @@ class DeferredNames:
         run = seq.deferred
         first = seq.num_cached_blocks
         if run is not None and run.end != first:
-            self.resolve_run(run)  # not contiguous (cannot happen today): settle it first
+            self.resolve_run(run)  # not contiguous (a prefill chunk filled a block): settle it
             run = None
         if run is None:
             hashes = seq.hashes
@@ -161,6 +162,22 @@ class DeferredNames:
                     self.resolve_run(run)
                 found = found or bool(reaching)
         return found
+
+    @property
+    def pending(self) -> bool:
+        """Whether any deferred run waits for its names."""
+        return bool(self._by_parent)
+
+    def resolve_range(self, hashes: Seq[BlockHash], first: int, stop: int) -> None:
+        """Name the deferred runs that may hold any of blocks ``first:stop`` of the chain
+        ``hashes``, before those blocks are named: a deferred copy was filled earlier, and the
+        first copy cached is the one lookups take."""
+        by_parent = self._by_parent
+        for parent_index in range(stop - 2, -2, -1):
+            runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
+            if runs:
+                for run in [run for run in runs if parent_index + 1 + len(run) > first]:
+                    self.resolve_run(run)
 
     def resolve_all(self) -> None:
         """Name every deferred block now (tests, and a check that nothing was lost)."""

@@ -55,6 +55,8 @@ class StepSequence:
     """P/D decode side: when the prompt's KV cache has arrived (None: computed locally)."""
     deferred: DeferredRun | None = None
     """The blocks this sequence filled while decoding whose names wait for a lookup."""
+    paused_for: float = 0.0
+    """Time the engine stood still under a ``keep`` pause; shifts a timing override."""
 
     @property
     def remote(self) -> bool:
@@ -222,8 +224,13 @@ class KVCacheManager:
 
     def name_decoded(self, seq: StepSequence, full: int) -> None:
         """Decoding filled blocks up to ``full``: name them now if a listener hears of it,
-        else when a lookup could find them."""
-        if self.pool.reports:
+        else when a lookup could find them.
+
+        A sequence on a timing override (a rule's or a recording's pace) is named now too:
+        it does not keep step with the others, so naming it later could put its copy of a
+        block ahead of one another sequence filled first.
+        """
+        if self.pool.reports or seq.sequence.timing is not None:
             self._cache_full_blocks(seq, full)
         else:
             self.names.defer(seq, full)
@@ -243,16 +250,6 @@ class KVCacheManager:
         if full <= first:
             return
         size, hashes = self.block_size, seq.hashes
-        if full == first + 1 and len(hashes) == first and not self.pool.reports:
-            # the common case, once every block_size decode steps: one new block, no events
-            parent = hashes[-1] if hashes else None
-            block_hash = self.hasher(
-                parent, seq.token_ids(first * size, full * size), seq.extra_keys
-            )
-            hashes.append(block_hash)
-            self.pool.cache_one(seq.blocks[first], block_hash)
-            seq.num_cached_blocks = full
-            return
         self._extend_hashes(seq, first)
         ids = seq.token_ids(first * size, full * size)
         if len(hashes) < full:  # name the new blocks from the ids already at hand
@@ -261,9 +258,17 @@ class KVCacheManager:
                 offset = (k - first) * size
                 parent = hashes[-1] if hashes else None
                 hashes.append(hasher(parent, ids[offset : offset + size], extra))
+        if self.names.pending:  # a deferred copy of these blocks filled first: it goes first
+            self.names.resolve_range(hashes, first, full)
+        pool = self.pool
+        if not pool.reports:
+            for k in range(first, full):
+                pool.cache_one(seq.blocks[k], hashes[k])
+            seq.num_cached_blocks = full
+            return
         parent = hashes[first - 1] if first else None
         adapter = seq.sequence.adapter
-        self.pool.cache(
+        pool.cache(
             seq.blocks[first:full],
             hashes[first:full],
             parent,

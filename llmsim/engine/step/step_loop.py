@@ -59,6 +59,7 @@ class StepLoop:
         self.step_observers: list[StepObserver] = []
         self._resumed: asyncio.Event | None = None
         """Set while the loop may plan steps; cleared by :meth:`pause`."""
+        self._paused_at: float | None = None
         self._stepping: asyncio.Future[None] | None = None
         """Resolved when the step in flight (between its plan and its end) is over."""
 
@@ -109,6 +110,8 @@ class StepLoop:
         flight, if any, has ended and written its tokens."""
         if self._resumed is None:
             self._resumed = asyncio.Event()
+        if self._resumed.is_set() or self._paused_at is None:
+            self._paused_at = self._clock()
         self._resumed.clear()
         stepping = self._stepping
         if stepping is not None:
@@ -117,6 +120,9 @@ class StepLoop:
     def resume(self) -> None:
         if self._resumed is None or self._resumed.is_set():
             return
+        if self._paused_at is not None:
+            self.engine.scheduler.paused(self._clock() - self._paused_at)
+            self._paused_at = None
         self._resumed.set()
         if self.engine.has_work():
             self._kick()

@@ -83,11 +83,11 @@ def due_at(seq: StepSequence) -> float | None:
         return None
     if sequence.generated == 0:
         ttft = timing.time_to_first_token
-        return None if ttft is None else sequence.arrival + ttft
+        return None if ttft is None else sequence.arrival + ttft + seq.paused_for
     itl = timing.inter_token_latency
     if itl is None or sequence.first_token_at is None:
         return None
-    return sequence.first_token_at + sequence.generated * itl
+    return sequence.first_token_at + sequence.generated * itl + seq.paused_for
 
 
 def gate(seq: StepSequence, num_new: int, now: float, computed: int) -> int:
@@ -155,6 +155,12 @@ class StepScheduler:
         else:
             self.running.remove(seq)
         self.kv.free(seq)
+
+    def paused(self, duration: float) -> None:
+        """The engine stood still this long (sleep's ``keep``): every sequence's timing
+        override shifts by it, as the pacer shifts its deadlines."""
+        for seq in (*self.running, *self.waiting, *self.receiving):
+            seq.paused_for += duration
 
     def preempt_running(self) -> int:
         """Preempt every running sequence, keeping their order at the front of the queue
