@@ -34,6 +34,8 @@ class Drive:
     free_names: list[bytes | None]
     """The names along the free queue once every deferred name is computed."""
     num_cached: int
+    step_tokens: list[int]
+    """Tokens of every step, as ``vllm:iteration_tokens_total`` sees them."""
 
 
 def conversation(loop: asyncio.AbstractEventLoop, name: str, turn: Sequence, upto: int) -> Sequence:
@@ -93,6 +95,7 @@ def drive(
     engine.kv.free = record_free  # type: ignore[method-assign]
     step = 0
     runs = 0
+    step_tokens: list[int] = []
     while step < 500:
         for sequence in arrivals.pop(step, []):
             engine.add(sequence)
@@ -101,10 +104,12 @@ def drive(
         plan, duration = engine.begin_step(0.0)
         assert duration == 0.0
         engine.end_step(plan, 0.0)
+        step_tokens.append(plan.num_tokens)
         step += 1
         # runs of the same plan follow one another, as on the event loop, until one stops
         while run_limit and not any(s in arrivals for s in range(step, step + run_limit + 1)):
-            steps, _ = engine.repeat_decode(plan, 0.0, run_limit)
+            steps, result = engine.repeat_decode(plan, 0.0, run_limit)
+            step_tokens.extend(tokens for tokens, count in result.segments for _ in range(count))
             step += steps
             runs += steps > 0
             if not steps:
@@ -121,6 +126,7 @@ def drive(
         cached_tokens=[s.cached_tokens for s in sequences],
         free_names=[engine.pool.blocks[index].block_hash for index in free_order],
         num_cached=engine.pool.num_cached,
+        step_tokens=step_tokens,
     )
 
 
@@ -136,6 +142,7 @@ def test_decode_runs_match_single_steps(
     assert runs.free_order == single.free_order
     assert runs.outcome == single.outcome
     assert runs.steps == single.steps
+    assert runs.step_tokens == single.step_tokens  # sequences that finish mid-run leave
     assert runs.cached_tokens == single.cached_tokens
     if caching:
         assert any(single.cached_tokens[-2:])  # the later turns found a's generated blocks

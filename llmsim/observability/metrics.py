@@ -249,10 +249,11 @@ class Metrics:
             self.prefix_cache_queries.inc(plan.prefix_queries)
             self.prefix_cache_hits.inc(plan.prefix_hits)
 
-    def decode_run_done(self, plan: StepPlan, steps: int) -> None:
-        """``steps`` pure-decode steps like ``plan`` ran at once (zero latency)."""
-        if plan.num_tokens:
-            self.iteration_tokens.observe_repeated(plan.num_tokens, steps)
+    def decode_run_done(self, segments: list[tuple[int, int]]) -> None:
+        """Zero-length decode steps ran at once: ``(tokens per step, steps)`` in order."""
+        observe = self.iteration_tokens.observe_repeated
+        for tokens, steps in segments:
+            observe(tokens, steps)
 
     def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
         """The gauge's value at scrape time: the override when one pins it, else ``live``."""

@@ -30,7 +30,7 @@ def stable_lora_id(adapter: str) -> int:
     return int.from_bytes(blake2b(adapter.encode(), digest_size=4).digest(), "big") or 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class StepSequence:
     """A sequence as the step engine sees it: computed tokens and blocks held."""
 

@@ -25,8 +25,8 @@ class StepObserver(Protocol):
     def step_done(self, plan: StepPlan, duration: float) -> None:
         """One step ran: its batch, preemptions and prefix-cache lookups, and its duration."""
 
-    def decode_run_done(self, plan: StepPlan, steps: int) -> None:
-        """``steps`` zero-length steps like ``plan`` (a pure decode) ran at once."""
+    def decode_run_done(self, segments: list[tuple[int, int]]) -> None:
+        """Zero-length decode steps ran at once: ``(tokens per step, steps)`` in order."""
 
 
 def num_kv_blocks(kv_cache_size: int, block_size: int) -> int:

@@ -218,7 +218,7 @@ class StepLoop:
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
             deadline = end
-            if duration == 0.0 and plan.decode and not plan.prefill_tokens:
+            if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
 
     def _decode_run(self, plan: StepPlan, now: float, limit: int) -> int:
@@ -226,9 +226,9 @@ class StepLoop:
         return how many ran (0 when the next step may differ)."""
         steps, result = self.engine.repeat_decode(plan, now, limit)
         if steps:
-            self._dispatch(result, now, steps)
+            self._dispatch_run(result)
             for observer in self.step_observers:
-                observer.decode_run_done(plan, steps)
+                observer.decode_run_done(result.segments)
         return steps
 
     async def _idle(self, wake: asyncio.Event, until: float | None) -> None:
@@ -239,24 +239,14 @@ class StepLoop:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), max(until - self._clock(), 0.0))
 
-    def _dispatch(self, result: StepResult, now: float, steps: int = 1) -> None:
-        """Report the tokens of ``steps`` steps ending at ``now`` (``steps`` tokens per
-        emitted sequence, the later ones 0 s apart) to the observer; queue them for sinks
-        (a run's tokens go out at once when none of the sequence's are queued)."""
+    def _dispatch(self, result: StepResult, now: float) -> None:
+        """Report the tokens of a step ending at ``now`` to the observer; queue them for
+        sinks (written at the next yield, so back-to-back steps make one write)."""
         observer = self._observer()
         pending = self._pending
-        if steps > 1:  # a zero-latency run: every token 0 s after the one before
-            observer.zero_gap_tokens(len(result.emitted) * steps)
         for seq in result.emitted:
             sequence = seq.sequence
-            position = sequence.generated - steps
-            if steps > 1:
-                span = pending.get(sequence)
-                if span is None:
-                    self._send(sequence, position, steps)
-                else:
-                    span[1] += steps
-                continue
+            position = sequence.generated - 1
             if position == 0:
                 observer.first_token(sequence, now - sequence.arrival)
             else:
@@ -267,6 +257,25 @@ class StepLoop:
                 pending[sequence] = [position, 1]
             else:
                 span[1] += 1
+        self._finish(result)
+
+    def _dispatch_run(self, result: StepResult) -> None:
+        """A zero-latency run's tokens, every one 0 s after the one before: one observer call
+        for them all, and each sequence's tokens out at once after any it had queued."""
+        counts = result.counts
+        assert counts is not None
+        self._observer().zero_gap_tokens(sum(counts))
+        pending = self._pending
+        for seq, count in zip(result.emitted, counts, strict=True):
+            sequence = seq.sequence
+            span = pending.get(sequence)
+            if span is None:
+                self._send(sequence, sequence.generated - count, count)
+            else:
+                span[1] += count
+        self._finish(result)
+
+    def _finish(self, result: StepResult) -> None:
         for seq in result.finished:
             sequence = seq.sequence
             self._write(sequence)

@@ -71,8 +71,28 @@ class StepResult:
     """Sequences that produced one token at the end of the step."""
     finished: list[StepSequence] = field(default_factory=list)
     """Sequences that produced their last token (or had none to produce)."""
-    fewest_left: int = 0
-    """A decode run's result: the fewest tokens a sequence still has to produce."""
+    counts: list[int] | None = None
+    """A decode run's result: the tokens each emitted sequence produced (None: one each)."""
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    """A decode run's result: (tokens per step, steps) in order, as sequences left."""
+
+
+def counts_left(running: list[StepSequence]) -> list[int]:
+    """The tokens each sequence still has to produce."""
+    return [len(seq.sequence.output) - seq.sequence.generated for seq in running]
+
+
+def step_tokens(counts: list[int]) -> list[tuple[int, int]]:
+    """The tokens of each step of a run where sequence ``i`` produced ``counts[i]`` tokens,
+    one per step from the first: (tokens per step, steps) segments, in order."""
+    segments: list[tuple[int, int]] = []
+    decoding, previous = len(counts), 0
+    for count in sorted(counts):
+        if count > previous:
+            segments.append((decoding, count - previous))
+            previous = count
+        decoding -= 1
+    return segments
 
 
 def due_at(seq: StepSequence) -> float | None:
@@ -207,16 +227,17 @@ class StepScheduler:
             self.remove(seq)
         return result
 
-    # -- runs of identical decode steps (zero latency) ----------------------------
+    # -- runs of zero-length decode steps (zero latency) ---------------------------
     def decode_repeats(self, plan: StepPlan, limit: int) -> int:
-        """How many more steps exactly like ``plan`` (just completed) would follow: every
-        running sequence decodes one token with no timing override, nothing waits or receives
-        its KV cache, the free blocks cover them all and no sequence finishes before the last;
-        0 when the next step may differ."""
+        """How many more decode steps may be applied at once after ``plan`` (just completed):
+        every running sequence decodes one token per step with no timing override, nothing
+        waits or receives its KV cache and the free blocks cover them all. A sequence that
+        runs out of tokens leaves at its last step, as step by step; 0 when the next step
+        may differ (something to schedule, a prefill chunk, an override)."""
         running = self.running
-        if plan.prefill_tokens or plan.preempted or self.waiting or self.receiving or limit <= 0:
+        if plan.preempted or self.waiting or self.receiving or limit <= 0 or not running:
             return 0
-        if len(running) != plan.decode or len(running) > self.max_num_batched_tokens:
+        if len(running) > self.max_num_batched_tokens:
             return 0
         repeat = self._repeat
         if repeat is not None and repeat[0] is plan:  # the same batch as the last run
@@ -227,7 +248,7 @@ class StepScheduler:
                 and len(running) * (steps // self.kv.block_size + 1) <= self.kv.pool.num_free
             ):
                 return steps
-        steps = limit
+        most = 0
         for seq in running:
             sequence = seq.sequence
             generated = sequence.generated
@@ -235,19 +256,25 @@ class StepScheduler:
                 return 0
             if sequence.timing is not None:
                 return 0  # an override may hold its next token back
-            steps = min(steps, len(sequence.output) - generated)
+            most = max(most, len(sequence.output) - generated)
+        steps = min(limit, most)
         if steps <= 0:
             return 0
         size = self.kv.block_size
-        needed = sum(-(-(seq.num_computed + steps) // size) - len(seq.blocks) for seq in running)
+        needed = 0
+        for seq in running:
+            sequence = seq.sequence
+            tokens = min(steps, len(sequence.output) - sequence.generated)
+            needed += -(-(seq.num_computed + tokens) // size) - len(seq.blocks)
         return steps if needed <= self.kv.pool.num_free else 0
 
     def run_decode_steps(
         self, plan: StepPlan, steps: int, now: float, step_finished: Callable[[], None] | None
     ) -> StepResult:
         """Apply ``steps`` decode steps that :meth:`decode_repeats` allowed, all ending at
-        ``now``, with the block pool seeing the same calls in the same order as step by step
-        when a listener hears them.
+        ``now``: each sequence produces one token per step until it has none left. The block
+        pool sees the same calls in the same order as step by step when a listener hears
+        them; finished sequences leave in the order they finished.
 
         Only steps where a sequence starts or fills a block touch that sequence; the others
         cost one ``step_finished`` call each (none when nobody listens).
@@ -255,22 +282,32 @@ class StepScheduler:
         running = list(self.running)
         if step_finished is None and self.kv.block_size > 1:
             result = self._run_quietly(running, steps, now)
-            if not result.finished:
-                self._repeat = (plan, result.fewest_left)
+            counts = result.counts
+            assert counts is not None
         else:
+            counts = [min(steps, left) for left in counts_left(running)]
             base = [seq.num_computed for seq in running]
-            self._advance_reporting(running, base, steps, step_finished)
-            result = StepResult(emitted=running)
+            self._advance_reporting(running, base, counts, steps, step_finished)
+            result = StepResult(emitted=running, counts=counts)
             for index, seq in enumerate(running):
-                seq.num_computed = base[index] + steps
+                count = counts[index]
+                seq.num_computed = base[index] + count
                 sequence = seq.sequence
-                sequence.generated += steps
-                seq.previous_token_at = now if steps > 1 else sequence.last_token_at
+                sequence.generated += count
+                seq.previous_token_at = now if count > 1 else sequence.last_token_at
                 sequence.last_token_at = now
                 if sequence.generated >= len(sequence.output):
                     result.finished.append(seq)
-        for seq in result.finished:
-            self.remove(seq)
+        if result.finished:
+            if len(result.finished) > 1:  # in the order they finished, then batch order
+                order = {id(seq): index for index, seq in enumerate(running)}
+                result.finished.sort(key=lambda seq: (counts[order[id(seq)]], order[id(seq)]))
+            for seq in result.finished:
+                self.remove(seq)
+            result.segments = step_tokens(counts)
+        else:
+            self._repeat = (plan, max(counts_left(running)))
+            result.segments = [(len(running), steps)]
         return result
 
     def _run_quietly(self, running: list[StepSequence], steps: int, now: float) -> StepResult:
@@ -281,9 +318,13 @@ class StepScheduler:
         pool, size, naming = kv.pool, kv.block_size, kv.enable_caching
         defer = kv.names.defer
         finished: list[StepSequence] = []
-        fewest = 1 << 62
+        counts: list[int] = []
         for seq in running:
-            end = seq.num_computed + steps
+            sequence = seq.sequence
+            total = len(sequence.output)
+            count = min(steps, total - sequence.generated)
+            counts.append(count)
+            end = seq.num_computed + count
             blocks = seq.blocks
             needed = -(-end // size) - len(blocks)
             if needed > 0:
@@ -297,21 +338,18 @@ class StepScheduler:
                 else:
                     defer(seq, full)
             seq.num_computed = end
-            sequence = seq.sequence
-            generated = sequence.generated = sequence.generated + steps
-            seq.previous_token_at = now if steps > 1 else sequence.last_token_at
+            generated = sequence.generated = sequence.generated + count
+            seq.previous_token_at = now if count > 1 else sequence.last_token_at
             sequence.last_token_at = now
-            left = len(sequence.output) - generated
-            if left <= 0:
+            if generated >= total:
                 finished.append(seq)
-            elif left < fewest:
-                fewest = left
-        return StepResult(emitted=running, finished=finished, fewest_left=fewest)
+        return StepResult(emitted=running, finished=finished, counts=counts)
 
     def _advance_reporting(
         self,
         running: list[StepSequence],
         base: list[int],
+        counts: list[int],
         steps: int,
         step_finished: Callable[[], None] | None,
     ) -> None:
@@ -321,9 +359,10 @@ class StepScheduler:
         touches: dict[int, list[int]] = {}
         for index, start in enumerate(base):
             # step j computes token start + j - 1: it may start a block, or fill one to cache
-            js = set(range((-start) % size + 1, steps + 1, size))
+            last = counts[index] + 1
+            js = set(range((-start) % size + 1, last, size))
             if kv.enable_caching and running[index].prompt_ids is not None:
-                js.update(range((-start - 1) % size + 1, steps + 1, size))
+                js.update(range((-start - 1) % size + 1, last, size))
             for j in js:
                 touches.setdefault(j, []).append(index)
         done = 0
