@@ -186,11 +186,7 @@ class DeferredNames:
                 self.resolve_run(run)
 
     def resolve_run(self, run: DeferredRun) -> None:
-        runs = self._by_parent.get(run.parent)
-        if runs is not None:
-            runs.pop(run, None)
-            if not runs:
-                del self._by_parent[run.parent]
+        self.forget(run)
         self._name(run)
 
     def forget(self, run: DeferredRun) -> None:
