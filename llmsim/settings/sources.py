@@ -235,8 +235,11 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
-        field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "settings"))
+        loc = error["loc"]
+        field = str(loc[0]) if loc else str(ctx.get("field", "settings"))
         reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
+        if len(loc) > 1:  # inside a setting that is an object: name the key
+            reason = f"{'.'.join(str(part) for part in loc[1:])}: {reason}"
         problems.append((field, reason))
     return problems
 
