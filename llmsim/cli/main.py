@@ -103,7 +103,9 @@ def main_callback(
 
 @app.command()
 def serve(
-    config: Annotated[str | None, _opt("config", panel=SERVER, metavar="FILE")] = None,
+    config: Annotated[
+        str | None, _opt("config", "--config", "-c", panel=SERVER, metavar="FILE")
+    ] = None,
     profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
