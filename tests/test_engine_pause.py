@@ -17,6 +17,7 @@ from test_step_loop import Collect
 from test_step_loop import request as make_request
 
 from llmsim.engine import Engine, QueueFullError, State
+from llmsim.engine.engine import Target
 from llmsim.engine.pacer import Outcome, Pacer, Pacing
 from llmsim.engine.timing import TimingOverride
 from llmsim.observability.metrics import Metrics
@@ -260,3 +261,24 @@ async def test_a_keep_pause_shifts_a_timing_override_as_it_shifts_the_schedule(
     after = [at for at in sink.at if at >= woke]
     assert len(after) >= 4
     assert after[-1] - after[0] >= 0.5 * 0.03 * (len(after) - 1)  # paced, not one burst
+
+
+async def test_an_abort_does_not_wait_for_an_adapter_to_load() -> None:
+    """Step model: a sequence still waiting for its cold adapter ends with the abort."""
+    engine = Engine(
+        settings("step", lora=["a", "b"], max_loras=1, max_cpu_loras=1, lora_load_latency="2s")
+    )
+    # one adapter fits the CPU cache: "b", registered last, is warm and "a" is not
+    warm = dataclasses.replace(make_request("w", PROMPT, max_tokens=2), target=Target("b", "b"))
+    with engine.submit(warm) as group:
+        await group.run(Collect())
+    cold = dataclasses.replace(make_request("c", PROMPT, max_tokens=2), target=Target("a", "a"))
+    with engine.submit(cold) as group:
+        run = asyncio.ensure_future(group.run(Collect()))
+        await asyncio.sleep(0.05)  # the adapter is loading
+        started = time.monotonic()
+        await engine.pause("abort")
+        await asyncio.wait_for(run, 1.0)
+        assert time.monotonic() - started < 1.0
+        assert group.sequences[0].finish_reason == "abort"
+    engine.resume()

@@ -41,6 +41,11 @@ class _Active:
     done: asyncio.Future[None]
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class StepLoop:
     def __init__(
         self,
@@ -53,6 +58,8 @@ class StepLoop:
         self._clock = clock
         self._active: dict[Sequence, _Active] = {}
         self._pending: dict[Sequence, list[int]] = {}
+        self._loading: dict[Sequence, asyncio.Future[None]] = {}
+        """Sequences waiting for their adapter to load, before they join the engine."""
         """Tokens emitted but not yet written: sequence -> [first position, count]."""
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -71,7 +78,7 @@ class StepLoop:
         """
         loop = asyncio.get_running_loop()
         if sequence.ready_at is not None and sequence.ready_at > self._clock():
-            await asyncio.sleep(sequence.ready_at - self._clock())  # adapter loading
+            await self._load_adapter(sequence, loop)
             if sequence.cut_short:
                 return  # a pause's abort came while the adapter loaded
         active = _Active(self.engine.add(sequence), sink, loop.create_future())
@@ -90,9 +97,23 @@ class StepLoop:
             self.engine.abort(active.seq)
             self._kick()
 
+    async def _load_adapter(self, sequence: Sequence, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the sequence's adapter is loaded, or until :meth:`finish` ends it."""
+        assert sequence.ready_at is not None
+        loading = self._loading[sequence] = loop.create_future()
+        timer = loop.call_later(sequence.ready_at - self._clock(), _resolve, loading)
+        try:
+            await loading
+        finally:
+            timer.cancel()
+            self._loading.pop(sequence, None)
+
     def finish(self, sequence: Sequence) -> None:
         """End ``sequence`` now with the tokens it has (a pause's abort): those emitted are
         written, its blocks are freed and :meth:`run` returns."""
+        loading = self._loading.get(sequence)
+        if loading is not None:
+            _resolve(loading)  # no need to wait for its adapter any more
         self._write(sequence)
         active = self._active.pop(sequence, None)
         if active is None:
