@@ -23,9 +23,7 @@ def test_free_queue_matches_a_plain_lru_list(seed: int) -> None:
         action = rng.random()
         if action < 0.4 and pool.num_free:
             count = rng.randint(1, pool.num_free)
-            taken = (
-                pool.allocate(count) if count > 1 or rng.random() < 0.5 else [pool.allocate_one()]
-            )
+            taken = pool.allocate(count)
             assert [block.block_id for block in taken] == reference[:count]
             del reference[:count]
             for block in taken:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
@@ -248,13 +249,10 @@ class Engine:
 
     async def wait_idle(self, timeout: float, poll: float = 0.02) -> bool:
         """Wait until nothing runs or waits; False if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
         scheduler = self.scheduler
-        while scheduler.num_running or scheduler.num_waiting:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(poll)
-        return True
+        return await _wait_until(
+            lambda: not (scheduler.num_running or scheduler.num_waiting), timeout, poll
+        )
 
     # -- pausing (sleep mode) ------------------------------------------------------
     async def pause(self, mode: str = "abort") -> None:
@@ -293,14 +291,12 @@ class Engine:
         """Wait until nothing runs and no waiting sequence may start (a pause holds the
         rest); False if ``timeout`` passed first or the pause was lifted meanwhile."""
         scheduler = self.scheduler
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while scheduler.num_running or scheduler.num_admissible:
-            if not scheduler.paused:
-                return False
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(DRAIN_POLL)
-        return True
+
+        def settled() -> bool:
+            lifted = not scheduler.paused
+            return lifted or not (scheduler.num_running or scheduler.num_admissible)
+
+        return await _wait_until(settled, timeout, DRAIN_POLL) and scheduler.paused
 
     def abort_in_flight(self) -> int:
         """End every running and waiting sequence now with finish reason ``abort``: the
@@ -341,8 +337,8 @@ class Engine:
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted
-            if sequence.cut_short:  # a pause's abort came first: nothing to release
-                pass
+            if sequence.cut_short:
+                pass  # a pause's abort came first: nothing to release
             elif self.step is not None:
                 await self.step.run(sequence, sink)
             else:
@@ -385,6 +381,16 @@ class Engine:
             if sequence.cut_short:
                 return  # cut while the client caught up: every token it keeps is out
             pacing.done = loop.create_future()
+
+
+async def _wait_until(settled: Callable[[], bool], timeout: float | None, poll: float) -> bool:
+    """Poll ``settled`` every ``poll`` seconds; False if ``timeout`` passed first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not settled():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True
 
 
 def latency_profile(settings: Settings) -> LatencyProfile:

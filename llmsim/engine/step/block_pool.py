@@ -136,26 +136,6 @@ class BlockPool:
             for block_hash in evicted:  # vLLM reports each evicted block on its own
                 self.listener.block_removed([block_hash])
 
-    def allocate_one(self) -> KVBlock:
-        """:meth:`allocate` of a single block (a decode step's next block); the caller checked room."""
-        queue = self._queue
-        block = queue.popleft()
-        block.queued -= 1
-        while block.ref_cnt or block.queued:
-            block = queue.popleft()
-            block.queued -= 1
-        if block.block_hash is not None:
-            evicted = block.block_hash
-            self._uncache(block)
-            if self.reports:
-                self.listener.block_removed([evicted])
-        elif block.deferred is not None:
-            block.deferred = None
-            self.num_deferred -= 1
-        block.ref_cnt = 1
-        self._num_free -= 1
-        return block
-
     def free(self, blocks: Iterable[KVBlock]) -> None:
         """Release blocks in the given order: the first freed is the first evicted."""
         queue = self._queue

@@ -143,41 +143,26 @@ class DeferredNames:
         while released and released[0].dead:  # forget the runs the queue has evicted
             self.forget(released.popleft())
 
-    def resolve(self, hashes: Seq[BlockHash], index: int) -> bool:
-        """Name the deferred runs that may hold block ``index`` of the chain ``hashes``
-        (whose earlier blocks are cached); False if there is none.
+    def resolve_range(self, hashes: Seq[BlockHash], first: int, stop: int) -> bool:
+        """Name the deferred runs that may hold any of blocks ``first:stop`` of the chain
+        ``hashes`` (a lookup's next block, or blocks about to be named: a deferred copy was
+        filled earlier, and the first copy cached is the one lookups take); False if none.
 
-        A run holding that block with this chain behind it hangs off one of the chain's
-        earlier hashes (or off no hash, if it starts the chain), and reaches ``index``.
+        A run holding such a block with this chain behind it hangs off one of the chain's
+        earlier hashes (or off no hash, if it starts the chain), and reaches ``first``.
         """
         by_parent = self._by_parent
         if not by_parent:
             return False
         found = False
-        for parent_index in range(index - 1, -2, -1):
+        for parent_index in range(stop - 2, -2, -1):
             runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
             if runs:
-                reaching = [run for run in runs if parent_index + 1 + len(run) > index]
+                reaching = [run for run in runs if parent_index + 1 + len(run) > first]
                 for run in reaching:
                     self.resolve_run(run)
                 found = found or bool(reaching)
         return found
-
-    @property
-    def pending(self) -> bool:
-        """Whether any deferred run waits for its names."""
-        return bool(self._by_parent)
-
-    def resolve_range(self, hashes: Seq[BlockHash], first: int, stop: int) -> None:
-        """Name the deferred runs that may hold any of blocks ``first:stop`` of the chain
-        ``hashes``, before those blocks are named: a deferred copy was filled earlier, and the
-        first copy cached is the one lookups take."""
-        by_parent = self._by_parent
-        for parent_index in range(stop - 2, -2, -1):
-            runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
-            if runs:
-                for run in [run for run in runs if parent_index + 1 + len(run) > first]:
-                    self.resolve_run(run)
 
     def resolve_all(self) -> None:
         """Name every deferred block now (tests, and a check that nothing was lost)."""

@@ -145,7 +145,7 @@ class KVCacheManager:
         for index in range(limit):
             block = pool.cached_block(hashes[index])
             if block is None:
-                if not self.names.resolve(hashes, index):  # no deferred name could be it
+                if not self.names.resolve_range(hashes, index, index + 1):  # none could be it
                     break
                 block = pool.cached_block(hashes[index])
                 if block is None:
@@ -166,20 +166,12 @@ class KVCacheManager:
             # the next decode step opens a new block, which one token cannot fill: take one
             if not pool.num_free:
                 return False
-            seq.blocks.append(pool.allocate_one())
+            pool.allocate_into(seq.blocks, 1)
             return True
         total = seq.num_computed + len(hits) * size + num_new
-        needed = self.blocks_for(total) - len(seq.blocks) - len(hits)
-        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
-        if needed > pool.num_free - reclaimed:
+        if not self._take(seq, hits, self.blocks_for(total) - len(seq.blocks) - len(hits)):
             return False
-        if hits:
-            pool.touch(hits)
-            seq.blocks.extend(hits)
-            seq.num_computed += len(hits) * self.block_size
-            seq.num_cached_blocks = len(seq.blocks)
-        if needed > 0:
-            seq.blocks.extend(pool.allocate(needed))
+        seq.num_computed += len(hits) * size
         if self.enable_caching and seq.prompt_ids is not None:
             self._cache_full_blocks(seq, (seq.num_computed + num_new) // self.block_size)
         return True
@@ -192,18 +184,10 @@ class KVCacheManager:
         connector for the rest; the other blocks only hold the prompt once the transfer
         finishes (:meth:`receive`), as on vLLM's decode side.
         """
-        pool = self.pool
         hits = self.lookup(seq) if not seq.blocks else []
         needed = self.blocks_for(seq.num_tokens) - len(seq.blocks) - len(hits)
-        reclaimed = sum(1 for block in hits if block.ref_cnt == 0)
-        if needed > pool.num_free - reclaimed:
+        if not self._take(seq, hits, needed):
             return -1
-        if hits:
-            pool.touch(hits)
-            seq.blocks.extend(hits)
-            seq.num_cached_blocks = len(seq.blocks)
-        if needed > 0:
-            seq.blocks.extend(pool.allocate(needed))
         return len(hits) * self.block_size
 
     def receive(self, seq: StepSequence) -> None:
@@ -242,6 +226,21 @@ class KVCacheManager:
         return count
 
     # -- internals --------------------------------------------------------------
+    def _take(self, seq: StepSequence, hits: Seq[KVBlock], needed: int) -> bool:
+        """Take the cached ``hits`` back into use and ``needed`` fresh blocks for ``seq``;
+        False, with nothing taken, if they do not fit."""
+        pool = self.pool
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
+        if needed > pool.num_free - reclaimed:
+            return False
+        if hits:
+            pool.touch(hits)
+            seq.blocks.extend(hits)
+            seq.num_cached_blocks = len(seq.blocks)
+        if needed > 0:
+            pool.allocate_into(seq.blocks, needed)
+        return True
+
     def _extend_hashes(self, seq: StepSequence, count: int) -> None:
         seq.extend_hashes(self.hasher, self.block_size, count)
 
@@ -258,17 +257,11 @@ class KVCacheManager:
                 offset = (k - first) * size
                 parent = hashes[-1] if hashes else None
                 hashes.append(hasher(parent, ids[offset : offset + size], extra))
-        if self.names.pending:  # a deferred copy of these blocks filled first: it goes first
-            self.names.resolve_range(hashes, first, full)
-        pool = self.pool
-        if not pool.reports:
-            for k in range(first, full):
-                pool.cache_one(seq.blocks[k], hashes[k])
-            seq.num_cached_blocks = full
-            return
+        # a deferred copy of these blocks was filled before them: it is cached first
+        self.names.resolve_range(hashes, first, full)
         parent = hashes[first - 1] if first else None
         adapter = seq.sequence.adapter
-        pool.cache(
+        self.pool.cache(
             seq.blocks[first:full],
             hashes[first:full],
             parent,
