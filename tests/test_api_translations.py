@@ -23,7 +23,8 @@ from llmsim.api.messages_convert import (
     message_body,
     stop_fields,
 )
-from llmsim.api.responses import ResponseStore, StoredResponse, conversation_after
+from llmsim.api.response_store import ResponseStore, stored_response
+from llmsim.api.responses import answer_message
 from llmsim.api.responses_convert import (
     ResponseShell,
     ResponsesStream,
@@ -243,18 +244,18 @@ def test_an_empty_stream_still_has_one_message_item() -> None:
 
 
 def test_store_keeps_the_newest_and_builds_the_follow_up_conversation() -> None:
-    store = ResponseStore(size=2)
+    store = ResponseStore(max_entries=2, max_bytes=10_000)
     for name in ("resp_a", "resp_b", "resp_c"):
-        store.put(name, StoredResponse({"id": name}, []))
+        store.put(name, stored_response({"id": name}, [], None))
     assert store.get("resp_a") is None
     assert store.get("resp_b") is not None
-    store.put("resp_d", StoredResponse({"id": "resp_d"}, []))
+    store.put("resp_d", stored_response({"id": "resp_d"}, [], None))
     assert store.get("resp_c") is None  # b was used more recently
     assert len(store) == 2
     output = response_body(shell(), chat_result("ok", [CALL], "tool_calls"))["output"]
-    history = conversation_after([{"role": "user", "content": "q"}], output)
-    assert history[-1]["content"] == "ok"
-    assert history[-1]["tool_calls"][0]["id"] == "chatcmpl-tool-1"
+    answer = answer_message(output)
+    assert answer["content"] == "ok"
+    assert answer["tool_calls"][0]["id"] == "chatcmpl-tool-1"
 
 
 # -- Anthropic Messages ---------------------------------------------------------------

@@ -37,6 +37,7 @@ from llmsim.api.keys import (
 from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
+from llmsim.api.response_store import ResponseStore
 from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
@@ -95,7 +96,9 @@ def create_app(
 
         app.on_cleanup.append(stop_step_loop)
     app[SERVER_LOAD] = ServerLoad()
-    app[responses.RESPONSE_STORE] = responses.ResponseStore()
+    app[responses.RESPONSE_STORE] = ResponseStore(
+        settings.responses_store_max_entries, settings.responses_store_max_size
+    )
     if stats is not None:
         app[LIVE_STATS] = stats
         app[ERROR_LISTENER] = stats.record_error

@@ -2,25 +2,24 @@
 
 The request is translated into a chat request and runs through the chat pipeline; the
 answer comes back as a Responses object or event stream. Stored responses (``store``,
-true by default) are kept in memory, the most recent :data:`STORE_SIZE` of them, so
+true by default) are kept in memory, bounded in count and bytes (:mod:`response_store`), so
 ``GET`` and ``previous_response_id`` work for as long as a client is likely to need them.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from llmsim.api.adapted import Exchange, chat_request
 from llmsim.api.errors import APIError
 from llmsim.api.inference import generate
 from llmsim.api.jsonio import dumps
 from llmsim.api.requests import read_json_object, validate_body
+from llmsim.api.response_store import MissingResponse, ResponseStore, stored_response
 from llmsim.api.responses_convert import (
     ResponseShell,
     ResponsesStream,
@@ -33,8 +32,24 @@ from llmsim.api.responses_convert import (
 from llmsim.api.schemas import INT64_MAX, INTEGRAL, Int64
 from llmsim.api.sse import ResponseMeta
 
-STORE_SIZE = 1000
-"""Stored responses kept for ``GET`` and ``previous_response_id``; the oldest go first."""
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+"""OpenAI's limits on ``metadata``: 16 pairs, keys up to 64 characters, values up to 512."""
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """``metadata`` within OpenAI's limits, or a ValueError saying which one it breaks."""
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise ValueError(f"at most {METADATA_MAX_PAIRS} key-value pairs, got {len(metadata)}")
+    for key, value in metadata.items():
+        if len(key) > METADATA_MAX_KEY:
+            raise ValueError(f"keys are at most {METADATA_MAX_KEY} characters, got {len(key)}")
+        if len(value) > METADATA_MAX_VALUE:
+            raise ValueError(
+                f"value of {key!r} is {len(value)} characters; at most {METADATA_MAX_VALUE}"
+            )
+    return metadata
 
 
 class ResponsesRequest(BaseModel):
@@ -57,43 +72,14 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = None
     seed: Int64 | None = None
     user: str | None = None
-
-
-@dataclass
-class StoredResponse:
-    body: dict[str, Any]
-    conversation: list[dict[str, Any]]
-    """The chat messages so far, without instructions: what a follow-up builds on."""
-
-
-class ResponseStore:
-    """The most recent stored responses, least recently used dropped first."""
-
-    def __init__(self, size: int = STORE_SIZE) -> None:
-        self.size = size
-        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, response_id: str) -> StoredResponse | None:
-        stored = self._items.get(response_id)
-        if stored is not None:
-            self._items.move_to_end(response_id)
-        return stored
-
-    def put(self, response_id: str, stored: StoredResponse) -> None:
-        self._items[response_id] = stored
-        self._items.move_to_end(response_id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] | None = None
 
 
 RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
 
 
-def conversation_after(messages: list[dict[str, Any]], output: list[dict[str, Any]]) -> list[Any]:
-    """The chat history once ``output`` answered ``messages``."""
+def answer_message(output: list[dict[str, Any]]) -> dict[str, Any]:
+    """The assistant chat message for a response's ``output`` items."""
     text = "".join(
         part["text"] for item in output if item["type"] == "message" for part in item["content"]
     )
@@ -111,7 +97,7 @@ def conversation_after(messages: list[dict[str, Any]], output: list[dict[str, An
         answer["tool_calls"] = calls
     elif not text:
         answer["content"] = ""
-    return [*messages, answer]
+    return answer
 
 
 def _not_found(response_id: str) -> APIError:
@@ -142,13 +128,15 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     raw = await read_json_object(request)
     body = validate_body(ResponsesRequest, raw)
     store = request.app[RESPONSE_STORE]
+    parent = body.previous_response_id
     history: list[dict[str, Any]] = []
-    if body.previous_response_id is not None:
-        previous = store.get(body.previous_response_id)
-        if previous is None:
-            raise _not_found(body.previous_response_id)
-        history = previous.conversation
-    conversation = [*history, *input_messages(body.input)]
+    if parent is not None:
+        try:
+            history = store.conversation(parent)
+        except MissingResponse as exc:
+            raise _not_found(exc.response_id) from None
+    turn = input_messages(body.input)
+    conversation = [*history, *turn]
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     if not system and not conversation:
         raise APIError(400, "input: List should have at least 1 item", "input")
@@ -158,8 +146,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
     def remember(response: dict[str, Any]) -> None:
         if keep:
-            stored = StoredResponse(response, conversation_after(conversation, response["output"]))
-            store.put(response["id"], stored)
+            answer = answer_message(response["output"])
+            store.put(response["id"], stored_response(response, [*turn, answer], parent))
 
     def render(chat_body: dict[str, Any], meta: ResponseMeta) -> dict[str, Any]:
         response = response_body(ResponseShell(meta.id, meta.model, echo, meta.created), chat_body)

@@ -121,6 +121,12 @@ def serve(
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,
+    responses_store_max_entries: Annotated[
+        str | None, _opt("responses_store_max_entries", panel=SERVER, metavar="INT")
+    ] = None,
+    responses_store_max_size: Annotated[
+        str | None, _opt("responses_store_max_size", panel=SERVER, metavar="SIZE")
+    ] = None,
     startup_duration: Annotated[
         str | None, _opt("startup_duration", panel=SERVER, metavar="DURATION")
     ] = None,

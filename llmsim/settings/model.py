@@ -159,6 +159,20 @@ class Settings(BaseSettings):
         le=1024**3,
         description="Largest request body accepted (e.g. 4MiB, 512KiB); larger ones get 413.",
     )
+    responses_store_max_entries: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Responses API objects kept for GET /v1/responses/{id} and "
+        "previous_response_id (0 keeps none); the least recently used go first.",
+    )
+    responses_store_max_size: ByteSize = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        le=64 * 1024**3,
+        description="Total size (as JSON) of the kept Responses API objects, e.g. 256MiB; the "
+        "least recently used go first.",
+    )
     startup_duration: Duration = Field(
         0.0,
         description="Simulated model loading: /health/ready answers 503 and inference 503 "

@@ -1,0 +1,179 @@
+"""Hostile clients against the Responses store, the admin settings and the stop signals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmsim.api.response_store import MissingResponse, ResponseStore, stored_response
+from tests.conftest import RunningServer, post_json, start_server
+
+# -- the store on its own ----------------------------------------------------------------
+
+
+def _turn(index: int) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": f"question {index}"},
+        {"role": "assistant", "content": f"answer {index}"},
+    ]
+
+
+def _chain(store: ResponseStore, links: int) -> None:
+    for index in range(links):
+        parent = f"resp_{index - 1}" if index else None
+        store.put(f"resp_{index}", stored_response({"id": f"resp_{index}"}, _turn(index), parent))
+
+
+def test_a_long_chain_takes_memory_linear_in_its_turns() -> None:
+    store = ResponseStore(max_entries=1000, max_bytes=10**9)
+    _chain(store, 1000)
+    first, last = store.get("resp_0"), store.get("resp_999")
+    assert first is not None
+    assert last is not None
+    assert len(last.turn) == 2  # a link keeps only its own turn
+    assert store.total_bytes <= 1000 * last.size
+    assert last.size <= first.size + 10  # no link grows with the chain before it
+    conversation = store.conversation("resp_999")
+    assert len(conversation) == 2000
+    assert conversation[0]["content"] == "question 0"
+    assert conversation[-1]["content"] == "answer 999"
+
+
+def test_the_store_drops_the_least_recently_used_by_count_and_by_bytes() -> None:
+    size = stored_response({"id": "resp_0"}, _turn(0), None).size
+    store = ResponseStore(max_entries=3, max_bytes=10**9)
+    _chain(store, 4)
+    assert len(store) == 3
+    assert store.get("resp_0") is None
+    by_bytes = ResponseStore(max_entries=100, max_bytes=2 * size + size // 2)
+    _chain(by_bytes, 4)
+    assert len(by_bytes) == 2
+    assert by_bytes.total_bytes <= 2 * size + size // 2
+    assert not by_bytes.put("resp_big", stored_response({"x": "y" * 3 * size}, [], None))
+    assert len(by_bytes) == 2  # a response larger than the budget is not kept
+
+
+def test_a_dropped_ancestor_names_itself_and_the_walk_keeps_the_chain_fresh() -> None:
+    store = ResponseStore(max_entries=3, max_bytes=10**9)
+    _chain(store, 4)  # resp_0 dropped
+    with pytest.raises(MissingResponse) as missing:
+        store.conversation("resp_3")
+    assert missing.value.response_id == "resp_0"
+    store.put("other", stored_response({"id": "other"}, [], None))
+    assert store.get("resp_1") is None  # the least recently used went
+    store = ResponseStore(max_entries=4, max_bytes=10**9)
+    _chain(store, 3)
+    store.put("other", stored_response({"id": "other"}, [], None))
+    store.conversation("resp_2")  # uses the whole chain: "other" is now the oldest
+    store.put("next", stored_response({"id": "next"}, [], None))
+    assert store.get("other") is None
+    assert len(store.conversation("resp_2")) == 6
+
+
+# -- over HTTP ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_server(
+        [
+            "--mode",
+            "echo",
+            "--responses-store-max-entries",
+            "3",
+            "--responses-store-max-size",
+            "16KiB",
+        ],
+        tmp_path_factory.mktemp("store"),
+    )
+    yield server
+    server.stop()
+
+
+def _respond(server: RunningServer, text: str, **fields: Any) -> tuple[int, Any]:
+    return post_json(server, "/v1/responses", {"input": text, "max_output_tokens": 8, **fields})
+
+
+def _retrieve(server: RunningServer, response_id: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{server.api_url}/responses/{response_id}", timeout=10):
+            return 200
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param", "words"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "metadata", "at most 16"),
+        ({"k" * 65: "v"}, "metadata", "at most 64"),
+        ({"k": "v" * 513}, "metadata", "at most 512"),
+        ({"k": 1}, "metadata.k", "valid string"),
+        (["k", "v"], "metadata", "dictionary"),
+    ],
+)
+def test_metadata_beyond_openai_limits_is_a_400_naming_it(
+    small_store: RunningServer, metadata: Any, param: str, words: str
+) -> None:
+    status, body = _respond(small_store, "hi", metadata=metadata)
+    assert status == 400
+    assert body["error"]["param"] == param
+    assert words in body["error"]["message"]
+    assert body["error"]["type"] == "BadRequestError"
+
+
+def test_metadata_at_the_limits_is_stored_and_echoed(small_store: RunningServer) -> None:
+    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+    status, body = _respond(small_store, "hi", metadata=metadata)
+    assert status == 200
+    assert body["metadata"] == metadata
+
+
+def test_stored_responses_are_bounded_by_count_and_bytes(small_store: RunningServer) -> None:
+    ids = [_respond(small_store, f"turn {i}")[1]["id"] for i in range(4)]
+    assert [_retrieve(small_store, rid) for rid in ids] == [404, 200, 200, 200]
+    big = [_respond(small_store, "x", instructions="i" * 7_000)[1]["id"] for _ in range(3)]
+    assert [_retrieve(small_store, rid) for rid in big] == [404, 200, 200]
+    status, too_big = _respond(small_store, "x", instructions="i" * 20_000)
+    assert status == 200
+    assert _retrieve(small_store, too_big["id"]) == 404  # larger than the whole store
+    assert _retrieve(small_store, big[2]) == 200  # and it pushed nothing out
+
+
+def test_a_chain_past_the_store_answers_404_naming_the_dropped_link(
+    small_store: RunningServer,
+) -> None:
+    ids: list[str] = []
+    for turn in range(4):
+        fields = {"previous_response_id": ids[-1]} if ids else {}
+        status, body = _respond(small_store, f"turn {turn}", **fields)
+        assert status == 200, body
+        ids.append(body["id"])
+    status, body = _respond(small_store, "again", previous_response_id=ids[-1])
+    assert status == 404
+    assert body["error"]["message"] == f"Response with id '{ids[0]}' not found."
+
+
+def test_a_chain_rebuilds_the_whole_conversation(tmp_path: Path) -> None:
+    server = start_server(["--mode", "echo"], tmp_path)
+    try:
+        previous: dict[str, Any] = {}
+        sizes = []
+        for turn in range(30):
+            status, body = _respond(server, f"turn {turn}", **previous)
+            assert status == 200, body
+            sizes.append(body["usage"]["input_tokens"])
+            previous = {"previous_response_id": body["id"]}
+        steps = {later - earlier for earlier, later in itertools.pairwise(sizes[1:])}
+        assert len(steps) == 1
+        assert steps.pop() > 0
+        assert json.dumps(body["output"]).count("turn 29") == 1
+    finally:
+        server.stop()
