@@ -32,7 +32,7 @@ from llmsim.settings import info as settings_info  # noqa: E402
 from llmsim.settings.lora_modules import LoraModule  # noqa: E402
 from llmsim.settings.model import LAYER_FIELDS, Settings, env_name  # noqa: E402
 from llmsim.settings.sources import display_value, validate_exactly  # noqa: E402
-from llmsim.settings.units import format_size  # noqa: E402
+from llmsim.settings.units import format_duration, format_size  # noqa: E402
 
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 COMMAND = "python docs/gen_config_reference.py"
@@ -144,7 +144,9 @@ def accepted_text(field: str) -> str:
         listed = ", ".join(_code(choice) for choice in settings_info.choices(field))
         return f"one or more of {listed} ([list forms](#lists))" if several else listed
     if kind == "duration":
-        return "a [duration](#durations), not negative" + _range(field, kind)
+        upper = settings_info.bounds(field).upper
+        most = "" if upper is None else f", at most {format_duration(upper)}"
+        return "a [duration](#durations), not negative" + most
     if kind == "size":
         return "a [size](#sizes)" + _range(field, kind)
     if kind in ("integer", "number"):

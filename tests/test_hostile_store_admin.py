@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from llmsim.api.response_store import MissingResponse, ResponseStore, stored_response
-from tests.conftest import RunningServer, post_json, start_server
+from llmsim.runtime.adjustable import RUNTIME_FIELDS
+from llmsim.settings import info as settings_info
+from tests.conftest import RunningServer, post_json, run_cli, start_server
 
 # -- the store on its own ----------------------------------------------------------------
 
@@ -177,3 +179,58 @@ def test_a_chain_rebuilds_the_whole_conversation(tmp_path: Path) -> None:
         assert json.dumps(body["output"]).count("turn 29") == 1
     finally:
         server.stop()
+
+
+# -- admin settings are range-checked as the flags are -----------------------------------
+
+
+@pytest.mark.parametrize("name", RUNTIME_FIELDS)
+def test_every_numeric_runtime_setting_has_an_upper_bound(name: str) -> None:
+    if settings_info.kind(name) in ("duration", "integer", "number"):
+        assert settings_info.bounds(name).upper is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "param", "words"),
+    [
+        ({"inter_token_latency": 1e308}, "inter_token_latency", "at most 3600s"),
+        ({"time_to_first_token": "2h"}, "time_to_first_token", "invalid duration unit"),
+        ({"lora_load_latency": "61m"}, "lora_load_latency", "at most 3600s"),
+        ({"prefill_time_per_token": "2s"}, "prefill_time_per_token", "at most 1s"),
+        ({"max_num_batched_tokens": 10**12}, "max_num_batched_tokens", "less than or equal"),
+        ({"failure_injection_rate": 1e308}, "failure_injection_rate", "less than or equal"),
+    ],
+)
+def test_admin_config_refuses_values_the_flags_refuse(
+    small_store: RunningServer, changes: dict[str, Any], param: str, words: str
+) -> None:
+    status, body = post_json(small_store, "/admin/config", changes)
+    assert status == 400
+    assert body["error"]["param"] == param
+    assert words in body["error"]["message"]
+    flag = f"--{param.replace('_', '-')}"
+    refused = run_cli("serve", flag, str(next(iter(changes.values()))), "--port", "0")
+    assert refused.returncode == 2
+    assert param.replace("_", "-") in refused.stderr or param in refused.stderr
+
+
+def test_admin_config_takes_the_bound_itself_and_ctl_reports_a_refusal(
+    small_store: RunningServer,
+) -> None:
+    status, body = post_json(small_store, "/admin/config", {"lora_load_latency": "60m"})
+    assert status == 200, body
+    assert body["settings"]["lora_load_latency"] == "3600s"
+    post_json(small_store, "/admin/config", {"lora_load_latency": 0})
+    url = ("--url", small_store.base_url)
+    refused = run_cli("ctl", "set", "inter_token_latency=1e308", *url)
+    assert refused.returncode == 1
+    assert "at most 3600s" in refused.stderr
+    shown = run_cli("ctl", "get", "--json", *url)
+    assert json.loads(shown.stdout)["settings"]["inter_token_latency"] == "0ms"
+
+
+def test_rule_timing_overrides_are_bounded_too(small_store: RunningServer) -> None:
+    rule = {"contains": "x", "text": "y", "inter_token_latency": "61m"}
+    status, body = post_json(small_store, "/admin/responses", {"rules": [rule]})
+    assert status == 400
+    assert "at most 3600s" in body["error"]["message"]

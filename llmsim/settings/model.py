@@ -33,16 +33,26 @@ from llmsim.settings.kv_events import (
 )
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules, split_names, unique
 from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
-from llmsim.settings.units import parse_duration, parse_size
+from llmsim.settings.units import MAX_DURATION, parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
 MAX_STD_DEV_RATIO = 0.3
 MAX_DATA_PARALLEL_SIZE = 16
 MAX_PORT = 65535
+MAX_STEP_DURATION = 1.0
+"""Longest per-token or per-sequence cost, in seconds (real ones are microseconds)."""
 
 Duration = Annotated[
-    float, BeforeValidator(parse_duration), Field(json_schema_extra={"duration": True})
+    float,
+    BeforeValidator(parse_duration),
+    Field(le=MAX_DURATION, json_schema_extra={"duration": True}),
 ]
+StepDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(le=MAX_STEP_DURATION, json_schema_extra={"duration": True}),
+]
+"""A time per token or per sequence: it is multiplied, so its bound is lower."""
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(json_schema_extra={"size": True})]
 
 FailureType = Literal[
@@ -326,7 +336,7 @@ class Settings(BaseSettings):
     prefill_overhead: Duration = Field(
         0.0, description="Fixed part of the time to first token (per-token latency model)."
     )
-    prefill_time_per_token: Duration = Field(
+    prefill_time_per_token: StepDuration = Field(
         0.0,
         description="Time to first token added per prompt token (per-token latency model), "
         "e.g. 50us.",
@@ -405,11 +415,11 @@ class Settings(BaseSettings):
         description="Token budget of one engine step: decode tokens plus prefill chunks "
         "(step latency model; vLLM's --max-num-batched-tokens).",
     )
-    decode_time_per_sequence: Duration = Field(
+    decode_time_per_sequence: StepDuration = Field(
         0.0,
         description="Step time added per decoding sequence beyond the first (step latency model).",
     )
-    context_time_per_token: Duration = Field(
+    context_time_per_token: StepDuration = Field(
         0.0,
         description="Step time added per context token (prompt plus generated) held by the "
         "decoding sequences (step latency model).",
@@ -462,12 +472,12 @@ class Settings(BaseSettings):
     kv_cache_transfer_latency_std_dev: Duration = Field(
         0.0, description="Gaussian jitter on kv-cache-transfer-latency (at most 30% of it)."
     )
-    kv_cache_transfer_time_per_token: Duration = Field(
+    kv_cache_transfer_time_per_token: StepDuration = Field(
         0.0,
         description="Decode instance: KV transfer time per prompt token, replacing the "
         "prefill (per-token and step latency models).",
     )
-    kv_cache_transfer_time_per_token_std_dev: Duration = Field(
+    kv_cache_transfer_time_per_token_std_dev: StepDuration = Field(
         0.0,
         description="Gaussian jitter on kv-cache-transfer-time-per-token (at most 30% of it).",
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmsim.settings.units import parse_duration
+from llmsim.settings.units import MAX_DURATION, format_duration, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -208,9 +208,12 @@ class _RuleReader:
         if value is None:
             return None
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
+        if seconds > MAX_DURATION:
+            raise self.fail(key, f"must be at most {format_duration(MAX_DURATION)}")
+        return seconds
 
 
 def _parse_rule(raw: Any, number: int) -> Rule:

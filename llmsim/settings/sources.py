@@ -238,6 +238,8 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
         loc = error["loc"]
         field = str(loc[0]) if loc else str(ctx.get("field", "settings"))
         reason = str(ctx["reason"]) if error["type"] == "cross_field" else _reason(error)
+        if field in DURATION_FIELDS and error["type"] == "less_than_equal":
+            reason = f"must be at most {format_duration(float(ctx['le']))}"  # not bare seconds
         if len(loc) > 1:  # inside a setting that is an object: name the key
             reason = f"{'.'.join(str(part) for part in loc[1:])}: {reason}"
         problems.append((field, reason))

@@ -17,6 +17,9 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "min": 60.0,
 }
+MAX_DURATION = 3600.0
+"""Longest duration a setting or a rule may take, in seconds: an hour is far beyond any
+real latency, and a bound keeps a typo from holding requests (and shutdown) for good."""
 _DURATION_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-zµ]*)\s*$")
 
 
