@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,8 +20,16 @@ import pytest
 
 from llmsim.api.response_store import MissingResponse, ResponseStore, stored_response
 from llmsim.runtime.adjustable import RUNTIME_FIELDS
+from llmsim.server.watchdog import FORCE_EXIT_GRACE
 from llmsim.settings import info as settings_info
-from tests.conftest import RunningServer, post_json, run_cli, start_server
+from tests.conftest import (
+    STARTUP_TIMEOUT,
+    RunningServer,
+    free_port,
+    post_json,
+    run_cli,
+    start_server,
+)
 
 # -- the store on its own ----------------------------------------------------------------
 
@@ -234,3 +248,109 @@ def test_rule_timing_overrides_are_bounded_too(small_store: RunningServer) -> No
     status, body = post_json(small_store, "/admin/responses", {"rules": [rule]})
     assert status == 400
     assert "at most 3600s" in body["error"]["message"]
+
+
+# -- stop signals always stop the server -------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_a_held_request_within_the_shutdown_timeout(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    server = start_server(["--inter-token-latency", "10s", "--shutdown-timeout", "1s"], tmp_path)
+    held = _send(server.port, b'{"prompt": "hi", "max_tokens": 5, "ignore_eos": true}')
+    try:
+        time.sleep(0.3)  # the request is running: its next token is 10 s away
+        signalled = time.monotonic()
+        server.process.send_signal(sig)
+        assert server.process.wait(1 + FORCE_EXIT_GRACE + 5) == 0
+        assert time.monotonic() - signalled < 1 + FORCE_EXIT_GRACE
+    finally:
+        held.close()
+        server.stop(signal.SIGKILL)
+
+
+BLOCKING_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from aiohttp import web
+    from llmsim.server import runner
+    from llmsim.settings.model import Settings
+
+    build = runner.create_app
+
+    def busy() -> None:
+        while True:
+            pass
+
+    def create_app(settings, *args, **kwargs):
+        app = build(settings, *args, **kwargs)
+
+        async def block(request):  # a handler that never gives the loop back
+            time.sleep(60) if sys.argv[2] == "sleep" else busy()
+            return web.Response()
+
+        app.router.add_post("/block", block)
+        return app
+
+    runner.create_app = create_app
+    if sys.argv[3] == "asyncio":
+        runner.loop_factory = lambda: ("asyncio", asyncio.new_event_loop)
+    settings = Settings(port=int(sys.argv[1]), shutdown_timeout="1s", access_log=False)
+    runner.Server(settings).run()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("how", "sig", "loop"),
+    [("sleep", signal.SIGTERM, "default"), ("busy", signal.SIGINT, "asyncio")],
+)
+def test_a_stop_signal_ends_the_process_even_when_a_handler_blocks_the_loop(
+    tmp_path: Path, how: str, sig: signal.Signals, loop: str
+) -> None:
+    port = free_port()
+    log = (tmp_path / "blocked.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_SERVER, str(port), how, loop], stdout=log, stderr=log
+    )
+    held: socket.socket | None = None
+    try:
+        _wait_healthy(port, process)
+        held = _send(port, b"{}", path=b"/block")
+        time.sleep(0.5)  # the loop is now stuck in the handler
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5)
+        signalled = time.monotonic()
+        process.send_signal(sig)
+        code = process.wait(1 + FORCE_EXIT_GRACE + 10)
+        took = time.monotonic() - signalled
+    finally:
+        if held is not None:
+            held.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert code == 1
+    assert 1 < took < 1 + FORCE_EXIT_GRACE + 2
+    assert "in block" in (tmp_path / "blocked.log").read_text()  # where it hung
+
+
+def _send(port: int, body: bytes, path: bytes = b"/v1/completions") -> socket.socket:
+    """A request left open: the caller closes the socket."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" % path
+    sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return sock
+
+
+def _wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the blocking server did not start")

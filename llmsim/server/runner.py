@@ -32,6 +32,7 @@ from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fiel
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
+from llmsim.server.watchdog import StopDeadline
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -85,13 +86,20 @@ class Server:
         self.ports: list[int] = []
         self.loop_name, self._loop_factory = loop_factory()
         self._dashboard: Dashboard | None = None
+        timeout = max(instance.settings.shutdown_timeout for instance in self.instances)
+        self._deadline = StopDeadline(timeout, STOP_SIGNALS)
+        """Ends the process if shutdown outlasts the timeout (a blocked event loop)."""
 
     @property
     def port(self) -> int | None:
         return self.ports[0] if self.ports else None
 
     def run(self) -> None:
-        """Serve until SIGINT or SIGTERM; raise :class:`ServerStartError` if binding fails."""
+        """Serve until SIGINT or SIGTERM; raise :class:`ServerStartError` if binding fails.
+
+        Once a stop signal arrived, the process ends within the shutdown timeout and a
+        short grace even if a handler blocks the event loop (:mod:`.watchdog`).
+        """
         loop = self._loop_factory()
         try:
             asyncio.set_event_loop(loop)
@@ -102,6 +110,7 @@ class Server:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
+            self._deadline.disarm()
 
     async def serve(self) -> None:
         first = self.instances[0].settings
@@ -111,7 +120,7 @@ class Server:
                 stack.callback(access.flush)
             # Listen for SIGINT/SIGTERM before the first port opens: a signal sent as
             # soon as the server answers must start a drain, not kill the process.
-            with _stop_signals() as stop:
+            with _stop_signals(self._deadline) as stop:
                 running = [
                     await self._start(instance, index, stack, access)
                     for index, instance in enumerate(self.instances)
@@ -232,9 +241,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[asyncio.Event]:
+def _stop_signals(deadline: StopDeadline) -> Iterator[asyncio.Event]:
     """An event set by the first SIGINT or SIGTERM; the handlers go on exit, so a
-    second Ctrl-C during the drain interrupts it.
+    second Ctrl-C during the drain interrupts it. The signal also arms ``deadline``
+    without waiting for the loop.
 
     The signals are unblocked once handled: a supervised child starts with them
     blocked, so one sent while it starts waits for the handler instead of killing it.
@@ -243,6 +253,7 @@ def _stop_signals() -> Iterator[asyncio.Event]:
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    deadline.install()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         yield stop
