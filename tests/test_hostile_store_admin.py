@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -60,6 +61,20 @@ def test_a_long_chain_takes_memory_linear_in_its_turns() -> None:
     assert len(conversation) == 2000
     assert conversation[0]["content"] == "question 0"
     assert conversation[-1]["content"] == "answer 999"
+
+
+def test_a_chain_four_times_longer_takes_about_four_times_the_memory() -> None:
+    def allocated(links: int) -> int:
+        tracemalloc.start()
+        store = ResponseStore(max_entries=links, max_bytes=10**9)
+        _chain(store, links)
+        store.conversation(f"resp_{links - 1}")
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size
+
+    ratio = allocated(1000) / allocated(250)
+    assert ratio < 6  # linear: about 4; a copy per link would be about 16
 
 
 def test_the_store_drops_the_least_recently_used_by_count_and_by_bytes() -> None:
