@@ -14,8 +14,10 @@ from llmsim.api import (
     inference,
     messages,
     models,
+    render,
     responses,
     system,
+    token_generate,
     tokenization,
     upstream,
 )
@@ -135,6 +137,12 @@ def create_app(
         web.post("/detokenize", tokenization.detokenize),
         web.post("/v1/embeddings", embeddings.create_embedding),
         web.post("/pooling", embeddings.create_pooling),
+        # tokens in, tokens out: render, generate, derender
+        web.post("/v1/chat/completions/render", render.render_chat),
+        web.post("/v1/completions/render", render.render_completion),
+        web.post("/v1/chat/completions/derender", render.derender_chat),
+        web.post("/v1/completions/derender", render.derender_completion),
+        web.post("/inference/v1/generate", token_generate.generate_tokens),
     ]
     routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.

@@ -139,18 +139,25 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
 
 
 async def generate(
-    request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
+    request: web.Request,
+    flavor: Flavor,
+    body: ChatCompletionRequest | CompletionRequest,
+    request_id: str | None = None,
 ) -> web.StreamResponse:
     """Run a parsed request through the engine and answer it in ``flavor``'s shapes.
 
     The Responses and Messages APIs call this with a translated chat request and a
-    flavor of their own, so they share every limit, metric and fault of chat.
+    flavor of their own, so they share every limit, metric and fault of chat;
+    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins).
     """
-    return await _generate(request, flavor, body)
+    return await _generate(request, flavor, body, request_id)
 
 
 async def _generate(
-    request: web.Request, flavor: Flavor, body: ChatCompletionRequest | CompletionRequest
+    request: web.Request,
+    flavor: Flavor,
+    body: ChatCompletionRequest | CompletionRequest,
+    body_id: str | None = None,
 ) -> web.StreamResponse:
     state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
     engine = state.engine
@@ -159,7 +166,7 @@ async def _generate(
         raise APIError(503, NOT_SERVING[phase])
     _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
-    request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
+    request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     # One set test tells a plain request, which skips every feature check below.
     plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)

@@ -31,6 +31,7 @@ COUNTED_PATHS = frozenset(
         "/v1/messages/count_tokens",
         "/v1/embeddings",
         "/pooling",
+        "/inference/v1/generate",
     }
 )
 """The routes counted in ``/load`` (vLLM's ``load_aware_call`` endpoints and their kin).

@@ -137,7 +137,7 @@ class OutputPlan:
         source = self.source(index)
         k = self.logprobs or 0
         return [
-            source.step(position, piece, _piece_id(self.tokenizer, piece), k)
+            source.step(position, piece, piece_id(self.tokenizer, piece), k)
             for position, piece in enumerate(pieces, start)
         ]
 
@@ -156,7 +156,7 @@ class OutputPlan:
         return steps
 
 
-def _piece_id(tokenizer: Tokenizer, piece: str) -> int:
+def piece_id(tokenizer: Tokenizer, piece: str) -> int:
     ids = tokenizer.encode(piece)
     return ids[0] if ids else 0
 
@@ -364,7 +364,7 @@ class StreamLogprobs:
         source = self._sources.get(index)
         if source is None:
             source = self._sources[index] = self.plan.source(index)
-        token_id = _piece_id(self.plan.tokenizer, text)
+        token_id = piece_id(self.plan.tokenizer, text)
         return position, source.step(position, text, token_id, self.plan.logprobs)
 
     def chat(self, sequence: Sequence_, text: str) -> bytes:

@@ -1,0 +1,223 @@
+"""Tokens in, tokens out: render, ``/inference/v1/generate`` and derender, as a rollout
+framework or a prefix-aware router drives them, against the real CLI on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningServer, post_json, start_server
+
+CHAT = {"messages": [{"role": "user", "content": "Tell me about caches."}], "max_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        [
+            "--latency-model",
+            "step",
+            "--enable-prompt-tokens-details",
+            "--max-model-len",
+            "512",
+            "--block-size",
+            "4",
+            "--lora",
+            "sql-lora",
+        ],
+        tmp_path_factory.mktemp("tokens"),
+    )
+    yield running
+    running.stop()
+
+
+def _generate_body(rendered: dict[str, Any]) -> dict[str, Any]:
+    """What a rollout framework sends on: the rendered ids and sampling parameters."""
+    return {key: rendered[key] for key in ("token_ids", "sampling_params", "model")}
+
+
+def _stream(server: RunningServer, path: str, body: dict[str, Any]) -> list[Any]:
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        text = response.read().decode()
+    events = [line.removeprefix("data: ") for line in text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    return [json.loads(event) for event in events[:-1]]
+
+
+def test_render_counts_the_prompt_as_chat_does(server: RunningServer) -> None:
+    status, rendered = post_json(server, "/v1/chat/completions/render", {**CHAT, "seed": 3})
+    assert status == 200
+    assert rendered["request_id"].startswith("chatcmpl-")
+    params = rendered["sampling_params"]
+    assert params["max_tokens"] == 24
+    assert params["seed"] == 3
+    assert params["n"] == 1
+    status, tokenized = post_json(server, "/tokenize", {"messages": CHAT["messages"]})
+    assert rendered["token_ids"] == tokenized["tokens"]
+    status, chat = post_json(server, "/v1/chat/completions", CHAT)
+    assert chat["usage"]["prompt_tokens"] == len(rendered["token_ids"])
+
+
+def test_render_generate_derender_equals_the_chat_answer(server: RunningServer) -> None:
+    request = {**CHAT, "seed": 11}
+    _, rendered = post_json(server, "/v1/chat/completions/render", request)
+    status, generated = post_json(server, "/inference/v1/generate", _generate_body(rendered))
+    assert status == 200
+    assert generated["request_id"].startswith("generate-tokens-")
+    choice = generated["choices"][0]
+    assert choice["token_ids"]
+    assert all(isinstance(i, int) for i in choice["token_ids"])
+    prompt_tokens = len(rendered["token_ids"])
+    assert generated["usage"]["prompt_tokens"] == prompt_tokens
+    assert generated["usage"]["completion_tokens"] == len(choice["token_ids"])
+    status, derendered = post_json(
+        server,
+        "/v1/chat/completions/derender",
+        {"generate_response": generated, "prompt_tokens": prompt_tokens, "chat_request": request},
+    )
+    assert status == 200
+    _, chat = post_json(server, "/v1/chat/completions", request)
+    assert derendered["object"] == "chat.completion"
+    assert (
+        derendered["choices"][0]["message"]["content"] == chat["choices"][0]["message"]["content"]
+    )
+    assert derendered["choices"][0]["finish_reason"] == chat["choices"][0]["finish_reason"]
+    assert derendered["usage"] == {
+        key: chat["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+
+
+def test_generate_streams_token_ids_and_usage(server: RunningServer) -> None:
+    body = {
+        "token_ids": [5, 6, 7, 8, 9],
+        "sampling_params": {"max_tokens": 6, "ignore_eos": True, "seed": 2, "logprobs": 2},
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "request_id": "rollout-7",
+    }
+    chunks = _stream(server, "/inference/v1/generate", body)
+    assert all(chunk["request_id"] == "generate-tokens-rollout-7" for chunk in chunks)
+    ids = [i for chunk in chunks for choice in chunk["choices"] for i in choice["token_ids"]]
+    assert len(ids) == 6
+    finishes = [c["finish_reason"] for chunk in chunks for c in chunk["choices"]]
+    assert finishes[-1] == "length"
+    assert all(f is None for f in finishes[:-1])
+    logprobs = [
+        entry
+        for chunk in chunks
+        for choice in chunk["choices"]
+        for entry in choice["logprobs"]["content"]
+    ]
+    assert [entry["token"] for entry in logprobs] == [f"token_id:{i}" for i in ids]
+    assert all(len(entry["top_logprobs"]) == 2 for entry in logprobs)
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+    _, again = post_json(
+        server, "/inference/v1/generate", {**body, "stream": False, "stream_options": None}
+    )
+    assert again["choices"][0]["token_ids"] == ids
+
+
+def test_generate_hits_the_prefix_cache_and_counts_in_metrics(server: RunningServer) -> None:
+    prompt = list(range(100, 140))
+    body = {"token_ids": prompt, "sampling_params": {"max_tokens": 2}, "model": "sql-lora"}
+    post_json(server, "/inference/v1/generate", body)
+    status, second = post_json(server, "/inference/v1/generate", body)
+    assert status == 200
+    assert second["model"] == "sql-lora"
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 36
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    adapter_lines = re.findall(r"vllm:request_success_total\{[^}]*\} (\S+)", metrics)
+    assert sum(float(value) for value in adapter_lines) >= 2
+
+
+def test_completions_render_one_request_per_prompt(server: RunningServer) -> None:
+    status, rendered = post_json(
+        server, "/v1/completions/render", {"prompt": ["a b c", "d e"], "max_tokens": 3}
+    )
+    assert status == 200
+    assert len(rendered) == 2
+    assert all(item["sampling_params"]["max_tokens"] == 3 for item in rendered)
+    _, tokenized = post_json(server, "/tokenize", {"prompt": "a b c"})
+    assert rendered[0]["token_ids"] == tokenized["tokens"]
+    _, by_ids = post_json(server, "/v1/completions/render", {"prompt": [[7, 8], [9]]})
+    assert [item["token_ids"] for item in by_ids] == [[7, 8], [9]]
+
+
+def test_completions_derender_decodes_each_answer(server: RunningServer) -> None:
+    _, tokenized = post_json(
+        server, "/tokenize", {"prompt": "hello world", "add_special_tokens": False}
+    )
+    answer = {
+        "choices": [{"index": 0, "token_ids": tokenized["tokens"], "finish_reason": "length"}]
+    }
+    status, body = post_json(
+        server, "/v1/completions/derender", {"generate_responses": [answer, answer]}
+    )
+    assert status == 200
+    assert [choice["text"] for choice in body["choices"]] == ["hello world", "hello world"]
+    assert [choice["index"] for choice in body["choices"]] == [0, 1]
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/inference/v1/generate", {"token_ids": []}, 400, "token_ids"),
+        ("/inference/v1/generate", {"token_ids": [-1]}, 400, "token_ids[0]"),
+        (
+            "/inference/v1/generate",
+            {"token_ids": [1], "sampling_params": {"n": 10**6}},
+            400,
+            "sampling_params.n",
+        ),
+        (
+            "/inference/v1/generate",
+            {"token_ids": [1], "sampling_params": {"max_tokens": "x"}},
+            400,
+            "sampling_params.max_tokens",
+        ),
+        ("/inference/v1/generate", {"token_ids": [1], "model": "nope"}, 404, "model"),
+        ("/inference/v1/generate", {"token_ids": list(range(600))}, 400, "token_ids"),
+        ("/v1/chat/completions/render", {"messages": [], "model": "nope"}, 400, "messages"),
+        ("/v1/chat/completions/render", {**CHAT, "model": "nope"}, 404, "model"),
+        (
+            "/v1/chat/completions/derender",
+            {"generate_response": {"choices": [{"token_ids": [2**62]}]}},
+            400,
+            "token_ids",
+        ),
+        ("/v1/completions/derender", {"generate_responses": []}, 400, "generate_responses"),
+    ],
+)
+def test_bad_requests_get_vllm_errors(
+    server: RunningServer, path: str, body: dict[str, Any], status: int, param: str
+) -> None:
+    got, answer = post_json(server, path, body)
+    assert got == status
+    assert answer["error"]["code"] == status
+    assert answer["error"]["param"] == param
+
+
+def test_routes_are_listed_in_the_docs() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    for route in (
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/derender",
+        "/inference/v1/generate",
+    ):
+        assert route in text
