@@ -116,6 +116,10 @@ def test_ranks_label_the_engines(
     assert sorted(by_engine(server, "vllm:num_requests_running")) == engines
     success = by_engine(server, "vllm:request_success_total", finished_reason="length")
     assert sum(success.values()) == 1.0
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in ("vllm:num_requests_running gauge", "vllm:time_to_first_token_seconds histogram"):
+        assert text.count(f"# TYPE {family}") == 1  # one family, a series per engine
 
 
 def test_sleep_puts_every_engine_to_sleep(llmsim_server: Callable[..., RunningServer]) -> None:

@@ -219,6 +219,19 @@ name = "c"
     assert [i.settings.port for i in moved.instances] == [9500, 9501, 9001, 9502]
 
 
+def test_a_data_parallel_instance_is_one_port_in_front_of_its_engines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'base_port = 9000\n[[instance]]\nname = "a"\ndata_parallel_size = 3\n'
+        '[[instance]]\nname = "b"\n',
+    )
+    plan = load_fleet(path)
+    assert [(i.name, i.settings.port, i.ranks) for i in plan.instances] == [
+        ("a", 9000, (0, 1, 2)),
+        ("b", 9001, (0,)),
+    ]
+
+
 def test_a_data_parallel_range_clashes_like_a_port(tmp_path: Path) -> None:
     path = write(
         tmp_path,

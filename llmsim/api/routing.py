@@ -3,7 +3,7 @@
 As in vLLM, an ``X-data-parallel-rank`` header sends the request to that rank's engine (a
 value that is not a whole number is ignored, one this server does not run is refused);
 otherwise the internal balancer picks the least loaded engine. A server with one engine
-never gets here.
+ignores the header.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ DP_RANK_HEADER = "X-data-parallel-rank"
 
 def engine_index(request: web.BaseRequest, engines: DataParallelEngines) -> int:
     """The index in ``engines`` of the engine that takes ``request``."""
+    if len(engines.engines) == 1:
+        return 0
     asked = request.headers.get(DP_RANK_HEADER)
     if asked is not None:
         try:

@@ -198,6 +198,13 @@ class Server:
             return None
         if len(running) > 1:
             logger.warning("the dashboard shows the first of %d instances", len(running))
+        ranks = item.instance.ranks
+        if len(ranks) > 1:
+            logger.warning(
+                "the dashboard shows the load of engine %d of %d; its rates count every engine",
+                ranks[0],
+                len(ranks),
+            )
         settings = item.instance.settings
         dashboard = Dashboard(
             settings,
