@@ -137,6 +137,55 @@ def serve(
         str | None,
         _opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
     ] = None,
+    data_parallel_rank: Annotated[
+        str | None,
+        _opt("data_parallel_rank", "--data-parallel-rank", "-dpn", panel=SERVER, metavar="INT"),
+    ] = None,
+    data_parallel_size_local: Annotated[
+        str | None,
+        _opt(
+            "data_parallel_size_local",
+            "--data-parallel-size-local",
+            "-dpl",
+            panel=SERVER,
+            metavar="INT",
+        ),
+    ] = None,
+    data_parallel_start_rank: Annotated[
+        str | None,
+        _opt(
+            "data_parallel_start_rank",
+            "--data-parallel-start-rank",
+            "-dpr",
+            panel=SERVER,
+            metavar="INT",
+        ),
+    ] = None,
+    data_parallel_hybrid_lb: Annotated[
+        bool | None,
+        _opt(
+            "data_parallel_hybrid_lb",
+            "--data-parallel-hybrid-lb/--no-data-parallel-hybrid-lb",
+            "-dph",
+            panel=SERVER,
+        ),
+    ] = None,
+    data_parallel_external_lb: Annotated[
+        bool | None,
+        _opt(
+            "data_parallel_external_lb",
+            "--data-parallel-external-lb/--no-data-parallel-external-lb",
+            "-dpe",
+            panel=SERVER,
+        ),
+    ] = None,
+    api_server_count: Annotated[
+        str | None,
+        _opt("api_server_count", "--api-server-count", "-asc", panel=SERVER, metavar="INT"),
+    ] = None,
+    dp_ports: Annotated[bool | None, _opt("dp_ports", "--dp-ports/--no-dp-ports", panel=SERVER)] = (
+        None
+    ),
     data_parallel_backend: Annotated[
         str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
     ] = None,

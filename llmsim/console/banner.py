@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from llmsim import __version__
+from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -115,6 +116,9 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         f"({settings.cpu_lora_capacity} warm), "
         f"context {settings.max_model_len} tokens",
     )
+    data_parallel = _data_parallel(settings)
+    if data_parallel:
+        table.add_row("data parallel", data_parallel)
     extras = []
     if settings.api_key is not None:
         extras.append("API key required on /v1/* and /admin/*")
@@ -139,8 +143,32 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     console.print(curl_example(settings, port), markup=False, highlight=False, soft_wrap=True)
 
 
-def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, Any]:
-    """What the banner shows, as the fields of the JSON start-up record."""
+def _data_parallel(settings: Settings) -> str | None:
+    """Which ranks this server's engines are and who balances between them."""
+    size = settings.data_parallel_size
+    if size == 1:
+        return None
+    layout = data_parallel_layout(settings)
+    first, last = layout.ranks[0], layout.ranks[-1]
+    if layout.mode == "external":
+        text = f'rank {first} of {size}, external load balancing (engine="{first}")'
+    else:
+        where = "this node's " if layout.mode == "hybrid" else ""
+        text = (
+            f"{where}{len(layout.ranks)} engines of {size} behind this port "
+            f'(engine="{first}".."{last}"), balanced as vLLM\'s API server does'
+        )
+    count = settings.api_server_count
+    if count is not None and count > 1:
+        text += f"; {count} API servers in vLLM, one front end here"
+    return text
+
+
+def startup_fields(
+    settings: Settings, port: int, loop_name: str, ranks: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """What the banner shows, as the fields of the JSON start-up record; ``ranks`` are
+    the server's engines (all the layout's by default)."""
     return {
         "version": __version__,
         "url": base_url(settings, port),
@@ -162,6 +190,7 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "max_loras": settings.max_loras,
         "max_cpu_loras": settings.cpu_lora_capacity,
         "max_model_len": settings.max_model_len,
+        "data_parallel_ranks": list(ranks or data_parallel_layout(settings).ranks),
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
@@ -209,11 +238,12 @@ def instances_table(
         row = [instance.name, instance_url(settings, port)]
         if pids is not None:
             row.append(str(pids[index]))
+        engines = f"{len(instance.ranks)} engines × " if len(instance.ranks) > 1 else ""
         row += [
             settings.model_label,
             adapters,
             _short_timing(settings),
-            _limits(settings),
+            engines + _limits(settings),
             _failures(settings),
         ]
         table.add_row(*row)

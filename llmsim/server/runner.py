@@ -24,7 +24,7 @@ from llmsim.answers.dataset import DatasetError
 from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
-from llmsim.api.keys import ENGINE, LIVE_STATS
+from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
@@ -149,7 +149,7 @@ class Server:
         settings = instance.settings
         lifecycle = Lifecycle(settings.startup_duration)
         try:
-            app = create_app(settings, lifecycle, rank=instance.rank)
+            app = create_app(settings, lifecycle, ranks=instance.ranks)
         except DatasetError as exc:
             raise ServerStartError(f"--dataset: {exc}") from None
         except RecordingError as exc:
@@ -186,7 +186,7 @@ class Server:
             )
         if self.instances[0].settings.log_format == "json":
             for instance, port in zip(self.instances, self.ports, strict=True):
-                fields = startup_fields(instance.settings, port, self.loop_name)
+                fields = startup_fields(instance.settings, port, self.loop_name, instance.ranks)
                 if instance.name:
                     fields["instance"] = instance.name
                 message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
@@ -207,6 +207,13 @@ class Server:
             return None
         if len(running) > 1:
             logger.warning("the dashboard shows the first of %d instances", len(running))
+        ranks = item.instance.ranks
+        if len(ranks) > 1:
+            logger.warning(
+                "the dashboard shows the load of engine %d of %d; its rates count every engine",
+                ranks[0],
+                len(ranks),
+            )
         settings = item.instance.settings
         dashboard = Dashboard(
             settings,
@@ -224,9 +231,9 @@ class Server:
         """Stop taking requests, then give in-flight and queued ones time to finish."""
         item.lifecycle.begin_drain()
         await item.site.stop()
-        engine = item.runner.app[ENGINE]
+        engines = item.runner.app[ENGINES]
         timeout = item.instance.settings.shutdown_timeout
-        busy = engine.scheduler.num_running + engine.scheduler.num_waiting
+        busy = engines.busy
         prefix = f"{item.instance.name}: " if item.instance.name else ""
         if busy:
             logger.info(
@@ -235,8 +242,8 @@ class Server:
                 format_duration(timeout),
                 busy,
             )
-        if not await engine.wait_idle(timeout):
-            aborted = engine.abort_all()
+        if not await engines.wait_idle(timeout):
+            aborted = engines.abort_all()
             logger.warning("%sshutdown timeout reached: aborted %d sequences", prefix, aborted)
 
 

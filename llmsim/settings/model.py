@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmsim.settings.data_parallel import data_parallel_layout, data_parallel_problem
 from llmsim.settings.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
 from llmsim.settings.kv_events import (
     KV_EVENTS_EXTRA,
@@ -197,13 +198,52 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=MAX_DATA_PARALLEL_SIZE,
-        description="Independent simulated instances (vLLM's data-parallel ranks), each with its "
-        "own scheduler, adapters and metrics, on ports port .. port+N-1.",
+        description="vLLM's data-parallel ranks: engines with their own scheduler, KV cache, "
+        'adapters and metrics (engine="0" .. "N-1") behind one port, balanced as vLLM\'s '
+        "API server does.",
+    )
+    data_parallel_rank: int | None = Field(
+        None,
+        ge=0,
+        description="External load balancing: this server is this rank alone (its metrics say "
+        'engine="R"); run one server per rank and balance outside.',
+    )
+    data_parallel_size_local: int | None = Field(
+        None,
+        ge=0,
+        description="Ranks on this node; with --data-parallel-start-rank or "
+        "--data-parallel-hybrid-lb this server runs only ranks start .. start+local-1.",
+    )
+    data_parallel_start_rank: int | None = Field(
+        None,
+        ge=0,
+        description="The first rank on this node; with --data-parallel-size-local it turns on "
+        "hybrid load balancing, as in vLLM.",
+    )
+    data_parallel_hybrid_lb: bool = Field(
+        False,
+        description="Hybrid load balancing: one port in front of this node's ranks "
+        "(--data-parallel-start-rank .. + --data-parallel-size-local - 1).",
+    )
+    data_parallel_external_lb: bool = Field(
+        False,
+        description="External load balancing (needs --data-parallel-rank): one rank per server.",
+    )
+    api_server_count: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM's API server processes sharing the port; llmsim serves the port from "
+        "one front end that balances as they do together, so only the banner shows it.",
+    )
+    dp_ports: bool = Field(
+        False,
+        description="llmsim only: each data-parallel rank as its own server on its own port "
+        "(port .. port+N-1) instead of vLLM's engines behind one port.",
     )
     data_parallel_backend: DataParallelBackend = Field(
         "mp",
-        description="How data-parallel instances run: mp, one process each (uses every core); "
-        "inprocess, all on one event loop in one process (least memory).",
+        description="With --dp-ports, how the ranks' servers run: mp, one process each (uses "
+        "every core); inprocess, all on one event loop in one process (least memory).",
     )
 
     # -- model ------------------------------------------------------------------
@@ -527,7 +567,10 @@ class Settings(BaseSettings):
                 f"the step latency model needs kv-cache-size ({self.kv_cache_size} tokens) "
                 f"of at least max-model-len ({self.max_model_len} tokens)",
             )
-        last_port = self.port + self.data_parallel_size - 1
+        problem = data_parallel_problem(self)
+        if problem is not None:
+            raise _cross_field_error(*problem)
+        last_port = self.port + data_parallel_layout(self).port_count - 1
         if self.port and last_port > MAX_PORT:
             raise _cross_field_error(
                 "data_parallel_size",
