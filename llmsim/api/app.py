@@ -37,6 +37,7 @@ from llmsim.api.keys import (
 from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
+from llmsim.api.pod_identity import install_pod_identity
 from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
@@ -152,6 +153,7 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app

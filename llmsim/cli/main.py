@@ -23,6 +23,7 @@ from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.record import record
+from llmsim.cli.tls import tls_files
 from llmsim.cli.versions import version_lines
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
@@ -53,6 +54,7 @@ SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Sche
 FAULTS, METRICS = "Failure injection", "Metrics"
 ANSWERS = "Chosen answers"
 KV = "KV events, P/D and sleep mode"
+TLS = "TLS"
 
 
 def _help(field: str) -> str:
@@ -133,6 +135,18 @@ def serve(
     ] = None,
     data_parallel_backend: Annotated[
         str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+    ] = None,
+    ssl_keyfile: Annotated[str | None, _opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
+    ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
+    ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
+    ssl_cert_reqs: Annotated[str | None, _opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
+    enable_ssl_refresh: Annotated[
+        bool | None,
+        _opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
+    ] = None,
+    self_signed_certs: Annotated[
+        bool | None,
+        _opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
     ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
@@ -345,15 +359,16 @@ def _launch_or_exit(
 
     for instance in instances:
         _check_tokenizer(instance.settings)
-    console = Console()
-    configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
-    try:
-        code = launch(instances, backend, console)
-    except ServerStartError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        code = 0
+    with tls_files(instances) as ready:
+        console = Console()
+        configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
+        try:
+            code = launch(ready, backend, console)
+        except ServerStartError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            code = 0
     if code:
         raise typer.Exit(code)
 

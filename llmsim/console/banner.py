@@ -13,6 +13,7 @@ from rich.table import Table
 from llmsim import __version__
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
+from llmsim.settings.tls import self_signed_ca, tls_enabled
 from llmsim.settings.units import format_duration
 
 
@@ -76,7 +77,25 @@ def base_url(settings: Settings, port: int) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    scheme = "https" if tls_enabled(settings) else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _tls_notes(settings: Settings) -> list[str]:
+    """HTTPS details worth a line: client certificates, refresh, a made CA's file."""
+    if not tls_enabled(settings):
+        return []
+    notes = []
+    if settings.ssl_cert_reqs:
+        notes.append(
+            "client certificates " + ("required" if settings.ssl_cert_reqs == 2 else "checked")
+        )
+    if settings.enable_ssl_refresh:
+        notes.append("certificates reloaded on change")
+    ca = self_signed_ca(settings)
+    if ca is not None:
+        notes.append(f"self-signed certificate, its CA: {ca}")
+    return notes
 
 
 def curl_example(settings: Settings, port: int) -> str:
@@ -85,8 +104,10 @@ def curl_example(settings: Settings, port: int) -> str:
         '{"model": "' + settings.served_names[0] + '", '
         '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
     )
+    ca = self_signed_ca(settings)
+    cacert = f"--cacert {shlex.quote(str(ca))} " if ca is not None else ""
     return (
-        f"curl {base_url(settings, port)}/v1/chat/completions "
+        f"curl {cacert}{base_url(settings, port)}/v1/chat/completions "
         f"-H 'Content-Type: application/json' {auth}-d {shlex.quote(body)}"
     )
 
@@ -129,6 +150,7 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         extras.append(f"KV events on {events.endpoint}")
     if settings.enable_sleep_mode:
         extras.append("sleep mode")
+    extras += _tls_notes(settings)
     if extras:
         table.add_row("notes", ", ".join(extras))
     url = base_url(settings, port)
@@ -141,6 +163,7 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
 
 def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, Any]:
     """What the banner shows, as the fields of the JSON start-up record."""
+    ca = self_signed_ca(settings)
     return {
         "version": __version__,
         "url": base_url(settings, port),
@@ -165,6 +188,7 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
+        "self_signed_ca": None if ca is None else str(ca),
     }
 
 
