@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import AliasChoices
 from rich.console import Console
 from rich.table import Table
 
@@ -59,11 +60,12 @@ TLS = "TLS"
 
 def _help(field: str) -> str:
     info = Settings.model_fields[field]
-    if field == "api_key":
-        return f"{info.description} [dim]\\[env: LLMSIM_API_KEY or VLLM_API_KEY][/dim]"
+    names = env_name(field)
+    if isinstance(info.validation_alias, AliasChoices):
+        names = " or ".join(str(choice) for choice in info.validation_alias.choices)
     default = info.get_default(call_default_factory=True)
     shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
-    return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
+    return f"{info.description} [dim]\\[env: {names}]{shown}[/dim]"
 
 
 def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:

@@ -89,6 +89,14 @@ def _load_responses(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _level_name(value: Any) -> Any:
+    """vLLM's ``VLLM_LOGGING_LEVEL`` spells levels in capitals (``INFO``, ``WARN``)."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 def _existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -120,8 +128,12 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", description="Logging verbosity."
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_level_name)
+    ] = Field(
+        "info",
+        validation_alias=AliasChoices("LLMSIM_LOG_LEVEL", "VLLM_LOGGING_LEVEL"),
+        description="Logging verbosity. Also read from VLLM_LOGGING_LEVEL (INFO, DEBUG, ...).",
     )
     log_format: Literal["text", "json"] = Field(
         "text",
