@@ -19,6 +19,7 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.dev_mode import dev_routes
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
@@ -38,7 +39,6 @@ from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
 from llmsim.api.pod_identity import install_pod_identity
-from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
@@ -134,7 +134,7 @@ def create_app(
         web.post("/v1/embeddings", embeddings.create_embedding),
         web.post("/pooling", embeddings.create_pooling),
     ]
-    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
+    routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
