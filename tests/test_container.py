@@ -8,6 +8,7 @@ llmsim package itself must never install a ``vllm`` module or command.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -189,3 +190,16 @@ def test_the_health_check_passes_over_https_too(tmp_path: Path) -> None:
     finally:
         stop_process(process)
     assert subprocess.run(check, env={**env, "LLMSIM_PORT": str(port)}, timeout=30).returncode == 1
+
+
+def test_the_health_check_finds_the_port_on_the_command_line() -> None:
+    spec = importlib.util.spec_from_file_location("healthcheck", CONTAINER / "healthcheck.py")
+    assert spec is not None
+    assert spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    python = "/usr/local/bin/python3"
+    assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--port", "9000"]) == "9000"
+    assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--port=9001", "m"]) == "9001"
+    assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--max-num-seqs", "4"]) is None
+    assert healthcheck.port_of(["/sbin/init", "--port", "1"]) is None, "not the server"

@@ -229,6 +229,21 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
         with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
             get(server, "/health", refused)
     assert get(server, "/v1/models", server.context(client_cert)) == 200
+    if shutil.which("curl"):
+        identity = tmp_path / "client.pem"
+        client_cert.private_key_and_cert_chain_pem.write_to_path(str(identity))
+        curl = ["curl", "-sS", "--cacert", str(trusted), f"{server.url}/v1/models"]
+        refused = subprocess.run(curl, capture_output=True, text=True, timeout=20, check=False)
+        assert refused.returncode != 0
+        accepted = subprocess.run(
+            [*curl, "--cert", str(identity)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert accepted.returncode == 0, accepted.stderr
+        assert json.loads(accepted.stdout)["data"][0]["id"] == MODEL
 
 
 @pytest.mark.parametrize(
