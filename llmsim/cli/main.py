@@ -24,7 +24,6 @@ from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.record import record
-from llmsim.cli.tls import tls_files
 from llmsim.cli.versions import version_lines
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
@@ -356,6 +355,7 @@ def _check_tokenizer(settings: Settings) -> None:
 def _launch_or_exit(
     instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
 ) -> None:
+    from llmsim.cli.tls import tls_files
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
 
