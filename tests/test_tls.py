@@ -22,6 +22,8 @@ import pytest
 import trustme
 from conftest import STARTUP_TIMEOUT, free_port_run, run_cli, stop_process
 
+from llmsim.server.self_signed import make_self_signed
+
 MODEL = "llmsim/sim-model"
 
 
@@ -269,3 +271,20 @@ def test_unusable_files_stop_the_start_with_one_line_and_status_2(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert message in lines[0]
+
+
+def test_a_made_certificate_names_localhost_and_the_hosts_given(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    files = make_self_signed(tmp_path, hosts=["10.1.2.3", "0.0.0.0", "[::]", "llmsim-pod-0"])
+    cert = x509.load_pem_x509_certificate(files.certfile.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", "llmsim-pod-0"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == [
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+    ]
+    assert oct(files.keyfile.stat().st_mode & 0o777) == "0o600", "the key is its owner's only"
+    context = ssl.create_default_context(cafile=str(files.ca_certfile))
+    context.load_cert_chain(files.certfile, files.keyfile)  # the key matches

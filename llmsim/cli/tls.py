@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import socket
 from collections.abc import Iterator, Sequence
 
 from llmsim.cli.options import fail
@@ -29,7 +30,7 @@ def tls_files(instances: Sequence[Instance]) -> Iterator[list[Instance]]:
         for instance in instances:
             settings = instance.settings
             if settings.self_signed_certs:
-                made = made or _make()
+                made = made or _make([item.settings.host for item in instances])
                 settings = settings.model_copy(
                     update={"ssl_certfile": made.certfile, "ssl_keyfile": made.keyfile}
                 )
@@ -41,9 +42,10 @@ def tls_files(instances: Sequence[Instance]) -> Iterator[list[Instance]]:
             shutil.rmtree(made.certfile.parent, ignore_errors=True)
 
 
-def _make() -> SelfSignedFiles:
+def _make(hosts: list[str]) -> SelfSignedFiles:
+    """The certificate also names the hosts bound and this machine (a pod's name)."""
     try:
-        return make_self_signed()
+        return make_self_signed(hosts=[*hosts, socket.gethostname()])
     except SelfSignedError as exc:
         raise fail([str(exc)]) from None
 

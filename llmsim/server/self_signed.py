@@ -1,7 +1,8 @@
 """A certificate made at start-up (``--self-signed-certs``): a CA and the server's certificate.
 
-The server certificate names ``localhost``, ``127.0.0.1`` and ``::1`` and is signed by a
-CA made with it, so a client can verify the server with the CA file alone (``curl
+The server certificate names ``localhost``, ``127.0.0.1`` and ``::1`` (and any other host
+given, such as the address the server binds or the machine's name) and is signed by a CA
+made with it, so a client can verify the server with the CA file alone (``curl
 --cacert``, ``httpx.Client(verify=...)``), as with a real private CA. The CA carries the
 extensions strict verifiers ask for (Python 3.13's ``VERIFY_X509_STRICT``). Needs the
 ``cryptography`` package (``llmsim[tls]``).
@@ -13,6 +14,7 @@ import datetime
 import ipaddress
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,9 @@ class SelfSignedFiles:
     ca_certfile: Path
 
 
-def make_self_signed(directory: Path | None = None) -> SelfSignedFiles:
-    """Write a fresh CA, server certificate and key into ``directory`` (a new temporary one)."""
+def make_self_signed(directory: Path | None = None, hosts: Sequence[str] = ()) -> SelfSignedFiles:
+    """Write a fresh CA, server certificate and key into ``directory`` (a new temporary
+    one); the certificate names ``hosts`` (names or addresses) besides localhost."""
     try:
         from cryptography import x509  # noqa: F401
     except ImportError:
@@ -47,7 +50,7 @@ def make_self_signed(directory: Path | None = None) -> SelfSignedFiles:
     try:
         where = directory or Path(tempfile.mkdtemp(prefix="llmsim-tls-"))
         ca_key, ca_cert = _certificate_authority()
-        key, cert = _server_certificate(ca_key, ca_cert)
+        key, cert = _server_certificate(ca_key, ca_cert, subject_names(hosts))
         files = SelfSignedFiles(
             where / "server.pem", where / "server-key.pem", where / SELF_SIGNED_CA_NAME
         )
@@ -84,15 +87,34 @@ def _certificate_authority() -> tuple[Any, Any]:
     return key, cert
 
 
-def _server_certificate(ca_key: Any, ca_cert: Any) -> tuple[Any, Any]:
+def subject_names(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(DNS names, IP addresses)``: localhost's, then ``hosts`` (wildcard binds skipped)."""
+    names, addresses = list(HOST_NAMES), list(HOST_ADDRESSES)
+    for host in hosts:
+        host = host.strip().strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            if host and host not in names:
+                names.append(host)
+            continue
+        if not address.is_unspecified and str(address) not in addresses:
+            addresses.append(str(address))
+    return names, addresses
+
+
+def _server_certificate(
+    ca_key: Any, ca_cert: Any, subject: tuple[list[str], list[str]]
+) -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in HOST_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in HOST_ADDRESSES]
+    dns_names, addresses = subject
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key_id = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (

@@ -223,8 +223,9 @@ class Settings(BaseSettings):
     )
     self_signed_certs: bool = Field(
         False,
-        description="Serve HTTPS with a certificate made at start-up for localhost and "
-        "127.0.0.1; the banner says where its CA is written. Needs llmsim[tls].",
+        description="Serve HTTPS with a certificate made at start-up for localhost, "
+        "127.0.0.1, the host bound and this machine's name; the banner says where its CA is "
+        "written. Needs llmsim[tls].",
     )
 
     # -- model ------------------------------------------------------------------
