@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pytest
 import tomllib
 from conftest import STARTUP_TIMEOUT, free_port, stop_process
 
+from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.settings.sources import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,3 +205,21 @@ def test_the_health_check_finds_the_port_on_the_command_line() -> None:
     assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--port=9001", "m"]) == "9001"
     assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--max-num-seqs", "4"]) is None
     assert healthcheck.port_of(["/sbin/init", "--port", "1"]) is None, "not the server"
+
+
+def test_vllm_keep_alive_timeout_closes_idle_connections(image_command: type[Started]) -> None:
+    server = image_command([str(VLLM), "serve"], env=image_env(VLLM_HTTP_TIMEOUT_KEEP_ALIVE="1"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        assert sock.recv(4096) == b"", "the server closes the idle connection"
+        assert 0.8 < time.monotonic() - answered < 5
+
+
+def test_a_keep_alive_timeout_that_is_not_seconds_is_refused() -> None:
+    assert keep_alive_options({}) == {}
+    assert keep_alive_options({"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "5"}) == {"keepalive_timeout": 5.0}
+    for bad in ("5s", "-1"):
+        with pytest.raises(KeepAliveError, match="VLLM_HTTP_TIMEOUT_KEEP_ALIVE"):
+            keep_alive_options({"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": bad})

@@ -31,6 +31,7 @@ from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
 from llmsim.server.tls import CertificateRefresher, TLSError, server_context
@@ -149,10 +150,15 @@ class Server:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        try:
+            keep_alive = keep_alive_options()
+        except KeepAliveError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
+            **keep_alive,
             **_access_log_options(access if settings.access_log_enabled else None),
         )
         await runner.setup()
