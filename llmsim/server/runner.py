@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,10 @@ from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
+from llmsim.server.tls import CertificateRefresher, TLSError, server_context
 from llmsim.server.watchdog import StopDeadline
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
@@ -156,10 +159,15 @@ class Server:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        try:
+            keep_alive = keep_alive_options()
+        except KeepAliveError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
+            **keep_alive,
             **_access_log_options(access if settings.access_log_enabled else None),
         )
         await runner.setup()
@@ -171,9 +179,21 @@ class Server:
                 sock = bind_listener(settings.host, settings.port)
         except OSError as exc:
             raise listen_error(instance, exc) from None
-        site = GreedyAcceptSite(runner, sock)
+        site = GreedyAcceptSite(runner, sock, self._tls(settings, stack))
         await site.start()
         return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port))
+
+    def _tls(self, settings: Settings, stack: contextlib.AsyncExitStack) -> ssl.SSLContext | None:
+        """The instance's SSL context (None: plain HTTP), reloaded on change if asked."""
+        try:
+            context = server_context(settings)
+        except TLSError as exc:
+            raise ServerStartError(str(exc)) from None
+        if context is not None and settings.enable_ssl_refresh:
+            refresher = CertificateRefresher(context, settings)
+            refresher.start()
+            stack.push_async_callback(refresher.stop)
+        return context
 
     def _announce(self) -> None:
         """The start-up panel, or one JSON record per instance when logs are JSON."""
