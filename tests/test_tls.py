@@ -162,7 +162,7 @@ def test_a_self_signed_certificate_is_verified_by_the_openai_sdk_and_curl(
 
 
 def test_data_parallel_ranks_serve_the_same_certificate(https_server: type[HTTPSServer]) -> None:
-    server = https_server(["--self-signed-certs", "-dp", "2"])
+    server = https_server(["--self-signed-certs", "-dp", "2", "--dp-ports"])
     context = server.context()
     for port in (server.port, server.port + 1):
         connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=5)
