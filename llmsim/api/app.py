@@ -73,6 +73,7 @@ def create_app(
     metrics.track(engine.scheduler, settings.kv_cache_size)
     if engine.step is not None:
         metrics.track_step(engine.step, settings)
+    metrics.set_overrides(settings.fake_metrics)  # every series is registered by now
 
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings

@@ -253,6 +253,9 @@ def serve(
     fake_metrics: Annotated[
         str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
+    fake_metrics_refresh_interval: Annotated[
+        str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,

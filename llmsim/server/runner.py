@@ -32,6 +32,7 @@ from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fiel
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
+from llmsim.settings.fake_metrics import FakeMetricsError
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -147,6 +148,8 @@ class Server:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        except FakeMetricsError as exc:
+            raise ServerStartError(f"--fake-metrics: {exc.message}") from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,

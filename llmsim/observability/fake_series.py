@@ -1,0 +1,362 @@
+"""Fake values written into any ``vllm:`` family at scrape time, without going backwards.
+
+The registry's families are read as they are (so every series registered, now or later,
+can be faked by its name and type) and the faked label sets rewritten:
+
+- a gauge reports the entry's value at the last refresh tick;
+- a counter or a histogram integrates the entry's rate (and spreads it over the buckets)
+  from tick to tick, starting from the value it showed when the spec was set. When the spec
+  is replaced or cleared, the series keeps the value it reached and live increments add on
+  top of it, so ``rate()`` never sees a reset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+from llmsim.observability.fake_shapes import bucket_key, shares_at
+from llmsim.observability.metric_types import created_series_enabled
+from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetrics, FakeMetricsError
+from llmsim.settings.fake_series import SeriesFake
+
+MAX_STEPS = 2000
+"""At most this many integration steps per scrape, however long since the last one."""
+SeriesKey = tuple[str, tuple[str, ...]]
+"""A family name and the values of its labels, in the family's label order."""
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """What the registry says about one family: its type, labels and bucket bounds."""
+
+    name: str
+    kind: str
+    label_names: tuple[str, ...]
+    bounds: tuple[float, ...]
+    only_values: Mapping[str, str] = field(default_factory=dict)
+    """Labels that have one value in every live series: the default for an entry."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One resolved entry of a spec: the series it fakes and how."""
+
+    key: SeriesKey
+    info: FamilyInfo
+    entry: SeriesFake
+
+
+@dataclass
+class Track:
+    """A series that is or was faked: its offset over the live value, or its faked value.
+
+    Vectors hold one value for a counter; for a histogram the count of each bucket (not
+    cumulative, ``+Inf`` last) and then the sum.
+    """
+
+    offset: list[float]
+    faked: list[float] | None = None
+    created: float = field(default_factory=time.time)
+
+
+def catalogue(families: Iterable[Metric]) -> dict[str, FamilyInfo]:
+    """The ``vllm:`` families by name, read from their samples."""
+    found: dict[str, FamilyInfo] = {}
+    for family in families:
+        if not family.name.startswith("vllm:"):
+            continue
+        labels = _label_names(family)
+        seen: dict[str, set[str]] = {name: set() for name in labels}
+        for sample in family.samples:
+            for name in labels:
+                seen[name].add(sample.labels.get(name, ""))
+        only = {name: next(iter(values)) for name, values in seen.items() if len(values) == 1}
+        bounds = tuple(_bounds_of(family) or ())
+        found[family.name] = FamilyInfo(family.name, family.type, labels, bounds, only)
+    return found
+
+
+def resolve(
+    spec: FakeMetrics, families: Mapping[str, FamilyInfo], defaults: Mapping[str, str]
+) -> list[Target]:
+    """Match every entry of ``spec`` to a family; raise :class:`FakeMetricsError` if one
+    names no ``vllm:`` series, has the wrong form for its type, or misses a label."""
+    targets: dict[SeriesKey, Target] = {}
+    for name, entries in spec.all_series().items():
+        info = families.get(name)
+        if info is None and name.endswith("_total"):
+            info = families.get(name.removesuffix("_total"))
+            info = info if info is not None and info.kind == "counter" else None
+        if info is None:
+            raise FakeMetricsError(f"{name}: no such series; {_known(families)}", name)
+        for index, entry in enumerate(entries):
+            param = name if len(entries) == 1 else f"{name}[{index}]"
+            _check_kind(info, entry, param)
+            key = (info.name, _label_values(info, entry.labels, defaults, param))
+            if key in targets:
+                raise FakeMetricsError(f"{param}: the same label set is given twice", param)
+            targets[key] = Target(key, info, entry)
+    return list(targets.values())
+
+
+def _known(families: Mapping[str, FamilyInfo]) -> str:
+    return "known: " + ", ".join(sorted(families))
+
+
+_FORMS = {
+    "gauge": 'a value (a number or a time function), e.g. 12 or {"value": 12}',
+    "counter": 'a rate per second, e.g. {"rate": 20}',
+    "histogram": 'a rate and a distribution, e.g. {"rate": 20, "quantiles": {"p90": 0.5}}',
+}
+
+
+def _check_kind(info: FamilyInfo, entry: SeriesFake, param: str) -> None:
+    kind = info.kind if info.kind in _FORMS else "gauge"
+    if entry.kind != kind:
+        raise FakeMetricsError(f"{param}: {info.name} is a {kind}: give {_FORMS[kind]}", param)
+    if entry.buckets is not None:
+        allowed = [bucket_key(bound) for bound in (*info.bounds, math.inf)]
+        unknown = sorted(set(entry.buckets) - set(allowed))
+        if unknown:
+            raise FakeMetricsError(
+                f"{param}.buckets: no bucket {unknown[0]!r}; the bounds are {', '.join(allowed)}",
+                f"{param}.buckets",
+            )
+
+
+def _label_values(
+    info: FamilyInfo, labels: Mapping[str, str], defaults: Mapping[str, str], param: str
+) -> tuple[str, ...]:
+    unknown = sorted(set(labels) - set(info.label_names))
+    if unknown:
+        names = ", ".join(info.label_names) or "none"
+        raise FakeMetricsError(
+            f"{param}.labels: {info.name} has no label {unknown[0]!r} (its labels: {names})",
+            f"{param}.labels",
+        )
+    values = []
+    for name in info.label_names:
+        value = labels.get(name, defaults.get(name, info.only_values.get(name)))
+        if value is None:
+            raise FakeMetricsError(
+                f"{param}.labels: give a value for {info.name}'s label {name!r}", f"{param}.labels"
+            )
+        values.append(value)
+    return tuple(values)
+
+
+class FakeSeries:
+    """The faked series of the spec in force and of earlier ones, rewritten at scrape time."""
+
+    def __init__(self) -> None:
+        self.targets: list[Target] = []
+        self.tracks: dict[SeriesKey, Track] = {}
+        self._advanced_to = 0.0
+        self._tick = 0.0
+        self._created = created_series_enabled()
+
+    def replace(self, targets: list[Target], live: Iterable[Metric]) -> None:
+        """Start ``targets`` from the values shown now (advance the old spec first)."""
+        values = _live_values(live, set(self.tracks) | {t.key for t in targets})
+        wanted = {target.key: target for target in targets if target.info.kind != "gauge"}
+        for key, track in self.tracks.items():
+            if track.faked is not None and key not in wanted:
+                live_now = values.get(key) or [0.0] * len(track.faked)
+                track.offset = [f - v for f, v in zip(track.faked, live_now, strict=True)]
+                track.faked = None
+        for key, target in wanted.items():
+            width = 1 if target.info.kind == "counter" else len(target.info.bounds) + 2
+            live_now = values.get(key) or [0.0] * width
+            track = self.tracks.setdefault(key, Track([0.0] * width))
+            if track.faked is None:
+                track.faked = [v + o for v, o in zip(live_now, track.offset, strict=True)]
+        self.targets = targets
+        self._advanced_to = 0.0
+
+    def advance(self, elapsed: float, tick: float) -> None:
+        """Integrate the rates up to the last whole ``tick`` before ``elapsed``."""
+        self._tick = tick
+        until = last_tick(elapsed, tick)
+        span = until - self._advanced_to
+        if span <= 0 or not self.targets:
+            self._advanced_to = max(self._advanced_to, until)
+            return
+        steps = min(max(round(span / tick), 1), MAX_STEPS)
+        width = span / steps
+        for step in range(steps):
+            middle = self._advanced_to + (step + 0.5) * width
+            for target in self.targets:
+                if target.info.kind != "gauge":
+                    self._integrate(target, middle, width)
+        self._advanced_to = until
+
+    def _integrate(self, target: Target, at: float, width: float) -> None:
+        track = self.tracks[target.key]
+        assert track.faked is not None
+        assert target.entry.rate is not None
+        count = max(target.entry.rate.at(at), 0.0) * width
+        if count <= 0:
+            return
+        if target.info.kind == "counter":
+            track.faked[0] += count
+            return
+        spread = shares_at(target.entry, target.info.bounds, at)
+        if spread is None:
+            return
+        shares, mean = spread
+        for index, share in enumerate(shares):
+            track.faked[index] += count * share
+        track.faked[-1] += count * mean
+
+    def gauge_value(self, target: Target) -> float:
+        assert target.entry.value is not None
+        value = target.entry.value.at(self._advanced_to)
+        return float(round(value)) if target.info.name in COUNT_GAUGES else value
+
+    # -- exposition ------------------------------------------------------------------
+    def rewrite(self, families: Iterable[Metric]) -> Iterator[Metric]:
+        """The registry's families with the faked series written in."""
+        gauges = {t.key: t for t in self.targets if t.info.kind == "gauge"}
+        touched = {key[0] for key in self.tracks} | {key[0] for key in gauges}
+        for family in families:
+            if family.name in touched:
+                yield self._rewritten(family, gauges)
+            else:
+                yield family
+
+    def _rewritten(self, family: Metric, gauges: Mapping[SeriesKey, Target]) -> Metric:
+        out = Metric(family.name, family.documentation, family.type, family.unit)
+        label_names = _label_names(family)
+        if family.type in ("counter", "histogram"):
+            live = _vectors(family, label_names)
+            keys = list(live) + [
+                key[1] for key in self.tracks if key[0] == family.name and key[1] not in live
+            ]
+            for values in keys:
+                out.samples.extend(self._series_samples(family, label_names, values, live))
+            return out
+        seen: set[tuple[str, ...]] = set()
+        for sample in family.samples:
+            values = tuple(sample.labels.get(name, "") for name in label_names)
+            seen.add(values)
+            target = gauges.get((family.name, values))
+            value = sample.value if target is None else self.gauge_value(target)
+            out.samples.append(sample._replace(value=value))
+        for (name, values), target in gauges.items():
+            if name == family.name and values not in seen:
+                labels = dict(zip(label_names or target.info.label_names, values, strict=False))
+                out.samples.append(Sample(family.name, labels, self.gauge_value(target)))
+        return out
+
+    def _series_samples(
+        self,
+        family: Metric,
+        label_names: tuple[str, ...],
+        values: tuple[str, ...],
+        live: Mapping[tuple[str, ...], tuple[list[float], list[Sample]]],
+    ) -> list[Sample]:
+        vector, samples = live.get(values, ([], []))
+        track = self.tracks.get((family.name, values))
+        if track is None:
+            return samples
+        shown = (
+            track.faked
+            if track.faked is not None
+            else [
+                v + o
+                for v, o in zip(vector or [0.0] * len(track.offset), track.offset, strict=True)
+            ]
+        )
+        labels = dict(zip(label_names, values, strict=True))
+        created = [s for s in samples if s.name.endswith("_created")]
+        if not created and self._created:
+            created = [Sample(f"{family.name}_created", labels, track.created)]
+        if family.type == "counter":
+            return [Sample(f"{family.name}_total", labels, _whole(shown[0])), *created]
+        bounds = _bounds_of(family) or []
+        rows: list[Sample] = []
+        running = 0.0
+        for bound, count in zip((*bounds, math.inf), shown[:-1], strict=True):
+            running += count
+            le = {**labels, "le": samples_le(bound)}
+            rows.append(Sample(f"{family.name}_bucket", le, _whole(running)))
+        rows.append(Sample(f"{family.name}_count", labels, _whole(running)))
+        rows.append(Sample(f"{family.name}_sum", labels, shown[-1]))
+        return [*rows, *created]
+
+
+def last_tick(elapsed: float, tick: float) -> float:
+    """The start of the refresh interval ``elapsed`` falls in."""
+    return math.floor(elapsed / tick + 1e-9) * tick
+
+
+def _whole(count: float) -> float:
+    """Observations are whole: a count shows the ones completed (rounding noise aside)."""
+    return float(math.floor(count + 1e-6))
+
+
+def samples_le(bound: float) -> str:
+    """The ``le`` text prometheus-client writes (``0.25``, ``1.0``, ``+Inf``)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+def _label_names(family: Metric) -> tuple[str, ...]:
+    for sample in family.samples:
+        return tuple(name for name in sample.labels if name != "le")
+    return ()
+
+
+def _bounds_of(family: Metric) -> list[float] | None:
+    bounds = sorted(
+        {
+            float(sample.labels["le"])
+            for sample in family.samples
+            if sample.name.endswith("_bucket") and "le" in sample.labels
+        }
+    )
+    finite = [bound for bound in bounds if math.isfinite(bound)]
+    return finite or None
+
+
+def _vectors(
+    family: Metric, label_names: tuple[str, ...]
+) -> dict[tuple[str, ...], tuple[list[float], list[Sample]]]:
+    """Each live series of a counter or histogram family as a vector, with its samples."""
+    grouped: dict[tuple[str, ...], list[Sample]] = {}
+    for sample in family.samples:
+        values = tuple(sample.labels.get(name, "") for name in label_names)
+        grouped.setdefault(values, []).append(sample)
+    vectors = {}
+    for values, samples in grouped.items():
+        if family.type == "counter":
+            totals = [s.value for s in samples if s.name.endswith("_total")]
+            vectors[values] = ([totals[0] if totals else 0.0], samples)
+            continue
+        buckets = sorted(
+            (float(s.labels["le"]), s.value) for s in samples if s.name.endswith("_bucket")
+        )
+        counts, below = [], 0.0
+        for _, cumulative in buckets:
+            counts.append(cumulative - below)
+            below = cumulative
+        sums = [s.value for s in samples if s.name.endswith("_sum")]
+        vectors[values] = ([*counts, sums[0] if sums else 0.0], samples)
+    return vectors
+
+
+def _live_values(families: Iterable[Metric], keys: set[SeriesKey]) -> dict[SeriesKey, list[float]]:
+    names = {name for name, _ in keys}
+    found: dict[SeriesKey, list[float]] = {}
+    for family in families:
+        if family.name in names and family.type in ("counter", "histogram"):
+            for values, (vector, _) in _vectors(family, _label_names(family)).items():
+                found[(family.name, values)] = vector
+    return found
