@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -50,6 +51,20 @@ class Target:
     key: SeriesKey
     info: FamilyInfo
     entry: SeriesFake
+    spec_key: str
+    """The name the spec used (``vllm:request_success_total`` or ``vllm:request_success``)."""
+
+    def shown(self, scrape: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]) -> Any:
+        """This series' value in a scrape: a gauge's or counter's value, a histogram's
+        count and sum."""
+        name, values = self.key
+        labels = dict(zip(self.info.label_names, values, strict=True))
+        at = tuple(sorted(labels.items()))
+        if self.info.kind == "histogram":
+            count, total = scrape.get((f"{name}_count", at)), scrape.get((f"{name}_sum", at))
+            return {"labels": labels, "count": count, "sum": total}
+        sample = f"{name}_total" if self.info.kind == "counter" else name
+        return {"labels": labels, "value": scrape.get((sample, at))}
 
 
 @dataclass
@@ -101,7 +116,7 @@ def resolve(
             key = (info.name, _label_values(info, entry.labels, defaults, param))
             if key in targets:
                 raise FakeMetricsError(f"{param}: the same label set is given twice", param)
-            targets[key] = Target(key, info, entry)
+            targets[key] = Target(key, info, entry, name)
     return list(targets.values())
 
 

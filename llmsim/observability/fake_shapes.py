@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+from llmsim.observability.fake_quantiles import cumulative_at_bounds
 from llmsim.settings.fake_series import SeriesFake, quantile_of
 
 Shares = tuple[list[float], float]
@@ -92,49 +93,5 @@ def explicit(weights: dict[str, float], bounds: Sequence[float]) -> Shares | Non
 
 
 def piecewise(targets: list[tuple[float, float]], bounds: Sequence[float]) -> Shares:
-    """A distribution function that is a straight line in each bucket and passes through
-    every ``(quantile, value)`` target that is alone in its bucket.
-
-    Bucket by bucket from 0: a target's bucket gets the line through the target whose slope
-    is the smaller of the one coming from the previous point and the one going on to the
-    next target (at most half the rest for the last), so the function never decreases and
-    never passes 1. Buckets between targets are filled by a straight line; after the last
-    target, what is left goes into the next bucket.
-    """
-    xs = [0.0, *bounds]
-    cumulative: list[float | None] = [None] * len(xs)
-    cumulative[0] = 0.0
-    ordered = _clean(targets, xs[-1])
-    cur_index, cur_x, cur_y = 0, 0.0, 0.0
-    for position, (quantile, value) in enumerate(ordered):
-        index = next(i for i in range(1, len(xs)) if xs[i] >= value)
-        if index <= cur_index:
-            continue  # a second target in a bucket already drawn
-        left_x, right_x = xs[index - 1], xs[index]
-        slope = (quantile - cur_y) / (value - cur_x)
-        if left_x > cur_x and right_x > value:
-            if position + 1 < len(ordered):
-                next_q, next_v = ordered[position + 1]
-                onward = (next_q - quantile) / (next_v - value)
-            else:
-                onward = (1.0 - quantile) / 2.0 / (right_x - value)
-            slope = min(slope, onward)
-        left = max(quantile - slope * (value - left_x), cur_y)
-        right = min(quantile + slope * (right_x - value), 1.0)
-        for i in range(cur_index + 1, index):
-            cumulative[i] = cur_y + (left - cur_y) * (xs[i] - cur_x) / (left_x - cur_x)
-        cumulative[index - 1], cumulative[index] = left, right
-        cur_index, cur_x, cur_y = index, right_x, right
-    for i in range(cur_index + 1, len(xs)):
-        cumulative[i] = 1.0
-    return _from_cumulative([float(at or 0.0) for at in cumulative[1:]], bounds)
-
-
-def _clean(targets: list[tuple[float, float]], highest: float) -> list[tuple[float, float]]:
-    """Targets by quantile, each above the one before and at most the highest bound."""
-    cleaned: list[tuple[float, float]] = []
-    for quantile, value in sorted(targets):
-        value = min(value, highest)
-        if value > 0 and (not cleaned or value > cleaned[-1][1]):
-            cleaned.append((quantile, value))
-    return cleaned
+    """A straight line in each bucket through the ``(quantile, value)`` targets."""
+    return _from_cumulative(cumulative_at_bounds(targets, bounds), bounds)

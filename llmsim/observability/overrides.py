@@ -91,20 +91,29 @@ class MetricOverrides:
         return None if self._spec is None else self._spec.loras
 
     def current(self) -> dict[str, Any]:
-        """The faked values now (for the admin API): scheduler gauges by their short
-        names, other series as their exposition shows them."""
+        """The faked values now (for the admin API): scheduler gauges given by their short
+        names as numbers; every other entry as ``{"labels", "value"}`` (a histogram:
+        ``{"labels", "count", "sum"}``), a list when a key has several label sets."""
         values = {name: self.value(name) for name in GAUGE_RANGES}
         shown: dict[str, Any] = {
             name: plain_number(value) for name, value in values.items() if value is not None
         }
         if self._spec is None or not self._spec.series:
             return shown
-        faked = set(self._spec.series)
-        for family in self.collect():
-            if family.name not in faked and f"{family.name}_total" not in faked:
-                continue
-            for sample in family.samples:
-                if not sample.name.endswith(("_created", "_bucket")):
-                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                    shown[f"{sample.name}{{{labels}}}"] = plain_number(float(sample.value))
+        scrape = {
+            (sample.name, tuple(sorted(sample.labels.items()))): plain_number(float(sample.value))
+            for family in self.collect()
+            for sample in family.samples
+        }
+        for target in self._fakes.targets:
+            if target.spec_key not in self._spec.series:
+                continue  # a short gauge key, shown above
+            entry = target.shown(scrape)
+            if target.spec_key in shown:
+                earlier = shown[target.spec_key]
+                shown[target.spec_key] = (
+                    [*earlier, entry] if isinstance(earlier, list) else [earlier, entry]
+                )
+            else:
+                shown[target.spec_key] = entry
         return shown
