@@ -144,7 +144,10 @@ def accepted_text(field: str) -> str:
         listed = ", ".join(_code(choice) for choice in settings_info.choices(field))
         return f"one or more of {listed} ([list forms](#lists))" if several else listed
     if kind == "duration":
-        return "a [duration](#durations), not negative" + _range(field, kind)
+        bounds = _range(field, kind)
+        if bounds == " > 0":
+            return "a [duration](#durations), greater than 0"
+        return "a [duration](#durations), not negative" + bounds
     if kind == "size":
         return "a [size](#sizes)" + _range(field, kind)
     if kind in ("integer", "number"):

@@ -43,6 +43,11 @@ class FamilyInfo:
     only_values: Mapping[str, str] = field(default_factory=dict)
     """Labels that have one value in every live series: the default for an entry."""
 
+    @property
+    def shown_name(self) -> str:
+        """The name as the exposition writes it (a counter with ``_total``)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
 
 @dataclass(frozen=True)
 class Target:
@@ -121,7 +126,7 @@ def resolve(
 
 
 def _known(families: Mapping[str, FamilyInfo]) -> str:
-    return "known: " + ", ".join(sorted(families))
+    return "known: " + ", ".join(sorted(info.shown_name for info in families.values()))
 
 
 _FORMS = {
@@ -134,7 +139,9 @@ _FORMS = {
 def _check_kind(info: FamilyInfo, entry: SeriesFake, param: str) -> None:
     kind = info.kind if info.kind in _FORMS else "gauge"
     if entry.kind != kind:
-        raise FakeMetricsError(f"{param}: {info.name} is a {kind}: give {_FORMS[kind]}", param)
+        raise FakeMetricsError(
+            f"{param}: {info.shown_name} is a {kind}: give {_FORMS[kind]}", param
+        )
     if entry.buckets is not None:
         allowed = [bucket_key(bound) for bound in (*info.bounds, math.inf)]
         unknown = sorted(set(entry.buckets) - set(allowed))
@@ -152,7 +159,7 @@ def _label_values(
     if unknown:
         names = ", ".join(info.label_names) or "none"
         raise FakeMetricsError(
-            f"{param}.labels: {info.name} has no label {unknown[0]!r} (its labels: {names})",
+            f"{param}.labels: {info.shown_name} has no label {unknown[0]!r} (its labels: {names})",
             f"{param}.labels",
         )
     values = []
@@ -160,7 +167,8 @@ def _label_values(
         value = labels.get(name, defaults.get(name, info.only_values.get(name)))
         if value is None:
             raise FakeMetricsError(
-                f"{param}.labels: give a value for {info.name}'s label {name!r}", f"{param}.labels"
+                f"{param}.labels: give a value for {info.shown_name}'s label {name!r}",
+                f"{param}.labels",
             )
         values.append(value)
     return tuple(values)
