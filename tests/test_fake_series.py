@@ -193,6 +193,46 @@ def test_gauges_counters_and_new_label_sets_by_name_with_default_labels() -> Non
     assert [entry["value"] for entry in current[SUCCESS]] == [15, 5]
 
 
+def test_a_spec_reads_back_from_its_description() -> None:
+    spec = parse_spec(
+        {
+            **SCENARIO,
+            "num_requests_running": 3,
+            "vllm:kv_cache_usage_perc": {"labels": {"engine": "0"}, "value": 0.5},
+            "vllm:prompt_tokens_total": [{"rate": 5}, {"labels": {"model_name": "b"}, "rate": 1}],
+            "vllm:e2e_request_latency_seconds": {
+                "rate": 2,
+                "lognormal": {
+                    "p50": 1,
+                    "p99": {"oscillate": {"start": 4, "end": 8, "period": "1m"}},
+                },
+            },
+            "vllm:request_params_n": {"rate": 1, "buckets": {"1": 9, "+Inf": 1}},
+        }
+    )
+    assert parse_spec(spec.describe()) == spec
+
+
+def test_a_replaced_rate_counts_up_to_the_moment_of_the_change() -> None:
+    clock = Clock()
+    metrics, _ = metrics_on(clock, fake_metrics_refresh_interval="1s")
+    metrics.set_overrides(parse_spec({"vllm:num_preemptions": {"rate": 10}}))
+    clock.now += 2.5  # the last whole second is 2, but the spec ran for 2.5
+    metrics.set_overrides(parse_spec({"vllm:num_preemptions": {"rate": 0}}))
+    clock.now += 5
+    assert total(scrape(metrics), "vllm:num_preemptions_total") == 25
+
+
+def test_the_faked_label_sets_a_server_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llmsim.observability.fake_series.MAX_TRACKED", 2)
+    metrics, _ = metrics_on(Clock())
+    metrics.set_overrides(parse_spec({"vllm:prompt_tokens": {"rate": 1}}))
+    metrics.set_overrides(parse_spec({"vllm:generation_tokens": {"rate": 1}}))
+    with pytest.raises(FakeMetricsError, match="at most 2 counter and histogram label sets"):
+        metrics.set_overrides(parse_spec({"vllm:num_preemptions": {"rate": 1}}))
+    metrics.set_overrides(parse_spec({"vllm:prompt_tokens": {"rate": 2}}))  # known ones still can
+
+
 def test_values_move_once_per_refresh_interval() -> None:
     clock = Clock()
     metrics, _ = metrics_on(clock, fake_metrics_refresh_interval="1s")

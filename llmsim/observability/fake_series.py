@@ -28,6 +28,8 @@ from llmsim.settings.fake_series import SeriesFake
 
 MAX_STEPS = 2000
 """At most this many integration steps per scrape, however long since the last one."""
+MAX_TRACKED = 10_000
+"""At most this many counter and histogram label sets faked over a server's life."""
 SeriesKey = tuple[str, tuple[str, ...]]
 """A family name and the values of its labels, in the family's label order."""
 
@@ -181,8 +183,17 @@ class FakeSeries:
         self.targets: list[Target] = []
         self.tracks: dict[SeriesKey, Track] = {}
         self._advanced_to = 0.0
-        self._tick = 0.0
         self._created = created_series_enabled()
+
+    def check_room(self, targets: list[Target]) -> None:
+        """Refuse a spec that would keep more than :data:`MAX_TRACKED` series alive: a
+        faked counter or histogram stays in the exposition for good."""
+        new = {target.key for target in targets if target.info.kind != "gauge"} - set(self.tracks)
+        if len(self.tracks) + len(new) > MAX_TRACKED:
+            raise FakeMetricsError(
+                f"at most {MAX_TRACKED} counter and histogram label sets can be faked over a "
+                f"server's life; {len(self.tracks)} are in use"
+            )
 
     def replace(self, targets: list[Target], live: Iterable[Metric]) -> None:
         """Start ``targets`` from the values shown now (advance the old spec first)."""
@@ -202,10 +213,10 @@ class FakeSeries:
         self.targets = targets
         self._advanced_to = 0.0
 
-    def advance(self, elapsed: float, tick: float) -> None:
-        """Integrate the rates up to the last whole ``tick`` before ``elapsed``."""
-        self._tick = tick
-        until = last_tick(elapsed, tick)
+    def advance(self, elapsed: float, tick: float, *, to_the_end: bool = False) -> None:
+        """Integrate the rates up to the last whole ``tick`` before ``elapsed`` (or up to
+        ``elapsed`` itself when the spec is being replaced)."""
+        until = elapsed if to_the_end else last_tick(elapsed, tick)
         span = until - self._advanced_to
         if span <= 0 or not self.targets:
             self._advanced_to = max(self._advanced_to, until)

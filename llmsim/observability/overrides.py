@@ -64,9 +64,10 @@ class MetricOverrides:
         """
         spec = None if spec is None or spec.is_empty else spec
         targets = [] if spec is None else resolve(spec, catalogue(self._families()), self._defaults)
+        self._fakes.check_room(targets)
         now = self._clock()
         if self._spec is not None:
-            self._fakes.advance(now - self._since, self._tick)
+            self._fakes.advance(now - self._since, self._tick, to_the_end=True)
         self._fakes.replace(targets, self._families())
         self._spec, self._since = spec, now
 
