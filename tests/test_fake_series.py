@@ -31,10 +31,9 @@ class Clock:
 
 def metrics_on(clock: Clock, **settings: Any) -> tuple[Metrics, Engine]:
     config = Settings.model_validate({"port": 0, **settings})
-    metrics = Metrics(config)
+    metrics = Metrics(config, clock=clock)
     engine = Engine(config, observer=metrics)
     metrics.track(engine.scheduler, config.kv_cache_size)
-    metrics.overrides._clock = clock  # the fake-metrics engine runs on the injected clock
     return metrics, engine
 
 

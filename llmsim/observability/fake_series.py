@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from llmsim.observability.fake_shapes import bucket_key, shares_at
-from llmsim.observability.metric_types import created_series_enabled
+from llmsim.observability.metric_types import created_series_enabled, le_text
 from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetrics, FakeMetricsError
 from llmsim.settings.fake_series import SeriesFake
 
@@ -196,7 +196,10 @@ class FakeSeries:
             )
 
     def replace(self, targets: list[Target], live: Iterable[Metric]) -> None:
-        """Start ``targets`` from the values shown now (advance the old spec first)."""
+        """Start ``targets`` from the values shown now; series no longer faked keep theirs.
+
+        The caller advances the old spec to this moment first.
+        """
         values = _live_values(live, set(self.tracks) | {t.key for t in targets})
         wanted = {target.key: target for target in targets if target.info.kind != "gauge"}
         for key, track in self.tracks.items():
@@ -318,7 +321,7 @@ class FakeSeries:
         running = 0.0
         for bound, count in zip((*bounds, math.inf), shown[:-1], strict=True):
             running += count
-            le = {**labels, "le": samples_le(bound)}
+            le = {**labels, "le": le_text(bound)}
             rows.append(Sample(f"{family.name}_bucket", le, _whole(running)))
         rows.append(Sample(f"{family.name}_count", labels, _whole(running)))
         rows.append(Sample(f"{family.name}_sum", labels, shown[-1]))
@@ -333,13 +336,6 @@ def last_tick(elapsed: float, tick: float) -> float:
 def _whole(count: float) -> float:
     """Observations are whole: a count shows the ones completed (rounding noise aside)."""
     return float(math.floor(count + 1e-6))
-
-
-def samples_le(bound: float) -> str:
-    """The ``le`` text prometheus-client writes (``0.25``, ``1.0``, ``+Inf``)."""
-    from prometheus_client.utils import floatToGoString
-
-    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 def _label_names(family: Metric) -> tuple[str, ...]:

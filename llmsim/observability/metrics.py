@@ -57,8 +57,11 @@ def build_1_2_5_buckets(maximum: int) -> list[int]:
 class Metrics:
     """The Prometheus registry of one server and the engine observer that fills it."""
 
-    def __init__(self, settings: Settings, engine: int = 0) -> None:
-        """``engine`` is the data-parallel rank, vLLM's ``engine`` label."""
+    def __init__(
+        self, settings: Settings, engine: int = 0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``engine`` is the data-parallel rank, vLLM's ``engine`` label; fake values follow
+        ``clock``."""
         self.registry = CollectorRegistry()
         self._max_lora = str(settings.max_loras)
         labels = ["model_name", "engine"]
@@ -191,7 +194,7 @@ class Metrics:
         )
         self._lora_labels: tuple[str, str, str] | None = None
         self.overrides = MetricOverrides(
-            time.monotonic,
+            clock,
             self.registry.collect,
             refresh_interval=settings.fake_metrics_refresh_interval,
             defaults={"model_name": settings.model_label, "engine": str(engine)},

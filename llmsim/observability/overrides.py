@@ -52,11 +52,6 @@ class MetricOverrides:
     def spec(self) -> FakeMetrics | None:
         return self._spec
 
-    def check(self, spec: FakeMetrics | None) -> None:
-        """Raise :class:`FakeMetricsError` if ``spec`` does not fit the registry's series."""
-        if spec is not None:
-            resolve(spec, catalogue(self._families()), self._defaults)
-
     def set(self, spec: FakeMetrics | None) -> None:
         """Replace the whole override (an empty spec or None clears it); restart the clock.
 
