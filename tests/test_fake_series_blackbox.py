@@ -77,6 +77,14 @@ def test_admin_refuses_specs_that_do_not_fit_the_series(
         assert status == 400, spec
         assert body["error"]["param"] == param
         assert fragment in body["error"]["message"]
+    histogram = {TTFT: {"rate": 1000, "lognormal": {"p50": 0.1, "p99": 1}}}
+    assert post_json(server, "/admin/metrics", histogram)[0] == 200
+    time.sleep(0.3)
+    shown = run_cli("ctl", "metrics", "get", "--url", server.base_url)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if TTFT in line)
+    count = int(row.split("count ")[1].split(",")[0])
+    assert count >= 200, row
 
 
 def test_a_start_up_spec_naming_no_series_stops_the_start() -> None:
