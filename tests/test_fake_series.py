@@ -4,6 +4,7 @@ an autoscaler evaluates reads back the scripted scenario."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -63,7 +64,10 @@ SCENARIO = {
 
 def scripted(points: list[list[float]], at: float) -> float:
     """The scenario's value at ``at``: straight lines between the points, as written."""
-    return Schedule(points=[(t * 1000, v) for t, v in points]).at(at)
+    for (t0, v0), (t1, v1) in itertools.pairwise(points):
+        if t0 <= at <= t1:
+            return v0 + (v1 - v0) * (at - t0) / (t1 - t0)
+    return points[0][1] if at < points[0][0] else points[-1][1]
 
 
 def mean_over(points: list[list[float]], start: float, end: float) -> float:

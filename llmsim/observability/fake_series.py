@@ -21,13 +21,15 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from llmsim.observability.fake_shapes import bucket_key, shares_at
+from llmsim.observability.fake_shapes import Shares, bucket_key, parameters, shares_for
 from llmsim.observability.metric_types import created_series_enabled, le_text
 from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetrics, FakeMetricsError
 from llmsim.settings.fake_series import SeriesFake
 
 MAX_STEPS = 2000
 """At most this many integration steps per scrape, however long since the last one."""
+MAX_SHAPES = 32
+"""At most this many evaluations of a histogram's distribution per scrape."""
 MAX_TRACKED = 10_000
 """At most this many counter and histogram label sets faked over a server's life."""
 SeriesKey = tuple[str, tuple[str, ...]]
@@ -184,6 +186,7 @@ class FakeSeries:
         self.tracks: dict[SeriesKey, Track] = {}
         self._advanced_to = 0.0
         self._created = created_series_enabled()
+        self._shapes: dict[SeriesKey, tuple[tuple[float, ...], Shares | None]] = {}
 
     def check_room(self, targets: list[Target]) -> None:
         """Refuse a spec that would keep more than :data:`MAX_TRACKED` series alive: a
@@ -218,7 +221,12 @@ class FakeSeries:
 
     def advance(self, elapsed: float, tick: float, *, to_the_end: bool = False) -> None:
         """Integrate the rates up to the last whole ``tick`` before ``elapsed`` (or up to
-        ``elapsed`` itself when the spec is being replaced)."""
+        ``elapsed`` itself when the spec is being replaced).
+
+        Rates are sampled once per tick; a histogram's distribution at most
+        :data:`MAX_SHAPES` times per call (in the middle of equal runs of ticks), which
+        bounds the work of a scrape however long since the last one.
+        """
         until = elapsed if to_the_end else last_tick(elapsed, tick)
         span = until - self._advanced_to
         if span <= 0 or not self.targets:
@@ -226,30 +234,48 @@ class FakeSeries:
             return
         steps = min(max(round(span / tick), 1), MAX_STEPS)
         width = span / steps
-        for step in range(steps):
-            middle = self._advanced_to + (step + 0.5) * width
+        runs = min(steps, MAX_SHAPES)
+        for run in range(runs):
+            first, last = run * steps // runs, (run + 1) * steps // runs
+            begin = self._advanced_to + first * width
+            middle = self._advanced_to + (first + last) / 2 * width
             for target in self.targets:
                 if target.info.kind != "gauge":
-                    self._integrate(target, middle, width)
+                    rate = target.entry.rate
+                    assert rate is not None
+                    count = sum(
+                        max(rate.at(begin + (step + 0.5) * width), 0.0)
+                        for step in range(last - first)
+                    )
+                    self._add(target, count * width, middle)
         self._advanced_to = until
 
-    def _integrate(self, target: Target, at: float, width: float) -> None:
+    def _add(self, target: Target, count: float, at: float) -> None:
+        """Add ``count`` observations made around ``at`` to the target's series."""
         track = self.tracks[target.key]
         assert track.faked is not None
-        assert target.entry.rate is not None
-        count = max(target.entry.rate.at(at), 0.0) * width
         if count <= 0:
             return
         if target.info.kind == "counter":
             track.faked[0] += count
             return
-        spread = shares_at(target.entry, target.info.bounds, at)
+        spread = self._spread(target, at)
         if spread is None:
             return
         shares, mean = spread
         for index, share in enumerate(shares):
             track.faked[index] += count * share
         track.faked[-1] += count * mean
+
+    def _spread(self, target: Target, at: float) -> Shares | None:
+        """The target's bucket shares at ``at``, reused while its parameters hold still."""
+        params = parameters(target.entry, at)
+        cached = self._shapes.get(target.key)
+        if cached is not None and cached[0] == params:
+            return cached[1]
+        spread = shares_for(target.entry, params, target.info.bounds)
+        self._shapes[target.key] = (params, spread)
+        return spread
 
     def gauge_value(self, target: Target) -> float:
         assert target.entry.value is not None

@@ -21,18 +21,33 @@ Shares = tuple[list[float], float]
 Z99 = NormalDist().inv_cdf(0.99)
 
 
-def shares_at(entry: SeriesFake, bounds: Sequence[float], elapsed: float) -> Shares | None:
-    """The entry's bucket shares at ``elapsed``; None when no share is positive."""
+def parameters(entry: SeriesFake, elapsed: float) -> tuple[float, ...]:
+    """The entry's distribution parameters at ``elapsed`` (equal tuples, equal shares)."""
     if entry.lognormal is not None:
-        return lognormal(entry.lognormal.p50.at(elapsed), entry.lognormal.p99.at(elapsed), bounds)
+        return (entry.lognormal.p50.at(elapsed), entry.lognormal.p99.at(elapsed))
+    table = entry.quantiles if entry.quantiles is not None else entry.buckets
+    assert table is not None
+    return tuple(signal.at(elapsed) for signal in table.values())
+
+
+def shares_for(
+    entry: SeriesFake, params: tuple[float, ...], bounds: Sequence[float]
+) -> Shares | None:
+    """The bucket shares of the entry's distribution with ``params``; None when no bucket
+    gets a positive share."""
+    if entry.lognormal is not None:
+        return lognormal(params[0], params[1], bounds)
     if entry.quantiles is not None:
-        targets = [
-            (quantile_of(key), signal.at(elapsed)) for key, signal in entry.quantiles.items()
-        ]
-        return piecewise(targets, bounds)
+        keys = [quantile_of(key) for key in entry.quantiles]
+        return piecewise(list(zip(keys, params, strict=True)), bounds)
     assert entry.buckets is not None
-    weights = {key: max(signal.at(elapsed), 0.0) for key, signal in entry.buckets.items()}
+    weights = {key: max(weight, 0.0) for key, weight in zip(entry.buckets, params, strict=True)}
     return explicit(weights, bounds)
+
+
+def shares_at(entry: SeriesFake, bounds: Sequence[float], elapsed: float) -> Shares | None:
+    """The entry's bucket shares at ``elapsed``."""
+    return shares_for(entry, parameters(entry, elapsed), bounds)
 
 
 def bucket_key(bound: float) -> str:
