@@ -296,6 +296,8 @@ def test_specs_that_do_not_fit_the_registry_are_refused(
         ({TTFT: {"rate": 1, "buckets": {"0.1": -1}}}, "must not be negative"),
         ({"vllm:num_requests_waiting": {"schedule": [["2s", 1], ["1s", 2]]}}, "must not decrease"),
         ({"vllm:num_requests_waiting": {"schedule": []}}, "at least 1"),
+        ({"series": {}}, "series: unknown key"),
+        ({"vllm:prompt_tokens": {"rate": 1, "labels": {"engine": 0}}}, "valid string"),
     ],
 )
 def test_bad_numbers_are_refused_when_read(spec: dict[str, Any], fragment: str) -> None:
@@ -310,17 +312,12 @@ def test_schedules_interpolate_hold_step_and_repeat() -> None:
     line = Schedule(points=[("1s", 10), ("3s", 30), ("3s", 0)])
     assert [line.at(t) for t in (0, 1, 2, 2.999, 3, 10)] == pytest.approx([10, 10, 20, 29.99, 0, 0])
     loop = parse_spec(
-        {
-            "vllm:num_requests_waiting": {
-                "schedule": {"points": [["0s", 0], ["4s", 8]], "repeat": True}
-            }
-        }
+        {"num_requests_waiting": {"schedule": {"points": [["0s", 0], ["4s", 8]], "repeat": True}}}
     )
     assert loop.sample("num_requests_waiting", 6) == 4
+    assert loop.sample("num_requests_waiting", 7) == 6
     assert loop.describe() == {
-        "vllm:num_requests_waiting": {
-            "schedule": {"points": [["0ms", 0], ["4s", 8]], "repeat": True}
-        }
+        "num_requests_waiting": {"schedule": {"points": [["0ms", 0], ["4s", 8]], "repeat": True}}
     }
 
 

@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from llmsim.settings.fake_series import MAX_ENTRIES, SeriesFake, describe_entries, entries_form
 from llmsim.settings.fake_signals import (
+    AnySignal,
     Fixed,
     Oscillate,
     Ramp,
@@ -101,6 +102,8 @@ class FakeMetrics(Strict):
         """Move the ``vllm:`` keys of the user's form under ``series``."""
         if not isinstance(data, Mapping):
             return data
+        if "series" in data:
+            raise _error("unknown key", "series")
         plain = {key: value for key, value in data.items() if not str(key).startswith("vllm:")}
         named = {key: entries_form(value) for key, value in data.items() if key not in plain}
         if named:
@@ -149,14 +152,13 @@ class FakeMetrics(Strict):
         )
 
     def sample(self, name: str, elapsed: float) -> float | None:
-        """The pinned value of a scheduler gauge ``elapsed`` seconds after the spec was set."""
-        full = SHORT_NAMES.get(name, name)
-        entries = self.all_series().get(full)
-        signal = None if not entries else entries[0].value
+        """The value of scheduler gauge ``name`` (a short key) ``elapsed`` seconds after the
+        spec was set, or None when the spec does not give it by that key."""
+        signal: AnySignal | None = getattr(self, name)
         if signal is None:
             return None
         value = signal.at(elapsed)
-        return float(round(value)) if full in COUNT_GAUGES else value
+        return float(round(value)) if SHORT_NAMES[name] in COUNT_GAUGES else value
 
     def describe(self) -> dict[str, Any]:
         """The spec in the form a user writes it (periods as durations, nulls left out)."""
