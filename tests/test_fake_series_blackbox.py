@@ -66,10 +66,10 @@ def pytest_approx(value: float) -> object:
     return pytest.approx(value, rel=0.05)
 
 
-def test_admin_refuses_specs_that_do_not_fit_the_series(
+def test_admin_fakes_step_mode_series_and_refuses_specs_that_do_not_fit(
     llmsim_server: Callable[..., RunningServer],
 ) -> None:
-    server = llmsim_server()
+    server = llmsim_server("--latency-model", "step")
     for spec, param, fragment in [
         ({"vllm:nope": 1}, "vllm:nope", "no such series"),
         ({SUCCESS: {"labels": {"finished_reason": "stop"}, "value": 3}}, SUCCESS, "is a counter"),
@@ -80,6 +80,17 @@ def test_admin_refuses_specs_that_do_not_fit_the_series(
         assert status == 400, spec
         assert body["error"]["param"] == param
         assert fragment in body["error"]["message"]
+    cache = {
+        "vllm:prefix_cache_queries_total": {"rate": 1000},
+        "vllm:prefix_cache_hits_total": {"rate": 250},
+    }
+    assert post_json(server, "/admin/metrics", cache)[0] == 200
+    _, before = scrape(server)
+    time.sleep(0.5)
+    _, after = scrape(server)
+    hits = rate(before, after, 1.0, "vllm:prefix_cache_hits_total")
+    queries = rate(before, after, 1.0, "vllm:prefix_cache_queries_total")
+    assert hits / queries == pytest.approx(0.25, rel=0.05), "the hit rate an autoscaler reads"
     histogram = {TTFT: {"rate": 1000, "lognormal": {"p50": 0.1, "p99": 1}}}
     assert post_json(server, "/admin/metrics", histogram)[0] == 200
     time.sleep(0.3)
