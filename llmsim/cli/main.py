@@ -354,7 +354,7 @@ def _launch_or_exit(
         code = launch(instances, backend, console)
     except ServerStartError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         code = 0
     if code:

@@ -45,7 +45,11 @@ FINAL_WRITE_GRACE = 0.5
 
 
 class ServerStartError(Exception):
-    """The server could not start listening."""
+    """The server could not start; ``exit_code`` 2 marks a setting the server refused."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -149,7 +153,7 @@ class Server:
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
         except FakeMetricsError as exc:
-            raise ServerStartError(f"--fake-metrics: {exc.message}") from None
+            raise ServerStartError(f"--fake-metrics: {exc.message}", exit_code=2) from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
