@@ -23,8 +23,8 @@ from prometheus_client.samples import Sample
 
 from llmsim.observability.fake_shapes import Shares, bucket_key, parameters, shares_for
 from llmsim.observability.metric_types import created_series_enabled, le_text
+from llmsim.settings.fake_entries import SeriesFake
 from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetrics, FakeMetricsError
-from llmsim.settings.fake_series import SeriesFake
 
 MAX_STEPS = 2000
 """At most this many integration steps per scrape, however long since the last one."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 from llmsim.observability.fake_quantiles import cumulative_at_bounds
-from llmsim.settings.fake_series import SeriesFake, quantile_of
+from llmsim.settings.fake_entries import SeriesFake, quantile_of
 
 Shares = tuple[list[float], float]
 """Share of observations per bucket (``+Inf`` last, summing to 1) and the mean value."""

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from llmsim.settings.fake_series import MAX_ENTRIES, SeriesFake, describe_entries, entries_form
+from llmsim.settings.fake_entries import MAX_ENTRIES, SeriesFake, describe_entries, entries_form
 from llmsim.settings.fake_signals import (
     AnySignal,
     Fixed,
