@@ -1,7 +1,7 @@
 """Fake values written into any ``vllm:`` family at scrape time, without going backwards.
 
-The registry's families are read as they are (so every series registered, now or later,
-can be faked by its name and type) and the faked label sets rewritten:
+The registry's families are read as they are and the faked label sets rewritten
+(:mod:`llmsim.observability.fake_catalogue` matches a spec to them):
 
 - a gauge reports the entry's value at the last refresh tick;
 - a counter or a histogram integrates the entry's rate (and spreads it over the buckets)
@@ -16,15 +16,14 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from llmsim.observability.fake_shapes import Shares, bucket_key, parameters, shares_for
+from llmsim.observability.fake_catalogue import SeriesKey, Target, bounds_of, label_names_of
+from llmsim.observability.fake_shapes import Shares, parameters, shares_for
 from llmsim.observability.metric_types import created_series_enabled, le_text
-from llmsim.settings.fake_entries import SeriesFake
-from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetrics, FakeMetricsError
+from llmsim.settings.fake_metrics import COUNT_GAUGES, FakeMetricsError
 
 MAX_STEPS = 2000
 """At most this many integration steps per scrape, however long since the last one."""
@@ -32,48 +31,6 @@ MAX_SHAPES = 32
 """At most this many evaluations of a histogram's distribution per scrape."""
 MAX_TRACKED = 10_000
 """At most this many counter and histogram label sets faked over a server's life."""
-SeriesKey = tuple[str, tuple[str, ...]]
-"""A family name and the values of its labels, in the family's label order."""
-
-
-@dataclass(frozen=True)
-class FamilyInfo:
-    """What the registry says about one family: its type, labels and bucket bounds."""
-
-    name: str
-    kind: str
-    label_names: tuple[str, ...]
-    bounds: tuple[float, ...]
-    only_values: Mapping[str, str] = field(default_factory=dict)
-    """Labels that have one value in every live series: the default for an entry."""
-
-    @property
-    def shown_name(self) -> str:
-        """The name as the exposition writes it (a counter with ``_total``)."""
-        return f"{self.name}_total" if self.kind == "counter" else self.name
-
-
-@dataclass(frozen=True)
-class Target:
-    """One resolved entry of a spec: the series it fakes and how."""
-
-    key: SeriesKey
-    info: FamilyInfo
-    entry: SeriesFake
-    spec_key: str
-    """The name the spec used (``vllm:request_success_total`` or ``vllm:request_success``)."""
-
-    def shown(self, scrape: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]) -> Any:
-        """This series' value in a scrape: a gauge's or counter's value, a histogram's
-        count and sum."""
-        name, values = self.key
-        labels = dict(zip(self.info.label_names, values, strict=True))
-        at = tuple(sorted(labels.items()))
-        if self.info.kind == "histogram":
-            count, total = scrape.get((f"{name}_count", at)), scrape.get((f"{name}_sum", at))
-            return {"labels": labels, "count": count, "sum": total}
-        sample = f"{name}_total" if self.info.kind == "counter" else name
-        return {"labels": labels, "value": scrape.get((sample, at))}
 
 
 @dataclass
@@ -87,95 +44,6 @@ class Track:
     offset: list[float]
     faked: list[float] | None = None
     created: float = field(default_factory=time.time)
-
-
-def catalogue(families: Iterable[Metric]) -> dict[str, FamilyInfo]:
-    """The ``vllm:`` families by name, read from their samples."""
-    found: dict[str, FamilyInfo] = {}
-    for family in families:
-        if not family.name.startswith("vllm:"):
-            continue
-        labels = _label_names(family)
-        seen: dict[str, set[str]] = {name: set() for name in labels}
-        for sample in family.samples:
-            for name in labels:
-                seen[name].add(sample.labels.get(name, ""))
-        only = {name: next(iter(values)) for name, values in seen.items() if len(values) == 1}
-        bounds = tuple(_bounds_of(family) or ())
-        found[family.name] = FamilyInfo(family.name, family.type, labels, bounds, only)
-    return found
-
-
-def resolve(
-    spec: FakeMetrics, families: Mapping[str, FamilyInfo], defaults: Mapping[str, str]
-) -> list[Target]:
-    """Match every entry of ``spec`` to a family; raise :class:`FakeMetricsError` if one
-    names no ``vllm:`` series, has the wrong form for its type, or misses a label."""
-    targets: dict[SeriesKey, Target] = {}
-    for name, entries in spec.all_series().items():
-        info = families.get(name)
-        if info is None and name.endswith("_total"):
-            info = families.get(name.removesuffix("_total"))
-            info = info if info is not None and info.kind == "counter" else None
-        if info is None:
-            raise FakeMetricsError(f"{name}: no such series; {_known(families)}", name)
-        for index, entry in enumerate(entries):
-            param = name if len(entries) == 1 else f"{name}[{index}]"
-            _check_kind(info, entry, param)
-            key = (info.name, _label_values(info, entry.labels, defaults, param))
-            if key in targets:
-                raise FakeMetricsError(f"{param}: the same label set is given twice", param)
-            targets[key] = Target(key, info, entry, name)
-    return list(targets.values())
-
-
-def _known(families: Mapping[str, FamilyInfo]) -> str:
-    return "known: " + ", ".join(sorted(info.shown_name for info in families.values()))
-
-
-_FORMS = {
-    "gauge": 'a value (a number or a time function), e.g. 12 or {"value": 12}',
-    "counter": 'a rate per second, e.g. {"rate": 20}',
-    "histogram": 'a rate and a distribution, e.g. {"rate": 20, "quantiles": {"p90": 0.5}}',
-}
-
-
-def _check_kind(info: FamilyInfo, entry: SeriesFake, param: str) -> None:
-    kind = info.kind if info.kind in _FORMS else "gauge"
-    if entry.kind != kind:
-        raise FakeMetricsError(
-            f"{param}: {info.shown_name} is a {kind}: give {_FORMS[kind]}", param
-        )
-    if entry.buckets is not None:
-        allowed = [bucket_key(bound) for bound in (*info.bounds, math.inf)]
-        unknown = sorted(set(entry.buckets) - set(allowed))
-        if unknown:
-            raise FakeMetricsError(
-                f"{param}.buckets: no bucket {unknown[0]!r}; the bounds are {', '.join(allowed)}",
-                f"{param}.buckets",
-            )
-
-
-def _label_values(
-    info: FamilyInfo, labels: Mapping[str, str], defaults: Mapping[str, str], param: str
-) -> tuple[str, ...]:
-    unknown = sorted(set(labels) - set(info.label_names))
-    if unknown:
-        names = ", ".join(info.label_names) or "none"
-        raise FakeMetricsError(
-            f"{param}.labels: {info.shown_name} has no label {unknown[0]!r} (its labels: {names})",
-            f"{param}.labels",
-        )
-    values = []
-    for name in info.label_names:
-        value = labels.get(name, defaults.get(name, info.only_values.get(name)))
-        if value is None:
-            raise FakeMetricsError(
-                f"{param}.labels: give a value for {info.shown_name}'s label {name!r}",
-                f"{param}.labels",
-            )
-        values.append(value)
-    return tuple(values)
 
 
 class FakeSeries:
@@ -295,7 +163,7 @@ class FakeSeries:
 
     def _rewritten(self, family: Metric, gauges: Mapping[SeriesKey, Target]) -> Metric:
         out = Metric(family.name, family.documentation, family.type, family.unit)
-        label_names = _label_names(family)
+        label_names = label_names_of(family)
         if family.type in ("counter", "histogram"):
             live = _vectors(family, label_names)
             keys = list(live) + [
@@ -342,7 +210,7 @@ class FakeSeries:
             created = [Sample(f"{family.name}_created", labels, track.created)]
         if family.type == "counter":
             return [Sample(f"{family.name}_total", labels, _whole(shown[0])), *created]
-        bounds = _bounds_of(family) or []
+        bounds = bounds_of(family) or []
         rows: list[Sample] = []
         running = 0.0
         for bound, count in zip((*bounds, math.inf), shown[:-1], strict=True):
@@ -362,24 +230,6 @@ def last_tick(elapsed: float, tick: float) -> float:
 def _whole(count: float) -> float:
     """Observations are whole: a count shows the ones completed (rounding noise aside)."""
     return float(math.floor(count + 1e-6))
-
-
-def _label_names(family: Metric) -> tuple[str, ...]:
-    for sample in family.samples:
-        return tuple(name for name in sample.labels if name != "le")
-    return ()
-
-
-def _bounds_of(family: Metric) -> list[float] | None:
-    bounds = sorted(
-        {
-            float(sample.labels["le"])
-            for sample in family.samples
-            if sample.name.endswith("_bucket") and "le" in sample.labels
-        }
-    )
-    finite = [bound for bound in bounds if math.isfinite(bound)]
-    return finite or None
 
 
 def _vectors(
@@ -413,6 +263,6 @@ def _live_values(families: Iterable[Metric], keys: set[SeriesKey]) -> dict[Serie
     found: dict[SeriesKey, list[float]] = {}
     for family in families:
         if family.name in names and family.type in ("counter", "histogram"):
-            for values, (vector, _) in _vectors(family, _label_names(family)).items():
+            for values, (vector, _) in _vectors(family, label_names_of(family)).items():
                 found[(family.name, values)] = vector
     return found

@@ -16,7 +16,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from llmsim.observability.fake_series import FakeSeries, catalogue, last_tick, resolve
+from llmsim.observability.fake_catalogue import catalogue, resolve
+from llmsim.observability.fake_series import FakeSeries, last_tick
 from llmsim.settings.fake_metrics import (
     GAUGE_RANGES,
     FakeMetrics,
