@@ -369,3 +369,15 @@ def test_lognormal_shares_follow_the_median_and_p99() -> None:
     assert cumulative[0.1] == pytest.approx(0.5)
     assert cumulative[1.0] == pytest.approx(0.99)
     assert mean > 0.1
+
+
+def test_quantile_targets_that_cross_in_time_leave_the_higher_one_out() -> None:
+    shares, _ = piecewise([(0.5, 1.0), (0.9, 0.5)], TTFT_BUCKETS)
+    assert sum(shares) == pytest.approx(1.0)
+    assert _cdf(shares, TTFT_BUCKETS, 1.0) == pytest.approx(0.5)
+    clock = Clock()
+    metrics, _ = metrics_on(clock)
+    p50 = {"ramp": {"start": 0.1, "end": 1.0, "period": "10s"}}
+    metrics.set_overrides(parse_spec({TTFT: {"rate": 10, "quantiles": {"p50": p50, "p90": 0.5}}}))
+    clock.now += 20
+    assert total(scrape(metrics), f"{TTFT}_count") == 200

@@ -86,6 +86,7 @@ class FakeSeries:
                 track.faked = [v + o for v, o in zip(live_now, track.offset, strict=True)]
         self.targets = targets
         self._advanced_to = 0.0
+        self._shapes.clear()
 
     def advance(self, elapsed: float, tick: float, *, to_the_end: bool = False) -> None:
         """Integrate the rates up to the last whole ``tick`` before ``elapsed`` (or up to
