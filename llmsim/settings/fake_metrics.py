@@ -8,7 +8,7 @@ lists of ``vllm:lora_requests_info``, and any ``vllm:`` series by its name::
      "kv_cache_usage_perc": {"square": {"start": 0.2, "end": 0.9, "period": "10s"}},
      "loras": {"running": ["a"], "waiting": ["b"]},
      "vllm:request_success_total": {"labels": {"finished_reason": "stop"}, "rate": 20},
-     "vllm:time_to_first_token_seconds": {"rate": 20, "quantiles": {"p90": "..."}}}
+     "vllm:time_to_first_token_seconds": {"rate": 20, "quantiles": {"p90": 0.5}}}
 
 The observability layer samples the spec at scrape time; series the spec leaves out keep
 their live values. Nothing here knows about HTTP or Prometheus.
