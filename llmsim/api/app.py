@@ -78,6 +78,8 @@ def create_app(
     stats = LiveStats() if settings.dashboard else None
     engines, metrics = _engines(settings, ranks, stats)
     engine = engines.first
+    metrics.set_overrides(settings.fake_metrics)  # every series is registered by now
+
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings
     app[ENGINE] = engine

@@ -323,6 +323,9 @@ def serve(
     fake_metrics: Annotated[
         str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
+    fake_metrics_refresh_interval: Annotated[
+        str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,
@@ -423,7 +426,7 @@ def _launch_or_exit(
             code = launch(ready, backend, console)
         except ServerStartError as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # a second Ctrl-C during shutdown
             code = 0
     if code:

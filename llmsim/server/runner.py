@@ -36,6 +36,7 @@ from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
 from llmsim.server.tls import CertificateRefresher, TLSError, server_context
 from llmsim.server.watchdog import StopDeadline
+from llmsim.settings.fake_metrics import FakeMetricsError
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -48,7 +49,11 @@ FINAL_WRITE_GRACE = 0.5
 
 
 class ServerStartError(Exception):
-    """The server could not start listening."""
+    """The server could not start; ``exit_code`` 2 marks a setting the server refused."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -159,6 +164,8 @@ class Server:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        except FakeMetricsError as exc:
+            raise ServerStartError(f"--fake-metrics: {exc.message}", exit_code=2) from None
         try:
             keep_alive = keep_alive_options()
         except KeepAliveError as exc:

@@ -525,10 +525,17 @@ class Settings(BaseSettings):
     fake_metrics: Annotated[FakeMetrics | None, NoDecode, BeforeValidator(_load_fake_metrics)] = (
         Field(
             None,
-            description="Pin num_requests_running, num_requests_waiting, kv_cache_usage_perc and "
-            "the LoRA info metric to fixed values or time functions (ramp, oscillate, square): "
-            "inline JSON or a JSON/TOML file. Also settable at run time via /admin/metrics.",
+            description="Fake values for vllm: series: gauges as values, counters as rates, "
+            "histograms as a rate and a latency distribution, each fixed or a function of time "
+            "(ramp, oscillate, square, schedule); also the LoRA info metric. Inline JSON or a "
+            "JSON/TOML file. Also settable at run time via /admin/metrics.",
         )
+    )
+    fake_metrics_refresh_interval: Duration = Field(
+        "100ms",  # type: ignore[assignment]  # validated like user input
+        gt=0,
+        description="How often fake metric values move on: a scrape sees them as at the last "
+        "whole interval since the override was set (counters and histograms integrated up to it).",
     )
 
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
