@@ -6,6 +6,7 @@ handlers only translate between the wire and the engine.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,14 @@ from aiohttp import web
 
 from llmsim.answers import Responder
 from llmsim.answers.view import Api
+from llmsim.api.answer_pieces import (
+    LARGE_ANSWER_TOKENS,
+    Pieces,
+    chat_pieces,
+    completion_pieces,
+    write_pieces,
+)
+from llmsim.api.budget import check_work
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
@@ -54,6 +63,8 @@ from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 from llmsim.runtime.lifecycle import Lifecycle
 
 REQUEST_ID_HEADER = "X-Request-Id"
+STREAM_FAILED = "Internal server error while streaming the answer"
+logger = logging.getLogger("llmsim.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,8 @@ class Flavor:
     plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
     api: Api | None = None
     """The API the client called, when not chat or completions (rules match on it)."""
+    pieces: Pieces | None = None
+    """The JSON answer made in pieces (:mod:`answer_pieces`); None: always made at once."""
 
 
 CHAT = Flavor(
@@ -115,6 +128,7 @@ CHAT = Flavor(
     ChatStreamSink,
     lambda body, tokenizer, with_ids: [chat_prompt(body, tokenizer, with_ids)],
     chat_plan,
+    pieces=chat_pieces,
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -125,6 +139,7 @@ COMPLETION = Flavor(
     CompletionStreamSink,
     completion_prompts,
     completion_plan,
+    pieces=completion_pieces,
 )
 
 
@@ -159,6 +174,8 @@ async def _generate(
         raise APIError(503, NOT_SERVING[phase])
     _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
+    if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
+        raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     # One set test tells a plain request, which skips every feature check below.
@@ -189,7 +206,9 @@ async def _generate(
         if transfer and transfer.remote_prefill
         else None,
     )
-    plan = None if plain else flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
+    settings = engine.settings
+    plan = None if plain else flavor.plan(body, engine.tokenizer, settings.max_logprobs)
+    check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)
@@ -205,11 +224,17 @@ async def _generate(
             )
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
-        answer_body = flavor.body(meta, group)
+        extra = {}
         if transfer and transfer.remote_decode and _length_capped(group):
-            answer_body["kv_transfer_params"] = state.kv_agent.prefill_params(
+            extra["kv_transfer_params"] = state.kv_agent.prefill_params(
                 group.prompt_tokens, request_id
             )
+        if flavor.pieces is not None and (
+            plan is not None or group.completion_tokens > LARGE_ANSWER_TOKENS
+        ):
+            return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
+        answer_body = flavor.body(meta, group)
+        answer_body.update(extra)
         return web.Response(
             body=dumps(answer_body), content_type="application/json", headers=headers
         )
@@ -238,6 +263,8 @@ async def _stream(
     if cut_after is not None:
         sink = CuttingSink(writer, cut_after)
     try:
+        if writer.logprobs is not None:
+            await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
         await group.run(sink)
         await writer.close(meta, group, include_usage)
     except StreamCutError:
@@ -246,6 +273,10 @@ async def _stream(
             request.transport.close()
     except ConnectionError:
         pass  # the client went away; leaving the ``with`` block aborts the rest
+    except Exception:
+        # The 200 and its headers are out: the client hears of the failure in the stream.
+        logger.exception("stream %s failed after its headers were sent", meta.id)
+        await writer.fail(STREAM_FAILED)
     finally:
         request[STREAMED] = writer.sent
     return response

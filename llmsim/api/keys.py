@@ -43,10 +43,13 @@ if TYPE_CHECKING or hasattr(web, "RequestKey"):
     GENERATION = web.RequestKey("generation", RequestGroup)
     STARTED = web.RequestKey("started", float)
     STREAMED = web.RequestKey("streamed", int)
+    BODY = web.RequestKey("body", bytes)
 else:  # aiohttp before 3.13 has no typed request keys
     GENERATION = "llmsim.generation"
     STARTED = "llmsim.started"
     STREAMED = "llmsim.streamed"
+    BODY = "llmsim.body"
 # GENERATION: the inference request's sequences, for the access log's model and tokens.
 # STARTED: ``time.perf_counter()`` when the request reached the app, for its duration.
 # STREAMED: bytes of tokens written to a stream's connection directly, not through aiohttp.
+# BODY: a compressed body once inflated, for a second read (the upstream fallback).

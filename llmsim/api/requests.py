@@ -7,9 +7,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from llmsim.api.bodies import read_body
 from llmsim.api.cross_checks import CrossChecks
 from llmsim.api.errors import APIError
-from llmsim.api.jsonio import JSONInputError, loads
+from llmsim.api.jsonio import JSONInputError, loads_bounded
 from llmsim.api.keys import SETTINGS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -22,16 +23,11 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and not _is_json(request.content_type):
         raise APIError(400, f"Content-Type must be application/json, not {request.content_type!r}")
-    limit = request.app[SETTINGS].max_request_body_size
-    if request.content_length is not None and request.content_length > limit:
-        raise APIError(
-            413, f"Request body too large: {request.content_length} bytes (limit {limit})."
-        )
-    body = await request.read()
+    body = await read_body(request, request.app[SETTINGS].max_request_body_size)
     if not body:
         raise APIError(400, "Request body is empty; expected a JSON object")
     try:
-        data = loads(body)
+        data = loads_bounded(body)
     except JSONInputError as exc:
         raise APIError(400, f"Invalid JSON body: {exc}") from None
     if b"\\u" in body and _has_unpaired_surrogate(data):

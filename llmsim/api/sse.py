@@ -19,8 +19,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from llmsim.api.errors import error_body
 from llmsim.api.jsonio import dumps
-from llmsim.api.logprobs import OutputPlan, StreamLogprobs
+from llmsim.api.logprobs import OutputPlan
+from llmsim.api.stream_logprobs import StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
 
 DONE = b"data: [DONE]\n\n"
@@ -163,6 +165,18 @@ class StreamSink:
     async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
         """End the stream once every sequence finished (the usage chunk and ``[DONE]``)."""
         await close_stream(self.response, meta, group, include_usage)
+
+    def error_events(self, message: str) -> bytes:
+        """What ends a stream that failed after its headers: vLLM's error chunk, then ``[DONE]``."""
+        return b"data: " + error_body(500, message) + b"\n\n" + DONE
+
+    async def fail(self, message: str) -> None:
+        """End the stream with :meth:`error_events` instead of closing it without a word."""
+        try:
+            self.write(self.error_events(message))
+            await self.response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone: nobody to tell
 
     async def drain(self) -> None:
         # The response is prepared already, so prepare() just returns its writer.
