@@ -253,6 +253,28 @@ def test_a_streamed_echo_of_a_long_prompt_with_logprobs_keeps_the_loop_free(
         assert all(len(top) >= 20 for top in logprobs["top_logprobs"][1:])
 
 
+def test_a_thousand_prompts_with_long_answers_keep_the_loop_free(server: RunningServer) -> None:
+    """A large body is parsed and its prompts counted in a worker thread, the answers made
+    there too, and the answer written in pieces."""
+    body = {
+        "model": MODEL,
+        "prompt": [[7 + i % 50] * 100 for i in range(1024)],
+        "max_tokens": 900,
+        "ignore_eos": True,
+    }
+    with Watch(server) as watch:
+        reply = call(server, COMPLETIONS, body, timeout=60)
+    watch.assert_responsive()
+    assert reply.status == 200, reply.body[:300]
+    answer = reply.json()
+    assert len(answer["choices"]) == 1024
+    assert answer["usage"] == {
+        "prompt_tokens": 102_400,
+        "completion_tokens": 921_600,
+        "total_tokens": 1_024_000,
+    }
+
+
 # -- 2. bounded work per request ------------------------------------------------------
 
 

@@ -6,11 +6,13 @@ handlers only translate between the wire and the engine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +33,7 @@ from llmsim.api.completions import CompletionStreamSink, completion_body
 from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import GENERATION, STREAMED
+from llmsim.api.keys import GENERATION, LARGE_BODY, STREAMED
 from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
@@ -57,12 +59,16 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
+from llmsim.engine.generation import GeneratedText
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 from llmsim.runtime.lifecycle import Lifecycle
 
 REQUEST_ID_HEADER = "X-Request-Id"
+OFF_LOOP_TOKENS = 32_768
+"""Requests that may generate more tokens than this (n x prompts x max_tokens) have their
+answers made in a worker thread (tens of milliseconds and up), the rest on the loop."""
 STREAM_FAILED = "Internal server error while streaming the answer"
 logger = logging.getLogger("llmsim.api")
 
@@ -183,7 +189,13 @@ async def _generate(
     transfer = None
     if not plain and body.kv_transfer_params is not None:
         transfer = read_transfer_params(body.kv_transfer_params)
-    prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
+    large = request.get(LARGE_BODY, False)
+    if large:  # thousands of prompts: counted in a worker thread, the loop stays free
+        prompts = await asyncio.to_thread(
+            flavor.prompts, body, engine.tokenizer, engine.needs_token_ids
+        )
+    else:
+        prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
     constrained = None if plain else _answer(body, engine)
     if state.responder.active:
@@ -207,11 +219,17 @@ async def _generate(
         else None,
     )
     settings = engine.settings
-    plan = None if plain else flavor.plan(body, engine.tokenizer, settings.max_logprobs)
+    plan = None
+    if not plain:
+        make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)
+        plan = await asyncio.to_thread(make_plan) if large else make_plan()
     check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
     stream, include_usage = body.stream, body.include_usage
     del body
-    group = _submit(engine, generation, flavor)
+    outputs = None
+    if generation.n * len(prompts) * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
+        outputs = await _outputs_off_loop(engine, generation, flavor)
+    group = _submit(engine, generation, flavor, outputs)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else None
     with group:
@@ -311,9 +329,24 @@ def _resolve(engine: Engine, model: str | None) -> Target:
         raise APIError(404, f"The model `{exc.name}` does not exist.", "model") from None
 
 
-def _submit(engine: Engine, generation: GenerationRequest, flavor: Flavor) -> RequestGroup:
+async def _outputs_off_loop(
+    engine: Engine, generation: GenerationRequest, flavor: Flavor
+) -> list[GeneratedText]:
+    """The outputs of a request that may have many long answers, made in a worker thread."""
     try:
-        return engine.submit(generation)
+        return await asyncio.to_thread(engine.outputs, generation)
+    except ContextLengthError as exc:
+        raise _context_error(exc, flavor) from None
+
+
+def _submit(
+    engine: Engine,
+    generation: GenerationRequest,
+    flavor: Flavor,
+    outputs: list[GeneratedText] | None = None,
+) -> RequestGroup:
+    try:
+        return engine.submit(generation, outputs)
     except ContextLengthError as exc:
         raise _context_error(exc, flavor) from None
     except QueueFullError:
