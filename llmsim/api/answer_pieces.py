@@ -35,8 +35,6 @@ FLUSH = 64 * 1024
 """Bytes gathered before a write to the connection."""
 PAUSE = b""
 """A piece with no bytes: a point where the writer lets the event loop run."""
-LARGE_ANSWER_TOKENS = 50_000
-"""Completion tokens above which a plain-text answer is written in pieces too."""
 
 Pieces = Callable[[ResponseMeta, RequestGroup, dict[str, Any]], Iterator[bytes]]
 """An answer's pieces; the dict holds fields added at its end (``kv_transfer_params``)."""

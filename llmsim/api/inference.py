@@ -20,7 +20,6 @@ from aiohttp import web
 from llmsim.answers import Responder
 from llmsim.answers.view import Api
 from llmsim.api.answer_pieces import (
-    LARGE_ANSWER_TOKENS,
     Pieces,
     chat_pieces,
     completion_pieces,
@@ -247,9 +246,7 @@ async def _generate(
             extra["kv_transfer_params"] = state.kv_agent.prefill_params(
                 group.prompt_tokens, request_id
             )
-        if flavor.pieces is not None and (
-            plan is not None or group.completion_tokens > LARGE_ANSWER_TOKENS
-        ):
+        if flavor.pieces is not None and (plan is not None or outputs is not None):
             return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
         answer_body = flavor.body(meta, group)
         answer_body.update(extra)
