@@ -284,20 +284,23 @@ def test_a_thousand_prompts_with_long_answers_keep_the_loop_free(server: Running
         (
             CHAT,
             {"messages": HI, "logprobs": True, "top_logprobs": 21},
-            "top_logprobs",
-            "Requested sample logprobs of 21, which is greater than max allowed: 20",
+            "logprobs",
+            "Requested sample logprobs of 21, which is greater than max allowed: 20 "
+            "(parameter=logprobs, value=21)",
         ),
         (
             COMPLETIONS,
             {"prompt": "hi", "logprobs": 21},
             "logprobs",
-            "Requested sample logprobs of 21, which is greater than max allowed: 20",
+            "Requested sample logprobs of 21, which is greater than max allowed: 20 "
+            "(parameter=logprobs, value=21)",
         ),
         (
             COMPLETIONS,
             {"prompt": "hi", "prompt_logprobs": 21},
             "prompt_logprobs",
-            "Requested prompt logprobs of 21, which is greater than max allowed: 20",
+            "Requested prompt logprobs of 21, which is greater than max allowed: 20 "
+            "(parameter=prompt_logprobs, value=21)",
         ),
     ],
 )

@@ -187,13 +187,19 @@ def token_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     return texts
 
 
-def check_count(name: str, value: int | None, limit: int, kind: str = "sample") -> None:
-    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``."""
+def check_count(value: int | None, limit: int, kind: str = "sample") -> None:
+    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``.
+
+    vLLM checks its sampling parameters, so chat's ``top_logprobs`` is reported as
+    ``logprobs``; its validation error adds the parameter and value to the message.
+    """
     if value is not None and value > limit:
+        param = "logprobs" if kind == "sample" else "prompt_logprobs"
         raise APIError(
             400,
-            f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit}",
-            name,
+            f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit} "
+            f"(parameter={param}, value={value})",
+            param,
         )
 
 
@@ -265,8 +271,8 @@ def chat_plan(
             400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
         )
     top = (body.top_logprobs or 0) if body.logprobs else None
-    check_count("top_logprobs", top, max_logprobs)
-    check_count("prompt_logprobs", body.prompt_logprobs, max_logprobs, "prompt")
+    check_count(top, max_logprobs)
+    check_count(body.prompt_logprobs, max_logprobs, "prompt")
     if top is None and body.prompt_logprobs is None:
         return None
     plan = _plan(body, tokenizer, top)
@@ -281,8 +287,8 @@ def completion_plan(
     body: CompletionRequest, tokenizer: Tokenizer, max_logprobs: int
 ) -> OutputPlan | None:
     """What a completions request asked for beyond text; None (the fast path) if nothing."""
-    check_count("logprobs", body.logprobs, max_logprobs)
-    check_count("prompt_logprobs", body.prompt_logprobs, max_logprobs, "prompt")
+    check_count(body.logprobs, max_logprobs)
+    check_count(body.prompt_logprobs, max_logprobs, "prompt")
     if body.logprobs is None and body.prompt_logprobs is None and not body.echo:
         return None
     plan = _plan(body, tokenizer, body.logprobs)
