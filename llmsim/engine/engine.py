@@ -193,11 +193,8 @@ class Engine:
         raise UnknownModelError(model)
 
     def outputs(self, request: GenerationRequest) -> list[GeneratedText]:
-        """Every choice's output, prompt by prompt, as :meth:`submit` makes them.
-
-        Plain work on plain data: a caller may run it in a worker thread for a request with
-        many long answers and pass the result to :meth:`submit`, so the event loop stays free.
-        """
+        """Every choice's output, prompt by prompt, as :meth:`submit` makes them: plain work a
+        caller may do in a worker thread for many long answers, then pass to :meth:`submit`."""
         self._check_context(request)
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
         max_len = self.settings.max_model_len
