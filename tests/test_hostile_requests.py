@@ -69,6 +69,33 @@ def test_a_heavy_logprobs_answer_streams_its_body_and_the_loop_stays_free(
         assert "".join(entry["token"] for entry in content) == choice["message"]["content"]
 
 
+def test_a_heavy_logprobs_stream_leaves_room_for_other_requests(server: RunningServer) -> None:
+    """Zero-latency tokens with 20 logprobs each are released a few per choice and tick."""
+    body = {
+        "model": MODEL,
+        "messages": HI,
+        "n": 16,
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "logprobs": True,
+        "top_logprobs": 20,
+        "stream": True,
+    }
+    with Watch(server) as watch:
+        reply = call(server, CHAT, body, timeout=60)
+    watch.assert_responsive()
+    assert reply.status == 200
+    events = [event for event in reply.body.split(b"\n\n") if event]
+    assert events[-1] == b"data: [DONE]"
+    tokens: dict[int, int] = {}
+    for event in events[:-1]:
+        choice = json.loads(event.removeprefix(b"data: "))["choices"][0]
+        if choice["logprobs"] is not None:
+            assert len(choice["logprobs"]["content"][0]["top_logprobs"]) == 20
+            tokens[choice["index"]] = tokens.get(choice["index"], 0) + 1
+    assert tokens == dict.fromkeys(range(16), 400)
+
+
 def test_echo_with_prompt_logprobs_of_a_long_prompt_keeps_the_loop_free(
     server: RunningServer,
 ) -> None:

@@ -280,6 +280,7 @@ async def _stream(
     try:
         if writer.logprobs is not None:
             await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
+            writer.share_batches(len(group.sequences))
         await group.run(sink)
         await writer.close(meta, group, include_usage)
     except StreamCutError:

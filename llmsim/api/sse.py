@@ -24,6 +24,7 @@ from llmsim.api.jsonio import dumps
 from llmsim.api.logprobs import OutputPlan
 from llmsim.api.stream_logprobs import StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
+from llmsim.engine.pacer import MAX_BATCH
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
@@ -79,6 +80,8 @@ def finish_fields(sequence: Sequence, last: bool) -> bytes:
     )
 
 
+LOGPROB_TOKENS_PER_TICK = 64
+"""Tokens with logprobs written per engine tick over all choices of a stream: a few ms."""
 HIGH_WATER = 256 * 1024
 """Bytes queued on a connection beyond which a stream waits for the client to read."""
 
@@ -101,6 +104,14 @@ class StreamSink:
         self._connection = request.transport
         self.logprobs = StreamLogprobs(meta.plan) if meta.plan is not None else None
         """Logprobs and echo state; None on the plain-text path."""
+        self.max_batch = MAX_BATCH
+        """Most tokens of one sequence the engine releases to this sink at once."""
+
+    def share_batches(self, choices: int) -> None:
+        """With logprobs, keep the tokens written per engine tick to about
+        :data:`LOGPROB_TOKENS_PER_TICK` over all ``choices`` (each costs tens of µs)."""
+        if self.logprobs is not None and self.logprobs.plan.logprobs is not None:
+            self.max_batch = max(1, min(MAX_BATCH, LOGPROB_TOKENS_PER_TICK // choices))
 
     def start_chunk(self, index: int) -> bytes:
         """Sent before a choice's first token (chat announces the role)."""
