@@ -66,8 +66,9 @@ from llmsim.runtime.lifecycle import Lifecycle
 
 REQUEST_ID_HEADER = "X-Request-Id"
 OFF_LOOP_TOKENS = 32_768
-"""Requests that may generate more tokens than this (n x prompts x max_tokens) have their
-answers made in a worker thread (tens of milliseconds and up), the rest on the loop."""
+"""Requests with several choices that may generate more tokens than this in all (n x prompts
+x max_tokens) have their answers made in a worker thread and written in pieces; a single
+choice, at most one context's worth, is made on the loop as before."""
 STREAM_FAILED = "Internal server error while streaming the answer"
 logger = logging.getLogger("llmsim.api")
 
@@ -226,7 +227,8 @@ async def _generate(
     stream, include_usage = body.stream, body.include_usage
     del body
     outputs = None
-    if generation.n * len(prompts) * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
+    choices = generation.n * len(prompts)
+    if choices > 1 and choices * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
         outputs = await _outputs_off_loop(engine, generation, flavor)
     group = _submit(engine, generation, flavor, outputs)
     request[GENERATION] = group
