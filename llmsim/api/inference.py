@@ -346,6 +346,8 @@ def _submit(
     outputs: list[GeneratedText] | None = None,
 ) -> RequestGroup:
     try:
+        if outputs is None:
+            return engine.submit(generation)
         return engine.submit(generation, outputs)
     except ContextLengthError as exc:
         raise _context_error(exc, flavor) from None
