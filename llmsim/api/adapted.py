@@ -51,6 +51,10 @@ class ChunkTranslator(Protocol):
         """Events that end the stream, once every token was sent."""
         ...
 
+    def failure(self, message: str) -> bytes:
+        """Events that end a stream that failed after it opened."""
+        ...
+
 
 def chat_chunks(data: bytes) -> list[dict[str, Any]]:
     """The ``data:`` payloads of SSE bytes written by the chat sink."""
@@ -86,6 +90,9 @@ class TranslatingSink(StreamSink):
     def _relay(self, data: bytes) -> bool:
         events = b"".join(self.translator.feed(chunk) for chunk in chat_chunks(data))
         return self.write(events) if events else False
+
+    def error_events(self, message: str) -> bytes:
+        return self.translator.failure(message)
 
     async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
         self.write(self.translator.closing(usage(group)))
@@ -133,6 +140,7 @@ class Exchange:
             sink=sink,
             prompts=prompts,
             api=api,
+            pieces=None,
         )
 
 

@@ -7,11 +7,11 @@ This is where vLLM's request fields (``tools``, ``tool_choice``, ``response_form
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 from llmsim.api.errors import APIError
+from llmsim.api.jsonio import JSONInputError, loads_bounded
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.api.structured_fields import NamedToolChoice, StructuredFields
 from llmsim.engine import Answer
@@ -170,9 +170,9 @@ def _schema(value: str | dict[str, Any], param: str) -> Any:
     if isinstance(value, dict):
         return value
     try:
-        return json.loads(value)
-    except ValueError:
-        raise APIError(400, f"{param}: not a valid JSON schema string", param) from None
+        return loads_bounded(value)
+    except JSONInputError as exc:
+        raise APIError(400, f"{param}: not a valid JSON schema string ({exc})", param) from None
 
 
 def _choice(choices: list[str], param: str) -> OutputConstraint:
