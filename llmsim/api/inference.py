@@ -6,6 +6,7 @@ handlers only translate between the wire and the engine.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,14 @@ from llmsim.answers.view import Api
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
-from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
+from llmsim.api.constrained import (
+    chat_answer,
+    completion_answer,
+    has_constraints,
+    renamed,
+    request_rng,
+    same_name,
+)
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import GENERATION, STREAMED
@@ -104,6 +112,8 @@ class Flavor:
     plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
     api: Api | None = None
     """The API the client called, when not chat or completions (rules match on it)."""
+    rename_param: Callable[[str], str] = same_name
+    """A chat field's name as the client's API spells it, for errors on translated requests."""
 
 
 CHAT = Flavor(
@@ -168,7 +178,7 @@ async def _generate(
         transfer = read_transfer_params(body.kv_transfer_params)
     prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
-    constrained = None if plain else _answer(body, engine)
+    constrained = None if plain else await _answer(body, engine, flavor)
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
@@ -251,14 +261,24 @@ async def _stream(
     return response
 
 
-def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
-    """Tool calls or structured output, decided before the engine paces the tokens."""
+async def _answer(
+    body: ChatCompletionRequest | CompletionRequest, engine: Engine, flavor: Flavor
+) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens.
+
+    Client schemas and regexes are generated in a worker thread: their work is bounded
+    (``engine/structured/budget.py``), and the event loop keeps serving meanwhile.
+    """
     if not has_constraints(body):
         return None  # the common case costs one look at a few fields
     rng = request_rng(body.seed)
-    if isinstance(body, ChatCompletionRequest):
-        return chat_answer(body, engine.settings.tool_call_probability, rng)
-    return completion_answer(body, rng)
+    try:
+        if isinstance(body, ChatCompletionRequest):
+            probability = engine.settings.tool_call_probability
+            return await asyncio.to_thread(chat_answer, body, probability, rng)
+        return await asyncio.to_thread(completion_answer, body, rng)
+    except APIError as exc:
+        raise renamed(exc, flavor.rename_param) from None
 
 
 def _inject_fault(request: web.Request, runtime: Runtime, model: str) -> None:

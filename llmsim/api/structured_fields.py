@@ -22,6 +22,7 @@ REFUSALS = (
     "Invalid `name` in `function`",
     "You can only use one kind of",
     "tools: ",
+    ".function.parameters: ",
     "response_format: ",
     "structured_outputs",
     "guided_json: ",
