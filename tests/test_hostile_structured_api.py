@@ -116,10 +116,24 @@ ATTACKS: list[tuple[str, str, bytes, str, str]] = [
         "max_depth",
     ),
     (
+        "messages output_config.format",
+        "/v1/messages",
+        json.dumps(
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": ASK,
+                "output_config": {"format": {"type": "json_schema", "schema": SELF}},
+            }
+        ).encode(),
+        "output_config.format",
+        "refers to itself",
+    ),
+    (
         "structured_outputs.regex",
         "/v1/chat/completions",
         json.dumps(_chat(structured_outputs={"regex": "(?:(?:(?:)?){9999}){9999}"})).encode(),
-        "structured_outputs",
+        "structured_outputs.regex",
         "max_regex_steps",
     ),
     (

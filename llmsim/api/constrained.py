@@ -198,7 +198,13 @@ def _unsupported(param: str, kind: str) -> APIError:
 
 
 def _constraint_param(body: StructuredFields) -> str:
-    for name in ("guided_json", "guided_regex", "structured_outputs", "response_format"):
+    """The field holding the constraint that was refused (``structured_outputs.regex``)."""
+    for name in ("guided_json", "guided_regex"):
         if getattr(body, name) is not None:
             return name
-    return "tools"
+    outputs = body.structured_outputs
+    if outputs is not None and outputs.json_ is not None:
+        return "structured_outputs.json"
+    if outputs is not None and outputs.regex is not None:
+        return "structured_outputs.regex"
+    return "response_format" if body.response_format is not None else "tools"

@@ -245,8 +245,8 @@ def _first_chars(items: Any, flags: int) -> set[str]:
     if name == "LITERAL":
         char = chr(arg)
         if flags & re.IGNORECASE:
-            if char.lower() in _FOLDED_ELSEWHERE:
-                return set()  # also matched by a non-ASCII letter (``ſ``, the Kelvin sign...)
+            if char.lower() in _FOLDED_ELSEWHERE or not char.isascii():
+                return set()  # also matched by other letters (``ſ``, the Kelvin sign, ``ϑ``...)
             return {char, char.lower(), char.upper()}
         return {char}
     if name == "SUBPATTERN":

@@ -6,6 +6,10 @@ Keywords that constrain values in ways a one-pass generator cannot guarantee (``
 ``if``/``then``/``else``, ``patternProperties``...) are refused up front by
 :func:`check_schema`, naming the keyword, instead of producing output that fails
 validation. Unknown keywords and annotations are ignored, as validators do.
+
+Schemas come from clients, so every instance is generated under
+:class:`~llmsim.engine.structured.budget.Limits` (values, characters, depth, resolution
+work): a schema over one is refused naming the limit, and recursion always ends.
 """
 
 from __future__ import annotations
@@ -121,6 +125,8 @@ def any_json_object(rng: random.Random) -> dict[str, Any]:
 
 
 class _Generator:
+    """One instance of one schema: the budgets left, the resolver and regex caches."""
+
     def __init__(self, root: Any, rng: random.Random, limits: Limits) -> None:
         self.rng = rng
         self.limits = limits
