@@ -243,6 +243,21 @@ def test_extreme_but_finite_numbers_give_json_or_a_refusal(schema: Any) -> None:
         assert error.keyword == "multipleOf"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("schema", "refused"),
+    [
+        ({"type": "object", "minProperties": 10, "properties": {"a": {}}}, None),
+        ({"type": "object", "minProperties": 3, "maxProperties": 2}, "minProperties"),
+        ({"type": "array", "minItems": 2, "maxItems": 1}, "minItems"),
+        ({"type": "string", "minLength": 9, "maxLength": 3}, "minLength"),
+    ],
+)
+def test_sizes_are_honoured_or_refused_when_unsatisfiable(schema: Any, refused: str) -> None:
+    value, error = _timed(lambda: schema_instance(schema, random.Random(0)))
+    assert getattr(error, "keyword", None) == refused
+    assert error is not None or _valid(schema, value)
+
+
 # -- regexes ---------------------------------------------------------------------------------
 
 

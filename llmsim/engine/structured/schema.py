@@ -235,7 +235,7 @@ class _Generator:
         extra = schema.get("additionalProperties", True)
         shallow = depth < self.limits.optional_depth
         low = self._size(schema, "minProperties")
-        high = int(schema.get("maxProperties", len(properties) + len(required) + 2))
+        high = int(schema.get("maxProperties", max(low, len(properties) + len(required) + 2)))
         _ordered(low, high, "minProperties")
         chosen = list(dict.fromkeys(required))
         optional = [name for name in properties if name not in chosen]
