@@ -29,7 +29,14 @@ from llmsim.api.budget import check_work
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
-from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
+from llmsim.api.constrained import (
+    chat_answer,
+    completion_answer,
+    has_constraints,
+    renamed,
+    request_rng,
+    same_name,
+)
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import GENERATION, LARGE_BODY, STREAMED
@@ -128,6 +135,8 @@ class Flavor:
     """The API the client called, when not chat or completions (rules match on it)."""
     pieces: Pieces | None = None
     """The JSON answer made in pieces (:mod:`answer_pieces`); None: always made at once."""
+    rename_param: Callable[[str], str] = same_name
+    """A chat field's name as the client's API spells it, for errors on translated requests."""
 
 
 CHAT = Flavor(
@@ -209,7 +218,7 @@ async def _generate(
     else:
         prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
-    constrained = None if plain else _answer(body, engine)
+    constrained = None if plain else await _answer(body, engine, flavor)
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
@@ -313,14 +322,24 @@ async def _stream(
     return response
 
 
-def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
-    """Tool calls or structured output, decided before the engine paces the tokens."""
+async def _answer(
+    body: ChatCompletionRequest | CompletionRequest, engine: Engine, flavor: Flavor
+) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens.
+
+    Client schemas and regexes are generated in a worker thread: their work is bounded
+    (``engine/structured/budget.py``), and the event loop keeps serving meanwhile.
+    """
     if not has_constraints(body):
         return None  # the common case costs one look at a few fields
     rng = request_rng(body.seed)
-    if isinstance(body, ChatCompletionRequest):
-        return chat_answer(body, engine.settings.tool_call_probability, rng)
-    return completion_answer(body, rng)
+    try:
+        if isinstance(body, ChatCompletionRequest):
+            probability = engine.settings.tool_call_probability
+            return await asyncio.to_thread(chat_answer, body, probability, rng)
+        return await asyncio.to_thread(completion_answer, body, rng)
+    except APIError as exc:
+        raise renamed(exc, flavor.rename_param) from None
 
 
 def _inject_fault(request: web.Request, runtime: Runtime, model: str) -> None:
