@@ -1,7 +1,8 @@
 """Prometheus metrics shaped like vLLM v1's (``vllm/v1/metrics/loggers.py``).
 
-Names, types, labels and bucket boundaries follow vLLM so that dashboards, gateways
-and autoscalers written for vLLM read llmsim unchanged. The metrics object is an
+Names, types, labels, help texts and bucket boundaries come from the list of vLLM's series
+(:mod:`llmsim.observability.vllm_series`), so that dashboards, gateways and autoscalers
+written for vLLM read llmsim unchanged. The metrics object is an
 :class:`~llmsim.engine.EngineObserver`: it is fed by engine events, never by HTTP
 handlers. Gauges of current state are computed when scraped, so they cost nothing
 per token and can never drift from the scheduler; at that moment a metric override
@@ -17,41 +18,48 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
-from llmsim.engine.step import StepLoop, StepPlan
+from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
 from llmsim.observability.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
 from llmsim.observability.overrides import MetricOverrides
+from llmsim.observability.vllm_series import (
+    BY_NAME,
+    FINISHED_REASONS,
+    PROMPT_TOKEN_SOURCES,
+    buckets_of,
+    exported,
+)
 from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.model import Settings
 
-TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-TOKEN_GAP_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-)  # fmt: skip
-REQUEST_LATENCY_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
-    40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
-N_BUCKETS = (1, 2, 5, 10, 20)
-ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-FINISH_REASONS = ("stop", "length", "abort")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PHASES = {
+    "e2e": "vllm:e2e_request_latency_seconds",
+    "queue": "vllm:request_queue_time_seconds",
+    "inference": "vllm:request_inference_time_seconds",
+    "prefill": "vllm:request_prefill_time_seconds",
+    "decode": "vllm:request_decode_time_seconds",
+}
+ZERO_COUNTERS = (
+    "vllm:external_prefix_cache_queries",
+    "vllm:external_prefix_cache_hits",
+    "vllm:mm_cache_queries",
+    "vllm:mm_cache_hits",
+)
+"""Series vLLM always registers that stay 0 here (no KV connector cache, no multi-modal input)."""
 
 
-def build_1_2_5_buckets(maximum: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, ... up to ``maximum`` (vLLM's token-count buckets)."""
-    buckets: list[int] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > maximum:
-                return buckets
-            buckets.append(value)
-        exponent += 1
+def fast_families(settings: Settings) -> dict[str, FastFamily]:
+    """A family for every counter and histogram of :func:`exported`, keyed by name."""
+    return {
+        series.name: FastFamily(
+            series.name,
+            series.help,
+            series.labels,
+            None if series.kind == "counter" else buckets_of(series, settings.max_model_len),
+        )
+        for series in exported()
+        if series.kind != "gauge"
+    }
 
 
 class Metrics:
@@ -61,115 +69,48 @@ class Metrics:
         """``engine`` is the data-parallel rank, vLLM's ``engine`` label."""
         self.registry = CollectorRegistry()
         self._max_lora = str(settings.max_loras)
-        labels = ["model_name", "engine"]
-        values = (settings.model_label, str(engine))
-        reg = self.registry
-        token_buckets = build_1_2_5_buckets(settings.max_model_len)
-        fast = FastCollector()
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=reg)
-
-        def counter(name: str, doc: str) -> FastCounter:
-            return fast.add(FastFamily(name, doc, labels)).counter(*values)
-
-        def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> FastHistogram:
-            return fast.add(FastFamily(name, doc, labels, buckets)).histogram(*values)
-
-        self._running = gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches."
-        )
-        self._waiting = gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed."
-        )
-        self._kv_usage = gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."
-        )
-        self.lora_info = Gauge(
-            "vllm:lora_requests_info",
-            "Running stats on lora requests.",
-            ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
-            registry=reg,
-        )
-        self.preemptions = counter(
-            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
-        )
-        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation_tokens = counter(
-            "vllm:generation_tokens", "Number of generation tokens processed."
-        )
-        success = fast.add(
-            FastFamily(
-                "vllm:request_success",
-                "Count of successfully processed requests.",
-                [*labels, "finished_reason"],
-            )
-        )
-        self.success = {reason: success.counter(*values, reason) for reason in FINISH_REASONS}
-        self.request_prompt_tokens = histogram(
-            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
-        )
-        self.request_generation_tokens = histogram(
-            "vllm:request_generation_tokens",
-            "Number of generation tokens processed.",
-            token_buckets,
-        )
-        self.request_max_tokens = histogram(
-            "vllm:request_params_max_tokens",
-            "Histogram of the max_tokens request parameter.",
-            token_buckets,
-        )
-        self.request_n = histogram(
-            "vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS
-        )
-        self.ttft = histogram(
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            TTFT_BUCKETS,
-        )
-        self.itl = histogram(
-            "vllm:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.",
-            TOKEN_GAP_BUCKETS,
-        )
-        self.tpot = histogram(
-            "vllm:time_per_output_token_seconds",
-            "Histogram of time per output token in seconds.",
-            TOKEN_GAP_BUCKETS,
-        )
-        phase = {
-            "e2e": (
-                "vllm:e2e_request_latency_seconds",
-                "Histogram of e2e request latency in seconds.",
-            ),
-            "queue": (
-                "vllm:request_queue_time_seconds",
-                "Histogram of time spent in WAITING phase for request.",
-            ),
-            "inference": (
-                "vllm:request_inference_time_seconds",
-                "Histogram of time spent in RUNNING phase for request.",
-            ),
-            "prefill": (
-                "vllm:request_prefill_time_seconds",
-                "Histogram of time spent in PREFILL phase for request.",
-            ),
-            "decode": (
-                "vllm:request_decode_time_seconds",
-                "Histogram of time spent in DECODE phase for request.",
-            ),
-        }
-        self.phase = {
-            key: histogram(name, doc, REQUEST_LATENCY_BUCKETS) for key, (name, doc) in phase.items()
-        }
-        # -- the step engine's own metrics (latency model "step") -----------------
-        self._step_counter: Callable[[str, str], FastCounter] = counter
-        self._step_histogram: Callable[[str, str, tuple[float, ...] | list[int]], FastHistogram] = (
-            histogram
-        )
         self._engine_label = str(engine)
-        self._scheduler_waiting: Callable[[], int] = lambda: 0
+        values = (settings.model_label, str(engine))
+        fast = FastCollector()
+        families = {name: fast.add(family) for name, family in fast_families(settings).items()}
+
+        def counter(name: str) -> FastCounter:
+            return families[name].counter(*values)
+
+        def histogram(name: str) -> FastHistogram:
+            return families[name].histogram(*values)
+
+        self.preemptions = counter("vllm:num_preemptions")
+        self.prompt_tokens = counter("vllm:prompt_tokens")
+        self.prompt_tokens_cached = counter("vllm:prompt_tokens_cached")
+        by_source = families["vllm:prompt_tokens_by_source"]
+        self.computed_tokens, self.cache_hit_tokens, self.transferred_tokens = (
+            by_source.counter(*values, source) for source in PROMPT_TOKEN_SOURCES
+        )
+        self.generation_tokens = counter("vllm:generation_tokens")
+        self.prefix_cache_queries = counter("vllm:prefix_cache_queries")
+        self.prefix_cache_hits = counter("vllm:prefix_cache_hits")
+        for name in ZERO_COUNTERS:
+            counter(name)
+        success = families["vllm:request_success"]
+        self.success = {reason: success.counter(*values, reason) for reason in FINISHED_REASONS}
+        self.request_prompt_tokens = histogram("vllm:request_prompt_tokens")
+        self.request_generation_tokens = histogram("vllm:request_generation_tokens")
+        self.request_max_generated = histogram("vllm:request_max_num_generation_tokens")
+        self.request_max_tokens = histogram("vllm:request_params_max_tokens")
+        self.request_n = histogram("vllm:request_params_n")
+        self.request_kv_computed = histogram("vllm:request_prefill_kv_computed_tokens")
+        self.iteration_tokens = histogram("vllm:iteration_tokens_total")
+        self.ttft = histogram("vllm:time_to_first_token_seconds")
+        self.itl = histogram("vllm:inter_token_latency_seconds")
+        self.tpot = histogram("vllm:time_per_output_token_seconds")
+        self.request_tpot = histogram("vllm:request_time_per_output_token_seconds")
+        self.phase = {key: histogram(name) for key, name in PHASES.items()}
+        self._siblings: dict[tuple[str, int], tuple[int, int]] = {}
+        """Requests with ``n`` > 1: (request id, prompt) -> [sequences left, most generated]."""
+        reg = self.registry
         reg.register(fast)
+        self._register_gauges(settings, values)
         self.injected_failures = Counter(
             "llmsim:injected_failures",
             "Failures injected on purpose: errors (never in vllm: metrics) and stream cuts "
@@ -184,14 +125,36 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
-        self._gauges = (
-            self._running.labels(*values),
-            self._waiting.labels(*values),
-            self._kv_usage.labels(*values),
-        )
         self._lora_labels: tuple[str, str, str] | None = None
+        self._scheduler_waiting: Callable[[], int] = lambda: 0
         self.overrides = MetricOverrides(time.monotonic)
         self.overrides.set(settings.fake_metrics)
+
+    def _register_gauges(self, settings: Settings, values: tuple[str, str]) -> None:
+        reg = self.registry
+
+        def gauge(name: str) -> Gauge:
+            series = BY_NAME[name]
+            return Gauge(name, series.help, series.labels, registry=reg)
+
+        self._gauges = tuple(
+            gauge(name).labels(*values)
+            for name in (
+                "vllm:num_requests_running",
+                "vllm:num_requests_waiting",
+                "vllm:kv_cache_usage_perc",
+            )
+        )
+        by_reason = gauge("vllm:num_requests_waiting_by_reason")
+        self._by_reason = (
+            by_reason.labels(*values, "capacity"),
+            by_reason.labels(*values, "deferred"),
+        )
+        self.lora_info = gauge("vllm:lora_requests_info")
+        info = cache_config_labels(
+            settings, num_kv_blocks(settings.kv_cache_size, settings.block_size)
+        )
+        gauge("vllm:cache_config_info").labels(*info.values(), self._engine_label).set(1)
 
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
@@ -205,38 +168,26 @@ class Metrics:
                 "kv_cache_usage_perc", lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0)
             )
         )
+        self._track_reasons(lambda: 0)
         self.scheduler_changed(scheduler)
+
+    def _track_reasons(self, deferred: Callable[[], int]) -> None:
+        """``capacity`` + ``deferred`` = the waiting gauge, pinned or live."""
+        waiting = self._reader("num_requests_waiting", self._scheduler_waiting)
+        capacity, deferred_gauge = self._by_reason
+        capacity.set_function(lambda: max(waiting() - deferred(), 0))
+        deferred_gauge.set_function(deferred)
 
     def track_step(self, step: StepLoop, settings: Settings) -> None:
         """Step mode: gauges from the engine loop and its blocks, and the step metrics."""
         engine = step.engine
         running, waiting, kv_usage = self._gauges
-        scheduler_waiting = self._scheduler_waiting
+        outer = self._scheduler_waiting
+        self._scheduler_waiting = lambda: outer() + engine.num_waiting
         running.set_function(self._reader("num_requests_running", lambda: engine.num_running))
-        waiting.set_function(
-            self._reader("num_requests_waiting", lambda: scheduler_waiting() + engine.num_waiting)
-        )
+        waiting.set_function(self._reader("num_requests_waiting", self._scheduler_waiting))
         kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
-        counter, histogram = self._step_counter, self._step_histogram
-        self.prefix_cache_queries = counter(
-            "vllm:prefix_cache_queries",
-            "Prefix cache queries, in terms of number of queried tokens.",
-        )
-        self.prefix_cache_hits = counter(
-            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
-        )
-        self.iteration_tokens = histogram(
-            "vllm:iteration_tokens_total",
-            "Histogram of number of tokens per engine_step.",
-            ITERATION_TOKEN_BUCKETS,
-        )
-        info = cache_config_labels(settings, engine.pool.num_blocks)
-        Gauge(
-            "vllm:cache_config_info",
-            "Information of the LLMEngine CacheConfig",
-            [*info, "engine"],
-            registry=self.registry,
-        ).labels(*info.values(), self._engine_label).set(1)
+        self._track_reasons(lambda: len(engine.scheduler.receiving))
         step.step_observers.append(self)
 
     def step_done(self, plan: StepPlan, duration: float) -> None:
@@ -305,8 +256,22 @@ class Metrics:
 
     def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
         self.ttft.observe(time_to_first_token)
-        self.prompt_tokens.inc(sequence.prompt_tokens)
+        prompt = sequence.prompt_tokens
+        self.prompt_tokens.inc(prompt)
         self.generation_tokens.inc()
+        cached = sequence.cached_tokens
+        if cached or sequence.kv_transfer_delay is not None:  # not a plain prompt
+            prompt -= self._not_computed(sequence, cached)
+        self.computed_tokens.inc(prompt)
+
+    def _not_computed(self, sequence: Sequence, cached: int) -> int:
+        """Count the prompt tokens found in the prefix cache or received from a prefill
+        instance (P/D); return how many those are."""
+        received = 0 if sequence.kv_transfer_delay is None else sequence.prompt_tokens - cached
+        self.cache_hit_tokens.inc(cached)
+        self.transferred_tokens.inc(received)
+        self.prompt_tokens_cached.inc(cached + received)
+        return cached + received
 
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         itl, tpot = self.itl, self.tpot
@@ -332,6 +297,8 @@ class Metrics:
         reason = sequence.finish_reason or "abort"
         self.success[reason].inc()
         if reason == "abort":
+            if sequence.n > 1:
+                self._sibling_finished(sequence)
             return
         arrival = sequence.arrival
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
@@ -343,9 +310,34 @@ class Metrics:
         self.phase["inference"].observe(last - scheduled)
         self.phase["prefill"].observe(first - scheduled)
         self.phase["decode"].observe(last - first)
-        self.request_prompt_tokens.observe(sequence.prompt_tokens)
-        self.request_generation_tokens.observe(sequence.generated)
+        generated = sequence.generated
+        if generated > 1:
+            self.request_tpot.observe((last - first) / (generated - 1))
+        prompt = sequence.prompt_tokens
+        self.request_prompt_tokens.observe(prompt)
+        self.request_generation_tokens.observe(generated)
         self.request_max_tokens.observe(sequence.max_tokens)
+        if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
+            prompt = (
+                0 if sequence.kv_transfer_delay is not None else prompt - sequence.cached_tokens
+            )
+        self.request_kv_computed.observe(prompt)
+        if sequence.n == 1:
+            self.request_max_generated.observe(generated)
+        else:
+            self._sibling_finished(sequence)
+
+    def _sibling_finished(self, sequence: Sequence) -> None:
+        """One of a request's ``n`` sequences finished: once all have, the most any of them
+        generated is observed (vLLM's ``vllm:request_max_num_generation_tokens``)."""
+        key = (sequence.request_id, sequence.index // sequence.n)
+        left, most = self._siblings.get(key) or (sequence.n, 0)
+        most = max(most, sequence.generated)
+        if left > 1:
+            self._siblings[key] = (left - 1, most)
+            return
+        self._siblings.pop(key, None)
+        self.request_max_generated.observe(most)
 
 
 def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:

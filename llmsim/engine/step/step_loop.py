@@ -2,9 +2,12 @@
 
 Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
 says, and at its end every sequence that finished a decode or its last prefill chunk emits
-one token through its :class:`~llmsim.engine.pacer.TokenSink`. Steps follow each other on
-absolute deadlines, so a late timer shortens the next wait instead of stretching the
-schedule; after an idle spell the first step starts when work arrives.
+one token through its :class:`~llmsim.engine.pacer.TokenSink`. Time only moves forward:
+a step starts when the loop actually plans it (never at an ideal instant already past, so
+a sequence joins only a step that starts at or after its arrival), and it ends at its
+modelled end or, when the loop runs late (a busy event loop, a stalled process), when the
+loop gets to it; the next step is planned from there. Every token, queue and phase
+timestamp is therefore a time the server really reached.
 
 Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
 :meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
@@ -25,10 +28,6 @@ from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
-MAX_LAG = 0.25
-"""A step that starts later than this after the previous one's deadline starts afresh; a
-smaller lag (a late timer, a busy event loop) is caught up by the following steps, so the mean
-step period stays the modelled one, as the pacer's deadlines do for per-token timing."""
 MAX_COALESCED_STEPS = 64
 """Steps that are already due when planned (zero latency, or catching up) run back to back,
 and their tokens go out in one write per sequence; after this many the loop yields."""
@@ -176,7 +175,6 @@ class StepLoop:
         engine, clock = self.engine, self._clock
         assert self._wake is not None
         wake = self._wake
-        deadline: float | None = None
         coalesced = 0
         run: StepPlan | None = None
         """A zero-length pure-decode step whose like may follow at once (zero latency)."""
@@ -185,16 +183,15 @@ class StepLoop:
             if resumed is not None and not resumed.is_set():
                 self._flush()
                 await resumed.wait()
-                deadline, coalesced, run = None, 0, None
+                coalesced, run = 0, None
                 continue
             if not engine.has_work():
                 self._flush()
                 wake.clear()
                 await wake.wait()
-                deadline, coalesced, run = None, 0, None
+                coalesced, run = 0, None
                 continue
-            now = clock()
-            start = deadline if deadline is not None and now - deadline < MAX_LAG else now
+            start = clock()  # now, never earlier: whoever arrived before now may join
             if run is not None:
                 if coalesced >= MAX_COALESCED_STEPS:  # yield, then look again
                     self._flush()
@@ -205,7 +202,6 @@ class StepLoop:
                 steps = self._decode_run(run, start, MAX_COALESCED_STEPS - coalesced)
                 if steps:
                     coalesced += steps
-                    deadline = start
                     continue
                 run = None  # the batch changed: plan a step
             plan, duration = engine.begin_step(start)
@@ -218,29 +214,37 @@ class StepLoop:
                     self._flush()
                     wake.clear()
                     await self._idle(wake, engine.next_ready())
-                    deadline, coalesced = None, 0
+                    coalesced = 0
                 continue
             end = start + duration
-            delay = end - clock()
-            if delay > 0.0 or coalesced >= MAX_COALESCED_STEPS:
-                self._flush()
+            now = clock()
+            if end > now or coalesced >= MAX_COALESCED_STEPS:
                 coalesced = 0
-                stepping = self._stepping = asyncio.get_running_loop().create_future()
-                try:
-                    await asyncio.sleep(delay if delay > 0.0 else 0.0)
-                finally:
-                    # a pause waiting on it wakes after this step ends (no await till then)
-                    self._stepping = None
-                    stepping.set_result(None)
-            else:
-                coalesced += 1  # already due: its tokens join the pending writes
+                end = await self._step_end(end)
+            else:  # already due: it ends now, its tokens join the pending writes
+                coalesced += 1
+                end = now
             result = engine.end_step(plan, end)
             self._dispatch(result, end)
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
-            deadline = end
             if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
+
+    async def _step_end(self, end: float) -> float:
+        """Write what is pending and wait for a step's modelled ``end``; return when it
+        really ended: ``end``, or later when the loop woke late (then the next step is
+        planned from there)."""
+        self._flush()
+        clock = self._clock
+        stepping = self._stepping = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.sleep(max(end - clock(), 0.0))
+        finally:
+            # a pause waiting on it wakes after this step ends (no await till then)
+            self._stepping = None
+            stepping.set_result(None)
+        return max(end, clock())
 
     def _decode_run(self, plan: StepPlan, now: float, limit: int) -> int:
         """Apply up to ``limit`` zero-length decode steps like ``plan``, ending at ``now``;
