@@ -48,8 +48,9 @@ def shapes(text: str) -> Shape:
     return found
 
 
-def expected(*, sleep_mode: bool = False) -> Shape:
-    return {s.name: (s.kind, frozenset(s.labels)) for s in exported(sleep_mode=sleep_mode)}
+def expected(*, sleep_mode: bool = False, kv_cache_metrics: bool = False) -> Shape:
+    series = exported(sleep_mode=sleep_mode, kv_cache_metrics=kv_cache_metrics)
+    return {s.name: (s.kind, frozenset(s.labels)) for s in series}
 
 
 def values(text: str, name: str) -> dict[str, float]:
@@ -96,7 +97,11 @@ def test_the_list_holds_every_series_of_vllms_logger_once() -> None:
 
 @pytest.mark.parametrize(
     ("model", "flags"),
-    [("constant", ()), ("per-token", ()), ("step", ("--enable-sleep-mode",))],
+    [
+        ("constant", ()),
+        ("per-token", ()),
+        ("step", ("--enable-sleep-mode", "--kv-cache-metrics")),
+    ],
 )
 def test_a_server_exports_exactly_vllms_series_in_every_latency_model(
     llmsim_server: Callable[..., RunningServer], model: str, flags: tuple[str, ...]
@@ -104,7 +109,7 @@ def test_a_server_exports_exactly_vllms_series_in_every_latency_model(
     server = llmsim_server("--latency-model", model, "--inter-token-latency", "1ms", *flags)
     chat(server)  # series with children created on first use would show up now
     found = shapes(scrape(server))
-    assert found == expected(sleep_mode=bool(flags))
+    assert found == expected(sleep_mode=bool(flags), kv_cache_metrics=bool(flags))
 
 
 def test_per_request_series_are_observed_once_per_request(

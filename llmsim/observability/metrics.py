@@ -11,6 +11,7 @@ per token and can never drift from the scheduler; at that moment a metric overri
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,12 @@ PHASES = {
     "prefill": "vllm:request_prefill_time_seconds",
     "decode": "vllm:request_decode_time_seconds",
 }
+log = logging.getLogger(__name__)
+RESIDENCY = (
+    "vllm:kv_block_lifetime_seconds",
+    "vllm:kv_block_idle_before_evict_seconds",
+    "vllm:kv_block_reuse_gap_seconds",
+)
 ZERO_COUNTERS = (
     "vllm:external_prefix_cache_queries",
     "vllm:external_prefix_cache_hits",
@@ -71,7 +78,8 @@ class Metrics:
         self._max_lora = str(settings.max_loras)
         self._engine_label = str(engine)
         values = (settings.model_label, str(engine))
-        fast = FastCollector()
+        self._values = values
+        fast = self._fast = FastCollector()
         families = {name: fast.add(family) for name, family in fast_families(settings).items()}
 
         def counter(name: str) -> FastCounter:
@@ -125,6 +133,12 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
+        if settings.kv_cache_metrics and settings.latency_model != "step":
+            log.warning(
+                "--kv-cache-metrics: only --latency-model step keeps KV blocks; with the %s "
+                "model no residency metrics are exported",
+                settings.latency_model,
+            )
         self._lora_labels: tuple[str, str, str] | None = None
         self._scheduler_waiting: Callable[[], int] = lambda: 0
         self.overrides = MetricOverrides(time.monotonic)
@@ -188,7 +202,28 @@ class Metrics:
         waiting.set_function(self._reader("num_requests_waiting", self._scheduler_waiting))
         kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
         self._track_reasons(lambda: len(engine.scheduler.receiving))
+        if engine.pool.residency is not None:
+            engine.pool.residency.listener = self._residency_histograms(settings)
         step.step_observers.append(self)
+
+    def _residency_histograms(
+        self, settings: Settings
+    ) -> Callable[[float, float, list[float]], None]:
+        """``--kv-cache-metrics``: the three residency histograms, and what fills them."""
+        lifetime, idle, reuse = (
+            self._fast.add(
+                FastFamily(name, series.help, series.labels, buckets_of(series, 0))
+            ).histogram(*self._values)
+            for name, series in ((name, BY_NAME[name]) for name in RESIDENCY)
+        )
+
+        def evicted(lived: float, idled: float, gaps: list[float]) -> None:
+            lifetime.observe(lived)
+            idle.observe(idled)
+            for gap in gaps:
+                reuse.observe(gap)
+
+        return evicted
 
     def step_done(self, plan: StepPlan, duration: float) -> None:
         """One engine step ran (the step engine's observer)."""

@@ -58,7 +58,7 @@ CONDITIONS: dict[When, str] = {
     "lora": "with LoRA enabled (`--enable-lora`); llmsim always",
     "sleep_mode": "with `--enable-sleep-mode`",
     "hidden": "deprecated: older releases, or `--show-hidden-metrics-for-version`; llmsim always",
-    "kv_cache_metrics": "with `--kv-cache-metrics`; not simulated by llmsim",
+    "kv_cache_metrics": "with `--kv-cache-metrics`; llmsim: also, in the step latency model",
     "speculative": "with speculative decoding; not simulated by llmsim",
     "nans": "with `VLLM_COMPUTE_NANS_IN_LOGITS`; not simulated by llmsim",
 }
@@ -229,14 +229,17 @@ SERIES: tuple[Series, ...] = (
     # -- KV-cache residency (sampled) -----------------------------------------------
     _histogram("vllm:kv_block_lifetime_seconds",
                f"Histogram of KV cache block lifetime from allocation to eviction. {RESIDENCY_NOTE}",
-               "not exported", KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
+               "sampled blocks: allocation to eviction (the block handed out again)",
+               KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
     _histogram("vllm:kv_block_idle_before_evict_seconds",
                f"Histogram of idle time before KV cache block eviction. {RESIDENCY_NOTE}",
-               "not exported", KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
+               "sampled blocks: last prefix-cache hit (or allocation) to eviction",
+               KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
     _histogram("vllm:kv_block_reuse_gap_seconds",
                "Histogram of time gaps between consecutive KV cache block accesses. Only the "
                f"most recent accesses are recorded (ring buffer). {RESIDENCY_NOTE}",
-               "not exported", KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
+               "sampled blocks: gaps between their last four prefix-cache hits, at eviction",
+               KV_RESIDENCY_BUCKETS, when="kv_cache_metrics"),
     # -- speculative decoding -----------------------------------------------------------
     _counter("vllm:spec_decode_num_drafts", "Number of spec decoding drafts.", "not exported",
              when="speculative"),
@@ -252,13 +255,11 @@ SERIES: tuple[Series, ...] = (
 BY_NAME: dict[str, Series] = {series.name: series for series in SERIES}
 
 
-def exported(*, sleep_mode: bool = False) -> tuple[Series, ...]:
-    """The series an llmsim instance exports, in every latency model."""
-    return tuple(
-        series
-        for series in SERIES
-        if series.when in EXPORTED or (sleep_mode and series.when == "sleep_mode")
-    )
+def exported(*, sleep_mode: bool = False, kv_cache_metrics: bool = False) -> tuple[Series, ...]:
+    """The series an llmsim instance exports: those of every latency model, plus those of
+    ``--enable-sleep-mode`` and of ``--kv-cache-metrics`` (step model) when asked for."""
+    extra = {"sleep_mode": sleep_mode, "kv_cache_metrics": kv_cache_metrics}
+    return tuple(s for s in SERIES if s.when in EXPORTED or extra.get(s.when, False))
 
 
 def token_count_buckets(maximum: int) -> list[int]:
