@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmsim.engine import Engine, GenerationRequest, PromptInput, Sequence, Target
-from llmsim.engine.observer import FanOutObserver
-from llmsim.engine.step import StepEngine
+from llmsim.engine.observer import FanOutObserver, NullObserver
+from llmsim.engine.step import StepEngine, StepLoop
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
 from llmsim.engine.tokenizer import token_ids
@@ -107,6 +107,52 @@ def test_virtual_phases_are_never_negative_nor_shorter_than_a_step() -> None:
         assert sequence.scheduled_at >= sequence.arrival
         assert sequence.first_token_at - sequence.scheduled_at >= STEP - 1e-9
         assert sequence.last_token_at - sequence.first_token_at >= 3 * STEP - 1e-9
+
+
+class StampedSink:
+    """Records, for every write, the release time the engine stamped and the clock then."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.writes: list[tuple[float, float]] = []
+
+    def tokens(self, sequence: Sequence, start: int, texts: Any) -> bool:
+        assert sequence.last_token_at is not None
+        self.writes.append((sequence.last_token_at, self.clock()))
+        return False
+
+
+async def test_a_stalled_loop_plans_the_next_step_from_where_it_got_to() -> None:
+    """The loop's clock jumps 50 ms after a step (a stall, without really blocking): the
+    next step starts then, and every token is stamped with the time it was written."""
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    class Stall:
+        steps = 0
+
+        def step_done(self, plan: Any, duration: float) -> None:
+            self.steps += 1
+            if self.steps == 3:
+                offset[0] += STALL
+
+        def decode_run_done(self, segments: list[tuple[int, int]]) -> None:
+            return None
+
+    engine = StepEngine(num_blocks=64, costs=StepCosts(inter_token_latency=STEP))
+    loop = StepLoop(engine, NullObserver, clock=clock)
+    loop.step_observers.append(Stall())
+    sink = StampedSink(clock)
+    sequence = virtual_sequence("a", 8, 8, arrival=clock())
+    await loop.run(sequence, sink)
+    assert sequence.first_token_at is not None
+    assert sequence.last_token_at is not None
+    assert sequence.last_token_at - sequence.first_token_at >= 7 * STEP + STALL - 1e-6
+    assert len(sink.writes) == 8
+    for stamped, written in sink.writes:
+        assert 0.0 <= written - stamped < 0.010  # released when stamped, not 50 ms before
 
 
 async def test_a_cpu_stall_and_a_burst_during_it_report_no_time_that_did_not_pass() -> None:

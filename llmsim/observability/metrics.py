@@ -81,6 +81,8 @@ class Metrics:
         self._values = values
         fast = self._fast = FastCollector()
         families = {name: fast.add(family) for name, family in fast_families(settings).items()}
+        self.families = families
+        """Every counter and histogram family by vLLM's name, for whoever sets them directly."""
 
         def counter(name: str) -> FastCounter:
             return families[name].counter(*values)
@@ -115,7 +117,7 @@ class Metrics:
         self.request_tpot = histogram("vllm:request_time_per_output_token_seconds")
         self.phase = {key: histogram(name) for key, name in PHASES.items()}
         self._siblings: dict[tuple[str, int], tuple[int, int]] = {}
-        """Requests with ``n`` > 1: (request id, prompt) -> [sequences left, most generated]."""
+        """Requests with ``n`` > 1: (request id, prompt) -> (sequences left, most generated)."""
         reg = self.registry
         reg.register(fast)
         self._register_gauges(settings, values)
@@ -210,12 +212,11 @@ class Metrics:
         self, settings: Settings
     ) -> Callable[[float, float, list[float]], None]:
         """``--kv-cache-metrics``: the three residency histograms, and what fills them."""
-        lifetime, idle, reuse = (
-            self._fast.add(
-                FastFamily(name, series.help, series.labels, buckets_of(series, 0))
-            ).histogram(*self._values)
-            for name, series in ((name, BY_NAME[name]) for name in RESIDENCY)
-        )
+        for name in RESIDENCY:
+            series = BY_NAME[name]
+            family = FastFamily(name, series.help, series.labels, buckets_of(series, 0))
+            self.families[name] = self._fast.add(family)
+        lifetime, idle, reuse = (self.families[name].histogram(*self._values) for name in RESIDENCY)
 
         def evicted(lived: float, idled: float, gaps: list[float]) -> None:
             lifetime.observe(lived)

@@ -218,7 +218,8 @@ class StepLoop:
                 continue
             end = start + duration
             now = clock()
-            if end > now or coalesced >= MAX_COALESCED_STEPS:
+            waited = end > now or coalesced >= MAX_COALESCED_STEPS
+            if waited:
                 coalesced = 0
                 end = await self._step_end(end)
             else:  # already due: it ends now, its tokens join the pending writes
@@ -226,6 +227,8 @@ class StepLoop:
                 end = now
             result = engine.end_step(plan, end)
             self._dispatch(result, end)
+            if waited:  # out at once, at the time they carry, before the next plan
+                self._flush()
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
             if duration == 0.0:  # zero latency: runs of decode steps may follow
