@@ -404,6 +404,9 @@ async def test_waiting_adapter_request_is_overtaken_by_a_base_model_request(
             "running_lora_adapters": "a",
             "waiting_lora_adapters": "b",
         }
+        by_reason = "vllm:num_requests_waiting_by_reason"
+        assert metric(blocked, by_reason, reason="deferred") == 1  # held by its adapter's slot
+        assert metric(blocked, by_reason, reason="capacity") == 0
         base = await asyncio.wait_for(
             call(session, server, "POST", CHAT, chat(4, model=MODEL)), STEP_TIMEOUT
         )

@@ -143,6 +143,7 @@ class Metrics:
             )
         self._lora_labels: tuple[str, str, str] | None = None
         self._scheduler_waiting: Callable[[], int] = lambda: 0
+        self._deferred: Callable[[], int] = lambda: 0
         self.overrides = MetricOverrides(time.monotonic)
         self.overrides.set(settings.fake_metrics)
 
@@ -184,7 +185,8 @@ class Metrics:
                 "kv_cache_usage_perc", lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0)
             )
         )
-        self._track_reasons(lambda: 0)
+        self._deferred = scheduler.num_deferred
+        self._track_reasons(self._deferred)
         self.scheduler_changed(scheduler)
 
     def _track_reasons(self, deferred: Callable[[], int]) -> None:
@@ -203,7 +205,8 @@ class Metrics:
         running.set_function(self._reader("num_requests_running", lambda: engine.num_running))
         waiting.set_function(self._reader("num_requests_waiting", self._scheduler_waiting))
         kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
-        self._track_reasons(lambda: len(engine.scheduler.receiving))
+        outer_deferred = self._deferred
+        self._track_reasons(lambda: outer_deferred() + len(engine.scheduler.receiving))
         if engine.pool.residency is not None:
             engine.pool.residency.listener = self._residency_histograms(settings)
         step.step_observers.append(self)

@@ -132,8 +132,8 @@ SERIES: tuple[Series, ...] = (
            "sequences waiting (in the step model: also those held back by KV blocks, the "
            "token budget, a KV transfer or a preemption)"),
     _gauge("vllm:num_requests_waiting_by_reason", WAITING_BY_REASON_HELP,
-           "`deferred`: sequences waiting for a KV transfer (P/D decode side, step model); "
-           "`capacity`: the other waiting sequences",
+           "`deferred`: sequences waiting for a LoRA slot, or for a KV transfer (P/D decode "
+           "side, step model); `capacity`: the other waiting sequences",
            labels=(*ENGINE_LABELS, "reason")),
     _gauge("vllm:engine_sleep_state", SLEEP_HELP, "the sleep state (see below)",
            labels=(*ENGINE_LABELS, "sleep_state"), when="sleep_mode"),
