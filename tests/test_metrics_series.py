@@ -3,18 +3,19 @@ model; the new series carry what they say; the reference in docs/metrics.md matc
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from conftest import post_json
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmsim.engine import Engine
+from llmsim.engine import Engine, Sequence
 from llmsim.observability.metrics import Metrics, fast_families
 from llmsim.observability.vllm_series import (
     BY_NAME,
@@ -197,3 +198,61 @@ def test_the_series_table_in_the_docs_is_generated_from_the_list() -> None:
     )
     for series in SERIES:
         assert f"| `{series.sample_name}` | {series.kind} |" in text
+
+
+def finished(name: str, *, prompt: int, generated: int, **fields: object) -> Sequence:
+    sequence = Sequence(
+        request_id=name,
+        index=0,
+        adapter=None,
+        prompt_tokens=prompt,
+        output=["x"] * generated,
+        natural_finish="length",
+        stop_reason=None,
+        max_tokens=generated,
+        n=1,
+        arrival=0.0,
+        admitted=cast("asyncio.Future[None]", None),
+        scheduled_at=0.0,
+        first_token_at=0.1,
+        last_token_at=0.1 + 0.01 * (generated - 1),
+        finished_at=0.2,
+        generated=generated,
+        finish_reason="length",
+    )
+    for key, value in fields.items():
+        setattr(sequence, key, value)
+    return sequence
+
+
+def test_cached_received_and_parallel_sequences_change_only_their_own_observations() -> None:
+    metrics = Metrics(Settings(max_model_len=1000, config=None))
+    plain = finished("plain", prompt=40, generated=5)
+    cached = finished("cached", prompt=40, generated=5, cached_tokens=32)
+    received = finished("received", prompt=40, generated=1, kv_transfer_delay=0.05)
+    siblings = [
+        finished("par", prompt=10, generated=7, n=3, index=0),
+        finished("par", prompt=10, generated=9, n=3, index=1),
+        finished("par", prompt=10, generated=2, n=3, index=2, finish_reason="abort"),
+    ]
+    for sequence in (plain, cached, received, *siblings):
+        if sequence.finish_reason != "abort":
+            metrics.first_token(sequence, 0.1)
+        metrics.sequence_finished(sequence)
+    text = metrics.exposition().decode()
+    assert values(text, "vllm:prompt_tokens_by_source_total") == {
+        "local_compute": 40 + 8 + 20.0,
+        "local_cache_hit": 32.0,
+        "external_kv_transfer": 40.0,
+    }
+    assert values(text, "vllm:prompt_tokens_cached_total") == {"": 72.0}
+    assert values(text, "vllm:request_prefill_kv_computed_tokens_sum") == {"": 40 + 8 + 0 + 20.0}
+    assert values(text, "vllm:request_prefill_kv_computed_tokens_count") == {"": 5.0}
+    # one observation per request: 5, 5, 1 and the parallel request's most, 9
+    assert values(text, "vllm:request_max_num_generation_tokens_count") == {"": 4.0}
+    assert values(text, "vllm:request_max_num_generation_tokens_sum") == {"": 20.0}
+    buckets = values(text, "vllm:request_max_num_generation_tokens_bucket")
+    assert (buckets["1.0"], buckets["5.0"], buckets["10.0"]) == (1.0, 3.0, 4.0)
+    assert values(text, "vllm:request_generation_tokens_count") == {"": 5.0}
+    # mean time per output token of each sequence of two tokens or more
+    assert values(text, "vllm:request_time_per_output_token_seconds_count") == {"": 4.0}

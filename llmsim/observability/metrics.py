@@ -20,7 +20,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
 from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
-from llmsim.observability.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
+from llmsim.observability.metric_types import (
+    DerivedCounter,
+    DerivedHistogram,
+    FastCollector,
+    FastCounter,
+    FastFamily,
+    FastHistogram,
+)
 from llmsim.observability.overrides import MetricOverrides
 from llmsim.observability.vllm_series import (
     BY_NAME,
@@ -94,8 +101,14 @@ class Metrics:
         self.prompt_tokens = counter("vllm:prompt_tokens")
         self.prompt_tokens_cached = counter("vllm:prompt_tokens_cached")
         by_source = families["vllm:prompt_tokens_by_source"]
-        self.computed_tokens, self.cache_hit_tokens, self.transferred_tokens = (
-            by_source.counter(*values, source) for source in PROMPT_TOKEN_SOURCES
+        computed, cache_hit, transferred = PROMPT_TOKEN_SOURCES
+        self.cache_hit_tokens = by_source.counter(*values, cache_hit)
+        self.transferred_tokens = by_source.counter(*values, transferred)
+        # computed = all prompt tokens but those: nothing to add for a plain prompt
+        by_source.derive(
+            DerivedCounter(self.prompt_tokens, self.cache_hit_tokens, self.transferred_tokens),
+            *values,
+            computed,
         )
         self.generation_tokens = counter("vllm:generation_tokens")
         self.prefix_cache_queries = counter("vllm:prefix_cache_queries")
@@ -106,10 +119,16 @@ class Metrics:
         self.success = {reason: success.counter(*values, reason) for reason in FINISHED_REASONS}
         self.request_prompt_tokens = histogram("vllm:request_prompt_tokens")
         self.request_generation_tokens = histogram("vllm:request_generation_tokens")
-        self.request_max_generated = histogram("vllm:request_max_num_generation_tokens")
         self.request_max_tokens = histogram("vllm:request_params_max_tokens")
         self.request_n = histogram("vllm:request_params_n")
-        self.request_kv_computed = histogram("vllm:request_prefill_kv_computed_tokens")
+        # Observations equal to another histogram's for a plain request (n = 1, nothing
+        # cached): only the exceptions cost an update.
+        self.request_max_generated = self._derive(
+            "vllm:request_max_num_generation_tokens", self.request_generation_tokens
+        )
+        self.request_kv_computed = self._derive(
+            "vllm:request_prefill_kv_computed_tokens", self.request_prompt_tokens
+        )
         self.iteration_tokens = histogram("vllm:iteration_tokens_total")
         self.ttft = histogram("vllm:time_to_first_token_seconds")
         self.itl = histogram("vllm:inter_token_latency_seconds")
@@ -146,6 +165,13 @@ class Metrics:
         self._deferred: Callable[[], int] = lambda: 0
         self.overrides = MetricOverrides(time.monotonic)
         self.overrides.set(settings.fake_metrics)
+
+    def _derive(self, name: str, base: FastHistogram) -> DerivedHistogram:
+        family = self.families[name]
+        assert family.buckets is not None
+        derived = DerivedHistogram(base, family.buckets)
+        family.derive(derived, *self._values)
+        return derived
 
     def _register_gauges(self, settings: Settings, values: tuple[str, str]) -> None:
         reg = self.registry
@@ -295,22 +321,19 @@ class Metrics:
 
     def first_token(self, sequence: Sequence, time_to_first_token: float) -> None:
         self.ttft.observe(time_to_first_token)
-        prompt = sequence.prompt_tokens
-        self.prompt_tokens.inc(prompt)
+        self.prompt_tokens.inc(sequence.prompt_tokens)
         self.generation_tokens.inc()
-        cached = sequence.cached_tokens
-        if cached or sequence.kv_transfer_delay is not None:  # not a plain prompt
-            prompt -= self._not_computed(sequence, cached)
-        self.computed_tokens.inc(prompt)
+        if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
+            self._not_computed(sequence)
 
-    def _not_computed(self, sequence: Sequence, cached: int) -> int:
+    def _not_computed(self, sequence: Sequence) -> None:
         """Count the prompt tokens found in the prefix cache or received from a prefill
-        instance (P/D); return how many those are."""
+        instance (P/D); those computed are the rest."""
+        cached = sequence.cached_tokens
         received = 0 if sequence.kv_transfer_delay is None else sequence.prompt_tokens - cached
         self.cache_hit_tokens.inc(cached)
         self.transferred_tokens.inc(received)
         self.prompt_tokens_cached.inc(cached + received)
-        return cached + received
 
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         itl, tpot = self.itl, self.tpot
@@ -337,7 +360,7 @@ class Metrics:
         self.success[reason].inc()
         if reason == "abort":
             if sequence.n > 1:
-                self._sibling_finished(sequence)
+                self._sibling_finished(sequence, observed=False)
             return
         arrival = sequence.arrival
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
@@ -357,18 +380,17 @@ class Metrics:
         self.request_generation_tokens.observe(generated)
         self.request_max_tokens.observe(sequence.max_tokens)
         if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
-            prompt = (
-                0 if sequence.kv_transfer_delay is not None else prompt - sequence.cached_tokens
-            )
-        self.request_kv_computed.observe(prompt)
-        if sequence.n == 1:
-            self.request_max_generated.observe(generated)
-        else:
-            self._sibling_finished(sequence)
+            cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
+            self.request_kv_computed.replace(prompt, prompt - cached)
+        if sequence.n > 1:
+            self._sibling_finished(sequence, observed=True)
 
-    def _sibling_finished(self, sequence: Sequence) -> None:
-        """One of a request's ``n`` sequences finished: once all have, the most any of them
-        generated is observed (vLLM's ``vllm:request_max_num_generation_tokens``)."""
+    def _sibling_finished(self, sequence: Sequence, *, observed: bool) -> None:
+        """One of a request's ``n`` sequences finished (``observed``: its generated tokens
+        were): once all have, the most any of them generated stands for them all in
+        ``vllm:request_max_num_generation_tokens``, once per request and prompt."""
+        if observed:
+            self.request_max_generated.replace(sequence.generated, None)
         key = (sequence.request_id, sequence.index // sequence.n)
         left, most = self._siblings.get(key) or (sequence.n, 0)
         most = max(most, sequence.generated)
@@ -376,7 +398,7 @@ class Metrics:
             self._siblings[key] = (left - 1, most)
             return
         self._siblings.pop(key, None)
-        self.request_max_generated.observe(most)
+        self.request_max_generated.add(most)
 
 
 def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:
