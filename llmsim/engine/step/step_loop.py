@@ -3,11 +3,13 @@
 Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
 says, and at its end every sequence that finished a decode or its last prefill chunk emits
 one token through its :class:`~llmsim.engine.pacer.TokenSink`. Time only moves forward:
-a step starts when the loop actually plans it (never at an ideal instant already past, so
-a sequence joins only a step that starts at or after its arrival), and it ends at its
-modelled end or, when the loop runs late (a busy event loop, a stalled process), when the
-loop gets to it; the next step is planned from there. Every token, queue and phase
-timestamp is therefore a time the server really reached.
+a step ends at its modelled end or, when the loop gets there late (a busy event loop, a
+stalled process), when it gets there, and the next step starts where it ended: the loop's
+own work between two steps (writing tokens, planning) is part of the modelled duration, as
+a server's CPU work is. A loop later than one step's duration (a stall) starts the next
+step when it gets there instead. Either way a sequence joins only a step that starts at or
+after its arrival (the step scheduler holds back later arrivals), so every token, queue
+and phase timestamp is a time the server really reached.
 
 Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
 :meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +32,9 @@ from llmsim.engine.step.step_engine import StepEngine, StepObserver
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
 MAX_COALESCED_STEPS = 64
-"""Steps that are already due when planned (zero latency, or catching up) run back to back,
-and their tokens go out in one write per sequence; after this many the loop yields."""
+"""Steps that are already due when planned (zero latency, or a loop busier than the steps)
+run back to back, and their tokens go out in one write per sequence; after this many the
+loop yields."""
 
 
 @dataclass(slots=True)
@@ -178,20 +182,24 @@ class StepLoop:
         coalesced = 0
         run: StepPlan | None = None
         """A zero-length pure-decode step whose like may follow at once (zero latency)."""
+        last_end, last_duration = -math.inf, 0.0
+        """When the previous step really ended, and how long it was modelled to last."""
         while True:
             resumed = self._resumed
             if resumed is not None and not resumed.is_set():
                 self._flush()
                 await resumed.wait()
-                coalesced, run = 0, None
+                coalesced, run, last_end = 0, None, -math.inf
                 continue
             if not engine.has_work():
                 self._flush()
                 wake.clear()
                 await wake.wait()
-                coalesced, run = 0, None
+                coalesced, run, last_end = 0, None, -math.inf
                 continue
-            start = clock()  # now, never earlier: whoever arrived before now may join
+            now = clock()
+            # where the previous step ended, unless the loop got here more than a step late
+            start = last_end if now - last_end <= last_duration else now
             if run is not None:
                 if coalesced >= MAX_COALESCED_STEPS:  # yield, then look again
                     self._flush()
@@ -214,7 +222,7 @@ class StepLoop:
                     self._flush()
                     wake.clear()
                     await self._idle(wake, engine.next_ready())
-                    coalesced = 0
+                    coalesced, last_end = 0, -math.inf
                 continue
             end = start + duration
             now = clock()
@@ -231,6 +239,7 @@ class StepLoop:
                 self._flush()
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
+            last_end, last_duration = end, duration
             if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
 
