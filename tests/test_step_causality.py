@@ -4,8 +4,10 @@ arrived, and every phase a metric is built from lasts at least the steps it span
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import statistics
 import time
 import urllib.request
 from collections.abc import Callable
@@ -153,6 +155,34 @@ async def test_a_stalled_loop_plans_the_next_step_from_where_it_got_to() -> None
     assert len(sink.writes) == 8
     for stamped, written in sink.writes:
         assert 0.0 <= written - stamped < 0.010  # released when stamped, not 50 ms before
+
+
+async def test_work_between_steps_shorter_than_a_step_is_absorbed_in_the_step() -> None:
+    """The loop's own work between two steps (3 ms here, made of clock time without really
+    spending it) is part of the modelled step: tokens still come one step apart."""
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    class Busy:
+        def step_done(self, plan: Any, duration: float) -> None:
+            offset[0] += 0.003
+
+        def decode_run_done(self, segments: list[tuple[int, int]]) -> None:
+            return None
+
+    engine = StepEngine(num_blocks=64, costs=StepCosts(inter_token_latency=STEP))
+    loop = StepLoop(engine, NullObserver, clock=clock)
+    loop.step_observers.append(Busy())
+    sink = StampedSink(clock)
+    sequence = virtual_sequence("a", 8, 10, arrival=clock())
+    await loop.run(sequence, sink)
+    stamps = [stamped for stamped, _ in sink.writes]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert len(gaps) == 9
+    assert min(gaps) >= STEP - 1e-9
+    assert statistics.median(gaps) < STEP + 0.0015  # not 3 ms more per step
 
 
 async def test_a_cpu_stall_and_a_burst_during_it_report_no_time_that_did_not_pass() -> None:
