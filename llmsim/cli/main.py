@@ -329,6 +329,13 @@ def serve(
     fake_metrics_refresh_interval: Annotated[
         str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
     ] = None,
+    kv_cache_metrics: Annotated[
+        bool | None,
+        _opt("kv_cache_metrics", "--kv-cache-metrics/--no-kv-cache-metrics", panel=METRICS),
+    ] = None,
+    kv_cache_metrics_sample: Annotated[
+        str | None, _opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,

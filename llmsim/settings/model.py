@@ -547,6 +547,19 @@ class Settings(BaseSettings):
         "whole interval since the override was set (counters and histograms integrated up to it).",
     )
 
+    kv_cache_metrics: bool = Field(
+        False,
+        description="Sample KV blocks and export their lifetime, idle time before eviction "
+        "and reuse gaps (step latency model; vLLM's --kv-cache-metrics).",
+    )
+    kv_cache_metrics_sample: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="Share of KV blocks sampled for --kv-cache-metrics, in (0, 1] "
+        "(vLLM's --kv-cache-metrics-sample).",
+    )
+
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
     kv_events_config: Annotated[
         KVEventsConfig | None, NoDecode, BeforeValidator(parse_kv_events_config)
