@@ -159,6 +159,7 @@ def test_a_pinned_waiting_gauge_is_split_by_reason_consistently() -> None:
     settings = Settings(fake_metrics={"num_requests_waiting": 7}, config=None)
     metrics = Metrics(settings)
     metrics.track(Engine(settings, observer=metrics).scheduler, settings.kv_cache_size)
+    metrics.set_overrides(settings.fake_metrics)  # as the app does once every series exists
     text = metrics.exposition().decode()
     assert values(text, "vllm:num_requests_waiting_by_reason") == {
         "capacity": 7.0,
