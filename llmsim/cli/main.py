@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +26,7 @@ from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, lo
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.record import record
 from llmsim.cli.versions import version_lines
+from llmsim.cli.vllm_argv import MULTI_VALUE_OPTIONS, translate_serve_args
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
 from llmsim.settings.instances import Instance, data_parallel_instances
@@ -45,9 +48,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(ctl_app, name="ctl")
 ctl_app.add_typer(responses_app, name="responses")
 app.command("record")(record)
-
-# Options that take one or more values, like vLLM's ``nargs="+"`` flags.
-MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"
@@ -133,6 +133,9 @@ def serve(
     ] = None,
     data_parallel_backend: Annotated[
         str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+    ] = None,
+    vllm_flags_without_effect: Annotated[
+        list[str] | None, _opt("vllm_flags_without_effect", panel=SERVER, metavar="FLAG")
     ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
@@ -382,13 +385,21 @@ def config_init(
     err.print(f"wrote {path}", highlight=False)
 
 
-@config_app.command("show")
+@config_app.command(
+    "show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def config_show(
+    ctx: typer.Context,
     config: Annotated[str | None, CONFIG_FILE_OPTION] = None,
     profile: Annotated[str | None, PROFILE_OPTION] = None,
 ) -> None:
-    """Print the effective settings and where each one came from."""
-    loaded = load_or_exit({"config": config, "profile": profile})
+    """Print the effective settings and where each one came from.
+
+    Also takes everything `llmsim serve` takes (its options and a `vllm serve` command
+    line) and shows the settings that `serve` would run with.
+    """
+    flags = _serve_flags(list(ctx.args))
+    loaded = load_or_exit({**flags, "config": config, "profile": profile})
     table = Table(title="llmsim settings", title_justify="left")
     table.add_column("setting", style="cyan")
     table.add_column("value")
@@ -400,6 +411,19 @@ def config_show(
 
 
 app.add_typer(profiles_app, name="profiles")
+
+
+def _serve_flags(args: list[str]) -> dict[str, Any]:
+    """The settings flags that ``llmsim serve ARGS`` would be given."""
+    if not args:
+        return {}
+    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    try:
+        context = command.make_context("serve", expand_multi_value_options(args))
+    except click.ClickException as exc:
+        exc.show()
+        raise typer.Exit(exc.exit_code) from None
+    return {key: value for key, value in context.params.items() if value not in (None, ())}
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:
@@ -423,4 +447,5 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    app(args=expand_multi_value_options(sys.argv[1:]), prog_name="llmsim")
+    args = translate_serve_args(sys.argv[1:], serve)
+    app(args=expand_multi_value_options(args), prog_name="llmsim")

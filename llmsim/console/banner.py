@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -131,6 +132,11 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         extras.append("sleep mode")
     if extras:
         table.add_row("notes", ", ".join(extras))
+    if settings.vllm_flags_without_effect:
+        table.add_row(
+            "vLLM flags",
+            escape("accepted, no effect here: " + ", ".join(settings.vllm_flags_without_effect)),
+        )
     url = base_url(settings, port)
     table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
     title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"
@@ -164,6 +170,7 @@ def startup_fields(settings: Settings, port: int, loop_name: str) -> dict[str, A
         "max_model_len": settings.max_model_len,
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
+        "vllm_flags_without_effect": settings.vllm_flags_without_effect,
         "event_loop": loop_name,
     }
 

@@ -88,6 +88,11 @@ def _load_responses(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _as_list(value: Any) -> Any:
+    """One text (from the environment or a single flag) is a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
 def _existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -180,6 +185,13 @@ class Settings(BaseSettings):
         "mp",
         description="How data-parallel instances run: mp, one process each (uses every core); "
         "inprocess, all on one event loop in one process (least memory).",
+    )
+
+    vllm_flags_without_effect: Annotated[list[str], NoDecode, BeforeValidator(_as_list)] = Field(
+        default_factory=list,
+        description="vLLM flags given on the command line that llmsim accepts but that change "
+        "nothing here (filled in from a `vllm serve` command line; shown in the start-up panel "
+        "and by `llmsim config show`).",
     )
 
     # -- model ------------------------------------------------------------------
