@@ -45,7 +45,10 @@ def serve_option_shapes(command: Callable[..., Any]) -> dict[str, str]:
         for meta in getattr(hint, "__metadata__", ()):
             if not isinstance(meta, OptionInfo):
                 continue
-            decls = meta.param_decls or ()
+            # With Annotated, Typer reads the first positional argument (``default``) as the
+            # first option name.
+            first = [meta.default] if isinstance(meta.default, str) else []
+            decls = [*first, *(meta.param_decls or ())]
             names = [name.strip() for decl in decls for name in decl.split("/")]
             is_flag = bool in typing.get_args(typing.get_args(hint)[0])
             for name in filter(None, names):

@@ -121,7 +121,7 @@ def human_readable_int(value: str) -> int:
                 f"Decimals are not allowed with binary suffixes like {suffix}. "
                 f"Did you mean to use {number}{suffix.lower()} instead?"
             )
-        return int(number) * 1024 ** ("KMGT".index(suffix) + 1)
+        return int(number) << (10 * ("KMGT".index(suffix) + 1))
     return int(value)
 
 
@@ -142,6 +142,13 @@ def _json_object(value: str) -> Any:
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError(f"Value {value} is not a JSON object")
     return parsed
+
+
+def _json_object_or_level(value: str) -> Any:
+    """``--compilation-config``: a JSON object, or older vLLM's bare level (``-cc 3``)."""
+    if value.strip().isdigit():
+        return {"level": int(value)}
+    return _json_object(value)
 
 
 def union_dict_and_str(value: str) -> Any:
@@ -191,6 +198,7 @@ _PLAIN_TYPES: dict[str, Callable[[str], Any]] = {
     "loads": json.loads,
     "json": _checked(json.loads, "JSON"),
     "config": _json_object,
+    "config_or_level": _json_object_or_level,
     "dict_or_str": union_dict_and_str,
     "lower": _lower,
     "ids": _device_ids,
@@ -305,10 +313,12 @@ def show_flag(option: str, value: Any, kind: str) -> str:
 
 
 def _is_list(kind: str, value: Any) -> bool:
-    return isinstance(value, list) and kind not in ("loads", "json", "config", "dict_or_str")
+    return isinstance(value, list) and kind not in ("loads", "json", "dict_or_str")
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)

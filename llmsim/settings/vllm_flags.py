@@ -6,7 +6,8 @@ One line per flag, columns separated by two or more spaces:
   the strings that turn an on/off flag off (``--disable-x``, ``--no-enable-x``);
 * the value kind as vLLM checks it: ``str``, ``int``, ``float``, ``hint`` (``4k``, ``1M``),
   ``hint_auto`` (also ``auto``/``-1``), ``loads`` and ``json`` (JSON), ``config`` (a JSON
-  object of a config dataclass), ``dict_or_str``, ``lower`` (lower-cased choice), ``ids``
+  object of a config dataclass; ``config_or_level`` also takes older vLLM's bare
+  optimisation level, ``-cc 3``), ``dict_or_str``, ``lower`` (lower-cased choice), ``ids``
   (comma-separated integers), ``flag`` (no value), ``bool`` (on/off pair), ``append``
   (repeatable); a leading ``?`` means ``""`` and ``None`` also read as unset;
   ``{a|b}`` lists the choices; a trailing ``+`` or ``?`` is argparse's ``nargs``;
@@ -354,7 +355,7 @@ VLLM_FLAGS = """
 --kv-events-config                                                      ?config       kv_events_config
 --ec-transfer-config                                                    ?config       -
 --ec-manager-config                                                     config        -
---compilation-config -cc                                                config        -
+--compilation-config -cc                                                config_or_level  -
 --attention-config -ac                                                  config        -
 --engram-config                                                         ?config       -
 --reasoning-config                                                      ?config       -
@@ -369,4 +370,5 @@ VLLM_FLAGS = """
 --weight-transfer-config                                                ?config       -
 ## Removed in vLLM, still in manifests
 --task  str{auto|generate|embedding|embed|classify|score|reward|transcription|draft}  =task
+--swap-space  float  -
 """

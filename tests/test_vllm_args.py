@@ -1,0 +1,240 @@
+"""vLLM's ``vllm serve`` command line: parsed as vLLM parses it, mapped onto settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from llmsim.cli.main import serve
+from llmsim.cli.vllm_argv import serve_option_shapes, split_serve_args, translate_serve_args
+from llmsim.settings.model import Settings
+from llmsim.settings.vllm_args import VllmArgsError, parse_vllm_args, vllm_flags
+from llmsim.settings.vllm_mapping import kv_cache_tokens
+
+
+def test_the_table_holds_vllm_flags_once_each_with_valid_targets() -> None:
+    flags = vllm_flags()
+    assert len(flags) > 300
+    strings = [name for flag in flags for name in (*flag.names, *flag.off)]
+    assert len(strings) == len(set(strings))
+    for flag in flags:
+        target = flag.target
+        assert target == "-" or target.startswith("=") or target.isidentifier(), flag
+    settings_targets = {f.target for f in flags if f.target not in ("-",) and f.target[0] != "="}
+    ssl = {"ssl_keyfile", "ssl_certfile", "ssl_ca_certs", "ssl_cert_reqs", "enable_ssl_refresh"}
+    assert settings_targets - ssl <= set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("argv", "settings"),
+    [
+        (["m", "--max-num-seqs", "8"], {"max_running_requests": "8"}),
+        (["m", "--max_num_seqs=8"], {"max_running_requests": "8"}),
+        (["m", "--max-num-seq", "8"], {"max_running_requests": "8"}),  # a unique prefix
+        (["--model", "m", "--max-model-len", "32k"], {"max_model_len": "32000"}),
+        (["m", "--max-model-len", "auto"], {}),
+        (["m", "--no-enable-prefix-caching"], {"enable_prefix_caching": False}),
+        (["m", "--disable-prefix-caching"], {"enable_prefix_caching": False}),
+        (["m", "--enable-prefix-caching"], {"enable_prefix_caching": True}),
+        (["m", "--served-model-name", "a", "b"], {"served_model_name": ["a", "b"]}),
+        (["m", "--uvicorn-log-level", "trace"], {"log_level": "debug"}),
+        (["m", "--disable-uvicorn-access-log"], {"access_log": False}),
+        (["m", "--shutdown-timeout", "30"], {"shutdown_timeout": "30s"}),
+        (["m", "--api-key", "k1", "k2"], {"api_key": "k1"}),
+        (["m", "-dp", "2"], {"data_parallel_size": "2"}),
+        (
+            ["m", "--block-size", "32", "--num-gpu-blocks-override", "100"],
+            {"block_size": "32", "kv_cache_size": "3200"},
+        ),
+    ],
+)
+def test_flags_that_mean_something_here_set_settings(
+    argv: list[str], settings: dict[str, object]
+) -> None:
+    parsed = parse_vllm_args(argv)
+    assert {k: v for k, v in parsed.settings.items() if k != "model"} == settings
+    assert parsed.no_effect == []
+
+
+def test_the_model_is_positional_or_given_with_model() -> None:
+    assert parse_vllm_args(["org/m"]).settings == {"model": "org/m"}
+    assert parse_vllm_args(["--model=org/m", "-tp", "2"]).settings == {"model": "org/m"}
+
+
+def test_lora_modules_take_several_values_in_both_forms() -> None:
+    module = json.dumps({"name": "b", "path": "/q", "base_model_name": "m"})
+    parsed = parse_vllm_args(["m", "--enable-lora", "--lora-modules", "a=/p", module])
+    assert parsed.settings["lora_modules"] == ["a=/p", module]
+    assert parsed.no_effect == ["--enable-lora"]
+
+
+def test_other_flags_are_accepted_and_listed_as_given() -> None:
+    parsed = parse_vllm_args(
+        ["m", "-tp", "8", "--dtype", "half", "--trust_remote_code", "-O3", "--swap-space", "16"]
+    )
+    assert parsed.no_effect == [
+        "-tp 8",
+        "--dtype half",
+        "--trust-remote-code",
+        "--optimization-level 3",
+        "--swap-space 16",
+    ]
+
+
+def test_dotted_sub_keys_and_multi_line_json_make_one_json_value() -> None:
+    parsed = parse_vllm_args(
+        [
+            "m",
+            "--speculative-config.method",
+            "mtp",
+            "--speculative-config.num_speculative_tokens=2",
+            "-cc.pass_config.fuse=True",
+            "--kv-transfer-config",
+            '{\n  "kv_connector": "NixlConnector",\n  "kv_role": "kv_both"\n}',
+        ]
+    )
+    assert parsed.no_effect == [
+        '--kv-transfer-config {"kv_connector":"NixlConnector","kv_role":"kv_both"}',
+        '--speculative-config {"method":"mtp","num_speculative_tokens":2}',
+        '-cc {"pass_config":{"fuse":"True"}}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["m", "--tensor-parallel-size", "abc"],
+            "argument --tensor-parallel-size/-tp: invalid int value: 'abc'",
+        ),
+        (["m", "--dtype", "double"], "argument --dtype: invalid choice: 'double'"),
+        (["m", "--max-lora-rank", "7"], "argument --max-lora-rank: invalid choice: 7"),
+        (["m", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["m", "--max-num"], "ambiguous option: --max-num could match"),
+        (["m", "--kv-transfer-config", "[1]"], "is not a JSON object"),
+        (["m", "--max-log-len", "x"], "Value x cannot be converted to <class 'int'>."),
+        (["m", "--allowed-origins", "x"], "argument --allowed-origins: invalid loads value: 'x'"),
+    ],
+)
+def test_values_are_checked_as_vllm_checks_them(argv: list[str], message: str) -> None:
+    with pytest.raises(VllmArgsError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse_vllm_args(argv)
+
+
+def test_a_yaml_config_spreads_into_flags_and_the_command_line_wins(tmp_path: Path) -> None:
+    config = tmp_path / "vllm.yaml"
+    config.write_text(
+        "max-num-seqs: 4\nno-enable-prefix-caching: true\nserved-model-name: [a, b]\n"
+        "compilation-config:\n  pass_config:\n    fuse: true\nenforce-eager: false\n"
+    )
+    parsed = parse_vllm_args(["m", "--config", str(config), "--max-num-seqs", "6"])
+    assert parsed.settings == {
+        "model": "m",
+        "max_running_requests": "6",
+        "enable_prefix_caching": False,
+        "served_model_name": ["a", "b"],
+    }
+    assert parsed.no_effect == [
+        '-cc {"pass_config":{"fuse":true}}'.replace("-cc", "--compilation-config"),
+        "--no-enforce-eager",
+    ]
+
+
+def test_kv_cache_size_rule() -> None:
+    assert kv_cache_tokens(100, 10**9, 0.5, block_size=16) == 1600
+    assert kv_cache_tokens(None, 2 * 131_072 * 1000, 0.5, block_size=16) == 2000
+    assert kv_cache_tokens(None, None, 0.45, block_size=16) == 65_536
+    assert kv_cache_tokens(None, None, None, block_size=16) is None
+
+
+def test_llmsim_options_stay_for_typer_and_the_rest_goes_to_vllms_parser() -> None:
+    shapes = serve_option_shapes(serve)
+    ours, theirs = split_serve_args(
+        [
+            "org/m",
+            "-tp",
+            "2",
+            "--latency-model",
+            "step",
+            "--served-model-name",
+            "a",
+            "b",
+            "--max-model-len",
+            "32k",
+            "-cc",
+            "3",
+            "--enable-prefix-caching",
+            "--config",
+            "x.yaml",
+        ],
+        shapes,
+    )
+    assert ours == [
+        "--latency-model",
+        "step",
+        "--served-model-name",
+        "a",
+        "b",
+        "--enable-prefix-caching",
+    ]
+    assert theirs == [
+        "org/m",
+        "-tp",
+        "2",
+        "--max-model-len",
+        "32k",
+        "-cc",
+        "3",
+        "--config",
+        "x.yaml",
+    ]
+
+
+def test_a_command_line_without_vllm_flags_is_left_alone() -> None:
+    args = ["serve", "--port", "9000", "--max-num-seqs", "4", "--config", "p.toml"]
+    assert translate_serve_args(args, serve) == args
+    assert translate_serve_args(["fleet", "x.toml", "-tp"], serve) == ["fleet", "x.toml", "-tp"]
+
+
+def test_vllm_flags_become_llmsim_options_before_llmsims_own() -> None:
+    args = translate_serve_args(
+        ["serve", "org/m", "--max_num_seqs", "3", "-tp", "2", "--port", "1"], serve
+    )
+    assert args == [
+        "serve",
+        "--model=org/m",
+        "--max-running-requests=3",
+        "--vllm-flags-without-effect=-tp 2",
+        "--port",
+        "1",
+    ]
+
+
+def test_a_bad_vllm_value_exits_2_with_argparses_kind_of_message() -> None:
+    result = run_cli("serve", "org/m", "--tensor-parallel-size", "abc")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "usage: llmsim serve [MODEL] [OPTIONS]",
+        "llmsim serve: error: argument --tensor-parallel-size/-tp: invalid int value: 'abc'",
+    ]
+    unknown = run_cli("serve", "org/m", "--frobnicate")
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --frobnicate" in unknown.stderr
+
+
+def test_config_show_lists_what_a_vllm_command_line_sets_and_ignores() -> None:
+    result = run_cli(
+        "config", "show", "org/m", "-tp", "8", "--dtype", "half", "--max_num_seqs", "12"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 3
+    }
+    assert "-tp 8, --dtype half" in rows["vllm_flags_without_effect"]
+    assert "12" in rows["max_running_requests"]
+    assert "org/m" in rows["model"]
