@@ -23,11 +23,11 @@ from __future__ import annotations
 VLLM_VERSION = "0.34.0"
 
 VLLM_FLAGS = """
-## options
+## Serve
 --headless                                                              flag          -
 --headless-client-handshake-address                                     str           -
 --api-server-count -asc                                                 int           -
---config                                                                str           -
+--config                                                                str           =config
 --grpc                                                                  flag          -
 --disable-log-stats                                                     flag          -
 --aggregate-engine-logging                                              flag          -

@@ -132,7 +132,25 @@ def _kv_cache_size(dest: str, value: Any, by_dest: dict[str, Recorded]) -> dict[
 
 
 def _task(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
+    """Accepted without effect (``--config`` never gets here: it is read before parsing)."""
     return None
+
+
+CONVERSION_NOTES = {
+    "uvicorn_log_level": "`log_level` (`trace` reads as `debug`)",
+    "disable_uvicorn_access_log": "`access_log` turned off (`--enable-uvicorn-access-log`: on)",
+    "api_key": "`api_key` (the first key given)",
+    "shutdown_timeout": "`shutdown_timeout` in seconds",
+    "gpu_memory_utilization": "`kv_cache_size`: 131072 tokens x U / 0.9, unless a stronger flag "
+    "sizes it",
+    "kv_cache_memory_bytes": "`kv_cache_size`: bytes / 131072 per token, unless "
+    "`--num-gpu-blocks-override` is given",
+    "num_gpu_blocks_override": "`kv_cache_size`: blocks x `--block-size` tokens",
+    "task": None,
+    "config": "reading vLLM's YAML config file (a `.yaml`/`.yml` name; other names are "
+    "llmsim's TOML `--config`)",
+}
+"""How each conversion reads in the generated reference (None: accepted, no effect)."""
 
 
 _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any] | None]] = {
@@ -144,4 +162,5 @@ _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any]
     "kv_cache_memory_bytes": _kv_cache_size,
     "num_gpu_blocks_override": _kv_cache_size,
     "task": _task,
+    "config": _task,
 }
