@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import RunningServer, post_json, run_cli
 
 from llmsim.cli.main import serve
 from llmsim.cli.vllm_argv import serve_option_shapes, split_serve_args, translate_serve_args
@@ -238,3 +241,37 @@ def test_config_show_lists_what_a_vllm_command_line_sets_and_ignores() -> None:
     assert "-tp 8, --dtype half" in rows["vllm_flags_without_effect"]
     assert "12" in rows["max_running_requests"]
     assert "org/m" in rows["model"]
+
+
+@pytest.mark.parametrize(
+    "flags", [["--runner", "pooling"], ["--convert", "embed"], ["--task", "embed"]]
+)
+def test_an_embedding_model_serves_embeddings_and_has_no_chat_route(
+    flags: list[str], llmsim_server: Callable[..., RunningServer]
+) -> None:
+    server = llmsim_server("BAAI/bge-m3", *flags)
+    status, body = post_json(server, "/v1/embeddings", {"model": "BAAI/bge-m3", "input": "hi"})
+    assert status == 200
+    assert body["object"] == "list"
+    status, body = post_json(
+        server,
+        "/v1/chat/completions",
+        {"model": "BAAI/bge-m3", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert status == 404
+
+
+def test_access_log_leaves_out_the_endpoints_vllm_is_told_to_leave_out(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = llmsim_server("org/m", "--disable-access-log-for-endpoints=/health,/metrics")
+    for path in ("/health", "/metrics", "/v1/models"):
+        with urllib.request.urlopen(server.base_url + path, timeout=5) as response:
+            assert response.status == 200
+    deadline = time.monotonic() + 5
+    while "/v1/models" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log()
+    assert '"GET /v1/models HTTP/1.1" 200' in log
+    assert "GET /health" not in log
+    assert "GET /metrics" not in log

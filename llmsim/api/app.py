@@ -133,6 +133,8 @@ def create_app(
         web.post("/v1/embeddings", embeddings.create_embedding),
         web.post("/pooling", embeddings.create_pooling),
     ]
+    if settings.runner == "pooling":  # vLLM registers no generating route for such a model
+        routes = [route for route in routes if route.path not in GENERATING_PATHS]
     routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
@@ -155,6 +157,19 @@ def create_app(
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app
+
+
+GENERATING_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
+)
+"""Routes an embedding model (``runner = pooling``) does not have."""
 
 
 def _unchanged(handler: Handler) -> Handler:

@@ -114,6 +114,10 @@ def serve(
     access_log: Annotated[
         bool | None, _opt("access_log", "--access-log/--no-access-log", panel=SERVER)
     ] = None,
+    disable_access_log_for_endpoints: Annotated[
+        list[str] | None,
+        _opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
+    ] = None,
     dashboard: Annotated[
         bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
     ] = None,
@@ -149,6 +153,9 @@ def serve(
     tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
     chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    runner: Annotated[
+        str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
+    ] = None,
     embedding_dimension: Annotated[
         str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
     ] = None,

@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         description="Log one line per HTTP request (method, path, status, duration, bytes, "
         "tokens). Always off while the dashboard is shown.",
     )
+    disable_access_log_for_endpoints: Names = Field(
+        default_factory=list,
+        description="Paths whose requests the access log leaves out (comma-separated, e.g. "
+        "/health,/metrics), as vLLM's --disable-access-log-for-endpoints.",
+    )
     dashboard: bool = Field(
         False,
         description="Show a live terminal view of load, LoRA slots, request and token rates, "
@@ -238,6 +243,12 @@ class Settings(BaseSettings):
         ge=0,
         le=1_000_000,
         description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
+    )
+    runner: Literal["auto", "generate", "pooling", "draft"] = Field(
+        "auto",
+        description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
+        "/pooling) whose chat, completions, responses and messages routes answer 404, as vLLM "
+        "registers none for it; auto, generate and draft serve every route.",
     )
     embedding_dimension: int = Field(
         4096,

@@ -80,7 +80,7 @@ VLLM_FLAGS = """
 --uds                                                                   ?str          -
 --uvicorn-log-level                                                     str{critical|debug|error|info|trace|warning}  =log_level
 --disable-uvicorn-access-log !--enable-uvicorn-access-log !--no-disable-uvicorn-access-log  bool  =access_log
---disable-access-log-for-endpoints                                      ?str          -
+--disable-access-log-for-endpoints                                      ?str          disable_access_log_for_endpoints
 --allow-credentials !--no-allow-credentials                             bool          -
 --allowed-origins                                                       loads         -
 --allowed-methods                                                       loads         -
@@ -102,8 +102,8 @@ VLLM_FLAGS = """
 --enable-flash-late-interaction !--disable-flash-late-interaction !--no-enable-flash-late-interaction  bool  -
 ## ModelConfig
 --model                                                                 str           model
---runner                                                                str{auto|draft|generate|pooling}  -
---convert                                                               str{auto|classify|embed|none}  -
+--runner                                                                str{auto|draft|generate|pooling}  runner
+--convert                                                               str{auto|classify|embed|none}  =runner
 --tokenizer                                                             str           tokenizer
 --tokenizer-mode                                                        str           -
 --trust-remote-code !--no-trust-remote-code                             bool          -

@@ -131,8 +131,21 @@ def _kv_cache_size(dest: str, value: Any, by_dest: dict[str, Recorded]) -> dict[
     return {"kv_cache_size": str(tokens)} if tokens is not None else {}
 
 
-def _task(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
+def _no_effect(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
     """Accepted without effect (``--config`` never gets here: it is read before parsing)."""
+    return None
+
+
+POOLING_TASKS = frozenset({"embed", "embedding", "classify", "score", "reward"})
+"""``--task`` / ``--convert`` values that make a pooling model (older vLLM's ``--task``)."""
+
+
+def _pooling_runner(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
+    """``--convert embed`` or ``--task embed``: an embedding model; ``--task generate``: not."""
+    if value in POOLING_TASKS:
+        return {"runner": "pooling"}
+    if value == "generate":
+        return {"runner": "generate"}
     return None
 
 
@@ -146,7 +159,9 @@ CONVERSION_NOTES = {
     "kv_cache_memory_bytes": "`kv_cache_size`: bytes / 131072 per token, unless "
     "`--num-gpu-blocks-override` is given",
     "num_gpu_blocks_override": "`kv_cache_size`: blocks x `--block-size` tokens",
-    "task": None,
+    "task": "`runner`: `embed`, `embedding`, `classify`, `score`, `reward` make it `pooling`, "
+    "`generate` makes it `generate`",
+    "convert": "`runner`: `embed` and `classify` make it `pooling`",
     "config": "reading vLLM's YAML config file (a `.yaml`/`.yml` name; other names are "
     "llmsim's TOML `--config`)",
 }
@@ -161,6 +176,7 @@ _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any]
     "gpu_memory_utilization": _kv_cache_size,
     "kv_cache_memory_bytes": _kv_cache_size,
     "num_gpu_blocks_override": _kv_cache_size,
-    "task": _task,
-    "config": _task,
+    "task": _pooling_runner,
+    "convert": _pooling_runner,
+    "config": _no_effect,
 }
