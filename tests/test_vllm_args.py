@@ -120,6 +120,10 @@ def test_dotted_sub_keys_and_multi_line_json_make_one_json_value() -> None:
         (["m", "--kv-transfer-config", "[1]"], "is not a JSON object"),
         (["m", "--max-log-len", "x"], "Value x cannot be converted to <class 'int'>."),
         (["m", "--allowed-origins", "x"], "argument --allowed-origins: invalid loads value: 'x'"),
+        (
+            ["m", "--enable-auto-tool-choice"],
+            "--enable-auto-tool-choice requires --tool-call-parser",
+        ),
     ],
 )
 def test_values_are_checked_as_vllm_checks_them(argv: list[str], message: str) -> None:

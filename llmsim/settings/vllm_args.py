@@ -290,6 +290,7 @@ def map_onto_settings(namespace: dict[str, Any]) -> VllmCommandLine:
     from llmsim.settings.vllm_mapping import map_flags
 
     by_dest = {flag.dest: flag for flag in vllm_flags()}
+    _check_flag_pairs(namespace)
     result = VllmCommandLine()
     model = namespace.pop("model_tag", None)
     if model is not None:
@@ -297,6 +298,20 @@ def map_onto_settings(namespace: dict[str, Any]) -> VllmCommandLine:
     given = {by_dest[dest]: recorded for dest, recorded in namespace.items()}
     map_flags(given, result)
     return result
+
+
+FLAG_PAIRS = (
+    ("enable_auto_tool_choice", "tool_call_parser", "--enable-auto-tool-choice"),
+    ("enable_log_outputs", "enable_log_requests", "--enable-log-outputs"),
+)
+"""On/off flags that vLLM refuses at start-up without a second flag."""
+
+
+def _check_flag_pairs(namespace: dict[str, Any]) -> None:
+    for first, needed, flag in FLAG_PAIRS:
+        if namespace.get(first, (None, False))[1] and not namespace.get(needed, (None, None))[1]:
+            needed_flag = "--" + needed.replace("_", "-")
+            raise VllmArgsError(f"{flag} requires {needed_flag}")
 
 
 def show_flag(option: str, value: Any, kind: str) -> str:
