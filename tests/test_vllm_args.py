@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -279,3 +280,42 @@ def test_access_log_leaves_out_the_endpoints_vllm_is_told_to_leave_out(
     assert '"GET /v1/models HTTP/1.1" 200' in log
     assert "GET /health" not in log
     assert "GET /metrics" not in log
+
+
+def _call(url: str, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def test_cors_from_vllms_flags(llmsim_server: Callable[..., RunningServer]) -> None:
+    server = llmsim_server(
+        "org/m", "--allowed-origins", '["https://app.example"]', "--allow-credentials"
+    )
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    status, headers, _ = _call(server.api_url + "/chat/completions", "OPTIONS", preflight)
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    other = {**preflight, "Origin": "https://elsewhere.example"}
+    status, _, body = _call(server.api_url + "/chat/completions", "OPTIONS", other)
+    assert (status, body) == (400, "Disallowed CORS origin")
+    status, headers, _ = _call(server.api_url + "/models", "GET", {"Origin": "https://app.example"})
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    _, headers, _ = _call(
+        server.api_url + "/models", "GET", {"Origin": "https://elsewhere.example"}
+    )
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_no_cors_headers_without_allowed_origins(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = llmsim_server("org/m")
+    _, headers, _ = _call(server.api_url + "/models", "GET", {"Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in headers

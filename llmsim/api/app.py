@@ -19,6 +19,7 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.cors import attach_cors
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
@@ -154,6 +155,7 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    attach_cors(app, settings)
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app

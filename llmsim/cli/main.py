@@ -122,6 +122,19 @@ def serve(
         bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
     ] = None,
     api_key: Annotated[str | None, _opt("api_key", panel=SERVER, metavar="KEY")] = None,
+    allowed_origins: Annotated[
+        list[str] | None, _opt("allowed_origins", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allowed_methods: Annotated[
+        list[str] | None, _opt("allowed_methods", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allowed_headers: Annotated[
+        list[str] | None, _opt("allowed_headers", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allow_credentials: Annotated[
+        bool | None,
+        _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
+    ] = None,
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,

@@ -7,6 +7,7 @@ How the layers are merged lives in :mod:`llmsim.settings.sources`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -88,6 +89,21 @@ def _load_responses(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _json_list_or_names(value: Any) -> Any:
+    """vLLM's JSON list (``'["*"]'``), or names as elsewhere (``a,b``, repeated flags)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list: {exc.msg}") from None
+    if isinstance(value, list) and len(value) == 1:
+        return _json_list_or_names(value[0])
+    return split_names(value)
+
+
+JsonNames = Annotated[list[str], NoDecode, BeforeValidator(_json_list_or_names)]
+
+
 def _as_list(value: Any) -> Any:
     """One text (from the environment or a single flag) is a list of one."""
     return [value] if isinstance(value, str) else value
@@ -162,6 +178,23 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
         description="Require 'Authorization: Bearer KEY' on /v1/* and /admin/* routes. Also "
         "read from VLLM_API_KEY. Never logged or shown.",
+    )
+    allowed_origins: JsonNames = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS), as vLLM's "
+        "--allowed-origins: a JSON list or names, * for any. Empty: no CORS headers.",
+    )
+    allowed_methods: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Methods a cross-origin request may use (vLLM's --allowed-methods).",
+    )
+    allowed_headers: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Headers a cross-origin request may send (vLLM's --allowed-headers).",
+    )
+    allow_credentials: bool = Field(
+        False,
+        description="Allow cross-origin requests with credentials (vLLM's --allow-credentials).",
     )
     max_request_body_size: ByteSize = Field(
         4 * 1024 * 1024,

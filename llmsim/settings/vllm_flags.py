@@ -81,10 +81,10 @@ VLLM_FLAGS = """
 --uvicorn-log-level                                                     str{critical|debug|error|info|trace|warning}  =log_level
 --disable-uvicorn-access-log !--enable-uvicorn-access-log !--no-disable-uvicorn-access-log  bool  =access_log
 --disable-access-log-for-endpoints                                      ?str          disable_access_log_for_endpoints
---allow-credentials !--no-allow-credentials                             bool          -
---allowed-origins                                                       loads         -
---allowed-methods                                                       loads         -
---allowed-headers                                                       loads         -
+--allow-credentials !--no-allow-credentials                             bool          allow_credentials
+--allowed-origins                                                       loads         allowed_origins
+--allowed-methods                                                       loads         allowed_methods
+--allowed-headers                                                       loads         allowed_headers
 --api-key                                                               ?str+         =api_key
 --ssl-keyfile                                                           ?str          ssl_keyfile
 --ssl-certfile                                                          ?str          ssl_certfile
