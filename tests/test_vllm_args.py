@@ -319,3 +319,19 @@ def test_no_cors_headers_without_allowed_origins(
     server = llmsim_server("org/m")
     _, headers, _ = _call(server.api_url + "/models", "GET", {"Origin": "https://app.example"})
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_response_role_names_the_answers_role(llmsim_server: Callable[..., RunningServer]) -> None:
+    server = llmsim_server("org/m", "--response-role", "model")
+    body = {"model": "org/m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    status, answer = post_json(server, "/v1/chat/completions", body)
+    assert status == 200
+    assert answer["choices"][0]["message"]["role"] == "model"
+    request = urllib.request.Request(
+        server.api_url + "/chat/completions",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        first = json.loads(response.read().decode().split("\n\n")[0].removeprefix("data: "))
+    assert first["choices"][0]["delta"]["role"] == "model"

@@ -166,6 +166,7 @@ def serve(
     tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
     chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    response_role: Annotated[str | None, _opt("response_role", panel=MODEL, metavar="ROLE")] = None,
     runner: Annotated[
         str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,

@@ -277,6 +277,11 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
     )
+    response_role: str = Field(
+        "assistant",
+        min_length=1,
+        description="The role of the chat answer's message, as vLLM's --response-role.",
+    )
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
         description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "

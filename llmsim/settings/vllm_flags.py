@@ -45,7 +45,7 @@ VLLM_FLAGS = """
 --trust-request-mm-kwargs !--no-trust-request-mm-kwargs                 bool          -
 --default-chat-template-kwargs                                          loads         -
 --reasoning-effort-map                                                  loads         -
---response-role                                                         str           -
+--response-role                                                         str           response_role
 --return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          -
 --enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  -
 --exclude-tools-when-tool-choice-none !--no-exclude-tools-when-tool-choice-none  bool  -
