@@ -335,3 +335,24 @@ def test_response_role_names_the_answers_role(llmsim_server: Callable[..., Runni
     with urllib.request.urlopen(request, timeout=10) as response:
         first = json.loads(response.read().decode().split("\n\n")[0].removeprefix("data: "))
     assert first["choices"][0]["delta"]["role"] == "model"
+
+
+def test_every_settings_target_can_be_given_to_llmsims_own_options() -> None:
+    """The options a vLLM flag turns into exist on ``llmsim serve`` (on/off ones as
+    ``--x``/``--no-x``)."""
+    shapes = serve_option_shapes(serve)
+    for flag in vllm_flags():
+        if flag.target in Settings.model_fields:
+            option = "--" + flag.target.replace("_", "-")
+            assert option in shapes, option
+            if flag.kind in ("bool", "flag"):
+                assert "--no-" + option[2:] in shapes or flag.kind == "flag", option
+
+
+@pytest.mark.parametrize("flag", ["--disable-fastapi-docs", "--disable_fastapi_docs"])
+def test_disable_fastapi_docs_drops_the_openapi_document(
+    flag: str, llmsim_server: Callable[..., RunningServer]
+) -> None:
+    server = llmsim_server("org/m", flag)
+    status, _, _ = _call(server.base_url + "/openapi.json", "GET", {})
+    assert status == 404

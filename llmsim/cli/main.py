@@ -135,6 +135,14 @@ def serve(
         bool | None,
         _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
     ] = None,
+    disable_fastapi_docs: Annotated[
+        bool | None,
+        _opt(
+            "disable_fastapi_docs",
+            "--disable-fastapi-docs/--no-disable-fastapi-docs",
+            panel=SERVER,
+        ),
+    ] = None,
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,

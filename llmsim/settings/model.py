@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         False,
         description="Allow cross-origin requests with credentials (vLLM's --allow-credentials).",
     )
+    disable_fastapi_docs: bool = Field(
+        False,
+        description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "
+        "its /docs and /redoc pages).",
+    )
     max_request_body_size: ByteSize = Field(
         4 * 1024 * 1024,
         ge=1024,

@@ -95,7 +95,7 @@ VLLM_FLAGS = """
 --root-path                                                             ?str          -
 --middleware                                                            append        -
 --enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  -
---disable-fastapi-docs !--enable-fastapi-docs !--no-disable-fastapi-docs  bool  -
+--disable-fastapi-docs !--enable-fastapi-docs !--no-disable-fastapi-docs  bool  disable_fastapi_docs
 --h11-max-incomplete-event-size                                         int           -
 --h11-max-header-count                                                  int           -
 --enable-offline-docs !--disable-offline-docs !--no-enable-offline-docs  bool  -
