@@ -356,3 +356,15 @@ def test_disable_fastapi_docs_drops_the_openapi_document(
     server = llmsim_server("org/m", flag)
     status, _, _ = _call(server.base_url + "/openapi.json", "GET", {})
     assert status == 404
+
+
+def test_root_path_serves_routes_with_and_without_the_prefix(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = llmsim_server("org/m", "--root-path", "/llm")
+    for path in ("/llm/v1/models", "/v1/models"):
+        status, _, body = _call(server.base_url + path, "GET", {})
+        assert status == 200
+        assert json.loads(body)["data"][0]["id"] == "org/m"
+    status, _, _ = _call(server.base_url + "/other/v1/models", "GET", {})
+    assert status == 404

@@ -139,6 +139,8 @@ def create_app(
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
     routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
+    if settings.root_path:  # as Starlette with a root path: with and without the prefix
+        routes.extend(_prefixed(routes, settings.root_path))
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -174,6 +176,10 @@ GENERATING_PATHS = frozenset(
     }
 )
 """Routes an embedding model (``runner = pooling``) does not have."""
+
+
+def _prefixed(routes: list[web.RouteDef], prefix: str) -> list[web.RouteDef]:
+    return [web.RouteDef(r.method, prefix + r.path, r.handler, r.kwargs) for r in routes]
 
 
 def _unchanged(handler: Handler) -> Handler:

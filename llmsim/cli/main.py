@@ -135,6 +135,7 @@ def serve(
         bool | None,
         _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
     ] = None,
+    root_path: Annotated[str | None, _opt("root_path", panel=SERVER, metavar="PATH")] = None,
     disable_fastapi_docs: Annotated[
         bool | None,
         _opt(

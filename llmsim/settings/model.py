@@ -196,6 +196,12 @@ class Settings(BaseSettings):
         False,
         description="Allow cross-origin requests with credentials (vLLM's --allow-credentials).",
     )
+    root_path: str | None = Field(
+        None,
+        pattern=r"^/.*[^/]$",
+        description="A path prefix a proxy may keep in front of every route (vLLM's "
+        "--root-path, e.g. /llm): /llm/v1/models and /v1/models both answer.",
+    )
     disable_fastapi_docs: bool = Field(
         False,
         description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "

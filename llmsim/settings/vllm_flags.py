@@ -92,7 +92,7 @@ VLLM_FLAGS = """
 --enable-ssl-refresh !--disable-ssl-refresh !--no-enable-ssl-refresh    bool          enable_ssl_refresh
 --ssl-cert-reqs                                                         int           ssl_cert_reqs
 --ssl-ciphers                                                           ?str          -
---root-path                                                             ?str          -
+--root-path                                                             ?str          root_path
 --middleware                                                            append        -
 --enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  -
 --disable-fastapi-docs !--enable-fastapi-docs !--no-disable-fastapi-docs  bool  disable_fastapi_docs
