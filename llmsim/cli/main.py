@@ -311,6 +311,8 @@ def serve(
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
 
+    Also takes `vllm serve`'s command line as it is (llmsim serve MODEL -tp 8 ...);
+    vLLM's flags without a meaning here are accepted and listed at start-up.
     Durations accept 250ms, 1.5s, 750us or a bare number of milliseconds.
     Precedence: flags > LLMSIM_* environment > --profile NAME > --config TOML file > defaults.
     """
