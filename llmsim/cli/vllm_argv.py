@@ -32,9 +32,11 @@ VLLM_VALUE_FORMS: dict[str, re.Pattern[str]] = {
     "--max-model-len": re.compile(rf"^({_HUMAN_INT}|auto|-1)$"),
     "--max-num-batched-tokens": re.compile(rf"^{_HUMAN_INT}$"),
     "--shutdown-timeout": re.compile(r"^\d+$"),
+    "--data-parallel-backend": re.compile(r"^ray$"),
 }
 """Options llmsim and vLLM share whose value, in this form, means what vLLM says: a token
-count like ``32k``, or ``--shutdown-timeout 30`` in seconds. Such a pair goes to vLLM's parser."""
+count like ``32k``, ``--shutdown-timeout 30`` in seconds, vLLM's ``ray`` backend. Such a pair
+goes to vLLM's parser."""
 
 
 def serve_option_shapes(command: Callable[..., Any]) -> dict[str, str]:

@@ -26,7 +26,7 @@ VLLM_FLAGS = """
 ## Serve
 --headless                                                              flag          -
 --headless-client-handshake-address                                     str           -
---api-server-count -asc                                                 int           -
+--api-server-count -asc                                                 int           api_server_count
 --config                                                                str           =config
 --grpc                                                                  flag          -
 --disable-log-stats                                                     flag          -
@@ -191,14 +191,14 @@ VLLM_FLAGS = """
 --cp-kv-cache-interleave-size                                           int           -
 --prefill-context-parallel-size -pcp                                    int           -
 --data-parallel-size -dp                                                int           data_parallel_size
---data-parallel-rank -dpn                                               int           -
---data-parallel-start-rank -dpr                                         int           -
---data-parallel-size-local -dpl                                         int           -
---data-parallel-address -dpa                                            str           -
---data-parallel-rpc-port -dpp                                           int           -
+--data-parallel-rank -dpn                                               int           data_parallel_rank
+--data-parallel-start-rank -dpr                                         int           data_parallel_start_rank
+--data-parallel-size-local -dpl                                         int           data_parallel_size_local
+--data-parallel-address -dpa                                            str           data_parallel_address
+--data-parallel-rpc-port -dpp                                           int           data_parallel_rpc_port
 --data-parallel-backend -dpb                                            str           -
---data-parallel-hybrid-lb -dph !--no-data-parallel-hybrid-lb            bool          -
---data-parallel-external-lb -dpe !--no-data-parallel-external-lb        bool          -
+--data-parallel-hybrid-lb -dph !--no-data-parallel-hybrid-lb            bool          data_parallel_hybrid_lb
+--data-parallel-external-lb -dpe !--no-data-parallel-external-lb        bool          data_parallel_external_lb
 --data-parallel-multi-port-external-lb -dpm                             flag          -
 --enable-hc-sp !--disable-hc-sp !--no-enable-hc-sp                      bool          -
 --enable-expert-parallel -ep !--disable-expert-parallel !--no-enable-expert-parallel  bool  -
