@@ -386,3 +386,13 @@ def test_a_shared_option_with_a_value_only_vllm_takes_goes_to_vllms_parser() -> 
     assert args == ["serve", "--model=m", "--vllm-flags-without-effect=--data-parallel-backend ray"]
     args = translate_serve_args(["serve", "--data-parallel-backend", "inprocess"], serve)
     assert args == ["serve", "--data-parallel-backend", "inprocess"]
+
+
+def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
+    args = translate_serve_args(["serve", "m", "--api-key", "k1", "k2", "--port", "1"], serve)
+    assert args == ["serve", "--model=m", "--api-key=k1", "--port", "1"]
+    assert translate_serve_args(["serve", "--api-key", "k1"], serve) == [
+        "serve",
+        "--api-key",
+        "k1",
+    ]

@@ -27,6 +27,10 @@ CONFIG_OPTIONS = ("--config", "-c")
 HELP_OPTIONS = ("--help", "-h")
 WITHOUT_EFFECT_OPTION = "--vllm-flags-without-effect"
 
+VLLM_SEVERAL_VALUES = ("--api-key",)
+"""Options that take one value on llmsim's side and one or more on vLLM's: given several,
+they go to vLLM's parser (which keeps the first key)."""
+
 _HUMAN_INT = r"\d+(\.\d+)?[kKmMgGtT]"
 VLLM_VALUE_FORMS: dict[str, re.Pattern[str]] = {
     "--max-model-len": re.compile(rf"^({_HUMAN_INT}|auto|-1)$"),
@@ -70,8 +74,12 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
         shape = shapes.get(name)
         value = inline if equals else (args[index + 1] if index + 1 < len(args) else None)
         step = 1 if equals or shape in (None, "flag") else 2
+        following = _values_from(args, index + 1)
         if shape is None:
             theirs.append(arg)
+        elif name in VLLM_SEVERAL_VALUES and not equals and len(following) > 1:
+            theirs.extend([arg, *following])  # several keys: vLLM's nargs="+"
+            step = 1 + len(following)
         elif _for_vllm(name, value):
             theirs.extend(["--config" if name in CONFIG_OPTIONS else name, str(value)])
             step = 1 if equals else 2
@@ -83,6 +91,14 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
                     step += 1
         index += step
     return ours, theirs
+
+
+def _values_from(args: Sequence[str], start: int) -> list[str]:
+    """The arguments from ``start`` up to the next option."""
+    end = start
+    while end < len(args) and not args[end].startswith("-"):
+        end += 1
+    return list(args[start:end])
 
 
 def _for_vllm(name: str, value: str | None) -> bool:
