@@ -9,6 +9,7 @@ environment and the profile still apply.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,8 +65,11 @@ def _help(field: str) -> str:
     return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
 
 
+@functools.cache
 def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
-    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value."""
+    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value.
+
+    Cached: the annotations are read twice per run (the vLLM splitter, then Typer)."""
     names = flags or ("--" + field.replace("_", "-"),)
     if any("/" in name for name in names):
         metavar = None
