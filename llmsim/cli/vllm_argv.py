@@ -74,12 +74,12 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
         shape = shapes.get(name)
         value = inline if equals else (args[index + 1] if index + 1 < len(args) else None)
         step = 1 if equals or shape in (None, "flag") else 2
-        following = _values_from(args, index + 1)
+        several = _several_values(args, index) if name in VLLM_SEVERAL_VALUES and not equals else []
         if shape is None:
             theirs.append(arg)
-        elif name in VLLM_SEVERAL_VALUES and not equals and len(following) > 1:
-            theirs.extend([arg, *following])  # several keys: vLLM's nargs="+"
-            step = 1 + len(following)
+        elif several:
+            theirs.extend([arg, *several])  # several keys: vLLM's nargs="+"
+            step = 1 + len(several)
         elif _for_vllm(name, value):
             theirs.extend(["--config" if name in CONFIG_OPTIONS else name, str(value)])
             step = 1 if equals else 2
@@ -93,12 +93,12 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
     return ours, theirs
 
 
-def _values_from(args: Sequence[str], start: int) -> list[str]:
-    """The arguments from ``start`` up to the next option."""
-    end = start
+def _several_values(args: Sequence[str], index: int) -> list[str]:
+    """The values after the option at ``index`` up to the next option, if more than one."""
+    end = index + 1
     while end < len(args) and not args[end].startswith("-"):
         end += 1
-    return list(args[start:end])
+    return list(args[index + 1 : end]) if end - index > 2 else []
 
 
 def _for_vllm(name: str, value: str | None) -> bool:
