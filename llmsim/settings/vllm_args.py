@@ -23,13 +23,6 @@ from llmsim.settings.vllm_rewrite import rewrite_vllm_args
 NO_EFFECT = "-"
 USAGE = "llmsim serve [MODEL] [OPTIONS]"
 PROG = "llmsim serve"
-DEFAULT_KV_CACHE_TOKENS = 131_072
-"""llmsim's default KV cache size, taken to be what vLLM's default utilisation (0.9) gives."""
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-KV_BYTES_PER_TOKEN = 131_072
-"""Bytes of KV cache per token for --kv-cache-memory-bytes: a Llama-3-8B-like model in
-16-bit (32 layers x 8 KV heads x 128 dims x 2 tensors x 2 bytes)."""
-DEFAULT_BLOCK_SIZE = 16
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmsim.settings.model import Settings
+from llmsim.settings.vllm_args import NO_EFFECT, show_flag
 
 if TYPE_CHECKING:
     from llmsim.settings.vllm_args import VllmCommandLine, VllmFlag
@@ -20,14 +21,20 @@ if TYPE_CHECKING:
 Recorded = tuple[str, Any]
 """``(option string as given, converted value)``."""
 
+DEFAULT_KV_CACHE_TOKENS = 131_072
+"""llmsim's default KV cache size, taken to be what vLLM's default utilisation (0.9) gives."""
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+KV_BYTES_PER_TOKEN = 131_072
+"""Bytes of KV cache per token for --kv-cache-memory-bytes: a Llama-3-8B-like model in
+16-bit (32 layers x 8 KV heads x 128 dims x 2 tensors x 2 bytes)."""
+DEFAULT_BLOCK_SIZE = 16
+
 KV_CACHE_FLAGS = ("num_gpu_blocks_override", "kv_cache_memory_bytes", "gpu_memory_utilization")
 """The flags that size the KV cache, strongest first (as vLLM lets them override each other)."""
 
 
 def map_flags(given: dict[VllmFlag, Recorded], result: VllmCommandLine) -> None:
-    """Fill ``result`` from every flag that was given, in the table's order."""
-    from llmsim.settings.vllm_args import show_flag
-
+    """Fill ``result`` from every flag that was given, in the command line's order."""
     by_dest = {flag.dest: recorded for flag, recorded in given.items()}
     for flag, (option, value) in given.items():
         mapped = _mapped_values(flag, value, by_dest)
@@ -41,8 +48,6 @@ def _mapped_values(
     flag: VllmFlag, value: Any, by_dest: dict[str, Recorded]
 ) -> dict[str, Any] | None:
     """The settings this flag sets (values as command-line text), or None: no effect."""
-    from llmsim.settings.vllm_args import NO_EFFECT
-
     if flag.target == NO_EFFECT:
         return None
     if flag.target.startswith("="):
@@ -97,12 +102,6 @@ def kv_cache_tokens(
     * else ``--kv-cache-memory-bytes B``: B / 128 KiB per token (a Llama-3-8B in 16 bits);
     * else ``--gpu-memory-utilization U``: llmsim's default 131072 tokens x U / 0.9.
     """
-    from llmsim.settings.vllm_args import (
-        DEFAULT_GPU_MEMORY_UTILIZATION,
-        DEFAULT_KV_CACHE_TOKENS,
-        KV_BYTES_PER_TOKEN,
-    )
-
     if num_gpu_blocks is not None:
         return max(1, num_gpu_blocks * block_size)
     if memory_bytes is not None:
@@ -115,8 +114,6 @@ def kv_cache_tokens(
 
 def _kv_cache_size(dest: str, value: Any, by_dest: dict[str, Recorded]) -> dict[str, Any] | None:
     """Only the strongest sizing flag given sets the size; the weaker ones have no effect."""
-    from llmsim.settings.vllm_args import DEFAULT_BLOCK_SIZE
-
     given = [dest for dest in KV_CACHE_FLAGS if by_dest.get(dest, (None, None))[1] is not None]
     if not given or given[0] != dest:
         return None if value is not None else {}
