@@ -396,3 +396,29 @@ def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
         "--api-key",
         "k1",
     ]
+
+
+def test_return_tokens_as_token_ids_names_logprob_tokens_by_id(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = llmsim_server("org/m", "--return-tokens-as-token-ids")
+    chat = {
+        "model": "org/m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    status, answer = post_json(server, "/v1/chat/completions", chat)
+    assert status == 200
+    content = answer["choices"][0]["logprobs"]["content"]
+    assert content
+    for entry in content:
+        assert entry["token"].startswith("token_id:")
+        assert all(top["token"].startswith("token_id:") for top in entry["top_logprobs"])
+    completion = {"model": "org/m", "prompt": "hi", "max_tokens": 3, "logprobs": 1}
+    status, answer = post_json(server, "/v1/completions", completion)
+    assert status == 200
+    logprobs = answer["choices"][0]["logprobs"]
+    assert all(token.startswith("token_id:") for token in logprobs["tokens"])
+    assert all(key.startswith("token_id:") for top in logprobs["top_logprobs"] for key in top)

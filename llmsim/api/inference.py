@@ -190,6 +190,8 @@ async def _generate(
         else None,
     )
     plan = None if plain else flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
+    if plan is not None:
+        plan.token_ids = engine.settings.return_tokens_as_token_ids
     stream, include_usage = body.stream, body.include_usage
     del body
     group = _submit(engine, generation, flavor)

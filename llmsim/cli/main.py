@@ -180,6 +180,14 @@ def serve(
     chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
     response_role: Annotated[str | None, _opt("response_role", panel=MODEL, metavar="ROLE")] = None,
+    return_tokens_as_token_ids: Annotated[
+        bool | None,
+        _opt(
+            "return_tokens_as_token_ids",
+            "--return-tokens-as-token-ids/--no-return-tokens-as-token-ids",
+            panel=MODEL,
+        ),
+    ] = None,
     runner: Annotated[
         str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,

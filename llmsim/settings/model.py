@@ -293,6 +293,11 @@ class Settings(BaseSettings):
         min_length=1,
         description="The role of the chat answer's message, as vLLM's --response-role.",
     )
+    return_tokens_as_token_ids: bool = Field(
+        False,
+        description="Name tokens token_id:N in logprobs (vLLM's --return-tokens-as-token-ids), "
+        "for clients that cannot tell apart tokens with the same text.",
+    )
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
         description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "

@@ -46,7 +46,7 @@ VLLM_FLAGS = """
 --default-chat-template-kwargs                                          loads         -
 --reasoning-effort-map                                                  loads         -
 --response-role                                                         str           response_role
---return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          -
+--return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          return_tokens_as_token_ids
 --enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  -
 --exclude-tools-when-tool-choice-none !--no-exclude-tools-when-tool-choice-none  bool  -
 --tool-call-parser                                                      ?str          -
