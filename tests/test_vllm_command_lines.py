@@ -28,8 +28,8 @@ from conftest import free_port, stop_process
 
 DATA = Path(__file__).parent / "data"
 ENTRIES: list[dict[str, Any]] = json.loads((DATA / "vllm_command_lines.json").read_text())
-WORKERS = 4
-STARTUP_TIMEOUT = 30.0
+WORKERS = 3
+STARTUP_TIMEOUT = 90.0  # generous: several servers start at once on a shared machine
 
 
 @dataclass
@@ -154,7 +154,7 @@ def test_the_collection_is_real_and_large_enough() -> None:
     assert any(expected(entry)[1] for entry in ENTRIES)  # one with adapters
 
 
-@pytest.mark.timeout(300)  # the first test pays for every server: a loaded machine is slow
+@pytest.mark.timeout(600)  # the first test pays for every server: a loaded machine is slow
 @pytest.mark.parametrize(
     "index",
     range(len(ENTRIES)),
