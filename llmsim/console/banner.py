@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -157,6 +158,11 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     extras += _tls_notes(settings)
     if extras:
         table.add_row("notes", ", ".join(extras))
+    if settings.vllm_flags_without_effect:
+        table.add_row(
+            "vLLM flags",
+            escape("accepted, no effect here: " + ", ".join(settings.vllm_flags_without_effect)),
+        )
     url = base_url(settings, port)
     table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
     title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"
@@ -216,6 +222,7 @@ def startup_fields(
         "data_parallel_ranks": list(ranks or data_parallel_layout(settings).ranks),
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
+        "vllm_flags_without_effect": settings.vllm_flags_without_effect,
         "event_loop": loop_name,
         "self_signed_ca": None if ca is None else str(ca),
     }

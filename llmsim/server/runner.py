@@ -181,7 +181,10 @@ class Server:
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **keep_alive,
-            **_access_log_options(access if settings.access_log_enabled else None),
+            **_access_log_options(
+                access if settings.access_log_enabled else None,
+                frozenset(settings.disable_access_log_for_endpoints),
+            ),
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -322,11 +325,12 @@ def _any_access_log(instances: Sequence[Instance]) -> bool:
     return any(instance.settings.access_log_enabled for instance in instances)
 
 
-def _access_log_options(writer: AccessWriter | None) -> dict[str, Any]:
-    """aiohttp's access-log hook, writing through ``writer`` (None: no access log)."""
+def _access_log_options(writer: AccessWriter | None, excluded: frozenset[str]) -> dict[str, Any]:
+    """aiohttp's access-log hook, writing through ``writer`` (None: no access log) except for
+    requests to the ``excluded`` paths."""
     if writer is None:
         return {"access_log": None}
     return {
         "access_log": logging.getLogger(ACCESS_LOGGER),
-        "access_log_class": AccessLogger.writing_to(writer),
+        "access_log_class": AccessLogger.writing_to(writer, excluded),
     }
