@@ -38,6 +38,7 @@ from llmsim.api.keys import (
 from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
+from llmsim.api.pooling_routes import invocations, pooling_routes
 from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.observability.live_stats import LiveStats
@@ -80,7 +81,7 @@ def create_app(
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
-    app[OPENAPI] = dumps(build_openapi())
+    app[OPENAPI] = dumps(build_openapi(pooling=settings.runner == "pooling"))
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
@@ -133,6 +134,8 @@ def create_app(
         web.post("/detokenize", tokenization.detokenize),
         web.post("/v1/embeddings", embeddings.create_embedding),
         web.post("/pooling", embeddings.create_pooling),
+        web.post("/invocations", invocations),  # SageMaker: dispatched by the body's shape
+        *pooling_routes(settings),  # score, rerank, classify, /v2/embed of a pooling model
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]

@@ -31,6 +31,14 @@ COUNTED_PATHS = frozenset(
         "/v1/messages/count_tokens",
         "/v1/embeddings",
         "/pooling",
+        "/classify",
+        "/score",
+        "/v1/score",
+        "/rerank",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/v2/embed",
+        "/invocations",
     }
 )
 """The routes counted in ``/load`` (vLLM's ``load_aware_call`` endpoints and their kin).

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from llmsim import __version__
 from llmsim.api.embeddings import EmbeddingRequest
 from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
+from llmsim.api.openapi_pooling import POOLING_MODELS, pooling_paths
 from llmsim.api.responses import ResponsesRequest
 from llmsim.api.schemas import (
     ChatCompletionRequest,
@@ -334,9 +335,10 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(*, pooling: bool = False) -> dict[str, Any]:
+    """The document; ``pooling`` adds a pooling model's score, rerank and classify routes."""
     schemas: dict[str, Any] = {}
-    for model in _MODELS:
+    for model in _MODELS + (POOLING_MODELS if pooling else ()):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -424,6 +426,7 @@ def build_openapi() -> dict[str, Any]:
                 }
             },
             **_model_paths(),
+            **(pooling_paths() if pooling else {}),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
