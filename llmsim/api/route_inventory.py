@@ -133,12 +133,15 @@ VLLM_ROUTES: tuple[Route, ...] = (
         for path in ("/scale_elastic_ep", "/is_scaling_elastic_ep")
     ),
     *(
-        Route(path, methods, "speech-to-text model", "no", "llmsim simulates text models")
-        for path, methods in (
-            ("/v1/audio/transcriptions", ("POST",)),
-            ("/v1/audio/translations", ("POST",)),
-            ("/v1/realtime", ("GET",)),
-        )
+        Route(path, ("POST",), "speech-to-text model", "no", "llmsim simulates text models")
+        for path in ("/v1/audio/transcriptions", "/v1/audio/translations")
+    ),
+    Route(
+        "/v1/realtime",
+        ("GET",),
+        "realtime speech model",
+        "no",
+        "a WebSocket for streamed audio; llmsim simulates text models",
     ),
     Route("/pooling", ("POST",), "pooling model", "always", "also with a generation model"),
     Route("/v1/embeddings", ("POST",), "embedding model", "always", "also with a generation model"),
