@@ -238,3 +238,5 @@ def test_openapi_describes_the_pooling_routes(server: RunningServer) -> None:
     rerank = document["paths"]["/v2/rerank"]["post"]["requestBody"]["content"]
     assert rerank["application/json"]["schema"] == {"$ref": "#/components/schemas/RerankRequest"}
     assert "query" in document["components"]["schemas"]["RerankRequest"]["required"]
+    assert "/v1/chat/completions" not in document["paths"]  # no generating route here
+    assert "/v1/embeddings" in document["paths"]

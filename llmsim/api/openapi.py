@@ -335,6 +335,10 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
+GENERATING = ("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/messages")
+"""Path prefixes of the generating routes, which a pooling model answers 404."""
+
+
 def build_openapi(*, pooling: bool = False) -> dict[str, Any]:
     """The document; ``pooling`` adds a pooling model's score, rerank and classify routes."""
     schemas: dict[str, Any] = {}
@@ -343,7 +347,7 @@ def build_openapi(*, pooling: bool = False) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     plain_ok = {"200": {"description": "OK"}}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "llmsim: vLLM-compatible OpenAI API",
@@ -441,3 +445,7 @@ def build_openapi(*, pooling: bool = False) -> dict[str, Any]:
         },
         "components": {"schemas": schemas},
     }
+    if pooling:  # a pooling model has no generating routes
+        paths = document["paths"]
+        document["paths"] = {k: v for k, v in paths.items() if not k.startswith(GENERATING)}
+    return document
