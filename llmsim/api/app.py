@@ -81,7 +81,7 @@ def create_app(
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
-    app[OPENAPI] = dumps(build_openapi(pooling=settings.runner == "pooling"))
+    app[OPENAPI] = dumps(build_openapi())
     app[RUNTIME] = Runtime(settings, engine, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engine, metrics, rank)
@@ -129,16 +129,17 @@ def create_app(
         # vLLM's small endpoints, tokenization and embeddings
         web.get("/ping", system.health),
         web.post("/ping", system.health),
+        web.post("/invocations", invocations),  # SageMaker: dispatched by the body's shape
+        *pooling_routes(settings),  # score, rerank, classify, /v2/embed of a pooling model
         web.get("/load", get_load),
         web.post("/tokenize", tokenization.tokenize),
         web.post("/detokenize", tokenization.detokenize),
         web.post("/v1/embeddings", embeddings.create_embedding),
         web.post("/pooling", embeddings.create_pooling),
-        web.post("/invocations", invocations),  # SageMaker: dispatched by the body's shape
-        *pooling_routes(settings),  # score, rerank, classify, /v2/embed of a pooling model
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]
+        app[OPENAPI] = dumps(build_openapi(pooling=True))
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
     routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
@@ -176,6 +177,11 @@ GENERATING_PATHS = frozenset(
         "/v1/responses/{response_id}",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/derender",
+        "/inference/v1/generate",
     }
 )
 """Routes an embedding model (``runner = pooling``) does not have."""

@@ -24,6 +24,14 @@ class ServerLoad:
 
 COUNTED_PATHS = frozenset(
     {
+        "/invocations",
+        "/score",
+        "/v1/score",
+        "/rerank",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/classify",
+        "/v2/embed",
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/responses",
@@ -31,14 +39,6 @@ COUNTED_PATHS = frozenset(
         "/v1/messages/count_tokens",
         "/v1/embeddings",
         "/pooling",
-        "/classify",
-        "/score",
-        "/v1/score",
-        "/rerank",
-        "/v1/rerank",
-        "/v2/rerank",
-        "/v2/embed",
-        "/invocations",
     }
 )
 """The routes counted in ``/load`` (vLLM's ``load_aware_call`` endpoints and their kin).

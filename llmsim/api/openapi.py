@@ -335,7 +335,7 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
-GENERATING = ("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/messages")
+GENERATING = ("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/messages", "/inference/")
 """Path prefixes of the generating routes, which a pooling model answers 404."""
 
 

@@ -155,19 +155,12 @@ VLLM_ROUTES: tuple[Route, ...] = (
         "/server_info",
         ("GET",),
         DEV,
-        "no",
-        "vLLM's engine configuration and the host's CUDA environment; "
-        "llmsim's settings are at GET /admin/config",
+        "dev",
+        "llmsim's configuration and the `VLLM_*` environment, without keys",
     ),
-    Route(
-        "/reset_prefix_cache",
-        ("POST",),
-        DEV,
-        "no",
-        "not simulated yet: would empty the step model's prefix cache",
-    ),
+    Route("/reset_prefix_cache", ("POST",), DEV, "dev", "empties the step model's prefix cache"),
     *(
-        Route(path, ("POST",), DEV, "no", "multimodal and encoder caches are not simulated")
+        Route(path, ("POST",), DEV, "dev", "200: nothing is cached")
         for path in ("/reset_mm_cache", "/reset_encoder_cache")
     ),
     Route("/collective_rpc", ("POST",), DEV, "no", "calls a method on every worker; " + _NO_GPU),
@@ -175,7 +168,7 @@ VLLM_ROUTES: tuple[Route, ...] = (
     Route("/wake_up", ("POST",), DEV, "dev", "waking needs `--enable-sleep-mode`"),
     Route("/is_sleeping", ("GET",), DEV, "dev"),
     *(
-        Route(path, methods, DEV, "no", "not routed yet (the engine can pause and resume)")
+        Route(path, methods, DEV, "dev", "drive the engine's scheduler as vLLM's do")
         for path, methods in (
             ("/pause", ("POST",)),
             ("/resume", ("POST",)),
