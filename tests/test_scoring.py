@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -206,6 +208,34 @@ def test_invocations_dispatch_by_the_bodys_shape(server: RunningServer) -> None:
         "Cannot find suitable handler for request. Expected one of: "
         "['EmbeddingRequest', 'RerankRequest', 'ScoreRequest']"
     )
+
+
+def test_each_pair_is_scheduled_like_a_request(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    """One slot and a 300 ms prefill: two pairs run one after the other, in /load meanwhile."""
+    running = llmsim_server(
+        "--runner", "pooling", "--max-num-seqs", "1", "--time-to-first-token", "300ms"
+    )
+    durations: list[float] = []
+
+    def rerank() -> None:
+        start = time.monotonic()
+        status, _ = post(running, "/rerank", {"query": "q", "documents": ["a", "b"]})
+        assert status == 200
+        durations.append(time.monotonic() - start)
+
+    worker = threading.Thread(target=rerank)
+    worker.start()
+    time.sleep(0.1)
+    with urllib.request.urlopen(running.base_url + "/load", timeout=10) as response:
+        load = json.loads(response.read())["server_load"]
+    with urllib.request.urlopen(running.base_url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    worker.join(20)
+    assert load == 1
+    assert re.search(r"^vllm:num_requests_waiting\{[^}]*\} 1\.0$", metrics, re.MULTILINE)
+    assert durations[0] >= 0.55
 
 
 def test_a_generation_model_has_no_pooling_routes(tmp_path: Any) -> None:
