@@ -250,9 +250,11 @@ ENDPOINT = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
 @pytest.mark.usefixtures("clean_env")
 def test_endpoints_in_docs_match_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # the sleep-mode endpoints exist only so
+    apps = (create_app(Settings()), create_app(Settings(runner="pooling")))
     routes = {
         (route.method, route.resource.canonical)
-        for route in create_app(Settings()).router.routes()
+        for app in apps  # a generation model's routes and a pooling model's
+        for route in app.router.routes()
         # HEAD mirrors GET; "*" is the catch-all that answers 404 and 405.
         if route.method not in {"HEAD", "*"} and route.resource is not None
     }

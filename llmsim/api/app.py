@@ -45,6 +45,7 @@ from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
 from llmsim.api.pod_identity import install_pod_identity
+from llmsim.api.pooling_routes import invocations, pooling_routes
 from llmsim.api.response_store import ResponseStore
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.engine.data_parallel import DataParallelEngines
@@ -143,6 +144,8 @@ def create_app(
         # vLLM's small endpoints, tokenization and embeddings
         web.get("/ping", system.health),
         web.post("/ping", system.health),
+        web.post("/invocations", invocations),  # SageMaker: dispatched by the body's shape
+        *pooling_routes(settings),  # score, rerank, classify, /v2/embed of a pooling model
         web.get("/load", get_load),
         web.post("/tokenize", tokenization.tokenize),
         web.post("/detokenize", tokenization.detokenize),
@@ -157,6 +160,7 @@ def create_app(
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]
+        app[OPENAPI] = dumps(build_openapi(pooling=True))
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
     routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1

@@ -420,8 +420,9 @@ class Settings(BaseSettings):
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
         description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
-        "/pooling) whose chat, completions, responses and messages routes answer 404, as vLLM "
-        "registers none for it; auto, generate and draft serve every route.",
+        "/pooling, and the scoring routes /score, /rerank, /classify, /v2/embed) whose chat, "
+        "completions, responses and messages routes answer 404, as vLLM registers none for it; "
+        "auto, generate and draft serve the generating routes and no scoring routes.",
     )
     embedding_dimension: int = Field(
         4096,
