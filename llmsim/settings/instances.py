@@ -35,8 +35,17 @@ def data_parallel_instances(settings: Settings, name: str = "") -> list[Instance
     return [
         Instance(
             rank_name(name, rank),
-            settings.model_copy(update={"port": settings.port + rank if settings.port else 0}),
+            settings.model_copy(update=_rank_ports(settings, rank)),
             rank,
         )
         for rank in range(size)
     ]
+
+
+def _rank_ports(settings: Settings, rank: int) -> dict[str, int | None]:
+    """Rank ``rank``'s HTTP and gRPC ports: each base + rank, or 0 (a free one) for 0."""
+    grpc_port = settings.grpc_port
+    return {
+        "port": settings.port + rank if settings.port else 0,
+        "grpc_port": grpc_port + rank if grpc_port else grpc_port,
+    }

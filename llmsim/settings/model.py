@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PORT,
+        description="Also serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health "
+        "and reflection) on this TCP port, beside HTTP on the same engine (0 picks a free "
+        "one; data-parallel ranks use grpc-port + rank). Needs the grpc extra.",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Logging verbosity."
     )
@@ -532,6 +540,12 @@ class Settings(BaseSettings):
             raise _cross_field_error(
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
+            )
+        if self.grpc_port and self.grpc_port + self.data_parallel_size - 1 > MAX_PORT:
+            raise _cross_field_error(
+                "grpc_port",
+                f"gRPC ports from {self.grpc_port} for {self.data_parallel_size} ranks go past "
+                f"{MAX_PORT}; lower the port",
             )
         if self.replay_strict and self.replay is None:
             raise _cross_field_error("replay_strict", "needs a recording to replay (--replay)")

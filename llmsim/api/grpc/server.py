@@ -1,0 +1,124 @@
+"""The gRPC listener of one instance, on the instance's event loop.
+
+Serves vLLM's ``VllmEngine`` service, the standard ``grpc.health.v1.Health`` service
+(Kubernetes gRPC probes: SERVING once the simulated model loaded, NOT_SERVING while
+draining) and server reflection (``grpcurl`` needs no ``.proto``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from llmsim.api.grpc.auth import ApiKeyInterceptor
+from llmsim.api.grpc.generated import vllm_engine_pb2 as pb
+from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
+from llmsim.api.grpc.servicer import VllmEngineServicer
+from llmsim.api.keys import ENGINE, LIFECYCLE, RUNTIME
+from llmsim.api.sleep import SLEEP
+from llmsim.runtime.sleep import SleepController
+from llmsim.service.generation import ServiceState
+from llmsim.settings.model import Settings
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VllmEngine"].full_name
+OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
+    ("grpc.keepalive_permit_without_calls", True),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class GrpcStartError(Exception):
+    """The gRPC port could not be bound."""
+
+
+@dataclass
+class GrpcDoor:
+    """A running gRPC server and what stopping it needs."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.HealthServicer
+    _watch: asyncio.Task[None]
+
+    def begin_drain(self) -> None:
+        """Probes answer NOT_SERVING; new calls are refused UNAVAILABLE by the servicer."""
+        self._watch.cancel()
+        self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float | None) -> None:
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        await self.server.stop(grace)
+
+
+async def start_grpc(
+    settings: Settings, state: ServiceState, sleep: SleepController | None, port: int
+) -> GrpcDoor:
+    """Bind ``settings.host:port`` and start serving; :class:`GrpcStartError` if it cannot."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    interceptors = [ApiKeyInterceptor(api_key)] if api_key else []
+    server = grpc.aio.server(options=OPTIONS, interceptors=interceptors)
+    pb_grpc.add_VllmEngineServicer_to_server(VllmEngineServicer(state, sleep), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    address = f"{_host(settings.host)}:{port}"
+    try:
+        credentials = server_credentials(settings)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise GrpcStartError(f"cannot listen for gRPC on {address}: {exc}") from None
+    await server.start()
+    watch = asyncio.ensure_future(_follow_lifecycle(health_servicer, state))
+    return GrpcDoor(server, bound, health_servicer, watch)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS hook: TLS from the HTTP server's settings (``ssl_certfile``, ``ssl_keyfile`` and, to ask
+    clients for certificates, ``ssl_ca_certs``) when the settings have them; else None."""
+    certfile = getattr(settings, "ssl_certfile", None)
+    keyfile = getattr(settings, "ssl_keyfile", None)
+    if certfile is None or keyfile is None:
+        return None
+    ca_certs = getattr(settings, "ssl_ca_certs", None)
+    root = Path(ca_certs).read_bytes() if ca_certs is not None else None
+    pair = (Path(keyfile).read_bytes(), Path(certfile).read_bytes())
+    return grpc.ssl_server_credentials([pair], root, require_client_auth=root is not None)
+
+
+async def _follow_lifecycle(servicer: health.HealthServicer, state: ServiceState) -> None:
+    """NOT_SERVING while the simulated model loads, SERVING once it is ready (for the whole
+    server and for VllmEngine); draining turns them back (:meth:`GrpcDoor.begin_drain`)."""
+    names = ("", SERVICE_NAME)
+    for name in names:
+        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await asyncio.sleep(state.lifecycle.seconds_to_ready)
+    if state.lifecycle.phase == "ready":
+        for name in names:
+            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def start_for_app(app: web.Application, settings: Settings) -> GrpcDoor:
+    """The gRPC door of the instance ``app`` serves: its engine, lifecycle, faults, sleep."""
+    state = ServiceState(app[ENGINE], app[LIFECYCLE], app[RUNTIME])
+    port = settings.grpc_port if settings.grpc_port is not None else 0
+    return await start_grpc(settings, state, app.get(SLEEP), port)
