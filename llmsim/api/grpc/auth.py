@@ -19,7 +19,7 @@ OPEN_METHODS = frozenset({"/vllm.grpc.engine.VllmEngine/HealthCheck"})
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, api_key: str) -> None:
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def intercept_service(
         self,
@@ -35,10 +35,14 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _denied(handler)
 
     def _authorized(self, metadata: Any) -> bool:
+        """``Bearer KEY`` (the scheme in any case, the key exactly), as on HTTP."""
         for key, value in metadata:
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given.strip(), self._expected)
+                text = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+                scheme, _, given = text.strip().partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    given.strip().encode(), self._expected
+                )
         return False
 
 
