@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -159,6 +160,14 @@ def test_constraints_and_refusals(keyed: tuple[RunningServer, int], proto: Any) 
             list(stub.Generate(pb.GenerateRequest(text="x", sampling_params=params), metadata=AUTH))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, params
     assert "grammar constraints are not supported" in _refusal(stub, pb, refusals[0])
+    for status, code in (("503", "UNAVAILABLE"), ("429", "RESOURCE_EXHAUSTED")):
+        forced = (*AUTH, ("x-return-error", status))
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(pb.GenerateRequest(text="x"), metadata=forced))
+        assert caught.value.code() == getattr(grpc.StatusCode, code)
+    two = pb.SamplingParams(n=2, max_tokens=3, ignore_eos=True)
+    answers = list(stub.Generate(pb.GenerateRequest(text="x", sampling_params=two), metadata=AUTH))
+    assert [answer.complete.completion_tokens for answer in answers] == [3, 3]
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.Generate(pb.GenerateRequest(text="x")))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -202,6 +211,10 @@ def test_cancel_abort_queue_and_shared_limits(tmp_path: Path, proto: Any) -> Non
         call = stub.Generate(pb.GenerateRequest(text="hi", sampling_params=long, stream=True))
         assert next(call).chunk.token_ids
         call.cancel()
+        wait_gauge(server, "num_requests_running", 0)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(pb.GenerateRequest(text="hi", sampling_params=long), timeout=0.3))
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         wait_gauge(server, "num_requests_running", 0)
 
         held = pb.GenerateRequest(request_id="held", text="hi", sampling_params=long, stream=True)
@@ -337,6 +350,19 @@ def test_grpc_port_without_the_extra(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
     assert "pip install 'llmsim[grpc]'" in lines[0]
+
+
+def test_grpc_port_in_use_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", "0", "--grpc-port", str(port))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"error: cannot listen for gRPC on 127.0.0.1:{port}: address already in use"
+    )
 
 
 def test_generated_modules_are_current(tmp_path: Path) -> None:

@@ -127,7 +127,10 @@ def render_banner(
     )
     extras = []
     if settings.api_key is not None:
-        extras.append("API key required on /v1/* and /admin/*")
+        extras.append(
+            "API key required on /v1/* and /admin/*"
+            + (" and gRPC" if settings.grpc_port is not None else "")
+        )
     if settings.failure_injection_rate:
         extras.append(f"{settings.failure_injection_rate:g}% injected failures")
     if settings.stream_cut_rate:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,7 @@ async def start_grpc(
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     address = f"{_host(settings.host)}:{port}"
+    check_free(settings.host, port)
     try:
         credentials = server_credentials(settings)
         if credentials is None:
@@ -111,6 +114,20 @@ async def _follow_lifecycle(servicer: health.HealthServicer, state: ServiceState
     if state.lifecycle.phase == "ready":
         for name in names:
             servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def check_free(host: str, port: int) -> None:
+    """The HTTP listener's one-line error for a port in use, before grpc's core logs its own."""
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise GrpcStartError(f"cannot listen for gRPC on {host}:{port}: {reason.lower()}") from None
 
 
 def _host(host: str) -> str:
