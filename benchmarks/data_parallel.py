@@ -2,7 +2,7 @@
 
     python benchmarks/data_parallel.py [--size 2] [--duration 4] [--only json stream timed]
 
-Starts ``llmsim serve --data-parallel-size N`` on each backend (and one plain instance
+Starts ``llmsim serve --data-parallel-size N --dp-ports`` (one port per rank) on each backend (and one plain instance
 as the baseline), and runs the same bounded loads against it, one load-generator
 process per instance port:
 
@@ -58,7 +58,7 @@ class Setup:
 
 
 def setups(size: int) -> list[Setup]:
-    dp = ("--data-parallel-size", str(size))
+    dp = ("--data-parallel-size", str(size), "--dp-ports")
     return [
         Setup("single instance", (), 1),
         Setup(f"{size} ranks, inprocess", (*dp, "--data-parallel-backend", "inprocess"), size),

@@ -101,10 +101,10 @@ class RunningServer:
 
 
 def _server_port(args: list[str]) -> int:
-    """A free port for rank 0 whose per-rank neighbours are free and named nowhere in ``args``."""
+    """A free port named nowhere in ``args`` (with ``--dp-ports``, its per-rank neighbours too)."""
     ranks = 1
     for flag in ("-dp", "--data-parallel-size"):
-        if flag in args:
+        if flag in args and "--dp-ports" in args:
             ranks = int(args[args.index(flag) + 1])
     named = {int(port) for port in re.findall(r":(\d{2,5})\b", " ".join(args))}
     for _ in range(50):

@@ -1,6 +1,6 @@
 """Several simulated instances from one command, as a user runs them.
 
-``llmsim fleet FILE`` and ``llmsim serve --data-parallel-size N`` are started as real
+``llmsim fleet FILE`` and ``llmsim serve --data-parallel-size N --dp-ports`` are started as real
 processes on free loopback ports; each instance must answer on its own port with its own
 model, adapters and metrics, and stopping the parent must leave no process behind.
 """
@@ -321,7 +321,7 @@ def test_a_port_in_use_fails_the_whole_fleet_before_anything_starts(
     assert port_is_free(ports[1])
 
 
-# -- llmsim serve --data-parallel-size ----------------------------------------------------
+# -- llmsim serve --data-parallel-size N --dp-ports: one port per rank ---------------------
 
 
 @pytest.mark.parametrize("backend", ["mp", "inprocess"])
@@ -330,7 +330,7 @@ def test_data_parallel_ranks_have_their_own_ports_and_engine_labels(
 ) -> None:
     ports = consecutive_free_ports(3)
     args = ["serve", "--port", str(ports[0]), "--lora", "a", "--shutdown-timeout", "2s"]
-    args += ["--data-parallel-size", "3", "--data-parallel-backend", backend]
+    args += ["--data-parallel-size", "3", "--dp-ports", "--data-parallel-backend", backend]
     group = start_group(args, ports, tmp_path)
     groups.append(group)
     urls = [group.url(rank) for rank in range(3)]
@@ -364,7 +364,8 @@ def test_sigterm_lets_every_instance_finish_its_requests(
     tmp_path: Path, groups: list[Group]
 ) -> None:
     ports = consecutive_free_ports(2)
-    args = ["serve", "--port", str(ports[0]), "-dp", "2", "--inter-token-latency", "100ms"]
+    args = ["serve", "--port", str(ports[0]), "-dp", "2", "--dp-ports"]
+    args += ["--inter-token-latency", "100ms"]
     group = start_group([*args, "--shutdown-timeout", "10s"], ports, tmp_path)
     groups.append(group)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -162,7 +162,8 @@ name = "b"
             "data_parallel_backend: must be the same for every instance",
         ),
         (
-            '[[instance]]\nname = "a"\ndata_parallel_size = 16\n' * 1
+            "[defaults]\ndp_ports = true\n"
+            + '[[instance]]\nname = "a"\ndata_parallel_size = 16\n'
             + '[[instance]]\nname = "b"\ndata_parallel_size = 16\n'
             + '[[instance]]\nname = "c"\ndata_parallel_size = 16\n'
             + '[[instance]]\nname = "d"\ndata_parallel_size = 16\n'
@@ -199,6 +200,7 @@ base_port = 9000
 [[instance]]
 name = "a"
 data_parallel_size = 2
+dp_ports = true
 [[instance]]
 name = "b"
 port = 9001
@@ -217,6 +219,19 @@ name = "c"
     assert [i.settings.port for i in moved.instances] == [9500, 9501, 9001, 9502]
 
 
+def test_a_data_parallel_instance_is_one_port_in_front_of_its_engines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'base_port = 9000\n[[instance]]\nname = "a"\ndata_parallel_size = 3\n'
+        '[[instance]]\nname = "b"\n',
+    )
+    plan = load_fleet(path)
+    assert [(i.name, i.settings.port, i.ranks) for i in plan.instances] == [
+        ("a", 9000, (0, 1, 2)),
+        ("b", 9001, (0,)),
+    ]
+
+
 def test_a_data_parallel_range_clashes_like_a_port(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -225,6 +240,7 @@ def test_a_data_parallel_range_clashes_like_a_port(tmp_path: Path) -> None:
 name = "a"
 port = 9000
 data_parallel_size = 3
+dp_ports = true
 [[instance]]
 name = "b"
 port = 9002
@@ -271,13 +287,15 @@ config = "profiles/big.toml"
     assert (a.port, b.port) == (9100, 9101)
 
 
-def test_data_parallel_size_is_bounded_and_its_ports_must_fit() -> None:
+def test_data_parallel_size_is_bounded_and_its_dp_ports_must_fit() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({"data_parallel_size": "17"})
     assert caught.value.lines == ["--data-parallel-size: input should be less than or equal to 16"]
     with pytest.raises(ConfigError) as caught:
-        load_settings({"port": "65535", "data_parallel_size": "2"})
+        load_settings({"port": "65535", "data_parallel_size": "2", "dp_ports": True})
     assert caught.value.lines == [
         "--data-parallel-size: ports 65535..65536 go past 65535; lower the port"
     ]
     assert load_settings({"port": "0", "data_parallel_size": "16"}).settings.port == 0
+    # vLLM's layout needs one port for every rank.
+    assert load_settings({"port": "65535", "data_parallel_size": "2"}).settings.port == 65535

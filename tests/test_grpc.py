@@ -63,10 +63,10 @@ def serve(tmp_path: Path, *args: str) -> tuple[RunningServer, int]:
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, int]]:
-    """No latency, an API key, the step model's prefix cache."""
+    """No latency, an API key, the step model's prefix cache, two engines behind one port."""
     server, port = serve(
         tmp_path_factory.mktemp("grpc"),
-        "--api-key", KEY, "--latency-model", "step", "--seed", "3",
+        "--api-key", KEY, "--latency-model", "step", "--seed", "3", "-dp", "2",
     )  # fmt: skip
     yield server, port
     server.stop()
@@ -117,12 +117,16 @@ def test_every_rpc_answers(keyed: tuple[RunningServer, int], proto: Any) -> None
     params = pb.SamplingParams(max_tokens=5, ignore_eos=True)
     ids = list(range(100, 140))
     request = pb.GenerateRequest(tokenized=pb.TokenizedInput(input_ids=ids), sampling_params=params)
-    [answer] = list(stub.Generate(request, metadata=AUTH))
+    rank1 = (*AUTH, ("x-data-parallel-rank", "1"))
+    [answer] = list(stub.Generate(request, metadata=rank1))
     done = answer.complete
     assert (done.finish_reason, done.prompt_tokens, done.completion_tokens) == ("length", 40, 5)
     assert len(done.output_ids) == 5
-    [again] = list(stub.Generate(request, metadata=AUTH))
-    assert again.complete.cached_tokens == 32  # two 16-token blocks from the prefix cache
+    [again] = list(stub.Generate(request, metadata=rank1))
+    assert again.complete.cached_tokens == 32  # two 16-token blocks from rank 1's prefix cache
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Generate(request, metadata=(*AUTH, ("x-data-parallel-rank", "2"))))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     streamed = list(
         stub.Generate(
@@ -278,12 +282,12 @@ def wait_health(port: int, status: Any) -> None:
 
 
 def test_ranks_lifecycle_sleep_and_drain(tmp_path: Path, proto: Any) -> None:
-    """Each data-parallel rank serves gRPC on grpc-port + rank and follows its own lifecycle."""
+    """With --dp-ports each rank's server has its gRPC port (grpc-port + index) and lifecycle."""
     pb, pb_grpc = proto
     port = free_port_run(2)
     server = start_server(
         [
-            "--grpc-port", str(port), "-dp", "2", "--startup-duration", "1500ms",
+            "--grpc-port", str(port), "-dp", "2", "--dp-ports", "--startup-duration", "1500ms",
             "--enable-sleep-mode", "--inter-token-latency", "20ms",
         ],
         tmp_path,

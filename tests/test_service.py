@@ -7,13 +7,20 @@ from typing import Any
 import pytest
 
 from llmsim.engine import Engine
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.tokenizer import BuiltinTokenizer
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.service.constraints import Constraint, constrained, output_constraint
 from llmsim.service.errors import ErrorKind, ServiceError
-from llmsim.service.generation import ServiceState, TokenRequest, output_ids, start
+from llmsim.service.generation import (
+    ServiceState,
+    TokenRequest,
+    output_ids,
+    pick_engine,
+    start,
+)
 from llmsim.service.prompts import text_prompt, token_prompt
 from llmsim.service.sampling import Sampling, check_sampling
 from llmsim.settings.model import Settings
@@ -115,6 +122,26 @@ async def test_start_refuses_while_loading_when_full_and_beyond_the_context() ->
     with pytest.raises(ServiceError) as caught:
         start(small, TokenRequest("c", token_ids=list(range(1, 20))))
     assert refusal(caught) == (ErrorKind.INVALID, "prompt")
+
+
+async def test_requests_are_balanced_or_sent_to_the_rank_asked_for() -> None:
+    settings = Settings.model_validate({"seed": 1})
+    metrics = Metrics(settings)
+    engines = [Engine(settings, observer=metrics) for _ in range(2)]
+    group_of = DataParallelEngines(engines, (0, 1))
+    service = ServiceState(
+        engines[0], Lifecycle(0.0), Runtime(settings, group_of, metrics), group_of
+    )
+    assert pick_engine(service, 1) is engines[1]
+    with pytest.raises(ServiceError, match=r"out of range \[0, 2\)"):
+        pick_engine(service, 2)
+    first = start(service, TokenRequest("a", text="hi"))
+    second = start(service, TokenRequest("b", text="hi"))
+    assert {first.engine, second.engine} == set(engines)  # the idle engine takes the next
+    assert service.busy == 2
+    first.abort()
+    second.abort()
+    assert service.busy == 0
 
 
 async def test_injected_faults_keep_their_http_status() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from llmsim.answers import Responder
@@ -21,11 +23,13 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.dev_mode import dev_routes
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
     ENGINE,
+    ENGINES,
     ERROR_LISTENER,
     LIFECYCLE,
     LIVE_STATS,
@@ -36,12 +40,13 @@ from llmsim.api.keys import (
     SERVER_LOAD,
     SETTINGS,
 )
-from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER, KV_TRANSFER, install_kv_features
+from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import build_openapi
+from llmsim.api.pod_identity import install_pod_identity
 from llmsim.api.response_store import ResponseStore
-from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
@@ -65,38 +70,43 @@ def responder(settings: Settings) -> Responder:
 
 
 def create_app(
-    settings: Settings, lifecycle: Lifecycle | None = None, *, rank: int = 0
+    settings: Settings, lifecycle: Lifecycle | None = None, *, ranks: Sequence[int] = (0,)
 ) -> web.Application:
-    """One simulated vLLM server; ``rank`` is its data-parallel rank (the metrics' engine)."""
-    metrics = Metrics(settings, engine=rank)
+    """One simulated vLLM server in front of one engine per data-parallel rank in ``ranks``
+    (the ``engine`` labels of their metrics)."""
     # The dashboard's stats are attached only when it is on, so they cost nothing otherwise.
     stats = LiveStats() if settings.dashboard else None
-    observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
-    engine = Engine(settings, observer=observer)
-    metrics.track(engine.scheduler, settings.kv_cache_size)
-    if engine.step is not None:
-        metrics.track_step(engine.step, settings)
+    engines, metrics = _engines(settings, ranks, stats)
+    engine = engines.first
+    metrics.set_overrides(settings.fake_metrics)  # every series is registered by now
 
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings
     app[ENGINE] = engine
+    app[ENGINES] = engines
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
     app[OPENAPI] = dumps(build_openapi())
-    app[RUNTIME] = Runtime(settings, engine, metrics)
+    app[RUNTIME] = Runtime(settings, engines, metrics)
     app[RESPONDER] = responder(settings)
-    install_kv_features(app, settings, engine, metrics, rank)
+    install_kv_features(app, settings, engines, metrics)
     app[inference.INFERENCE] = inference.InferenceState(
-        engine, app[LIFECYCLE], app[RUNTIME], app[RESPONDER], app[KV_TRANSFER]
+        engine,
+        app[LIFECYCLE],
+        app[RUNTIME],
+        app[RESPONDER],
+        app[KV_TRANSFER],
+        engines if len(ranks) > 1 else None,
+        app[KV_AGENTS],
     )
-    if engine.step is not None:
-        step = engine.step
-        step.engine.attach_kv(app[KV_LISTENER], app[BLOCK_HASHER])
+    steps = [engine.step for engine in engines.engines if engine.step is not None]
+    if steps:
 
-        async def stop_step_loop(_: web.Application) -> None:
-            await step.close()
+        async def stop_step_loops(_: web.Application) -> None:
+            for step in steps:
+                await step.close()
 
-        app.on_cleanup.append(stop_step_loop)
+        app.on_cleanup.append(stop_step_loops)
     app[SERVER_LOAD] = ServerLoad()
     app[responses.RESPONSE_STORE] = ResponseStore(
         settings.responses_store_max_entries, settings.responses_store_max_size
@@ -144,7 +154,7 @@ def create_app(
         web.post("/v1/completions/derender", render.derender_completion),
         web.post("/inference/v1/generate", token_generate.generate_tokens),
     ]
-    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
+    routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -163,9 +173,29 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app
+
+
+def _engines(
+    settings: Settings, ranks: Sequence[int], stats: LiveStats | None
+) -> tuple[DataParallelEngines, Metrics]:
+    """An engine per rank, each reporting to its own series of one registry (the first's)."""
+    first: Metrics | None = None
+    engines = []
+    for rank in ranks:
+        metrics = Metrics(settings, engine=rank, parent=first)
+        first = first or metrics
+        observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
+        engine = Engine(settings, observer=observer)
+        metrics.track(engine.scheduler, settings.kv_cache_size)
+        if engine.step is not None:
+            metrics.track_step(engine.step, settings)
+        engines.append(engine)
+    assert first is not None, "at least one rank"
+    return DataParallelEngines(engines, ranks), first
 
 
 def _unchanged(handler: Handler) -> Handler:

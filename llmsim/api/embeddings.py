@@ -19,9 +19,10 @@ from pydantic import ConfigDict, Field, model_validator
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, GENERATION, LIFECYCLE
+from llmsim.api.keys import ENGINE, ENGINES, GENERATION, LIFECYCLE
 from llmsim.api.prompts import check_vocabulary, render_messages
 from llmsim.api.requests import read_json_object
+from llmsim.api.routing import engine_index
 from llmsim.api.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
 from llmsim.api.system import NOT_SERVING
 from llmsim.api.tokenization import check_model, validate
@@ -102,7 +103,8 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
         if count > limit:
             raise APIError(400, _too_long(limit, count), "input")
     request_id = prefix + f"{random.getrandbits(128):032x}"
-    group = _submit(engine, request_id, target, counts)
+    engines = request.app[ENGINES]
+    group = _submit(engines.engines[engine_index(request, engines)], request_id, target, counts)
     request[GENERATION] = group
     with group:
         await group.run()

@@ -27,6 +27,7 @@ from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
+from llmsim.api.routing import engine_index
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.api.sse import (
     CuttingSink,
@@ -48,6 +49,7 @@ from llmsim.engine import (
     TokenSink,
     UnknownModelError,
 )
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
@@ -65,6 +67,9 @@ class InferenceState:
     runtime: Runtime
     responder: Responder
     kv_agent: KVTransferAgent
+    engines: DataParallelEngines | None = None
+    """Every engine when the server has more than one; None spares one engine the choice."""
+    kv_agents: tuple[KVTransferAgent, ...] = ()
 
 
 INFERENCE = web.AppKey("inference", InferenceState)
@@ -160,7 +165,7 @@ async def _generate(
     body_id: str | None = None,
 ) -> web.StreamResponse:
     state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
-    engine = state.engine
+    engine, kv_agent = state.engine, state.kv_agent  # the engines differ only in their load
     phase = state.lifecycle.phase
     if phase != "ready":
         raise APIError(503, NOT_SERVING[phase])
@@ -192,13 +197,16 @@ async def _generate(
         seed=body.seed,
         answer=answer,
         timing=timing,
-        kv_transfer_delay=state.kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
+        kv_transfer_delay=kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
         if transfer and transfer.remote_prefill
         else None,
     )
     plan = None if plain else flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
     stream, include_usage = body.stream, body.include_usage
     del body
+    if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
+        index = engine_index(request, state.engines)
+        engine, kv_agent = state.engines.engines[index], state.kv_agents[index]
     group = _submit(engine, generation, flavor)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else None
@@ -214,7 +222,7 @@ async def _generate(
         await group.run()
         answer_body = flavor.body(meta, group)
         if transfer and transfer.remote_decode and _length_capped(group):
-            answer_body["kv_transfer_params"] = state.kv_agent.prefill_params(
+            answer_body["kv_transfer_params"] = kv_agent.prefill_params(
                 group.prompt_tokens, request_id
             )
         return web.Response(

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from llmsim.answers import Responder
 from llmsim.engine import Engine, RequestGroup
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
@@ -22,6 +23,9 @@ SETTINGS = web.AppKey("settings", Settings)
 """The start-up settings. Runtime-adjustable values (latency, mode, failure injection)
 may have changed since: read those from ``RUNTIME``."""
 ENGINE = web.AppKey("engine", Engine)
+"""The first engine: what every data-parallel engine shares (tokenizer, adapters, settings)."""
+ENGINES = web.AppKey("engines", DataParallelEngines)
+"""Every engine of the server, in rank order (one, unless it is data-parallel)."""
 METRICS = web.AppKey("metrics", Metrics)
 RUNTIME = web.AppKey("runtime", Runtime)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -1,7 +1,9 @@
-"""The KV-cache features of one instance: event publisher, block hasher, sleep, P/D agent.
+"""The KV-cache features of one server: event publishers, block hasher, sleep, P/D agents.
 
-``create_app`` calls :func:`install_kv_features` once; the step engine takes the listener
-and the hasher from here (``app[KV_LISTENER]``, ``app[BLOCK_HASHER]``).
+``create_app`` calls :func:`install_kv_features` once; each data-parallel engine gets its
+own publisher (rank N publishes on the configured ports + N) and P/D agent, and the step
+engines take their listener and the shared hasher from here. ``app[KV_LISTENER]`` and
+``app[KV_TRANSFER]`` are the first engine's.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from aiohttp import web
 
 from llmsim.api.kv_transfer import KVTransferAgent
 from llmsim.api.sleep import SLEEP
-from llmsim.engine import Engine
 from llmsim.engine.block_hash import BlockHasher, internal_block_hasher
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.kv_listener import NullKVCacheListener
 from llmsim.engine.prefix_hash import make_block_hasher
 from llmsim.observability.kv_publishing import ClosableKVCacheListener, make_kv_listener
@@ -22,27 +24,36 @@ from llmsim.settings.model import Settings
 KV_LISTENER: web.AppKey[ClosableKVCacheListener] = web.AppKey("kv_listener")
 BLOCK_HASHER: web.AppKey[BlockHasher] = web.AppKey("block_hasher")
 KV_TRANSFER = web.AppKey("kv_transfer", KVTransferAgent)
+KV_AGENTS: web.AppKey[tuple[KVTransferAgent, ...]] = web.AppKey("kv_agents")
+"""One P/D agent per engine, in the engines' order."""
 
 
 def install_kv_features(
-    app: web.Application, settings: Settings, engine: Engine, metrics: Metrics, rank: int
+    app: web.Application, settings: Settings, engines: DataParallelEngines, metrics: Metrics
 ) -> None:
-    listener = make_kv_listener(settings, rank)
-    app[KV_LISTENER] = listener
+    listeners: list[ClosableKVCacheListener] = []
+
+    async def close_listeners(_: web.Application) -> None:
+        for listener in listeners:
+            listener.close()
+
+    app.on_cleanup.append(close_listeners)
+    listeners.extend(make_kv_listener(settings, rank) for rank in engines.ranks)
+    app[KV_LISTENER] = listeners[0]
     # vLLM's hashes where subscribers see them; a cheaper digest of the same keys otherwise.
-    publishes = not isinstance(listener, NullKVCacheListener)
-    app[BLOCK_HASHER] = (
+    publishes = not isinstance(listeners[0], NullKVCacheListener)
+    hasher = (
         make_block_hasher(settings.prefix_caching_hash_algo) if publishes else internal_block_hasher
     )
-    app[KV_TRANSFER] = KVTransferAgent(settings, rank)
+    app[BLOCK_HASHER] = hasher
+    for engine, listener in zip(engines.engines, listeners, strict=True):
+        if engine.step is not None:
+            engine.step.engine.attach_kv(listener, hasher)
+    app[KV_AGENTS] = tuple(KVTransferAgent(settings, rank) for rank in engines.ranks)
+    app[KV_TRANSFER] = app[KV_AGENTS][0]
     app[SLEEP] = SleepController(
-        engine,
+        engines,
         settings.enable_sleep_mode,
         metrics.registry,
-        (settings.model_label, str(rank)),
+        [(settings.model_label, str(rank)) for rank in engines.ranks],
     )
-
-    async def close_listener(_: web.Application) -> None:
-        listener.close()
-
-    app.on_cleanup.append(close_listener)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, SETTINGS
+from llmsim.api.keys import ENGINE, ENGINES, SETTINGS
 from llmsim.api.requests import parse_body
 from llmsim.api.schemas import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
 from llmsim.engine import Adapter, AdapterExistsError, AdapterNotFoundError
@@ -63,11 +63,10 @@ async def load_lora_adapter(request: web.Request) -> web.Response:
     body = await parse_body(request, LoadLoraAdapterRequest)
     if not body.lora_name or not body.lora_path:
         raise APIError(400, "Both 'lora_name' and 'lora_path' must be provided.", "lora_name")
-    engine = request.app[ENGINE]
     if body.lora_name in request.app[SETTINGS].served_names:
         raise APIError(400, f"The name '{body.lora_name}' is the base model's name.", "lora_name")
-    try:
-        engine.loras.register(Adapter(body.lora_name, body.lora_path))
+    try:  # every data-parallel engine loads it, as vLLM's API server asks all of them
+        request.app[ENGINES].register_adapter(Adapter(body.lora_name, body.lora_path))
     except AdapterExistsError:
         raise APIError(
             400, f"The lora adapter '{body.lora_name}' has already been loaded.", "lora_name"
@@ -80,7 +79,7 @@ async def unload_lora_adapter(request: web.Request) -> web.Response:
     if not body.lora_name:
         raise APIError(400, "The 'lora_name' field must be provided.", "lora_name")
     try:
-        request.app[ENGINE].loras.unregister(body.lora_name)
+        request.app[ENGINES].unregister_adapter(body.lora_name)
     except AdapterNotFoundError:
         raise APIError(
             404, f"The lora adapter '{body.lora_name}' cannot be found.", "lora_name"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import AliasChoices
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -54,15 +55,17 @@ SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Sche
 FAULTS, METRICS = "Failure injection", "Metrics"
 ANSWERS = "Chosen answers"
 KV = "KV events, P/D and sleep mode"
+TLS = "TLS"
 
 
 def _help(field: str) -> str:
     info = Settings.model_fields[field]
-    if field == "api_key":
-        return f"{info.description} [dim]\\[env: LLMSIM_API_KEY or VLLM_API_KEY][/dim]"
+    names = env_name(field)
+    if isinstance(info.validation_alias, AliasChoices):
+        names = " or ".join(str(choice) for choice in info.validation_alias.choices)
     default = info.get_default(call_default_factory=True)
     shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
-    return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
+    return f"{info.description} [dim]\\[env: {names}]{shown}[/dim]"
 
 
 def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
@@ -139,8 +142,69 @@ def serve(
         str | None,
         _opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
     ] = None,
+    data_parallel_rank: Annotated[
+        str | None,
+        _opt("data_parallel_rank", "--data-parallel-rank", "-dpn", panel=SERVER, metavar="INT"),
+    ] = None,
+    data_parallel_size_local: Annotated[
+        str | None,
+        _opt(
+            "data_parallel_size_local",
+            "--data-parallel-size-local",
+            "-dpl",
+            panel=SERVER,
+            metavar="INT",
+        ),
+    ] = None,
+    data_parallel_start_rank: Annotated[
+        str | None,
+        _opt(
+            "data_parallel_start_rank",
+            "--data-parallel-start-rank",
+            "-dpr",
+            panel=SERVER,
+            metavar="INT",
+        ),
+    ] = None,
+    data_parallel_hybrid_lb: Annotated[
+        bool | None,
+        _opt(
+            "data_parallel_hybrid_lb",
+            "--data-parallel-hybrid-lb/--no-data-parallel-hybrid-lb",
+            "-dph",
+            panel=SERVER,
+        ),
+    ] = None,
+    data_parallel_external_lb: Annotated[
+        bool | None,
+        _opt(
+            "data_parallel_external_lb",
+            "--data-parallel-external-lb/--no-data-parallel-external-lb",
+            "-dpe",
+            panel=SERVER,
+        ),
+    ] = None,
+    api_server_count: Annotated[
+        str | None,
+        _opt("api_server_count", "--api-server-count", "-asc", panel=SERVER, metavar="INT"),
+    ] = None,
+    dp_ports: Annotated[bool | None, _opt("dp_ports", "--dp-ports/--no-dp-ports", panel=SERVER)] = (
+        None
+    ),
     data_parallel_backend: Annotated[
         str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+    ] = None,
+    ssl_keyfile: Annotated[str | None, _opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
+    ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
+    ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
+    ssl_cert_reqs: Annotated[str | None, _opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
+    enable_ssl_refresh: Annotated[
+        bool | None,
+        _opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
+    ] = None,
+    self_signed_certs: Annotated[
+        bool | None,
+        _opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
     ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
@@ -261,6 +325,9 @@ def serve(
     fake_metrics: Annotated[
         str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
+    fake_metrics_refresh_interval: Annotated[
+        str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,
@@ -348,21 +415,23 @@ def _check_tokenizer(settings: Settings) -> None:
 def _launch_or_exit(
     instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
 ) -> None:
+    from llmsim.cli.tls import tls_files
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
 
     for instance in instances:
         _check_tokenizer(instance.settings)
     _check_grpc(instances)
-    console = Console()
-    configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
-    try:
-        code = launch(instances, backend, console)
-    except ServerStartError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        code = 0
+    with tls_files(instances) as ready:
+        console = Console()
+        configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
+        try:
+            code = launch(ready, backend, console)
+        except ServerStartError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            code = 0
     if code:
         raise typer.Exit(code)
 

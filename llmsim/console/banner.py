@@ -11,8 +11,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from llmsim import __version__
+from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
+from llmsim.settings.tls import self_signed_ca, tls_enabled
 from llmsim.settings.units import format_duration
 
 
@@ -76,7 +78,25 @@ def base_url(settings: Settings, port: int) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    scheme = "https" if tls_enabled(settings) else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _tls_notes(settings: Settings) -> list[str]:
+    """HTTPS details worth a line: client certificates, refresh, a made CA's file."""
+    if not tls_enabled(settings):
+        return []
+    notes = []
+    if settings.ssl_cert_reqs:
+        notes.append(
+            "client certificates " + ("required" if settings.ssl_cert_reqs == 2 else "checked")
+        )
+    if settings.enable_ssl_refresh:
+        notes.append("certificates reloaded on change")
+    ca = self_signed_ca(settings)
+    if ca is not None:
+        notes.append(f"self-signed certificate, its CA: {ca}")
+    return notes
 
 
 def curl_example(settings: Settings, port: int) -> str:
@@ -85,8 +105,10 @@ def curl_example(settings: Settings, port: int) -> str:
         '{"model": "' + settings.served_names[0] + '", '
         '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
     )
+    ca = self_signed_ca(settings)
+    cacert = f"--cacert {shlex.quote(str(ca))} " if ca is not None else ""
     return (
-        f"curl {base_url(settings, port)}/v1/chat/completions "
+        f"curl {cacert}{base_url(settings, port)}/v1/chat/completions "
         f"-H 'Content-Type: application/json' {auth}-d {shlex.quote(body)}"
     )
 
@@ -96,7 +118,7 @@ def grpc_address(settings: Settings, port: int | None = None) -> str | None:
     if settings.grpc_port is None:
         return None
     bound = port if port is not None else settings.grpc_port
-    return base_url(settings, bound).removeprefix("http://") if bound else "<free port>"
+    return base_url(settings, bound).split("://", 1)[1] if bound else "<free port>"
 
 
 def render_banner(
@@ -125,6 +147,9 @@ def render_banner(
         f"({settings.cpu_lora_capacity} warm), "
         f"context {settings.max_model_len} tokens",
     )
+    data_parallel = _data_parallel(settings)
+    if data_parallel:
+        table.add_row("data parallel", data_parallel)
     extras = []
     if settings.api_key is not None:
         extras.append(
@@ -142,6 +167,7 @@ def render_banner(
         extras.append(f"KV events on {events.endpoint}")
     if settings.enable_sleep_mode:
         extras.append("sleep mode")
+    extras += _tls_notes(settings)
     if extras:
         table.add_row("notes", ", ".join(extras))
     url = base_url(settings, port)
@@ -155,18 +181,47 @@ def render_banner(
     console.print(curl_example(settings, port), markup=False, highlight=False, soft_wrap=True)
 
 
+def _data_parallel(settings: Settings) -> str | None:
+    """Which ranks this server's engines are and who balances between them."""
+    size = settings.data_parallel_size
+    if size == 1:
+        return None
+    layout = data_parallel_layout(settings)
+    first, last = layout.ranks[0], layout.ranks[-1]
+    if layout.mode == "external":
+        text = f'rank {first} of {size}, external load balancing (engine="{first}")'
+    else:
+        where = "this node's " if layout.mode == "hybrid" else ""
+        text = (
+            f"{where}{len(layout.ranks)} engines of {size} behind this port "
+            f'(engine="{first}".."{last}"), balanced as vLLM\'s API server does'
+        )
+    count = settings.api_server_count
+    if count is not None and count > 1:
+        text += f"; {count} API servers in vLLM, one front end here"
+    return text
+
+
 def startup_fields(
-    settings: Settings, port: int, loop_name: str, grpc_port: int | None = None
+    settings: Settings,
+    port: int,
+    loop_name: str,
+    ranks: Sequence[int] | None = None,
+    grpc_port: int | None = None,
 ) -> dict[str, Any]:
-    """What the banner shows, as the fields of the JSON start-up record."""
-    fields = _fields(settings, port, loop_name)
+    """What the banner shows, as the fields of the JSON start-up record; ``ranks`` are
+    the server's engines (all the layout's by default), ``grpc_port`` the bound gRPC port."""
+    fields = _fields(settings, port, loop_name, ranks)
     grpc = grpc_address(settings, grpc_port)
     if grpc is not None:
         fields["grpc_address"] = grpc
     return fields
 
 
-def _fields(settings: Settings, port: int, loop_name: str) -> dict[str, Any]:
+def _fields(
+    settings: Settings, port: int, loop_name: str, ranks: Sequence[int] | None
+) -> dict[str, Any]:
+    ca = self_signed_ca(settings)
     return {
         "version": __version__,
         "url": base_url(settings, port),
@@ -188,9 +243,11 @@ def _fields(settings: Settings, port: int, loop_name: str) -> dict[str, Any]:
         "max_loras": settings.max_loras,
         "max_cpu_loras": settings.cpu_lora_capacity,
         "max_model_len": settings.max_model_len,
+        "data_parallel_ranks": list(ranks or data_parallel_layout(settings).ranks),
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
+        "self_signed_ca": None if ca is None else str(ca),
     }
 
 
@@ -237,11 +294,12 @@ def instances_table(
         row = [instance.name, url if grpc is None else f"{url}  grpc {grpc}"]
         if pids is not None:
             row.append(str(pids[index]))
+        engines = f"{len(instance.ranks)} engines × " if len(instance.ranks) > 1 else ""
         row += [
             settings.model_label,
             adapters,
             _short_timing(settings),
-            _limits(settings),
+            engines + _limits(settings),
             _failures(settings),
         ]
         table.add_row(*row)

@@ -18,9 +18,10 @@ what is in flight is aborted with the tokens it has, run to completion, or froze
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,6 +42,8 @@ from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
+
+logger = logging.getLogger("llmsim.engine")
 
 PauseMode = Literal["abort", "wait", "keep"]
 PAUSE_MODES: tuple[str, ...] = get_args(PauseMode)
@@ -158,6 +161,28 @@ class Engine:
         ``all_blocks_cleared``); sequences a ``keep`` pause froze lose theirs too."""
         if self.step is not None:
             self.step.reset_prefix_cache()
+
+    async def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+        """vLLM's ``reset_prefix_cache``: forget every cached block (the listener hears
+        ``all_blocks_cleared``). As in vLLM it fails (False, nothing dropped) while running
+        sequences hold blocks, unless ``reset_running_requests`` preempts them first: they
+        recompute their prompt and tokens when scheduled again."""
+        step = self.step
+        if step is None:
+            return True
+        used = step.engine.pool.num_used
+        if used and not reset_running_requests:
+            logger.warning(
+                "Failed to reset prefix cache because some blocks (%d) are not freed yet", used
+            )
+            return False
+        if not used or self.scheduler.paused:
+            step.reset_prefix_cache()  # a frozen step loop has its sequences preempted
+            return True
+        await self.pause("keep")  # between two steps, where preempting is safe
+        step.reset_prefix_cache()
+        self.resume()
+        return True
 
     def reconfigure(self, settings: Settings) -> None:
         """Use the runtime-adjustable values of ``settings`` from now on.
@@ -298,12 +323,16 @@ class Engine:
 
         return await _wait_until(settled, timeout, DRAIN_POLL) and scheduler.paused
 
-    def abort_in_flight(self) -> int:
-        """End every running and waiting sequence now with finish reason ``abort``: the
-        tokens already produced are its answer (vLLM's abort on pause). Their requests
-        answer at once; return how many sequences were aborted."""
-        count = len(self.scheduler.abort_waiting())
+    def abort_in_flight(self, request_ids: Collection[str] | None = None) -> int:
+        """End every running and waiting sequence (of ``request_ids`` only, if given) now
+        with finish reason ``abort``: the tokens already produced are its answer (vLLM's
+        abort on pause, ``/abort_requests``). Their requests answer at once; return how
+        many sequences were aborted."""
+        chosen = None if request_ids is None else set(request_ids)
+        count = len(self.scheduler.abort_waiting(chosen))
         for sequence in list(self.scheduler.running):
+            if chosen is not None and sequence.request_id not in chosen:
+                continue
             if sequence.output and sequence.generated >= len(sequence.output):
                 continue  # its last token is out: it finishes as it is
             if self.step is not None:

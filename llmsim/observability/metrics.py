@@ -54,27 +54,66 @@ def build_1_2_5_buckets(maximum: int) -> list[int]:
         exponent += 1
 
 
-class Metrics:
-    """The Prometheus registry of one server and the engine observer that fills it."""
+class _Families:
+    """One server's registry and metric families; each engine adds its own label set."""
 
-    def __init__(self, settings: Settings, engine: int = 0) -> None:
-        """``engine`` is the data-parallel rank, vLLM's ``engine`` label."""
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.fast = FastCollector()
+        self._gauges: dict[str, Gauge] = {}
+        self._fast: dict[str, FastFamily] = {}
+
+    def gauge(self, name: str, doc: str, labels: list[str]) -> Gauge:
+        if name not in self._gauges:
+            self._gauges[name] = Gauge(name, doc, labels, registry=self.registry)
+        return self._gauges[name]
+
+    def family(
+        self,
+        name: str,
+        doc: str,
+        labels: list[str],
+        buckets: tuple[float, ...] | list[int] | None = None,
+    ) -> FastFamily:
+        if name not in self._fast:
+            self._fast[name] = self.fast.add(FastFamily(name, doc, labels, buckets))
+        return self._fast[name]
+
+
+class Metrics:
+    """The Prometheus registry of one server and the engine observer that fills it.
+
+    A server with several data-parallel engines has one ``Metrics`` per engine: the
+    first owns the registry, the others pass it as ``parent`` and add their series to
+    the same families with their own ``engine`` label, as vLLM's API server shows them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: int = 0,
+        parent: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``engine`` is the data-parallel rank, vLLM's ``engine`` label; fake values follow
+        ``clock``."""
+        families: _Families = _Families() if parent is None else parent.families
+        self.families: _Families = families
+        self.registry = reg = families.registry
         self._max_lora = str(settings.max_loras)
         labels = ["model_name", "engine"]
         values = (settings.model_label, str(engine))
-        reg = self.registry
         token_buckets = build_1_2_5_buckets(settings.max_model_len)
-        fast = FastCollector()
 
         def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=reg)
+            return families.gauge(name, doc, labels)
 
         def counter(name: str, doc: str) -> FastCounter:
-            return fast.add(FastFamily(name, doc, labels)).counter(*values)
+            return families.family(name, doc, labels).counter(*values)
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> FastHistogram:
-            return fast.add(FastFamily(name, doc, labels, buckets)).histogram(*values)
+            return families.family(name, doc, labels, buckets).histogram(*values)
 
         self._running = gauge(
             "vllm:num_requests_running", "Number of requests in model execution batches."
@@ -85,11 +124,10 @@ class Metrics:
         self._kv_usage = gauge(
             "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."
         )
-        self.lora_info = Gauge(
+        self.lora_info = families.gauge(
             "vllm:lora_requests_info",
             "Running stats on lora requests.",
             ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
-            registry=reg,
         )
         self.preemptions = counter(
             "vllm:num_preemptions", "Cumulative number of preemption from the engine."
@@ -98,12 +136,10 @@ class Metrics:
         self.generation_tokens = counter(
             "vllm:generation_tokens", "Number of generation tokens processed."
         )
-        success = fast.add(
-            FastFamily(
-                "vllm:request_success",
-                "Count of successfully processed requests.",
-                [*labels, "finished_reason"],
-            )
+        success = families.family(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            [*labels, "finished_reason"],
         )
         self.success = {reason: success.counter(*values, reason) for reason in FINISH_REASONS}
         self.request_prompt_tokens = histogram(
@@ -169,7 +205,21 @@ class Metrics:
         )
         self._engine_label = str(engine)
         self._scheduler_waiting: Callable[[], int] = lambda: 0
-        reg.register(fast)
+        self._gauges = (
+            self._running.labels(*values),
+            self._waiting.labels(*values),
+            self._kv_usage.labels(*values),
+        )
+        self._lora_labels: tuple[str, str, str] | None = None
+        self.injected_failures: Counter
+        self.upstream_requests: Counter
+        self.overrides: MetricOverrides
+        if parent is not None:  # the server-wide series and overrides are the first's
+            self.injected_failures = parent.injected_failures
+            self.upstream_requests = parent.upstream_requests
+            self.overrides = parent.overrides
+            return
+        reg.register(families.fast)
         self.injected_failures = Counter(
             "llmsim:injected_failures",
             "Failures injected on purpose: errors (never in vllm: metrics) and stream cuts "
@@ -184,27 +234,21 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
-        self._gauges = (
-            self._running.labels(*values),
-            self._waiting.labels(*values),
-            self._kv_usage.labels(*values),
+        self.overrides = MetricOverrides(
+            clock,
+            self.registry.collect,
+            refresh_interval=settings.fake_metrics_refresh_interval,
+            defaults={"model_name": settings.model_label, "engine": str(engine)},
         )
-        self._lora_labels: tuple[str, str, str] | None = None
-        self.overrides = MetricOverrides(time.monotonic)
-        self.overrides.set(settings.fake_metrics)
 
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
         """Read the current-state gauges from ``scheduler`` at every scrape."""
         running, waiting, kv_usage = self._gauges
         self._scheduler_waiting = lambda: scheduler.num_waiting
-        running.set_function(self._reader("num_requests_running", lambda: scheduler.num_running))
-        waiting.set_function(self._reader("num_requests_waiting", lambda: scheduler.num_waiting))
-        kv_usage.set_function(
-            self._reader(
-                "kv_cache_usage_perc", lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0)
-            )
-        )
+        running.set_function(lambda: scheduler.num_running)
+        waiting.set_function(lambda: scheduler.num_waiting)
+        kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
         self.scheduler_changed(scheduler)
 
     def track_step(self, step: StepLoop, settings: Settings) -> None:
@@ -212,11 +256,9 @@ class Metrics:
         engine = step.engine
         running, waiting, kv_usage = self._gauges
         scheduler_waiting = self._scheduler_waiting
-        running.set_function(self._reader("num_requests_running", lambda: engine.num_running))
-        waiting.set_function(
-            self._reader("num_requests_waiting", lambda: scheduler_waiting() + engine.num_waiting)
-        )
-        kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
+        running.set_function(lambda: engine.num_running)
+        waiting.set_function(lambda: scheduler_waiting() + engine.num_waiting)
+        kv_usage.set_function(engine.usage)
         counter, histogram = self._step_counter, self._step_histogram
         self.prefix_cache_queries = counter(
             "vllm:prefix_cache_queries",
@@ -231,11 +273,10 @@ class Metrics:
             ITERATION_TOKEN_BUCKETS,
         )
         info = cache_config_labels(settings, engine.pool.num_blocks)
-        Gauge(
+        self.families.gauge(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
             [*info, "engine"],
-            registry=self.registry,
         ).labels(*info.values(), self._engine_label).set(1)
         step.step_observers.append(self)
 
@@ -255,18 +296,10 @@ class Metrics:
         for tokens, steps in segments:
             observe(tokens, steps)
 
-    def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
-        """The gauge's value at scrape time: the override when one pins it, else ``live``."""
-        overrides = self.overrides
-
-        def read() -> float:
-            pinned = overrides.value(name)
-            return live() if pinned is None else pinned
-
-        return read
-
     def set_overrides(self, spec: FakeMetrics | None) -> None:
-        """Pin metrics to ``spec`` (None restores the live values); time functions restart."""
+        """Fake series as ``spec`` says (None restores the live values); time functions
+        restart. Raises :class:`FakeMetricsError` (and changes nothing) when ``spec`` names
+        a series the registry lacks or gives the wrong form for its type."""
         had_loras = self.overrides.loras() is not None
         self.overrides.set(spec)
         if had_loras and self.overrides.loras() is None and self._lora_labels is not None:
@@ -287,7 +320,7 @@ class Metrics:
             self.lora_info.labels(
                 self._max_lora, ",".join(loras.waiting), ",".join(loras.running)
             ).set(time.time())
-        return generate_latest(self.registry)
+        return generate_latest(self.overrides)
 
     # -- EngineObserver ---------------------------------------------------------
     def request_submitted(self, n: int) -> None:

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llmsim.console.banner import instances_table
+from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance, data_parallel_instances
 from llmsim.settings.model import MAX_PORT, ConfigError, DataParallelBackend, Settings
 from llmsim.settings.sources import load_settings
@@ -41,7 +42,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_BASE_PORT = 8000
 MAX_INSTANCES = 64
-"""Processes a fleet may start (data-parallel ranks count one each)."""
+"""Servers a fleet may start (with ``dp_ports``, data-parallel ranks count one each)."""
 TOP_LEVEL_KEYS = ("base_port", "defaults", "instance")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 SHARED_LINE = re.compile(r"^(?:\[defaults\] |(?:LLMSIM|VLLM)_[A-Z0-9_]+: )")
@@ -247,7 +248,8 @@ def _load_instance(entry: _Entry, defaults: Mapping[str, Any], problems: _Proble
 
 
 def _size(entry: _Entry) -> int:
-    return entry.settings.data_parallel_size if entry.settings is not None else 1
+    """Ports the instance needs: one, or one per rank with ``dp_ports``."""
+    return data_parallel_layout(entry.settings).port_count if entry.settings is not None else 1
 
 
 def _expand(entry: _Entry, port: int) -> list[Instance]:

@@ -218,6 +218,9 @@ def _child_main(
         code = 0
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         code = 130
+    except ServerStartError as exc:  # a refused setting or port: one line, no traceback
+        logger.error("instance %s cannot start: %s", instance.name, exc)
+        code = exc.exit_code
     except BaseException:
         logger.exception("instance %s failed", instance.name)
     finally:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from llmsim.engine import Engine
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.faults import FaultInjector
 from llmsim.settings.fake_metrics import FakeMetrics
@@ -140,10 +139,16 @@ def settings_view(settings: Settings) -> dict[str, Any]:
     return view
 
 
+class Reconfigurable(Protocol):
+    """An engine, or all the data-parallel engines of a server."""
+
+    def reconfigure(self, settings: Settings) -> None: ...
+
+
 class Runtime:
     """Owns the live configuration of one server and swaps it as a whole."""
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, engine: Reconfigurable, metrics: Metrics) -> None:
         self._settings = settings
         self._engine = engine
         self._metrics = metrics

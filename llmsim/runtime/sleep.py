@@ -48,15 +48,17 @@ class SleepController:
         engine: Any,
         enabled: bool,
         registry: CollectorRegistry | None = None,
-        labels: tuple[str, str] = ("", "0"),
+        labels: Sequence[tuple[str, str]] = (("", "0"),),
     ) -> None:
+        """``engine`` is one engine or all of a server's; ``labels`` are the ``model_name``
+        and ``engine`` labels of each engine's gauge series."""
         self.engine = engine
         self.enabled = enabled
         self.level = 0
         """The memory level asleep: 1 or 2 until every tag woke, else 0."""
         self.paused = False
         self._asleep_tags: set[str] = set()
-        self._gauges: dict[str, Any] = {}
+        self._gauges: list[dict[str, Any]] = []
         if enabled and registry is not None:
             gauge = Gauge(
                 "vllm:engine_sleep_state",
@@ -66,7 +68,10 @@ class SleepController:
                 ["model_name", "engine", "sleep_state"],
                 registry=registry,
             )
-            self._gauges = {state: gauge.labels(*labels, state) for state in SLEEP_STATES}
+            self._gauges = [
+                {state: gauge.labels(*engine_labels, state) for state in SLEEP_STATES}
+                for engine_labels in labels
+            ]
             self._show()
 
     @property
@@ -115,8 +120,7 @@ class SleepController:
         self._show()
 
     def _show(self) -> None:
-        if not self._gauges:
-            return
-        self._gauges["awake"].set(0 if self.is_sleeping else 1)
-        self._gauges["weights_offloaded"].set(1 if self.level == 1 else 0)
-        self._gauges["discard_all"].set(1 if self.level == 2 else 0)
+        for gauges in self._gauges:
+            gauges["awake"].set(0 if self.is_sleeping else 1)
+            gauges["weights_offloaded"].set(1 if self.level == 1 else 0)
+            gauges["discard_all"].set(1 if self.level == 2 else 0)

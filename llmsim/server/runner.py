@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,15 +25,18 @@ from llmsim.answers.dataset import DatasetError
 from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
-from llmsim.api.keys import ENGINE, LIVE_STATS
+from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
+from llmsim.server.tls import CertificateRefresher, TLSError, server_context
 from llmsim.server.watchdog import StopDeadline
+from llmsim.settings.fake_metrics import FakeMetricsError
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -48,7 +52,11 @@ FINAL_WRITE_GRACE = 0.5
 
 
 class ServerStartError(Exception):
-    """The server could not start listening."""
+    """The server could not start; ``exit_code`` 2 marks a setting the server refused."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -156,17 +164,24 @@ class Server:
         settings = instance.settings
         lifecycle = Lifecycle(settings.startup_duration)
         try:
-            app = create_app(settings, lifecycle, rank=instance.rank)
+            app = create_app(settings, lifecycle, ranks=instance.ranks)
         except DatasetError as exc:
             raise ServerStartError(f"--dataset: {exc}") from None
         except RecordingError as exc:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        except FakeMetricsError as exc:
+            raise ServerStartError(f"--fake-metrics: {exc.message}", exit_code=2) from None
+        try:
+            keep_alive = keep_alive_options()
+        except KeepAliveError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
+            **keep_alive,
             **_access_log_options(access if settings.access_log_enabled else None),
         )
         await runner.setup()
@@ -178,10 +193,22 @@ class Server:
                 sock = bind_listener(settings.host, settings.port)
         except OSError as exc:
             raise listen_error(instance, exc) from None
-        site = GreedyAcceptSite(runner, sock)
+        site = GreedyAcceptSite(runner, sock, self._tls(settings, stack))
         await site.start()
         door = await _start_grpc(instance, app, stack)
         return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port), door)
+
+    def _tls(self, settings: Settings, stack: contextlib.AsyncExitStack) -> ssl.SSLContext | None:
+        """The instance's SSL context (None: plain HTTP), reloaded on change if asked."""
+        try:
+            context = server_context(settings)
+        except TLSError as exc:
+            raise ServerStartError(str(exc)) from None
+        if context is not None and settings.enable_ssl_refresh:
+            refresher = CertificateRefresher(context, settings)
+            refresher.start()
+            stack.push_async_callback(refresher.stop)
+        return context
 
     def _announce(self) -> None:
         """The start-up panel, or one JSON record per instance when logs are JSON."""
@@ -196,7 +223,9 @@ class Server:
             for instance, port, grpc_port in zip(
                 self.instances, self.ports, self.grpc_ports, strict=True
             ):
-                fields = startup_fields(instance.settings, port, self.loop_name, grpc_port)
+                fields = startup_fields(
+                    instance.settings, port, self.loop_name, instance.ranks, grpc_port
+                )
                 if instance.name:
                     fields["instance"] = instance.name
                 message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
@@ -223,6 +252,13 @@ class Server:
             return None
         if len(running) > 1:
             logger.warning("the dashboard shows the first of %d instances", len(running))
+        ranks = item.instance.ranks
+        if len(ranks) > 1:
+            logger.warning(
+                "the dashboard shows the load of engine %d of %d; its rates count every engine",
+                ranks[0],
+                len(ranks),
+            )
         settings = item.instance.settings
         dashboard = Dashboard(
             settings,
@@ -242,9 +278,9 @@ class Server:
         if item.grpc is not None:
             item.grpc.begin_drain()
         await item.site.stop()
-        engine = item.runner.app[ENGINE]
+        engines = item.runner.app[ENGINES]
         timeout = item.instance.settings.shutdown_timeout
-        busy = engine.scheduler.num_running + engine.scheduler.num_waiting
+        busy = engines.busy
         prefix = f"{item.instance.name}: " if item.instance.name else ""
         if busy:
             logger.info(
@@ -253,8 +289,8 @@ class Server:
                 format_duration(timeout),
                 busy,
             )
-        if not await engine.wait_idle(timeout):
-            aborted = engine.abort_all()
+        if not await engines.wait_idle(timeout):
+            aborted = engines.abort_all()
             logger.warning("%sshutdown timeout reached: aborted %d sequences", prefix, aborted)
         if item.grpc is not None:
             await item.grpc.stop(FINAL_WRITE_GRACE)

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from llmsim.engine import GenerationRequest, PromptInput, RequestGroup
 from llmsim.engine.embedding import embed_ids
 from llmsim.service.errors import invalid
-from llmsim.service.generation import ServiceState, check_serving, inject_fault, submit
+from llmsim.service.generation import (
+    ServiceState,
+    check_serving,
+    inject_fault,
+    pick_engine,
+    submit,
+)
 from llmsim.service.prompts import token_prompt
 
 
@@ -25,13 +31,17 @@ class Embedding:
 
 
 def start_embedding(
-    state: ServiceState, request_id: str, ids: Sequence[int], forced_fault: str | None = None
+    state: ServiceState,
+    request_id: str,
+    ids: Sequence[int],
+    forced_fault: str | None = None,
+    rank: int | None = None,
 ) -> Embedding:
-    engine = state.engine
-    settings = engine.settings
+    settings = state.engine.settings
     check_serving(state.lifecycle)
+    inject_fault(state.runtime, forced_fault, settings.served_names[0])
+    engine = pick_engine(state, rank)
     target = engine.resolve(None)
-    inject_fault(state.runtime, forced_fault, target.name)
     prompt = token_prompt(ids, engine.tokenizer, False)
     limit = settings.max_model_len
     if prompt.token_count > limit:

@@ -21,6 +21,7 @@ from llmsim.engine import (
     Target,
     UnknownModelError,
 )
+from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import InvalidForceHeaderError
@@ -38,11 +39,45 @@ NOT_SERVING = {
 
 @dataclass(frozen=True, slots=True)
 class ServiceState:
-    """One instance's engine and the run-time state every door consults."""
+    """One server's engines and the run-time state every door consults."""
 
     engine: Engine
+    """The first engine (its settings and tokenizer are every engine's)."""
     lifecycle: Lifecycle
     runtime: Runtime
+    engines: DataParallelEngines | None = None
+    """Every engine when the server has more than one (data-parallel ranks)."""
+
+    @property
+    def busy(self) -> int:
+        """Sequences running or waiting on any engine."""
+        if self.engines is not None:
+            return self.engines.busy
+        return self.engine.scheduler.num_running + self.engine.scheduler.num_waiting
+
+    @property
+    def paused(self) -> bool:
+        """Whether some engine's scheduler is paused (sleep mode)."""
+        engines = self.engines.engines if self.engines is not None else (self.engine,)
+        return any(engine.scheduler.paused for engine in engines)
+
+
+def pick_engine(state: ServiceState, rank: int | None = None) -> Engine:
+    """The engine that takes a request: the asked data-parallel ``rank``, else vLLM's
+    balancing between the engines."""
+    engines = state.engines
+    if engines is None or len(engines.engines) == 1:
+        return state.engine
+    if rank is None:
+        return engines.engines[engines.choose()]
+    index = engines.index_of(rank)
+    if index is None:
+        first, last = engines.ranks[0], engines.ranks[-1]
+        raise invalid(
+            f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).",
+            "data_parallel_rank",
+        )
+    return engines.engines[index]
 
 
 @dataclass(slots=True)
@@ -59,6 +94,8 @@ class TokenRequest:
     kv_transfer_delay: float | None = None
     forced_fault: str | None = None
     """A forced injected error status (HTTP's ``X-Return-Error``), as text."""
+    data_parallel_rank: int | None = None
+    """The engine asked for (HTTP's ``X-data-parallel-rank``); None: balanced."""
 
 
 def check_serving(lifecycle: Lifecycle) -> None:
@@ -89,10 +126,10 @@ def resolve(engine: Engine, model: str | None) -> Target:
 
 def start(state: ServiceState, request: TokenRequest) -> RequestGroup:
     """Check ``request`` and submit it; the caller runs the group inside ``with group:``."""
-    engine = state.engine
-    settings = engine.settings
+    settings = state.engine.settings
     check_serving(state.lifecycle)
     inject_fault(state.runtime, request.forced_fault, request.model or settings.served_names[0])
+    engine = pick_engine(state, request.data_parallel_rank)
     target = resolve(engine, request.model)
     sampling = request.sampling or Sampling()
     check_sampling(sampling, engine.tokenizer, settings.max_logprobs, settings.max_running_requests)

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmsim.settings.data_parallel import data_parallel_layout, data_parallel_problem
 from llmsim.settings.fake_metrics import FakeMetrics, FakeMetricsError, load_spec
 from llmsim.settings.kv_events import (
     KV_EVENTS_EXTRA,
@@ -33,6 +34,7 @@ from llmsim.settings.kv_events import (
 )
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules, split_names, unique
 from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
+from llmsim.settings.tls import tls_conflict
 from llmsim.settings.units import MAX_DURATION, parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -98,6 +100,14 @@ def _load_responses(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _level_name(value: Any) -> Any:
+    """vLLM's ``VLLM_LOGGING_LEVEL`` spells levels in capitals (``INFO``, ``WARN``)."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 def _existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -134,11 +144,16 @@ class Settings(BaseSettings):
         ge=0,
         le=MAX_PORT,
         description="Also serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health "
-        "and reflection) on this TCP port, beside HTTP on the same engine (0 picks a free "
-        "one; data-parallel ranks use grpc-port + rank). Needs the grpc extra.",
+        "and reflection) on this TCP port, beside HTTP on the same engines (0 picks a free "
+        "one; with --dp-ports each rank's server uses grpc-port + its index). Needs the grpc "
+        "extra.",
     )
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", description="Logging verbosity."
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_level_name)
+    ] = Field(
+        "info",
+        validation_alias=AliasChoices("LLMSIM_LOG_LEVEL", "VLLM_LOGGING_LEVEL"),
+        description="Logging verbosity. Also read from VLLM_LOGGING_LEVEL (INFO, DEBUG, ...).",
     )
     log_format: Literal["text", "json"] = Field(
         "text",
@@ -205,13 +220,85 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=MAX_DATA_PARALLEL_SIZE,
-        description="Independent simulated instances (vLLM's data-parallel ranks), each with its "
-        "own scheduler, adapters and metrics, on ports port .. port+N-1.",
+        description="vLLM's data-parallel ranks: engines with their own scheduler, KV cache, "
+        'adapters and metrics (engine="0" .. "N-1") behind one port, balanced as vLLM\'s '
+        "API server does.",
+    )
+    data_parallel_rank: int | None = Field(
+        None,
+        ge=0,
+        description="External load balancing: this server is this rank alone (its metrics say "
+        'engine="R"); run one server per rank and balance outside.',
+    )
+    data_parallel_size_local: int | None = Field(
+        None,
+        ge=0,
+        description="Ranks on this node; with --data-parallel-start-rank or "
+        "--data-parallel-hybrid-lb this server runs only ranks start .. start+local-1.",
+    )
+    data_parallel_start_rank: int | None = Field(
+        None,
+        ge=0,
+        description="The first rank on this node; with --data-parallel-size-local it turns on "
+        "hybrid load balancing, as in vLLM.",
+    )
+    data_parallel_hybrid_lb: bool = Field(
+        False,
+        description="Hybrid load balancing: one port in front of this node's ranks "
+        "(--data-parallel-start-rank .. + --data-parallel-size-local - 1).",
+    )
+    data_parallel_external_lb: bool = Field(
+        False,
+        description="External load balancing (needs --data-parallel-rank): one rank per server.",
+    )
+    api_server_count: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM's API server processes sharing the port; llmsim serves the port from "
+        "one front end that balances as they do together, so only the banner shows it.",
+    )
+    dp_ports: bool = Field(
+        False,
+        description="llmsim only: each data-parallel rank as its own server on its own port "
+        "(port .. port+N-1) instead of vLLM's engines behind one port.",
     )
     data_parallel_backend: DataParallelBackend = Field(
         "mp",
-        description="How data-parallel instances run: mp, one process each (uses every core); "
-        "inprocess, all on one event loop in one process (least memory).",
+        description="With --dp-ports, how the ranks' servers run: mp, one process each (uses "
+        "every core); inprocess, all on one event loop in one process (least memory).",
+    )
+
+    # -- TLS (vLLM's --ssl-* flags) ------------------------------------------------
+    ssl_keyfile: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="Private key (PEM) of the TLS certificate; serve HTTPS. Needs ssl-certfile.",
+    )
+    ssl_certfile: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="TLS certificate chain (PEM) to serve HTTPS with; may hold the key too.",
+    )
+    ssl_ca_certs: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="CA certificates (PEM) that client certificates are checked against "
+        "(mutual TLS, with ssl-cert-reqs).",
+    )
+    ssl_cert_reqs: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="Client certificates, as Python's ssl module numbers them: 0 not asked "
+        "for, 1 checked if sent, 2 required (mutual TLS).",
+    )
+    enable_ssl_refresh: bool = Field(
+        False,
+        description="Reload the certificate, key and CA files when they change, without a "
+        "restart or dropping connections.",
+    )
+    self_signed_certs: bool = Field(
+        False,
+        description="Serve HTTPS with a certificate made at start-up for localhost, "
+        "127.0.0.1, the host bound and this machine's name; the banner says where its CA is "
+        "written. Needs llmsim[tls].",
     )
 
     # -- model ------------------------------------------------------------------
@@ -447,10 +534,17 @@ class Settings(BaseSettings):
     fake_metrics: Annotated[FakeMetrics | None, NoDecode, BeforeValidator(_load_fake_metrics)] = (
         Field(
             None,
-            description="Pin num_requests_running, num_requests_waiting, kv_cache_usage_perc and "
-            "the LoRA info metric to fixed values or time functions (ramp, oscillate, square): "
-            "inline JSON or a JSON/TOML file. Also settable at run time via /admin/metrics.",
+            description="Fake values for vllm: series: gauges as values, counters as rates, "
+            "histograms as a rate and a latency distribution, each fixed or a function of time "
+            "(ramp, oscillate, square, schedule); also the LoRA info metric. Inline JSON or a "
+            "JSON/TOML file. Also settable at run time via /admin/metrics.",
         )
+    )
+    fake_metrics_refresh_interval: Duration = Field(
+        "100ms",  # type: ignore[assignment]  # validated like user input
+        gt=0,
+        description="How often fake metric values move on: a scrape sees them as at the last "
+        "whole interval since the override was set (counters and histograms integrated up to it).",
     )
 
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
@@ -535,18 +629,24 @@ class Settings(BaseSettings):
                 f"the step latency model needs kv-cache-size ({self.kv_cache_size} tokens) "
                 f"of at least max-model-len ({self.max_model_len} tokens)",
             )
-        last_port = self.port + self.data_parallel_size - 1
+        problem = data_parallel_problem(self)
+        if problem is not None:
+            raise _cross_field_error(*problem)
+        last_port = self.port + data_parallel_layout(self).port_count - 1
         if self.port and last_port > MAX_PORT:
             raise _cross_field_error(
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
             )
-        if self.grpc_port and self.grpc_port + self.data_parallel_size - 1 > MAX_PORT:
+        last_grpc_port = (self.grpc_port or 0) + data_parallel_layout(self).port_count - 1
+        if self.grpc_port and last_grpc_port > MAX_PORT:
             raise _cross_field_error(
                 "grpc_port",
-                f"gRPC ports from {self.grpc_port} for {self.data_parallel_size} ranks go past "
-                f"{MAX_PORT}; lower the port",
+                f"gRPC ports {self.grpc_port}..{last_grpc_port} go past {MAX_PORT}; lower the port",
             )
+        tls_problem = tls_conflict(self)
+        if tls_problem is not None:
+            raise _cross_field_error(*tls_problem)
         if self.replay_strict and self.replay is None:
             raise _cross_field_error("replay_strict", "needs a recording to replay (--replay)")
         if not self.failure_types and self.failure_injection_rate > 0:

@@ -23,7 +23,7 @@ from llmsim.api.grpc.auth import ApiKeyInterceptor
 from llmsim.api.grpc.generated import vllm_engine_pb2 as pb
 from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
 from llmsim.api.grpc.servicer import VllmEngineServicer
-from llmsim.api.keys import ENGINE, LIFECYCLE, RUNTIME
+from llmsim.api.keys import ENGINE, ENGINES, LIFECYCLE, RUNTIME
 from llmsim.api.sleep import SLEEP
 from llmsim.runtime.sleep import SleepController
 from llmsim.service.generation import ServiceState
@@ -135,7 +135,10 @@ def _host(host: str) -> str:
 
 
 async def start_for_app(app: web.Application, settings: Settings) -> GrpcDoor:
-    """The gRPC door of the instance ``app`` serves: its engine, lifecycle, faults, sleep."""
-    state = ServiceState(app[ENGINE], app[LIFECYCLE], app[RUNTIME])
+    """The gRPC door of the server ``app`` is: its engines, lifecycle, faults, sleep."""
+    engines = app[ENGINES]
+    state = ServiceState(
+        app[ENGINE], app[LIFECYCLE], app[RUNTIME], engines if len(engines.engines) > 1 else None
+    )
     port = settings.grpc_port if settings.grpc_port is not None else 0
     return await start_grpc(settings, state, app.get(SLEEP), port)

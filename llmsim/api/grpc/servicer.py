@@ -28,6 +28,8 @@ from llmsim.service.generation import NOT_SERVING, ServiceState, output_ids, sta
 
 SERVER_TYPE = "vllm-grpc"
 FORCE_KEY = FORCE_HEADER.lower()
+"""A forced injected error status, as HTTP's header."""
+RANK_KEY = "x-data-parallel-rank"
 
 
 class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
@@ -46,7 +48,9 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
     ) -> AsyncIterator[pb.GenerateResponse]:
         self.last_receive = time.time()
         try:
-            token_request = convert.token_request(request, _forced(context))
+            metadata = _metadata(context)
+            token_request = convert.token_request(request, metadata.get(FORCE_KEY))
+            token_request.data_parallel_rank = _rank(metadata)
             group = start(self.state, token_request)
         except ServiceError as exc:
             await context.abort(status_code(exc), exc.message)
@@ -58,7 +62,7 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
     async def _generate(
         self, group: RequestGroup, request_id: str, stream: bool
     ) -> AsyncIterator[pb.GenerateResponse]:
-        sink = ChunkSink(group, self.state.engine.tokenizer) if stream else None
+        sink = ChunkSink(group) if stream else None
         run = asyncio.ensure_future(group.run(sink))
         if sink is not None:
             run.add_done_callback(lambda _: sink.close())
@@ -73,7 +77,7 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
             aborted = run.cancelled()
             if not aborted:
                 run.result()
-            tokenizer = self.state.engine.tokenizer
+            tokenizer = group.engine.tokenizer
             for sequence in group.sequences:
                 ids = output_ids(sequence, tokenizer)
                 yield convert.complete(group, sequence, ids, aborted)
@@ -89,9 +93,10 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
         self.last_receive = time.time()
         request_id = request.request_id or f"embd-{time.monotonic_ns()}"
         try:
-            embedding = start_embedding(
-                self.state, request_id, list(request.tokenized.input_ids), _forced(context)
-            )
+            metadata = _metadata(context)
+            ids = list(request.tokenized.input_ids)
+            forced = metadata.get(FORCE_KEY)
+            embedding = start_embedding(self.state, request_id, ids, forced, _rank(metadata))
         except ServiceError as exc:
             await context.abort(status_code(exc), exc.message)
         with embedding.group:
@@ -135,10 +140,10 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
-        scheduler = self.state.engine.scheduler
-        paused = scheduler.paused or (self.sleep is not None and self.sleep.is_sleeping)
+        state = self.state
+        paused = state.paused or (self.sleep is not None and self.sleep.is_sleeping)
         return pb.GetServerInfoResponse(
-            active_requests=scheduler.num_running + scheduler.num_waiting,
+            active_requests=state.busy,
             is_paused=paused,
             last_receive_timestamp=self.last_receive,
             uptime_seconds=time.time() - self.started,
@@ -146,9 +151,17 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
         )
 
 
-def _forced(context: grpc.aio.ServicerContext) -> str | None:
-    """A forced injected error, sent as ``x-return-error`` metadata (HTTP's header)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == FORCE_KEY:
-            return value if isinstance(value, str) else value.decode()
-    return None
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's text metadata (keys arrive in lower case)."""
+    return {
+        key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
+
+
+def _rank(metadata: dict[str, str]) -> int | None:
+    """The engine a call asks for with ``x-data-parallel-rank`` (HTTP's header); None when
+    absent or not a number, as HTTP then balances."""
+    try:
+        return int(metadata[RANK_KEY])
+    except (KeyError, ValueError):
+        return None

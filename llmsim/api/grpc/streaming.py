@@ -21,9 +21,9 @@ HIGH_WATER = 64
 
 
 class ChunkSink:
-    def __init__(self, group: RequestGroup, tokenizer: Tokenizer) -> None:
+    def __init__(self, group: RequestGroup) -> None:
         self._prompt_tokens = group.prompt_tokens
-        self._tokenizer = tokenizer
+        self._tokenizer: Tokenizer = group.engine.tokenizer
         self._queue: asyncio.Queue[pb.GenerateResponse | None] = asyncio.Queue()
         self._room = asyncio.Event()
         self._room.set()
