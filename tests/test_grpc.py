@@ -6,6 +6,7 @@ import importlib
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from tests.conftest import (  # noqa: E402
     post_json,
     run_cli,
     start_server,
+    stop_process,
 )
 
 KEY = "grpc-secret"
@@ -72,9 +74,12 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
     server.stop()
 
 
+LOCAL = [("grpc.use_local_subchannel_pool", 1)]
+"""A channel of its own: one refused connection must not hold back the next channel."""
+
+
 def channel_to(port: int) -> Any:
-    """A channel of its own: one refused connection must not hold back the next channel."""
-    return grpc.insecure_channel(f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)])
+    return grpc.insecure_channel(f"127.0.0.1:{port}", LOCAL)
 
 
 def stub_for(port: int, grpc_module: ModuleType) -> Any:
@@ -367,6 +372,77 @@ def test_grpc_port_in_use_is_one_line() -> None:
         result.stderr.strip()
         == f"error: cannot listen for gRPC on 127.0.0.1:{port}: address already in use"
     )
+
+
+def test_tls_and_client_certificates(tmp_path: Path, proto: Any) -> None:
+    """The gRPC port serves the HTTP server's certificate; --ssl-cert-reqs 2 needs a client's."""
+    trustme = pytest.importorskip("trustme")
+    pb, pb_grpc = proto
+    ca = trustme.CA()
+    leaf, client = ca.issue_cert("127.0.0.1", "localhost"), ca.issue_cert("client")
+    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    grpc_port = free_port()
+    args = [
+        sys.executable, "-m", "llmsim", "serve", "--port", str(free_port()),
+        "--grpc-port", str(grpc_port), "--ssl-certfile", str(files["cert"]),
+        "--ssl-keyfile", str(files["key"]), "--ssl-ca-certs", str(files["ca"]),
+        "--ssl-cert-reqs", "2",
+    ]  # fmt: skip
+    with (tmp_path / "log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        root = ca.cert_pem.bytes()
+        trusted = grpc.ssl_channel_credentials(
+            root, client.private_key_pem.bytes(), client.cert_chain_pems[0].bytes()
+        )
+        channel = grpc.secure_channel(f"127.0.0.1:{grpc_port}", trusted, LOCAL)
+        stub = pb_grpc.VllmEngineStub(channel)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert stub.HealthCheck(pb.HealthCheckRequest(), timeout=1).healthy
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+                time.sleep(0.1)
+        anonymous = grpc.secure_channel(
+            f"127.0.0.1:{grpc_port}", grpc.ssl_channel_credentials(root), LOCAL
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.VllmEngineStub(anonymous).HealthCheck(pb.HealthCheckRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        stop_process(process)
+
+
+class EarlyWake:
+    """A lifecycle whose first look says a hair is left though the sleep will be over."""
+
+    def __init__(self) -> None:
+        self.looks = [0.001, 0.0]
+        self.phase = "loading"
+
+    @property
+    def seconds_to_ready(self) -> float:
+        left = self.looks.pop(0)
+        if left == 0:
+            self.phase = "ready"
+        return left
+
+
+async def test_health_turns_serving_even_when_the_clock_wakes_early() -> None:
+    from grpc_health.v1 import health
+
+    from llmsim.api.grpc.health import follow_lifecycle
+
+    servicer = health.aio.HealthServicer()
+    await follow_lifecycle(servicer, EarlyWake(), "svc")  # type: ignore[arg-type]
+    for name in ("", "svc"):
+        reply = await servicer.Check(health_pb2.HealthCheckRequest(service=name), None)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_generated_modules_are_current(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ class Server:
         """Stop taking requests, then give in-flight and queued ones time to finish."""
         item.lifecycle.begin_drain()
         if item.grpc is not None:
-            item.grpc.begin_drain()
+            await item.grpc.begin_drain()
         await item.site.stop()
         engines = item.runner.app[ENGINES]
         timeout = item.instance.settings.shutdown_timeout

@@ -12,16 +12,16 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmsim.api.grpc.auth import ApiKeyInterceptor
 from llmsim.api.grpc.generated import vllm_engine_pb2 as pb
 from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
+from llmsim.api.grpc.health import follow_lifecycle
 from llmsim.api.grpc.servicer import VllmEngineServicer
 from llmsim.api.keys import ENGINE, ENGINES, LIFECYCLE, RUNTIME
 from llmsim.api.sleep import SLEEP
@@ -49,13 +49,13 @@ class GrpcDoor:
 
     server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     _watch: asyncio.Task[None]
 
-    def begin_drain(self) -> None:
+    async def begin_drain(self) -> None:
         """Probes answer NOT_SERVING; new calls are refused UNAVAILABLE by the servicer."""
         self._watch.cancel()
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace: float | None) -> None:
         self._watch.cancel()
@@ -72,7 +72,7 @@ async def start_grpc(
     interceptors = [ApiKeyInterceptor(api_key)] if api_key else []
     server = grpc.aio.server(options=OPTIONS, interceptors=interceptors)
     pb_grpc.add_VllmEngineServicer_to_server(VllmEngineServicer(state, sleep), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
@@ -87,33 +87,33 @@ async def start_grpc(
     except RuntimeError as exc:
         raise GrpcStartError(f"cannot listen for gRPC on {address}: {exc}") from None
     await server.start()
-    watch = asyncio.ensure_future(_follow_lifecycle(health_servicer, state))
+    watch = asyncio.ensure_future(follow_lifecycle(health_servicer, state.lifecycle, SERVICE_NAME))
     return GrpcDoor(server, bound, health_servicer, watch)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS hook: TLS from the HTTP server's settings (``ssl_certfile``, ``ssl_keyfile`` and, to ask
-    clients for certificates, ``ssl_ca_certs``) when the settings have them; else None."""
-    certfile = getattr(settings, "ssl_certfile", None)
-    keyfile = getattr(settings, "ssl_keyfile", None)
-    if certfile is None or keyfile is None:
+    """TLS with the HTTP server's certificate (``--ssl-certfile``, ``--ssl-keyfile``, or the
+    one ``--self-signed-certs`` made); with ``--ssl-ca-certs`` and ``--ssl-cert-reqs 2``,
+    clients must present a certificate signed by those CAs. None: plain gRPC.
+
+    The files are read once: ``--enable-ssl-refresh`` reloads only the HTTP context, and
+    grpc cannot ask for an optional client certificate (``--ssl-cert-reqs 1``).
+    """
+    certfile = settings.ssl_certfile
+    if certfile is None:
         return None
-    ca_certs = getattr(settings, "ssl_ca_certs", None)
-    root = Path(ca_certs).read_bytes() if ca_certs is not None else None
-    pair = (Path(keyfile).read_bytes(), Path(certfile).read_bytes())
-    return grpc.ssl_server_credentials([pair], root, require_client_auth=root is not None)
-
-
-async def _follow_lifecycle(servicer: health.HealthServicer, state: ServiceState) -> None:
-    """NOT_SERVING while the simulated model loads, SERVING once it is ready (for the whole
-    server and for VllmEngine); draining turns them back (:meth:`GrpcDoor.begin_drain`)."""
-    names = ("", SERVICE_NAME)
-    for name in names:
-        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await asyncio.sleep(state.lifecycle.seconds_to_ready)
-    if state.lifecycle.phase == "ready":
-        for name in names:
-            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        chain = certfile.read_bytes()
+        key = settings.ssl_keyfile.read_bytes() if settings.ssl_keyfile is not None else chain
+        ca = settings.ssl_ca_certs.read_bytes() if settings.ssl_ca_certs is not None else None
+    except OSError as exc:
+        raise GrpcStartError(f"gRPC TLS: cannot read {exc.filename}: {exc.strerror}") from None
+    asks = settings.ssl_cert_reqs != 0 and ca is not None
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=ca if asks else None,
+        require_client_auth=asks and settings.ssl_cert_reqs == 2,
+    )
 
 
 def check_free(host: str, port: int) -> None:
