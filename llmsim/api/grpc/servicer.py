@@ -1,4 +1,4 @@
-"""The ``VllmEngine`` servicer: six RPCs over the instance's engine.
+"""The ``VllmEngine`` servicer: six RPCs over the server's engines.
 
 ``Generate`` submits through :mod:`llmsim.service` and runs the sequences in a task of
 their own, so ``Abort`` can end them (their samples finish with ``abort``) while a client
@@ -79,7 +79,7 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
                 run.result()
             tokenizer = group.engine.tokenizer
             for sequence in group.sequences:
-                ids = output_ids(sequence, tokenizer)
+                ids = sink.sent_ids(sequence) if sink else output_ids(sequence, tokenizer)
                 yield convert.complete(group, sequence, ids, aborted)
         finally:
             run.cancel()

@@ -27,15 +27,25 @@ class ChunkSink:
         self._queue: asyncio.Queue[pb.GenerateResponse | None] = asyncio.Queue()
         self._room = asyncio.Event()
         self._room.set()
+        self._sent: dict[int, list[int]] = {}
+        """Each sample's ids streamed so far, so the final message need not look them up again."""
 
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         end = start + len(texts)
         ids = output_ids(sequence, self._tokenizer, start, end)
+        self._sent.setdefault(sequence.index, []).extend(ids)
         self._queue.put_nowait(convert.chunk(self._prompt_tokens, sequence, ids, end))
         if self._queue.qsize() >= HIGH_WATER:
             self._room.clear()
             return True
         return False
+
+    def sent_ids(self, sequence: Sequence) -> list[int]:
+        """The ids of every token of ``sequence`` that went out."""
+        sent = self._sent.get(sequence.index, [])
+        if len(sent) == sequence.generated:
+            return sent
+        return output_ids(sequence, self._tokenizer)
 
     def finished(self, sequence: Sequence) -> None:
         """The handler sends the final message itself, once every sample is done."""
