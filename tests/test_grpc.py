@@ -445,6 +445,30 @@ async def test_health_turns_serving_even_when_the_clock_wakes_early() -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_a_fleet_gives_each_server_its_own_grpc_port(tmp_path: Path) -> None:
+    from llmsim.pool.fleet import FleetError, load_fleet
+
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        "base_port = 9100\n[defaults]\ngrpc_port = 9200\n"
+        '[[instance]]\nname = "a"\n[[instance]]\nname = "b"\n'
+        '[[instance]]\nname = "c"\ngrpc_port = 9100\n'
+    )
+    with pytest.raises(FleetError) as caught:
+        load_fleet(path)
+    assert caught.value.lines == [
+        f"{path}: grpc_port: 9200 named by more than one instance (give each instance its own, or 0)",
+        f"{path}: grpc_port: 9100 is also an instance's HTTP port",
+    ]
+    path.write_text(
+        "base_port = 9100\n"
+        '[[instance]]\nname = "a"\ngrpc_port = 9200\n'
+        '[[instance]]\nname = "b"\ngrpc_port = 9201\ndata_parallel_size = 2\n'
+    )
+    plan = load_fleet(path)
+    assert [i.settings.grpc_port for i in plan.instances] == [9200, 9201]
+
+
 def test_generated_modules_are_current(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
