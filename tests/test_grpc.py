@@ -192,7 +192,8 @@ def _refusal(stub: Any, pb: Any, params: Any) -> str:
 
 
 def test_health_service_and_reflection(keyed: tuple[RunningServer, int]) -> None:
-    _, port = keyed
+    server, port = keyed
+    assert f"grpc  127.0.0.1:{port}  (vllm.grpc.engine.VllmEngine" in server.log()  # banner
     channel = channel_to(port)
     checked = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert checked.status == health_pb2.HealthCheckResponse.SERVING
@@ -300,6 +301,7 @@ def test_ranks_lifecycle_sleep_and_drain(tmp_path: Path, proto: Any) -> None:
     )  # fmt: skip
     try:
         wait_health(port, health_pb2.HealthCheckResponse.NOT_SERVING)  # listening, loading
+        assert f"grpc 127.0.0.1:{port + 1}" in server.log()  # the instances' banner
         first, second = stub_for(port, pb_grpc), stub_for(port + 1, pb_grpc)
         request = pb.GenerateRequest(
             text="hi", sampling_params=pb.SamplingParams(max_tokens=40, ignore_eos=True)
