@@ -174,6 +174,10 @@ def test_constraints_and_refusals(keyed: tuple[RunningServer, int], proto: Any) 
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.Generate(pb.GenerateRequest(text="x"), metadata=forced))
         assert caught.value.code() == getattr(grpc.StatusCode, code)
+    huge = pb.GenerateRequest(text="x" * (5 * 1024 * 1024))  # beyond the 4 MiB body limit
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Generate(huge, metadata=AUTH))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     two = pb.SamplingParams(n=2, max_tokens=3, ignore_eos=True)
     answers = list(stub.Generate(pb.GenerateRequest(text="x", sampling_params=two), metadata=AUTH))
     assert [answer.complete.completion_tokens for answer in answers] == [3, 3]

@@ -89,8 +89,9 @@ def test_constraints_become_engine_constraints_or_refusals() -> None:
     for kind in ("grammar", "structural_tag"):
         with pytest.raises(ServiceError, match=f"{kind} constraints are not supported"):
             output_constraint(Constraint(kind, "x"))
-    with pytest.raises(ServiceError, match="not a valid JSON schema"):
-        output_constraint(Constraint("json_schema", "{"))
+    for text in ("{", "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(ServiceError, match="not a valid JSON schema"):
+            output_constraint(Constraint("json_schema", text))
     answer = constrained(Constraint("choice", ("yes", "no")), seed=4)
     assert answer is not None
     assert answer.text in {"yes", "no"}

@@ -218,6 +218,9 @@ def serve(
     tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
     chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    max_request_work: Annotated[
+        str | None, _opt("max_request_work", panel=MODEL, metavar="INT")
+    ] = None,
     embedding_dimension: Annotated[
         str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
     ] = None,

@@ -29,7 +29,7 @@ from typing import Literal, get_args
 
 from llmsim.engine.answer import Answer
 from llmsim.engine.block_hash import BlockHasher
-from llmsim.engine.generation import generate
+from llmsim.engine.generation import GeneratedText, generate
 from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
@@ -217,33 +217,66 @@ class Engine:
             return Target(model, model)
         raise UnknownModelError(model)
 
-    def submit(self, request: GenerationRequest) -> RequestGroup:
-        """Generate the outputs and hand the sequences to the scheduler."""
+    def outputs(self, request: GenerationRequest) -> list[GeneratedText]:
+        """Every choice's output, prompt by prompt, as :meth:`submit` makes them: plain work a
+        caller may do in a worker thread for many long answers, then pass to :meth:`submit`."""
+        self._check_context(request)
+        rng = self._text_rng if request.seed is None else random.Random(request.seed)
+        max_len = self.settings.max_model_len
+        return [
+            self._output(request, prompt, choice, max_len - prompt.token_count, rng)
+            for prompt in request.prompts
+            for choice in range(request.n)
+        ]
+
+    def _output(
+        self,
+        request: GenerationRequest,
+        prompt: PromptInput,
+        choice: int,
+        budget: int,
+        rng: random.Random,
+    ) -> GeneratedText:
+        answer = request.answer
+        return generate(
+            answer=None if answer is None else answer.for_choice(choice),
+            mode=self.settings.mode,
+            echo_text=prompt.echo_text,
+            max_tokens=request.max_tokens,
+            budget=budget,
+            ignore_eos=request.ignore_eos,
+            stop=request.stop,
+            rng=rng,
+            split=self._split,
+            with_ids=self.needs_output_ids,
+        )
+
+    def _check_context(self, request: GenerationRequest) -> None:
         max_len = self.settings.max_model_len
         for prompt in request.prompts:
             wanted = prompt.token_count + (request.max_tokens or 0)
             if prompt.token_count >= max_len or wanted > max_len:
                 raise ContextLengthError(prompt.token_count, request.max_tokens, max_len)
+
+    def submit(
+        self, request: GenerationRequest, outputs: Seq[GeneratedText] | None = None
+    ) -> RequestGroup:
+        """Generate the outputs (unless :meth:`outputs` made them already) and hand the
+        sequences to the scheduler."""
+        self._check_context(request)
+        max_len = self.settings.max_model_len
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
+        made = iter(outputs) if outputs is not None else None
         loop = asyncio.get_running_loop()
         arrival = time.monotonic()
         sequences: list[Sequence] = []
         for prompt in request.prompts:
             budget = max_len - prompt.token_count
             for choice in range(request.n):
-                answer = request.answer
-                text = generate(
-                    answer=None if answer is None else answer.for_choice(choice),
-                    mode=self.settings.mode,
-                    echo_text=prompt.echo_text,
-                    max_tokens=request.max_tokens,
-                    budget=budget,
-                    ignore_eos=request.ignore_eos,
-                    stop=request.stop,
-                    rng=rng,
-                    split=self._split,
-                    with_ids=self.needs_output_ids,
-                )
+                if made is None:
+                    text = self._output(request, prompt, choice, budget, rng)
+                else:
+                    text = next(made)
                 sequence = Sequence(
                     request_id=request.request_id,
                     index=len(sequences),

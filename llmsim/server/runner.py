@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from llmsim.answers.dataset import DatasetError
 from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
+from llmsim.api.bodies import serve_bodies_encoded
 from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
@@ -141,6 +143,9 @@ class Server:
                 ]
                 self.ports = [item.port for item in running]
                 self.grpc_ports = [item.grpc.port if item.grpc else None for item in running]
+                # What start-up built lives as long as the server: frozen, it is out of the
+                # collector's way, so a full collection pauses the loop for far less.
+                gc.freeze()
                 if self.announce:
                     self._announce()
                 # A supervised child (announce=False) leaves the terminal to its parent.
@@ -179,6 +184,7 @@ class Server:
             raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
+            **serve_bodies_encoded(app),
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **keep_alive,

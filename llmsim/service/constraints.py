@@ -50,7 +50,7 @@ def output_constraint(constraint: Constraint) -> OutputConstraint:
     if kind == "json_schema":
         try:
             return OutputConstraint("json", schema=json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than Python recurses
             raise invalid("json_schema: not a valid JSON schema string", "json_schema") from None
     raise invalid(f"unknown structured-output constraint {kind!r}", "constraint")
 

@@ -346,6 +346,15 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
     )
+    max_request_work: int = Field(
+        2_000_000,
+        ge=1,
+        le=10**12,
+        description="Most work one request may ask for, counted in token positions times (1 + "
+        "logprobs per position): n x max_tokens per prompt (max_model_len less the prompt when "
+        "unset), plus prompt tokens scored for echo or prompt_logprobs. Bounds the time and "
+        "size of one answer; above it a request gets 400.",
+    )
     embedding_dimension: int = Field(
         4096,
         ge=1,

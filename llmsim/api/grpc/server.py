@@ -32,11 +32,12 @@ from llmsim.settings.model import Settings
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VllmEngine"].full_name
 OPTIONS = [
     ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
     ("grpc.keepalive_permit_without_calls", True),
     ("grpc.so_reuseport", 0),
 ]
+"""vLLM's server options, but a request is bounded as an HTTP body is
+(``--max-request-body-size``: RESOURCE_EXHAUSTED beyond it) and a taken port is an error."""
 
 
 class GrpcStartError(Exception):
@@ -70,7 +71,8 @@ async def start_grpc(
     """Bind ``settings.host:port`` and start serving; :class:`GrpcStartError` if it cannot."""
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     interceptors = [ApiKeyInterceptor(api_key)] if api_key else []
-    server = grpc.aio.server(options=OPTIONS, interceptors=interceptors)
+    limit = ("grpc.max_receive_message_length", int(settings.max_request_body_size))
+    server = grpc.aio.server(options=[*OPTIONS, limit], interceptors=interceptors)
     pb_grpc.add_VllmEngineServicer_to_server(VllmEngineServicer(state, sleep), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
