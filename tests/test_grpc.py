@@ -221,6 +221,11 @@ def test_cancel_abort_queue_and_shared_limits(tmp_path: Path, proto: Any) -> Non
     )  # fmt: skip
     try:
         stub = stub_for(port, pb_grpc)
+        ids = pb.TokenizedInput(input_ids=[5, 6, 7])
+        vector = list(stub.Embed(pb.EmbedRequest(tokenized=ids)).embedding)
+        status, body = post_json(server, "/v1/embeddings", {"input": [5, 6, 7]})
+        assert status == 200
+        assert vector == pytest.approx(body["data"][0]["embedding"], rel=1e-6, abs=1e-7)
         long = pb.SamplingParams(max_tokens=200, ignore_eos=True)
         call = stub.Generate(pb.GenerateRequest(text="hi", sampling_params=long, stream=True))
         assert next(call).chunk.token_ids
