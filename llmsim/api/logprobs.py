@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmsim.api.errors import APIError
-from llmsim.api.prompts import prompt_text, render_chat
+from llmsim.api.prompts import render_chat
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import Sequence as Sequence_
 from llmsim.engine.corpus import SENTENCES
 from llmsim.engine.tokenizer import Tokenizer, TokenizerError
+from llmsim.service.prompts import piece_id as piece_id  # also for the stream writers
+from llmsim.service.prompts import prompt_text
 
 MIN_LOGPROB = -9999.0
 """vLLM's floor for a logprob (it never sends ``-inf``)."""
@@ -171,11 +173,6 @@ class OutputPlan:
         for position in range(1, len(ids)):
             steps.append(source.step(position, texts[position], ids[position], k, prompt=True))
         return steps
-
-
-def piece_id(tokenizer: Tokenizer, piece: str) -> int:
-    ids = tokenizer.encode(piece)
-    return ids[0] if ids else 0
 
 
 def token_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:

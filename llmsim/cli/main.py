@@ -20,6 +20,7 @@ import typer
 import typer.main
 from pydantic import AliasChoices
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmsim.cli.ctl import ctl_app
@@ -116,6 +117,7 @@ def serve(
     profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
+    grpc_port: Annotated[str | None, _opt("grpc_port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,
     access_log: Annotated[
@@ -476,6 +478,7 @@ def _launch_or_exit(
 
     for instance in instances:
         _check_tokenizer(instance.settings)
+    _check_grpc(instances)
     with tls_files(instances) as ready:
         console = Console()
         configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
@@ -488,6 +491,18 @@ def _launch_or_exit(
             code = 0
     if code:
         raise typer.Exit(code)
+
+
+def _check_grpc(instances: Sequence[Instance]) -> None:
+    """``--grpc-port`` without the grpc extra: one line naming it, exit status 2."""
+    if all(instance.settings.grpc_port is None for instance in instances):
+        return
+    from llmsim.api.grpc.availability import missing_grpc
+
+    problem = missing_grpc()
+    if problem is not None:
+        err.print(f"[bold red]error:[/bold red] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @config_app.command("init")

@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PORT,
+        description="Also serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health "
+        "and reflection) on this TCP port, beside HTTP on the same engines (0 picks a free "
+        "one; with --dp-ports each rank's server uses grpc-port + its index). Needs the grpc "
+        "extra.",
+    )
     log_level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_level_name)
     ] = Field(
@@ -728,6 +737,12 @@ class Settings(BaseSettings):
             raise _cross_field_error(
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
+            )
+        last_grpc_port = (self.grpc_port or 0) + data_parallel_layout(self).port_count - 1
+        if self.grpc_port and last_grpc_port > MAX_PORT:
+            raise _cross_field_error(
+                "grpc_port",
+                f"gRPC ports {self.grpc_port}..{last_grpc_port} go past {MAX_PORT}; lower the port",
             )
         tls_problem = tls_conflict(self)
         if tls_problem is not None:
