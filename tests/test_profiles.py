@@ -206,12 +206,15 @@ def test_config_show_reports_the_profile_as_source(profile_file: Path) -> None:
 
 def test_per_token_model_grows_with_the_prompt() -> None:
     profile = LatencyProfile(
-        latency_model="per-token", prefill_overhead=0.02, prefill_time_per_token=0.001
+        latency_model="per-token",
+        frontend_latency=0.02,
+        inter_token_latency=0.005,
+        prefill_time_per_token=0.001,
     )
     model = LatencyModel(profile, random.Random(0))
-    assert model.first_token_delay(0, 1.0) == pytest.approx(0.02)
-    assert model.first_token_delay(100, 1.0) == pytest.approx(0.12)
-    assert model.first_token_delay(100, 2.0) == pytest.approx(0.24)
+    assert model.first_token_delay(0, 1.0) == pytest.approx(0.025)  # front end + one step
+    assert model.first_token_delay(100, 1.0) == pytest.approx(0.125)
+    assert model.first_token_delay(100, 2.0) == pytest.approx(0.25)
 
 
 def test_constant_model_ignores_the_prompt_and_the_prefill_knobs() -> None:
@@ -224,7 +227,7 @@ def test_per_token_jitter_is_not_bound_to_time_to_first_token() -> None:
     settings = load_settings(
         {
             "latency_model": "per-token",
-            "prefill_overhead": "10ms",
+            "frontend_latency": "10ms",
             "time_to_first_token_std_dev": "3ms",
         }
     ).settings
@@ -250,7 +253,7 @@ def test_long_prompts_wait_longer_for_the_first_token(
     llmsim_server: Callable[..., RunningServer],
 ) -> None:
     server = llmsim_server(
-        "--latency-model", "per-token", "--prefill-overhead", "30ms",
+        "--latency-model", "per-token", "--frontend-latency", "30ms",
         "--prefill-time-per-token", "2ms",
     )  # fmt: skip
     short = min(_ttft(server, "hi") for _ in range(3))
@@ -282,8 +285,8 @@ def test_latency_model_can_be_switched_at_run_time() -> None:
     assert engine.latency.mean_first_token_delay(1000) == pytest.approx(0.1)
     changed = runtime.update(
         {"latency_model": "per-token", "prefill_overhead": "10ms", "prefill_time_per_token": 1}
-    )
-    assert set(changed) == {"latency_model", "prefill_overhead", "prefill_time_per_token"}
+    )  # the old name of frontend_latency is still accepted
+    assert set(changed) == {"latency_model", "frontend_latency", "prefill_time_per_token"}
     assert engine.latency.mean_first_token_delay(1000) == pytest.approx(1.01)
 
 
@@ -388,3 +391,47 @@ def test_step_model_reproduces_published_tpot_under_load(name: str) -> None:
     run = SHAREGPT_160["runs"][name]
     predicted = _median_tpot(name, SHAREGPT_160["input_lens"], run["output_lens"]) * 1000
     assert predicted == pytest.approx(run["median_tpot_ms"], rel=STEP_TOLERANCE), run["source"]
+
+
+# -- renamed settings ---------------------------------------------------------------------
+
+
+def test_prefill_overhead_in_a_profile_loads_as_frontend_latency(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('[profiles.old]\nprefill_overhead = "30ms"\n', encoding="utf-8")
+    loaded = load_settings({"config": str(path), "profile": "old"})
+    assert loaded.settings.frontend_latency == pytest.approx(0.03)
+    assert loaded.sources["frontend_latency"] == "profile"
+    [notice] = loaded.notices
+    assert notice.startswith("profile old: prefill_overhead is now frontend_latency (")
+
+
+def test_prefill_overhead_from_a_flag_or_the_environment_still_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from_flag = load_settings({"prefill_overhead": "7ms"})
+    assert from_flag.settings.frontend_latency == pytest.approx(0.007)
+    assert [n.split(":")[0] for n in from_flag.notices] == ["flag"]
+    monkeypatch.setenv("LLMSIM_PREFILL_OVERHEAD", "9ms")
+    from_env = load_settings({})
+    assert from_env.settings.frontend_latency == pytest.approx(0.009)
+    assert from_env.sources["frontend_latency"] == "env"
+    assert [n.split(":")[0] for n in from_env.notices] == ["environment"]
+    assert load_settings({"frontend_latency": "1ms"}).settings.frontend_latency == 0.001
+
+
+def test_the_new_name_wins_over_the_old_one() -> None:
+    loaded = load_settings({"prefill_overhead": "7ms", "frontend_latency": "2ms"})
+    assert loaded.settings.frontend_latency == pytest.approx(0.002)
+    assert "prefill_overhead is ignored" in loaded.notices[0]
+
+
+def test_profiles_show_says_what_each_builtin_was_fitted_on() -> None:
+    fitted = _run("profiles", "show", "llama-3.3-70b-8xa100").output
+    assert "step model fitted on" in fitted
+    for rate in ("1 req/s", "4 req/s", "16 req/s", "all at once"):
+        assert rate in fitted
+    unfitted = _run("profiles", "show", "llama-3.1-8b-l40s").output
+    assert "Under load: no published vLLM run under load" in unfitted
+    burst_only = _run("profiles", "show", "llama-3.1-8b-h100").output
+    assert "no published vLLM run at a moderate request rate" in burst_only
