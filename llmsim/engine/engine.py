@@ -386,12 +386,16 @@ class Engine:
 
     async def _through_frontend(self, sequence: Sequence) -> None:
         """The step model's per-request time before the engine (HTTP, tokenization,
-        scheduling): it delays this sequence's entry, not the steps of those running."""
+        scheduling): it delays this sequence's entry, not the steps of those running.
+
+        It counts from the sequence's arrival, so this process's own time since then is
+        part of it rather than added to it.
+        """
         assert self.step is not None
         costs = self.step.engine.costs
         if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
-            now = time.monotonic()
-            await asyncio.sleep(self._frontend.entry(now, costs) - now)
+            entry = self._frontend.entry(sequence.arrival, costs)
+            await asyncio.sleep(max(entry - time.monotonic(), 0.0))
 
     async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand the sequence to the pacer and wait until its last token is out.
