@@ -352,33 +352,15 @@ def test_step_model_reproduces_published_itl(
 
 def _median_tpot(name: str, input_lens: list[int], output_lens: list[int]) -> float:
     """Replay a burst of requests (all sent at once) in virtual time: vLLM's median TPOT."""
-    from statistics import median
-
-    from llmsim.engine.step.costs import StepCosts
-    from llmsim.engine.step.step_engine import StepEngine, num_kv_blocks
-    from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
+    from llmsim.simulation import Request, Simulation, summarize
 
     settings = load_settings({"profile": name, "latency_model": "step"}).settings
-    engine = StepEngine(
-        num_blocks=num_kv_blocks(settings.kv_cache_size, settings.block_size),
-        block_size=settings.block_size,
-        max_num_batched_tokens=settings.max_num_batched_tokens,
-        costs=StepCosts.from_settings(settings),
-    )
-    run = VirtualRun(engine)
-    sequences = []
-    for k, (prompt, output) in enumerate(zip(input_lens, output_lens, strict=True)):
-        if prompt > 0 and output > 1:
-            sequence = virtual_sequence(f"r{k}", prompt, output)
-            sequences.append((sequence, output))
-            run.arrive(sequence, at=0.0)
-    run.until_idle()
-    tpots = []
-    for sequence, output in sequences:
-        assert sequence.first_token_at is not None
-        assert sequence.last_token_at is not None
-        tpots.append((sequence.last_token_at - sequence.first_token_at) / (output - 1))
-    return median(tpots)
+    requests = [
+        Request(f"r{k}", prompt, output)
+        for k, (prompt, output) in enumerate(zip(input_lens, output_lens, strict=True))
+        if prompt > 0 and output > 1
+    ]
+    return summarize(Simulation(settings).run(requests)).median_tpot
 
 
 SHAREGPT_160 = json.loads(
