@@ -417,3 +417,17 @@ def test_profiles_show_says_what_each_builtin_was_fitted_on() -> None:
     assert "Under load: no published vLLM run under load" in unfitted
     burst_only = _run("profiles", "show", "llama-3.1-8b-h100").output
     assert "no published vLLM run at a moderate request rate" in burst_only
+
+
+def test_a_command_prints_one_notice_line_for_an_old_key(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('prefill_overhead = "30ms"\n', encoding="utf-8")
+    result = _run("config", "show", "--config", str(path))
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notices == [
+        f"note: {path}: prefill_overhead is now frontend_latency (the fixed time each request "
+        "spends before the engine; it delays that request's admission and no longer lengthens "
+        "engine steps)"
+    ]
+    assert re.search(r"frontend_latency\s*│\s*30ms\s*│\s*file", result.output)
