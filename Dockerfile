@@ -22,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Only what the package build needs, so that editing tests or docs does not rebuild it.
 COPY pyproject.toml README.md LICENSE /src/
 COPY llmsim /src/llmsim
-RUN pip install --no-cache-dir "/src[fast,tls]" \
+RUN pip install --no-cache-dir "/src[fast,tls,yaml,grpc]" \
     && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin llmsim
 

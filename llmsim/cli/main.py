@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 import typer.main
 from pydantic import AliasChoices
@@ -564,6 +563,19 @@ def config_show(
 app.add_typer(profiles_app, name="profiles")
 
 
+def _click_error() -> Any:
+    """The usage-error base class of the click that Typer runs on: recent Typer releases
+    ship their own copy (``typer._click``) and no longer install click itself."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException  # type: ignore[assignment]
+    return ClickException
+
+
+CLICK_ERROR = _click_error()
+
+
 def _serve_flags(args: list[str]) -> dict[str, Any]:
     """The settings flags that ``llmsim serve ARGS`` would be given."""
     if not args:
@@ -571,7 +583,7 @@ def _serve_flags(args: list[str]) -> dict[str, Any]:
     command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
     try:
         context = command.make_context("serve", expand_multi_value_options(args))
-    except click.ClickException as exc:
+    except CLICK_ERROR as exc:
         exc.show()
         raise typer.Exit(exc.exit_code) from None
     return {key: value for key, value in context.params.items() if value not in (None, ())}

@@ -88,8 +88,10 @@ def yaml_config_args(path: str, known: frozenset[str]) -> list[str]:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         import yaml
-    except ImportError:  # pragma: no cover - PyYAML is a dependency
-        raise VllmConfigFileError("--config: reading a YAML file needs PyYAML") from None
+    except ImportError:
+        raise VllmConfigFileError(
+            "--config: reading vLLM's YAML config needs PyYAML: pip install 'llmsim[yaml]'"
+        ) from None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
