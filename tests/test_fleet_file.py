@@ -83,6 +83,15 @@ def test_dry_run_prints_the_plan_and_starts_nothing() -> None:
     assert "llama-3.1-8b" in rows["fast-2"]
 
 
+def test_dry_run_says_how_many_workers_share_the_instances(tmp_path: Path) -> None:
+    names = "".join(f'[[instance]]\nname = "n{index}"\n' for index in range(5))
+    path = write(tmp_path, f'[defaults]\ndata_parallel_backend = "workers"\nworkers = 2\n{names}')
+    result = fleet_cli("--dry-run", str(path), "--base-port", "9300")
+    assert result.returncode == 0, result.stderr
+    assert "5 instances, 2 worker processes" in result.stdout
+    assert load_fleet(path).workers == 2
+
+
 # -- problems -----------------------------------------------------------------------
 
 
@@ -160,6 +169,11 @@ name = "b"
             '[[instance]]\nname = "a"\ndata_parallel_backend = "inprocess"\n'
             '[[instance]]\nname = "b"\n',
             "data_parallel_backend: must be the same for every instance",
+        ),
+        (
+            '[defaults]\ndata_parallel_backend = "workers"\n'
+            '[[instance]]\nname = "a"\nworkers = 2\n[[instance]]\nname = "b"\n',
+            "workers: must be the same for every instance",
         ),
         (
             "[defaults]\ndp_ports = true\n"

@@ -25,7 +25,6 @@ from llmsim.api import (
 )
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
-from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
     ENGINE,
     ENGINES,
@@ -41,7 +40,7 @@ from llmsim.api.keys import (
 )
 from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
-from llmsim.api.openapi import build_openapi
+from llmsim.api.openapi import openapi_document
 from llmsim.api.response_store import ResponseStore
 from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
@@ -83,7 +82,7 @@ def create_app(
     app[ENGINES] = engines
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
-    app[OPENAPI] = dumps(build_openapi())
+    app[OPENAPI] = openapi_document()
     app[RUNTIME] = Runtime(settings, engines, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engines, metrics)

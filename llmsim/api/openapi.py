@@ -7,12 +7,14 @@ bodies the handlers build.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from llmsim import __version__
 from llmsim.api.embeddings import EmbeddingRequest
+from llmsim.api.jsonio import dumps
 from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
 from llmsim.api.responses import ResponsesRequest
 from llmsim.api.schemas import (
@@ -332,6 +334,13 @@ def _model_paths() -> dict[str, Any]:
             "Pool inputs (vLLM)", _ref(EmbeddingRequest), PoolingResponse, 400, 404, 413, 429, 503
         ),
     }
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The encoded document, built once per process: every instance serves the same one,
+    and building it costs tens of milliseconds (most of an instance's start-up)."""
+    return dumps(build_openapi())
 
 
 def build_openapi() -> dict[str, Any]:

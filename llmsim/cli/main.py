@@ -187,8 +187,9 @@ def serve(
         None
     ),
     data_parallel_backend: Annotated[
-        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess|workers")
     ] = None,
+    workers: Annotated[str | None, _opt("workers", panel=SERVER, metavar="INT")] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -339,7 +340,10 @@ def serve(
     flags = {key: value for key, value in locals().items() if value is not None}
     settings = load_or_exit(flags).settings
     _launch_or_exit(
-        data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
+        data_parallel_instances(settings),
+        settings.data_parallel_backend,
+        settings.log_level,
+        settings.workers,
     )
 
 
@@ -377,7 +381,7 @@ def fleet(
 
         render_plan(Console(), plan)
         return
-    _launch_or_exit(plan.instances, plan.backend, plan.log_level)
+    _launch_or_exit(plan.instances, plan.backend, plan.log_level, plan.workers)
 
 
 def _check_tokenizer(settings: Settings) -> None:
@@ -393,7 +397,10 @@ def _check_tokenizer(settings: Settings) -> None:
 
 
 def _launch_or_exit(
-    instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
+    instances: Sequence[Instance],
+    backend: DataParallelBackend,
+    log_level: str,
+    workers: int | None = None,
 ) -> None:
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
@@ -403,7 +410,7 @@ def _launch_or_exit(
     console = Console()
     configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
     try:
-        code = launch(instances, backend, console)
+        code = launch(instances, backend, console, workers)
     except ServerStartError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
 from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
+from llmsim.api.openapi import openapi_document
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
@@ -126,6 +128,11 @@ class Server:
                     for index, instance in enumerate(self.instances)
                 ]
                 self.ports = [item.port for item in running]
+                # What start-up built (apps, engines, KV block pools: hundreds of thousands
+                # of objects in a worker of many instances) lives as long as the process:
+                # keep it out of the collector's full passes, each of which would stall
+                # every instance's steps for tens of milliseconds.
+                gc.freeze()
                 if self.announce:
                     self._announce()
                 # A supervised child (announce=False) leaves the terminal to its parent.
@@ -267,6 +274,15 @@ def _stop_signals(deadline: StopDeadline) -> Iterator[asyncio.Event]:
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+def build_shared_state() -> None:
+    """Build what every instance of a process shares (the OpenAPI document) now: a
+    supervisor calls it before forking, so its children share the pages instead of
+    each building its own copy at start-up. Frozen, the collector leaves those pages
+    alone, so they stay shared."""
+    openapi_document()
+    gc.freeze()
 
 
 def listen_error(instance: Instance, exc: OSError) -> ServerStartError:

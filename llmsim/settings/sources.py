@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from llmsim.settings.model import (
     DURATION_FIELDS,
+    ENV_PREFIX,
     LAYER_FIELDS,
     SECRET_FIELDS,
     SIZE_FIELDS,
@@ -128,6 +129,15 @@ def read_config_file(path: Path) -> ConfigFile:
     return ConfigFile(values=data, profiles=parse_profiles(profiles_table, str(path)))
 
 
+_ENV_ALIASES = frozenset(
+    str(choice).upper()
+    for field in Settings.model_fields.values()
+    if isinstance(field.validation_alias, AliasChoices)
+    for choice in field.validation_alias.choices
+)
+"""Environment variables besides ``LLMSIM_*`` that set a setting (``VLLM_API_KEY``)."""
+
+
 def _env_values() -> dict[str, Any]:
     """Environment values by field name (a field with aliases, like api_key, comes back
     under its first alias)."""
@@ -154,7 +164,7 @@ def load_settings(
     a fleet file names its keys instead).
     """
     flags = {key: value for key, value in (cli or {}).items() if value is not None}
-    env = _env_values()
+    env = _env_values() if _environment_names_settings() else {}
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
     config_path = Path(config_value) if config_value else None
     config_file = read_config_file(config_path) if config_path else ConfigFile({}, {})
@@ -166,7 +176,7 @@ def load_settings(
     for name in Settings.model_fields:
         sources[name] = next((origin for origin, layer in layers if name in layer), DEFAULT)
 
-    layered = _layered_settings_class({**config_file.values, **profile_values})
+    layered = _layered_settings_class({**config_file.values, **profile_values}, bool(env))
     try:
         settings = layered(**flags)
     except ValidationError as exc:
@@ -180,7 +190,27 @@ def _chosen_profile(name: Any, config_file: ConfigFile) -> NamedProfile | None:
     return find_profile(str(name), config_file.profiles) if name else None
 
 
-def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
+def _environment_names_settings() -> bool:
+    """Whether any environment variable may set a setting (``LLMSIM_*``, ``VLLM_API_KEY``).
+
+    Reading the environment through pydantic costs tens of milliseconds, which a fleet
+    would pay for every instance; without such a variable it has nothing to find.
+    """
+    return any(
+        name.upper().startswith(ENV_PREFIX.upper()) or name.upper() in _ENV_ALIASES
+        for name in os.environ
+    )
+
+
+def _layered_settings_class(file_values: Mapping[str, Any], environment: bool) -> type[Settings]:
+    """Settings read from flags, then the environment (if it names any), then ``file_values``.
+
+    A pydantic class costs tens of milliseconds to build, so without file or profile
+    values (every instance of a plain fleet) a class built at import serves them all.
+    """
+    if not file_values:
+        return _FlagsAndEnvironment if environment else _ExactSettings
+
     class LayeredSettings(Settings):
         @classmethod
         def settings_customise_sources(
@@ -196,6 +226,22 @@ def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
 
     LayeredSettings.__name__ = "Settings"
     return LayeredSettings
+
+
+class _FlagsAndEnvironment(Settings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+_FlagsAndEnvironment.__name__ = "Settings"
 
 
 def _where(
