@@ -4,8 +4,9 @@
                                  [--workers N] [--duration 8] [--warmup 2]
 
 For every (instances, concurrency) pair it writes a fleet file (step latency model,
-20 ms steps: ``inter_token_latency = "20ms"`` and no other step cost), starts
-``llmsim fleet`` on consecutive loopback ports, and measures
+20 ms steps: ``inter_token_latency = "20ms"`` and no other step cost; no access log, as
+``run.py`` starts llmsim), starts ``llmsim fleet`` on consecutive loopback ports, and
+measures
 
     start-up   from the exec to every instance's /health answering 200
     load       CONCURRENCY keep-alive connections per instance, each sending 20-token
@@ -111,18 +112,18 @@ def consecutive_ports(count: int) -> int:
     raise BenchError(f"no {count} consecutive free ports")
 
 
-def write_fleet(folder: Path, case: Case, base: int, backend: str, workers: int | None) -> Path:
+def write_fleet(folder: Path, case: Case, base: int, args: argparse.Namespace) -> Path:
     lines = [
         f"base_port = {base}",
         "[defaults]",
         'latency_model = "step"',
         f'inter_token_latency = "{case.step * 1000:g}ms"',
-        f'data_parallel_backend = "{backend}"',
-        'log_level = "warning"',
+        f'data_parallel_backend = "{args.backend}"',
+        f"access_log = {'true' if args.access_log else 'false'}",
         'shutdown_timeout = "2s"',
     ]
-    if workers:
-        lines.append(f"workers = {workers}")
+    if args.workers:
+        lines.append(f"workers = {args.workers}")
     for index in range(case.instances):
         lines += ["[[instance]]", f'name = "i{index}"']
     path = folder / f"density-{case.instances}.toml"
@@ -304,7 +305,7 @@ def _own_cpu() -> float:
 async def run_case(case: Case, args: argparse.Namespace, folder: Path) -> Outcome:
     base = consecutive_ports(case.instances)
     ports = list(range(base, base + case.instances))
-    fleet = write_fleet(folder, case, base, args.backend, args.workers)
+    fleet = write_fleet(folder, case, base, args)
     outcome = Outcome(case)
     log = folder / f"fleet-{case.instances}-{case.concurrency}.log"
     started = time.perf_counter()
@@ -358,6 +359,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--access-log", action="store_true", help="keep the access log on (off, as in run.py)"
+    )
     return parser.parse_args(argv)
 
 

@@ -121,10 +121,10 @@ class Supervisor:
         live: dict[int, Child],
     ) -> None:
         parent = os.getpid()
-        start = 0
+        end = 0
         for number, group in enumerate(self.groups, start=1):
-            own = listeners[start : start + len(group)]
-            start += len(group)
+            start, end = end, end + len(group)
+            own = listeners[start:end]
             sys.stdout.flush()
             sys.stderr.flush()
             try:
@@ -132,7 +132,7 @@ class Supervisor:
             except OSError as exc:
                 raise ServerStartError(f"{group[0].name}: cannot start a process: {exc}") from None
             if pid == 0:
-                others = [other for other in listeners if not any(other is s for s in own)]
+                others = [*listeners[:start], *listeners[end:]]
                 _child_main(group, own, others, previous_mask, parent)
             ports = tuple(int(listener.getsockname()[1]) for listener in own)
             child = Child(number, group, pid, ports)
