@@ -184,6 +184,11 @@ name = "b"
             + '[[instance]]\nname = "e"\n',
             "65 instances in all; at most 64 can run",
         ),
+        (
+            '[defaults]\ndata_parallel_backend = "workers"\n'
+            + "".join(f'[[instance]]\nname = "n{index}"\n' for index in range(257)),
+            "257 instances in all; at most 256 can run",
+        ),
     ],
 )
 def test_fleet_wide_problems(tmp_path: Path, text: str, expected: str) -> None:

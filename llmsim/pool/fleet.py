@@ -44,6 +44,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_BASE_PORT = 8000
 MAX_INSTANCES = 64
 """Servers a fleet may start (with ``dp_ports``, data-parallel ranks count one each)."""
+MAX_WORKER_INSTANCES = 256
+"""The same on the ``workers`` backend, whose instances cost a few MB each, not a process."""
 TOP_LEVEL_KEYS = ("base_port", "defaults", "instance")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 SHARED_LINE = re.compile(r"^(?:\[defaults\] |(?:LLMSIM|VLLM)_[A-Z0-9_]+: )")
@@ -113,9 +115,10 @@ def load_fleet(path: Path, base_port: int | None = None) -> FleetPlan:
 
 
 def _check_whole_fleet(instances: list[Instance], problems: _Problems) -> None:
-    if len(instances) > MAX_INSTANCES:
-        problems.add(f"{len(instances)} instances in all; at most {MAX_INSTANCES} can run")
     backends = {instance.settings.data_parallel_backend for instance in instances}
+    limit = MAX_WORKER_INSTANCES if backends == {"workers"} else MAX_INSTANCES
+    if len(instances) > limit:
+        problems.add(f"{len(instances)} instances in all; at most {limit} can run")
     if len(backends) > 1:
         problems.add(
             "data_parallel_backend: must be the same for every instance (set it in [defaults])"
