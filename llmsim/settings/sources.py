@@ -8,6 +8,7 @@ user wrote it (flag, variable or profile key).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -209,7 +210,7 @@ def _layered_settings_class(file_values: Mapping[str, Any], environment: bool) -
     values (every instance of a plain fleet) a class built at import serves them all.
     """
     if not file_values:
-        return _FlagsAndEnvironment if environment else _ExactSettings
+        return _flags_and_environment() if environment else _ExactSettings
 
     class LayeredSettings(Settings):
         @classmethod
@@ -228,20 +229,25 @@ def _layered_settings_class(file_values: Mapping[str, Any], environment: bool) -
     return LayeredSettings
 
 
-class _FlagsAndEnvironment(Settings):
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings
+@functools.cache
+def _flags_and_environment() -> type[Settings]:
+    """Settings from flags, then the environment: built on first use (building a pydantic
+    class costs tens of milliseconds, which a command without the variables need not pay)."""
 
+    class FlagsAndEnvironment(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings
 
-_FlagsAndEnvironment.__name__ = "Settings"
+    FlagsAndEnvironment.__name__ = "Settings"
+    return FlagsAndEnvironment
 
 
 def _where(
