@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from procs import BenchError, Child, cleanup_on_exit, llmsim_command, raise_fd_limit
-from rawclient import RawConnection, build_request, open_connection
+from rawclient import ProtocolError, RawConnection, build_request, open_connection
 
 STARTUP_BAR = 3.0
 RSS_BAR_MB = 1024.0
@@ -253,7 +253,7 @@ class Load:
                 status, body = await connection.send(request, None, REQUEST_TIMEOUT)
                 took = clock() - started
                 ok = status == 200 and self.expected in body.replace(b" ", b"")
-            except (OSError, TimeoutError, ConnectionError, Exception):
+            except (OSError, asyncio.TimeoutError, ProtocolError):  # counted, never raised
                 ok, took, connection = False, 0.0, None
             if self.recording:
                 if ok:

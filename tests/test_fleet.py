@@ -187,6 +187,18 @@ def successes(base_url: str) -> dict[tuple[str, str], float]:
     return totals
 
 
+def running(base_url: str) -> float:
+    """``vllm:num_requests_running`` of the instance."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "vllm:num_requests_running"
+        for sample in family.samples
+    )
+
+
 # -- llmsim fleet -----------------------------------------------------------------------
 
 
@@ -411,7 +423,10 @@ def test_workers_share_the_instances_and_drain_them_on_sigterm(
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         replies = [pool.submit(chat, group.url(i), f"org/w{i}", 8) for i in (1, 4)]
-        time.sleep(0.4)  # both run, on different workers, about 0.4 s before they finish
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(running(group.url(i)) for i in (1, 4)):
+            time.sleep(0.02)
+        # both run, on different workers, about 0.7 s before they finish
         group.process.send_signal(signal.SIGTERM)
         usages = [reply.result(timeout=20)["usage"] for reply in replies]
     assert [usage["completion_tokens"] for usage in usages] == [8, 8]  # type: ignore[index]

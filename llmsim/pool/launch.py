@@ -28,6 +28,8 @@ def launch(
     runs on this process's event loop. Raises
     :class:`~llmsim.server.runner.ServerStartError` when a port cannot be bound.
     """
+    if workers is not None and backend != "workers":
+        logger.warning("--workers applies to --data-parallel-backend workers only: ignored")
     forking = backend in ("mp", "workers") and len(instances) > 1
     if forking and not hasattr(signal, "sigtimedwait"):
         logger.warning("this platform has no sigtimedwait (macOS): running all in one process")
