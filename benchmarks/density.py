@@ -16,6 +16,9 @@ measures
                after it: a scrape during the load would stall the steps it measures)
     E2E        the client's mean end-to-end time (20 tokens are 20 steps: 400 ms)
     memory     the fleet's total RSS (parent and children) and PSS at the end of the load
+    CPU        the cores the fleet and the client used, their CPU per request, and so the
+               cores the target rate (every slot's request done in 20 steps) needs: on a
+               shared machine the one figure that does not depend on what else runs
 
 and checks the bars: total RSS <= 1 GB, every instance's mean ITL within 5 % of the step,
 mean E2E within 10 % of 20 steps, zero errors, start-up <= 3 s. The load generator runs
@@ -69,11 +72,23 @@ class Outcome:
     pss_mb: float = 0.0
     server_cores: float = 0.0
     client_cores: float = 0.0
+    duration: float = 0.0
     load_average: float = 0.0
 
     @property
     def e2e_target(self) -> float:
         return self.case.tokens * self.case.step
+
+    def cpu_per_request(self, cores: float) -> float:
+        """CPU seconds per request measured, from the cores used over the window."""
+        return cores * self.duration / len(self.e2e) if self.e2e else float("nan")
+
+    @property
+    def cores_needed(self) -> float:
+        """Cores the fleet and the client need at the target rate (every request in
+        ``e2e_target``), at the CPU per request measured: independent of what else runs."""
+        rate = self.case.instances * self.case.concurrency / self.e2e_target
+        return rate * self.cpu_per_request(self.server_cores + self.client_cores)
 
     def failures(self) -> list[str]:
         bars = []
@@ -284,6 +299,7 @@ class Load:
         self.recording = False
         outcome.server_cores = (cpu_seconds(pids) - server_cpu) / duration
         outcome.client_cores = (_own_cpu() - client_cpu) / duration
+        outcome.duration = duration
         self.stopping = True
         await asyncio.wait(slots, timeout=REQUEST_TIMEOUT)
         after = await itl_totals(self.ports)
@@ -337,6 +353,9 @@ def report(outcome: Outcome) -> str:
         f"| {statistics.fmean(itl):.2f} / {max(itl):.2f} ms "
         f"| {mean_e2e:.0f} / {p99:.0f} ms | {len(e2e)} | {outcome.errors} "
         f"| {outcome.server_cores:.2f} + {outcome.client_cores:.2f} "
+        f"| {outcome.cpu_per_request(outcome.server_cores) * 1e6:.0f} + "
+        f"{outcome.cpu_per_request(outcome.client_cores) * 1e6:.0f} µs "
+        f"| {outcome.cores_needed:.2f} "
         f"| {outcome.load_average:.1f} | {'PASS' if not failures else '; '.join(failures)} |"
     )
 
@@ -344,8 +363,9 @@ def report(outcome: Outcome) -> str:
 HEADER = (
     "| instances | concurrent each | start-up (CPU of the fleet) | RSS total (per instance) "
     "| PSS total (per instance) | ITL mean / worst instance | E2E mean / p99 | requests "
-    "| errors | cores server + client | load avg | bars |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| errors | cores used: fleet + client | CPU per request: fleet + client "
+    "| cores the target rate needs | load avg | bars |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
