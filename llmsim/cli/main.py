@@ -366,8 +366,9 @@ def fleet(
     """Start a fleet of simulated vLLM instances described in a TOML file.
 
     Every instance gets its own port, scheduler, adapters and metrics (and, by default,
-    its own process; data_parallel_backend = "workers" spreads them over a few). One Ctrl-C or SIGTERM stops them all; an instance that exits is
-    reported and the others are stopped (exit status 1): nothing is restarted.
+    its own process; data_parallel_backend = "workers" spreads them over a few). One
+    Ctrl-C or SIGTERM stops them all; an instance that exits is reported and the others
+    are stopped (exit status 1): nothing is restarted.
     Problems in the file exit with status 2 before anything starts.
     """
     from llmsim.pool.fleet import FleetError, load_fleet

@@ -128,10 +128,9 @@ class Server:
                     for index, instance in enumerate(self.instances)
                 ]
                 self.ports = [item.port for item in running]
-                # What start-up built (apps, engines, KV block pools: hundreds of thousands
-                # of objects in a worker of many instances) lives as long as the process:
-                # keep it out of the collector's full passes, each of which would stall
-                # every instance's steps for tens of milliseconds.
+                # What start-up built (the imports, every instance's app and engines) lives
+                # as long as the process: keep it out of the collector's full passes, which
+                # took about 100 ms in a process of 32 instances and stalled all their steps.
                 gc.freeze()
                 if self.announce:
                     self._announce()
