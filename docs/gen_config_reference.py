@@ -144,6 +144,9 @@ def accepted_text(field: str) -> str:
         listed = ", ".join(_code(choice) for choice in settings_info.choices(field))
         return f"one or more of {listed} ([list forms](#lists))" if several else listed
     if kind == "duration":
+        bounds = _range(field, kind)
+        if bounds == " > 0":
+            return "a [duration](#durations), greater than 0"
         upper = settings_info.bounds(field).upper
         most = "" if upper is None else f", at most {format_duration(upper)}"
         return "a [duration](#durations), not negative" + most

@@ -210,7 +210,13 @@ def test_deployment_probes_metrics_and_security() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port["containerPort"])
     assert annotations["prometheus.io/path"] == "/metrics"
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    downward = {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container["env"]
+        if "valueFrom" in item
+    }
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert env["LLMSIM_HOST"] == "0.0.0.0"
     assert env["LLMSIM_PORT"] == str(port["containerPort"])
     mount = container["volumeMounts"][0]
@@ -276,29 +282,57 @@ def test_dockerfile_runs_llmsim_as_a_non_root_user_on_all_interfaces() -> None:
     env = " ".join(value for kind, value in steps if kind == "ENV")
     assert "LLMSIM_HOST=0.0.0.0" in env
     assert ("EXPOSE", "8000") in steps
-    assert json.loads(dict(steps)["ENTRYPOINT"]) == ["llmsim"]
-    assert json.loads(dict(steps)["CMD"]) == ["serve"]
+    assert json.loads(dict(steps)["ENTRYPOINT"]) == ["vllm", "serve"], "vllm-openai's own"
+    assert "CMD" not in kinds, "like vllm-openai: arguments go straight to `vllm serve`"
     assert kinds.index("USER") > kinds.index("RUN"), "install as root, then drop privileges"
     run = next(value for kind, value in steps if kind == "RUN")
     assert "pip install --no-cache-dir" in run
-    ignored = {
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    ignored = dockerignore()
     assert {"tests", ".git"} <= ignored
     for kind, value in steps:
         if kind == "COPY":
             for source in value.split()[:-1]:
                 assert (ROOT / source).exists(), source
-                assert source not in ignored, f"{source} is excluded by .dockerignore"
+                assert not excluded(source, ignored), f"{source} is excluded by .dockerignore"
+
+
+def dockerignore() -> set[str]:
+    return {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+
+
+def excluded(source: str, ignored: set[str]) -> bool:
+    """Whether the build context leaves ``source`` out: it or a parent is listed, and no
+    ``!`` line takes it (or a parent of it) back."""
+    parts = Path(source).parts
+    prefixes = {"/".join(parts[: index + 1]) for index in range(len(parts))}
+    return bool(prefixes & ignored) and not {f"!{prefix}" for prefix in prefixes} & ignored
+
+
+def test_the_dockerignore_reader_sees_exceptions() -> None:
+    assert excluded("deploy/kubernetes", {"deploy", "!deploy/container"})
+    assert not excluded("deploy/container", {"deploy", "!deploy/container"})
+    assert excluded("tests", dockerignore())
 
 
 def healthcheck_command() -> list[str]:
     value = next(value for kind, value in dockerfile_instructions() if kind == "HEALTHCHECK")
     command = json.loads(value[value.index("CMD") + 3 :].strip())
     assert command[0] == "python"
-    return [sys.executable, *command[1:]]
+    return [sys.executable, *(image_path_to_repo(arg) for arg in command[1:])]
+
+
+def image_path_to_repo(arg: str) -> str:
+    """A path the Dockerfile copies ``deploy/container`` to, as that file in the checkout."""
+    copied = next(
+        value.split()
+        for kind, value in dockerfile_instructions()
+        if kind == "COPY" and "deploy/container" in value
+    )
+    return arg.replace(copied[-1], str(ROOT / copied[0]))
 
 
 def test_dockerfile_healthcheck_passes_on_a_live_server_and_fails_without_one(

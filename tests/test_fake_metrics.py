@@ -90,7 +90,8 @@ def test_counts_are_rounded_but_the_cache_share_is_not() -> None:
 
 def test_overrides_count_time_from_when_they_were_set() -> None:
     clock = FakeClock()
-    overrides = MetricOverrides(clock)
+    registry = Metrics(Settings.model_validate({"port": 0})).registry
+    overrides = MetricOverrides(clock, registry.collect, refresh_interval=0.001)
     assert overrides.value("num_requests_waiting") is None
     overrides.set(
         parse_spec({"num_requests_waiting": {"ramp": {"start": 0, "end": 100, "period": 100}}})
@@ -235,6 +236,7 @@ def _engine_and_metrics(settings: Settings) -> tuple[Engine, Metrics]:
     metrics = Metrics(settings)
     engine = Engine(settings, observer=metrics)
     metrics.track(engine.scheduler, settings.kv_cache_size)
+    metrics.set_overrides(settings.fake_metrics)
     return engine, metrics
 
 

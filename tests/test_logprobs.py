@@ -238,7 +238,7 @@ def test_prompt_logprobs_are_refused_for_streams(
         (
             "/v1/chat/completions",
             {"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21},
-            "top_logprobs",
+            "logprobs",
         ),
         (
             "/v1/chat/completions",

@@ -3,6 +3,9 @@
 Each rule counts the requests its other matchers accepted, so ``nth = 3`` answers only
 the third such request and ``every = 2`` every second one. Counts start again when the
 rule set is replaced (``POST /admin/responses``).
+
+A rule's regex meets client text, so it runs on the linear-time matcher; only a regex it
+cannot run (backreferences, lookarounds) keeps Python's backtracking :mod:`re`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from llmsim.answers.choice import Choice, RuleError
 from llmsim.answers.schema_check import schema_problem
 from llmsim.answers.view import RequestView
 from llmsim.engine import Answer, TimingOverride, ToolCall
+from llmsim.engine.structured.linear import LinearMatch, LinearPattern
+from llmsim.engine.structured.regex import UnsupportedRegexError
 from llmsim.settings.responses import CAPTURE, ResponseRules, Rule
+
+Found = LinearMatch | re.Match[str]
+"""A rule regex's match: its groups fill the ``{N}`` captures."""
+Searcher = LinearPattern | re.Pattern[str]
 
 
 class RuleMatcher:
@@ -27,11 +36,12 @@ class RuleMatcher:
         self.rules = rules
         self._counts = [0] * len(rules.rules)
         self._rng = rng
+        self._searchers = [_searcher(rule.regex) for rule in rules.rules]
 
     def choose(self, view: RequestView) -> Choice | None:
         """The answer of the first matching rule, or None when no rule matches."""
         for index, rule in enumerate(self.rules.rules):
-            matched, found = _matches(rule, view)
+            matched, found = _matches(rule, self._searchers[index], view)
             if not matched:
                 continue
             self._counts[index] += 1
@@ -45,7 +55,17 @@ class RuleMatcher:
         return None
 
 
-def _matches(rule: Rule, view: RequestView) -> tuple[bool, re.Match[str] | None]:
+def _searcher(regex: re.Pattern[str] | None) -> Searcher | None:
+    """The linear-time form of a rule's regex, when it has one."""
+    if regex is None:
+        return None
+    try:
+        return LinearPattern(regex.pattern)
+    except UnsupportedRegexError:
+        return regex
+
+
+def _matches(rule: Rule, searcher: Searcher | None, view: RequestView) -> tuple[bool, Found | None]:
     """Whether every matcher of ``rule`` holds, and the regex match for captures."""
     if rule.models and view.model not in rule.models and view.adapter not in rule.models:
         return False, None
@@ -60,16 +80,14 @@ def _matches(rule: Rule, view: RequestView) -> tuple[bool, re.Match[str] | None]
     if rule.tool_call is not None and (view.tools is None or rule.tool_call.name not in view.tools):
         return False, None  # a tool call needs that tool on offer
     found = None
-    if rule.regex is not None:
-        found = rule.regex.search(view.text)
+    if searcher is not None:
+        found = searcher.search(view.text)
         if found is None:
             return False, None
     return True, found
 
 
-def decide(
-    rule: Rule, found: re.Match[str] | None, view: RequestView, rng: random.Random
-) -> Choice:
+def decide(rule: Rule, found: Found | None, view: RequestView, rng: random.Random) -> Choice:
     """The answer ``rule`` gives to ``view`` (its regex ``found`` fills the captures)."""
     source = f"rule {rule.name!r}"
     if rule.error is not None:
@@ -95,7 +113,7 @@ def decide(
     return Choice(source, answer=answer, max_tokens=rule.max_tokens, timing=timing)
 
 
-def _text(rule: Rule, found: re.Match[str] | None, rng: random.Random) -> str:
+def _text(rule: Rule, found: Found | None, rng: random.Random) -> str:
     if rule.text is not None:
         return str(fill(rule.text, found))
     if rule.texts:
@@ -103,7 +121,7 @@ def _text(rule: Rule, found: re.Match[str] | None, rng: random.Random) -> str:
     return json.dumps(fill(rule.json, found), ensure_ascii=False)
 
 
-def fill(value: Any, found: re.Match[str] | None) -> Any:
+def fill(value: Any, found: Found | None) -> Any:
     """``value`` with each ``{N}`` in its strings replaced by regex group N."""
     if isinstance(value, str):
         if found is None:

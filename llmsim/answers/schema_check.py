@@ -4,13 +4,17 @@ Covers what tool schemas use in practice: ``type`` (one or a list), ``enum``, ``
 ``properties``, ``required``, ``additionalProperties``, ``items``, ``minimum``/``maximum``,
 ``minLength``/``maxLength``, ``pattern`` and ``anyOf``/``oneOf``/``allOf``. Keywords it does
 not know are ignored (never a false alarm), so a rule is only refused for a real mismatch.
+Patterns come from clients, so they run on a linear-time matcher: a pattern it cannot
+check (backreferences, lookarounds) is not checked rather than risk a backtracking blow-up.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from llmsim.engine.structured.linear import LinearPattern
+from llmsim.engine.structured.regex import UnsupportedRegexError
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -83,9 +87,9 @@ def _string(value: Any, schema: Mapping[str, Any], path: str) -> str | None:
     pattern = schema.get("pattern")
     if isinstance(pattern, str):
         try:
-            if re.search(pattern, value) is None:
+            if LinearPattern(pattern).search(value) is None:
                 return f"{path}: does not match {pattern!r}"
-        except re.error:
+        except UnsupportedRegexError:
             return None
     return None
 

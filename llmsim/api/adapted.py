@@ -11,6 +11,7 @@ tool-call deltas) reaches the other shape the same way.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, replace
@@ -19,12 +20,15 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from llmsim.answers.view import Api
+from llmsim.api.constrained import same_name
 from llmsim.api.inference import CHAT, Flavor
 from llmsim.api.jsonio import loads
 from llmsim.api.requests import validate_body
 from llmsim.api.schemas import ChatCompletionRequest
 from llmsim.api.sse import ResponseMeta, StreamSink, usage
 from llmsim.engine import PromptInput, RequestGroup, Sequence
+
+_TOOL_SCHEMA = re.compile(r"tools\[(\d+)\]\.function\.parameters")
 
 
 def random_hex(bits: int = 128) -> str:
@@ -49,6 +53,10 @@ class ChunkTranslator(Protocol):
 
     def closing(self, usage: dict[str, int]) -> bytes:
         """Events that end the stream, once every token was sent."""
+        ...
+
+    def failure(self, message: str) -> bytes:
+        """Events that end a stream that failed after it opened."""
         ...
 
 
@@ -87,6 +95,9 @@ class TranslatingSink(StreamSink):
         events = b"".join(self.translator.feed(chunk) for chunk in chat_chunks(data))
         return self.write(events) if events else False
 
+    def error_events(self, message: str) -> bytes:
+        return self.translator.failure(message)
+
     async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
         self.write(self.translator.closing(usage(group)))
         await self.response.write_eof()
@@ -106,6 +117,7 @@ class Exchange:
         translator: Callable[[ResponseMeta], ChunkTranslator],
         prompt_param: str = "messages",
         api: Api = "messages",
+        rename_param: Callable[[str], str] = same_name,
     ) -> Flavor:
         """A chat flavor whose JSON body and stream come out in another API's shape."""
 
@@ -133,7 +145,22 @@ class Exchange:
             sink=sink,
             prompts=prompts,
             api=api,
+            pieces=None,
+            rename_param=rename_param,
         )
+
+
+def renamer(response_format: str, tool_schema: str) -> Callable[[str], str]:
+    """Chat's field names as another API spells them: ``response_format`` and
+    ``tools[i].function.parameters`` (``tool_schema`` is a format with ``{index}``)."""
+
+    def rename(param: str) -> str:
+        if param == "response_format":
+            return response_format
+        match = _TOOL_SCHEMA.fullmatch(param)
+        return tool_schema.format(index=match[1]) if match else param
+
+    return rename
 
 
 def chat_request(data: dict[str, Any]) -> ChatCompletionRequest:

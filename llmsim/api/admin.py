@@ -69,9 +69,9 @@ async def set_metric_overrides(request: web.Request) -> web.Response:
     data = await read_json_object(request)
     try:
         spec = parse_spec(data)
+        request.app[RUNTIME].set_fake_metrics(spec)
     except FakeMetricsError as exc:
         raise APIError(400, exc.message, exc.param) from None
-    request.app[RUNTIME].set_fake_metrics(spec)
     logger.info("metric overrides set: %s", spec.describe() or "none")
     return _json(_overrides_body(request))
 

@@ -23,6 +23,7 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.dev_mode import dev_routes
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
 from llmsim.api.keys import (
@@ -41,8 +42,8 @@ from llmsim.api.keys import (
 from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import openapi_document
+from llmsim.api.pod_identity import install_pod_identity
 from llmsim.api.response_store import ResponseStore
-from llmsim.api.sleep import dev_routes
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.observability.live_stats import LiveStats
@@ -76,6 +77,8 @@ def create_app(
     stats = LiveStats() if settings.dashboard else None
     engines, metrics = _engines(settings, ranks, stats)
     engine = engines.first
+    metrics.set_overrides(settings.fake_metrics)  # every series is registered by now
+
     app = web.Application(client_max_size=settings.max_request_body_size)
     app[SETTINGS] = settings
     app[ENGINE] = engine
@@ -150,7 +153,7 @@ def create_app(
         web.post("/v1/completions/derender", render.derender_completion),
         web.post("/inference/v1/generate", token_generate.generate_tokens),
     ]
-    routes.extend(dev_routes())  # sleep mode, with VLLM_SERVER_DEV_MODE=1
+    routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -169,6 +172,7 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app

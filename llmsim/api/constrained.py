@@ -7,11 +7,12 @@ This is where vLLM's request fields (``tools``, ``tool_choice``, ``response_form
 
 from __future__ import annotations
 
-import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 from llmsim.api.errors import APIError
+from llmsim.api.jsonio import JSONInputError, loads_bounded
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.api.structured_fields import NamedToolChoice, StructuredFields
 from llmsim.engine import Answer
@@ -20,6 +21,7 @@ from llmsim.engine.structured import (
     OutputConstraint,
     ToolChoice,
     ToolChoiceError,
+    ToolSchemaError,
     UnsupportedRegexError,
     UnsupportedSchemaError,
     check_constraint,
@@ -62,7 +64,7 @@ def chat_answer(
         if constraint is not None:
             check_constraint(constraint, rng)
         if tools:
-            _check_tools(tools, choice)
+            check_tools(tools, choice)
             last_role = body.messages[-1].role
             answer = tool_answer(
                 tools,
@@ -77,6 +79,8 @@ def chat_answer(
         return None if constraint is None else constrained_answer(constraint, rng)
     except ToolChoiceError as exc:
         raise APIError(400, str(exc), "tool_choice") from None
+    except ToolSchemaError as exc:
+        raise _refused(exc, f"tools[{exc.index}].function.parameters") from None
     except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
         raise _refused(exc, _constraint_param(body)) from None
 
@@ -86,11 +90,19 @@ def _refused(exc: ValueError, param: str) -> APIError:
     return APIError(400, f"{param}: {exc}", param)
 
 
-def _check_tools(tools: list[FunctionSpec], choice: ToolChoice) -> None:
-    try:
-        check_tools(tools, choice)
-    except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise _refused(exc, "tools") from None
+def same_name(param: str) -> str:
+    """Chat's own field names: nothing to rename."""
+    return param
+
+
+def renamed(error: APIError, rename: Callable[[str], str]) -> APIError:
+    """``error`` naming the field as another API spells it (``text.format`` for
+    ``response_format``), for requests translated into chat."""
+    if error.param is None or rename(error.param) == error.param:
+        return error
+    param = rename(error.param)
+    message = error.message.removeprefix(f"{error.param}: ")
+    return APIError(error.status, f"{param}: {message}", param, error.headers, error.type)
 
 
 def completion_answer(body: CompletionRequest, rng: random.Random) -> Answer | None:
@@ -170,9 +182,9 @@ def _schema(value: str | dict[str, Any], param: str) -> Any:
     if isinstance(value, dict):
         return value
     try:
-        return json.loads(value)
-    except ValueError:
-        raise APIError(400, f"{param}: not a valid JSON schema string", param) from None
+        return loads_bounded(value.encode("utf-8", "surrogatepass"))
+    except (JSONInputError, ValueError) as exc:
+        raise APIError(400, f"{param}: not a valid JSON schema string ({exc})", param) from None
 
 
 def _choice(choices: list[str], param: str) -> OutputConstraint:
@@ -186,7 +198,13 @@ def _unsupported(param: str, kind: str) -> APIError:
 
 
 def _constraint_param(body: StructuredFields) -> str:
-    for name in ("guided_json", "guided_regex", "structured_outputs", "response_format"):
+    """The field holding the constraint that was refused (``structured_outputs.regex``)."""
+    for name in ("guided_json", "guided_regex"):
         if getattr(body, name) is not None:
             return name
-    return "tools"
+    outputs = body.structured_outputs
+    if outputs is not None and outputs.json_ is not None:
+        return "structured_outputs.json"
+    if outputs is not None and outputs.regex is not None:
+        return "structured_outputs.regex"
+    return "response_format" if body.response_format is not None else "tools"

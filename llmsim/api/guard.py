@@ -115,12 +115,18 @@ def _authorized(request: web.Request, expected: bytes) -> bool:
     if not request.path.startswith(PROTECTED_PREFIXES):
         return True
     api_key = request.headers.get("x-api-key")  # how Anthropic's clients send it
-    if api_key is not None and hmac.compare_digest(api_key.strip().encode(), expected):
+    if api_key is not None and hmac.compare_digest(_header_bytes(api_key), expected):
         return True
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(token.strip().encode(), expected)
+    return hmac.compare_digest(_header_bytes(token), expected)
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header value as the bytes the client sent (aiohttp keeps bytes that are not UTF-8
+    as surrogate escapes, which a plain ``encode`` refuses)."""
+    return value.strip().encode("utf-8", "surrogateescape")
 
 
 def _report(request: web.Request, status: int, message: str) -> None:

@@ -6,23 +6,40 @@ handlers only translate between the wire and the engine.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from llmsim.answers import Responder
 from llmsim.answers.view import Api
+from llmsim.api.answer_pieces import (
+    Pieces,
+    chat_pieces,
+    completion_pieces,
+    write_pieces,
+)
+from llmsim.api.budget import check_work
 from llmsim.api.chat import ChatStreamSink, chat_body
 from llmsim.api.chosen import choose
 from llmsim.api.completions import CompletionStreamSink, completion_body
-from llmsim.api.constrained import chat_answer, completion_answer, has_constraints, request_rng
+from llmsim.api.constrained import (
+    chat_answer,
+    completion_answer,
+    has_constraints,
+    renamed,
+    request_rng,
+    same_name,
+)
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import GENERATION, STREAMED
+from llmsim.api.keys import GENERATION, LARGE_BODY, STREAMED
 from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.prompts import chat_prompt, completion_prompts
@@ -50,12 +67,19 @@ from llmsim.engine import (
     UnknownModelError,
 )
 from llmsim.engine.data_parallel import DataParallelEngines
+from llmsim.engine.generation import GeneratedText
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
 from llmsim.runtime.lifecycle import Lifecycle
 
 REQUEST_ID_HEADER = "X-Request-Id"
+OFF_LOOP_TOKENS = 32_768
+"""Requests with several choices that may generate more tokens than this in all (n x prompts
+x max_tokens) have their answers made in a worker thread and written in pieces; a single
+choice, at most one context's worth, is made on the loop as before."""
+STREAM_FAILED = "Internal server error while streaming the answer"
+logger = logging.getLogger("llmsim.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,10 @@ class Flavor:
     plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
     api: Api | None = None
     """The API the client called, when not chat or completions (rules match on it)."""
+    pieces: Pieces | None = None
+    """The JSON answer made in pieces (:mod:`answer_pieces`); None: always made at once."""
+    rename_param: Callable[[str], str] = same_name
+    """A chat field's name as the client's API spells it, for errors on translated requests."""
 
 
 CHAT = Flavor(
@@ -120,6 +148,7 @@ CHAT = Flavor(
     ChatStreamSink,
     lambda body, tokenizer, with_ids: [chat_prompt(body, tokenizer, with_ids)],
     chat_plan,
+    pieces=chat_pieces,
 )
 COMPLETION = Flavor(
     "cmpl-",
@@ -130,6 +159,7 @@ COMPLETION = Flavor(
     CompletionStreamSink,
     completion_prompts,
     completion_plan,
+    pieces=completion_pieces,
 )
 
 
@@ -171,6 +201,8 @@ async def _generate(
         raise APIError(503, NOT_SERVING[phase])
     _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
     client_id = request.headers.get(REQUEST_ID_HEADER)
+    if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
+        raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
     target = _resolve(engine, body.model)
     # One set test tells a plain request, which skips every feature check below.
@@ -178,9 +210,15 @@ async def _generate(
     transfer = None
     if not plain and body.kv_transfer_params is not None:
         transfer = read_transfer_params(body.kv_transfer_params)
-    prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
+    large = request.get(LARGE_BODY, False)
+    if large:  # thousands of prompts: counted in a worker thread, the loop stays free
+        prompts = await asyncio.to_thread(
+            flavor.prompts, body, engine.tokenizer, engine.needs_token_ids
+        )
+    else:
+        prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
-    constrained = None if plain else _answer(body, engine)
+    constrained = None if plain else await _answer(body, engine, flavor)
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
@@ -201,13 +239,22 @@ async def _generate(
         if transfer and transfer.remote_prefill
         else None,
     )
-    plan = None if plain else flavor.plan(body, engine.tokenizer, engine.settings.max_logprobs)
+    settings = engine.settings
+    plan = None
+    if not plain:
+        make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)
+        plan = await asyncio.to_thread(make_plan) if large else make_plan()
+    check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
     stream, include_usage = body.stream, body.include_usage
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)
         engine, kv_agent = state.engines.engines[index], state.kv_agents[index]
-    group = _submit(engine, generation, flavor)
+    outputs = None
+    choices = generation.n * len(prompts)
+    if choices > 1 and choices * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
+        outputs = await _outputs_off_loop(engine, generation, flavor)
+    group = _submit(engine, generation, flavor, outputs)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else None
     with group:
@@ -220,11 +267,13 @@ async def _generate(
             )
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         await group.run()
-        answer_body = flavor.body(meta, group)
+        extra = {}
         if transfer and transfer.remote_decode and _length_capped(group):
-            answer_body["kv_transfer_params"] = kv_agent.prefill_params(
-                group.prompt_tokens, request_id
-            )
+            extra["kv_transfer_params"] = kv_agent.prefill_params(group.prompt_tokens, request_id)
+        if flavor.pieces is not None and (plan is not None or outputs is not None):
+            return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
+        answer_body = flavor.body(meta, group)
+        answer_body.update(extra)
         return web.Response(
             body=dumps(answer_body), content_type="application/json", headers=headers
         )
@@ -253,6 +302,9 @@ async def _stream(
     if cut_after is not None:
         sink = CuttingSink(writer, cut_after)
     try:
+        if writer.logprobs is not None:
+            await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
+            writer.share_batches(len(group.sequences))
         await group.run(sink)
         await writer.close(meta, group, include_usage)
     except StreamCutError:
@@ -261,19 +313,33 @@ async def _stream(
             request.transport.close()
     except ConnectionError:
         pass  # the client went away; leaving the ``with`` block aborts the rest
+    except Exception:
+        # The 200 and its headers are out: the client hears of the failure in the stream.
+        logger.exception("stream %s failed after its headers were sent", meta.id)
+        await writer.fail(STREAM_FAILED)
     finally:
         request[STREAMED] = writer.sent
     return response
 
 
-def _answer(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> Answer | None:
-    """Tool calls or structured output, decided before the engine paces the tokens."""
+async def _answer(
+    body: ChatCompletionRequest | CompletionRequest, engine: Engine, flavor: Flavor
+) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens.
+
+    Client schemas and regexes are generated in a worker thread: their work is bounded
+    (``engine/structured/budget.py``), and the event loop keeps serving meanwhile.
+    """
     if not has_constraints(body):
         return None  # the common case costs one look at a few fields
     rng = request_rng(body.seed)
-    if isinstance(body, ChatCompletionRequest):
-        return chat_answer(body, engine.settings.tool_call_probability, rng)
-    return completion_answer(body, rng)
+    try:
+        if isinstance(body, ChatCompletionRequest):
+            probability = engine.settings.tool_call_probability
+            return await asyncio.to_thread(chat_answer, body, probability, rng)
+        return await asyncio.to_thread(completion_answer, body, rng)
+    except APIError as exc:
+        raise renamed(exc, flavor.rename_param) from None
 
 
 def _inject_fault(request: web.Request, runtime: Runtime, model: str) -> None:
@@ -295,9 +361,26 @@ def _resolve(engine: Engine, model: str | None) -> Target:
         raise APIError(404, f"The model `{exc.name}` does not exist.", "model") from None
 
 
-def _submit(engine: Engine, generation: GenerationRequest, flavor: Flavor) -> RequestGroup:
+async def _outputs_off_loop(
+    engine: Engine, generation: GenerationRequest, flavor: Flavor
+) -> list[GeneratedText]:
+    """The outputs of a request that may have many long answers, made in a worker thread."""
     try:
-        return engine.submit(generation)
+        return await asyncio.to_thread(engine.outputs, generation)
+    except ContextLengthError as exc:
+        raise _context_error(exc, flavor) from None
+
+
+def _submit(
+    engine: Engine,
+    generation: GenerationRequest,
+    flavor: Flavor,
+    outputs: list[GeneratedText] | None = None,
+) -> RequestGroup:
+    try:
+        if outputs is None:
+            return engine.submit(generation)
+        return engine.submit(generation, outputs)
     except ContextLengthError as exc:
         raise _context_error(exc, flavor) from None
     except QueueFullError:

@@ -47,10 +47,16 @@ if TYPE_CHECKING or hasattr(web, "RequestKey"):
     GENERATION = web.RequestKey("generation", RequestGroup)
     STARTED = web.RequestKey("started", float)
     STREAMED = web.RequestKey("streamed", int)
+    BODY = web.RequestKey("body", bytes)
+    LARGE_BODY = web.RequestKey("large_body", bool)
 else:  # aiohttp before 3.13 has no typed request keys
     GENERATION = "llmsim.generation"
     STARTED = "llmsim.started"
     STREAMED = "llmsim.streamed"
+    BODY = "llmsim.body"
+    LARGE_BODY = "llmsim.large_body"
 # GENERATION: the inference request's sequences, for the access log's model and tokens.
 # STARTED: ``time.perf_counter()`` when the request reached the app, for its duration.
 # STREAMED: bytes of tokens written to a stream's connection directly, not through aiohttp.
+# BODY: a compressed body once inflated, for a second read (the upstream fallback).
+# LARGE_BODY: set when the body is large enough that working on it moves off the event loop.

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmsim.api.errors import APIError
-from llmsim.api.jsonio import dumps
 from llmsim.api.prompts import prompt_text, render_chat
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import Sequence as Sequence_
@@ -145,6 +144,22 @@ class OutputPlan:
         """The prompt as one string per token id (with the model's special tokens)."""
         return token_texts(self.tokenizer, self.prompt_ids[self.prompt_of(index)])
 
+    def prompt_step_slices(self, index: int, k: int, size: int) -> Iterator[list[Step | None]]:
+        """:meth:`prompt_steps` in slices of ``size`` positions, each made when it is taken."""
+        source = self.source(index)
+        ids = self.prompt_ids[self.prompt_of(index)]
+        if not ids:
+            yield [None]  # as prompt_steps: the first position never has logprobs
+        for start in range(0, len(ids), size):
+            part = ids[start : start + size]
+            texts = token_texts(self.tokenizer, part)
+            yield [
+                None if position == 0 else source.step(position, text, token_id, k, prompt=True)
+                for position, text, token_id in zip(
+                    range(start, start + len(part)), texts, part, strict=True
+                )
+            ]
+
     def prompt_steps(self, index: int, k: int) -> list[Step | None]:
         """Logprobs of the prompt's tokens: none for the first one, as vLLM."""
         source = self.source(index)
@@ -172,13 +187,19 @@ def token_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     return texts
 
 
-def check_count(name: str, value: int | None, limit: int, kind: str = "sample") -> None:
-    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``."""
+def check_count(value: int | None, limit: int, kind: str = "sample") -> None:
+    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``.
+
+    vLLM checks its sampling parameters, so chat's ``top_logprobs`` is reported as
+    ``logprobs``; its validation error adds the parameter and value to the message.
+    """
     if value is not None and value > limit:
+        param = "logprobs" if kind == "sample" else "prompt_logprobs"
         raise APIError(
             400,
-            f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit}",
-            name,
+            f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit} "
+            f"(parameter={param}, value={value})",
+            param,
         )
 
 
@@ -228,11 +249,11 @@ def completion_logprobs(
         "text_offset": offsets,
         "token_logprobs": [None if step is None else step.logprob for step in steps],
         "tokens": list(texts),
-        "top_logprobs": [None if step is None else _top_dict(step) for step in steps],
+        "top_logprobs": [None if step is None else top_dict(step) for step in steps],
     }
 
 
-def _top_dict(step: Step) -> dict[str, float]:
+def top_dict(step: Step) -> dict[str, float]:
     top = {step.token.text: step.logprob}
     for candidate, logprob in step.top:
         top.setdefault(candidate.text, logprob)
@@ -250,8 +271,8 @@ def chat_plan(
             400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
         )
     top = (body.top_logprobs or 0) if body.logprobs else None
-    check_count("top_logprobs", top, max_logprobs)
-    check_count("prompt_logprobs", body.prompt_logprobs, max_logprobs, "prompt")
+    check_count(top, max_logprobs)
+    check_count(body.prompt_logprobs, max_logprobs, "prompt")
     if top is None and body.prompt_logprobs is None:
         return None
     plan = _plan(body, tokenizer, top)
@@ -266,8 +287,8 @@ def completion_plan(
     body: CompletionRequest, tokenizer: Tokenizer, max_logprobs: int
 ) -> OutputPlan | None:
     """What a completions request asked for beyond text; None (the fast path) if nothing."""
-    check_count("logprobs", body.logprobs, max_logprobs)
-    check_count("prompt_logprobs", body.prompt_logprobs, max_logprobs, "prompt")
+    check_count(body.logprobs, max_logprobs)
+    check_count(body.prompt_logprobs, max_logprobs, "prompt")
     if body.logprobs is None and body.prompt_logprobs is None and not body.echo:
         return None
     plan = _plan(body, tokenizer, body.logprobs)
@@ -343,55 +364,3 @@ def chat_prompt_logprobs(plan: OutputPlan) -> list[dict[str, Any] | None] | None
     if plan.prompt_logprobs is None:
         return None
     return prompt_logprobs_json(plan.prompt_steps(0, plan.prompt_logprobs))
-
-
-class StreamLogprobs:
-    """Per-choice position and text offset while a response streams."""
-
-    def __init__(self, plan: OutputPlan) -> None:
-        self.plan = plan
-        self._positions: dict[int, int] = {}
-        self._offsets: dict[int, int] = {}
-        self._sources: dict[int, LogprobSource] = {}
-
-    def _advance(self, sequence: Sequence_, text: str) -> tuple[int, Step | None]:
-        """The token's position and step (None for the empty end of an empty answer)."""
-        index = sequence.index
-        position = self._positions.get(index, 0)
-        if not sequence.output or self.plan.logprobs is None:
-            return position, None
-        self._positions[index] = position + 1
-        source = self._sources.get(index)
-        if source is None:
-            source = self._sources[index] = self.plan.source(index)
-        token_id = piece_id(self.plan.tokenizer, text)
-        return position, source.step(position, text, token_id, self.plan.logprobs)
-
-    def chat(self, sequence: Sequence_, text: str) -> bytes:
-        """The chunk's ``logprobs`` value."""
-        _, step = self._advance(sequence, text)
-        if step is None:
-            return b"null"
-        return dumps({"content": chat_content([step])})
-
-    def completion(self, sequence: Sequence_, text: str) -> tuple[str, bytes]:
-        """The chunk's text (the prompt first, with echo) and ``logprobs`` value."""
-        plan, index = self.plan, sequence.index
-        first = index not in self._offsets
-        offset = self._offsets.get(index, 0)
-        out_text = text
-        texts: list[str] = []
-        steps: list[Step | None] = []
-        if first and plan.echo:
-            out_text = plan.prompts[plan.prompt_of(index)] + text
-            if plan.logprobs is not None:
-                texts = plan.prompt_pieces(index)
-                steps = plan.prompt_steps(index, plan.logprobs)
-        _, step = self._advance(sequence, text)
-        self._offsets[index] = offset + len(out_text)
-        if plan.logprobs is None:
-            return out_text, b"null"
-        if step is not None:
-            texts.append(text)
-            steps.append(step)
-        return out_text, dumps(completion_logprobs(texts, steps, offset))

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmsim.api.adapted import Exchange, chat_request
+from llmsim.api.adapted import Exchange, chat_request, renamer
 from llmsim.api.inference import generate
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import ENGINE
@@ -41,7 +41,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     def translator(meta: ResponseMeta) -> MessagesStream:
         return MessagesStream(meta.id, meta.model, exchange.prompt_tokens, stop_sequences)
 
-    return await generate(request, exchange.flavor(render, translator), chat)
+    rename = renamer("output_config.format", "tools[{index}].input_schema")
+    flavor = exchange.flavor(render, translator, rename_param=rename)
+    return await generate(request, flavor, chat)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

@@ -299,6 +299,10 @@ class MessagesStream:
     def _event(kind: str, **fields: Any) -> bytes:
         return sse_event(kind, dumps({"type": kind, **fields}))
 
+    def failure(self, message: str) -> bytes:
+        """Anthropic's end of a failed stream: one ``error`` event."""
+        return self._event("error", error={"type": "api_error", "message": message})
+
     def opening(self) -> bytes:
         message: dict[str, Any] = {
             "id": self.message_id,

@@ -263,7 +263,7 @@ def _generation(
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                **_errors(400, 401, 404, 413, 429, 503),
+                **_errors(400, 401, 404, 413, 415, 429, 503),
             },
         }
     }

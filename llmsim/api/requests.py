@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from llmsim.api.bodies import read_body
 from llmsim.api.cross_checks import CrossChecks
 from llmsim.api.errors import APIError
-from llmsim.api.jsonio import JSONInputError, loads
-from llmsim.api.keys import SETTINGS
+from llmsim.api.jsonio import JSONInputError, loads_bounded
+from llmsim.api.keys import LARGE_BODY, SETTINGS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after"})
 
 
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed and validated in a worker thread: a few megabytes of
+prompts take a second or more of Python work, which would otherwise hold the event loop."""
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
+    body = await _read(request)
+    if len(body) <= OFF_LOOP_BYTES:
+        return json_object(body)
+    return await asyncio.to_thread(json_object, body)
+
+
+async def _read(request: web.Request) -> bytes:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and not _is_json(request.content_type):
         raise APIError(400, f"Content-Type must be application/json, not {request.content_type!r}")
-    limit = request.app[SETTINGS].max_request_body_size
-    if request.content_length is not None and request.content_length > limit:
-        raise APIError(
-            413, f"Request body too large: {request.content_length} bytes (limit {limit})."
-        )
-    body = await request.read()
+    body = await read_body(request, request.app[SETTINGS].max_request_body_size)
     if not body:
         raise APIError(400, "Request body is empty; expected a JSON object")
+    if len(body) > OFF_LOOP_BYTES:
+        request[LARGE_BODY] = True
+    return body
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` parsed, or a 400 that says what is wrong with it."""
     try:
-        data = loads(body)
+        data = loads_bounded(body)
     except JSONInputError as exc:
         raise APIError(400, f"Invalid JSON body: {exc}") from None
     if b"\\u" in body and _has_unpaired_surrogate(data):
@@ -69,7 +85,14 @@ def _is_json(media_type: str) -> bool:
 
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    return validate_body(model, await read_json_object(request))
+    body = await _read(request)
+    if len(body) <= OFF_LOOP_BYTES:
+        return validate_body(model, json_object(body))
+    return await asyncio.to_thread(_parse, model, body)
+
+
+def _parse(model: type[ModelT], body: bytes) -> ModelT:
+    return validate_body(model, json_object(body))
 
 
 def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from llmsim.api.adapted import Exchange, chat_request
+from llmsim.api.adapted import Exchange, chat_request, renamer
 from llmsim.api.errors import APIError
 from llmsim.api.inference import generate
 from llmsim.api.jsonio import dumps
@@ -158,7 +158,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return StoringStream(ResponseShell(meta.id, meta.model, echo, meta.created), remember)
 
     exchange = Exchange("resp_", "response")
-    return await generate(request, exchange.flavor(render, translator, "input", "responses"), chat)
+    rename = renamer("text.format", "tools[{index}].parameters")
+    flavor = exchange.flavor(render, translator, "input", "responses", rename)
+    return await generate(request, flavor, chat)
 
 
 class StoringStream(ResponsesStream):

@@ -271,9 +271,9 @@ class ResponsesStream:
         self._open: dict[str, Any] | None = None
 
     def _event(self, kind: str, **fields: Any) -> bytes:
-        body = {"type": kind, **fields, "sequence_number": self.sequence_number}
+        data = dumps({"type": kind, **fields, "sequence_number": self.sequence_number})
         self.sequence_number += 1
-        return sse_event(kind, dumps(body))
+        return sse_event(kind, data)
 
     def opening(self) -> bytes:
         response = self.shell.object("in_progress", [], None)
@@ -300,6 +300,18 @@ class ResponsesStream:
         self.final = self.shell.object(status, self.output, usage)
         events.append(self._event("response.completed", response=self.final))
         return b"".join(events)
+
+    def failure(self, message: str) -> bytes:
+        """The Responses API's end of a failed stream: ``error``, then ``response.failed``."""
+        error = {"code": "server_error", "message": message}
+        events = self._event("error", **error, param=None)
+        response = self.shell.object("failed", self.output, None)
+        response["error"] = error
+        try:
+            return events + self._event("response.failed", response=response)
+        except Exception:  # the failure may be in what the response echoes: leave that out
+            bare = {"id": self.shell.id, "object": "response", "status": "failed", "error": error}
+            return events + self._event("response.failed", response=bare)
 
     # -- items ------------------------------------------------------------------
     def _index(self) -> int:

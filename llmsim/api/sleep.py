@@ -9,9 +9,6 @@ while asleep: requests queue until ``/wake_up``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 from aiohttp import web
 
 from llmsim.api.errors import APIError
@@ -24,22 +21,11 @@ from llmsim.runtime.sleep import (
     SleepModeDisabledError,
 )
 
-DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 SLEEP: web.AppKey[SleepController] = web.AppKey("sleep", SleepController)
 
 
-def dev_mode(environ: Mapping[str, str] | None = None) -> bool:
-    """vLLM's ``VLLM_SERVER_DEV_MODE``: any integer other than 0 turns it on."""
-    value = (os.environ if environ is None else environ).get(DEV_MODE_ENV, "0").strip()
-    try:
-        return int(value) != 0
-    except ValueError:
-        return False
-
-
-def dev_routes() -> list[web.RouteDef]:
-    if not dev_mode():
-        return []
+def sleep_routes() -> list[web.RouteDef]:
+    """Served with the other development endpoints (:mod:`llmsim.api.dev_mode`)."""
     return [
         web.post("/sleep", sleep),
         web.post("/wake_up", wake_up),

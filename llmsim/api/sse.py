@@ -19,9 +19,12 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from llmsim.api.errors import error_body
 from llmsim.api.jsonio import dumps
-from llmsim.api.logprobs import OutputPlan, StreamLogprobs
+from llmsim.api.logprobs import OutputPlan
+from llmsim.api.stream_logprobs import StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
+from llmsim.engine.pacer import MAX_BATCH
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
@@ -77,6 +80,8 @@ def finish_fields(sequence: Sequence, last: bool) -> bytes:
     )
 
 
+LOGPROB_TOKENS_PER_TICK = 64
+"""Tokens with logprobs written per engine tick over all choices of a stream: a few ms."""
 HIGH_WATER = 256 * 1024
 """Bytes queued on a connection beyond which a stream waits for the client to read."""
 
@@ -99,6 +104,14 @@ class StreamSink:
         self._connection = request.transport
         self.logprobs = StreamLogprobs(meta.plan) if meta.plan is not None else None
         """Logprobs and echo state; None on the plain-text path."""
+        self.max_batch = MAX_BATCH
+        """Most tokens of one sequence the engine releases to this sink at once."""
+
+    def share_batches(self, choices: int) -> None:
+        """With logprobs, keep the tokens written per engine tick to about
+        :data:`LOGPROB_TOKENS_PER_TICK` over all ``choices`` (each costs tens of µs)."""
+        if self.logprobs is not None and self.logprobs.plan.logprobs is not None:
+            self.max_batch = max(1, min(MAX_BATCH, LOGPROB_TOKENS_PER_TICK // choices))
 
     def start_chunk(self, index: int) -> bytes:
         """Sent before a choice's first token (chat announces the role)."""
@@ -163,6 +176,18 @@ class StreamSink:
     async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
         """End the stream once every sequence finished (the usage chunk and ``[DONE]``)."""
         await close_stream(self.response, meta, group, include_usage)
+
+    def error_events(self, message: str) -> bytes:
+        """What ends a stream that failed after its headers: vLLM's error chunk, then ``[DONE]``."""
+        return b"data: " + error_body(500, message) + b"\n\n" + DONE
+
+    async def fail(self, message: str) -> None:
+        """End the stream with :meth:`error_events` instead of closing it without a word."""
+        try:
+            self.write(self.error_events(message))
+            await self.response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone: nobody to tell
 
     async def drain(self) -> None:
         # The response is prepared already, so prepare() just returns its writer.

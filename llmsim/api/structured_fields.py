@@ -22,6 +22,7 @@ REFUSALS = (
     "Invalid `name` in `function`",
     "You can only use one kind of",
     "tools: ",
+    ".function.parameters: ",
     "response_format: ",
     "structured_outputs",
     "guided_json: ",
@@ -33,8 +34,9 @@ REFUSALS = (
 choice, a tool choice naming no given tool, a schema or regex llmsim cannot honour
 (``param: reason``), several constraints."""
 _UNHONOURED = (
-    " A JSON schema or regex llmsim cannot honour is refused with 400 naming the field "
-    "and the keyword (see the supported JSON-Schema subset in docs/api.md)."
+    " A JSON schema or regex llmsim cannot honour, or over one of its limits, is refused "
+    "with 400 naming the field and the keyword or limit (see the supported JSON-Schema "
+    "subset and the limits in docs/api.md)."
 )
 _CORRECT_USAGE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
 

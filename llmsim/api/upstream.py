@@ -13,6 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from llmsim.api.bodies import read_body
 from llmsim.api.errors import Handler
 from llmsim.api.keys import METRICS, SETTINGS
 from llmsim.proxy.forward import UpstreamError, UpstreamTimeout, relay
@@ -54,7 +55,7 @@ async def forward(request: web.Request) -> web.StreamResponse | None:
     if settings.upstream is None or SESSION not in request.app:
         return None
     metrics = request.app[METRICS]
-    body = await request.read()
+    body = await read_body(request, settings.max_request_body_size)
     try:
         response = await relay(
             request,

@@ -225,8 +225,19 @@ def _print_overrides(answer: dict[str, Any], url: str) -> None:
     table.add_column("override")
     table.add_column("now")
     for name, value in overrides.items():
-        table.add_row(name, _show(value), _show(current.get(name, "")))
+        table.add_row(name, _show(value), _now(current.get(name, "")))
     out.print(table)
+
+
+def _now(value: Any) -> str:
+    """A faked series' current value: a number, or a histogram's count and sum."""
+    if isinstance(value, list):
+        return ", ".join(_now(item) for item in value)
+    if isinstance(value, dict) and "count" in value:
+        return f"count {value['count']}, sum {value['sum']:.6g}"
+    if isinstance(value, dict) and "value" in value:
+        return _show(value["value"])
+    return _show(value)
 
 
 @metrics_app.command("get")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import AliasChoices
 from rich.console import Console
 from rich.table import Table
 
@@ -53,15 +54,17 @@ SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Sche
 FAULTS, METRICS = "Failure injection", "Metrics"
 ANSWERS = "Chosen answers"
 KV = "KV events, P/D and sleep mode"
+TLS = "TLS"
 
 
 def _help(field: str) -> str:
     info = Settings.model_fields[field]
-    if field == "api_key":
-        return f"{info.description} [dim]\\[env: LLMSIM_API_KEY or VLLM_API_KEY][/dim]"
+    names = env_name(field)
+    if isinstance(info.validation_alias, AliasChoices):
+        names = " or ".join(str(choice) for choice in info.validation_alias.choices)
     default = info.get_default(call_default_factory=True)
     shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
-    return f"{info.description} [dim]\\[env: {env_name(field)}]{shown}[/dim]"
+    return f"{info.description} [dim]\\[env: {names}]{shown}[/dim]"
 
 
 def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
@@ -190,6 +193,18 @@ def serve(
         str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess|workers")
     ] = None,
     workers: Annotated[str | None, _opt("workers", panel=SERVER, metavar="INT")] = None,
+    ssl_keyfile: Annotated[str | None, _opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
+    ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
+    ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
+    ssl_cert_reqs: Annotated[str | None, _opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
+    enable_ssl_refresh: Annotated[
+        bool | None,
+        _opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
+    ] = None,
+    self_signed_certs: Annotated[
+        bool | None,
+        _opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
+    ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -202,6 +217,9 @@ def serve(
     tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
     chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    max_request_work: Annotated[
+        str | None, _opt("max_request_work", panel=MODEL, metavar="INT")
+    ] = None,
     embedding_dimension: Annotated[
         str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
     ] = None,
@@ -309,6 +327,9 @@ def serve(
     fake_metrics: Annotated[
         str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
+    fake_metrics_refresh_interval: Annotated[
+        str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,
@@ -403,20 +424,22 @@ def _launch_or_exit(
     log_level: str,
     workers: int | None = None,
 ) -> None:
+    from llmsim.cli.tls import tls_files
     from llmsim.observability.logs import configure_logging
     from llmsim.server.runner import ServerStartError
 
     for instance in instances:
         _check_tokenizer(instance.settings)
-    console = Console()
-    configure_logging(instances[0].settings.model_copy(update={"log_level": log_level}), console)
-    try:
-        code = launch(instances, backend, console, workers)
-    except ServerStartError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        code = 0
+    with tls_files(instances) as ready:
+        console = Console()
+        configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
+        try:
+            code = launch(ready, backend, console, workers)
+        except ServerStartError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            code = 0
     if code:
         raise typer.Exit(code)
 

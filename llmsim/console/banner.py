@@ -14,6 +14,7 @@ from llmsim import __version__
 from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
+from llmsim.settings.tls import self_signed_ca, tls_enabled
 from llmsim.settings.units import format_duration
 
 
@@ -77,7 +78,25 @@ def base_url(settings: Settings, port: int) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    scheme = "https" if tls_enabled(settings) else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _tls_notes(settings: Settings) -> list[str]:
+    """HTTPS details worth a line: client certificates, refresh, a made CA's file."""
+    if not tls_enabled(settings):
+        return []
+    notes = []
+    if settings.ssl_cert_reqs:
+        notes.append(
+            "client certificates " + ("required" if settings.ssl_cert_reqs == 2 else "checked")
+        )
+    if settings.enable_ssl_refresh:
+        notes.append("certificates reloaded on change")
+    ca = self_signed_ca(settings)
+    if ca is not None:
+        notes.append(f"self-signed certificate, its CA: {ca}")
+    return notes
 
 
 def curl_example(settings: Settings, port: int) -> str:
@@ -86,8 +105,10 @@ def curl_example(settings: Settings, port: int) -> str:
         '{"model": "' + settings.served_names[0] + '", '
         '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
     )
+    ca = self_signed_ca(settings)
+    cacert = f"--cacert {shlex.quote(str(ca))} " if ca is not None else ""
     return (
-        f"curl {base_url(settings, port)}/v1/chat/completions "
+        f"curl {cacert}{base_url(settings, port)}/v1/chat/completions "
         f"-H 'Content-Type: application/json' {auth}-d {shlex.quote(body)}"
     )
 
@@ -133,6 +154,7 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         extras.append(f"KV events on {events.endpoint}")
     if settings.enable_sleep_mode:
         extras.append("sleep mode")
+    extras += _tls_notes(settings)
     if extras:
         table.add_row("notes", ", ".join(extras))
     url = base_url(settings, port)
@@ -169,6 +191,7 @@ def startup_fields(
 ) -> dict[str, Any]:
     """What the banner shows, as the fields of the JSON start-up record; ``ranks`` are
     the server's engines (all the layout's by default)."""
+    ca = self_signed_ca(settings)
     return {
         "version": __version__,
         "url": base_url(settings, port),
@@ -194,6 +217,7 @@ def startup_fields(
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
         "event_loop": loop_name,
+        "self_signed_ca": None if ca is None else str(ca),
     }
 
 

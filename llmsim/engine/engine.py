@@ -18,9 +18,10 @@ what is in flight is aborted with the tokens it has, run to completion, or froze
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +29,7 @@ from typing import Literal, get_args
 
 from llmsim.engine.answer import Answer
 from llmsim.engine.block_hash import BlockHasher
-from llmsim.engine.generation import generate
+from llmsim.engine.generation import GeneratedText, generate
 from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
@@ -41,6 +42,8 @@ from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
+
+logger = logging.getLogger("llmsim.engine")
 
 PauseMode = Literal["abort", "wait", "keep"]
 PAUSE_MODES: tuple[str, ...] = get_args(PauseMode)
@@ -159,6 +162,28 @@ class Engine:
         if self.step is not None:
             self.step.reset_prefix_cache()
 
+    async def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+        """vLLM's ``reset_prefix_cache``: forget every cached block (the listener hears
+        ``all_blocks_cleared``). As in vLLM it fails (False, nothing dropped) while running
+        sequences hold blocks, unless ``reset_running_requests`` preempts them first: they
+        recompute their prompt and tokens when scheduled again."""
+        step = self.step
+        if step is None:
+            return True
+        used = step.engine.pool.num_used
+        if used and not reset_running_requests:
+            logger.warning(
+                "Failed to reset prefix cache because some blocks (%d) are not freed yet", used
+            )
+            return False
+        if not used or self.scheduler.paused:
+            step.reset_prefix_cache()  # a frozen step loop has its sequences preempted
+            return True
+        await self.pause("keep")  # between two steps, where preempting is safe
+        step.reset_prefix_cache()
+        self.resume()
+        return True
+
     def reconfigure(self, settings: Settings) -> None:
         """Use the runtime-adjustable values of ``settings`` from now on.
 
@@ -192,33 +217,66 @@ class Engine:
             return Target(model, model)
         raise UnknownModelError(model)
 
-    def submit(self, request: GenerationRequest) -> RequestGroup:
-        """Generate the outputs and hand the sequences to the scheduler."""
+    def outputs(self, request: GenerationRequest) -> list[GeneratedText]:
+        """Every choice's output, prompt by prompt, as :meth:`submit` makes them: plain work a
+        caller may do in a worker thread for many long answers, then pass to :meth:`submit`."""
+        self._check_context(request)
+        rng = self._text_rng if request.seed is None else random.Random(request.seed)
+        max_len = self.settings.max_model_len
+        return [
+            self._output(request, prompt, choice, max_len - prompt.token_count, rng)
+            for prompt in request.prompts
+            for choice in range(request.n)
+        ]
+
+    def _output(
+        self,
+        request: GenerationRequest,
+        prompt: PromptInput,
+        choice: int,
+        budget: int,
+        rng: random.Random,
+    ) -> GeneratedText:
+        answer = request.answer
+        return generate(
+            answer=None if answer is None else answer.for_choice(choice),
+            mode=self.settings.mode,
+            echo_text=prompt.echo_text,
+            max_tokens=request.max_tokens,
+            budget=budget,
+            ignore_eos=request.ignore_eos,
+            stop=request.stop,
+            rng=rng,
+            split=self._split,
+            with_ids=self.needs_output_ids,
+        )
+
+    def _check_context(self, request: GenerationRequest) -> None:
         max_len = self.settings.max_model_len
         for prompt in request.prompts:
             wanted = prompt.token_count + (request.max_tokens or 0)
             if prompt.token_count >= max_len or wanted > max_len:
                 raise ContextLengthError(prompt.token_count, request.max_tokens, max_len)
+
+    def submit(
+        self, request: GenerationRequest, outputs: Seq[GeneratedText] | None = None
+    ) -> RequestGroup:
+        """Generate the outputs (unless :meth:`outputs` made them already) and hand the
+        sequences to the scheduler."""
+        self._check_context(request)
+        max_len = self.settings.max_model_len
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
+        made = iter(outputs) if outputs is not None else None
         loop = asyncio.get_running_loop()
         arrival = time.monotonic()
         sequences: list[Sequence] = []
         for prompt in request.prompts:
             budget = max_len - prompt.token_count
             for choice in range(request.n):
-                answer = request.answer
-                text = generate(
-                    answer=None if answer is None else answer.for_choice(choice),
-                    mode=self.settings.mode,
-                    echo_text=prompt.echo_text,
-                    max_tokens=request.max_tokens,
-                    budget=budget,
-                    ignore_eos=request.ignore_eos,
-                    stop=request.stop,
-                    rng=rng,
-                    split=self._split,
-                    with_ids=self.needs_output_ids,
-                )
+                if made is None:
+                    text = self._output(request, prompt, choice, budget, rng)
+                else:
+                    text = next(made)
                 sequence = Sequence(
                     request_id=request.request_id,
                     index=len(sequences),
@@ -298,12 +356,16 @@ class Engine:
 
         return await _wait_until(settled, timeout, DRAIN_POLL) and scheduler.paused
 
-    def abort_in_flight(self) -> int:
-        """End every running and waiting sequence now with finish reason ``abort``: the
-        tokens already produced are its answer (vLLM's abort on pause). Their requests
-        answer at once; return how many sequences were aborted."""
-        count = len(self.scheduler.abort_waiting())
+    def abort_in_flight(self, request_ids: Collection[str] | None = None) -> int:
+        """End every running and waiting sequence (of ``request_ids`` only, if given) now
+        with finish reason ``abort``: the tokens already produced are its answer (vLLM's
+        abort on pause, ``/abort_requests``). Their requests answer at once; return how
+        many sequences were aborted."""
+        chosen = None if request_ids is None else set(request_ids)
+        count = len(self.scheduler.abort_waiting(chosen))
         for sequence in list(self.scheduler.running):
+            if chosen is not None and sequence.request_id not in chosen:
+                continue
             if sequence.output and sequence.generated >= len(sequence.output):
                 continue  # its last token is out: it finishes as it is
             if self.step is not None:

@@ -65,7 +65,7 @@ class Outcome(enum.Enum):
 class Pacing:
     """One sequence's progress through its token schedule."""
 
-    __slots__ = ("deadline", "done", "latency", "position", "sequence", "sink")
+    __slots__ = ("batch", "deadline", "done", "latency", "position", "sequence", "sink")
 
     def __init__(
         self,
@@ -81,6 +81,9 @@ class Pacing:
         self.deadline = deadline
         self.position = 0
         self.done = done
+        self.batch: int = getattr(sink, "max_batch", MAX_BATCH)
+        """Most tokens released at once: a sink whose tokens are costly to write (logprobs)
+        asks for smaller batches, so one request's writes leave room for others'."""
 
 
 class Pacer:
@@ -232,7 +235,7 @@ class Pacer:
         position = first + 1
         factor = latency.load_factor(running, max_running)
         horizon = now + EARLY
-        limit = min(total, first + MAX_BATCH)
+        limit = min(total, first + pacing.batch)
         step = latency.fixed_inter_token_delay(factor)
         if step is None:  # jittered: every gap is drawn
             deadline = pacing.deadline + latency.inter_token_delay(factor)

@@ -18,7 +18,7 @@ but admits only the sequences it was told to let through (those already queued, 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from llmsim.engine.lora import LoraManager
 from llmsim.engine.observer import EngineObserver
@@ -101,13 +101,18 @@ class Scheduler:
             return
         self._retire(sequence, "abort")
 
-    def abort_waiting(self) -> list[Sequence]:
-        """Finish every waiting sequence now with ``abort`` (sleep's abort mode).
+    def abort_waiting(self, request_ids: Container[str] | None = None) -> list[Sequence]:
+        """Finish every waiting sequence (of ``request_ids`` only, if given) now with
+        ``abort`` (sleep's abort mode, ``/abort_requests``).
 
         Unlike :meth:`abort` the ``admitted`` future is resolved, not cancelled, so the
         request's task wakes, sees the sequence finished and answers with it.
         """
-        aborted = list(self.waiting)
+        aborted = [
+            sequence
+            for sequence in self.waiting
+            if request_ids is None or sequence.request_id in request_ids
+        ]
         for sequence in aborted:
             sequence.cut()
             self._retire(sequence, "abort")

@@ -26,7 +26,7 @@ def created_series_enabled() -> bool:
     return flag.lower() not in ("true", "1", "t")
 
 
-def _le(bound: float) -> str:
+def le_text(bound: float) -> str:
     """The ``le`` label text prometheus-client writes for a bucket bound."""
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
@@ -51,7 +51,7 @@ class FastHistogram:
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self._bounds = tuple(float(bound) for bound in bounds)
-        self._les = tuple(_le(bound) for bound in (*self._bounds, float("inf")))
+        self._les = tuple(le_text(bound) for bound in (*self._bounds, float("inf")))
         self.counts = [0] * (len(self._bounds) + 1)
         self.sum = 0.0
         self.created = time.time()

@@ -88,8 +88,16 @@ class Metrics:
     the same families with their own ``engine`` label, as vLLM's API server shows them.
     """
 
-    def __init__(self, settings: Settings, engine: int = 0, parent: Metrics | None = None) -> None:
-        """``engine`` is the data-parallel rank, vLLM's ``engine`` label."""
+    def __init__(
+        self,
+        settings: Settings,
+        engine: int = 0,
+        parent: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``engine`` is the data-parallel rank, vLLM's ``engine`` label; fake values follow
+        ``clock``."""
         families: _Families = _Families() if parent is None else parent.families
         self.families: _Families = families
         self.registry = reg = families.registry
@@ -226,21 +234,21 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
-        self.overrides = MetricOverrides(time.monotonic)
-        self.overrides.set(settings.fake_metrics)
+        self.overrides = MetricOverrides(
+            clock,
+            self.registry.collect,
+            refresh_interval=settings.fake_metrics_refresh_interval,
+            defaults={"model_name": settings.model_label, "engine": str(engine)},
+        )
 
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
         """Read the current-state gauges from ``scheduler`` at every scrape."""
         running, waiting, kv_usage = self._gauges
         self._scheduler_waiting = lambda: scheduler.num_waiting
-        running.set_function(self._reader("num_requests_running", lambda: scheduler.num_running))
-        waiting.set_function(self._reader("num_requests_waiting", lambda: scheduler.num_waiting))
-        kv_usage.set_function(
-            self._reader(
-                "kv_cache_usage_perc", lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0)
-            )
-        )
+        running.set_function(lambda: scheduler.num_running)
+        waiting.set_function(lambda: scheduler.num_waiting)
+        kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
         self.scheduler_changed(scheduler)
 
     def track_step(self, step: StepLoop, settings: Settings) -> None:
@@ -248,11 +256,9 @@ class Metrics:
         engine = step.engine
         running, waiting, kv_usage = self._gauges
         scheduler_waiting = self._scheduler_waiting
-        running.set_function(self._reader("num_requests_running", lambda: engine.num_running))
-        waiting.set_function(
-            self._reader("num_requests_waiting", lambda: scheduler_waiting() + engine.num_waiting)
-        )
-        kv_usage.set_function(self._reader("kv_cache_usage_perc", engine.usage))
+        running.set_function(lambda: engine.num_running)
+        waiting.set_function(lambda: scheduler_waiting() + engine.num_waiting)
+        kv_usage.set_function(engine.usage)
         counter, histogram = self._step_counter, self._step_histogram
         self.prefix_cache_queries = counter(
             "vllm:prefix_cache_queries",
@@ -290,18 +296,10 @@ class Metrics:
         for tokens, steps in segments:
             observe(tokens, steps)
 
-    def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
-        """The gauge's value at scrape time: the override when one pins it, else ``live``."""
-        overrides = self.overrides
-
-        def read() -> float:
-            pinned = overrides.value(name)
-            return live() if pinned is None else pinned
-
-        return read
-
     def set_overrides(self, spec: FakeMetrics | None) -> None:
-        """Pin metrics to ``spec`` (None restores the live values); time functions restart."""
+        """Fake series as ``spec`` says (None restores the live values); time functions
+        restart. Raises :class:`FakeMetricsError` (and changes nothing) when ``spec`` names
+        a series the registry lacks or gives the wrong form for its type."""
         had_loras = self.overrides.loras() is not None
         self.overrides.set(spec)
         if had_loras and self.overrides.loras() is None and self._lora_labels is not None:
@@ -322,7 +320,7 @@ class Metrics:
             self.lora_info.labels(
                 self._max_lora, ",".join(loras.waiting), ",".join(loras.running)
             ).set(time.time())
-        return generate_latest(self.registry)
+        return generate_latest(self.overrides)
 
     # -- EngineObserver ---------------------------------------------------------
     def request_submitted(self, n: int) -> None:

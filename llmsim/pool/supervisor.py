@@ -253,13 +253,22 @@ def _child_main(
         code = 0
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         code = 130
+    except ServerStartError as exc:  # a refused setting or port: one line, no traceback
+        logger.error("%s cannot start: %s", _names(instances), exc)
+        code = exc.exit_code
     except BaseException:
-        logger.exception("%s failed", ", ".join(instance.name for instance in instances))
+        logger.exception("%s failed", _names(instances))
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _names(instances: Sequence[Instance]) -> str:
+    """``instance a``, or ``instances a, b`` for a worker's share."""
+    names = ", ".join(instance.name for instance in instances)
+    return f"instance {names}" if len(instances) == 1 else f"instances {names}"
 
 
 def _die_with_parent(parent: int) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -50,10 +51,17 @@ def bind_listener(host: str, port: int) -> socket.socket:
 class _Acceptor:
     """What aiohttp's site expects of a server: ``sockets`` and ``close()``."""
 
-    def __init__(self, sock: socket.socket, factory: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Any,
+        loop: asyncio.AbstractEventLoop,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._sock = sock
         self._factory = factory
         self._loop = loop
+        self._ssl = ssl_context
         self._pending: set[asyncio.Task[Any]] = set()
         self._serving = False
         self._resume: asyncio.TimerHandle | None = None
@@ -92,9 +100,9 @@ class _Acceptor:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn)
-        except OSError:
-            conn.close()  # the client left before the connection was set up
+            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+        except (OSError, ssl.SSLError):
+            conn.close()  # the client left (or failed the TLS handshake) before it was set up
 
     def _accept_failed(self, exc: OSError) -> None:
         """Out of file descriptors: pause, as asyncio does, instead of spinning."""
@@ -112,15 +120,25 @@ class _Acceptor:
 
 
 class GreedyAcceptSite(web.BaseSite):
-    """An aiohttp site on a listening socket that accepts connections in batches."""
+    """An aiohttp site on a listening socket that accepts connections in batches.
 
-    __slots__ = ("_name", "_sock")
+    With ``ssl_context`` every accepted connection speaks TLS (HTTPS).
+    """
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket) -> None:
+    __slots__ = ("_name", "_sock", "_ssl")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(runner)
         self._sock = sock
+        self._ssl = ssl_context
         host, port = sock.getsockname()[:2]
-        self._name = str(URL.build(scheme="http", host=host, port=port))
+        scheme = "https" if ssl_context is not None else "http"
+        self._name = str(URL.build(scheme=scheme, host=host, port=port))
 
     @property
     def name(self) -> str:
@@ -130,6 +148,6 @@ class GreedyAcceptSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        acceptor = _Acceptor(self._sock, server, asyncio.get_running_loop())
+        acceptor = _Acceptor(self._sock, server, asyncio.get_running_loop(), self._ssl)
         acceptor.start()
         self._server = acceptor  # type: ignore[assignment]

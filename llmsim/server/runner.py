@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from llmsim.answers.dataset import DatasetError
 from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
 from llmsim.api.access_log import AccessLogger
+from llmsim.api.bodies import serve_bodies_encoded
 from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
 from llmsim.api.openapi import openapi_document
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
@@ -32,9 +34,12 @@ from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
+from llmsim.server.tls import CertificateRefresher, TLSError, server_context
 from llmsim.server.watchdog import StopDeadline
+from llmsim.settings.fake_metrics import FakeMetricsError
 from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
@@ -47,7 +52,11 @@ FINAL_WRITE_GRACE = 0.5
 
 
 class ServerStartError(Exception):
-    """The server could not start listening."""
+    """The server could not start; ``exit_code`` 2 marks a setting the server refused."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -162,10 +171,18 @@ class Server:
             raise ServerStartError(f"--replay: {exc}") from None
         except KVEventsStartError as exc:
             raise ServerStartError(str(exc)) from None
+        except FakeMetricsError as exc:
+            raise ServerStartError(f"--fake-metrics: {exc.message}", exit_code=2) from None
+        try:
+            keep_alive = keep_alive_options()
+        except KeepAliveError as exc:
+            raise ServerStartError(str(exc)) from None
         runner = web.AppRunner(
             app,
+            **serve_bodies_encoded(app),
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
+            **keep_alive,
             **_access_log_options(access if settings.access_log_enabled else None),
         )
         await runner.setup()
@@ -177,9 +194,21 @@ class Server:
                 sock = bind_listener(settings.host, settings.port)
         except OSError as exc:
             raise listen_error(instance, exc) from None
-        site = GreedyAcceptSite(runner, sock)
+        site = GreedyAcceptSite(runner, sock, self._tls(settings, stack))
         await site.start()
         return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port))
+
+    def _tls(self, settings: Settings, stack: contextlib.AsyncExitStack) -> ssl.SSLContext | None:
+        """The instance's SSL context (None: plain HTTP), reloaded on change if asked."""
+        try:
+            context = server_context(settings)
+        except TLSError as exc:
+            raise ServerStartError(str(exc)) from None
+        if context is not None and settings.enable_ssl_refresh:
+            refresher = CertificateRefresher(context, settings)
+            refresher.start()
+            stack.push_async_callback(refresher.stop)
+        return context
 
     def _announce(self) -> None:
         """The start-up panel, or one JSON record per instance when logs are JSON."""

@@ -1,39 +1,43 @@
-"""Pinned values for the scheduler gauges, so autoscalers and routers can be tested on cue.
+"""Fake values for the ``vllm:`` series, so autoscalers and dashboards can be tested on cue.
 
-A spec names some of ``num_requests_running``, ``num_requests_waiting``,
-``kv_cache_usage_perc`` and the LoRA adapter lists of ``vllm:lora_requests_info``, each with
-a fixed value or a time function of the seconds since the spec was set::
+A spec names series and what they report, each number a fixed value or a function of the
+seconds since the spec was set: the scheduler gauges by their short names, the LoRA adapter
+lists of ``vllm:lora_requests_info``, and any ``vllm:`` series by its name::
 
     {"num_requests_waiting": 12,
-     "num_requests_running": {"ramp": {"start": 0, "end": 64, "period": "60s"}},
      "kv_cache_usage_perc": {"square": {"start": 0.2, "end": 0.9, "period": "10s"}},
-     "loras": {"running": ["a"], "waiting": ["b"]}}
+     "loras": {"running": ["a"], "waiting": ["b"]},
+     "vllm:request_success_total": {"labels": {"finished_reason": "stop"}, "rate": 20},
+     "vllm:time_to_first_token_seconds": {"rate": 20, "quantiles": {"p90": 0.5}}}
 
-The metrics module asks for a value at scrape time; names the spec leaves out keep their
-live values. Nothing here knows about HTTP or Prometheus.
+The observability layer samples the spec at scrape time; series the spec leaves out keep
+their live values. Nothing here knows about HTTP or Prometheus.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from llmsim.settings.units import format_duration, parse_duration
+from llmsim.settings.fake_entries import MAX_ENTRIES, SeriesFake, describe_entries, entries_form
+from llmsim.settings.fake_signals import (
+    AnySignal,
+    Fixed,
+    Oscillate,
+    Ramp,
+    Schedule,
+    Signal,
+    Square,
+    Strict,
+    plain_number,
+    spec_error,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,14 +50,11 @@ GAUGE_RANGES: dict[str, tuple[float, float]] = {
     "num_requests_waiting": (0.0, MAX_COUNT),
     "kv_cache_usage_perc": (0.0, 1.0),
 }
-"""The gauges a spec can pin, with the values each accepts."""
-COUNT_GAUGES = frozenset({"num_requests_running", "num_requests_waiting"})
+"""The scheduler gauges (short names), with the values each accepts."""
+SHORT_NAMES = {name: f"vllm:{name}" for name in GAUGE_RANGES}
+"""The short keys of the scheduler gauges and the series they stand for."""
+COUNT_GAUGES = frozenset({"vllm:num_requests_running", "vllm:num_requests_waiting"})
 """Sequence counts are whole numbers, as in vLLM: their samples are rounded."""
-
-FUNCTION_NAMES = ("ramp", "oscillate", "square")
-_SIGNAL_HINT = (
-    'expected a number or one of {"ramp": {...}}, {"oscillate": {...}}, {"square": {...}}'
-)
 
 
 class FakeMetricsError(ValueError):
@@ -63,129 +64,6 @@ class FakeMetricsError(ValueError):
         super().__init__(message)
         self.message = message
         self.param = param
-
-
-Period = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-def plain_number(number: float) -> float | int:
-    """``12`` rather than ``12.0`` when showing a spec back to its author."""
-    return int(number) if number.is_integer() else number
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Fixed(_Strict):
-    """A constant value."""
-
-    kind: Literal["fixed"] = "fixed"
-    value: float
-
-    def at(self, elapsed: float) -> float:
-        return self.value
-
-    def bounds(self) -> tuple[float, ...]:
-        return (self.value,)
-
-    def describe(self) -> Any:
-        return plain_number(self.value)
-
-
-class _Wave(_Strict):
-    """A function of time going between ``start`` and ``end`` with ``period`` seconds."""
-
-    kind: str
-    start: float
-    end: float
-    period: Period
-
-    def at(self, elapsed: float) -> float:
-        raise NotImplementedError
-
-    def bounds(self) -> tuple[float, ...]:
-        return (self.start, self.end)
-
-    def describe(self) -> Any:
-        params = self.model_dump(exclude={"kind"})
-        params.update(
-            start=plain_number(self.start),
-            end=plain_number(self.end),
-            period=format_duration(self.period),
-        )
-        return {self.kind: params}
-
-    def _phase(self, elapsed: float) -> float:
-        """Position within the current period, from 0 (inclusive) to 1 (exclusive)."""
-        return (max(elapsed, 0.0) % self.period) / self.period
-
-
-class Ramp(_Wave):
-    """Linear from ``start`` to ``end`` over one period, then holds ``end``.
-
-    With ``repeat`` it starts again from ``start`` every period (a sawtooth).
-    """
-
-    kind: Literal["ramp"] = "ramp"
-    repeat: bool = False
-
-    def at(self, elapsed: float) -> float:
-        elapsed = max(elapsed, 0.0)
-        share = self._phase(elapsed) if self.repeat else min(elapsed / self.period, 1.0)
-        return self.start + (self.end - self.start) * share
-
-    def describe(self) -> Any:
-        described = super().describe()
-        if not self.repeat:
-            del described[self.kind]["repeat"]
-        return described
-
-
-class Oscillate(_Wave):
-    """A sine wave: ``start`` at time 0, ``end`` half a period later, ``start`` again."""
-
-    kind: Literal["oscillate"] = "oscillate"
-
-    def at(self, elapsed: float) -> float:
-        swing = (1.0 - math.cos(2.0 * math.pi * self._phase(elapsed))) / 2.0
-        return self.start + (self.end - self.start) * swing
-
-
-class Square(_Wave):
-    """``start`` for the first half of each period, ``end`` for the second half."""
-
-    kind: Literal["square"] = "square"
-
-    def at(self, elapsed: float) -> float:
-        return self.start if self._phase(elapsed) < 0.5 else self.end
-
-
-def _tag_signal(value: Any) -> Any:
-    """Turn the user's form (``12`` or ``{"ramp": {...}}``) into a tagged one."""
-    if isinstance(value, (Fixed, Ramp, Oscillate, Square)):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"kind": "fixed", "value": value}
-    if isinstance(value, Mapping) and len(value) == 1:
-        ((name, params),) = value.items()
-        if name in FUNCTION_NAMES and isinstance(params, Mapping) and "kind" not in params:
-            return {**params, "kind": name}
-        if name not in FUNCTION_NAMES:
-            raise _error(f"unknown time function {name!r}: use ramp, oscillate or square")
-    raise _error(_SIGNAL_HINT)
-
-
-def _error(reason: str, name: str | None = None) -> PydanticCustomError:
-    """An error whose text is used as given (pydantic would format braces in it)."""
-    return PydanticCustomError("spec", "{reason}", {"reason": reason, "name": name})
-
-
-Signal = Annotated[
-    Union[Fixed, Ramp, Oscillate, Square],  # noqa: UP007 - a discriminated union needs Union
-    Field(discriminator="kind"),
-    BeforeValidator(_tag_signal),
-]
 
 
 def _adapter_name(name: str) -> str:
@@ -199,40 +77,88 @@ def _adapter_name(name: str) -> str:
 AdapterName = Annotated[str, AfterValidator(_adapter_name)]
 
 
-class LoraOverride(_Strict):
+class LoraOverride(Strict):
     """The adapter lists reported in ``vllm:lora_requests_info``'s labels."""
 
     running: list[AdapterName] = Field(default_factory=list)
     waiting: list[AdapterName] = Field(default_factory=list)
 
 
-class FakeMetrics(_Strict):
-    """A complete override: every name it leaves out (or sets to null) stays live."""
+class FakeMetrics(Strict):
+    """A complete override: every series it leaves out (or sets to null) stays live.
+
+    ``series`` holds the ``vllm:``-named keys of the user's spec, one entry per label set.
+    """
 
     num_requests_running: Signal | None = None
     num_requests_waiting: Signal | None = None
     kv_cache_usage_perc: Signal | None = None
     loras: LoraOverride | None = None
+    series: dict[str, tuple[SeriesFake, ...]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_series(cls, data: Any) -> Any:
+        """Move the ``vllm:`` keys of the user's form under ``series``."""
+        if not isinstance(data, Mapping):
+            return data
+        if "series" in data:
+            raise _error("unknown key", "series")
+        plain = {key: value for key, value in data.items() if not str(key).startswith("vllm:")}
+        named = {key: entries_form(value) for key, value in data.items() if key not in plain}
+        if named:
+            plain["series"] = {**dict(plain.get("series") or {}), **named}
+        return plain
 
     @model_validator(mode="after")
     def _values_in_range(self) -> FakeMetrics:
-        for name, (low, high) in GAUGE_RANGES.items():
-            signal = getattr(self, name)
-            if signal is not None and not all(low <= v <= high for v in signal.bounds()):
-                raise _error(f"values must be between {low:g} and {high:.12g}", name)
+        for short, full in SHORT_NAMES.items():
+            if getattr(self, short) is not None and full in self.series:
+                raise _error(f"{short} and {full} name the same series: give one", short)
+        for name, entries in self.gauge_entries():
+            low, high = GAUGE_RANGES[name.removeprefix("vllm:")]
+            for entry in entries:
+                signal = entry.value
+                if signal is not None and not all(low <= v <= high for v in signal.bounds()):
+                    raise _error(f"values must be between {low:g} and {high:.12g}", name)
+        if sum(len(entries) for entries in self.series.values()) > MAX_ENTRIES:
+            raise _error(f"at most {MAX_ENTRIES} label sets in one spec")
         return self
+
+    def gauge_entries(self) -> list[tuple[str, tuple[SeriesFake, ...]]]:
+        """The scheduler gauges' entries, by their short or full key (for range checks)."""
+        found = []
+        for short, full in SHORT_NAMES.items():
+            entries = self.series.get(full)
+            if entries is not None:
+                found.append((full, entries))
+            elif getattr(self, short) is not None:
+                found.append((short, (SeriesFake(value=getattr(self, short)),)))
+        return found
+
+    def all_series(self) -> dict[str, tuple[SeriesFake, ...]]:
+        """Every faked series by its ``vllm:`` name, the short gauge keys included."""
+        merged = dict(self.series)
+        for short, full in SHORT_NAMES.items():
+            signal = getattr(self, short)
+            if signal is not None:
+                merged[full] = (SeriesFake(value=signal),)
+        return merged
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, name) is None for name in type(self).model_fields)
+        return not self.series and all(
+            getattr(self, name) is None for name in (*GAUGE_RANGES, "loras")
+        )
 
     def sample(self, name: str, elapsed: float) -> float | None:
-        """The pinned value of gauge ``name`` ``elapsed`` seconds after the spec was set."""
-        signal: Fixed | Ramp | Oscillate | Square | None = getattr(self, name)
+        """The value of scheduler gauge ``name`` (a short key) ``elapsed`` seconds after the
+        spec was set, or None when the spec does not give it by that key."""
+        signal: AnySignal | None = getattr(self, name)
         if signal is None:
             return None
         value = signal.at(elapsed)
-        return float(round(value)) if name in COUNT_GAUGES else value
+        return float(round(value)) if SHORT_NAMES[name] in COUNT_GAUGES else value
 
     def describe(self) -> dict[str, Any]:
         """The spec in the form a user writes it (periods as durations, nulls left out)."""
@@ -243,7 +169,13 @@ class FakeMetrics(_Strict):
                 described[name] = signal.describe()
         if self.loras is not None:
             described["loras"] = self.loras.model_dump()
+        for name, entries in self.series.items():
+            described[name] = describe_entries(entries)
         return described
+
+
+def _error(reason: str, name: str | None = None) -> PydanticCustomError:
+    return spec_error(reason, name)
 
 
 # -- reading specs ------------------------------------------------------------------
@@ -259,10 +191,20 @@ def parse_spec(data: Any) -> FakeMetrics:
         return FakeMetrics.model_validate(dict(data))
     except ValidationError as exc:
         problems = [_describe(error) for error in exc.errors(include_url=False)]
+        single = [key for key, value in data.items() if not isinstance(value, list)]
+        problems = [(_unlisted(path, single), reason) for path, reason in problems]
         raise FakeMetricsError(
             "; ".join(f"{path}: {reason}" if path else reason for path, reason in problems),
             problems[0][0] or None,
         ) from None
+
+
+def _unlisted(path: str, single: list[str]) -> str:
+    """``vllm:x.rate`` rather than ``vllm:x[0].rate`` when the user gave one entry."""
+    for key in single:
+        if path.startswith(f"{key}[0]"):
+            return key + path[len(key) + 3 :]
+    return path
 
 
 def _describe(error: Any) -> tuple[str, str]:
@@ -271,7 +213,9 @@ def _describe(error: Any) -> tuple[str, str]:
     for part in error["loc"]:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part != "function-after":
+        elif part == "series" and not path:
+            continue  # the user wrote these keys at the top level
+        elif part not in ("function-after", "function-before"):
             path += f".{part}" if path else str(part)
     if error["type"] == "extra_forbidden":
         return path, "unknown key"
@@ -320,3 +264,22 @@ def _reject_constant(name: str) -> Any:
 def load_spec(value: Any) -> FakeMetrics:
     """A spec from a path, inline JSON, parsed data or an existing spec."""
     return parse_spec(read_spec_source(value) if isinstance(value, str) else value)
+
+
+__all__ = [
+    "COUNT_GAUGES",
+    "GAUGE_RANGES",
+    "FakeMetrics",
+    "FakeMetricsError",
+    "Fixed",
+    "LoraOverride",
+    "Oscillate",
+    "Ramp",
+    "Schedule",
+    "SeriesFake",
+    "Square",
+    "load_spec",
+    "parse_spec",
+    "plain_number",
+    "read_spec_source",
+]

@@ -34,6 +34,7 @@ from llmsim.settings.kv_events import (
 )
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules, split_names, unique
 from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
+from llmsim.settings.tls import tls_conflict
 from llmsim.settings.units import MAX_DURATION, parse_duration, parse_size
 
 ENV_PREFIX = "LLMSIM_"
@@ -99,6 +100,14 @@ def _load_responses(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _level_name(value: Any) -> Any:
+    """vLLM's ``VLLM_LOGGING_LEVEL`` spells levels in capitals (``INFO``, ``WARN``)."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 def _existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -130,8 +139,12 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", description="Logging verbosity."
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_level_name)
+    ] = Field(
+        "info",
+        validation_alias=AliasChoices("LLMSIM_LOG_LEVEL", "VLLM_LOGGING_LEVEL"),
+        description="Logging verbosity. Also read from VLLM_LOGGING_LEVEL (INFO, DEBUG, ...).",
     )
     log_format: Literal["text", "json"] = Field(
         "text",
@@ -253,6 +266,39 @@ class Settings(BaseSettings):
         "processes share the instances (default: one per core; never more than instances).",
     )
 
+    # -- TLS (vLLM's --ssl-* flags) ------------------------------------------------
+    ssl_keyfile: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="Private key (PEM) of the TLS certificate; serve HTTPS. Needs ssl-certfile.",
+    )
+    ssl_certfile: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="TLS certificate chain (PEM) to serve HTTPS with; may hold the key too.",
+    )
+    ssl_ca_certs: Annotated[Path | None, AfterValidator(_existing_file)] = Field(
+        None,
+        description="CA certificates (PEM) that client certificates are checked against "
+        "(mutual TLS, with ssl-cert-reqs).",
+    )
+    ssl_cert_reqs: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="Client certificates, as Python's ssl module numbers them: 0 not asked "
+        "for, 1 checked if sent, 2 required (mutual TLS).",
+    )
+    enable_ssl_refresh: bool = Field(
+        False,
+        description="Reload the certificate, key and CA files when they change, without a "
+        "restart or dropping connections.",
+    )
+    self_signed_certs: bool = Field(
+        False,
+        description="Serve HTTPS with a certificate made at start-up for localhost, "
+        "127.0.0.1, the host bound and this machine's name; the banner says where its CA is "
+        "written. Needs llmsim[tls].",
+    )
+
     # -- model ------------------------------------------------------------------
     model: str = Field(
         "llmsim/sim-model",
@@ -297,6 +343,15 @@ class Settings(BaseSettings):
         ge=0,
         le=1_000_000,
         description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
+    )
+    max_request_work: int = Field(
+        2_000_000,
+        ge=1,
+        le=10**12,
+        description="Most work one request may ask for, counted in token positions times (1 + "
+        "logprobs per position): n x max_tokens per prompt (max_model_len less the prompt when "
+        "unset), plus prompt tokens scored for echo or prompt_logprobs. Bounds the time and "
+        "size of one answer; above it a request gets 400.",
     )
     embedding_dimension: int = Field(
         4096,
@@ -486,10 +541,17 @@ class Settings(BaseSettings):
     fake_metrics: Annotated[FakeMetrics | None, NoDecode, BeforeValidator(_load_fake_metrics)] = (
         Field(
             None,
-            description="Pin num_requests_running, num_requests_waiting, kv_cache_usage_perc and "
-            "the LoRA info metric to fixed values or time functions (ramp, oscillate, square): "
-            "inline JSON or a JSON/TOML file. Also settable at run time via /admin/metrics.",
+            description="Fake values for vllm: series: gauges as values, counters as rates, "
+            "histograms as a rate and a latency distribution, each fixed or a function of time "
+            "(ramp, oscillate, square, schedule); also the LoRA info metric. Inline JSON or a "
+            "JSON/TOML file. Also settable at run time via /admin/metrics.",
         )
+    )
+    fake_metrics_refresh_interval: Duration = Field(
+        "100ms",  # type: ignore[assignment]  # validated like user input
+        gt=0,
+        description="How often fake metric values move on: a scrape sees them as at the last "
+        "whole interval since the override was set (counters and histograms integrated up to it).",
     )
 
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
@@ -583,6 +645,9 @@ class Settings(BaseSettings):
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
             )
+        tls_problem = tls_conflict(self)
+        if tls_problem is not None:
+            raise _cross_field_error(*tls_problem)
         if self.replay_strict and self.replay is None:
             raise _cross_field_error("replay_strict", "needs a recording to replay (--replay)")
         if not self.failure_types and self.failure_injection_rate > 0:

@@ -4,6 +4,9 @@ Plain functions over plain data, shared by every API that offers tools or struct
 outputs; the result is an :class:`~llmsim.engine.answer.Answer` the engine then paces.
 """
 
+from llmsim.engine.structured.budget import LIMITS, Limits
+from llmsim.engine.structured.errors import UnsupportedSchemaError
+from llmsim.engine.structured.linear import LinearMatch, LinearPattern
 from llmsim.engine.structured.outputs import (
     OutputConstraint,
     check_constraint,
@@ -12,7 +15,6 @@ from llmsim.engine.structured.outputs import (
 )
 from llmsim.engine.structured.regex import UnsupportedRegexError, regex_instance
 from llmsim.engine.structured.schema import (
-    UnsupportedSchemaError,
     check_schema,
     json_text,
     schema_instance,
@@ -21,15 +23,21 @@ from llmsim.engine.structured.tools import (
     FunctionSpec,
     ToolChoice,
     ToolChoiceError,
+    ToolSchemaError,
     check_tools,
     tool_answer,
 )
 
 __all__ = [
+    "LIMITS",
     "FunctionSpec",
+    "Limits",
+    "LinearMatch",
+    "LinearPattern",
     "OutputConstraint",
     "ToolChoice",
     "ToolChoiceError",
+    "ToolSchemaError",
     "UnsupportedRegexError",
     "UnsupportedSchemaError",
     "check_constraint",

@@ -6,6 +6,10 @@ Keywords that constrain values in ways a one-pass generator cannot guarantee (``
 ``if``/``then``/``else``, ``patternProperties``...) are refused up front by
 :func:`check_schema`, naming the keyword, instead of producing output that fails
 validation. Unknown keywords and annotations are ignored, as validators do.
+
+Schemas come from clients, so every instance is generated under
+:class:`~llmsim.engine.structured.budget.Limits` (values, characters, depth, resolution
+work): a schema over one is refused naming the limit, and recursion always ends.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import math
 import random
 from typing import Any
 
+from llmsim.engine.structured.budget import LIMITS, Limits, over
+from llmsim.engine.structured.errors import UnsupportedSchemaError
 from llmsim.engine.structured.formats import FORMATS, word
-from llmsim.engine.structured.regex import UnsupportedRegexError, regex_instance
+from llmsim.engine.structured.numbers import number_instance
+from llmsim.engine.structured.regex import RegexGenerator, UnsupportedRegexError
+from llmsim.engine.structured.resolve import Resolver
 
 UNSUPPORTED_KEYWORDS = (
     "not", "if", "then", "else", "patternProperties", "dependentRequired",
@@ -35,25 +43,15 @@ SUPPORTED_KEYWORDS = (
 
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
-DEEP = 4
-MAX_SIZE = 1000
-"""Largest ``minItems``, ``minProperties`` (and a thousand times that ``minLength``) honoured."""
-MAX_VALUES = 20_000
-"""Values one instance may hold: a schema asking for more is refused, not generated."""
-"""Nesting depth from which optional parts are left out, so recursive schemas end."""
-MAX_DEPTH = 40
+_MALFORMED = (
+    TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError, OverflowError,
+)  # fmt: skip
 
 
-class UnsupportedSchemaError(ValueError):
-    """A schema llmsim cannot honour; ``keyword`` names the reason."""
-
-    def __init__(self, keyword: str, detail: str = "") -> None:
-        super().__init__(detail or f"JSON schema keyword '{keyword}' is not supported by llmsim")
-        self.keyword = keyword
-
-
-def check_schema(schema: Any) -> None:
-    """Raise :class:`UnsupportedSchemaError` for a keyword the generator cannot honour."""
+def check_schema(schema: Any, limits: Limits = LIMITS) -> None:
+    """Raise :class:`UnsupportedSchemaError` for a keyword the generator cannot honour,
+    a ``$ref``/``allOf`` cycle with no value in between, or an expansion over ``limits``."""
+    resolver = Resolver(schema, limits)
     stack = [schema]
     while stack:
         node = stack.pop()
@@ -66,7 +64,10 @@ def check_schema(schema: Any) -> None:
                 raise UnsupportedSchemaError(keyword)
         ref = node.get("$ref")
         if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
-            raise UnsupportedSchemaError("$ref", f"only local $ref are supported, not {ref!r}")
+            shown = ref[:80] if isinstance(ref, str) else ref
+            raise UnsupportedSchemaError("$ref", f"only local $ref are supported, not {shown!r}")
+        if ref is not None or "allOf" in node:
+            _resolvable(resolver, node)
         for key in _SCHEMA_MAPS:
             if isinstance(node.get(key), dict):
                 stack.extend(node[key].values())
@@ -81,21 +82,38 @@ def check_schema(schema: Any) -> None:
                 stack.append(value)
 
 
-def schema_instance(schema: Any, rng: random.Random) -> Any:
-    """A value that validates against ``schema`` (checked with :func:`check_schema` first)."""
-    check_schema(schema)
+def _resolvable(resolver: Resolver, node: dict[str, Any]) -> None:
     try:
-        return _Generator(schema, rng).value(schema, 0)
+        resolver.resolve(node)
     except UnsupportedSchemaError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+    except _MALFORMED as exc:
+        detail = f"the JSON schema is malformed: {str(exc)[:200] or type(exc).__name__}"
+        raise UnsupportedSchemaError("schema", detail) from None
+
+
+def schema_instance(schema: Any, rng: random.Random, limits: Limits = LIMITS) -> Any:
+    """A value that validates against ``schema`` (checked with :func:`check_schema` first).
+
+    Generation stays within ``limits``: a schema that needs more work is refused.
+    """
+    check_schema(schema)
+    try:
+        return _Generator(schema, rng, limits).value(schema, 0)
+    except UnsupportedSchemaError:
+        raise
+    except _MALFORMED as exc:
         # A malformed schema (``"minItems": "3"``, ``"enum": {}``) is the client's error.
-        raise UnsupportedSchemaError("schema", f"the JSON schema is malformed: {exc!r}") from None
+        detail = f"the JSON schema is malformed: {str(exc)[:200] or type(exc).__name__}"
+        raise UnsupportedSchemaError("schema", detail) from None
 
 
 def json_text(value: Any) -> str:
-    """The value as a model would write it: compact JSON with a space after separators."""
-    return json.dumps(value, ensure_ascii=False)
+    """The value as a model would write it: JSON with a space after separators, never NaN."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise UnsupportedSchemaError("const", "NaN and Infinity are not JSON values") from None
 
 
 def any_json_object(rng: random.Random) -> dict[str, Any]:
@@ -107,33 +125,46 @@ def any_json_object(rng: random.Random) -> dict[str, Any]:
 
 
 class _Generator:
-    def __init__(self, root: Any, rng: random.Random) -> None:
-        self.root = root
+    """One instance of one schema: the budgets left, the resolver and regex caches."""
+
+    def __init__(self, root: Any, rng: random.Random, limits: Limits) -> None:
         self.rng = rng
-        self.left = MAX_VALUES
+        self.limits = limits
+        self.refs = Resolver(root, limits)
+        self.patterns = RegexGenerator(rng, limits)
+        self.values_left = limits.max_values
+        self.chars_left = limits.max_chars
+        self.enums: dict[int, list[Any]] = {}
 
     # -- dispatch -----------------------------------------------------------------
     def value(self, schema: Any, depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise UnsupportedSchemaError("$ref", "the schema recurses without an end")
-        self.left -= 1
-        if self.left < 0:
-            raise UnsupportedSchemaError("minItems", "the schema asks for too large a value")
+        self._count_value(depth)
         if schema is True or schema == {}:
-            return word(self.rng)
+            return self._text(word(self.rng))
         if schema is False:
             raise UnsupportedSchemaError("false", "a schema of false admits no value")
-        schema = self._resolve(schema)
+        schema = self.refs.resolve(schema)
         if "const" in schema:
-            return schema["const"]
+            return _json_value(schema["const"], "const")
         if "enum" in schema:
-            if not schema["enum"]:
-                raise UnsupportedSchemaError("enum", "an empty enum admits no value")
-            return self.rng.choice(schema["enum"])
+            return self.rng.choice(self._enum(schema["enum"]))
         for key in ("anyOf", "oneOf"):
             if key in schema:
                 return self.value(self._branch(schema, key, depth), depth + 1)
-        kind = self._type(schema, depth)
+        if schema.get("nullable") is True and depth >= self.limits.optional_depth:
+            return None
+        return self._typed(schema, self._type(schema, depth), depth)
+
+    def _enum(self, values: Any) -> list[Any]:
+        """The values of an ``enum``, each checked once to have a JSON form."""
+        if not isinstance(values, list) or not values:
+            raise UnsupportedSchemaError("enum", "'enum' must be a non-empty list")
+        if id(values) not in self.enums:
+            _json_value(values, "enum")
+            self.enums[id(values)] = values  # keeps ``values`` alive: its id stays unique
+        return values
+
+    def _typed(self, schema: dict[str, Any], kind: str, depth: int) -> Any:
         if kind == "object":
             return self._object(schema, depth)
         if kind == "array":
@@ -141,47 +172,36 @@ class _Generator:
         if kind == "string":
             return self._string(schema)
         if kind in ("integer", "number"):
-            return self._number(schema, kind == "integer")
+            return number_instance(schema, kind == "integer", self.rng)
         if kind == "boolean":
             return self.rng.random() < 0.5
         if kind == "null":
             return None
-        raise UnsupportedSchemaError("type", f"unknown JSON schema type {kind!r}")
+        raise UnsupportedSchemaError("type", f"unknown JSON schema type {str(kind)[:40]!r}")
 
-    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """Follow ``$ref`` and fold ``allOf`` into one schema (siblings win over targets)."""
-        while "$ref" in schema:
-            target = self._lookup(schema["$ref"])
-            siblings = {k: v for k, v in schema.items() if k != "$ref"}
-            schema = _merge(target if isinstance(target, dict) else {}, siblings)
-        if "allOf" in schema:
-            merged = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                if isinstance(part, dict):
-                    merged = _merge(merged, self._resolve(part))
-            schema = merged
-        return schema
+    def _count_value(self, depth: int) -> None:
+        if depth > self.limits.max_depth:
+            limit = over("max_depth", self.limits.max_depth)
+            raise UnsupportedSchemaError("$ref", f"the schema recurses without an end {limit}")
+        self.values_left -= 1
+        if self.values_left < 0:
+            limit = over("max_values", self.limits.max_values)
+            raise UnsupportedSchemaError("schema", f"the schema asks for too many values {limit}")
 
-    def _lookup(self, ref: str) -> Any:
-        node = self.root
-        for part in ref.lstrip("#").split("/"):
-            if not part:
-                continue
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise UnsupportedSchemaError("$ref", f"$ref {ref!r} does not resolve")
-        return node
+    def _text(self, text: str) -> str:
+        """Charge generated characters against the instance's budget."""
+        self.chars_left -= len(text)
+        if self.chars_left < 0:
+            limit = over("max_chars", self.limits.max_chars)
+            raise UnsupportedSchemaError("minLength", f"the schema asks for too much text {limit}")
+        return text
 
     def _branch(self, schema: dict[str, Any], key: str, depth: int) -> Any:
         branches = schema[key]
         if not isinstance(branches, list) or not branches:
             raise UnsupportedSchemaError(key, f"'{key}' must be a non-empty list of schemas")
-        if depth >= DEEP:
-            plain = [b for b in branches if not _recursive(b)]
+        if depth >= self.limits.optional_depth:
+            plain = [b for b in branches if self.refs.terminal(b)]
             branches = plain or branches
         chosen = self.rng.choice(branches)
         rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
@@ -189,13 +209,13 @@ class _Generator:
             return chosen
         if not isinstance(chosen, dict):
             return rest if chosen is True else chosen
-        return _merge(rest, self._resolve(chosen))
+        return self.refs.merge(rest, self.refs.resolve(chosen))
 
     def _type(self, schema: dict[str, Any], depth: int) -> str:
         kind = schema.get("type")
         if isinstance(kind, list):
             real = [k for k in kind if k != "null"]
-            if not real or (depth >= DEEP and "null" in kind):
+            if not real or (depth >= self.limits.optional_depth and "null" in kind):
                 return "null"
             return str(self.rng.choice(real))
         if isinstance(kind, str):
@@ -213,22 +233,24 @@ class _Generator:
         properties: dict[str, Any] = schema.get("properties") or {}
         required = [name for name in schema.get("required") or [] if isinstance(name, str)]
         extra = schema.get("additionalProperties", True)
-        low = _size(schema, "minProperties", MAX_SIZE)
-        high = int(schema.get("maxProperties", len(properties) + len(required) + 2))
+        shallow = depth < self.limits.optional_depth
+        low = self._size(schema, "minProperties")
+        high = int(schema.get("maxProperties", max(low, len(properties) + len(required) + 2)))
+        _ordered(low, high, "minProperties")
         chosen = list(dict.fromkeys(required))
         optional = [name for name in properties if name not in chosen]
         for name in optional:
             if len(chosen) >= high:
                 break
-            if len(chosen) < low or (depth < DEEP and self.rng.random() < 0.7):
+            if len(chosen) < low or (shallow and self.rng.random() < 0.7):
                 chosen.append(name)
         result: dict[str, Any] = {}
         for name in chosen:
             result[name] = self.value(properties.get(name, _extra_schema(extra)), depth + 1)
-        wanted = max(low, 1 if not properties and extra is not False and depth < DEEP else 0)
+        wanted = max(low, 1 if not properties and extra is not False and shallow else 0)
         wanted = min(wanted, high)
         while len(result) < wanted and extra is not False:
-            key = f"{word(self.rng)}_{len(result)}"
+            key = self._text(f"{word(self.rng)}_{len(result)}")
             result[key] = self.value(_extra_schema(extra), depth + 1)
         return result
 
@@ -238,11 +260,13 @@ class _Generator:
         if isinstance(items, list):  # draft 4 tuple form
             prefix, items = items, schema.get("additionalItems", True)
         prefix = prefix or []
-        low = _size(schema, "minItems", MAX_SIZE)
+        low = self._size(schema, "minItems")
         high = int(schema.get("maxItems", max(low, len(prefix)) + 3))
+        _ordered(low, high, "minItems")
         if items is False:
             high = min(high, len(prefix))
-        top = low if depth >= DEEP else min(high, max(low, len(prefix)) + 2)
+        deep = depth >= self.limits.optional_depth
+        top = low if deep else min(high, max(low, len(prefix)) + 2)
         count = self.rng.randint(max(low, min(len(prefix), high)), max(low, top))
         unique = bool(schema.get("uniqueItems"))
         result: list[Any] = []
@@ -253,132 +277,81 @@ class _Generator:
             position = len(result)
             part = prefix[position] if position < len(prefix) else items
             value = self.value(part, depth + 1)
-            key = json.dumps(value, sort_keys=True)
-            if unique and key in seen:
-                continue
-            seen.add(key)
+            if unique:
+                key = json.dumps(value, sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
             result.append(value)
         return result
 
+    def _size(self, schema: dict[str, Any], keyword: str) -> int:
+        size = int(schema.get(keyword, 0))
+        if size > self.limits.max_items:
+            limit = over("max_items", self.limits.max_items)
+            raise UnsupportedSchemaError(keyword, f"'{keyword}' is too large {limit}")
+        return size
+
     # -- scalars ------------------------------------------------------------------
     def _string(self, schema: dict[str, Any]) -> str:
-        low = _size(schema, "minLength", MAX_SIZE * 1000)
+        low = int(schema.get("minLength", 0))
+        if low > self.chars_left:
+            limit = over("max_chars", self.limits.max_chars)
+            raise UnsupportedSchemaError("minLength", f"the schema asks for too much text {limit}")
         high = schema.get("maxLength")
+        if high is not None:
+            _ordered(low, high, "minLength")
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in FORMATS and "pattern" not in schema:
             text = FORMATS[fmt](self.rng)
             if len(text) >= low and (high is None or len(text) <= high):
-                return text
+                return self._text(text)
         if isinstance(schema.get("pattern"), str):
-            return self._pattern(schema["pattern"], low, high)
-        return self._words(low, high)
+            return self._text(self._pattern(schema["pattern"], low, high))
+        return self._text(_words(self.rng, low, high))
 
     def _pattern(self, pattern: str, low: int, high: int | None) -> str:
         # ``pattern`` is a search, not a full match; generating a full match is stricter.
         try:
             text = ""
             for _ in range(20):
-                text = regex_instance(pattern, self.rng)
+                text = self.patterns.instance(pattern)
                 if len(text) >= low and (high is None or len(text) <= high):
                     return text
             return text
         except UnsupportedRegexError as exc:
             raise UnsupportedSchemaError("pattern", str(exc)) from None
 
-    def _words(self, low: int, high: int | None) -> str:
-        count = self.rng.randint(1, 3)
-        text = " ".join(word(self.rng) for _ in range(count))
-        while len(text) < low:
-            text += " " + word(self.rng)
-        if high is not None and len(text) > high:
-            text = text[:high].rstrip() if high > 0 else ""
-            text = text.ljust(min(max(low, len(text)), high), "x")
-        return text
 
-    def _number(self, schema: dict[str, Any], integer: bool) -> int | float:
-        low, high = _bounds(schema, integer)
-        step = schema.get("multipleOf")
-        if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
-            return _multiple(low, high, step, integer, self.rng)
-        if integer:
-            return self.rng.randint(math.ceil(low), math.floor(high))
-        value = round(self.rng.uniform(low, high), 2)
-        return value if low <= value <= high else (low + high) / 2
+def _ordered(low: int, high: int, keyword: str) -> None:
+    if low > high:
+        raise UnsupportedSchemaError(keyword, f"'{keyword}' above its maximum admits no value")
 
 
-def _size(schema: dict[str, Any], keyword: str, limit: int) -> int:
-    size = int(schema.get(keyword, 0))
-    if size > limit:
-        raise UnsupportedSchemaError(keyword, f"'{keyword}' above {limit} is not supported")
-    return size
+def _words(rng: random.Random, low: int, high: int | None) -> str:
+    words = [word(rng) for _ in range(rng.randint(1, 3))]
+    length = sum(map(len, words)) + len(words) - 1
+    while length < low:
+        words.append(word(rng))
+        length += len(words[-1]) + 1
+    text = " ".join(words)
+    if high is not None and len(text) > high:
+        text = text[:high].rstrip() if high > 0 else ""
+        text = text.ljust(min(max(low, len(text)), high), "x")
+    return text
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Combine two schemas that must both hold (``allOf``, ``$ref`` siblings, a branch)."""
-    merged = {**base, **extra}
-    if "properties" in base and "properties" in extra:
-        merged["properties"] = {**base["properties"], **extra["properties"]}
-    if "required" in base and "required" in extra:
-        merged["required"] = list(dict.fromkeys([*base["required"], *extra["required"]]))
-    return merged
+def _json_value(value: Any, keyword: str) -> Any:
+    """A ``const`` / ``enum`` value as given, unless it has no JSON form (NaN, Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UnsupportedSchemaError(keyword, f"'{keyword}' holds NaN or Infinity: not JSON")
+    if isinstance(value, (dict, list)):
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise UnsupportedSchemaError(keyword, f"'{keyword}' holds NaN or Infinity") from None
+    return value
 
 
 def _extra_schema(extra: Any) -> Any:
     return extra if isinstance(extra, dict) else {"type": "string"}
-
-
-def _recursive(schema: Any) -> bool:
-    return "$ref" in json.dumps(schema) if isinstance(schema, dict) else False
-
-
-def _bounds(schema: dict[str, Any], integer: bool) -> tuple[float, float]:
-    """Inclusive bounds; exclusive ones (draft 4 booleans too) are pulled inwards."""
-    low, low_open = _bound(schema, "minimum", "exclusiveMinimum", max)
-    high, high_open = _bound(schema, "maximum", "exclusiveMaximum", min)
-    if low is None and high is None:
-        low, high = 0, 100
-    elif low is None:
-        assert high is not None
-        low = 0 if high >= 0 else high - 100
-    elif high is None:
-        high = max(low, 0) + 100
-    nudge = 1.0 if integer else min(0.01, (high - low) / 4 or 0.01)
-    if low_open:
-        low = math.floor(low) + 1 if integer else low + nudge
-    if high_open:
-        high = math.ceil(high) - 1 if integer else high - nudge
-    if (integer and math.ceil(low) > math.floor(high)) or low > high:
-        raise UnsupportedSchemaError("minimum", "the bounds minimum..maximum admit no value")
-    return low, high
-
-
-def _bound(
-    schema: dict[str, Any], inclusive: str, exclusive: str, tighter: Any
-) -> tuple[float | None, bool]:
-    """The bound and whether it is exclusive (draft 4 booleans and draft 6+ numbers)."""
-    value = schema.get(inclusive)
-    flag = schema.get(exclusive)
-    if isinstance(flag, bool):
-        return value, flag and value is not None
-    if isinstance(flag, (int, float)) and (value is None or tighter(value, flag) == flag):
-        return flag, True
-    return value, False
-
-
-def _multiple(
-    low: float, high: float, step: float, integer: bool, rng: random.Random
-) -> int | float:
-    first, last = math.ceil(low / step), math.floor(high / step)
-    candidates = [rng.randint(first, last) for _ in range(8)] if first <= last else []
-    for k in candidates:
-        value: int | float = k * step
-        if isinstance(step, float):
-            value = float(round(value, 12))
-            if value.is_integer() and integer:
-                value = int(value)
-        if low <= value <= high and (value / step) == int(value / step):
-            return value
-    for whole in range(math.ceil(low), min(math.floor(high), math.ceil(low) + 1000) + 1):
-        if whole / step == int(whole / step):
-            return whole
-    raise UnsupportedSchemaError("multipleOf", "no value within the bounds is a multiple")

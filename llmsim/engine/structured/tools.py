@@ -8,12 +8,15 @@ adapters that translate other APIs into chat) decides the same way.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from collections.abc import Sequence as Seq
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmsim.engine.answer import Answer, ToolCall
+from llmsim.engine.structured.errors import UnsupportedSchemaError
+from llmsim.engine.structured.regex import UnsupportedRegexError
 from llmsim.engine.structured.schema import check_schema, json_text, schema_instance
 
 MAX_PARALLEL_CALLS = 3
@@ -41,6 +44,14 @@ class ToolChoiceError(ValueError):
     """A tool choice that names a function missing from the tools."""
 
 
+class ToolSchemaError(UnsupportedSchemaError):
+    """The ``parameters`` of the tool at ``index`` cannot be honoured (or are over a limit)."""
+
+    def __init__(self, index: int, reason: ValueError) -> None:
+        super().__init__(getattr(reason, "keyword", "pattern"), str(reason))
+        self.index = index
+
+
 def check_tools(tools: Seq[FunctionSpec], choice: ToolChoice) -> None:
     """Refuse what cannot be answered: an unknown named tool, an unsupported schema."""
     if choice.mode == "named" and all(tool.name != choice.name for tool in tools):
@@ -48,7 +59,8 @@ def check_tools(tools: Seq[FunctionSpec], choice: ToolChoice) -> None:
     if choice.mode != "none":
         for tool in tools:
             if tool.parameters is not None:
-                check_schema(dict(tool.parameters))
+                with _naming(tools, tool):
+                    check_schema(dict(tool.parameters))
 
 
 def tool_answer(
@@ -77,7 +89,11 @@ def tool_answer(
     if choice.mode == "auto" and (last_role == "tool" or rng.random() >= probability):
         return None
     chosen = [rng.choice(tools) for _ in range(_call_count(parallel, rng))]
-    return Answer(tool_calls=tuple(ToolCall(tool.name, arguments(tool, rng)) for tool in chosen))
+    calls = []
+    for tool in chosen:
+        with _naming(tools, tool):
+            calls.append(ToolCall(tool.name, arguments(tool, rng)))
+    return Answer(tool_calls=tuple(calls))
 
 
 def arguments(tool: FunctionSpec, rng: random.Random) -> str:
@@ -85,6 +101,15 @@ def arguments(tool: FunctionSpec, rng: random.Random) -> str:
     if not tool.parameters:
         return "{}"
     return json_text(schema_instance(dict(tool.parameters), rng))
+
+
+@contextmanager
+def _naming(tools: Seq[FunctionSpec], tool: FunctionSpec) -> Iterator[None]:
+    """Turn a refused schema into a :class:`ToolSchemaError` naming the tool's position."""
+    try:
+        yield
+    except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
+        raise ToolSchemaError(next(i for i, t in enumerate(tools) if t is tool), exc) from None
 
 
 def _call_count(parallel: bool, rng: random.Random) -> int:

@@ -1,0 +1,1 @@
+"""vLLM's entry points, as the llmsim image answers them (see :mod:`vllm`)."""

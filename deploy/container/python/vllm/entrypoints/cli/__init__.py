@@ -1,0 +1,1 @@
+"""vLLM's ``vllm`` command, as the llmsim image answers it."""

@@ -1,0 +1,1 @@
+"""vLLM's OpenAI-compatible server entry point, as the llmsim image answers it."""

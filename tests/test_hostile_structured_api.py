@@ -1,0 +1,243 @@
+"""Hostile schemas and regexes through every API that takes them, against a real server.
+
+Each attack is sent while ``GET /health`` and an ordinary chat request are polled: both
+must keep answering within a second, and the attack must end in a 400 in the API's error
+shape that names the field (as that API spells it) and the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import RunningServer, start_server
+
+MODEL = "llmsim/sim-model"
+ASK = [{"role": "user", "content": "hi"}]
+PROMPT_TIMEOUT = 1.0
+"""Seconds /health and an ordinary chat request may take while an attack is answered."""
+
+
+def _doubling_tree(levels: int) -> dict[str, Any]:
+    """Thirty definitions, each an object of two of the previous: 2**30 values."""
+    defs: dict[str, Any] = {"d0": {"type": "integer"}}
+    for level in range(1, levels + 1):
+        ref = {"$ref": f"#/$defs/d{level - 1}"}
+        defs[f"d{level}"] = {
+            "type": "object",
+            "properties": {"x": ref, "y": ref},
+            "required": ["x", "y"],
+        }
+    return {"$defs": defs, "$ref": f"#/$defs/d{levels}"}
+
+
+TREE = _doubling_tree(30)
+SELF = {"$ref": "#"}
+ENDLESS = {"type": "object", "properties": {"n": {"$ref": "#"}}, "required": ["n"]}
+
+
+def _chat(**extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": ASK, "max_tokens": 5, **extra}
+
+
+def _json_schema(schema: Any) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+ATTACKS: list[tuple[str, str, bytes, str, str]] = [
+    (
+        "chat response_format",
+        "/v1/chat/completions",
+        json.dumps(_chat(response_format=_json_schema(TREE))).encode(),
+        "response_format",
+        "max_values",
+    ),
+    (
+        "chat tool, required",
+        "/v1/chat/completions",
+        json.dumps(
+            _chat(
+                tools=[
+                    {"type": "function", "function": {"name": "ok", "parameters": {}}},
+                    {"type": "function", "function": {"name": "f", "parameters": SELF}},
+                ],
+                tool_choice="required",
+            )
+        ).encode(),
+        "tools[1].function.parameters",
+        "refers to itself",
+    ),
+    (
+        "responses text.format",
+        "/v1/responses",
+        json.dumps(
+            {
+                "model": MODEL,
+                "input": "hi",
+                "text": {"format": {"type": "json_schema", "name": "x", "schema": TREE}},
+            }
+        ).encode(),
+        "text.format",
+        "max_values",
+    ),
+    (
+        "responses tool",
+        "/v1/responses",
+        json.dumps(
+            {
+                "model": MODEL,
+                "input": "hi",
+                "tools": [{"type": "function", "name": "f", "parameters": ENDLESS}],
+                "tool_choice": "required",
+            }
+        ).encode(),
+        "tools[0].parameters",
+        "max_depth",
+    ),
+    (
+        "messages input_schema",
+        "/v1/messages",
+        json.dumps(
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": ASK,
+                "tools": [{"name": "f", "input_schema": ENDLESS}],
+                "tool_choice": {"type": "any"},
+            }
+        ).encode(),
+        "tools[0].input_schema",
+        "max_depth",
+    ),
+    (
+        "messages output_config.format",
+        "/v1/messages",
+        json.dumps(
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": ASK,
+                "output_config": {"format": {"type": "json_schema", "schema": SELF}},
+            }
+        ).encode(),
+        "output_config.format",
+        "refers to itself",
+    ),
+    (
+        "structured_outputs.regex",
+        "/v1/chat/completions",
+        json.dumps(_chat(structured_outputs={"regex": "(?:(?:(?:)?){9999}){9999}"})).encode(),
+        "structured_outputs.regex",
+        "max_regex_steps",
+    ),
+    (
+        "guided_regex huge repeat",
+        "/v1/completions",
+        json.dumps({"model": MODEL, "prompt": "hi", "guided_regex": "(?:){4294967294}"}).encode(),
+        "guided_regex",
+        "max_repeat",
+    ),
+    (
+        "guided_json NaN",
+        "/v1/completions",
+        json.dumps({"model": MODEL, "prompt": "hi", "guided_json": '{"const": NaN}'}).encode(),
+        "guided_json",
+        "not a valid JSON schema",
+    ),
+    (
+        "tiny multipleOf",
+        "/v1/chat/completions",
+        json.dumps(
+            _chat(
+                response_format=_json_schema(
+                    {"type": "number", "multipleOf": 1e-300, "minimum": 1e10, "maximum": 1e12}
+                )
+            )
+        ).encode(),
+        "response_format",
+        "multipleOf",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(["--mode", "echo"], tmp_path_factory.mktemp("hostile"))
+    yield running
+    running.stop()
+
+
+def _post(server: RunningServer, path: str, data: bytes, timeout: float) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        server.base_url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _timed_get(server: RunningServer, path: str) -> float:
+    start = time.perf_counter()
+    with urllib.request.urlopen(server.base_url + path, timeout=5) as response:
+        assert response.status == 200
+    return time.perf_counter() - start
+
+
+def _timed_chat(server: RunningServer) -> float:
+    start = time.perf_counter()
+    status, _ = _post(server, "/v1/chat/completions", json.dumps(_chat()).encode(), 5)
+    assert status == 200
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "param", "fragment"),
+    [attack[1:] for attack in ATTACKS],
+    ids=[attack[0] for attack in ATTACKS],
+)
+def test_an_attack_is_refused_while_the_server_keeps_answering(
+    server: RunningServer, path: str, data: bytes, param: str, fragment: str
+) -> None:
+    outcome: dict[str, Any] = {}
+
+    def attack() -> None:
+        outcome["answer"] = _post(server, path, data, 20)
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    slowest = 0.0
+    polls = 0
+    while attacker.is_alive() or polls < 2:
+        slowest = max(slowest, _timed_get(server, "/health"), _timed_chat(server))
+        polls += 1
+    attacker.join(20)
+    assert slowest < PROMPT_TIMEOUT, f"the server stalled for {slowest:.2f}s"
+    status, body = outcome["answer"]
+    assert status == 400, body
+    error = body["error"]
+    assert error["type"] in ("BadRequestError", "invalid_request_error")
+    assert error["message"].startswith(f"{param}: "), error["message"]
+    assert fragment in error["message"]
+    if path != "/v1/messages":  # Anthropic's error shape has no param
+        assert error["param"] == param
+
+
+def test_recursive_schemas_with_a_way_out_are_answered(server: RunningServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}},
+        "required": ["kids"],
+    }
+    body = _chat(response_format=_json_schema(schema), max_tokens=500)
+    status, answer = _post(server, "/v1/chat/completions", json.dumps(body).encode(), 20)
+    assert status == 200
+    value = json.loads(answer["choices"][0]["message"]["content"])
+    assert isinstance(value["kids"], list)
