@@ -54,6 +54,8 @@ HEALTH_DEADLINE = 60.0
 
 @dataclass
 class Case:
+    """One measurement: how many instances, and closed-loop clients on each."""
+
     instances: int
     concurrency: int
     tokens: int
@@ -62,6 +64,8 @@ class Case:
 
 @dataclass
 class Outcome:
+    """What one case measured, and which bars it missed."""
+
     case: Case
     startup: float = 0.0
     startup_cpu: float = 0.0
@@ -111,6 +115,7 @@ class Outcome:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on, or holds, this loopback port."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -161,6 +166,7 @@ def fleet_pids(parent: int) -> list[int]:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
+    """User and system CPU seconds the processes have used so far."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
