@@ -14,7 +14,9 @@ measures
     ITL        each instance's mean inter-token latency, from its own
                vllm:inter_token_latency_seconds over the whole load (scraped before and
                after it: a scrape during the load would stall the steps it measures)
-    E2E        the client's mean end-to-end time (20 tokens are 20 steps: 400 ms)
+    E2E        the client's mean end-to-end time (20 tokens are 20 steps: 400 ms), and
+               the servers' own (vllm:e2e_request_latency_seconds): the difference is
+               time spent in sockets and event loops before and after the engine
     memory     the fleet's total RSS (parent and children) and PSS at the end of the load
     CPU        the cores the fleet and the client used, their CPU per request, and so the
                cores the target rate (every slot's request done in 20 steps) needs: on a
@@ -70,6 +72,7 @@ class Outcome:
     startup: float = 0.0
     startup_cpu: float = 0.0
     itl: list[float] = field(default_factory=list)
+    server_e2e: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
     errors: int = 0
     rss_mb: float = 0.0
@@ -226,20 +229,40 @@ async def wait_all_healthy(child: Child, ports: Sequence[int]) -> None:
     await asyncio.wait_for(asyncio.gather(*(one(port) for port in ports)), HEALTH_DEADLINE)
 
 
-async def itl_totals(ports: Sequence[int]) -> list[tuple[float, float]]:
-    """Each instance's (sum, count) of vllm:inter_token_latency_seconds."""
+HISTOGRAMS = ("vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds")
+"""Read from every instance: its ITL, and its own end-to-end time (from the request's
+arrival in the handler to its last token), which tells the server's share of the client's."""
 
-    async def one(port: int) -> tuple[float, float]:
+
+async def histogram_totals(ports: Sequence[int]) -> list[dict[str, tuple[float, float]]]:
+    """Each instance's (sum, count) of every family in :data:`HISTOGRAMS`."""
+
+    async def one(port: int) -> dict[str, tuple[float, float]]:
         _, body = await http_get(port, "/metrics")
-        total = count = 0.0
+        totals = dict.fromkeys(HISTOGRAMS, (0.0, 0.0))
         for line in body.decode().splitlines():
-            if line.startswith("vllm:inter_token_latency_seconds_sum"):
-                total += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:inter_token_latency_seconds_count"):
-                count += float(line.rsplit(" ", 1)[1])
-        return total, count
+            name, _, rest = line.partition("{")
+            family, _, part = name.rpartition("_")
+            if family in totals and part in ("sum", "count") and rest:
+                value = float(line.rsplit(" ", 1)[1])
+                total, count = totals[family]
+                totals[family] = (total + value, count) if part == "sum" else (total, count + value)
+        return totals
 
     return list(await asyncio.gather(*(one(port) for port in ports)))
+
+
+def means(
+    before: Sequence[dict[str, tuple[float, float]]],
+    after: Sequence[dict[str, tuple[float, float]]],
+    family: str,
+) -> list[float]:
+    """Each instance's mean of ``family`` between two scrapes."""
+    values = []
+    for old, new in zip(before, after, strict=True):
+        (s0, c0), (s1, c1) = old[family], new[family]
+        values.append((s1 - s0) / (c1 - c0) if c1 > c0 else float("inf"))
+    return values
 
 
 class Load:
@@ -290,7 +313,7 @@ class Load:
         # Scraped only while no request runs: rendering 32 instances' metrics at once
         # holds a worker's event loop for hundreds of milliseconds, which the steps of
         # every instance on it would show.
-        before = await itl_totals(self.ports)
+        before = await histogram_totals(self.ports)
         slots = [
             asyncio.ensure_future(self.slot(port))
             for port in self.ports
@@ -308,11 +331,9 @@ class Load:
         outcome.duration = duration
         self.stopping = True
         await asyncio.wait(slots, timeout=REQUEST_TIMEOUT)
-        after = await itl_totals(self.ports)
-        outcome.itl = [
-            (s1 - s0) / (c1 - c0) if c1 > c0 else float("inf")
-            for (s0, c0), (s1, c1) in zip(before, after, strict=True)
-        ]
+        after = await histogram_totals(self.ports)
+        outcome.itl = means(before, after, HISTOGRAMS[0])
+        outcome.server_e2e = means(before, after, HISTOGRAMS[1])
         outcome.e2e, outcome.errors = self.e2e, self.errors
 
 
@@ -357,7 +378,8 @@ def report(outcome: Outcome) -> str:
         f"| {outcome.rss_mb:.0f} MB ({outcome.rss_mb / case.instances:.1f}) "
         f"| {outcome.pss_mb:.0f} MB ({outcome.pss_mb / case.instances:.1f}) "
         f"| {statistics.fmean(itl):.2f} / {max(itl):.2f} ms "
-        f"| {mean_e2e:.0f} / {p99:.0f} ms | {len(e2e)} | {outcome.errors} "
+        f"| {mean_e2e:.0f} / {p99:.0f} ms | {statistics.fmean(outcome.server_e2e) * 1000:.0f} ms "
+        f"| {len(e2e)} | {outcome.errors} "
         f"| {outcome.server_cores:.2f} + {outcome.client_cores:.2f} "
         f"| {outcome.cpu_per_request(outcome.server_cores) * 1e6:.0f} + "
         f"{outcome.cpu_per_request(outcome.client_cores) * 1e6:.0f} µs "
@@ -368,10 +390,11 @@ def report(outcome: Outcome) -> str:
 
 HEADER = (
     "| instances | concurrent each | start-up (CPU of the fleet) | RSS total (per instance) "
-    "| PSS total (per instance) | ITL mean / worst instance | E2E mean / p99 | requests "
+    "| PSS total (per instance) | ITL mean / worst instance | E2E mean / p99 "
+    "| server's own E2E mean | requests "
     "| errors | cores used: fleet + client | CPU per request: fleet + client "
     "| cores the target rate needs | load avg | bars |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
