@@ -14,6 +14,7 @@ SOURCES = [
     "benchmarks",
     "examples",
     "docs/gen_config_reference.py",
+    "docs/gen_metrics_reference.py",
     "docs/gen_step_plots.py",
     "docs/mkdocs_hooks.py",
     "noxfile.py",
@@ -60,11 +61,13 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site, built with ``--strict`` into ``site/``.
 
-    Fails first if the generated configuration reference is out of date (fix it with
-    ``python docs/gen_config_reference.py``), then on any broken link, anchor or nav entry.
+    Fails first if the generated configuration reference or metrics table is out of date (fix
+    them with ``python docs/gen_config_reference.py`` and ``python docs/gen_metrics_reference.py``),
+    then on any broken link, anchor or nav entry.
     """
     session.install("-e", ".[docs]")
     session.run("python", "docs/gen_config_reference.py", "--check")
+    session.run("python", "docs/gen_metrics_reference.py", "--check")
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
     )

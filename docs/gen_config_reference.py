@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerate the settings reference in docs/configuration.md from the settings model.
+"""Regenerate the settings reference and the table of vLLM's flags in docs/configuration.md.
 
 The reference (the summary table and one section per setting, grouped like
 ``llmsim serve --help``) is rendered from ``Settings.model_fields`` and the ``serve``
-command's options, between the BEGIN/END markers of docs/configuration.md. Everything
+command's options, between the BEGIN/END markers of docs/configuration.md; the table of every ``vllm serve``
+flag and what it does here comes from ``llmsim.settings.vllm_flags``. Everything
 outside the markers is hand-written and left alone. ``tests/test_docs.py`` fails when the
 committed region differs from what this script renders.
 
@@ -33,11 +34,16 @@ from llmsim.settings.lora_modules import LoraModule  # noqa: E402
 from llmsim.settings.model import LAYER_FIELDS, Settings, env_name  # noqa: E402
 from llmsim.settings.sources import display_value, validate_exactly  # noqa: E402
 from llmsim.settings.units import format_duration, format_size  # noqa: E402
+from llmsim.settings.vllm_args import NO_EFFECT, VllmFlag, vllm_flags  # noqa: E402
+from llmsim.settings.vllm_flags import VLLM_VERSION  # noqa: E402
+from llmsim.settings.vllm_mapping import CONVERSION_NOTES  # noqa: E402
 
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 COMMAND = "python docs/gen_config_reference.py"
 BEGIN = f"<!-- BEGIN GENERATED REFERENCE: do not edit by hand, run `{COMMAND}` -->"
 END = "<!-- END GENERATED REFERENCE -->"
+VLLM_BEGIN = f"<!-- BEGIN GENERATED VLLM FLAGS: do not edit by hand, run `{COMMAND}` -->"
+VLLM_END = "<!-- END GENERATED VLLM FLAGS -->"
 OTHER_GROUP = "Other settings"
 
 
@@ -218,12 +224,87 @@ def render_reference() -> str:
     return "\n".join(lines)
 
 
-def replace_region(text: str, region: str) -> str:
-    """``text`` with the part from BEGIN to END replaced by ``region``."""
-    start, end = text.find(BEGIN), text.find(END)
+# -- vLLM's flags ------------------------------------------------------------------
+
+
+def vllm_value_text(flag: VllmFlag) -> str:
+    """What the flag takes, in words: ``an integer``, ``one of ...``, ``none (on/off)``."""
+    if flag.kind in ("flag", "bool"):
+        return "none (on/off)" if flag.kind == "bool" else "none"
+    words = {
+        "int": "an integer",
+        "float": "a number",
+        "hint": "an integer (`4k`, `1M` allowed)",
+        "hint_auto": "an integer (`4k`, `auto`)",
+        "loads": "JSON",
+        "json": "JSON",
+        "config": "a JSON object (or dotted sub-keys)",
+        "config_or_level": "a JSON object (or dotted sub-keys, or a level 0-3)",
+        "dict_or_str": "text or a JSON object",
+        "ids": "comma-separated ids",
+        "append": "text, repeatable",
+    }.get(flag.kind, "text")
+    if flag.choices:
+        words = "one of " + ", ".join(_code(choice) for choice in flag.choices)
+    if flag.nargs == "+":
+        words += ", one or more"
+    elif flag.nargs == "?":
+        words += " (optional)"
+    return words
+
+
+def vllm_effect_text(flag: VllmFlag) -> str:
+    """``takes effect as ...`` or ``accepted, no effect``."""
+    target = flag.target
+    if target == NO_EFFECT:
+        return "accepted, no effect"
+    if target.startswith("="):
+        note = CONVERSION_NOTES.get(flag.dest)
+        return f"takes effect as {note}" if note else "accepted, no effect"
+    if target not in Settings.model_fields:
+        return "accepted, no effect (yet)"
+    return f"takes effect as [`{target}`](#{target})"
+
+
+def render_vllm_flags() -> str:
+    """The generated table of vLLM's flags, markers included."""
+    flags = vllm_flags()
+    removed = [flag for flag in flags if flag.group.startswith("Removed")]
+    effective = sum(vllm_effect_text(flag).startswith("takes") for flag in flags)
+    lines = [
+        VLLM_BEGIN,
+        "",
+        f"The {len(flags) - len(removed)} flags of vLLM {VLLM_VERSION}'s `vllm serve` and "
+        f"{len(removed)} that older releases took; {effective} take effect here.",
+        "",
+    ]
+    group = None
+    for flag in vllm_flags():
+        if flag.group != group:
+            group = flag.group
+            lines.extend([f"#### {group}", "", "| flag | value | here |", "|---|---|---|"])
+        names = ", ".join(_code(name) for name in flag.names)
+        if flag.off:
+            names += " (off: " + ", ".join(_code(name) for name in flag.off) + ")"
+        lines.append(f"| {names} | {vllm_value_text(flag)} | {vllm_effect_text(flag)} |")
+        if flag is vllm_flags()[-1] or vllm_flags()[vllm_flags().index(flag) + 1].group != group:
+            lines.append("")
+    lines.append(VLLM_END)
+    return "\n".join(lines)
+
+
+def replace_region(text: str, region: str, begin: str = BEGIN, end_marker: str = END) -> str:
+    """``text`` with the part from ``begin`` to ``end_marker`` replaced by ``region``."""
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{CONFIGURATION.name} has no '{BEGIN}' ... '{END}' region")
-    return text[:start] + region + text[end + len(END) :]
+        raise ValueError(f"{CONFIGURATION.name} has no '{begin}' ... '{end_marker}' region")
+    return text[:start] + region + text[end + len(end_marker) :]
+
+
+def render_page(text: str) -> str:
+    """The page with both generated regions brought up to date."""
+    text = replace_region(text, render_reference())
+    return replace_region(text, render_vllm_flags(), VLLM_BEGIN, VLLM_END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     current = CONFIGURATION.read_text(encoding="utf-8")
-    updated = replace_region(current, render_reference())
+    updated = render_page(current)
     if args.check:
         if updated != current:
             print(f"docs/configuration.md is out of date: run `{COMMAND}`", file=sys.stderr)

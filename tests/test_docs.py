@@ -31,13 +31,14 @@ from typer.testing import CliRunner
 from llmsim.api import create_app
 from llmsim.cli.main import app
 from llmsim.engine import Engine
-from llmsim.observability.metrics import (
+from llmsim.observability.metrics import Metrics
+from llmsim.observability.vllm_series import (
     ITERATION_TOKEN_BUCKETS,
     N_BUCKETS,
     REQUEST_LATENCY_BUCKETS,
+    SERIES,
     TOKEN_GAP_BUCKETS,
     TTFT_BUCKETS,
-    Metrics,
 )
 from llmsim.runtime.sleep import SleepController
 from llmsim.settings.model import Settings, env_name, option_flag
@@ -249,9 +250,11 @@ ENDPOINT = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
 @pytest.mark.usefixtures("clean_env")
 def test_endpoints_in_docs_match_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # the sleep-mode endpoints exist only so
+    apps = (create_app(Settings()), create_app(Settings(runner="pooling")))
     routes = {
         (route.method, route.resource.canonical)
-        for route in create_app(Settings()).router.routes()
+        for app in apps  # a generation model's routes and a pooling model's
+        for route in app.router.routes()
         # HEAD mirrors GET; "*" is the catch-all that answers 404 and 405.
         if route.method not in {"HEAD", "*"} and route.resource is not None
     }
@@ -323,6 +326,7 @@ def test_every_documented_metric_exists() -> None:
     sleep_registry = CollectorRegistry()  # registered only with --enable-sleep-mode
     SleepController(None, enabled=True, registry=sleep_registry)
     known |= {family.name for family in sleep_registry.collect()}
+    known |= {series.sample_name for series in SERIES}  # vLLM's, listed though not simulated
     for path in [README, *_doc_pages()]:
         unknown = sorted(set(METRIC_NAME.findall(_text(path))) - known)
         assert not unknown, f"{path.relative_to(ROOT)} names metrics the server lacks: {unknown}"

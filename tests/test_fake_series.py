@@ -13,7 +13,8 @@ from promql import Scrape, histogram_quantile, parse, rate, select
 
 from llmsim.engine import Engine
 from llmsim.observability.fake_shapes import lognormal, piecewise
-from llmsim.observability.metrics import TTFT_BUCKETS, Metrics
+from llmsim.observability.metrics import Metrics
+from llmsim.observability.vllm_series import TTFT_BUCKETS
 from llmsim.settings.fake_metrics import FakeMetricsError, Schedule, parse_spec
 from llmsim.settings.model import Settings
 

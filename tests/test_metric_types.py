@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
 from llmsim.observability.metric_types import FastCollector, FastFamily
-from llmsim.observability.metrics import TOKEN_GAP_BUCKETS, build_1_2_5_buckets
+from llmsim.observability.vllm_series import TOKEN_GAP_BUCKETS, token_count_buckets
 
 LABELS = ("model_name", "engine")
 VALUES = ("m", "0")
@@ -23,7 +23,7 @@ def created_names(text: bytes) -> list[str]:
     return [line.split("{")[0] for line in text.decode().splitlines() if "_created{" in line]
 
 
-@pytest.mark.parametrize("buckets", [TOKEN_GAP_BUCKETS, build_1_2_5_buckets(4096)])
+@pytest.mark.parametrize("buckets", [TOKEN_GAP_BUCKETS, token_count_buckets(4096)])
 def test_histogram_matches_prometheus_client(buckets: tuple[float, ...] | list[int]) -> None:
     rng = random.Random(5)
     values = [rng.choice([0.0, *buckets]) for _ in range(200)]  # values on the bounds too

@@ -404,6 +404,9 @@ async def test_waiting_adapter_request_is_overtaken_by_a_base_model_request(
             "running_lora_adapters": "a",
             "waiting_lora_adapters": "b",
         }
+        by_reason = "vllm:num_requests_waiting_by_reason"
+        assert metric(blocked, by_reason, reason="deferred") == 1  # held by its adapter's slot
+        assert metric(blocked, by_reason, reason="capacity") == 0
         base = await asyncio.wait_for(
             call(session, server, "POST", CHAT, chat(4, model=MODEL)), STEP_TIMEOUT
         )
@@ -860,7 +863,8 @@ async def test_n_counts_against_the_limits_per_sequence(llmsim_server: StartServ
         three = asyncio.create_task(call(session, server, "POST", CHAT, chat(150, n=3)))
         await wait_counts(session, server, 3, 0)
         # Two prompts are two sequences: one runs, one waits.
-        two_prompts = {"prompt": ["one", "two"], "max_tokens": 4, "ignore_eos": True}
+        # (long enough that the second still waits while the next checks run on a busy machine)
+        two_prompts = {"prompt": ["one", "two"], "max_tokens": 20, "ignore_eos": True}
         prompts = asyncio.create_task(call(session, server, "POST", COMPLETIONS, two_prompts))
         await wait_counts(session, server, 4, 1)
         # n=2 would need two queue places; only one is left: 429, and the queue is unchanged.

@@ -39,11 +39,15 @@ class AccessLogger(AbstractAccessLogger):
     """
 
     writer: ClassVar[AccessWriter | None] = None
+    excluded: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def writing_to(cls, writer: AccessWriter) -> type[AccessLogger]:
-        """A logger class whose instances all write through ``writer``."""
-        return type("AccessLogger", (cls,), {"writer": writer})
+    def writing_to(
+        cls, writer: AccessWriter, excluded: frozenset[str] = frozenset()
+    ) -> type[AccessLogger]:
+        """A logger class whose instances all write through ``writer``, skipping requests
+        to the ``excluded`` paths (vLLM's ``--disable-access-log-for-endpoints``)."""
+        return type("AccessLogger", (cls,), {"writer": writer, "excluded": excluded})
 
     def log(
         self,
@@ -54,6 +58,8 @@ class AccessLogger(AbstractAccessLogger):
         """``elapsed`` is aiohttp's duration on the loop clock, used when no start was noted."""
         writer = self.writer
         if writer is None or not self.logger.isEnabledFor(logging.INFO):
+            return
+        if self.excluded and request.path in self.excluded:
             return
         remote = _remote(request)
         version = request.version

@@ -23,6 +23,7 @@ from llmsim.api.logprobs import (
     Step,
     chat_content,
     prompt_logprobs_json,
+    token_label,
     top_dict,
 )
 from llmsim.api.sse import ResponseMeta, usage
@@ -144,7 +145,7 @@ def _chat_logprobs(plan: OutputPlan, sequence: Sequence) -> Iterator[bytes]:
     generated = sequence.output[: sequence.generated]
     for start in range(0, len(generated), SLICE):
         steps = plan.generated_steps(sequence.index, generated[start : start + SLICE], start)
-        yield _items(dumps(chat_content(steps)), start == 0)
+        yield _items(dumps(chat_content(steps, plan.token_ids)), start == 0)
     yield b"]}"
 
 
@@ -170,9 +171,10 @@ def _completion_logprobs(plan: OutputPlan, sequence: Sequence, k: int) -> Iterat
         for text in texts:
             offsets.append(offset)
             offset += len(text)
-        tokens.extend(texts)
+        ids = plan.token_ids
+        tokens.extend(token_label(text, step, ids) for text, step in zip(texts, steps, strict=True))
         values.extend(None if step is None else step.logprob for step in steps)
-        tops.append(dumps([None if step is None else top_dict(step) for step in steps]))
+        tops.append(dumps([None if step is None else top_dict(step, ids) for step in steps]))
         yield PAUSE
     yield (
         b'{"text_offset":'

@@ -23,6 +23,7 @@ from llmsim.api import (
     tokenization,
     upstream,
 )
+from llmsim.api.cors import attach_cors
 from llmsim.api.dev_mode import dev_routes
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
@@ -43,6 +44,7 @@ from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import openapi_document
 from llmsim.api.pod_identity import install_pod_identity
+from llmsim.api.pooling_routes import invocations, pooling_routes
 from llmsim.api.response_store import ResponseStore
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.engine.data_parallel import DataParallelEngines
@@ -141,6 +143,8 @@ def create_app(
         # vLLM's small endpoints, tokenization and embeddings
         web.get("/ping", system.health),
         web.post("/ping", system.health),
+        web.post("/invocations", invocations),  # SageMaker: dispatched by the body's shape
+        *pooling_routes(settings),  # score, rerank, classify, /v2/embed of a pooling model
         web.get("/load", get_load),
         web.post("/tokenize", tokenization.tokenize),
         web.post("/detokenize", tokenization.detokenize),
@@ -153,7 +157,14 @@ def create_app(
         web.post("/v1/completions/derender", render.derender_completion),
         web.post("/inference/v1/generate", token_generate.generate_tokens),
     ]
+    if settings.runner == "pooling":  # vLLM registers no generating route for such a model
+        routes = [route for route in routes if route.path not in GENERATING_PATHS]
+        app[OPENAPI] = openapi_document(pooling=True)
+    if settings.disable_fastapi_docs:
+        routes = [route for route in routes if route.path != "/openapi.json"]
     routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1
+    if settings.root_path:  # as Starlette with a root path: with and without the prefix
+        routes.extend(_prefixed(routes, settings.root_path))
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -173,6 +184,7 @@ def create_app(
     )
     app.on_response_prepare.append(shape_unrouted)
     install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
+    attach_cors(app, settings)
     if settings.upstream is not None:
         upstream.attach_upstream(app)
     return app
@@ -195,6 +207,28 @@ def _engines(
         engines.append(engine)
     assert first is not None, "at least one rank"
     return DataParallelEngines(engines, ranks), first
+
+
+GENERATING_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/derender",
+        "/inference/v1/generate",
+    }
+)
+"""Routes an embedding model (``runner = pooling``) does not have."""
+
+
+def _prefixed(routes: list[web.RouteDef], prefix: str) -> list[web.RouteDef]:
+    return [web.RouteDef(r.method, prefix + r.path, r.handler, r.kwargs) for r in routes]
 
 
 def _unchanged(handler: Handler) -> Handler:

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from llmsim.api.jsonio import dumps
+from llmsim.api.keys import SETTINGS
 from llmsim.api.logprobs import chat_logprobs, chat_prompt_logprobs
 from llmsim.api.sse import NOT_FINISHED, ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
@@ -31,7 +32,7 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         "choices": [
             {
                 "index": sequence.index,
-                "message": chat_message(sequence),
+                "message": chat_message(sequence, group.engine.settings.response_role),
                 "logprobs": None if plan is None else chat_logprobs(plan, sequence),
                 "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
@@ -44,13 +45,14 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
     }
 
 
-def chat_message(sequence: Sequence) -> dict[str, Any]:
+def chat_message(sequence: Sequence, role: str = "assistant") -> dict[str, Any]:
+    """The answer's message; ``role`` is vLLM's ``--response-role``."""
     if not sequence.tool_calls:
-        return {"role": "assistant", "content": sequence.text, "tool_calls": []}
+        return {"role": role, "content": sequence.text, "tool_calls": []}
     output = sequence.output
     content = "".join(output[: sequence.tool_calls[0].start])
     return {
-        "role": "assistant",
+        "role": role,
         "content": content or None,
         "tool_calls": [
             {
@@ -74,10 +76,13 @@ class ChatStreamSink(StreamSink):
     _call_ids: dict[tuple[int, int], str] | None = None
 
     def start_chunk(self, index: int) -> bytes:
+        app = getattr(self.request, "app", None)  # a web.Request (tests may pass a bare one)
+        role = app[SETTINGS].response_role if app is not None else "assistant"
         return self.chunk(
             index,
-            b'"delta":{"role":"assistant","content":""},"logprobs":null,'
-            b'"finish_reason":null,"stop_reason":null',
+            b'"delta":{"role":'
+            + (b'"assistant"' if role == "assistant" else dumps(role))
+            + b',"content":""},"logprobs":null,"finish_reason":null,"stop_reason":null',
         )
 
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:

@@ -45,8 +45,8 @@ EmbeddingInput = (
 )
 
 
-class EmbeddingRequest(_Body):
-    """vLLM's embedding (and pooling) request: ``input``, or ``messages`` (chat form)."""
+class PoolingInput(_Body):
+    """What every pooling request carries: ``input``, or ``messages`` (chat form)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -60,16 +60,21 @@ class EmbeddingRequest(_Body):
     model: str | None = None
     input: EmbeddingInput | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1, le=2**31), INTEGRAL] | None = None
     add_special_tokens: bool = True
     user: str | None = None
 
     @model_validator(mode="after")
-    def _one_input(self) -> EmbeddingRequest:
+    def _one_input(self) -> PoolingInput:
         if (self.input is None) == (self.messages is None):
             raise ValueError("exactly one of 'input' or 'messages' must be given")
         return self
+
+
+class EmbeddingRequest(PoolingInput):
+    """vLLM's embedding (and pooling) request."""
+
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1, le=2**31), INTEGRAL] | None = None
 
 
 async def create_embedding(request: web.Request) -> web.Response:
@@ -96,15 +101,17 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
             f"got {body.dimensions}.",
             "dimensions",
         )
-    items = _items(engine, body)
-    counts = [_count(engine, body, item) for item in items]
+    items = pooled_items(engine, body)
+    counts = [count_item(engine, body, item) for item in items]
     limit = engine.settings.max_model_len
     for count in counts:
         if count > limit:
-            raise APIError(400, _too_long(limit, count), "input")
+            raise APIError(400, too_long(limit, count), "input")
     request_id = prefix + f"{random.getrandbits(128):032x}"
     engines = request.app[ENGINES]
-    group = _submit(engines.engines[engine_index(request, engines)], request_id, target, counts)
+    group = submit_prefill(
+        engines.engines[engine_index(request, engines)], request_id, target, counts
+    )
     request[GENERATION] = group
     with group:
         await group.run()
@@ -130,7 +137,7 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
     return web.Response(body=dumps(answer), content_type="application/json")
 
 
-def _items(engine: Engine, body: EmbeddingRequest) -> list[str | list[int]]:
+def pooled_items(engine: Engine, body: PoolingInput) -> list[str | list[int]]:
     if body.messages is not None:
         return [render_messages(engine.tokenizer, body.messages)]
     value = body.input
@@ -142,7 +149,7 @@ def _items(engine: Engine, body: EmbeddingRequest) -> list[str | list[int]]:
     return list(value)  # type: ignore[arg-type]
 
 
-def _count(engine: Engine, body: EmbeddingRequest, item: str | list[int]) -> int:
+def count_item(engine: Engine, body: PoolingInput, item: str | list[int]) -> int:
     if isinstance(item, str):
         add_special = body.add_special_tokens and body.messages is None
         return engine.tokenizer.count(item, add_special)
@@ -162,7 +169,7 @@ def _encode(vector: list[float], body: EmbeddingRequest) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def _too_long(limit: int, count: int) -> str:
+def too_long(limit: int, count: int) -> str:
     return (
         f"This model's maximum context length is {limit} tokens. However, you requested "
         f"{count} tokens in the input for embedding generation. Please reduce the length "
@@ -170,14 +177,16 @@ def _too_long(limit: int, count: int) -> str:
     )
 
 
-def _submit(engine: Engine, request_id: str, target: Target, counts: list[int]) -> RequestGroup:
+def submit_prefill(
+    engine: Engine, request_id: str, target: Target, counts: list[int]
+) -> RequestGroup:
     """Prefill-only sequences: no output tokens, timed by the latency model."""
     prompts = [PromptInput(count, "") for count in counts]
     generation = GenerationRequest(request_id, target, prompts, n=1, max_tokens=0)
     try:
         return engine.submit(generation)
     except ContextLengthError as exc:
-        raise APIError(400, _too_long(exc.max_model_len, exc.prompt_tokens), "input") from None
+        raise APIError(400, too_long(exc.max_model_len, exc.prompt_tokens), "input") from None
     except QueueFullError:
         limit = engine.settings.max_waiting_queue_length
         raise APIError(

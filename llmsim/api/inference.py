@@ -244,6 +244,8 @@ async def _generate(
     if not plain:
         make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)
         plan = await asyncio.to_thread(make_plan) if large else make_plan()
+        if plan is not None:
+            plan.token_ids = settings.return_tokens_as_token_ids
     check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
     stream, include_usage = body.stream, body.include_usage
     del body

@@ -24,6 +24,14 @@ class ServerLoad:
 
 COUNTED_PATHS = frozenset(
     {
+        "/invocations",
+        "/score",
+        "/v1/score",
+        "/rerank",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/classify",
+        "/v2/embed",
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/responses",

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmsim.api.errors import APIError
-from llmsim.api.prompts import prompt_text, render_chat
+from llmsim.api.prompts import render_chat
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import Sequence as Sequence_
 from llmsim.engine.corpus import SENTENCES
 from llmsim.engine.tokenizer import Tokenizer, TokenizerError
+from llmsim.service.prompts import piece_id as piece_id  # also for the stream writers
+from llmsim.service.prompts import prompt_text
 
 MIN_LOGPROB = -9999.0
 """vLLM's floor for a logprob (it never sends ``-inf``)."""
@@ -124,6 +126,8 @@ class OutputPlan:
     """Each prompt's text (echo, prompt logprobs)."""
     prompt_ids: list[list[int]] = field(default_factory=list)
     n: int = 1
+    token_ids: bool = False
+    """Name tokens ``token_id:N`` (vLLM's ``--return-tokens-as-token-ids``)."""
 
     def source(self, index: int) -> LogprobSource:
         return LogprobSource(self.tokenizer, self.seed, index, self.temperature)
@@ -169,11 +173,6 @@ class OutputPlan:
         for position in range(1, len(ids)):
             steps.append(source.step(position, texts[position], ids[position], k, prompt=True))
         return steps
-
-
-def piece_id(tokenizer: Tokenizer, piece: str) -> int:
-    ids = tokenizer.encode(piece)
-    return ids[0] if ids else 0
 
 
 def token_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
@@ -222,15 +221,20 @@ def _logprob(logprob: float, rank: int, text: str) -> dict[str, Any]:
     return {"logprob": logprob, "rank": rank, "decoded_token": text}
 
 
-def chat_content(steps: Sequence[Step]) -> list[dict[str, Any]]:
+def chat_content(steps: Sequence[Step], token_ids: bool = False) -> list[dict[str, Any]]:
     """Chat's ``logprobs.content`` entries."""
     return [
         {
-            **_chat_token(step.token.text, step.logprob),
-            "top_logprobs": [_chat_token(c.text, logprob) for c, logprob in step.top],
+            **_chat_token(_label(step.token, token_ids), step.logprob),
+            "top_logprobs": [_chat_token(_label(c, token_ids), logprob) for c, logprob in step.top],
         }
         for step in steps
     ]
+
+
+def _label(candidate: Candidate, token_ids: bool) -> str:
+    """How a token is named in logprobs: its text, or ``token_id:N``."""
+    return f"token_id:{candidate.token_id}" if token_ids else candidate.text
 
 
 def _chat_token(text: str, logprob: float) -> dict[str, Any]:
@@ -238,7 +242,7 @@ def _chat_token(text: str, logprob: float) -> dict[str, Any]:
 
 
 def completion_logprobs(
-    texts: Sequence[str], steps: Sequence[Step | None], offset: int = 0
+    texts: Sequence[str], steps: Sequence[Step | None], offset: int = 0, token_ids: bool = False
 ) -> dict[str, Any]:
     """The legacy completions ``logprobs`` object; ``offset`` is where ``texts`` start."""
     offsets: list[int] = []
@@ -248,15 +252,22 @@ def completion_logprobs(
     return {
         "text_offset": offsets,
         "token_logprobs": [None if step is None else step.logprob for step in steps],
-        "tokens": list(texts),
-        "top_logprobs": [None if step is None else top_dict(step) for step in steps],
+        "tokens": [
+            token_label(text, step, token_ids) for text, step in zip(texts, steps, strict=True)
+        ],
+        "top_logprobs": [None if step is None else top_dict(step, token_ids) for step in steps],
     }
 
 
-def top_dict(step: Step) -> dict[str, float]:
-    top = {step.token.text: step.logprob}
+def token_label(text: str, step: Step | None, token_ids: bool) -> str:
+    """A token as the legacy ``tokens`` array names it: its text, or ``token_id:N``."""
+    return text if step is None or not token_ids else _label(step.token, True)
+
+
+def top_dict(step: Step, token_ids: bool = False) -> dict[str, float]:
+    top = {_label(step.token, token_ids): step.logprob}
     for candidate, logprob in step.top:
-        top.setdefault(candidate.text, logprob)
+        top.setdefault(_label(candidate, token_ids), logprob)
     return top
 
 
@@ -347,7 +358,7 @@ def completion_extras(
             steps = plan.prompt_steps(index, plan.logprobs)
         texts += pieces
         steps += plan.generated_steps(index, pieces)
-        logprobs = completion_logprobs(texts, steps)
+        logprobs = completion_logprobs(texts, steps, token_ids=plan.token_ids)
     prompt_logprobs = None
     if plan.prompt_logprobs is not None:
         prompt_logprobs = prompt_logprobs_json(plan.prompt_steps(index, plan.prompt_logprobs))
@@ -357,7 +368,8 @@ def completion_extras(
 def chat_logprobs(plan: OutputPlan, sequence: Sequence_) -> dict[str, Any] | None:
     if plan.logprobs is None:
         return None
-    return {"content": chat_content(plan.generated_steps(sequence.index, _generated(sequence)))}
+    steps = plan.generated_steps(sequence.index, _generated(sequence))
+    return {"content": chat_content(steps, plan.token_ids)}
 
 
 def chat_prompt_logprobs(plan: OutputPlan) -> list[dict[str, Any] | None] | None:

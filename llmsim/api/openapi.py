@@ -16,6 +16,7 @@ from llmsim import __version__
 from llmsim.api.embeddings import EmbeddingRequest
 from llmsim.api.jsonio import dumps
 from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
+from llmsim.api.openapi_pooling import POOLING_MODELS, pooling_paths
 from llmsim.api.responses import ResponsesRequest
 from llmsim.api.schemas import (
     ChatCompletionRequest,
@@ -336,21 +337,27 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
+GENERATING = ("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/messages", "/inference/")
+"""Path prefixes of the generating routes, which a pooling model answers 404."""
+
+
 @functools.cache
-def openapi_document() -> bytes:
-    """The encoded document, built once per process: every instance serves the same one,
-    and building it costs tens of milliseconds (most of an instance's start-up)."""
-    return dumps(build_openapi())
+def openapi_document(*, pooling: bool = False) -> bytes:
+    """The encoded document, built once per process and kind of model: every instance
+    serves the same one, and building it costs tens of milliseconds (most of an
+    instance's start-up)."""
+    return dumps(build_openapi(pooling=pooling))
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(*, pooling: bool = False) -> dict[str, Any]:
+    """The document; ``pooling`` adds a pooling model's score, rerank and classify routes."""
     schemas: dict[str, Any] = {}
-    for model in _MODELS:
+    for model in _MODELS + (POOLING_MODELS if pooling else ()):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     plain_ok = {"200": {"description": "OK"}}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "llmsim: vLLM-compatible OpenAI API",
@@ -433,6 +440,7 @@ def build_openapi() -> dict[str, Any]:
                 }
             },
             **_model_paths(),
+            **(pooling_paths() if pooling else {}),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
@@ -447,3 +455,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "components": {"schemas": schemas},
     }
+    if pooling:  # a pooling model has no generating routes
+        paths = document["paths"]
+        document["paths"] = {k: v for k, v in paths.items() if not k.startswith(GENERATING)}
+    return document

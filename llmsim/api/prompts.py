@@ -15,12 +15,8 @@ from typing import Any
 from llmsim.api.errors import APIError
 from llmsim.api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
-from llmsim.engine.tokenizer import (
-    GENERATION_PROMPT,
-    BuiltinTokenizer,
-    Tokenizer,
-    TokenizerError,
-)
+from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
+from llmsim.service.prompts import prompt_text
 
 __all__ = ["GENERATION_PROMPT", "chat_prompt", "completion_prompts", "render_chat"]
 
@@ -138,14 +134,6 @@ def _text_prompt(
         ids = tokenizer.encode(text, special)
         return PromptInput(len(ids), echo_text, ids)
     return PromptInput(tokenizer.count(text, special), echo_text)
-
-
-def prompt_text(ids: list[int], tokenizer: Tokenizer) -> str:
-    """The text of a token-id prompt; ids outside the vocabulary show as numbers."""
-    try:
-        return tokenizer.decode(ids)
-    except TokenizerError:
-        return " ".join(str(token_id) for token_id in ids)
 
 
 def check_vocabulary(ids: list[int], tokenizer: Tokenizer, param: str = "prompt") -> None:

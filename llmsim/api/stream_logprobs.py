@@ -20,6 +20,7 @@ from llmsim.api.logprobs import (
     chat_content,
     completion_logprobs,
     piece_id,
+    token_label,
     top_dict,
 )
 from llmsim.engine import Sequence
@@ -39,14 +40,21 @@ class EchoPrefix:
     """``top_logprobs`` entries, encoded, a slice per item."""
     end: int = 0
     """The text offset after the prompt."""
+    token_ids: bool = False
+    """Name tokens ``token_id:N`` (``--return-tokens-as-token-ids``)."""
 
     def add(self, texts: list[str], steps: list[Step | None]) -> None:
         for text in texts:
             self.offsets.append(self.end)
             self.end += len(text)
-        self.tokens.extend(texts)
+        ids = self.token_ids
+        self.tokens.extend(
+            token_label(text, step, ids) for text, step in zip(texts, steps, strict=True)
+        )
         self.values.extend(None if step is None else step.logprob for step in steps)
-        self.tops.append(dumps([None if step is None else top_dict(step) for step in steps])[1:-1])
+        self.tops.append(
+            dumps([None if step is None else top_dict(step, ids) for step in steps])[1:-1]
+        )
 
     def with_token(self, text: str, step: Step | None) -> bytes:
         """The first chunk's ``logprobs``: the prompt's entries, then the token's."""
@@ -54,8 +62,8 @@ class EchoPrefix:
         if step is not None:
             offsets = [*offsets, self.end]
             values = [*values, step.logprob]
-            tokens = [*tokens, text]
-            tops = [*tops, dumps(top_dict(step))]
+            tokens = [*tokens, token_label(text, step, self.token_ids)]
+            tops = [*tops, dumps(top_dict(step, self.token_ids))]
         return (
             b'{"text_offset":'
             + dumps(offsets)
@@ -85,7 +93,7 @@ class StreamLogprobs:
         if not plan.echo or plan.logprobs is None:
             return
         for index in indexes:
-            prefix = EchoPrefix()
+            prefix = EchoPrefix(token_ids=self.plan.token_ids)
             texts = plan.prompt_pieces(index)
             slices = plan.prompt_step_slices(index, plan.logprobs, PREPARE_SLICE)
             for number, steps in enumerate(slices):
@@ -112,7 +120,7 @@ class StreamLogprobs:
         _, step = self._advance(sequence, text)
         if step is None:
             return b"null"
-        return dumps({"content": chat_content([step])})
+        return dumps({"content": chat_content([step], self.plan.token_ids)})
 
     def completion(self, sequence: Sequence, text: str) -> tuple[str, bytes]:
         """The chunk's text (the prompt first, with echo) and ``logprobs`` value."""
@@ -138,4 +146,4 @@ class StreamLogprobs:
         if step is not None:
             texts.append(text)
             steps.append(step)
-        return out_text, dumps(completion_logprobs(texts, steps, offset))
+        return out_text, dumps(completion_logprobs(texts, steps, offset, self.plan.token_ids))

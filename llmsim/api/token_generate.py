@@ -21,7 +21,6 @@ from llmsim.api.jsonio import dumps
 from llmsim.api.logprobs import (
     OutputPlan,
     completion_plan,
-    piece_id,
     prompt_logprobs_json,
 )
 from llmsim.api.prompts import completion_prompts
@@ -30,6 +29,7 @@ from llmsim.api.schemas import INTEGRAL, CompletionRequest, StreamOptions, _Body
 from llmsim.api.sse import DONE, ResponseMeta, StreamSink, usage
 from llmsim.engine import RequestGroup, Sequence
 from llmsim.engine.tokenizer import Tokenizer
+from llmsim.service.generation import output_ids
 
 TokenId = Annotated[int, Field(ge=0, le=2**63 - 1), INTEGRAL]
 
@@ -93,17 +93,6 @@ def as_completion(body: GenerateRequest, max_sequences: int) -> CompletionReques
             raise
         param = f"sampling_params.{exc.param}"
         raise APIError(exc.status, exc.message.replace(exc.param, param, 1), param) from None
-
-
-def output_ids(
-    sequence: Sequence, tokenizer: Tokenizer, start: int = 0, end: int | None = None
-) -> list[int]:
-    """The ids of ``sequence``'s output tokens ``start:end`` (known, or looked up per piece)."""
-    stop = sequence.generated if end is None else end
-    known = sequence.output_ids
-    if known is not None and len(known) >= stop:
-        return list(known[start:stop])
-    return [piece_id(tokenizer, piece) for piece in sequence.output[start:stop]]
 
 
 def token_logprobs(

@@ -9,14 +9,18 @@ environment and the profile still apply.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+import typer.main
 from pydantic import AliasChoices
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmsim.cli.ctl import ctl_app
@@ -25,6 +29,7 @@ from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, lo
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.record import record
 from llmsim.cli.versions import version_lines
+from llmsim.cli.vllm_argv import MULTI_VALUE_OPTIONS, translate_serve_args
 from llmsim.pool.launch import launch
 from llmsim.settings.info import completer
 from llmsim.settings.instances import Instance, data_parallel_instances
@@ -47,9 +52,6 @@ app.add_typer(ctl_app, name="ctl")
 ctl_app.add_typer(responses_app, name="responses")
 app.command("record")(record)
 
-# Options that take one or more values, like vLLM's ``nargs="+"`` flags.
-MULTI_VALUE_OPTIONS = ("--served-model-name", "--lora-modules")
-
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"
 ANSWERS = "Chosen answers"
@@ -67,8 +69,11 @@ def _help(field: str) -> str:
     return f"{info.description} [dim]\\[env: {names}]{shown}[/dim]"
 
 
+@functools.cache
 def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
-    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value."""
+    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value.
+
+    Cached: the annotations are read twice per run (the vLLM splitter, then Typer)."""
     names = flags or ("--" + field.replace("_", "-"),)
     if any("/" in name for name in names):
         metavar = None
@@ -112,15 +117,42 @@ def serve(
     profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
+    grpc_port: Annotated[str | None, _opt("grpc_port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,
     access_log: Annotated[
         bool | None, _opt("access_log", "--access-log/--no-access-log", panel=SERVER)
     ] = None,
+    disable_access_log_for_endpoints: Annotated[
+        list[str] | None,
+        _opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
+    ] = None,
     dashboard: Annotated[
         bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
     ] = None,
     api_key: Annotated[str | None, _opt("api_key", panel=SERVER, metavar="KEY")] = None,
+    allowed_origins: Annotated[
+        list[str] | None, _opt("allowed_origins", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allowed_methods: Annotated[
+        list[str] | None, _opt("allowed_methods", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allowed_headers: Annotated[
+        list[str] | None, _opt("allowed_headers", panel=SERVER, metavar="JSON|A,B")
+    ] = None,
+    allow_credentials: Annotated[
+        bool | None,
+        _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
+    ] = None,
+    root_path: Annotated[str | None, _opt("root_path", panel=SERVER, metavar="PATH")] = None,
+    disable_fastapi_docs: Annotated[
+        bool | None,
+        _opt(
+            "disable_fastapi_docs",
+            "--disable-fastapi-docs/--no-disable-fastapi-docs",
+            panel=SERVER,
+        ),
+    ] = None,
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,
@@ -205,6 +237,9 @@ def serve(
         bool | None,
         _opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
     ] = None,
+    vllm_flags_without_effect: Annotated[
+        list[str] | None, _opt("vllm_flags_without_effect", panel=SERVER, metavar="FLAG")
+    ] = None,
     model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
         list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
@@ -219,6 +254,18 @@ def serve(
     max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
     max_request_work: Annotated[
         str | None, _opt("max_request_work", panel=MODEL, metavar="INT")
+    ] = None,
+    response_role: Annotated[str | None, _opt("response_role", panel=MODEL, metavar="ROLE")] = None,
+    return_tokens_as_token_ids: Annotated[
+        bool | None,
+        _opt(
+            "return_tokens_as_token_ids",
+            "--return-tokens-as-token-ids/--no-return-tokens-as-token-ids",
+            panel=MODEL,
+        ),
+    ] = None,
+    runner: Annotated[
+        str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,
     embedding_dimension: Annotated[
         str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
@@ -330,6 +377,13 @@ def serve(
     fake_metrics_refresh_interval: Annotated[
         str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
     ] = None,
+    kv_cache_metrics: Annotated[
+        bool | None,
+        _opt("kv_cache_metrics", "--kv-cache-metrics/--no-kv-cache-metrics", panel=METRICS),
+    ] = None,
+    kv_cache_metrics_sample: Annotated[
+        str | None, _opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
+    ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,
@@ -355,6 +409,8 @@ def serve(
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).
 
+    Also takes `vllm serve`'s command line as it is (llmsim serve MODEL -tp 8 ...);
+    vLLM's flags without a meaning here are accepted and listed at start-up.
     Durations accept 250ms, 1.5s, 750us or a bare number of milliseconds.
     Precedence: flags > LLMSIM_* environment > --profile NAME > --config TOML file > defaults.
     """
@@ -430,6 +486,7 @@ def _launch_or_exit(
 
     for instance in instances:
         _check_tokenizer(instance.settings)
+    _check_grpc(instances)
     with tls_files(instances) as ready:
         console = Console()
         configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
@@ -442,6 +499,18 @@ def _launch_or_exit(
             code = 0
     if code:
         raise typer.Exit(code)
+
+
+def _check_grpc(instances: Sequence[Instance]) -> None:
+    """``--grpc-port`` without the grpc extra: one line naming it, exit status 2."""
+    if all(instance.settings.grpc_port is None for instance in instances):
+        return
+    from llmsim.api.grpc.availability import missing_grpc
+
+    problem = missing_grpc()
+    if problem is not None:
+        err.print(f"[bold red]error:[/bold red] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @config_app.command("init")
@@ -468,13 +537,21 @@ def config_init(
     err.print(f"wrote {path}", highlight=False)
 
 
-@config_app.command("show")
+@config_app.command(
+    "show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def config_show(
+    ctx: typer.Context,
     config: Annotated[str | None, CONFIG_FILE_OPTION] = None,
     profile: Annotated[str | None, PROFILE_OPTION] = None,
 ) -> None:
-    """Print the effective settings and where each one came from."""
-    loaded = load_or_exit({"config": config, "profile": profile})
+    """Print the effective settings and where each one came from.
+
+    Also takes everything `llmsim serve` takes (its options and a `vllm serve` command
+    line) and shows the settings that `serve` would run with.
+    """
+    flags = _serve_flags(list(ctx.args))
+    loaded = load_or_exit({**flags, "config": config, "profile": profile})
     table = Table(title="llmsim settings", title_justify="left")
     table.add_column("setting", style="cyan")
     table.add_column("value")
@@ -486,6 +563,19 @@ def config_show(
 
 
 app.add_typer(profiles_app, name="profiles")
+
+
+def _serve_flags(args: list[str]) -> dict[str, Any]:
+    """The settings flags that ``llmsim serve ARGS`` would be given."""
+    if not args:
+        return {}
+    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    try:
+        context = command.make_context("serve", expand_multi_value_options(args))
+    except click.ClickException as exc:
+        exc.show()
+        raise typer.Exit(exc.exit_code) from None
+    return {key: value for key, value in context.params.items() if value not in (None, ())}
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:
@@ -509,4 +599,5 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    app(args=expand_multi_value_options(sys.argv[1:]), prog_name="llmsim")
+    args = translate_serve_args(sys.argv[1:], serve)
+    app(args=expand_multi_value_options(args), prog_name="llmsim")

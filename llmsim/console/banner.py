@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -113,7 +114,17 @@ def curl_example(settings: Settings, port: int) -> str:
     )
 
 
-def render_banner(console: Console, settings: Settings, port: int, loop_name: str) -> None:
+def grpc_address(settings: Settings, port: int | None = None) -> str | None:
+    """``host:port`` of the gRPC listener (what grpcurl takes), None without one."""
+    if settings.grpc_port is None:
+        return None
+    bound = port if port is not None else settings.grpc_port
+    return base_url(settings, bound).split("://", 1)[1] if bound else "<free port>"
+
+
+def render_banner(
+    console: Console, settings: Settings, port: int, loop_name: str, grpc_port: int | None = None
+) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", justify="right")
     table.add_column()
@@ -142,7 +153,10 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
         table.add_row("data parallel", data_parallel)
     extras = []
     if settings.api_key is not None:
-        extras.append("API key required on /v1/* and /admin/*")
+        extras.append(
+            "API key required on /v1/* and /admin/*"
+            + (" and gRPC" if settings.grpc_port is not None else "")
+        )
     if settings.failure_injection_rate:
         extras.append(f"{settings.failure_injection_rate:g}% injected failures")
     if settings.stream_cut_rate:
@@ -157,8 +171,16 @@ def render_banner(console: Console, settings: Settings, port: int, loop_name: st
     extras += _tls_notes(settings)
     if extras:
         table.add_row("notes", ", ".join(extras))
+    if settings.vllm_flags_without_effect:
+        table.add_row(
+            "vLLM flags",
+            escape("accepted, no effect here: " + ", ".join(settings.vllm_flags_without_effect)),
+        )
     url = base_url(settings, port)
     table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
+    grpc = grpc_address(settings, grpc_port)
+    if grpc is not None:
+        table.add_row("grpc", f"{grpc}  (vllm.grpc.engine.VllmEngine, health, reflection)")
     title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"
     console.print(Panel(table, title=title, title_align="left", border_style="green", expand=False))
     # Outside the panel and unwrapped, so it can be copied as one line.
@@ -187,10 +209,24 @@ def _data_parallel(settings: Settings) -> str | None:
 
 
 def startup_fields(
-    settings: Settings, port: int, loop_name: str, ranks: Sequence[int] | None = None
+    settings: Settings,
+    port: int,
+    loop_name: str,
+    ranks: Sequence[int] | None = None,
+    grpc_port: int | None = None,
 ) -> dict[str, Any]:
     """What the banner shows, as the fields of the JSON start-up record; ``ranks`` are
-    the server's engines (all the layout's by default)."""
+    the server's engines (all the layout's by default), ``grpc_port`` the bound gRPC port."""
+    fields = _fields(settings, port, loop_name, ranks)
+    grpc = grpc_address(settings, grpc_port)
+    if grpc is not None:
+        fields["grpc_address"] = grpc
+    return fields
+
+
+def _fields(
+    settings: Settings, port: int, loop_name: str, ranks: Sequence[int] | None
+) -> dict[str, Any]:
     ca = self_signed_ca(settings)
     return {
         "version": __version__,
@@ -216,6 +252,7 @@ def startup_fields(
         "data_parallel_ranks": list(ranks or data_parallel_layout(settings).ranks),
         "tokenizer": settings.tokenizer or "builtin",
         "api_key_required": settings.api_key is not None,
+        "vllm_flags_without_effect": settings.vllm_flags_without_effect,
         "event_loop": loop_name,
         "self_signed_ca": None if ca is None else str(ca),
     }
@@ -259,7 +296,9 @@ def instances_table(
     for index, (instance, port) in enumerate(zip(instances, ports, strict=True)):
         settings = instance.settings
         adapters = ", ".join(adapter.name for adapter in settings.adapters) or "-"
-        row = [instance.name, instance_url(settings, port)]
+        url = instance_url(settings, port)
+        grpc = grpc_address(settings)
+        row = [instance.name, url if grpc is None else f"{url}  grpc {grpc}"]
         if pids is not None:
             row.append(str(pids[index]))
         engines = f"{len(instance.ranks)} engines × " if len(instance.ranks) > 1 else ""

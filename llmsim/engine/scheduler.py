@@ -69,6 +69,14 @@ class Scheduler:
     def kv_tokens(self) -> int:
         return sum(sequence.kv_tokens for sequence in self.running)
 
+    def num_deferred(self) -> int:
+        """Waiting sequences held back by their adapter's slot rather than by capacity
+        (vLLM's ``deferred`` waits); counted when asked, never on the request path."""
+        can_acquire = self.loras.can_acquire
+        return sum(
+            1 for seq in self.waiting if seq.adapter is not None and not can_acquire(seq.adapter)
+        )
+
     def running_adapters(self) -> list[str]:
         return sorted(self._running_adapters)
 

@@ -73,6 +73,58 @@ class FastHistogram:
         return buckets
 
 
+class DerivedCounter:
+    """A counter read at scrape time as a total minus parts: one update fewer per event."""
+
+    __slots__ = ("_parts", "_total", "created")
+
+    def __init__(self, total: FastCounter, *parts: FastCounter) -> None:
+        self._total = total
+        self._parts = parts
+        self.created = total.created
+
+    @property
+    def value(self) -> float:
+        return self._total.value - sum(part.value for part in self._parts)
+
+
+class DerivedHistogram:
+    """Another histogram's observations with a few of them changed: when nearly every
+    observation would be the same value in both, only the exceptions cost an update."""
+
+    __slots__ = ("_base", "changes", "created")
+
+    def __init__(self, base: FastHistogram, bounds: Sequence[float]) -> None:
+        self._base = base
+        self.changes = FastHistogram(bounds)
+        self.created = base.created
+
+    def replace(self, old: float, new: float | None) -> None:
+        """One of the base's observations, ``old``, is ``new`` here (None: left out)."""
+        self.changes.observe_repeated(old, -1)
+        if new is not None:
+            self.changes.observe(new)
+
+    def add(self, value: float) -> None:
+        """An observation of this histogram alone."""
+        self.changes.observe(value)
+
+    @property
+    def sum(self) -> float:
+        return self._base.sum + self.changes.sum
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        changes = self.changes.cumulative()
+        return [
+            (le, count + change)
+            for (le, count), (_, change) in zip(self._base.cumulative(), changes, strict=True)
+        ]
+
+
+Counters = FastCounter | DerivedCounter
+Histograms = FastHistogram | DerivedHistogram
+
+
 class FastFamily:
     """A named counter or histogram with its label sets, exported at scrape time."""
 
@@ -87,7 +139,7 @@ class FastFamily:
         self.documentation = documentation
         self.label_names = tuple(label_names)
         self.buckets = None if buckets is None else tuple(buckets)
-        self._children: dict[tuple[str, ...], FastCounter | FastHistogram] = {}
+        self._children: dict[tuple[str, ...], Counters | Histograms] = {}
         self._created = created_series_enabled()
 
     def counter(self, *labels: str) -> FastCounter:
@@ -102,16 +154,21 @@ class FastFamily:
         assert isinstance(child, FastHistogram)
         return child
 
+    def derive(self, child: DerivedCounter | DerivedHistogram, *labels: str) -> None:
+        """Export ``child`` as the series of these label values."""
+        assert (self.buckets is None) == isinstance(child, DerivedCounter), self.name
+        self._children[labels] = child
+
     def metric(self) -> Metric:
         if self.buckets is None:
             counters = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
             for labels, child in self._children.items():
-                assert isinstance(child, FastCounter)
+                assert isinstance(child, FastCounter | DerivedCounter)
                 counters.add_metric(list(labels), child.value, created=self._when(child.created))
             return counters
         histograms = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
         for labels, child in self._children.items():
-            assert isinstance(child, FastHistogram)
+            assert isinstance(child, FastHistogram | DerivedHistogram)
             histograms.add_metric(list(labels), child.cumulative(), child.sum)
             if self._created:
                 label_map = dict(zip(self.label_names, labels, strict=True))

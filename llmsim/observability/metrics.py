@@ -1,7 +1,8 @@
 """Prometheus metrics shaped like vLLM v1's (``vllm/v1/metrics/loggers.py``).
 
-Names, types, labels and bucket boundaries follow vLLM so that dashboards, gateways
-and autoscalers written for vLLM read llmsim unchanged. The metrics object is an
+Names, types, labels, help texts and bucket boundaries come from the list of vLLM's series
+(:mod:`llmsim.observability.vllm_series`), so that dashboards, gateways and autoscalers
+written for vLLM read llmsim unchanged. The metrics object is an
 :class:`~llmsim.engine.EngineObserver`: it is fed by engine events, never by HTTP
 handlers. Gauges of current state are computed when scraped, so they cost nothing
 per token and can never drift from the scheduler; at that moment a metric override
@@ -10,6 +11,7 @@ per token and can never drift from the scheduler; at that moment a metric overri
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,67 +19,96 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
-from llmsim.engine.step import StepLoop, StepPlan
-from llmsim.observability.metric_types import FastCollector, FastCounter, FastFamily, FastHistogram
+from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
+from llmsim.observability.metric_types import (
+    DerivedCounter,
+    DerivedHistogram,
+    FastCollector,
+    FastCounter,
+    FastFamily,
+    FastHistogram,
+)
 from llmsim.observability.overrides import MetricOverrides
+from llmsim.observability.vllm_series import (
+    BY_NAME,
+    FINISHED_REASONS,
+    PROMPT_TOKEN_SOURCES,
+    buckets_of,
+    exported,
+)
 from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.model import Settings
 
-TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-TOKEN_GAP_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-)  # fmt: skip
-REQUEST_LATENCY_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
-    40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
-N_BUCKETS = (1, 2, 5, 10, 20)
-ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-FINISH_REASONS = ("stop", "length", "abort")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PHASES = {
+    "e2e": "vllm:e2e_request_latency_seconds",
+    "queue": "vllm:request_queue_time_seconds",
+    "inference": "vllm:request_inference_time_seconds",
+    "prefill": "vllm:request_prefill_time_seconds",
+    "decode": "vllm:request_decode_time_seconds",
+}
+log = logging.getLogger(__name__)
+RESIDENCY = (
+    "vllm:kv_block_lifetime_seconds",
+    "vllm:kv_block_idle_before_evict_seconds",
+    "vllm:kv_block_reuse_gap_seconds",
+)
+ZERO_COUNTERS = (
+    "vllm:external_prefix_cache_queries",
+    "vllm:external_prefix_cache_hits",
+    "vllm:mm_cache_queries",
+    "vllm:mm_cache_hits",
+)
+"""Series vLLM always registers that stay 0 here (no KV connector cache, no multi-modal input)."""
 
 
-def build_1_2_5_buckets(maximum: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, ... up to ``maximum`` (vLLM's token-count buckets)."""
-    buckets: list[int] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > maximum:
-                return buckets
-            buckets.append(value)
-        exponent += 1
+def fast_families(settings: Settings) -> dict[str, FastFamily]:
+    """A family for every counter and histogram of :func:`exported`, keyed by name."""
+    return {
+        series.name: FastFamily(
+            series.name,
+            series.help,
+            series.labels,
+            None if series.kind == "counter" else buckets_of(series, settings.max_model_len),
+        )
+        for series in exported()
+        if series.kind != "gauge"
+    }
 
 
-class _Families:
-    """One server's registry and metric families; each engine adds its own label set."""
+class _Shared:
+    """What a server's engines share: one registry, its families and its gauges."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.fast = FastCollector()
-        self._gauges: dict[str, Gauge] = {}
-        self._fast: dict[str, FastFamily] = {}
+    def __init__(self, settings: Settings) -> None:
+        self.registry = reg = CollectorRegistry()
+        self.fast = fast = FastCollector()
+        self.families = {name: fast.add(family) for name, family in fast_families(settings).items()}
+        reg.register(fast)
 
-    def gauge(self, name: str, doc: str, labels: list[str]) -> Gauge:
-        if name not in self._gauges:
-            self._gauges[name] = Gauge(name, doc, labels, registry=self.registry)
-        return self._gauges[name]
+        def gauge(name: str) -> Gauge:
+            series = BY_NAME[name]
+            return Gauge(name, series.help, series.labels, registry=reg)
 
-    def family(
-        self,
-        name: str,
-        doc: str,
-        labels: list[str],
-        buckets: tuple[float, ...] | list[int] | None = None,
-    ) -> FastFamily:
-        if name not in self._fast:
-            self._fast[name] = self.fast.add(FastFamily(name, doc, labels, buckets))
-        return self._fast[name]
+        self.gauges = {
+            name: gauge(name)
+            for name in (
+                "vllm:num_requests_running",
+                "vllm:num_requests_waiting",
+                "vllm:kv_cache_usage_perc",
+                "vllm:num_requests_waiting_by_reason",
+                "vllm:lora_requests_info",
+                "vllm:cache_config_info",
+            )
+        }
+
+    def family(self, name: str) -> FastFamily:
+        """The family ``name`` (added on first use for the optional residency series)."""
+        family = self.families.get(name)
+        if family is None:
+            series = BY_NAME[name]
+            family = FastFamily(name, series.help, series.labels, buckets_of(series, 0))
+            self.families[name] = family = self.fast.add(family)
+        return family
 
 
 class Metrics:
@@ -87,6 +118,8 @@ class Metrics:
     first owns the registry, the others pass it as ``parent`` and add their series to
     the same families with their own ``engine`` label, as vLLM's API server shows them.
     """
+
+    _shared: _Shared
 
     def __init__(
         self,
@@ -98,119 +131,67 @@ class Metrics:
     ) -> None:
         """``engine`` is the data-parallel rank, vLLM's ``engine`` label; fake values follow
         ``clock``."""
-        families: _Families = _Families() if parent is None else parent.families
-        self.families: _Families = families
-        self.registry = reg = families.registry
+        shared: _Shared = _Shared(settings) if parent is None else parent._shared
+        self._shared = shared
+        self.registry = shared.registry
         self._max_lora = str(settings.max_loras)
-        labels = ["model_name", "engine"]
-        values = (settings.model_label, str(engine))
-        token_buckets = build_1_2_5_buckets(settings.max_model_len)
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return families.gauge(name, doc, labels)
-
-        def counter(name: str, doc: str) -> FastCounter:
-            return families.family(name, doc, labels).counter(*values)
-
-        def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[int]) -> FastHistogram:
-            return families.family(name, doc, labels, buckets).histogram(*values)
-
-        self._running = gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches."
-        )
-        self._waiting = gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed."
-        )
-        self._kv_usage = gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."
-        )
-        self.lora_info = families.gauge(
-            "vllm:lora_requests_info",
-            "Running stats on lora requests.",
-            ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
-        )
-        self.preemptions = counter(
-            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
-        )
-        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation_tokens = counter(
-            "vllm:generation_tokens", "Number of generation tokens processed."
-        )
-        success = families.family(
-            "vllm:request_success",
-            "Count of successfully processed requests.",
-            [*labels, "finished_reason"],
-        )
-        self.success = {reason: success.counter(*values, reason) for reason in FINISH_REASONS}
-        self.request_prompt_tokens = histogram(
-            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
-        )
-        self.request_generation_tokens = histogram(
-            "vllm:request_generation_tokens",
-            "Number of generation tokens processed.",
-            token_buckets,
-        )
-        self.request_max_tokens = histogram(
-            "vllm:request_params_max_tokens",
-            "Histogram of the max_tokens request parameter.",
-            token_buckets,
-        )
-        self.request_n = histogram(
-            "vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS
-        )
-        self.ttft = histogram(
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            TTFT_BUCKETS,
-        )
-        self.itl = histogram(
-            "vllm:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.",
-            TOKEN_GAP_BUCKETS,
-        )
-        self.tpot = histogram(
-            "vllm:time_per_output_token_seconds",
-            "Histogram of time per output token in seconds.",
-            TOKEN_GAP_BUCKETS,
-        )
-        phase = {
-            "e2e": (
-                "vllm:e2e_request_latency_seconds",
-                "Histogram of e2e request latency in seconds.",
-            ),
-            "queue": (
-                "vllm:request_queue_time_seconds",
-                "Histogram of time spent in WAITING phase for request.",
-            ),
-            "inference": (
-                "vllm:request_inference_time_seconds",
-                "Histogram of time spent in RUNNING phase for request.",
-            ),
-            "prefill": (
-                "vllm:request_prefill_time_seconds",
-                "Histogram of time spent in PREFILL phase for request.",
-            ),
-            "decode": (
-                "vllm:request_decode_time_seconds",
-                "Histogram of time spent in DECODE phase for request.",
-            ),
-        }
-        self.phase = {
-            key: histogram(name, doc, REQUEST_LATENCY_BUCKETS) for key, (name, doc) in phase.items()
-        }
-        # -- the step engine's own metrics (latency model "step") -----------------
-        self._step_counter: Callable[[str, str], FastCounter] = counter
-        self._step_histogram: Callable[[str, str, tuple[float, ...] | list[int]], FastHistogram] = (
-            histogram
-        )
         self._engine_label = str(engine)
-        self._scheduler_waiting: Callable[[], int] = lambda: 0
-        self._gauges = (
-            self._running.labels(*values),
-            self._waiting.labels(*values),
-            self._kv_usage.labels(*values),
+        values = (settings.model_label, str(engine))
+        self._values = values
+        families = shared.families
+        self.families = families
+        """Every counter and histogram family by vLLM's name, for whoever sets them directly."""
+
+        def counter(name: str) -> FastCounter:
+            return families[name].counter(*values)
+
+        def histogram(name: str) -> FastHistogram:
+            return families[name].histogram(*values)
+
+        self.preemptions = counter("vllm:num_preemptions")
+        self.prompt_tokens = counter("vllm:prompt_tokens")
+        self.prompt_tokens_cached = counter("vllm:prompt_tokens_cached")
+        by_source = families["vllm:prompt_tokens_by_source"]
+        computed, cache_hit, transferred = PROMPT_TOKEN_SOURCES
+        self.cache_hit_tokens = by_source.counter(*values, cache_hit)
+        self.transferred_tokens = by_source.counter(*values, transferred)
+        # computed = all prompt tokens but those: nothing to add for a plain prompt
+        by_source.derive(
+            DerivedCounter(self.prompt_tokens, self.cache_hit_tokens, self.transferred_tokens),
+            *values,
+            computed,
         )
+        self.generation_tokens = counter("vllm:generation_tokens")
+        self.prefix_cache_queries = counter("vllm:prefix_cache_queries")
+        self.prefix_cache_hits = counter("vllm:prefix_cache_hits")
+        for name in ZERO_COUNTERS:
+            counter(name)
+        success = families["vllm:request_success"]
+        self.success = {reason: success.counter(*values, reason) for reason in FINISHED_REASONS}
+        self.request_prompt_tokens = histogram("vllm:request_prompt_tokens")
+        self.request_generation_tokens = histogram("vllm:request_generation_tokens")
+        self.request_max_tokens = histogram("vllm:request_params_max_tokens")
+        self.request_n = histogram("vllm:request_params_n")
+        # Observations equal to another histogram's for a plain request (n = 1, nothing
+        # cached): only the exceptions cost an update.
+        self.request_max_generated = self._derive(
+            "vllm:request_max_num_generation_tokens", self.request_generation_tokens
+        )
+        self.request_kv_computed = self._derive(
+            "vllm:request_prefill_kv_computed_tokens", self.request_prompt_tokens
+        )
+        self.iteration_tokens = histogram("vllm:iteration_tokens_total")
+        self.ttft = histogram("vllm:time_to_first_token_seconds")
+        self.itl = histogram("vllm:inter_token_latency_seconds")
+        self.tpot = histogram("vllm:time_per_output_token_seconds")
+        self.request_tpot = histogram("vllm:request_time_per_output_token_seconds")
+        self.phase = {key: histogram(name) for key, name in PHASES.items()}
+        self._siblings: dict[tuple[str, int], tuple[int, int]] = {}
+        """Requests with ``n`` > 1: (request id, prompt) -> (sequences left, most generated)."""
+        self._register_gauges(settings, values)
         self._lora_labels: tuple[str, str, str] | None = None
+        self._scheduler_waiting: Callable[[], int] = lambda: 0
+        self._deferred: Callable[[], int] = lambda: 0
         self.injected_failures: Counter
         self.upstream_requests: Counter
         self.overrides: MetricOverrides
@@ -219,7 +200,7 @@ class Metrics:
             self.upstream_requests = parent.upstream_requests
             self.overrides = parent.overrides
             return
-        reg.register(families.fast)
+        reg = self.registry
         self.injected_failures = Counter(
             "llmsim:injected_failures",
             "Failures injected on purpose: errors (never in vllm: metrics) and stream cuts "
@@ -234,12 +215,46 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
+        if settings.kv_cache_metrics and settings.latency_model != "step":
+            log.warning(
+                "--kv-cache-metrics: only --latency-model step keeps KV blocks; with the %s "
+                "model no residency metrics are exported",
+                settings.latency_model,
+            )
         self.overrides = MetricOverrides(
             clock,
             self.registry.collect,
             refresh_interval=settings.fake_metrics_refresh_interval,
             defaults={"model_name": settings.model_label, "engine": str(engine)},
         )
+
+    def _derive(self, name: str, base: FastHistogram) -> DerivedHistogram:
+        family = self.families[name]
+        assert family.buckets is not None
+        derived = DerivedHistogram(base, family.buckets)
+        family.derive(derived, *self._values)
+        return derived
+
+    def _register_gauges(self, settings: Settings, values: tuple[str, str]) -> None:
+        gauges = self._shared.gauges
+        self._gauges = tuple(
+            gauges[name].labels(*values)
+            for name in (
+                "vllm:num_requests_running",
+                "vllm:num_requests_waiting",
+                "vllm:kv_cache_usage_perc",
+            )
+        )
+        by_reason = gauges["vllm:num_requests_waiting_by_reason"]
+        self._by_reason = (
+            by_reason.labels(*values, "capacity"),
+            by_reason.labels(*values, "deferred"),
+        )
+        self.lora_info = gauges["vllm:lora_requests_info"]
+        info = cache_config_labels(
+            settings, num_kv_blocks(settings.kv_cache_size, settings.block_size)
+        )
+        gauges["vllm:cache_config_info"].labels(*info.values(), self._engine_label).set(1)
 
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
@@ -249,36 +264,47 @@ class Metrics:
         running.set_function(lambda: scheduler.num_running)
         waiting.set_function(lambda: scheduler.num_waiting)
         kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
+        self._deferred = scheduler.num_deferred
+        self._track_reasons(self._deferred)
         self.scheduler_changed(scheduler)
+
+    def _track_reasons(self, deferred: Callable[[], int]) -> None:
+        """``capacity`` + ``deferred`` = the waiting gauge, pinned or live."""
+        waiting = self._reader("num_requests_waiting", self._scheduler_waiting)
+        capacity, deferred_gauge = self._by_reason
+        capacity.set_function(lambda: max(waiting() - deferred(), 0))
+        deferred_gauge.set_function(deferred)
 
     def track_step(self, step: StepLoop, settings: Settings) -> None:
         """Step mode: gauges from the engine loop and its blocks, and the step metrics."""
         engine = step.engine
         running, waiting, kv_usage = self._gauges
-        scheduler_waiting = self._scheduler_waiting
+        outer = self._scheduler_waiting
+        self._scheduler_waiting = lambda: outer() + engine.num_waiting
         running.set_function(lambda: engine.num_running)
-        waiting.set_function(lambda: scheduler_waiting() + engine.num_waiting)
+        waiting.set_function(self._scheduler_waiting)
         kv_usage.set_function(engine.usage)
-        counter, histogram = self._step_counter, self._step_histogram
-        self.prefix_cache_queries = counter(
-            "vllm:prefix_cache_queries",
-            "Prefix cache queries, in terms of number of queried tokens.",
-        )
-        self.prefix_cache_hits = counter(
-            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
-        )
-        self.iteration_tokens = histogram(
-            "vllm:iteration_tokens_total",
-            "Histogram of number of tokens per engine_step.",
-            ITERATION_TOKEN_BUCKETS,
-        )
-        info = cache_config_labels(settings, engine.pool.num_blocks)
-        self.families.gauge(
-            "vllm:cache_config_info",
-            "Information of the LLMEngine CacheConfig",
-            [*info, "engine"],
-        ).labels(*info.values(), self._engine_label).set(1)
+        outer_deferred = self._deferred
+        self._track_reasons(lambda: outer_deferred() + len(engine.scheduler.receiving))
+        if engine.pool.residency is not None:
+            engine.pool.residency.listener = self._residency_histograms(settings)
         step.step_observers.append(self)
+
+    def _residency_histograms(
+        self, settings: Settings
+    ) -> Callable[[float, float, list[float]], None]:
+        """``--kv-cache-metrics``: the three residency histograms, and what fills them."""
+        lifetime, idle, reuse = (
+            self._shared.family(name).histogram(*self._values) for name in RESIDENCY
+        )
+
+        def evicted(lived: float, idled: float, gaps: list[float]) -> None:
+            lifetime.observe(lived)
+            idle.observe(idled)
+            for gap in gaps:
+                reuse.observe(gap)
+
+        return evicted
 
     def step_done(self, plan: StepPlan, duration: float) -> None:
         """One engine step ran (the step engine's observer)."""
@@ -295,6 +321,16 @@ class Metrics:
         observe = self.iteration_tokens.observe_repeated
         for tokens, steps in segments:
             observe(tokens, steps)
+
+    def _reader(self, name: str, live: Callable[[], float]) -> Callable[[], float]:
+        """The gauge's value at scrape time: the override when one pins it, else ``live``."""
+        overrides = self.overrides
+
+        def read() -> float:
+            pinned = overrides.value(name)
+            return live() if pinned is None else pinned
+
+        return read
 
     def set_overrides(self, spec: FakeMetrics | None) -> None:
         """Fake series as ``spec`` says (None restores the live values); time functions
@@ -340,6 +376,17 @@ class Metrics:
         self.ttft.observe(time_to_first_token)
         self.prompt_tokens.inc(sequence.prompt_tokens)
         self.generation_tokens.inc()
+        if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
+            self._not_computed(sequence)
+
+    def _not_computed(self, sequence: Sequence) -> None:
+        """Count the prompt tokens found in the prefix cache or received from a prefill
+        instance (P/D); those computed are the rest."""
+        cached = sequence.cached_tokens
+        received = 0 if sequence.kv_transfer_delay is None else sequence.prompt_tokens - cached
+        self.cache_hit_tokens.inc(cached)
+        self.transferred_tokens.inc(received)
+        self.prompt_tokens_cached.inc(cached + received)
 
     def next_tokens(self, sequence: Sequence, gap: float | None, overdue: int) -> None:
         itl, tpot = self.itl, self.tpot
@@ -365,6 +412,8 @@ class Metrics:
         reason = sequence.finish_reason or "abort"
         self.success[reason].inc()
         if reason == "abort":
+            if sequence.n > 1:
+                self._sibling_finished(sequence, observed=False)
             return
         arrival = sequence.arrival
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
@@ -376,9 +425,33 @@ class Metrics:
         self.phase["inference"].observe(last - scheduled)
         self.phase["prefill"].observe(first - scheduled)
         self.phase["decode"].observe(last - first)
-        self.request_prompt_tokens.observe(sequence.prompt_tokens)
-        self.request_generation_tokens.observe(sequence.generated)
+        generated = sequence.generated
+        if generated > 1:
+            self.request_tpot.observe((last - first) / (generated - 1))
+        prompt = sequence.prompt_tokens
+        self.request_prompt_tokens.observe(prompt)
+        self.request_generation_tokens.observe(generated)
         self.request_max_tokens.observe(sequence.max_tokens)
+        if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
+            cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
+            self.request_kv_computed.replace(prompt, prompt - cached)
+        if sequence.n > 1:
+            self._sibling_finished(sequence, observed=True)
+
+    def _sibling_finished(self, sequence: Sequence, *, observed: bool) -> None:
+        """One of a request's ``n`` sequences finished (``observed``: its generated tokens
+        were): once all have, the most any of them generated stands for them all in
+        ``vllm:request_max_num_generation_tokens``, once per request and prompt."""
+        if observed:
+            self.request_max_generated.replace(sequence.generated, None)
+        key = (sequence.request_id, sequence.index // sequence.n)
+        left, most = self._siblings.get(key) or (sequence.n, 0)
+        most = max(most, sequence.generated)
+        if left > 1:
+            self._siblings[key] = (left - 1, most)
+            return
+        self._siblings.pop(key, None)
+        self.request_max_generated.add(most)
 
 
 def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:

@@ -119,12 +119,27 @@ def _check_whole_fleet(instances: list[Instance], problems: _Problems) -> None:
     limit = MAX_WORKER_INSTANCES if backends == {"workers"} else MAX_INSTANCES
     if len(instances) > limit:
         problems.add(f"{len(instances)} instances in all; at most {limit} can run")
+    _check_grpc_ports(instances, problems)
     if len(backends) > 1:
         problems.add(
             "data_parallel_backend: must be the same for every instance (set it in [defaults])"
         )
     if len({instance.settings.workers for instance in instances}) > 1:
         problems.add("workers: must be the same for every instance (set it in [defaults])")
+
+
+def _check_grpc_ports(instances: list[Instance], problems: _Problems) -> None:
+    """Each server's gRPC port its own (a grpc_port in [defaults] would be every one's)."""
+    grpc_ports = [i.settings.grpc_port for i in instances if i.settings.grpc_port]
+    shared = sorted({port for port in grpc_ports if grpc_ports.count(port) > 1})
+    if shared:
+        problems.add(
+            f"grpc_port: {', '.join(map(str, shared))} named by more than one instance "
+            "(give each instance its own, or 0)"
+        )
+    http = {instance.settings.port for instance in instances}
+    for port in sorted(set(grpc_ports) & http):
+        problems.add(f"grpc_port: {port} is also an instance's HTTP port")
 
 
 def render_plan(console: Console, plan: FleetPlan) -> None:

@@ -23,5 +23,10 @@ class Lifecycle:
             return "draining"
         return "ready" if time.monotonic() >= self._ready_at else "loading"
 
+    @property
+    def seconds_to_ready(self) -> float:
+        """How long the simulated model still loads (0 once loaded)."""
+        return max(0.0, self._ready_at - time.monotonic())
+
     def begin_drain(self) -> None:
         self._draining = True

@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from rich.console import Console
@@ -44,6 +44,9 @@ from llmsim.settings.instances import Instance
 from llmsim.settings.model import Settings
 from llmsim.settings.units import format_duration
 
+if TYPE_CHECKING:
+    from llmsim.api.grpc.server import GrpcDoor
+
 logger = logging.getLogger("llmsim.server")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -68,6 +71,8 @@ class _Running:
     runner: web.AppRunner
     site: web.BaseSite
     port: int
+    grpc: GrpcDoor | None = None
+    """The gRPC listener beside HTTP (``--grpc-port``), on the same engine."""
 
 
 class Server:
@@ -95,6 +100,7 @@ class Server:
         self.announce = announce
         self.console = console or Console(stderr=False)
         self.ports: list[int] = []
+        self.grpc_ports: list[int | None] = []
         self.loop_name, self._loop_factory = loop_factory()
         self._dashboard: Dashboard | None = None
         timeout = max(instance.settings.shutdown_timeout for instance in self.instances)
@@ -137,6 +143,7 @@ class Server:
                     for index, instance in enumerate(self.instances)
                 ]
                 self.ports = [item.port for item in running]
+                self.grpc_ports = [item.grpc.port if item.grpc else None for item in running]
                 # What start-up built (the imports, every instance's app and engines) lives
                 # as long as the process: keep it out of the collector's full passes, which
                 # took about 100 ms in a process of 32 instances and stalled all their steps.
@@ -183,7 +190,10 @@ class Server:
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **keep_alive,
-            **_access_log_options(access if settings.access_log_enabled else None),
+            **_access_log_options(
+                access if settings.access_log_enabled else None,
+                frozenset(settings.disable_access_log_for_endpoints),
+            ),
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -196,7 +206,8 @@ class Server:
             raise listen_error(instance, exc) from None
         site = GreedyAcceptSite(runner, sock, self._tls(settings, stack))
         await site.start()
-        return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port))
+        door = await _start_grpc(instance, app, stack)
+        return _Running(instance, lifecycle, runner, site, _bound_port(runner, settings.port), door)
 
     def _tls(self, settings: Settings, stack: contextlib.AsyncExitStack) -> ssl.SSLContext | None:
         """The instance's SSL context (None: plain HTTP), reloaded on change if asked."""
@@ -220,14 +231,24 @@ class Server:
                 first.time_factor_under_load,
             )
         if self.instances[0].settings.log_format == "json":
-            for instance, port in zip(self.instances, self.ports, strict=True):
-                fields = startup_fields(instance.settings, port, self.loop_name, instance.ranks)
+            for instance, port, grpc_port in zip(
+                self.instances, self.ports, self.grpc_ports, strict=True
+            ):
+                fields = startup_fields(
+                    instance.settings, port, self.loop_name, instance.ranks, grpc_port
+                )
                 if instance.name:
                     fields["instance"] = instance.name
                 message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
                 log_with_fields(logger, logging.INFO, message, fields)
         elif len(self.instances) == 1 and not self.instances[0].name:
-            render_banner(self.console, self.instances[0].settings, self.ports[0], self.loop_name)
+            render_banner(
+                self.console,
+                self.instances[0].settings,
+                self.ports[0],
+                self.loop_name,
+                self.grpc_ports[0],
+            )
         else:
             pids = [os.getpid()] * len(self.instances)
             render_instances_banner(
@@ -265,6 +286,8 @@ class Server:
     async def _drain(self, item: _Running) -> None:
         """Stop taking requests, then give in-flight and queued ones time to finish."""
         item.lifecycle.begin_drain()
+        if item.grpc is not None:
+            await item.grpc.begin_drain()
         await item.site.stop()
         engines = item.runner.app[ENGINES]
         timeout = item.instance.settings.shutdown_timeout
@@ -280,6 +303,26 @@ class Server:
         if not await engines.wait_idle(timeout):
             aborted = engines.abort_all()
             logger.warning("%sshutdown timeout reached: aborted %d sequences", prefix, aborted)
+        if item.grpc is not None:
+            await item.grpc.stop(FINAL_WRITE_GRACE)
+
+
+async def _start_grpc(
+    instance: Instance, app: web.Application, stack: contextlib.AsyncExitStack
+) -> GrpcDoor | None:
+    """Serve gRPC beside HTTP when ``grpc_port`` is set (the CLI checked for the extra)."""
+    settings = instance.settings
+    if settings.grpc_port is None:
+        return None
+    from llmsim.api.grpc.server import GrpcStartError, start_for_app
+
+    try:
+        door = await start_for_app(app, settings)
+    except GrpcStartError as exc:
+        prefix = f"{instance.name}: " if instance.name else ""
+        raise ServerStartError(f"{prefix}{exc}") from None
+    stack.push_async_callback(door.stop, None)
+    return door
 
 
 @contextlib.contextmanager
@@ -333,11 +376,12 @@ def _any_access_log(instances: Sequence[Instance]) -> bool:
     return any(instance.settings.access_log_enabled for instance in instances)
 
 
-def _access_log_options(writer: AccessWriter | None) -> dict[str, Any]:
-    """aiohttp's access-log hook, writing through ``writer`` (None: no access log)."""
+def _access_log_options(writer: AccessWriter | None, excluded: frozenset[str]) -> dict[str, Any]:
+    """aiohttp's access-log hook, writing through ``writer`` (None: no access log) except for
+    requests to the ``excluded`` paths."""
     if writer is None:
         return {"access_log": None}
     return {
         "access_log": logging.getLogger(ACCESS_LOGGER),
-        "access_log_class": AccessLogger.writing_to(writer),
+        "access_log_class": AccessLogger.writing_to(writer, excluded),
     }

@@ -42,8 +42,18 @@ def data_parallel_instances(settings: Settings, name: str = "") -> list[Instance
     return [
         Instance(
             rank_name(name, rank),
-            settings.model_copy(update={"port": settings.port + index if settings.port else 0}),
+            settings.model_copy(update=_rank_ports(settings, index)),
             (rank,),
         )
         for index, rank in enumerate(layout.ranks)
     ]
+
+
+def _rank_ports(settings: Settings, index: int) -> dict[str, int | None]:
+    """The HTTP and gRPC ports of the ``index``-th rank's server: each base + index, or 0
+    (a free one) for 0."""
+    grpc_port = settings.grpc_port
+    return {
+        "port": settings.port + index if settings.port else 0,
+        "grpc_port": grpc_port + index if grpc_port else grpc_port,
+    }

@@ -7,6 +7,7 @@ How the layers are merged lives in :mod:`llmsim.settings.sources`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -108,6 +109,26 @@ def _level_name(value: Any) -> Any:
     return value
 
 
+def _json_list_or_names(value: Any) -> Any:
+    """vLLM's JSON list (``'["*"]'``), or names as elsewhere (``a,b``, repeated flags)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list: {exc.msg}") from None
+    if isinstance(value, list) and len(value) == 1:
+        return _json_list_or_names(value[0])
+    return split_names(value)
+
+
+JsonNames = Annotated[list[str], NoDecode, BeforeValidator(_json_list_or_names)]
+
+
+def _as_list(value: Any) -> Any:
+    """One text (from the environment or a single flag) is a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
 def _existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -139,6 +160,15 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PORT,
+        description="Also serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health "
+        "and reflection) on this TCP port, beside HTTP on the same engines (0 picks a free "
+        "one; with --dp-ports each rank's server uses grpc-port + its index). Needs the grpc "
+        "extra.",
+    )
     log_level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_level_name)
     ] = Field(
@@ -155,6 +185,11 @@ class Settings(BaseSettings):
         True,
         description="Log one line per HTTP request (method, path, status, duration, bytes, "
         "tokens). Always off while the dashboard is shown.",
+    )
+    disable_access_log_for_endpoints: Names = Field(
+        default_factory=list,
+        description="Paths whose requests the access log leaves out (comma-separated, e.g. "
+        "/health,/metrics), as vLLM's --disable-access-log-for-endpoints.",
     )
     dashboard: bool = Field(
         False,
@@ -176,6 +211,34 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
         description="Require 'Authorization: Bearer KEY' on /v1/* and /admin/* routes. Also "
         "read from VLLM_API_KEY. Never logged or shown.",
+    )
+    allowed_origins: JsonNames = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS), as vLLM's "
+        "--allowed-origins: a JSON list or names, * for any. Empty: no CORS headers.",
+    )
+    allowed_methods: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Methods a cross-origin request may use (vLLM's --allowed-methods).",
+    )
+    allowed_headers: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Headers a cross-origin request may send (vLLM's --allowed-headers).",
+    )
+    allow_credentials: bool = Field(
+        False,
+        description="Allow cross-origin requests with credentials (vLLM's --allow-credentials).",
+    )
+    root_path: str | None = Field(
+        None,
+        pattern=r"^/.*[^/]$",
+        description="A path prefix a proxy may keep in front of every route (vLLM's "
+        "--root-path, e.g. /llm): /llm/v1/models and /v1/models both answer.",
+    )
+    disable_fastapi_docs: bool = Field(
+        False,
+        description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "
+        "its /docs and /redoc pages).",
     )
     max_request_body_size: ByteSize = Field(
         4 * 1024 * 1024,
@@ -299,6 +362,13 @@ class Settings(BaseSettings):
         "written. Needs llmsim[tls].",
     )
 
+    vllm_flags_without_effect: Annotated[list[str], NoDecode, BeforeValidator(_as_list)] = Field(
+        default_factory=list,
+        description="vLLM flags given on the command line that llmsim accepts but that change "
+        "nothing here (filled in from a `vllm serve` command line; shown in the start-up panel "
+        "and by `llmsim config show`).",
+    )
+
     # -- model ------------------------------------------------------------------
     model: str = Field(
         "llmsim/sim-model",
@@ -352,6 +422,23 @@ class Settings(BaseSettings):
         "logprobs per position): n x max_tokens per prompt (max_model_len less the prompt when "
         "unset), plus prompt tokens scored for echo or prompt_logprobs. Bounds the time and "
         "size of one answer; above it a request gets 400.",
+    )
+    response_role: str = Field(
+        "assistant",
+        min_length=1,
+        description="The role of the chat answer's message, as vLLM's --response-role.",
+    )
+    return_tokens_as_token_ids: bool = Field(
+        False,
+        description="Name tokens token_id:N in logprobs (vLLM's --return-tokens-as-token-ids), "
+        "for clients that cannot tell apart tokens with the same text.",
+    )
+    runner: Literal["auto", "generate", "pooling", "draft"] = Field(
+        "auto",
+        description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
+        "/pooling, and the scoring routes /score, /rerank, /classify, /v2/embed) whose chat, "
+        "completions, responses and messages routes answer 404, as vLLM registers none for it; "
+        "auto, generate and draft serve the generating routes and no scoring routes.",
     )
     embedding_dimension: int = Field(
         4096,
@@ -554,6 +641,19 @@ class Settings(BaseSettings):
         "whole interval since the override was set (counters and histograms integrated up to it).",
     )
 
+    kv_cache_metrics: bool = Field(
+        False,
+        description="Sample KV blocks and export their lifetime, idle time before eviction "
+        "and reuse gaps (step latency model; vLLM's --kv-cache-metrics).",
+    )
+    kv_cache_metrics_sample: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="Share of KV blocks sampled for --kv-cache-metrics, in (0, 1] "
+        "(vLLM's --kv-cache-metrics-sample).",
+    )
+
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
     kv_events_config: Annotated[
         KVEventsConfig | None, NoDecode, BeforeValidator(parse_kv_events_config)
@@ -644,6 +744,12 @@ class Settings(BaseSettings):
             raise _cross_field_error(
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
+            )
+        last_grpc_port = (self.grpc_port or 0) + data_parallel_layout(self).port_count - 1
+        if self.grpc_port and last_grpc_port > MAX_PORT:
+            raise _cross_field_error(
+                "grpc_port",
+                f"gRPC ports {self.grpc_port}..{last_grpc_port} go past {MAX_PORT}; lower the port",
             )
         tls_problem = tls_conflict(self)
         if tls_problem is not None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 
 from llmsim.engine.block_hash import BlockHash
 from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
+from llmsim.engine.step.residency import BlockResidency
 
 
 class KVBlock:
@@ -57,6 +58,8 @@ class BlockPool:
         """Name -> the block carrying it, or the blocks (by id, first cached first)."""
         self.num_named = 0
         self.num_deferred = 0
+        self.residency: BlockResidency | None = None
+        """Samples block lifetimes for vLLM's KV residency metrics, when they are on."""
 
     @property
     def listener(self) -> KVCacheListener:
@@ -119,10 +122,13 @@ class BlockPool:
     # -- transitions ------------------------------------------------------------
     def touch(self, blocks: Iterable[KVBlock]) -> None:
         """Take cached blocks back into use (a prefix-cache hit); their queue entries go stale."""
+        residency = self.residency
         for block in blocks:
             if block.ref_cnt == 0:
                 self._num_free -= 1
             block.ref_cnt += 1
+            if residency is not None:
+                residency.accessed(block)
 
     def allocate(self, count: int) -> list[KVBlock]:
         """``count`` fresh blocks from the front of the free queue; the caller checked room."""
@@ -135,6 +141,7 @@ class BlockPool:
         if count > self._num_free:
             raise ValueError(f"{count} blocks wanted, {self._num_free} free")
         self._num_free -= count
+        first = len(blocks)
         popleft, append = self._queue.popleft, blocks.append
         made = self._made
         while count and len(made) < self.num_blocks:  # never-used blocks come first
@@ -161,6 +168,8 @@ class BlockPool:
         if evicted and self.reports:
             for block_hash in evicted:  # vLLM reports each evicted block on its own
                 self.listener.block_removed([block_hash])
+        if self.residency is not None:
+            self.residency.allocated(blocks[first:])
 
     def free(self, blocks: Iterable[KVBlock]) -> None:
         """Release blocks in the given order: the first freed is the first evicted."""
@@ -253,6 +262,8 @@ class BlockPool:
                 block.block_hash = None
         self._cached.clear()
         self.num_named = 0
+        if self.residency is not None:
+            self.residency.reset()
         self.listener.all_blocks_cleared()
         return count
 

@@ -17,6 +17,7 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
+from llmsim.engine.step.residency import BlockResidency
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult, StepScheduler
 from llmsim.settings.model import Settings
 
@@ -73,7 +74,7 @@ class StepEngine:
         kv_listener: KVCacheListener | None = None,
         rng: random.Random | None = None,
     ) -> StepEngine:
-        return cls(
+        engine = cls(
             num_blocks=num_kv_blocks(settings.kv_cache_size, settings.block_size),
             block_size=settings.block_size,
             max_num_seqs=settings.max_running_requests,
@@ -84,6 +85,9 @@ class StepEngine:
             kv_listener=kv_listener,
             rng=rng,
         )
+        if settings.kv_cache_metrics:
+            engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)
+        return engine
 
     # -- views ------------------------------------------------------------------
     @property

@@ -2,9 +2,14 @@
 
 Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
 says, and at its end every sequence that finished a decode or its last prefill chunk emits
-one token through its :class:`~llmsim.engine.pacer.TokenSink`. Steps follow each other on
-absolute deadlines, so a late timer shortens the next wait instead of stretching the
-schedule; after an idle spell the first step starts when work arrives.
+one token through its :class:`~llmsim.engine.pacer.TokenSink`. Time only moves forward:
+a step ends at its modelled end or, when the loop gets there late (a busy event loop, a
+stalled process), when it gets there, and the next step starts where it ended: the loop's
+own work between two steps (writing tokens, planning) is part of the modelled duration, as
+a server's CPU work is. A loop later than one step's duration (a stall) starts the next
+step when it gets there instead. Either way a sequence joins only a step that starts at or
+after its arrival (the step scheduler holds back later arrivals), so every token, queue
+and phase timestamp is a time the server really reached.
 
 Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
 :meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +31,10 @@ from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
-MAX_LAG = 0.25
-"""A step that starts later than this after the previous one's deadline starts afresh; a
-smaller lag (a late timer, a busy event loop) is caught up by the following steps, so the mean
-step period stays the modelled one, as the pacer's deadlines do for per-token timing."""
 MAX_COALESCED_STEPS = 64
-"""Steps that are already due when planned (zero latency, or catching up) run back to back,
-and their tokens go out in one write per sequence; after this many the loop yields."""
+"""Steps that are already due when planned (zero latency, or a loop busier than the steps)
+run back to back, and their tokens go out in one write per sequence; after this many the
+loop yields."""
 
 
 @dataclass(slots=True)
@@ -176,25 +179,27 @@ class StepLoop:
         engine, clock = self.engine, self._clock
         assert self._wake is not None
         wake = self._wake
-        deadline: float | None = None
         coalesced = 0
         run: StepPlan | None = None
         """A zero-length pure-decode step whose like may follow at once (zero latency)."""
+        last_end, last_duration = -math.inf, 0.0
+        """When the previous step really ended, and how long it was modelled to last."""
         while True:
             resumed = self._resumed
             if resumed is not None and not resumed.is_set():
                 self._flush()
                 await resumed.wait()
-                deadline, coalesced, run = None, 0, None
+                coalesced, run, last_end = 0, None, -math.inf
                 continue
             if not engine.has_work():
                 self._flush()
                 wake.clear()
                 await wake.wait()
-                deadline, coalesced, run = None, 0, None
+                coalesced, run, last_end = 0, None, -math.inf
                 continue
             now = clock()
-            start = deadline if deadline is not None and now - deadline < MAX_LAG else now
+            # where the previous step ended, unless the loop got here more than a step late
+            start = last_end if now - last_end <= last_duration else now
             if run is not None:
                 if coalesced >= MAX_COALESCED_STEPS:  # yield, then look again
                     self._flush()
@@ -205,7 +210,6 @@ class StepLoop:
                 steps = self._decode_run(run, start, MAX_COALESCED_STEPS - coalesced)
                 if steps:
                     coalesced += steps
-                    deadline = start
                     continue
                 run = None  # the batch changed: plan a step
             plan, duration = engine.begin_step(start)
@@ -218,29 +222,41 @@ class StepLoop:
                     self._flush()
                     wake.clear()
                     await self._idle(wake, engine.next_ready())
-                    deadline, coalesced = None, 0
+                    coalesced, last_end = 0, -math.inf
                 continue
             end = start + duration
-            delay = end - clock()
-            if delay > 0.0 or coalesced >= MAX_COALESCED_STEPS:
-                self._flush()
+            now = clock()
+            waited = end > now or coalesced >= MAX_COALESCED_STEPS
+            if waited:
                 coalesced = 0
-                stepping = self._stepping = asyncio.get_running_loop().create_future()
-                try:
-                    await asyncio.sleep(delay if delay > 0.0 else 0.0)
-                finally:
-                    # a pause waiting on it wakes after this step ends (no await till then)
-                    self._stepping = None
-                    stepping.set_result(None)
-            else:
-                coalesced += 1  # already due: its tokens join the pending writes
+                end = await self._step_end(end)
+            else:  # already due: it ends now, its tokens join the pending writes
+                coalesced += 1
+                end = now
             result = engine.end_step(plan, end)
             self._dispatch(result, end)
+            if waited:  # out at once, at the time they carry, before the next plan
+                self._flush()
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
-            deadline = end
+            last_end, last_duration = end, duration
             if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
+
+    async def _step_end(self, end: float) -> float:
+        """Write what is pending and wait for a step's modelled ``end``; return when it
+        really ended: ``end``, or later when the loop woke late (then the next step is
+        planned from there)."""
+        self._flush()
+        clock = self._clock
+        stepping = self._stepping = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.sleep(max(end - clock(), 0.0))
+        finally:
+            # a pause waiting on it wakes after this step ends (no await till then)
+            self._stepping = None
+            stepping.set_result(None)
+        return max(end, clock())
 
     def _decode_run(self, plan: StepPlan, now: float, limit: int) -> int:
         """Apply up to ``limit`` zero-length decode steps like ``plan``, ending at ``now``;

@@ -7,7 +7,8 @@ A reduced vLLM v1 ``Scheduler.schedule()`` over explicit state: a token budget
    chunk, as far as the budget goes. When one needs a block and none is free, the most
    recently admitted running sequence is preempted (recompute: its blocks are freed, it
    goes back to the front of the queue and later prefills prompt plus generated tokens).
-2. If nothing was preempted, waiting sequences in arrival order: the cached prefix of a new
+2. If nothing was preempted, waiting sequences in arrival order (only those that arrived by
+   the step's start: a sequence never joins a step that began before it): the cached prefix of a new
    prompt is taken from the prefix cache and the rest prefilled in chunks that fit the
    remaining budget; the first one whose blocks cannot be allocated stops the queue.
    A P/D decode-side sequence (its prompt's KV cache comes from a prefill instance) only
@@ -439,6 +440,8 @@ class StepScheduler:
         waiting, running, kv = self.waiting, self.running, self.kv
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
+            if seq.sequence.arrival > now:
+                break  # it joins no step that started before it existed
             if seq.remote and not seq.scheduled:
                 if not self._start_transfer(seq, plan, now):
                     break
