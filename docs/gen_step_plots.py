@@ -23,7 +23,7 @@ COSTS = StepCosts(
     inter_token_latency=0.015,
     decode_time_per_sequence=0.00015,
     prefill_time_per_token=0.00005,
-    prefill_overhead=0.002,
+    frontend_latency=0.002,
     context_time_per_token=0.0000005,
 )
 """An 8B model on one GPU, roughly: 15 ms per step alone, 20k prompt tokens/s."""

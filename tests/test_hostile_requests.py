@@ -354,3 +354,13 @@ def test_encoding_errors_on_the_messages_api_come_in_anthropic_shape(
 def test_the_server_is_still_healthy_afterwards(server: RunningServer) -> None:
     assert call(server, "/health", method="GET").status == 200
     assert "Traceback" not in server.log()
+
+
+def test_megabytes_to_tokenize_keep_the_loop_free(server: RunningServer) -> None:
+    """A large /tokenize body is tokenized in a worker thread, a slice at a time."""
+    text = "hello world, this is text. " * 36_000  # just under the 1 MiB body limit
+    with Watch(server) as watch:
+        reply = call(server, "/tokenize", {"model": MODEL, "prompt": text}, timeout=60)
+    watch.assert_responsive()
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json()["count"] == 7 * 36_000 + 1  # seven tokens a sentence, and the BOS

@@ -206,12 +206,15 @@ def test_config_show_reports_the_profile_as_source(profile_file: Path) -> None:
 
 def test_per_token_model_grows_with_the_prompt() -> None:
     profile = LatencyProfile(
-        latency_model="per-token", prefill_overhead=0.02, prefill_time_per_token=0.001
+        latency_model="per-token",
+        frontend_latency=0.02,
+        inter_token_latency=0.005,
+        prefill_time_per_token=0.001,
     )
     model = LatencyModel(profile, random.Random(0))
-    assert model.first_token_delay(0, 1.0) == pytest.approx(0.02)
-    assert model.first_token_delay(100, 1.0) == pytest.approx(0.12)
-    assert model.first_token_delay(100, 2.0) == pytest.approx(0.24)
+    assert model.first_token_delay(0, 1.0) == pytest.approx(0.025)  # front end + one step
+    assert model.first_token_delay(100, 1.0) == pytest.approx(0.125)
+    assert model.first_token_delay(100, 2.0) == pytest.approx(0.25)
 
 
 def test_constant_model_ignores_the_prompt_and_the_prefill_knobs() -> None:
@@ -224,7 +227,7 @@ def test_per_token_jitter_is_not_bound_to_time_to_first_token() -> None:
     settings = load_settings(
         {
             "latency_model": "per-token",
-            "prefill_overhead": "10ms",
+            "frontend_latency": "10ms",
             "time_to_first_token_std_dev": "3ms",
         }
     ).settings
@@ -250,7 +253,7 @@ def test_long_prompts_wait_longer_for_the_first_token(
     llmsim_server: Callable[..., RunningServer],
 ) -> None:
     server = llmsim_server(
-        "--latency-model", "per-token", "--prefill-overhead", "30ms",
+        "--latency-model", "per-token", "--frontend-latency", "30ms",
         "--prefill-time-per-token", "2ms",
     )  # fmt: skip
     short = min(_ttft(server, "hi") for _ in range(3))
@@ -282,8 +285,8 @@ def test_latency_model_can_be_switched_at_run_time() -> None:
     assert engine.latency.mean_first_token_delay(1000) == pytest.approx(0.1)
     changed = runtime.update(
         {"latency_model": "per-token", "prefill_overhead": "10ms", "prefill_time_per_token": 1}
-    )
-    assert set(changed) == {"latency_model", "prefill_overhead", "prefill_time_per_token"}
+    )  # the old name of frontend_latency is still accepted
+    assert set(changed) == {"latency_model", "frontend_latency", "prefill_time_per_token"}
     assert engine.latency.mean_first_token_delay(1000) == pytest.approx(1.01)
 
 
@@ -349,33 +352,15 @@ def test_step_model_reproduces_published_itl(
 
 def _median_tpot(name: str, input_lens: list[int], output_lens: list[int]) -> float:
     """Replay a burst of requests (all sent at once) in virtual time: vLLM's median TPOT."""
-    from statistics import median
-
-    from llmsim.engine.step.costs import StepCosts
-    from llmsim.engine.step.step_engine import StepEngine, num_kv_blocks
-    from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
+    from llmsim.simulation import Request, Simulation, summarize
 
     settings = load_settings({"profile": name, "latency_model": "step"}).settings
-    engine = StepEngine(
-        num_blocks=num_kv_blocks(settings.kv_cache_size, settings.block_size),
-        block_size=settings.block_size,
-        max_num_batched_tokens=settings.max_num_batched_tokens,
-        costs=StepCosts.from_settings(settings),
-    )
-    run = VirtualRun(engine)
-    sequences = []
-    for k, (prompt, output) in enumerate(zip(input_lens, output_lens, strict=True)):
-        if prompt > 0 and output > 1:
-            sequence = virtual_sequence(f"r{k}", prompt, output)
-            sequences.append((sequence, output))
-            run.arrive(sequence, at=0.0)
-    run.until_idle()
-    tpots = []
-    for sequence, output in sequences:
-        assert sequence.first_token_at is not None
-        assert sequence.last_token_at is not None
-        tpots.append((sequence.last_token_at - sequence.first_token_at) / (output - 1))
-    return median(tpots)
+    requests = [
+        Request(f"r{k}", prompt, output)
+        for k, (prompt, output) in enumerate(zip(input_lens, output_lens, strict=True))
+        if prompt > 0 and output > 1
+    ]
+    return summarize(Simulation(settings).run(requests)).median_tpot
 
 
 SHAREGPT_160 = json.loads(
@@ -388,3 +373,61 @@ def test_step_model_reproduces_published_tpot_under_load(name: str) -> None:
     run = SHAREGPT_160["runs"][name]
     predicted = _median_tpot(name, SHAREGPT_160["input_lens"], run["output_lens"]) * 1000
     assert predicted == pytest.approx(run["median_tpot_ms"], rel=STEP_TOLERANCE), run["source"]
+
+
+# -- renamed settings ---------------------------------------------------------------------
+
+
+def test_prefill_overhead_in_a_profile_loads_as_frontend_latency(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('[profiles.old]\nprefill_overhead = "30ms"\n', encoding="utf-8")
+    loaded = load_settings({"config": str(path), "profile": "old"})
+    assert loaded.settings.frontend_latency == pytest.approx(0.03)
+    assert loaded.sources["frontend_latency"] == "profile"
+    [notice] = loaded.notices
+    assert notice.startswith("profile old: prefill_overhead is now frontend_latency (")
+
+
+def test_prefill_overhead_from_a_flag_or_the_environment_still_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from_flag = load_settings({"prefill_overhead": "7ms"})
+    assert from_flag.settings.frontend_latency == pytest.approx(0.007)
+    assert [n.split(":")[0] for n in from_flag.notices] == ["flag"]
+    monkeypatch.setenv("LLMSIM_PREFILL_OVERHEAD", "9ms")
+    from_env = load_settings({})
+    assert from_env.settings.frontend_latency == pytest.approx(0.009)
+    assert from_env.sources["frontend_latency"] == "env"
+    assert [n.split(":")[0] for n in from_env.notices] == ["environment"]
+    assert load_settings({"frontend_latency": "1ms"}).settings.frontend_latency == 0.001
+
+
+def test_the_new_name_wins_over_the_old_one() -> None:
+    loaded = load_settings({"prefill_overhead": "7ms", "frontend_latency": "2ms"})
+    assert loaded.settings.frontend_latency == pytest.approx(0.002)
+    assert "prefill_overhead is ignored" in loaded.notices[0]
+
+
+def test_profiles_show_says_what_each_builtin_was_fitted_on() -> None:
+    fitted = _run("profiles", "show", "llama-3.3-70b-8xa100").output
+    assert "step model fitted on" in fitted
+    for rate in ("1 req/s", "4 req/s", "16 req/s", "all at once"):
+        assert rate in fitted
+    unfitted = _run("profiles", "show", "llama-3.1-8b-l40s").output
+    assert "Under load: no published vLLM run under load" in unfitted
+    burst_only = _run("profiles", "show", "llama-3.1-8b-h100").output
+    assert "no published vLLM run at a moderate request rate" in burst_only
+
+
+def test_a_command_prints_one_notice_line_for_an_old_key(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('prefill_overhead = "30ms"\n', encoding="utf-8")
+    result = _run("config", "show", "--config", str(path))
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notices == [
+        f"note: {path}: prefill_overhead is now frontend_latency (the fixed time each request "
+        "spends before the engine; it delays that request's admission and no longer lengthens "
+        "engine steps)"
+    ]
+    assert re.search(r"frontend_latency\s*│\s*30ms\s*│\s*file", result.output)

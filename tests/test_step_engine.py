@@ -111,13 +111,13 @@ def batch(plan: StepPlan) -> list[tuple[str, int]]:
     return [(chunk.seq.sequence.request_id, chunk.tokens) for chunk in plan.chunks]
 
 
-ITL, PREFILL, DECODE, CONTEXT, OVERHEAD = 0.02, 0.001, 0.005, 0.0001, 0.003
+ITL, PREFILL, DECODE, CONTEXT, FRONTEND = 0.02, 0.001, 0.005, 0.0001, 0.003
 COSTS = StepCosts(
     inter_token_latency=ITL,
     decode_time_per_sequence=DECODE,
     prefill_time_per_token=PREFILL,
     context_time_per_token=CONTEXT,
-    prefill_overhead=OVERHEAD,
+    frontend_latency=FRONTEND,
 )
 
 
@@ -140,11 +140,10 @@ def test_the_step_formula_counts_decodes_prefill_and_context(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     plan = StepPlan(decode=3, prefill_tokens=100, context_tokens=500)
-    assert COSTS.duration(plan) == pytest.approx(
-        ITL + 2 * DECODE + 100 * PREFILL + 500 * CONTEXT + OVERHEAD
-    )
+    assert COSTS.duration(plan) == pytest.approx(ITL + 2 * DECODE + 100 * PREFILL + 500 * CONTEXT)
     assert COSTS.mean_duration(1, 0, 0) == pytest.approx(ITL + 0 * DECODE)
-    assert COSTS.mean_duration(0, 10, 0) == pytest.approx(ITL + 10 * PREFILL + OVERHEAD)
+    # the front-end latency is per request, never part of a step
+    assert COSTS.mean_duration(0, 10, 0) == pytest.approx(ITL + 10 * PREFILL)
 
 
 def test_itl_grows_with_the_batch(loop: asyncio.AbstractEventLoop) -> None:

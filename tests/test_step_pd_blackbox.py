@@ -16,7 +16,7 @@ from test_pd import first_token_time, post, success_by_reason
 
 MODEL = "llmsim/sim-model"
 STEP = ["--latency-model", "step", "--inter-token-latency", "10ms", "--no-dashboard"]
-PREFILL = ["--prefill-overhead", "3s"]  # any local prefill costs at least this
+PREFILL = ["--prefill-time-per-token", "30ms"]  # a local prefill of the prompt takes seconds
 
 
 def stored_blocks(replay_port: int) -> list[BlockStored]:

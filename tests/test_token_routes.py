@@ -143,6 +143,50 @@ def test_generate_hits_the_prefix_cache_and_counts_in_metrics(server: RunningSer
     assert sum(float(value) for value in adapter_lines) >= 2
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_tool_call_round_trips_through_token_ids(
+    server: RunningServer, tool_choice: Any
+) -> None:
+    """Render constrains a forced call as vLLM does; derender parses it back into calls."""
+    request = {**CHAT, "max_tokens": 200, "tools": [WEATHER], "tool_choice": tool_choice}
+    _, rendered = post_json(server, "/v1/chat/completions/render", request)
+    constraint = rendered["sampling_params"]["structured_outputs"]["json"]
+    if tool_choice == "required":
+        assert constraint["type"] == "array"
+    else:
+        assert constraint == WEATHER["function"]["parameters"]
+    _, generated = post_json(server, "/inference/v1/generate", _generate_body(rendered))
+    status, derendered = post_json(
+        server,
+        "/v1/chat/completions/derender",
+        {"generate_response": generated, "chat_request": request},
+    )
+    assert status == 200
+    message = derendered["choices"][0]["message"]
+    assert message["content"] is None
+    calls = message["tool_calls"]
+    assert calls
+    assert all(call["function"]["name"] == "get_weather" for call in calls)
+    assert all(isinstance(json.loads(call["function"]["arguments"])["city"], str) for call in calls)
+    expected = "tool_calls" if tool_choice == "required" else "stop"
+    assert derendered["choices"][0]["finish_reason"] == expected
+
+
 def test_completions_render_one_request_per_prompt(server: RunningServer) -> None:
     status, rendered = post_json(
         server, "/v1/completions/render", {"prompt": ["a b c", "d e"], "max_tokens": 3}

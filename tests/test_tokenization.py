@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, run_cli, start_server
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmsim.engine.tokenizer import BUILTIN, TokenizerError, load_tokenizer, token_ids, tokenize
 
@@ -424,3 +426,19 @@ def test_chat_template_sees_tools_and_tool_calls(tmp_path: Path) -> None:
         'TOOLS:lookup;<user>hi<assistant>[{"id": "c1", "type": "function", '
         '"function": {"name": "f", "arguments": "{}"}}]<assistant>'
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.text(alphabet="ab  \t\n.,!x_09é", max_size=400),
+    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=1, max_value=64),
+)
+def test_long_texts_are_tokenized_in_slices_with_the_same_tokens(
+    part: str, times: int, size: int
+) -> None:
+    """Slicing at a space after a non-space never changes a token, whatever the text."""
+    from llmsim.engine.tokenizer import _TOKEN_RE, _pieces
+
+    text = part * times
+    assert _pieces(text, size) == _TOKEN_RE.findall(text)

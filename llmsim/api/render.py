@@ -19,7 +19,7 @@ from pydantic import Field
 
 from llmsim.api.errors import APIError
 from llmsim.api.inference import INFERENCE
-from llmsim.api.jsonio import dumps
+from llmsim.api.jsonio import JSONInputError, dumps, loads_bounded
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import read_json_object, validate_body
 from llmsim.api.schemas import INTEGRAL, ChatCompletionRequest, CompletionRequest, _Body
@@ -74,6 +74,31 @@ def _structured(body: StructuredFields) -> dict[str, Any] | None:
     return None
 
 
+def tool_constraint(body: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The JSON a forced tool call is decoded to, as vLLM constrains it: an array of
+    ``{"name", "parameters"}`` objects for ``required``, the tool's parameters when named."""
+    choice, tools = body.tool_choice, body.tools or []
+    if not tools or choice is None or (isinstance(choice, str) and choice != "required"):
+        return None
+    if isinstance(choice, str):  # required
+        calls = [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": [tool.function.name]},
+                    "parameters": tool.function.parameters or {"type": "object"},
+                },
+                "required": ["name", "parameters"],
+            }
+            for tool in tools
+        ]
+        return {"json": {"type": "array", "minItems": 1, "items": {"anyOf": calls}}}
+    named = next((t for t in tools if t.function.name == choice.function.name), None)
+    if named is None:
+        return None
+    return {"json": named.function.parameters or {"type": "object"}}
+
+
 def sampling_params(
     body: ChatCompletionRequest | CompletionRequest, max_tokens: int, logprobs: int | None
 ) -> dict[str, Any]:
@@ -99,7 +124,9 @@ def sampling_params(
         "spaces_between_special_tokens": True,
         "include_stop_str_in_output": False,
         "logit_bias": body.logit_bias,
-        "structured_outputs": _structured(body),
+        "structured_outputs": (
+            (isinstance(body, ChatCompletionRequest) and tool_constraint(body)) or _structured(body)
+        ),
     }
 
 
@@ -203,20 +230,24 @@ async def derender_chat(request: web.Request) -> web.Response:
     _refuse_stream(body.stream)
     engine = request.app[INFERENCE].engine
     name = _check_model(engine, body.model)
+    forced = forced_tool_choice(body.chat_request)
     choices, generated = [], 0
     for choice in body.generate_response.choices:
         generated += len(choice.token_ids or ())
-        message = {
-            "role": "assistant",
-            "content": _decode(engine, choice.token_ids),
-            "tool_calls": [],
-        }
+        text = _decode(engine, choice.token_ids)
+        finish = choice.finish_reason or "stop"
+        message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
+        calls = tool_calls(text, forced) if forced is not None else None
+        if calls is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            if forced == "required" and finish == "stop":
+                finish = "tool_calls"
         choices.append(
             {
                 "index": choice.index,
                 "message": message,
                 "logprobs": choice.logprobs,
-                "finish_reason": choice.finish_reason or "stop",
+                "finish_reason": finish,
                 "stop_reason": None,
             }
         )
@@ -230,6 +261,44 @@ async def derender_chat(request: web.Request) -> web.Response:
             "usage": _usage(body.prompt_tokens, generated),
         }
     )
+
+
+def forced_tool_choice(chat_request: dict[str, Any] | None) -> str | None:
+    """``required``, the named tool, or None when the chat request forces no tool call."""
+    if not chat_request or not chat_request.get("tools"):
+        return None
+    choice = chat_request.get("tool_choice")
+    if choice == "required":
+        return "required"
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        return name if isinstance(name, str) and name else None
+    return None
+
+
+def tool_calls(text: str, forced: str) -> list[dict[str, Any]] | None:
+    """The calls a forced tool choice's JSON holds (None when it does not parse, as vLLM
+    then leaves the text as content)."""
+    try:
+        value = loads_bounded(text)
+    except JSONInputError:
+        return None
+    if forced != "required":
+        return [_call(forced, value)]
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value
+    ):
+        return None
+    return [_call(item["name"], item.get("parameters", {})) for item in value]
+
+
+def _call(name: str, arguments: Any) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-tool-{random.getrandbits(64):016x}",
+        "type": "function",
+        "function": {"name": name, "arguments": dumps(arguments).decode()},
+    }
 
 
 async def derender_completion(request: web.Request) -> web.Response:

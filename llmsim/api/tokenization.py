@@ -7,6 +7,8 @@ special tokens by default) or ``messages`` (rendered like a chat request), so it
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -14,13 +16,13 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE
+from llmsim.api.keys import ENGINE, LARGE_BODY
 from llmsim.api.prompts import render_messages
 from llmsim.api.requests import error_param, read_json_object
 from llmsim.api.schemas import INTEGRAL, ChatMessage, _Body
 from llmsim.api.structured_fields import ChatTool
 from llmsim.engine import Engine, UnknownModelError
-from llmsim.engine.tokenizer import TokenizerError
+from llmsim.engine.tokenizer import Tokenizer, TokenizerError
 
 TokenId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), INTEGRAL]
 
@@ -108,14 +110,28 @@ async def tokenize(request: web.Request) -> web.Response:
         plain: TokenizeCompletionRequest = validate(TokenizeCompletionRequest, data)
         check_model(engine, plain.model)
         text, body = plain.prompt, plain
-    tokens = tokenizer.encode(text, body.add_special_tokens)
-    answer: dict[str, Any] = {
-        "count": len(tokens),
-        "max_model_len": engine.settings.max_model_len,
-        "tokens": tokens,
-        "token_strs": tokenizer.token_strs(tokens) if body.return_token_strs else None,
-    }
+    make = _tokenized(tokenizer, text, body, engine.settings.max_model_len)
+    # Megabytes of text are tokenized in a worker thread, a slice at a time.
+    answer = await asyncio.to_thread(make) if request.get(LARGE_BODY, False) else make()
     return web.Response(body=dumps(answer), content_type="application/json")
+
+
+def _tokenized(
+    tokenizer: Tokenizer,
+    text: str,
+    body: TokenizeChatRequest | TokenizeCompletionRequest,
+    max_model_len: int,
+) -> Callable[[], dict[str, Any]]:
+    def answer() -> dict[str, Any]:
+        tokens = tokenizer.encode(text, body.add_special_tokens)
+        return {
+            "count": len(tokens),
+            "max_model_len": max_model_len,
+            "tokens": tokens,
+            "token_strs": tokenizer.token_strs(tokens) if body.return_token_strs else None,
+        }
+
+    return answer
 
 
 async def detokenize(request: web.Request) -> web.Response:

@@ -299,8 +299,15 @@ def serve(
     time_to_first_token_std_dev: Annotated[
         str | None, _opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
     ] = None,
+    frontend_latency: Annotated[
+        str | None, _opt("frontend_latency", panel=LATENCY, metavar="DURATION")
+    ] = None,
+    frontend_serial_time: Annotated[
+        str | None, _opt("frontend_serial_time", panel=LATENCY, metavar="DURATION")
+    ] = None,
     prefill_overhead: Annotated[
-        str | None, _opt("prefill_overhead", panel=LATENCY, metavar="DURATION")
+        str | None,
+        typer.Option("--prefill-overhead", hidden=True, help="Old name of --frontend-latency."),
     ] = None,
     prefill_time_per_token: Annotated[
         str | None, _opt("prefill_time_per_token", panel=LATENCY, metavar="DURATION")

@@ -31,6 +31,9 @@ def fail(lines: list[str], code: int = 2) -> typer.Exit:
 
 def load_or_exit(flags: dict[str, Any]) -> LoadedSettings:
     try:
-        return load_settings(flags)
+        loaded = load_settings(flags)
     except ConfigError as exc:
         raise fail(exc.lines) from None
+    for notice in loaded.notices:
+        err.print(f"[yellow]note:[/yellow] {escape(notice)}", highlight=False, soft_wrap=True)
+    return loaded

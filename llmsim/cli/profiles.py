@@ -12,7 +12,14 @@ from rich.table import Table
 
 from llmsim.cli.options import CONFIG_FILE_OPTION, fail
 from llmsim.settings.model import ConfigError
-from llmsim.settings.profiles import NamedProfile, available_profiles, find_profile
+from llmsim.settings.profiles import (
+    BUILTIN,
+    NamedProfile,
+    available_profiles,
+    builtin_calibration,
+    find_profile,
+)
+from llmsim.settings.renamed import migrate
 from llmsim.settings.sources import display_value, read_config_file, validate_exactly
 
 profiles_app = typer.Typer(
@@ -42,9 +49,19 @@ def _shown(name: str, raw: Any) -> str:
     return display_value(name, value)
 
 
+def _seconds(name: str, raw: Any) -> float:
+    try:
+        return float(getattr(validate_exactly({name: raw}), name))
+    except ValueError:
+        return 0.0
+
+
 def _first_token(values: Mapping[str, Any]) -> str:
     if values.get("latency_model") == "per-token":
-        overhead = _shown("prefill_overhead", values.get("prefill_overhead", 0))
+        front = values.get("frontend_latency", values.get("prefill_overhead", 0))
+        fixed = _seconds("frontend_latency", front)
+        fixed += _seconds("inter_token_latency", values.get("inter_token_latency", 0))
+        overhead = display_value("frontend_latency", fixed)
         per_token = _shown("prefill_time_per_token", values.get("prefill_time_per_token", 0))
         return f"{overhead} + {per_token}/tok"
     return _shown("time_to_first_token", values.get("time_to_first_token", 0))
@@ -88,7 +105,23 @@ def show_profile(
         table.add_row(key, _shown(key, raw))
     console = Console()
     console.print(table)
-    _print_predictions(console, profile.values)
+    values, _ = migrate(profile.values, profile.name)
+    _print_predictions(console, values)
+    if profile.origin == BUILTIN:
+        _print_calibration(console, profile.name)
+
+
+def _print_calibration(console: Console, name: str) -> None:
+    """The published runs a built-in profile was fitted on, and what is missing."""
+    calibration = builtin_calibration(name)
+    if calibration is None:
+        return
+    if calibration.fitted:
+        console.print("[bold]step model fitted on[/bold]")
+    for line in calibration.fitted:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if calibration.missing:
+        console.print(f"Under load: {calibration.missing}.", highlight=False, soft_wrap=True)
 
 
 def _print_predictions(console: Console, values: Mapping[str, Any]) -> None:

@@ -37,8 +37,8 @@ def _step_timing(settings: Settings) -> str:
         value = getattr(settings, field)
         if value:
             parts.append(f"+ {format_duration(value)}{label}")
-    if settings.prefill_overhead:
-        parts.append(f"+ {format_duration(settings.prefill_overhead)} with prefill")
+    if settings.frontend_latency:
+        parts.append(f"(+ {format_duration(settings.frontend_latency)} front end per request)")
     blocks = -(-settings.kv_cache_size // settings.block_size)
     caching = "on" if settings.enable_prefix_caching else "off"
     return (
@@ -62,8 +62,8 @@ def _timing(settings: Settings) -> str:
     ttft_jitter = settings.time_to_first_token_std_dev
     if settings.latency_model == "per-token":
         first = (
-            f"TTFT {format_duration(settings.prefill_overhead)} + "
-            f"{format_duration(settings.prefill_time_per_token)}/prompt token"
+            f"TTFT {format_duration(settings.frontend_latency + settings.inter_token_latency)}"
+            f" + {format_duration(settings.prefill_time_per_token)}/prompt token"
             + (f" ± {format_duration(ttft_jitter)}" if ttft_jitter else "")
         )
     else:
@@ -241,7 +241,7 @@ def _fields(
         "profile": settings.profile,
         "latency_model": settings.latency_model,
         "time_to_first_token_ms": settings.time_to_first_token * 1000.0,
-        "prefill_overhead_ms": settings.prefill_overhead * 1000.0,
+        "frontend_latency_ms": settings.frontend_latency * 1000.0,
         "prefill_time_per_token_ms": settings.prefill_time_per_token * 1000.0,
         "inter_token_latency_ms": settings.inter_token_latency * 1000.0,
         "max_running_requests": settings.max_running_requests,

@@ -36,7 +36,7 @@ from llmsim.engine.observer import EngineObserver, NullObserver
 from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
-from llmsim.engine.step.costs import StepCosts
+from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
@@ -139,6 +139,7 @@ class Engine:
         )
         self.pacer = Pacer(lambda: self.observer, self._load)
         self.step: StepLoop | None = None
+        self._frontend = FrontEnd()
         if settings.latency_model == "step":
             step_rng = random.Random(None if seed is None else seed + 3)
             core = StepEngine.from_settings(
@@ -402,7 +403,9 @@ class Engine:
             if sequence.cut_short:
                 pass  # a pause's abort came first: nothing to release
             elif self.step is not None:
-                await self.step.run(sequence, sink)
+                await self._through_frontend(sequence)
+                if not sequence.cut_short:
+                    await self.step.run(sequence, sink)
             else:
                 await self._pace(sequence, sink)
         except BaseException:
@@ -413,6 +416,19 @@ class Engine:
         self.scheduler.finish(sequence)
         if sink is not None:
             sink.finished(sequence)
+
+    async def _through_frontend(self, sequence: Sequence) -> None:
+        """The step model's per-request time before the engine (HTTP, tokenization,
+        scheduling): it delays this sequence's entry, not the steps of those running.
+
+        It counts from the sequence's arrival, so this process's own time since then is
+        part of it rather than added to it.
+        """
+        assert self.step is not None
+        costs = self.step.engine.costs
+        if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
+            entry = self._frontend.entry(sequence.arrival, costs)
+            await asyncio.sleep(max(entry - time.monotonic(), 0.0))
 
     async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand the sequence to the pacer and wait until its last token is out.
@@ -464,7 +480,7 @@ def latency_profile(settings: Settings) -> LatencyProfile:
         inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
         time_factor_under_load=settings.time_factor_under_load,
         latency_model=settings.latency_model,
-        prefill_overhead=settings.prefill_overhead,
+        frontend_latency=settings.frontend_latency,
         prefill_time_per_token=settings.prefill_time_per_token,
     )
 

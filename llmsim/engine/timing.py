@@ -17,8 +17,9 @@ class LatencyProfile:
     """The latency knobs, in seconds.
 
     ``constant`` (SPEC §4, the default): every request waits ``time_to_first_token``.
-    ``per-token``: the wait is ``prefill_overhead + prompt_tokens * prefill_time_per_token``,
-    so long prompts take longer to their first token, as on a real GPU.
+    ``per-token``: the wait is ``frontend_latency + inter_token_latency + prompt_tokens *
+    prefill_time_per_token`` (the front end, then one step that computes the prompt: what the
+    step model gives a lone prompt), so long prompts take longer to their first token.
     """
 
     time_to_first_token: float = 0.0
@@ -27,7 +28,7 @@ class LatencyProfile:
     inter_token_latency_std_dev: float = 0.0
     time_factor_under_load: float = 1.0
     latency_model: LatencyModelName = "constant"
-    prefill_overhead: float = 0.0
+    frontend_latency: float = 0.0
     prefill_time_per_token: float = 0.0
 
 
@@ -77,7 +78,11 @@ class LatencyModel:
         """The unjittered time to first token at a load factor of 1."""
         p = self.profile
         if p.latency_model == "per-token":
-            return p.prefill_overhead + prompt_tokens * p.prefill_time_per_token
+            return (
+                p.frontend_latency
+                + p.inter_token_latency
+                + prompt_tokens * p.prefill_time_per_token
+            )
         return p.time_to_first_token
 
     def first_token_delay(self, prompt_tokens: int, load_factor: float) -> float:

@@ -33,6 +33,27 @@ _TOKEN_RE = re.compile(
     rf"|[{_SPACE}]{{1,{MAX_WORD_PIECE}}}?(?=[ ][^{_SPACE}])|[{_SPACE}]{{1,{MAX_WORD_PIECE}}}"
 )
 """A whitespace run leaves its last space to the word after it, as GPT-2's rule does."""
+_CUT = re.compile(rf"(?<=[^{_SPACE}])[ ]")
+"""Where a long text may be cut without changing its tokens: before a space that follows a
+non-space, where every token of :data:`_TOKEN_RE` ends and the next one starts."""
+SLICE = 1 << 16
+"""Characters tokenized per regex call, so a long text never holds the interpreter (and the
+event loop waiting on it) for more than a few milliseconds at a time."""
+
+
+def _pieces(text: str, size: int = SLICE) -> list[str]:
+    """``_TOKEN_RE.findall(text)``, ``size`` characters or so at a time (the same tokens)."""
+    if len(text) <= size:
+        return _TOKEN_RE.findall(text)
+    pieces: list[str] = []
+    start, end = 0, len(text)
+    while start < end:
+        cut = _CUT.search(text, start + size) if start + size < end else None
+        stop = end if cut is None else cut.start()
+        pieces += _TOKEN_RE.findall(text, start, stop)
+        start = stop
+    return pieces
+
 
 GENERATION_PROMPT = "<|assistant|>\n"
 """The built-in chat format's header that asks the model to answer."""
@@ -166,16 +187,16 @@ class BuiltinTokenizer:
             self.template = ChatTemplate(chat_template, {})
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [_piece_id(piece) for piece in _TOKEN_RE.findall(text)]
+        return [_piece_id(piece) for piece in _pieces(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(_id_piece(token_id) for token_id in ids)
 
     def count(self, text: str, add_special_tokens: bool = False) -> int:
-        return len(_TOKEN_RE.findall(text))
+        return len(_pieces(text))
 
     def split(self, text: str) -> list[str]:
-        return _TOKEN_RE.findall(text)
+        return _pieces(text)
 
     def token_strs(self, ids: Sequence[int]) -> list[str]:
         return [_id_piece(token_id) for token_id in ids]
@@ -206,12 +227,12 @@ BUILTIN = BuiltinTokenizer()
 
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into built-in tokens whose concatenation is ``text``."""
-    return _TOKEN_RE.findall(text)
+    return _pieces(text)
 
 
 def count_tokens(text: str) -> int:
     """Number of built-in tokens in ``text`` (same as ``len(tokenize(text))``)."""
-    return len(_TOKEN_RE.findall(text))
+    return len(_pieces(text))
 
 
 def token_ids(text: str) -> list[int]:

@@ -34,6 +34,7 @@ from llmsim.pool.spread import worker_count
 from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance, data_parallel_instances
 from llmsim.settings.model import MAX_PORT, ConfigError, DataParallelBackend, Settings
+from llmsim.settings.renamed import RENAMED
 from llmsim.settings.sources import load_settings
 
 if sys.version_info >= (3, 11):
@@ -213,7 +214,7 @@ def _settings_keys(
     for key, value in table.items():
         if key in allowed:
             continue
-        if key not in Settings.model_fields:
+        if key not in Settings.model_fields and key not in RENAMED:
             problems.add(f"{where}: unknown key {key!r} (see `llmsim config init` for the keys)")
         elif key == "config" and isinstance(value, str):
             known[key] = str(path.parent / value)

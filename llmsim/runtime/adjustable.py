@@ -20,13 +20,15 @@ from llmsim.observability.metrics import Metrics
 from llmsim.runtime.faults import FaultInjector
 from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.model import DURATION_FIELDS, SECRET_FIELDS, Settings, option_flag
+from llmsim.settings.renamed import migrate
 from llmsim.settings.sources import field_errors, toml_value, validate_exactly
 
 RUNTIME_FIELDS: tuple[str, ...] = (
     "latency_model",
     "time_to_first_token",
     "time_to_first_token_std_dev",
-    "prefill_overhead",
+    "frontend_latency",
+    "frontend_serial_time",
     "prefill_time_per_token",
     "inter_token_latency",
     "inter_token_latency_std_dev",
@@ -112,7 +114,11 @@ def _as_input(name: str, value: Any) -> Any:
 
 
 def validate_update(current: Settings, changes: Mapping[str, Any]) -> Settings:
-    """``current`` with ``changes`` applied and validated as a whole, or RuntimeUpdateError."""
+    """``current`` with ``changes`` applied and validated as a whole, or RuntimeUpdateError.
+
+    A renamed setting is accepted under its old name.
+    """
+    changes, _ = migrate(changes, "POST /admin/config")
     _check_keys(changes)
     _check_latency_model(current, changes)
     values = {name: _as_input(name, getattr(current, name)) for name in Settings.model_fields}

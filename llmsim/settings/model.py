@@ -508,9 +508,10 @@ class Settings(BaseSettings):
     latency_model: Literal["constant", "per-token", "step"] = Field(
         "constant",
         description="constant: every request waits time-to-first-token; per-token: it waits "
-        "prefill-overhead plus prefill-time-per-token for each prompt token; step: one engine "
-        "loop runs batches like vLLM's (KV-cache blocks, chunked prefill, preemption, prefix "
-        "caching) and each step lasts inter-token-latency plus the step costs.",
+        "frontend-latency plus one inter-token-latency plus prefill-time-per-token for each "
+        "prompt token; step: one engine loop runs batches like vLLM's (KV-cache blocks, chunked "
+        "prefill, preemption, prefix caching) and each step lasts inter-token-latency plus the "
+        "step costs.",
     )
     time_to_first_token: Duration = Field(
         0.0,
@@ -522,8 +523,16 @@ class Settings(BaseSettings):
         description="Gaussian jitter on the time to first token (constant model: at most 30% "
         "of time-to-first-token).",
     )
-    prefill_overhead: Duration = Field(
-        0.0, description="Fixed part of the time to first token (per-token latency model)."
+    frontend_latency: Duration = Field(
+        0.0,
+        description="Fixed time each request spends before the engine (HTTP, tokenization, "
+        "scheduling): it delays only that request's admission and first token, never the "
+        "other requests' steps (per-token and step latency models; formerly prefill-overhead).",
+    )
+    frontend_serial_time: StepDuration = Field(
+        0.0,
+        description="The front end's time per request that requests take one at a time (step "
+        "latency model): a burst of N requests reaches the engine over N times this, e.g. 1ms.",
     )
     prefill_time_per_token: StepDuration = Field(
         0.0,

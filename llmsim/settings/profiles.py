@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from llmsim.settings.model import LAYER_FIELDS, ConfigError, Settings
+from llmsim.settings.renamed import RENAMED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +39,11 @@ class NamedProfile:
 
 def unknown_keys(table: Mapping[str, Any]) -> list[str]:
     """Keys of a settings table that are not settings (or that choose layers)."""
-    return sorted(key for key in table if key not in Settings.model_fields or key in LAYER_FIELDS)
+    return sorted(
+        key
+        for key in table
+        if (key not in Settings.model_fields and key not in RENAMED) or key in LAYER_FIELDS
+    )
 
 
 def parse_profiles(table: Any, origin: str) -> dict[str, NamedProfile]:
@@ -85,3 +90,20 @@ def find_profile(name: str, from_file: Mapping[str, NamedProfile]) -> NamedProfi
         return profiles[name]
     known = ", ".join(sorted(profiles)) or "none"
     raise ConfigError([f"--profile: unknown profile {name!r} (available: {known})"])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a built-in profile's step model was fitted on, and what it lacks."""
+
+    fitted: tuple[str, ...]
+    missing: str
+
+
+def builtin_calibration(name: str) -> Calibration | None:
+    """The calibration notes of a built-in profile (None for other profiles)."""
+    text = resources.files("llmsim.settings").joinpath("builtin_calibration.toml")
+    table = tomllib.loads(text.read_text("utf-8")).get("calibration", {}).get(name)
+    if not isinstance(table, dict):
+        return None
+    return Calibration(tuple(table.get("fitted", ())), str(table.get("missing", "")))

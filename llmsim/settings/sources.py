@@ -47,6 +47,7 @@ from llmsim.settings.profiles import (
     parse_profiles,
     unknown_keys,
 )
+from llmsim.settings.renamed import migrate, renamed_environment
 from llmsim.settings.units import format_duration, format_size, parse_duration
 
 if sys.version_info >= (3, 11):
@@ -67,6 +68,8 @@ class LoadedSettings:
     sources: dict[str, str]
     config_path: Path | None
     profile: NamedProfile | None = None
+    notices: tuple[str, ...] = ()
+    """One line for each renamed key that was used, saying what it became."""
 
     def describe_source(self, name: str) -> str:
         """Where a setting came from, for ``llmsim config show``."""
@@ -165,25 +168,38 @@ def load_settings(
     a fleet file names its keys instead).
     """
     flags = {key: value for key, value in (cli or {}).items() if value is not None}
+    flags, notices = migrate(flags, "flag")
     env = _env_values() if _environment_names_settings() else {}
+    old_env, env_notices = migrate(renamed_environment(), "environment")
+    notices += env_notices
+    env.update(old_env)
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
     config_path = Path(config_value) if config_value else None
     config_file = read_config_file(config_path) if config_path else ConfigFile({}, {})
     profile = _chosen_profile(flags.get("profile") or env.get("profile"), config_file)
     profile_values = dict(profile.values) if profile else {}
+    if profile:
+        profile_values, profile_notices = migrate(profile_values, f"profile {profile.name}")
+        notices += profile_notices
+    file_values, file_notices = migrate(config_file.values, str(config_path))
+    notices += file_notices
 
     sources: dict[str, str] = {}
-    layers = ((FLAG, flags), (ENV, env), (PROFILE, profile_values), (FILE, config_file.values))
+    layers = ((FLAG, flags), (ENV, env), (PROFILE, profile_values), (FILE, file_values))
     for name in Settings.model_fields:
         sources[name] = next((origin for origin, layer in layers if name in layer), DEFAULT)
 
-    layered = _layered_settings_class({**config_file.values, **profile_values}, bool(env))
+    layered = _layered_settings_class({**file_values, **profile_values}, bool(env))
     try:
-        settings = layered(**flags)
+        settings = layered(**{**old_env, **flags})  # old variables are not read by name
     except ValidationError as exc:
         raise ConfigError(_describe_errors(exc, sources, config_path, profile, flag_name)) from None
     return LoadedSettings(
-        settings=settings, sources=sources, config_path=config_path, profile=profile
+        settings=settings,
+        sources=sources,
+        config_path=config_path,
+        profile=profile,
+        notices=tuple(notices),
     )
 
 

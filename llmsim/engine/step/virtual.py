@@ -19,6 +19,7 @@ from typing import cast
 
 from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.costs import FrontEnd
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_scheduler import StepPlan
 
@@ -75,10 +76,16 @@ class VirtualRun:
     now: float = 0.0
     _arrivals: list[tuple[float, int, Sequence]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
+    _frontend: FrontEnd = field(default_factory=FrontEnd)
 
     def arrive(self, sequence: Sequence, at: float) -> None:
+        """``sequence`` is sent at ``at``; it reaches the engine once through the front end.
+
+        Call it in the order of ``at``, as requests arrive.
+        """
         sequence.arrival = at
-        heapq.heappush(self._arrivals, (at, next(self._order), sequence))
+        entry = self._frontend.entry(at, self.engine.costs)
+        heapq.heappush(self._arrivals, (entry, next(self._order), sequence))
 
     def step(self) -> StepPlan:
         """Admit what has arrived, run one step (or jump to the next arrival when idle)."""
