@@ -86,6 +86,28 @@ def test_precedence_flag_over_env_over_file_over_default(
     assert loaded.sources["port"] == "default"
 
 
+def test_the_environment_is_read_with_and_without_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert load_settings({}).settings.api_key is None
+    monkeypatch.setenv("VLLM_API_KEY", "from-vllm")
+    alone = load_settings({}).settings.api_key  # the only variable naming a setting
+    assert alone is not None
+    assert alone.get_secret_value() == "from-vllm"
+    monkeypatch.setenv("llmsim_max_loras", "3")  # names are not case-sensitive
+    plain = load_settings({})
+    profile = tmp_path / "p.toml"
+    profile.write_text('mode = "echo"\n')
+    layered = load_settings({"config": str(profile)})
+    for loaded in (plain, layered):
+        assert loaded.settings.api_key is not None
+        assert loaded.settings.api_key.get_secret_value() == "from-vllm"
+        assert loaded.settings.max_loras == 3
+        assert loaded.sources["max_loras"] == "env"
+    assert layered.settings.mode == "echo"
+
+
 def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text('model = "from-file"\n')

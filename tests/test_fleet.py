@@ -187,6 +187,18 @@ def successes(base_url: str) -> dict[tuple[str, str], float]:
     return totals
 
 
+def running(base_url: str) -> float:
+    """``vllm:num_requests_running`` of the instance."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "vllm:num_requests_running"
+        for sample in family.samples
+    )
+
+
 # -- llmsim fleet -----------------------------------------------------------------------
 
 
@@ -324,13 +336,14 @@ def test_a_port_in_use_fails_the_whole_fleet_before_anything_starts(
 # -- llmsim serve --data-parallel-size N --dp-ports: one port per rank ---------------------
 
 
-@pytest.mark.parametrize("backend", ["mp", "inprocess"])
+@pytest.mark.parametrize("backend", ["mp", "inprocess", "workers"])
 def test_data_parallel_ranks_have_their_own_ports_and_engine_labels(
     backend: str, tmp_path: Path, groups: list[Group]
 ) -> None:
     ports = consecutive_free_ports(3)
     args = ["serve", "--port", str(ports[0]), "--lora", "a", "--shutdown-timeout", "2s"]
     args += ["--data-parallel-size", "3", "--dp-ports", "--data-parallel-backend", backend]
+    args += ["--workers", "2"]
     group = start_group(args, ports, tmp_path)
     groups.append(group)
     urls = [group.url(rank) for rank in range(3)]
@@ -347,8 +360,8 @@ def test_data_parallel_ranks_have_their_own_ports_and_engine_labels(
 
     pids = set(group.pids().values())
     parent = group.process.pid
-    if backend == "mp":
-        assert len(pids) == 3
+    if backend != "inprocess":
+        assert len(pids) == (3 if backend == "mp" else 2)
         assert pids == children_of(parent)
     else:
         assert pids == {parent}
@@ -375,3 +388,64 @@ def test_sigterm_lets_every_instance_finish_its_requests(
         usages = [reply.result(timeout=20)["usage"] for reply in replies]
     assert [usage["completion_tokens"] for usage in usages] == [10, 10]  # type: ignore[index]
     assert group.process.wait(STOP_TIMEOUT) == 0
+
+
+# -- the workers backend: many instances on each of a few processes ------------------------
+
+
+def write_worker_fleet(tmp_path: Path, ports: list[int]) -> Path:
+    entries = "".join(
+        f'[[instance]]\nname = "w{index}"\nport = {port}\nmodel = "org/w{index}"\n'
+        for index, port in enumerate(ports)
+    )
+    path = tmp_path / "workers.toml"
+    path.write_text(
+        '[defaults]\ndata_parallel_backend = "workers"\nworkers = 2\n'
+        f'shutdown_timeout = "10s"\ninter_token_latency = "100ms"\n{entries}'
+    )
+    return path
+
+
+def test_workers_share_the_instances_and_drain_them_on_sigterm(
+    tmp_path: Path, groups: list[Group]
+) -> None:
+    ports = [free_port() for _ in range(5)]
+    group = start_group(["fleet", str(write_worker_fleet(tmp_path, ports))], ports, tmp_path)
+    groups.append(group)
+    pids = group.pids()
+    assert set(pids.values()) == children_of(group.process.pid)
+    assert [pids[port] for port in ports].count(pids[ports[0]]) == 3  # 3 + 2, in order
+    assert pids[ports[3]] == pids[ports[4]] != pids[ports[0]]
+    assert "5 simulated vLLM instances · 2 worker processes" in group.log()
+    for index in range(5):
+        assert model_ids(group.url(index)) == [f"org/w{index}"]
+        assert successes(group.url(index)) == {(f"org/w{index}", "0"): 0.0}
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        replies = [pool.submit(chat, group.url(i), f"org/w{i}", 8) for i in (1, 4)]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(running(group.url(i)) for i in (1, 4)):
+            time.sleep(0.02)
+        # both run, on different workers, about 0.7 s before they finish
+        group.process.send_signal(signal.SIGTERM)
+        usages = [reply.result(timeout=20)["usage"] for reply in replies]
+    assert [usage["completion_tokens"] for usage in usages] == [8, 8]  # type: ignore[index]
+    assert group.process.wait(STOP_TIMEOUT) == 0
+    assert not wait_until_gone(set(pids.values()), timeout=1.0)
+    assert "Traceback" not in group.log()
+
+
+def test_a_worker_that_dies_is_reported_with_its_instances(
+    tmp_path: Path, groups: list[Group]
+) -> None:
+    ports = [free_port() for _ in range(5)]
+    group = start_group(["fleet", str(write_worker_fleet(tmp_path, ports))], ports, tmp_path)
+    groups.append(group)
+    pids = group.pids()
+    os.kill(pids[ports[4]], signal.SIGKILL)
+    assert group.process.wait(STOP_TIMEOUT) == 1
+    expected = f"worker 2 (pid {pids[ports[4]]}: instances w3, w4) was killed by SIGKILL"
+    assert expected in group.log()
+    assert not wait_until_gone(set(pids.values()), timeout=1.0)
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        urllib.request.urlopen(group.url(0) + "/health", timeout=1)

@@ -83,6 +83,15 @@ def test_dry_run_prints_the_plan_and_starts_nothing() -> None:
     assert "llama-3.1-8b" in rows["fast-2"]
 
 
+def test_dry_run_says_how_many_workers_share_the_instances(tmp_path: Path) -> None:
+    names = "".join(f'[[instance]]\nname = "n{index}"\n' for index in range(5))
+    path = write(tmp_path, f'[defaults]\ndata_parallel_backend = "workers"\nworkers = 2\n{names}')
+    result = fleet_cli("--dry-run", str(path), "--base-port", "9300")
+    assert result.returncode == 0, result.stderr
+    assert "5 instances, 2 worker processes" in result.stdout
+    assert load_fleet(path).workers == 2
+
+
 # -- problems -----------------------------------------------------------------------
 
 
@@ -162,6 +171,11 @@ name = "b"
             "data_parallel_backend: must be the same for every instance",
         ),
         (
+            '[defaults]\ndata_parallel_backend = "workers"\n'
+            '[[instance]]\nname = "a"\nworkers = 2\n[[instance]]\nname = "b"\n',
+            "workers: must be the same for every instance",
+        ),
+        (
             "[defaults]\ndp_ports = true\n"
             + '[[instance]]\nname = "a"\ndata_parallel_size = 16\n'
             + '[[instance]]\nname = "b"\ndata_parallel_size = 16\n'
@@ -169,6 +183,11 @@ name = "b"
             + '[[instance]]\nname = "d"\ndata_parallel_size = 16\n'
             + '[[instance]]\nname = "e"\n',
             "65 instances in all; at most 64 can run",
+        ),
+        (
+            '[defaults]\ndata_parallel_backend = "workers"\n'
+            + "".join(f'[[instance]]\nname = "n{index}"\n' for index in range(257)),
+            "257 instances in all; at most 256 can run",
         ),
     ],
 )

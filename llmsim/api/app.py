@@ -27,7 +27,6 @@ from llmsim.api.cors import attach_cors
 from llmsim.api.dev_mode import dev_routes
 from llmsim.api.errors import Handler
 from llmsim.api.guard import guard, not_routed, shape_unrouted
-from llmsim.api.jsonio import dumps
 from llmsim.api.keys import (
     ENGINE,
     ENGINES,
@@ -43,7 +42,7 @@ from llmsim.api.keys import (
 )
 from llmsim.api.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
-from llmsim.api.openapi import build_openapi
+from llmsim.api.openapi import openapi_document
 from llmsim.api.pod_identity import install_pod_identity
 from llmsim.api.pooling_routes import invocations, pooling_routes
 from llmsim.api.response_store import ResponseStore
@@ -88,7 +87,7 @@ def create_app(
     app[ENGINES] = engines
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle or Lifecycle(settings.startup_duration)
-    app[OPENAPI] = dumps(build_openapi())
+    app[OPENAPI] = openapi_document()
     app[RUNTIME] = Runtime(settings, engines, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engines, metrics)
@@ -160,7 +159,7 @@ def create_app(
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]
-        app[OPENAPI] = dumps(build_openapi(pooling=True))
+        app[OPENAPI] = openapi_document(pooling=True)
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
     routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1

@@ -7,12 +7,14 @@ bodies the handlers build.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from llmsim import __version__
 from llmsim.api.embeddings import EmbeddingRequest
+from llmsim.api.jsonio import dumps
 from llmsim.api.messages_convert import CountTokensRequest, MessagesRequest
 from llmsim.api.openapi_pooling import POOLING_MODELS, pooling_paths
 from llmsim.api.responses import ResponsesRequest
@@ -337,6 +339,14 @@ def _model_paths() -> dict[str, Any]:
 
 GENERATING = ("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/messages", "/inference/")
 """Path prefixes of the generating routes, which a pooling model answers 404."""
+
+
+@functools.cache
+def openapi_document(*, pooling: bool = False) -> bytes:
+    """The encoded document, built once per process and kind of model: every instance
+    serves the same one, and building it costs tens of milliseconds (most of an
+    instance's start-up)."""
+    return dumps(build_openapi(pooling=pooling))
 
 
 def build_openapi(*, pooling: bool = False) -> dict[str, Any]:

@@ -221,8 +221,9 @@ def serve(
         None
     ),
     data_parallel_backend: Annotated[
-        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess")
+        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess|workers")
     ] = None,
+    workers: Annotated[str | None, _opt("workers", panel=SERVER, metavar="INT")] = None,
     ssl_keyfile: Annotated[str | None, _opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
     ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
     ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
@@ -422,7 +423,10 @@ def serve(
     flags = {key: value for key, value in locals().items() if value is not None}
     settings = load_or_exit(flags).settings
     _launch_or_exit(
-        data_parallel_instances(settings), settings.data_parallel_backend, settings.log_level
+        data_parallel_instances(settings),
+        settings.data_parallel_backend,
+        settings.log_level,
+        settings.workers,
     )
 
 
@@ -445,8 +449,9 @@ def fleet(
     """Start a fleet of simulated vLLM instances described in a TOML file.
 
     Every instance gets its own port, scheduler, adapters and metrics (and, by default,
-    its own process). One Ctrl-C or SIGTERM stops them all; an instance that exits is
-    reported and the others are stopped (exit status 1): nothing is restarted.
+    its own process; data_parallel_backend = "workers" spreads them over a few). One
+    Ctrl-C or SIGTERM stops them all; an instance that exits is reported and the others
+    are stopped (exit status 1): nothing is restarted.
     Problems in the file exit with status 2 before anything starts.
     """
     from llmsim.pool.fleet import FleetError, load_fleet
@@ -460,7 +465,7 @@ def fleet(
 
         render_plan(Console(), plan)
         return
-    _launch_or_exit(plan.instances, plan.backend, plan.log_level)
+    _launch_or_exit(plan.instances, plan.backend, plan.log_level, plan.workers)
 
 
 def _check_tokenizer(settings: Settings) -> None:
@@ -476,7 +481,10 @@ def _check_tokenizer(settings: Settings) -> None:
 
 
 def _launch_or_exit(
-    instances: Sequence[Instance], backend: DataParallelBackend, log_level: str
+    instances: Sequence[Instance],
+    backend: DataParallelBackend,
+    log_level: str,
+    workers: int | None = None,
 ) -> None:
     from llmsim.cli.tls import tls_files
     from llmsim.observability.logs import configure_logging
@@ -489,7 +497,7 @@ def _launch_or_exit(
         console = Console()
         configure_logging(ready[0].settings.model_copy(update={"log_level": log_level}), console)
         try:
-            code = launch(ready, backend, console)
+            code = launch(ready, backend, console, workers)
         except ServerStartError as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
             raise typer.Exit(exc.exit_code) from None

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llmsim.console.banner import instances_table
+from llmsim.pool.spread import worker_count
 from llmsim.settings.data_parallel import data_parallel_layout
 from llmsim.settings.instances import Instance, data_parallel_instances
 from llmsim.settings.model import MAX_PORT, ConfigError, DataParallelBackend, Settings
@@ -44,6 +45,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_BASE_PORT = 8000
 MAX_INSTANCES = 64
 """Servers a fleet may start (with ``dp_ports``, data-parallel ranks count one each)."""
+MAX_WORKER_INSTANCES = 256
+"""The same on the ``workers`` backend, whose instances cost a few MB each, not a process."""
 TOP_LEVEL_KEYS = ("base_port", "defaults", "instance")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 SHARED_LINE = re.compile(r"^(?:\[defaults\] |(?:LLMSIM|VLLM)_[A-Z0-9_]+: )")
@@ -63,6 +66,8 @@ class FleetPlan:
     instances: list[Instance]
     backend: DataParallelBackend
     log_level: str
+    workers: int | None = None
+    """With the ``workers`` backend, how many worker processes (None: one per core)."""
 
 
 @dataclass
@@ -104,20 +109,24 @@ def load_fleet(path: Path, base_port: int | None = None) -> FleetPlan:
         path=path,
         instances=instances,
         backend=instances[0].settings.data_parallel_backend,
+        workers=instances[0].settings.workers,
         # One logging set-up for the fleet: the most verbose level any instance asks for.
         log_level=min(levels, key=LOG_LEVELS.index),
     )
 
 
 def _check_whole_fleet(instances: list[Instance], problems: _Problems) -> None:
-    if len(instances) > MAX_INSTANCES:
-        problems.add(f"{len(instances)} instances in all; at most {MAX_INSTANCES} can run")
-    _check_grpc_ports(instances, problems)
     backends = {instance.settings.data_parallel_backend for instance in instances}
+    limit = MAX_WORKER_INSTANCES if backends == {"workers"} else MAX_INSTANCES
+    if len(instances) > limit:
+        problems.add(f"{len(instances)} instances in all; at most {limit} can run")
+    _check_grpc_ports(instances, problems)
     if len(backends) > 1:
         problems.add(
             "data_parallel_backend: must be the same for every instance (set it in [defaults])"
         )
+    if len({instance.settings.workers for instance in instances}) > 1:
+        problems.add("workers: must be the same for every instance (set it in [defaults])")
 
 
 def _check_grpc_ports(instances: list[Instance], problems: _Problems) -> None:
@@ -137,13 +146,23 @@ def _check_grpc_ports(instances: list[Instance], problems: _Problems) -> None:
 def render_plan(console: Console, plan: FleetPlan) -> None:
     """The dry run: what would start, where, and with which settings."""
     ports = [instance.settings.port for instance in plan.instances]
-    how = "one process each" if plan.backend == "mp" else "one process"
+    how = _how(plan)
     console.print(
         f"[bold]fleet {escape(str(plan.path))}[/bold]: {len(plan.instances)} instances, {how}",
         highlight=False,
     )
     console.print(instances_table(plan.instances, ports))
     console.print(f"valid; start it with: llmsim fleet {plan.path}", highlight=False)
+
+
+def _how(plan: FleetPlan) -> str:
+    """How the plan runs its instances, as the start-up panel says it."""
+    if plan.backend == "mp":
+        return "one process each"
+    if plan.backend == "inprocess" or len(plan.instances) == 1:
+        return "one process"
+    count = worker_count(plan.workers, len(plan.instances))
+    return f"{count} worker process{'es' if count > 1 else ''}"
 
 
 # -- reading ------------------------------------------------------------------------

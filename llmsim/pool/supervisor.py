@@ -1,12 +1,13 @@
-"""The ``mp`` backend: one child process per instance, supervised by the parent.
+"""The ``mp`` and ``workers`` backends: child processes supervised by the parent.
 
-The parent binds every port first (so a clash fails before anything starts and port 0
-is resolved), forks one child per instance that serves on its inherited socket, prints
-one start-up panel with the children's PIDs and then only watches: SIGINT or SIGTERM
-stops every child; a child that exits on its own is reported, the others are stopped
-and the exit status is 1. Nothing is restarted. Children are stopped by PID (SIGTERM,
-then SIGKILL after their shutdown timeout) and, on Linux, get SIGTERM if the parent
-dies, so none outlives it.
+Each child serves a group of instances on one event loop: one instance per child with
+``mp``, a share of them per worker with ``workers``. The parent binds every port first
+(so a clash fails before anything starts and port 0 is resolved), forks the children,
+which serve on their inherited sockets, prints one start-up panel with the children's
+PIDs and then only watches: SIGINT or SIGTERM stops every child; a child that exits on
+its own is reported with its instances, the others are stopped and the exit status is
+1. Nothing is restarted. Children are stopped by PID (SIGTERM, then SIGKILL after their
+shutdown timeout) and, on Linux, get SIGTERM if the parent dies, so none outlives it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from rich.console import Console
 
 from llmsim.console.banner import render_instances_banner
 from llmsim.server.listener import bind_listener
-from llmsim.server.runner import STOP_SIGNALS, Server, ServerStartError, listen_error
+from llmsim.server.runner import (
+    STOP_SIGNALS,
+    Server,
+    ServerStartError,
+    build_shared_state,
+    listen_error,
+)
 from llmsim.settings.instances import Instance
 
 logger = logging.getLogger("llmsim.supervisor")
@@ -41,27 +48,50 @@ PR_SET_PDEATHSIG = 1
 
 @dataclass
 class Child:
-    instance: Instance
+    """A child process and the instances it serves (in order, one port each)."""
+
+    number: int
+    instances: tuple[Instance, ...]
     pid: int
-    port: int
+    ports: tuple[int, ...]
+
+    def describe(self) -> str:
+        """``instance NAME (pid P)``, or ``worker N (pid P: instances A, B)``."""
+        if len(self.instances) == 1:
+            return f"instance {self.instances[0].name} (pid {self.pid})"
+        names = ", ".join(instance.name for instance in self.instances)
+        return f"worker {self.number} (pid {self.pid}: instances {names})"
 
 
 class Supervisor:
-    """Run each instance in its own process until a signal or a child's exit."""
+    """Run each group of instances in its own process until a signal or a child's exit.
 
-    def __init__(self, instances: Sequence[Instance], console: Console | None = None) -> None:
-        self.instances = list(instances)
+    ``groups`` holds the instances of each child: one each for the ``mp`` backend.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[Sequence[Instance]],
+        console: Console | None = None,
+        *,
+        how: str = "one process each",
+    ) -> None:
+        self.groups = [tuple(group) for group in groups if group]
+        self.instances = [instance for group in self.groups for instance in group]
+        self.how = how
         self.console = console or Console(stderr=False)
         self.errors = Console(stderr=True)
         self.children: list[Child] = []
 
     @property
     def pids(self) -> list[int]:
-        return [child.pid for child in self.children]
+        """Each instance's process, in the order of the instances."""
+        return [child.pid for child in self.children for _ in child.instances]
 
     def run(self) -> int:
         """Serve; the exit status: 0 after a stop signal, 1 if a child exited on its own."""
         listeners = bind_listeners(self.instances)
+        build_shared_state()
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         live: dict[int, Child] = {}
         try:
@@ -73,9 +103,9 @@ class Supervisor:
             render_instances_banner(
                 self.console,
                 self.instances,
-                [child.port for child in self.children],
+                [port for child in self.children for port in child.ports],
                 self.pids,
-                "one process each",
+                self.how,
             )
             failed = self._watch(live)
             return 1 if failed else 0
@@ -91,17 +121,21 @@ class Supervisor:
         live: dict[int, Child],
     ) -> None:
         parent = os.getpid()
-        for instance, listener in zip(self.instances, listeners, strict=True):
+        end = 0
+        for number, group in enumerate(self.groups, start=1):
+            start, end = end, end + len(group)
+            own = listeners[start:end]
             sys.stdout.flush()
             sys.stderr.flush()
             try:
                 pid = os.fork()
             except OSError as exc:
-                raise ServerStartError(f"{instance.name}: cannot start a process: {exc}") from None
+                raise ServerStartError(f"{group[0].name}: cannot start a process: {exc}") from None
             if pid == 0:
-                others = [other for other in listeners if other is not listener]
-                _child_main(instance, listener, others, previous_mask, parent)
-            child = Child(instance, pid, int(listener.getsockname()[1]))
+                others = [*listeners[:start], *listeners[end:]]
+                _child_main(group, own, others, previous_mask, parent)
+            ports = tuple(int(listener.getsockname()[1]) for listener in own)
+            child = Child(number, group, pid, ports)
             self.children.append(child)
             live[pid] = child
 
@@ -128,8 +162,7 @@ class Supervisor:
     def _report(self, child: Child, status: int) -> None:
         how = f"was killed by {_signal_name(-status)}" if status < 0 else f"exited with {status}"
         self.errors.print(
-            f"[bold red]error:[/bold red] instance {child.instance.name} (pid {child.pid}) {how}; "
-            "stopping the others",
+            f"[bold red]error:[/bold red] {child.describe()} {how}; stopping the others",
             highlight=False,
         )
 
@@ -149,7 +182,9 @@ class Supervisor:
     def _stop(self, live: dict[int, Child]) -> None:
         """SIGTERM every live child, wait for their drain, SIGKILL what is left."""
         _signal_all(live, signal.SIGTERM)
-        timeout = max((c.instance.settings.shutdown_timeout for c in live.values()), default=0)
+        timeout = max(
+            (i.settings.shutdown_timeout for c in live.values() for i in c.instances), default=0
+        )
         deadline = time.monotonic() + timeout + KILL_GRACE
         while live and time.monotonic() < deadline:
             remaining = max(min(POLL_SECONDS, deadline - time.monotonic()), 0.01)
@@ -200,13 +235,13 @@ def _signal_name(signum: int) -> str:
 
 
 def _child_main(
-    instance: Instance,
-    listener: socket.socket,
+    instances: Sequence[Instance],
+    listeners: Sequence[socket.socket],
     others: Sequence[socket.socket],
     previous_mask: Iterable[int],
     parent: int,
 ) -> NoReturn:
-    """The forked child: serve one instance on its socket, then exit without cleanup."""
+    """The forked child: serve its instances on their sockets, then exit without cleanup."""
     code = 1
     try:
         for other in others:
@@ -214,20 +249,26 @@ def _child_main(
         _die_with_parent(parent)
         # SIGINT and SIGTERM stay blocked until the server handles them.
         signal.pthread_sigmask(signal.SIG_SETMASK, {*previous_mask, *STOP_SIGNALS})
-        Server([instance], listeners=[listener], announce=False).run()
+        Server(instances, listeners=listeners, announce=False).run()
         code = 0
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         code = 130
     except ServerStartError as exc:  # a refused setting or port: one line, no traceback
-        logger.error("instance %s cannot start: %s", instance.name, exc)
+        logger.error("%s cannot start: %s", _names(instances), exc)
         code = exc.exit_code
     except BaseException:
-        logger.exception("instance %s failed", instance.name)
+        logger.exception("%s failed", _names(instances))
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _names(instances: Sequence[Instance]) -> str:
+    """``instance a``, or ``instances a, b`` for a worker's share."""
+    names = ", ".join(instance.name for instance in instances)
+    return f"instance {names}" if len(instances) == 1 else f"instances {names}"
 
 
 def _die_with_parent(parent: int) -> None:

@@ -67,7 +67,7 @@ FailureType = Literal[
     "model_not_found",
 ]
 FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
-DataParallelBackend = Literal["mp", "inprocess"]
+DataParallelBackend = Literal["mp", "inprocess", "workers"]
 
 
 class ConfigError(Exception):
@@ -319,7 +319,14 @@ class Settings(BaseSettings):
     data_parallel_backend: DataParallelBackend = Field(
         "mp",
         description="With --dp-ports, how the ranks' servers run: mp, one process each (uses "
-        "every core); inprocess, all on one event loop in one process (least memory).",
+        "every core); inprocess, all on one event loop in one process (least memory); "
+        "workers, spread over --workers processes, many on each event loop (large fleets).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="llmsim only: with --data-parallel-backend workers, how many worker "
+        "processes share the instances (default: one per core; never more than instances).",
     )
 
     # -- TLS (vLLM's --ssl-* flags) ------------------------------------------------

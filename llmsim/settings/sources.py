@@ -8,6 +8,7 @@ user wrote it (flag, variable or profile key).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ from pydantic_settings import (
 
 from llmsim.settings.model import (
     DURATION_FIELDS,
+    ENV_PREFIX,
     LAYER_FIELDS,
     SECRET_FIELDS,
     SIZE_FIELDS,
@@ -131,6 +133,15 @@ def read_config_file(path: Path) -> ConfigFile:
     return ConfigFile(values=data, profiles=parse_profiles(profiles_table, str(path)))
 
 
+_ENV_ALIASES = frozenset(
+    str(choice).upper()
+    for field in Settings.model_fields.values()
+    if isinstance(field.validation_alias, AliasChoices)
+    for choice in field.validation_alias.choices
+)
+"""Environment variables besides ``LLMSIM_*`` that set a setting (``VLLM_API_KEY``)."""
+
+
 def _env_values() -> dict[str, Any]:
     """Environment values by field name (a field with aliases, like api_key, comes back
     under its first alias)."""
@@ -158,7 +169,7 @@ def load_settings(
     """
     flags = {key: value for key, value in (cli or {}).items() if value is not None}
     flags, notices = migrate(flags, "flag")
-    env = _env_values()
+    env = _env_values() if _environment_names_settings() else {}
     old_env, env_notices = migrate(renamed_environment(), "environment")
     notices += env_notices
     env.update(old_env)
@@ -178,7 +189,7 @@ def load_settings(
     for name in Settings.model_fields:
         sources[name] = next((origin for origin, layer in layers if name in layer), DEFAULT)
 
-    layered = _layered_settings_class({**file_values, **profile_values})
+    layered = _layered_settings_class({**file_values, **profile_values}, bool(env))
     try:
         settings = layered(**{**old_env, **flags})  # old variables are not read by name
     except ValidationError as exc:
@@ -196,7 +207,27 @@ def _chosen_profile(name: Any, config_file: ConfigFile) -> NamedProfile | None:
     return find_profile(str(name), config_file.profiles) if name else None
 
 
-def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
+def _environment_names_settings() -> bool:
+    """Whether any environment variable may set a setting (``LLMSIM_*``, ``VLLM_API_KEY``).
+
+    Reading the environment through pydantic costs tens of milliseconds, which a fleet
+    would pay for every instance; without such a variable it has nothing to find.
+    """
+    return any(
+        name.upper().startswith(ENV_PREFIX.upper()) or name.upper() in _ENV_ALIASES
+        for name in os.environ
+    )
+
+
+def _layered_settings_class(file_values: Mapping[str, Any], environment: bool) -> type[Settings]:
+    """Settings read from flags, then the environment (if it names any), then ``file_values``.
+
+    A pydantic class costs tens of milliseconds to build, so without file or profile
+    values (every instance of a plain fleet) a class built at import serves them all.
+    """
+    if not file_values:
+        return _flags_and_environment() if environment else _ExactSettings
+
     class LayeredSettings(Settings):
         @classmethod
         def settings_customise_sources(
@@ -212,6 +243,27 @@ def _layered_settings_class(file_values: Mapping[str, Any]) -> type[Settings]:
 
     LayeredSettings.__name__ = "Settings"
     return LayeredSettings
+
+
+@functools.cache
+def _flags_and_environment() -> type[Settings]:
+    """Settings from flags, then the environment: built on first use (building a pydantic
+    class costs tens of milliseconds, which a command without the variables need not pay)."""
+
+    class FlagsAndEnvironment(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings
+
+    FlagsAndEnvironment.__name__ = "Settings"
+    return FlagsAndEnvironment
 
 
 def _where(
