@@ -23,7 +23,7 @@ from llmsim.api.logprobs import (
     Step,
     chat_content,
     prompt_logprobs_json,
-    token_label,
+    token_labels,
     top_dict,
 )
 from llmsim.api.sse import ResponseMeta, usage
@@ -172,7 +172,7 @@ def _completion_logprobs(plan: OutputPlan, sequence: Sequence, k: int) -> Iterat
             offsets.append(offset)
             offset += len(text)
         ids = plan.token_ids
-        tokens.extend(token_label(text, step, ids) for text, step in zip(texts, steps, strict=True))
+        tokens.extend(token_labels(texts, steps, ids))
         values.extend(None if step is None else step.logprob for step in steps)
         tops.append(dumps([None if step is None else top_dict(step, ids) for step in steps]))
         yield PAUSE

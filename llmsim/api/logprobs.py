@@ -252,16 +252,22 @@ def completion_logprobs(
     return {
         "text_offset": offsets,
         "token_logprobs": [None if step is None else step.logprob for step in steps],
-        "tokens": [
-            token_label(text, step, token_ids) for text, step in zip(texts, steps, strict=True)
-        ],
+        "tokens": token_labels(texts, steps, token_ids),
         "top_logprobs": [None if step is None else top_dict(step, token_ids) for step in steps],
     }
 
 
-def token_label(text: str, step: Step | None, token_ids: bool) -> str:
-    """A token as the legacy ``tokens`` array names it: its text, or ``token_id:N``."""
-    return text if step is None or not token_ids else _label(step.token, True)
+def token_labels(texts: Sequence[str], steps: Sequence[Step | None], token_ids: bool) -> list[str]:
+    """Tokens as the legacy ``tokens`` array names them: their texts or, with
+    ``--return-tokens-as-token-ids``, ``token_id:N`` where a step gives the id (an echoed
+    prompt may have more texts than steps, or fewer)."""
+    if not token_ids:
+        return list(texts)
+    labels = []
+    for i, text in enumerate(texts):
+        step = steps[i] if i < len(steps) else None
+        labels.append(text if step is None else _label(step.token, True))
+    return labels
 
 
 def top_dict(step: Step, token_ids: bool = False) -> dict[str, float]:

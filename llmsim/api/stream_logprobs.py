@@ -20,7 +20,7 @@ from llmsim.api.logprobs import (
     chat_content,
     completion_logprobs,
     piece_id,
-    token_label,
+    token_labels,
     top_dict,
 )
 from llmsim.engine import Sequence
@@ -48,9 +48,7 @@ class EchoPrefix:
             self.offsets.append(self.end)
             self.end += len(text)
         ids = self.token_ids
-        self.tokens.extend(
-            token_label(text, step, ids) for text, step in zip(texts, steps, strict=True)
-        )
+        self.tokens.extend(token_labels(texts, steps, ids))
         self.values.extend(None if step is None else step.logprob for step in steps)
         self.tops.append(
             dumps([None if step is None else top_dict(step, ids) for step in steps])[1:-1]
@@ -62,7 +60,7 @@ class EchoPrefix:
         if step is not None:
             offsets = [*offsets, self.end]
             values = [*values, step.logprob]
-            tokens = [*tokens, token_label(text, step, self.token_ids)]
+            tokens = [*tokens, *token_labels([text], [step], self.token_ids)]
             tops = [*tops, dumps(top_dict(step, self.token_ids))]
         return (
             b'{"text_offset":'
