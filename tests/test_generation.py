@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmsim.engine import Answer
+from llmsim.engine.answer import ToolCall
 from llmsim.engine.generation import GeneratedText, apply_stop, generate
 from llmsim.engine.tokenizer import count_tokens, tokenize
 
@@ -196,3 +197,30 @@ def test_a_stop_string_drops_the_ids_it_would_invalidate() -> None:
         with_ids=True,
     )
     assert result.ids is None or len(result.ids) == len(result.tokens)
+
+
+def test_a_thought_comes_first_and_shares_max_tokens_with_the_answer() -> None:
+    answer = Answer(text="Calling.", tool_calls=(ToolCall("f", '{"a": 1}'),))
+
+    def run(max_tokens: int) -> GeneratedText:
+        return generate(
+            answer=answer,
+            mode="random",
+            echo_text="ignored",
+            max_tokens=max_tokens,
+            budget=1000,
+            ignore_eos=False,
+            stop=(),
+            rng=random.Random(3),
+            reasoning=True,
+        )
+
+    whole = run(200)
+    end = whole.reasoning_end
+    assert end > 0
+    assert "".join(whole.tokens[end:]).startswith("Calling.")
+    (span,) = whole.tool_calls  # the call's tokens moved past the thought
+    assert "".join(whole.tokens[span.start : span.end]) == '{"a": 1}'
+    assert run(200).tokens == whole.tokens  # a seeded request thinks the same thought
+    cut = run(end - 1)
+    assert (cut.reasoning_end, cut.finish_reason, cut.tool_calls) == (end - 1, "length", ())

@@ -227,6 +227,7 @@ def test_vllm_flags_become_llmsim_options_before_llmsims_own() -> None:
         "--model=org/m",
         "--max-running-requests=3",
         "--vllm-flags-without-effect=-tp 2",
+        "--no-enable-auto-tool-choice",  # vLLM's rule: no auto tool choice unless enabled
         "--port",
         "1",
     ]
@@ -383,14 +384,26 @@ def test_root_path_serves_routes_with_and_without_the_prefix(
 
 def test_a_shared_option_with_a_value_only_vllm_takes_goes_to_vllms_parser() -> None:
     args = translate_serve_args(["serve", "m", "--data-parallel-backend", "ray"], serve)
-    assert args == ["serve", "--model=m", "--vllm-flags-without-effect=--data-parallel-backend ray"]
+    assert args == [
+        "serve",
+        "--model=m",
+        "--vllm-flags-without-effect=--data-parallel-backend ray",
+        "--no-enable-auto-tool-choice",
+    ]
     args = translate_serve_args(["serve", "--data-parallel-backend", "inprocess"], serve)
     assert args == ["serve", "--data-parallel-backend", "inprocess"]
 
 
 def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
     args = translate_serve_args(["serve", "m", "--api-key", "k1", "k2", "--port", "1"], serve)
-    assert args == ["serve", "--model=m", "--api-key=k1", "--port", "1"]
+    assert args == [
+        "serve",
+        "--model=m",
+        "--api-key=k1",
+        "--no-enable-auto-tool-choice",
+        "--port",
+        "1",
+    ]
     assert translate_serve_args(["serve", "--api-key", "k1"], serve) == [
         "serve",
         "--api-key",
@@ -422,3 +435,27 @@ def test_return_tokens_as_token_ids_names_logprob_tokens_by_id(
     logprobs = answer["choices"][0]["logprobs"]
     assert all(token.startswith("token_id:") for token in logprobs["tokens"])
     assert all(key.startswith("token_id:") for top in logprobs["top_logprobs"] for key in top)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["m"], ["--no-enable-auto-tool-choice"]),
+        (["m", "--enable-auto-tool-choice", "--tool-call-parser", "hermes"], []),
+        (["m", "--enable_auto_tool_choice", "--tool_call_parser", "hermes"], []),
+    ],
+)
+def test_a_vllm_command_line_allows_auto_tool_choice_only_when_it_says_so(
+    argv: list[str], expected: list[str]
+) -> None:
+    args = translate_serve_args(["serve", *argv], serve)
+    assert [arg for arg in args if arg == "--no-enable-auto-tool-choice"] == expected
+
+
+def test_auto_tool_choice_needs_a_tool_call_parser_when_llmsims_flag_enables_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        translate_serve_args(["serve", "m", "--enable-auto-tool-choice"], serve)
+    assert exit_info.value.code == 2
+    assert "--enable-auto-tool-choice requires --tool-call-parser" in capsys.readouterr().err

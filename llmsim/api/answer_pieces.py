@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmsim.api.chat import chat_message
+from llmsim.api.chat import chat_message, reasoning_field
 from llmsim.api.jsonio import dumps
 from llmsim.api.logprobs import (
     OutputPlan,
@@ -70,12 +70,14 @@ async def write_pieces(
 def chat_pieces(meta: ResponseMeta, group: RequestGroup, extra: dict[str, Any]) -> Iterator[bytes]:
     """:func:`llmsim.api.chat.chat_body`, in pieces."""
     plan = meta.plan
+    settings = group.engine.settings
+    role, reasoning = settings.response_role, reasoning_field(settings.reasoning_parser, meta)
     yield dumps(meta.header())[:-1] + b',"choices":['
     for number, sequence in enumerate(group.sequences):
         yield (
             (b"," if number else b"")
             + b'{"index":%d,"message":' % sequence.index
-            + dumps(chat_message(sequence))
+            + dumps(chat_message(sequence, role, reasoning))
             + b',"logprobs":'
         )
         if plan is None or plan.logprobs is None:

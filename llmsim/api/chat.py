@@ -11,6 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from aiohttp import web
+
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import SETTINGS
 from llmsim.api.logprobs import chat_logprobs, chat_prompt_logprobs
@@ -27,12 +29,14 @@ def tool_call_id() -> str:
 
 def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
     plan = meta.plan
+    settings = group.engine.settings
+    reasoning = None if settings.reasoning_parser is None else meta.reasoning_shown
     return {
         **meta.header(),
         "choices": [
             {
                 "index": sequence.index,
-                "message": chat_message(sequence, group.engine.settings.response_role),
+                "message": chat_message(sequence, settings.response_role, reasoning),
                 "logprobs": None if plan is None else chat_logprobs(plan, sequence),
                 "finish_reason": sequence.api_finish_reason,
                 "stop_reason": sequence.stop_reason,
@@ -45,8 +49,22 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
     }
 
 
-def chat_message(sequence: Sequence, role: str = "assistant") -> dict[str, Any]:
-    """The answer's message; ``role`` is vLLM's ``--response-role``."""
+def reasoning_field(parser: str | None, meta: ResponseMeta) -> bool | None:
+    """What the message says of reasoning: None, no field (no reasoning parser, as before);
+    False, ``"reasoning": null`` (the request's ``include_reasoning: false``); True, the
+    thought. (:func:`chat_body` spells it out.)"""
+    if parser is None:
+        return None
+    return meta.reasoning_shown
+
+
+def chat_message(
+    sequence: Sequence, role: str = "assistant", reasoning: bool | None = None
+) -> dict[str, Any]:
+    """The answer's message; ``role`` is vLLM's ``--response-role``, ``reasoning`` as
+    :func:`reasoning_field` says (vLLM's ``reasoning`` field, after the tool calls)."""
+    if reasoning is not None:
+        return _thinking_message(sequence, role, reasoning)
     if not sequence.tool_calls:
         return {"role": role, "content": sequence.text, "tool_calls": []}
     output = sequence.output
@@ -54,18 +72,39 @@ def chat_message(sequence: Sequence, role: str = "assistant") -> dict[str, Any]:
     return {
         "role": role,
         "content": content or None,
-        "tool_calls": [
-            {
-                "id": tool_call_id(),
-                "type": "function",
-                "function": {
-                    "name": span.name,
-                    "arguments": "".join(output[span.start : span.end]),
-                },
-            }
-            for span in sequence.tool_calls
-        ],
+        "tool_calls": _calls(sequence),
     }
+
+
+def _thinking_message(sequence: Sequence, role: str, shown: bool) -> dict[str, Any]:
+    """A reasoning parser's message: the thought apart from the answer (``content`` is
+    null when the thought used up every token)."""
+    output = sequence.output
+    end = min(sequence.reasoning_end, len(output))
+    stop = sequence.tool_calls[0].start if sequence.tool_calls else len(output)
+    content = "".join(output[end:stop])
+    thought = "".join(output[:end])
+    return {
+        "role": role,
+        "content": content if content or not end else None,
+        "tool_calls": _calls(sequence),
+        "reasoning": thought if shown and thought else None,
+    }
+
+
+def _calls(sequence: Sequence) -> list[dict[str, Any]]:
+    output = sequence.output
+    return [
+        {
+            "id": tool_call_id(),
+            "type": "function",
+            "function": {
+                "name": span.name,
+                "arguments": "".join(output[span.start : span.end]),
+            },
+        }
+        for span in sequence.tool_calls
+    ]
 
 
 _OPEN_END = b'},"logprobs":null,' + NOT_FINISHED + b"}]}\n\n"
@@ -74,6 +113,12 @@ _OPEN_END = b'},"logprobs":null,' + NOT_FINISHED + b"}]}\n\n"
 
 class ChatStreamSink(StreamSink):
     _call_ids: dict[tuple[int, int], str] | None = None
+
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, meta: ResponseMeta
+    ) -> None:
+        super().__init__(request, response, meta)
+        self.reasoning_shown = meta.reasoning_shown
 
     def start_chunk(self, index: int) -> bytes:
         app = getattr(self.request, "app", None)  # a web.Request (tests may pass a bare one)
@@ -113,6 +158,8 @@ class ChatStreamSink(StreamSink):
         )
 
     def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+        if position < sequence.reasoning_end:
+            return self._reasoning_chunk(sequence, text, last)
         number = _call_at(sequence, position)
         if number is None:
             return self.token_chunk(sequence, text, last)
@@ -130,6 +177,22 @@ class ChatStreamSink(StreamSink):
             + dumps(call)
             + b']},"logprobs":'
             + (b"null" if self.logprobs is None else self.logprobs.chat(sequence, text))
+            + b","
+            + finish_fields(sequence, last),
+        )
+
+    def _reasoning_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+        """A token of the thought: a ``reasoning`` delta, or nothing when the request said
+        ``include_reasoning: false`` (the choice's last chunk still ends it)."""
+        logprobs = b"null" if self.logprobs is None else self.logprobs.chat(sequence, text)
+        if not self.reasoning_shown:
+            return self.end_chunk(sequence) if last else b""
+        return self.chunk(
+            sequence.index,
+            b'"delta":{"reasoning":'
+            + dumps(text)
+            + b'},"logprobs":'
+            + logprobs
             + b","
             + finish_fields(sequence, last),
         )

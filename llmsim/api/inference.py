@@ -42,6 +42,7 @@ from llmsim.api.jsonio import dumps
 from llmsim.api.keys import GENERATION, LARGE_BODY, STREAMED
 from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
+from llmsim.api.parser_flags import check_tool_choice, reasoning_of
 from llmsim.api.prompts import chat_prompt, completion_prompts
 from llmsim.api.requests import parse_body
 from llmsim.api.routing import engine_index
@@ -218,7 +219,11 @@ async def _generate(
     else:
         prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
-    constrained = None if plain else await _answer(body, engine, flavor)
+    constrained = None
+    if not plain:
+        if flavor.api != "responses" and isinstance(body, ChatCompletionRequest):
+            check_tool_choice(engine.settings, body)  # vLLM's Responses API does not check
+        constrained = await _answer(body, engine, flavor)
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
@@ -240,6 +245,9 @@ async def _generate(
         else None,
     )
     settings = engine.settings
+    shown = True
+    if settings.reasoning_parser is not None:
+        generation.reasoning, shown = reasoning_of(settings.reasoning_parser, body)
     plan = None
     if not plain:
         make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)
@@ -264,10 +272,12 @@ async def _generate(
             meta = ResponseMeta(
                 request_id, flavor.chunk_object, int(time.time()), target.name, plan
             )
+            meta.reasoning_shown = shown
             return await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state.runtime
             )
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
+        meta.reasoning_shown = shown
         await group.run()
         extra = {}
         if transfer and transfer.remote_decode and _length_capped(group):

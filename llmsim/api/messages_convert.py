@@ -10,6 +10,7 @@ chat stream becomes Anthropic's event sequence.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -240,7 +241,13 @@ def tool_input(arguments: str) -> dict[str, Any]:
 
 
 def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The thought (a reasoning parser's, as vLLM: a signed ``thinking`` block), the text,
+    then one ``tool_use`` block per call."""
     blocks: list[dict[str, Any]] = []
+    if message.get("reasoning"):
+        blocks.append(
+            {"type": "thinking", "thinking": message["reasoning"], "signature": uuid.uuid4().hex}
+        )
     if message.get("content"):
         blocks.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
@@ -320,6 +327,8 @@ class MessagesStream:
         events: list[bytes] = []
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("reasoning"):
+                events.append(self._thinking(delta["reasoning"]))
             if delta.get("content"):
                 events.append(self._text(delta["content"]))
             for call in delta.get("tool_calls") or []:
@@ -354,10 +363,21 @@ class MessagesStream:
     def _stop_block(self) -> bytes:
         if self._open is None:
             return b""
+        event = b""
+        if self._open == "thinking":  # vLLM signs a thought as its block ends
+            signature = {"type": "signature_delta", "signature": uuid.uuid4().hex}
+            event = self._event("content_block_delta", index=self._index, delta=signature)
         self._open = None
-        event = self._event("content_block_stop", index=self._index)
+        event += self._event("content_block_stop", index=self._index)
         self._index += 1
         return event
+
+    def _thinking(self, text: str) -> bytes:
+        start = b""
+        if self._open != "thinking":
+            start = self._start_block({"type": "thinking", "thinking": ""})
+        delta = {"type": "thinking_delta", "thinking": text}
+        return start + self._event("content_block_delta", index=self._index, delta=delta)
 
     def _text(self, text: str) -> bytes:
         start = b"" if self._open == "text" else self._start_block({"type": "text", "text": ""})

@@ -185,10 +185,29 @@ def call_item(
     }
 
 
+def reasoning_part(text: str) -> dict[str, Any]:
+    return {"text": text, "type": "reasoning_text"}
+
+
+def reasoning_item(item_id: str, text: str | None, status: str | None) -> dict[str, Any]:
+    """vLLM's reasoning output item: the thought as one ``reasoning_text`` part."""
+    return {
+        "id": item_id,
+        "summary": [],
+        "type": "reasoning",
+        "content": None if text is None else [reasoning_part(text)],
+        "encrypted_content": None,
+        "status": status,
+    }
+
+
 def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat ``message`` as Responses output items: its text, then one item per call."""
+    """A chat ``message`` as Responses output items: its thought (with a reasoning parser),
+    its text, then one item per call."""
     calls = message.get("tool_calls") or []
     items: list[dict[str, Any]] = []
+    if message.get("reasoning"):
+        items.append(reasoning_item(f"rs_{random_hex()}", message["reasoning"], None))
     if message.get("content") or not calls:
         items.append(message_item(f"msg_{random_hex()}", message.get("content") or ""))
     for call in calls:
@@ -285,6 +304,8 @@ class ResponsesStream:
         events: list[bytes] = []
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("reasoning"):
+                events.append(self._reasoning(delta["reasoning"]))
             if delta.get("content"):
                 events.append(self._text(delta["content"]))
             for call in delta.get("tool_calls") or []:
@@ -318,7 +339,25 @@ class ResponsesStream:
         return len(self.output)
 
     def _start_message(self) -> bytes:
-        item = message_item(f"msg_{random_hex()}", None, "in_progress")
+        return self._opened(message_item(f"msg_{random_hex()}", None, "in_progress"), text_part(""))
+
+    def _reasoning(self, text: str) -> bytes:
+        start = b""
+        if self._open is None or self._open["item"]["type"] != "reasoning":
+            item = reasoning_item(f"rs_{random_hex()}", None, "in_progress")
+            start = self._close() + self._opened(item, reasoning_part(""))
+        assert self._open is not None
+        self._open["text"].append(text)
+        return start + self._event(
+            "response.reasoning_text.delta",
+            item_id=self._open["item"]["id"],
+            output_index=self._index(),
+            content_index=0,
+            delta=text,
+        )
+
+    def _opened(self, item: dict[str, Any], part: dict[str, Any]) -> bytes:
+        """Open ``item``: its ``output_item.added`` and its first part's ``content_part.added``."""
         self._open = {"item": item, "text": []}
         index = self._index()
         return self._event(
@@ -328,7 +367,7 @@ class ResponsesStream:
             item_id=item["id"],
             output_index=index,
             content_index=0,
-            part=text_part(""),
+            part=part,
         )
 
     def _text(self, text: str) -> bytes:
@@ -394,6 +433,24 @@ class ResponsesStream:
                     output_index=index,
                     content_index=0,
                     part=text_part(text),
+                ),
+            ]
+        elif item["type"] == "reasoning":
+            done = reasoning_item(item["id"], text, "completed")
+            events += [
+                self._event(
+                    "response.reasoning_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                ),
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=reasoning_part(text),
                 ),
             ]
         else:

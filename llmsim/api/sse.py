@@ -45,6 +45,8 @@ class ResponseMeta:
     model: str
     plan: OutputPlan | None = None
     """Logprobs, echo and prompt logprobs the request asked for; None for plain text."""
+    reasoning_shown: bool = True
+    """With a reasoning parser: whether the answer shows the thought (``include_reasoning``)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -131,12 +133,12 @@ class StreamSink:
         return head
 
     def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
-        """A token of a sequence with tool calls (only chat streams them apart)."""
+        """A token of a sequence with tool calls or a thought (only chat streams them apart)."""
         return self.token_chunk(sequence, text, last)
 
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         last = len(sequence.output) - 1
-        if sequence.tool_calls:
+        if sequence.tool_calls or sequence.reasoning_end:
             tool_chunk = self.tool_token_chunk
             chunks = [
                 tool_chunk(sequence, position, text, position == last)

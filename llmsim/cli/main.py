@@ -263,6 +263,20 @@ def serve(
             panel=MODEL,
         ),
     ] = None,
+    reasoning_parser: Annotated[
+        str | None, _opt("reasoning_parser", panel=MODEL, metavar="NAME")
+    ] = None,
+    enable_auto_tool_choice: Annotated[
+        bool | None,
+        _opt(
+            "enable_auto_tool_choice",
+            "--enable-auto-tool-choice/--no-enable-auto-tool-choice",
+            panel=MODEL,
+        ),
+    ] = None,
+    tool_call_parser: Annotated[
+        str | None, _opt("tool_call_parser", panel=MODEL, metavar="NAME")
+    ] = None,
     runner: Annotated[
         str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,

@@ -125,7 +125,29 @@ def translate_serve_args(args: list[str], command: Callable[..., Any]) -> list[s
     ours, theirs = split_serve_args(args[head:], serve_option_shapes(command))
     if not theirs:
         return args
-    return [*args[:head], *_vllm_as_llmsim_options(theirs), *ours]
+    options = _vllm_as_llmsim_options(theirs)
+    return [*args[:head], *options, *_auto_tool_choice(options + ours), *ours]
+
+
+AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
+NO_AUTO_TOOL_CHOICE = "--no-enable-auto-tool-choice"
+
+
+def _auto_tool_choice(options: list[str]) -> list[str]:
+    """A vLLM command line refuses ``tool_choice: "auto"`` unless it enables it (vLLM's
+    rule), where llmsim's own default allows it; enabling it needs a tool-call parser."""
+    if AUTO_TOOL_CHOICE in options and not any(
+        option.startswith("--tool-call-parser") for option in options
+    ):
+        from llmsim.settings.vllm_args import USAGE
+
+        sys.stderr.write(
+            f"usage: {USAGE}\nllmsim serve: error: {AUTO_TOOL_CHOICE} requires --tool-call-parser\n"
+        )
+        raise SystemExit(2)
+    if AUTO_TOOL_CHOICE in options or NO_AUTO_TOOL_CHOICE in options:
+        return []
+    return [NO_AUTO_TOOL_CHOICE]
 
 
 def _vllm_as_llmsim_options(theirs: list[str]) -> list[str]:

@@ -104,6 +104,8 @@ class GenerationRequest:
     """This request's own TTFT/ITL (a rule's override, a recording's pace); None: configured."""
     kv_transfer_delay: float | None = None
     """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
+    reasoning: bool = False
+    """Each answer starts with a thought (a reasoning parser is set and the request thinks)."""
 
 
 class Engine:
@@ -250,6 +252,7 @@ class Engine:
             rng=rng,
             split=self._split,
             with_ids=self.needs_output_ids,
+            reasoning=request.reasoning,
         )
 
     def _check_context(self, request: GenerationRequest) -> None:
@@ -298,6 +301,8 @@ class Engine:
                 if text.tool_calls or text.reported_finish is not None:
                     sequence.tool_calls = text.tool_calls
                     sequence.reported_finish = text.reported_finish
+                if text.reasoning_end:
+                    sequence.reasoning_end = text.reasoning_end
                 if request.timing is not None or request.kv_transfer_delay is not None:
                     sequence.timing = request.timing
                     sequence.kv_transfer_delay = request.kv_transfer_delay

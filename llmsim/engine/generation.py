@@ -46,6 +46,8 @@ class GeneratedText:
     """What the API reports when it differs from the engine's reason (``tool_calls``)."""
     ids: list[int] | None = None
     """The tokens' ids, when they were asked for and came at no cost (random answers)."""
+    reasoning_end: int = 0
+    """The output's first ``reasoning_end`` tokens are the model's thought (a reasoning parser)."""
 
 
 def generate(
@@ -60,6 +62,7 @@ def generate(
     rng: random.Random,
     split: Splitter = tokenize,
     with_ids: bool = False,
+    reasoning: bool = False,
 ) -> GeneratedText:
     """Produce one sequence's output.
 
@@ -68,10 +71,16 @@ def generate(
     because it exists for wiring tests, where the exact text matters more than length.
     A chosen ``answer`` replaces the mode; its text is cut like a random answer. Stop strings
     do not cut tool calls: their arguments end where the call ends or ``max_tokens`` cuts.
-    ``split`` is the configured tokenizer's, so every count is in its tokens.
+    ``split`` is the configured tokenizer's, so every count is in its tokens. With
+    ``reasoning`` the output starts with a thought (:func:`_thinking_first`).
     """
     if max_tokens == 0:  # echo-only requests (completions ``echo`` with ``max_tokens: 0``)
         return GeneratedText([], "length")
+    if reasoning:
+        thought = _thought(rng, split)
+        return _thinking_first(
+            thought, answer, mode, echo_text, max_tokens, budget, ignore_eos, stop, rng, split
+        )
     if answer is not None:
         limit = budget if max_tokens is None else min(max_tokens, budget)
         if answer.tool_calls:
@@ -83,6 +92,59 @@ def generate(
         limit = budget if max_tokens is None else min(max_tokens, budget)
         result = _random_answer(limit, ignore_eos, rng, split, with_ids)
     return apply_stop(result, stop, split) if stop else result
+
+
+def _thought(rng: random.Random, split: Splitter) -> list[str]:
+    """A short simulated thought: one or two corpus sentences, drawn from the request's
+    generator (a seeded request thinks the same thought)."""
+    sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
+    count = len(sentence_tokens)
+    tokens = list(sentence_tokens[rng.randrange(count)])
+    if rng.random() < 0.5:
+        tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
+    return tokens
+
+
+def _thinking_first(
+    thought: list[str],
+    answer: Answer | None,
+    mode: Mode,
+    echo_text: str,
+    max_tokens: int | None,
+    budget: int,
+    ignore_eos: bool,
+    stop: Seq[str],
+    rng: random.Random,
+    split: Splitter,
+) -> GeneratedText:
+    """The thought, then the answer within what the thought left of ``max_tokens`` and the
+    context: the thought is generated first, so a small limit cuts the thought (no answer)."""
+    limit = budget if max_tokens is None else min(max_tokens, budget)
+    size = len(thought)
+    if size >= limit:
+        return GeneratedText(thought[:limit], "length", reasoning_end=limit)
+    rest = generate(
+        answer=answer,
+        mode=mode,
+        echo_text=echo_text,
+        max_tokens=None if max_tokens is None else max_tokens - size,
+        budget=budget - size,
+        ignore_eos=ignore_eos,
+        stop=stop,
+        rng=rng,
+        split=split,
+    )
+    calls = tuple(
+        ToolSpan(span.name, span.start + size, span.end + size) for span in rest.tool_calls
+    )
+    return GeneratedText(
+        thought + rest.tokens,
+        rest.finish_reason,
+        rest.stop_reason,
+        calls,
+        rest.reported_finish,
+        reasoning_end=size,
+    )
 
 
 def _answer_text(answer: Answer, limit: int, split: Splitter) -> GeneratedText:

@@ -60,6 +60,8 @@ class Sequence:
     """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
     output_ids: list[int] | None = field(default=None, repr=False)
     """The output's token ids when generation knew them (random answers, step engine only)."""
+    reasoning_end: int = 0
+    """The output's first tokens that are the model's thought (with a reasoning parser)."""
     cached_tokens: int = 0
     """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
 

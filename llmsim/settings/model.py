@@ -34,6 +34,7 @@ from llmsim.settings.kv_events import (
     xxhash_missing,
 )
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules, split_names, unique
+from llmsim.settings.parsers import REASONING_PARSERS, invalid_reasoning_parser
 from llmsim.settings.responses import ResponseRules, ResponsesError, load_rules
 from llmsim.settings.tls import tls_conflict
 from llmsim.settings.units import MAX_DURATION, parse_duration, parse_size
@@ -433,6 +434,25 @@ class Settings(BaseSettings):
         description="Name tokens token_id:N in logprobs (vLLM's --return-tokens-as-token-ids), "
         "for clients that cannot tell apart tokens with the same text.",
     )
+    reasoning_parser: str | None = Field(
+        None,
+        description="vLLM's --reasoning-parser (deepseek_r1, qwen3, granite...): chat answers "
+        "start with a short simulated thought, returned apart as the message's reasoning (a "
+        "Responses reasoning item, a Messages thinking block), counted and paced like other "
+        "tokens. Unset: no reasoning.",
+    )
+    enable_auto_tool_choice: bool | None = Field(
+        None,
+        description="vLLM's --enable-auto-tool-choice. False: chat and Messages requests with "
+        "tools get vLLM's 400 for tool_choice auto (the default when tools are sent), required "
+        "or a named tool, as vLLM answers without a tool parser. Unset: llmsim's default, all "
+        "allowed; a vLLM command line without the flag sets it False.",
+    )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM's --tool-call-parser (hermes, llama3_json...): the tool-call format "
+        "named for vLLM; llmsim's tool calls are the same whichever it names.",
+    )
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
         description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
@@ -718,6 +738,13 @@ class Settings(BaseSettings):
                 "prefix_caching_hash_algo", f"xxhash needs the extra: {KV_EVENTS_EXTRA}"
             )
         return self
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _known_reasoning_parser(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONING_PARSERS:
+            raise ValueError(invalid_reasoning_parser(value))
+        return value
 
     @field_validator("host")
     @classmethod

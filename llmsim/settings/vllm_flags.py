@@ -47,9 +47,9 @@ VLLM_FLAGS = """
 --reasoning-effort-map                                                  loads         -
 --response-role                                                         str           response_role
 --return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          return_tokens_as_token_ids
---enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  -
+--enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  enable_auto_tool_choice
 --exclude-tools-when-tool-choice-none !--no-exclude-tools-when-tool-choice-none  bool  -
---tool-call-parser                                                      ?str          -
+--tool-call-parser                                                      ?str          tool_call_parser
 --tool-parser-plugin                                                    str           -
 --tool-strict-level                                                     ?str{auto|function|parameter}  -
 --tool-server                                                           ?str          -
@@ -168,7 +168,7 @@ VLLM_FLAGS = """
 --enable-mamba-cache-stochastic-rounding !--disable-mamba-cache-stochastic-rounding !--no-enable-mamba-cache-stochastic-rounding  bool  -
 --mamba-cache-philox-rounds                                             int           -
 ## StructuredOutputsConfig
---reasoning-parser                                                      str           -
+--reasoning-parser                                                      str           reasoning_parser
 --reasoning-parser-plugin                                               str           -
 ## ParallelConfig
 --distributed-executor-backend                                          ?str          -
