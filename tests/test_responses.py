@@ -477,7 +477,8 @@ def test_a_timing_override_replaces_the_means_and_their_jitter() -> None:
     assert both.inter_token_delay(2.0) == pytest.approx(0.04)  # the load factor still applies
     assert both.fixed_inter_token_delay(1.0) == pytest.approx(0.02)
     only_gap = model.overridden(TimingOverride(inter_token_latency=0.05))
-    assert only_gap.mean_first_token_delay(100) == pytest.approx(1.0)  # per-token model kept
+    # the per-token model kept: one step (the overridden gap) plus 100 prompt tokens
+    assert only_gap.mean_first_token_delay(100) == pytest.approx(0.05 + 1.0)
     assert model.inter_token_delay(1.0) != pytest.approx(0.05)
 
 
