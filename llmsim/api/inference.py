@@ -184,14 +184,16 @@ async def generate(
     flavor: Flavor,
     body: ChatCompletionRequest | CompletionRequest,
     request_id: str | None = None,
+    arrival: float | None = None,
 ) -> web.StreamResponse:
     """Run a parsed request through the engine and answer it in ``flavor``'s shapes.
 
     The Responses and Messages APIs call this with a translated chat request and a
     flavor of their own, so they share every limit, metric and fault of chat;
-    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins).
+    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins);
+    ``arrival`` is ``time.monotonic()`` when the handler started (None: now).
     """
-    return await _generate(request, flavor, body, request_id)
+    return await _generate(request, flavor, body, request_id, arrival)
 
 
 async def _generate(
