@@ -166,12 +166,18 @@ COMPLETION = Flavor(
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     # The parsed body is not kept in this frame: _generate lets go of it once the
-    # engine has the request, which matters with thousands of open streams.
-    return await _generate(request, CHAT, await parse_body(request, ChatCompletionRequest))
+    # engine has the request, which matters with thousands of open streams. The arrival
+    # is stamped before the body is read, parsed and tokenized: that is where a client's
+    # clock starts, so the latency metrics count that work too.
+    arrival = time.monotonic()
+    body = await parse_body(request, ChatCompletionRequest)
+    return await _generate(request, CHAT, body, arrival=arrival)
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, COMPLETION, await parse_body(request, CompletionRequest))
+    arrival = time.monotonic()
+    body = await parse_body(request, CompletionRequest)
+    return await _generate(request, COMPLETION, body, arrival=arrival)
 
 
 async def generate(
@@ -179,14 +185,16 @@ async def generate(
     flavor: Flavor,
     body: ChatCompletionRequest | CompletionRequest,
     request_id: str | None = None,
+    arrival: float | None = None,
 ) -> web.StreamResponse:
     """Run a parsed request through the engine and answer it in ``flavor``'s shapes.
 
     The Responses and Messages APIs call this with a translated chat request and a
     flavor of their own, so they share every limit, metric and fault of chat;
-    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins).
+    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins);
+    ``arrival`` is ``time.monotonic()`` when the handler started (None: now).
     """
-    return await _generate(request, flavor, body, request_id)
+    return await _generate(request, flavor, body, request_id, arrival)
 
 
 async def _generate(
@@ -194,6 +202,7 @@ async def _generate(
     flavor: Flavor,
     body: ChatCompletionRequest | CompletionRequest,
     body_id: str | None = None,
+    arrival: float | None = None,
 ) -> web.StreamResponse:
     state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
     engine, kv_agent = state.engine, state.kv_agent  # the engines differ only in their load
@@ -243,6 +252,7 @@ async def _generate(
         kv_transfer_delay=kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
         if transfer and transfer.remote_prefill
         else None,
+        arrival=arrival,
     )
     settings = engine.settings
     shown = True

@@ -7,6 +7,7 @@ shape (``guard`` picks it by path).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,7 @@ from llmsim.api.sse import ResponseMeta
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
+    arrival = time.monotonic()  # the latency metrics count the body's parsing too
     body = validate_body(MessagesRequest, await read_json_object(request))
     chat = chat_request(messages_chat_body(body))
     stop_sequences = list(body.stop_sequences or ())
@@ -43,7 +45,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
     rename = renamer("output_config.format", "tools[{index}].input_schema")
     flavor = exchange.flavor(render, translator, rename_param=rename)
-    return await generate(request, flavor, chat)
+    return await generate(request, flavor, chat, arrival=arrival)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

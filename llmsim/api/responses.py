@@ -8,6 +8,7 @@ true by default) are kept in memory, bounded in count and bytes (:mod:`response_
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -125,6 +126,7 @@ def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[s
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
+    arrival = time.monotonic()  # the latency metrics count the body's parsing too
     raw = await read_json_object(request)
     body = validate_body(ResponsesRequest, raw)
     store = request.app[RESPONSE_STORE]
@@ -160,7 +162,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     exchange = Exchange("resp_", "response")
     rename = renamer("text.format", "tools[{index}].parameters")
     flavor = exchange.flavor(render, translator, "input", "responses", rename)
-    return await generate(request, flavor, chat)
+    return await generate(request, flavor, chat, arrival=arrival)
 
 
 class StoringStream(ResponsesStream):

@@ -9,6 +9,7 @@ only the answer's shape is this endpoint's own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence as Seq
 from typing import Annotated, Any, cast
 
@@ -217,11 +218,14 @@ GENERATE = Flavor(
 
 
 async def generate_tokens(request: web.Request) -> web.StreamResponse:
+    arrival = time.monotonic()  # the latency metrics count the body's parsing too
     data = await read_json_object(request)
     body: GenerateRequest = validate_body(GenerateRequest, data)
     engine = request.app[INFERENCE].engine
     completion = as_completion(body, engine.settings.max_running_requests)
-    return await generate(request, GENERATE, completion, request_id=body.request_id)
+    return await generate(
+        request, GENERATE, completion, request_id=body.request_id, arrival=arrival
+    )
 
 
 __all__ = ["GENERATE", "GenerateRequest", "as_completion", "generate_tokens"]

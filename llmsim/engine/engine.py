@@ -106,6 +106,9 @@ class GenerationRequest:
     """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
     reasoning: bool = False
     """Each answer starts with a thought (a reasoning parser is set and the request thinks)."""
+    arrival: float | None = None
+    """``time.monotonic()`` when the HTTP handler started, before the body was read and
+    tokenized, so queue time and TTFT count from where a client's clock starts; None: now."""
 
 
 class Engine:
@@ -272,7 +275,7 @@ class Engine:
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
         made = iter(outputs) if outputs is not None else None
         loop = asyncio.get_running_loop()
-        arrival = time.monotonic()
+        arrival = time.monotonic() if request.arrival is None else request.arrival
         sequences: list[Sequence] = []
         for prompt in request.prompts:
             budget = max_len - prompt.token_count

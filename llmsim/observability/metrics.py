@@ -418,9 +418,13 @@ class Metrics:
         arrival = sequence.arrival
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
         first = sequence.first_token_at if sequence.first_token_at is not None else scheduled
-        finished = sequence.finished_at if sequence.finished_at is not None else time.monotonic()
-        last = sequence.last_token_at if sequence.last_token_at is not None else finished
-        self.phase["e2e"].observe(finished - arrival)
+        # The finish reason goes out with the last token: that release ends the request,
+        # as vLLM's front end times it on the output that says finished (the scheduler
+        # retires the sequence a loop turn later).
+        last = sequence.last_token_at
+        if last is None:
+            last = sequence.finished_at if sequence.finished_at is not None else time.monotonic()
+        self.phase["e2e"].observe(last - arrival)
         self.phase["queue"].observe(scheduled - arrival)
         self.phase["inference"].observe(last - scheduled)
         self.phase["prefill"].observe(first - scheduled)
