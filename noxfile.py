@@ -53,7 +53,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[fast,tokenizers,kv-events]", "mypy>=1.10")
+    session.install(
+        "-e", ".[fast,tokenizers,kv-events,tls,yaml,grpc,plot]", "mypy>=1.10", "types-PyYAML"
+    )
     session.run("mypy", "llmsim")
 
 
