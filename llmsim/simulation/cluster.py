@@ -1,0 +1,207 @@
+"""Several simulated servers behind a router on one virtual clock.
+
+Events are taken in time order: the next request sent (to the router, which sees every
+instance as it is at that moment) or the next step of the instance furthest behind. A
+finished turn of a conversation sends the next turn after its think time. Nothing is kept
+per request once it finished: each outcome goes to the caller's sink.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from llmsim.engine.block_hash import output_token_id
+from llmsim.engine.sequence import Sequence
+from llmsim.engine.step.step_engine import StepEngine
+from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
+from llmsim.settings.model import Settings
+from llmsim.simulation.routers import ROUTERS, Instance
+from llmsim.simulation.workload import Request
+
+PREFIX_CACHE_LIMIT = 4096
+"""Token ids of at most this many shared prefixes are kept for reuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished request, in seconds of virtual time."""
+
+    instance: int
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    sent: float
+    scheduled: float
+    first_token: float
+    finished: float
+
+    @property
+    def ttft(self) -> float:
+        return self.first_token - self.sent
+
+    @property
+    def queue(self) -> float:
+        return self.scheduled - self.sent
+
+    @property
+    def e2e(self) -> float:
+        return self.finished - self.sent
+
+    @property
+    def tpot(self) -> float | None:
+        if self.output_tokens < 2:
+            return None
+        return (self.finished - self.first_token) / (self.output_tokens - 1)
+
+
+class Observer:
+    """What a run reports as it goes; the default ignores everything."""
+
+    def finished(self, outcome: Outcome) -> None:
+        """A request finished."""
+
+    def token_gap(self, instance: int, gap: float) -> None:
+        """A request produced a token ``gap`` seconds after its previous one."""
+
+    def step(self, instance: int, run: VirtualRun, duration: float) -> None:
+        """An instance ended a step of ``duration`` seconds at ``run.now``."""
+
+
+class Cluster:
+    """``replicas`` instances of ``settings`` behind the ``router`` policy."""
+
+    def __init__(self, settings: Settings, replicas: int, router: str, *, seed: int = 0) -> None:
+        self.instances = [
+            Instance(
+                f"instance-{k}",
+                VirtualRun(StepEngine.from_settings(settings, rng=random.Random(seed * 7919 + k))),
+            )
+            for k in range(replicas)
+        ]
+        self.router = ROUTERS[router](random.Random(seed), settings.block_size)
+        self._prefixes: dict[tuple[str, int], list[int]] = {}
+        self._order = itertools.count()
+        self._requests: dict[Sequence, tuple[int, Request]] = {}
+
+    def run(self, requests: Iterable[Request], observer: Observer) -> float:
+        """Send ``requests`` (in the order of ``send_at``), run until all finished; return
+        the time the last one ended."""
+        source: Iterator[Request] = iter(requests)
+        follow_ups: list[tuple[float, int, Request]] = []
+        upcoming = next(source, None)
+        while True:
+            arrival = upcoming.send_at if upcoming is not None else None
+            if follow_ups and (arrival is None or follow_ups[0][0] < arrival):
+                arrival = follow_ups[0][0]
+            index, step_at = self._next_step()
+            if step_at is not None and (arrival is None or step_at < arrival):
+                self._step(index, observer, follow_ups)
+            elif arrival is not None:
+                if follow_ups and follow_ups[0][0] == arrival:
+                    _, _, request = heapq.heappop(follow_ups)
+                else:
+                    assert upcoming is not None
+                    request, upcoming = upcoming, next(source, None)
+                self._route(request, arrival)
+            else:
+                return max(instance.run.now for instance in self.instances)
+
+    def _next_step(self) -> tuple[int, float | None]:
+        best, when = 0, None
+        for k, instance in enumerate(self.instances):
+            at = instance.run.next_event()
+            if at is not None and (when is None or at < when):
+                best, when = k, at
+        return best, when
+
+    def _route(self, request: Request, at: float) -> None:
+        sequence = virtual_sequence(
+            f"{request.prompt}#{next(self._order)}", self._ids(request), request.output_tokens
+        )
+        index = self.router.choose(sequence, self.instances)
+        instance = self.instances[index]
+        instance.in_flight += 1
+        self._requests[sequence] = (index, request)
+        instance.run.arrive(sequence, at=at)
+
+    def _step(
+        self, index: int, observer: Observer, follow_ups: list[tuple[float, int, Request]]
+    ) -> None:
+        run = self.instances[index].run
+        before = run.now
+        run.step()
+        result = run.last_result
+        if result is not None:
+            for seq in result.emitted:
+                if seq.previous_token_at is not None:
+                    observer.token_gap(index, run.now - seq.previous_token_at)
+            for seq in result.finished:
+                self._finish(index, seq.sequence, observer, follow_ups)
+        run.finished.clear()
+        run.samples.clear()
+        observer.step(index, run, run.now - before)
+
+    def _finish(
+        self,
+        index: int,
+        sequence: Sequence,
+        observer: Observer,
+        follow_ups: list[tuple[float, int, Request]],
+    ) -> None:
+        _, request = self._requests.pop(sequence)
+        self.instances[index].in_flight -= 1
+        finished = sequence.last_token_at if sequence.last_token_at is not None else 0.0
+        first = sequence.first_token_at if sequence.first_token_at is not None else finished
+        scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else first
+        observer.finished(
+            Outcome(
+                index,
+                request.prompt_tokens,
+                request.output_tokens,
+                sequence.cached_tokens or 0,
+                sequence.arrival,
+                scheduled,
+                first,
+                finished,
+            )
+        )
+        if request.then is not None:
+            at = finished + request.then.send_at
+            heapq.heappush(follow_ups, (at, next(self._order), request.then))
+
+    def _ids(self, request: Request) -> list[int]:
+        """Token ids: the shared prefix's, then the prompt's own by position (so a later turn
+        of a conversation starts with the earlier turn's prompt)."""
+        shared = min(request.prefix_tokens, request.prompt_tokens)
+        ids: list[int] = []
+        if shared:
+            key = (request.prefix, shared)
+            cached = self._prefixes.get(key)
+            if cached is None:
+                cached = [output_token_id(f"{request.prefix}:{k}") for k in range(shared)]
+                if len(self._prefixes) >= PREFIX_CACHE_LIMIT:
+                    self._prefixes.clear()
+                self._prefixes[key] = cached
+            ids.extend(cached)
+        name = request.prompt
+        ids.extend(output_token_id(f"{name}:{k}") for k in range(shared, request.prompt_tokens))
+        return ids
+
+
+def run_cluster(
+    settings: Settings,
+    requests: Iterable[Request],
+    observer: Observer,
+    *,
+    replicas: int = 1,
+    router: str = "round-robin",
+    seed: int = 0,
+) -> Cluster:
+    """Run ``requests`` through a new cluster; the cluster is returned for its counters."""
+    cluster = Cluster(settings, replicas, router, seed=seed)
+    cluster.run(requests, observer)
+    return cluster

@@ -1,0 +1,67 @@
+"""One ``llmsim simulate`` run: a workload through a cluster, summarised (and written)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmsim.settings.model import Settings
+from llmsim.simulation.cluster import Cluster
+from llmsim.simulation.recorder import SUMMARY_FILE, Recorder
+from llmsim.simulation.results import SLO
+from llmsim.simulation.workload import Request
+
+
+class Workload(Protocol):
+    def requests(self, seed: int) -> Iterator[Request]:
+        """The requests in the order they are sent; the same seed gives the same ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The system under test and how the run is reported."""
+
+    settings: Settings
+    replicas: int = 1
+    router: str = "round-robin"
+    seed: int = 0
+    slo: SLO | None = None
+    output: Path | None = None
+    interval: float = 1.0
+    """Seconds between the rows of the time series."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    overall: dict[str, float | int]
+    instances: list[dict[str, float | int]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"overall": self.overall, "instances": self.instances}
+
+
+def simulate(setup: Setup, workload: Workload) -> Result:
+    """Run ``workload`` through ``setup.replicas`` instances in virtual time."""
+    cluster = Cluster(setup.settings, setup.replicas, setup.router, seed=setup.seed)
+    recorder = Recorder(setup.replicas, setup.slo, setup.output, setup.interval)
+    try:
+        end = cluster.run(workload.requests(setup.seed), recorder)
+    finally:
+        recorder.close(cluster, cluster_end(cluster))
+    overall = recorder.overall()
+    duration = overall.duration or end
+    result = Result(
+        overall.figures(duration, setup.replicas),
+        [stats.figures(duration) for stats in recorder.stats],
+    )
+    if setup.output is not None:
+        text = json.dumps(result.as_json(), indent=2, sort_keys=True)
+        (setup.output / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
+    return result
+
+
+def cluster_end(cluster: Cluster) -> float:
+    return max((instance.run.now for instance in cluster.instances), default=0.0)
