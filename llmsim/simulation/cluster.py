@@ -31,6 +31,8 @@ class Outcome:
     """One finished request, in seconds of virtual time."""
 
     instance: int
+    prefix: str
+    """The request's shared prefix (system prompt), empty without one."""
     prompt_tokens: int
     output_tokens: int
     cached_tokens: int
@@ -160,6 +162,7 @@ class Cluster:
         observer.finished(
             Outcome(
                 index,
+                request.prefix,
                 request.prompt_tokens,
                 request.output_tokens,
                 sequence.cached_tokens or 0,

@@ -113,6 +113,7 @@ class Recorder(Observer):
 def _record(outcome: Outcome, good: bool) -> dict[str, Any]:
     return {
         "instance": outcome.instance,
+        "prefix": outcome.prefix,
         "prompt_tokens": outcome.prompt_tokens,
         "output_tokens": outcome.output_tokens,
         "cached_tokens": outcome.cached_tokens,
