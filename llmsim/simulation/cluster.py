@@ -13,8 +13,8 @@ import itertools
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from hashlib import blake2b
 
-from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
@@ -22,8 +22,10 @@ from llmsim.settings.model import Settings
 from llmsim.simulation.routers import ROUTERS, Instance
 from llmsim.simulation.workload import Request
 
-PREFIX_CACHE_LIMIT = 4096
-"""Token ids of at most this many shared prefixes are kept for reuse."""
+ID_RANGE_BITS = 24
+"""A prompt's ids span at most 2**24 values above its name's hash."""
+NAME_CACHE_LIMIT = 4096
+"""The id bases of at most this many prompt and prefix names are kept for reuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,8 @@ class Observer:
     def finished(self, outcome: Outcome) -> None:
         """A request finished."""
 
-    def token_gap(self, instance: int, gap: float) -> None:
-        """A request produced a token ``gap`` seconds after its previous one."""
+    def token_gaps(self, instance: int, gap: float, count: int) -> None:
+        """``count`` requests produced a token ``gap`` seconds after their previous one."""
 
     def step(self, instance: int, run: VirtualRun, duration: float) -> None:
         """An instance ended a step of ``duration`` seconds at ``run.now``."""
@@ -85,7 +87,7 @@ class Cluster:
             for k in range(replicas)
         ]
         self.router = ROUTERS[router](random.Random(seed), settings.block_size)
-        self._prefixes: dict[tuple[str, int], list[int]] = {}
+        self._bases: dict[str, int] = {}
         self._order = itertools.count()
         self._requests: dict[Sequence, tuple[int, Request]] = {}
 
@@ -138,9 +140,13 @@ class Cluster:
         run.step()
         result = run.last_result
         if result is not None:
+            gaps: dict[float, int] = {}
             for seq in result.emitted:
-                if seq.previous_token_at is not None:
-                    observer.token_gap(index, run.now - seq.previous_token_at)
+                previous = seq.previous_token_at
+                if previous is not None:
+                    gaps[previous] = gaps.get(previous, 0) + 1
+            for previous, count in gaps.items():
+                observer.token_gaps(index, run.now - previous, count)
             for seq in result.finished:
                 self._finish(index, seq.sequence, observer, follow_ups)
         run.finished.clear()
@@ -178,33 +184,26 @@ class Cluster:
 
     def _ids(self, request: Request) -> list[int]:
         """Token ids: the shared prefix's, then the prompt's own by position (so a later turn
-        of a conversation starts with the earlier turn's prompt)."""
+        of a conversation starts with the earlier turn's prompt).
+
+        Each name gives a 64-bit hash and its ids run up from it: distinct names share no
+        block short of a hash collision, and a range costs no hashing per token.
+        """
         shared = min(request.prefix_tokens, request.prompt_tokens)
         ids: list[int] = []
         if shared:
-            key = (request.prefix, shared)
-            cached = self._prefixes.get(key)
-            if cached is None:
-                cached = [output_token_id(f"{request.prefix}:{k}") for k in range(shared)]
-                if len(self._prefixes) >= PREFIX_CACHE_LIMIT:
-                    self._prefixes.clear()
-                self._prefixes[key] = cached
-            ids.extend(cached)
-        name = request.prompt
-        ids.extend(output_token_id(f"{name}:{k}") for k in range(shared, request.prompt_tokens))
+            base = self._base(request.prefix)
+            ids.extend(range(base, base + shared))
+        base = self._base(request.prompt)
+        ids.extend(range(base + shared, base + request.prompt_tokens))
         return ids
 
-
-def run_cluster(
-    settings: Settings,
-    requests: Iterable[Request],
-    observer: Observer,
-    *,
-    replicas: int = 1,
-    router: str = "round-robin",
-    seed: int = 0,
-) -> Cluster:
-    """Run ``requests`` through a new cluster; the cluster is returned for its counters."""
-    cluster = Cluster(settings, replicas, router, seed=seed)
-    cluster.run(requests, observer)
-    return cluster
+    def _base(self, name: str) -> int:
+        base = self._bases.get(name)
+        if base is None:
+            digest = blake2b(name.encode(), digest_size=8).digest()
+            base = int.from_bytes(digest, "big") << ID_RANGE_BITS
+            if len(self._bases) >= NAME_CACHE_LIMIT:
+                self._bases.clear()
+            self._bases[name] = base
+        return base

@@ -64,8 +64,8 @@ class Recorder(Observer):
         if self._requests is not None:
             self._requests.write(json.dumps(_record(outcome, good)) + "\n")
 
-    def token_gap(self, instance: int, gap: float) -> None:
-        self.stats[instance].latencies["itl"].add(gap)
+    def token_gaps(self, instance: int, gap: float, count: int) -> None:
+        self.stats[instance].latencies["itl"].add(gap, count)
 
     def step(self, instance: int, run: VirtualRun, duration: float) -> None:
         engine, stats = run.engine, self.stats[instance]

@@ -33,11 +33,12 @@ class Histogram:
     count: int = 0
     total: float = 0.0
 
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
+    def add(self, value: float, count: int = 1) -> None:
+        """``count`` occurrences of ``value``."""
+        self.count += count
+        self.total += value * count
         index = 0 if value <= SMALLEST else 1 + int(math.log(value / SMALLEST) / _LOG_GROWTH)
-        self.buckets[index] += 1
+        self.buckets[index] += count
 
     def merge(self, other: Histogram) -> None:
         self.buckets.update(other.buckets)
