@@ -295,3 +295,33 @@ def test_sweep_and_find_answer_from_several_runs() -> None:
     answer = json.loads(found.output)
     assert answer["max_rate"] >= 1
     assert answer["overall"]["good_share"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--rate", "0"], "--rate 0: must be above 0"),
+        (["--rate", "inf", "--duration", "10"], "give --num-requests"),
+        (["--burstiness", "0"], "--burstiness 0"),
+        (["--input-len", "uniform:5"], "--input-len 'uniform:5'"),
+        (["--router", "fastest"], "--router 'fastest'"),
+        (["--slo", "ttft=soon"], "--slo 'ttft=soon'"),
+        (["--find", "max-rate"], "--find needs --slo"),
+        (["--sweep", "rate=8:1:x2"], "needs finite START <= STOP"),
+    ],
+)
+def test_bad_options_are_one_error_line_and_exit_2(args: list[str], reason: str) -> None:
+    done = CliRunner().invoke(app, ["simulate", "-p", PROFILE, *args])
+    assert done.exit_code == 2, done.output
+    lines = [line for line in done.output.splitlines() if line.strip()]
+    assert len(lines) == 1, done.output
+    assert reason in lines[0]
+
+
+def test_an_output_path_that_is_a_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    args = ["simulate", "-p", PROFILE, "--num-requests", "3", "--output", str(taken)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2
+    assert "cannot write to" in done.output

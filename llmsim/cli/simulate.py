@@ -186,7 +186,7 @@ def simulate(
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)
-        workload(rate)  # validate before running anything
+        workload(rate).requests(seed)  # refuse bad arrivals before running anything
         console = Console()
         if sweep is not None:
             _sweep(console, Grid.parse(sweep), setup, workload, rate, flags, output_format)
@@ -197,6 +197,8 @@ def simulate(
             _show(console, result, output_format, f"{replicas} x {router}, rate {rate:g}/s")
     except (WorkloadError, SLOError, SearchError) as exc:
         raise fail([str(exc)]) from None
+    except OSError as exc:
+        raise fail([f"cannot write to {exc.filename}: {exc.strerror}"]) from None
 
 
 def _flags(profile: str | None, config: str | None, items: list[str]) -> dict[str, Any]:

@@ -66,10 +66,22 @@ def send_times(rate: float, burstiness: float, rng: random.Random) -> Iterator[f
             now += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
 
 
+def check_arrivals(
+    rate: float, burstiness: float, count: int | None, duration: float | None
+) -> None:
+    """Refuse arrivals that make no sense or never end, with a one-line reason."""
+    if not rate > 0:
+        raise WorkloadError(f"--rate {rate:g}: must be above 0 (inf sends everything at once)")
+    if not (burstiness > 0 and math.isfinite(burstiness)):
+        raise WorkloadError(f"--burstiness {burstiness:g}: must be a finite number above 0")
+    if duration is not None and not (duration > 0 and math.isfinite(duration)):
+        raise WorkloadError(f"--duration {duration:g}: must be a finite number of seconds above 0")
+    if count is None and (duration is None or rate == math.inf):
+        raise WorkloadError("give --num-requests (or --duration with a finite --rate)")
+
+
 def limited(times: Iterator[float], count: int | None, duration: float | None) -> Iterator[float]:
     """The first ``count`` times before ``duration`` (either may be None, not both)."""
-    if count is None and duration is None:
-        raise WorkloadError("give --num-requests or --duration")
     for number, at in enumerate(times):
         if (count is not None and number >= count) or (duration is not None and at >= duration):
             return
@@ -94,7 +106,10 @@ class Synthetic:
 
     def requests(self, seed: int) -> Iterator[Request]:
         """The requests in the order they are sent (follow-up turns hang off the first)."""
-        rng = random.Random(seed)
+        check_arrivals(self.rate, self.burstiness, self.count, self.duration)
+        return self._requests(random.Random(seed))
+
+    def _requests(self, rng: random.Random) -> Iterator[Request]:
         times = limited(send_times(self.rate, self.burstiness, rng), self.count, self.duration)
         for number, at in enumerate(times):
             yield self._conversation(number, at, rng)

@@ -23,7 +23,7 @@ from typing import Any
 from llmsim.answers.dataset import DatasetError, conversations
 from llmsim.answers.recording import prompt_messages, text_of
 from llmsim.engine.tokenizer import count_tokens
-from llmsim.simulation.synthetic import WorkloadError, limited, send_times
+from llmsim.simulation.synthetic import WorkloadError, check_arrivals, limited, send_times
 from llmsim.simulation.workload import Request
 
 
@@ -165,7 +165,12 @@ class DatasetWorkload:
     duration: float | None = None
 
     def requests(self, seed: int) -> Iterator[Request]:
-        rng = random.Random(seed)
+        check_arrivals(self.rate, self.burstiness, self.count, self.duration)
+        if not self.path.is_file():
+            raise WorkloadError(f"cannot read {self.path}: not a file")
+        return self._requests(random.Random(seed))
+
+    def _requests(self, rng: random.Random) -> Iterator[Request]:
         times = limited(send_times(self.rate, self.burstiness, rng), self.count, self.duration)
         for number, (at, (prompt, output)) in enumerate(
             zip(times, dataset_lengths(self.path), strict=False)
@@ -183,7 +188,12 @@ class RecordingWorkload:
     rate: float = 1.0
 
     def requests(self, seed: int) -> Iterator[Request]:
-        fallback = send_times(self.rate, 1.0, random.Random(seed))
+        if not self.rate > 0 or not self.speed > 0:
+            raise WorkloadError("--rate and --replay-speed must be above 0")
+        return self._requests(random.Random(seed))
+
+    def _requests(self, rng: random.Random) -> Iterator[Request]:
+        fallback = send_times(self.rate, 1.0, rng)
         last = 0.0
         for number, (at, prompt, output) in enumerate(recording_requests(self.path, self.speed)):
             gap = next(fallback)
