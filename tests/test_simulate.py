@@ -325,3 +325,33 @@ def test_an_output_path_that_is_a_file_is_an_error_not_a_crash(tmp_path: Path) -
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 2
     assert "cannot write to" in done.output
+
+
+def test_output_has_png_plots_with_matplotlib(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    args = ["simulate", "-p", PROFILE, "--replicas", "2", "--num-requests", "30"]
+    done = CliRunner().invoke(app, [*args, "--output", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    for name in ("latency_cdf.png", "timeseries.png", "instances.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sweep = CliRunner().invoke(
+        app, ["simulate", "-p", PROFILE, "--num-requests", "20", "--sweep", "rate=2:4:x2",
+              "--output", str(tmp_path / "sweep")]
+    )  # fmt: skip
+    assert sweep.exit_code == 0, sweep.output
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((tmp_path / "sweep" / "sweep.json").read_text())["sweep"]) == 2
+
+
+def test_without_matplotlib_the_command_says_how_to_get_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmsim.simulation import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)
+    args = ["simulate", "-p", PROFILE, "--num-requests", "10", "--output", str(tmp_path)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "pip install 'llmsim[plot]'" in done.output
+    assert (tmp_path / REQUESTS_FILE).exists()
+    assert not list(tmp_path.glob("*.png"))

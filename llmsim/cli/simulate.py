@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, fail, load_or_exit
+from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.simulate_report import summary_table, sweep_table
+from llmsim.simulation import plots
 from llmsim.simulation.results import SLO, SLOError
 from llmsim.simulation.routers import ROUTERS
 from llmsim.simulation.run import Result, Setup, Workload
@@ -120,7 +122,7 @@ def simulate(
     output: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for requests.jsonl, timeseries.csv, summary.json.",
+            help="Directory for requests.jsonl, timeseries.csv, summary.json and PNG plots (sweep: sweep.json, sweep.png).",
             rich_help_panel=RESULTS,
         ),
     ] = None,
@@ -186,6 +188,8 @@ def simulate(
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)
+        if output is not None and not plots.available():
+            err.print(f"[yellow]note:[/yellow] {escape(plots.INSTALL_HINT)}", highlight=False)
         workload(rate).requests(seed)  # refuse bad arrivals before running anything
         console = Console()
         if sweep is not None:
@@ -240,8 +244,14 @@ def _sweep(
             shown = int(value) if value == int(value) else value
             point = replace(point, settings=load_or_exit({**flags, grid.name: str(shown)}).settings)
         points.append((value, run_simulation(point, workload(at_rate))))
+    rows = [{grid.name: value, **result.as_json()} for value, result in points]
+    if setup.output is not None:
+        setup.output.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"sweep": rows}, indent=2, sort_keys=True) + "\n"
+        (setup.output / "sweep.json").write_text(text, encoding="utf-8")
+        if plots.available():
+            plots.write_sweep_plot(setup.output / "sweep.png", grid.name, points)
     if output_format == "json":
-        rows = [{grid.name: value, **result.as_json()} for value, result in points]
         console.print_json(json.dumps({"sweep": rows}))
     else:
         console.print(sweep_table(grid.name, points))

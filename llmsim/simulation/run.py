@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmsim.settings.model import Settings
+from llmsim.simulation import plots
 from llmsim.simulation.cluster import Cluster
 from llmsim.simulation.recorder import SUMMARY_FILE, Recorder
 from llmsim.simulation.results import SLO
@@ -32,6 +33,8 @@ class Setup:
     output: Path | None = None
     interval: float = 1.0
     """Seconds between the rows of the time series."""
+    plots: bool = True
+    """With ``output``, draw PNG plots there too (when matplotlib is installed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     if setup.output is not None:
         text = json.dumps(result.as_json(), indent=2, sort_keys=True)
         (setup.output / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
+        if setup.plots and plots.available():
+            plots.write_run_plots(setup.output, overall, recorder.stats)
     return result
 
 
