@@ -34,7 +34,7 @@ def point(profile: str, replicas: int, rate: float, seconds: float, budget: floa
     workload = Synthetic(
         rate, Lengths("fixed", 1000), Lengths("fixed", 200), duration=seconds, burstiness=1.0
     )
-    cluster = Cluster(settings, replicas, "least-requests")
+    cluster = Cluster([settings] * replicas, "least-requests")
     recorder = Recorder(replicas)
     started = time.perf_counter()
     deadline = started + budget

@@ -119,7 +119,7 @@ def _prefixed(router: str, settings: Settings) -> tuple[Result, _Placements]:
 
     workload = _synthetic(120, rate=30.0, num_prefixes=4, prefix_len=512)
     placements = _Placements()
-    cluster = Cluster(settings, 4, router, seed=1)
+    cluster = Cluster([settings] * 4, router, seed=1)
     cluster.run(workload.requests(1), placements)
     return simulate(Setup(settings, replicas=4, router=router, seed=1), workload), placements
 
@@ -355,3 +355,20 @@ def test_without_matplotlib_the_command_says_how_to_get_plots(
     assert "pip install 'llmsim[plot]'" in done.output
     assert (tmp_path / REQUESTS_FILE).exists()
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_fleet_file_gives_one_engine_per_instance_and_rank(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        f'[defaults]\nprofile = "{PROFILE}"\n\n[[instance]]\nname = "small"\n\n'
+        '[[instance]]\nname = "big"\nprofile = "llama-3.1-70b-4xh100"\ndata_parallel_size = 2\n'
+    )
+    args = ["simulate", "--fleet", str(fleet), "--num-requests", "30", "--rate", "6"]
+    done = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert done.exit_code == 0, done.output
+    small, *big = json.loads(done.output)["instances"]
+    assert [row["requests"] for row in [small, *big]] == [10, 10, 10]
+    assert all(row["p50_tpot_s"] > small["p50_tpot_s"] * 1.2 for row in big)
+    refused = CliRunner().invoke(app, [*args, "--find", "replicas", "--slo", "ttft=1s"])
+    assert refused.exit_code == 2
+    assert "--fleet fixes the instances" in refused.output

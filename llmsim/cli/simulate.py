@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.simulate_report import summary_table, sweep_table
+from llmsim.settings.model import Settings
 from llmsim.simulation import plots
 from llmsim.simulation.results import SLO, SLOError
 from llmsim.simulation.routers import ROUTERS
@@ -64,6 +65,15 @@ def simulate(
     replicas: Annotated[
         int, typer.Option(min=1, max=4096, help="Instances.", rich_help_panel=SYSTEM)
     ] = 1,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(
+            help="A fleet file as `llmsim fleet` reads it: one simulated engine per instance "
+            "and data-parallel rank, each with its own settings (instead of --replicas).",
+            metavar="FILE",
+            rich_help_panel=SYSTEM,
+        ),
+    ] = None,
     router: Annotated[
         str,
         typer.Option(help="Routing policy: " + ", ".join(ROUTERS), rich_help_panel=SYSTEM),
@@ -188,6 +198,10 @@ def simulate(
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)
+        if fleet is not None:
+            if find == "replicas" or (sweep or "").startswith("replicas="):
+                raise SearchError("--fleet fixes the instances: no replica search or sweep")
+            setup = replace(setup, fleet=_fleet_settings(fleet))
         if output is not None and not plots.available():
             err.print(f"[yellow]note:[/yellow] {escape(plots.INSTALL_HINT)}", highlight=False)
         workload(rate).requests(seed)  # refuse bad arrivals before running anything
@@ -198,11 +212,35 @@ def simulate(
             _find(console, find, setup, workload, rate, attainment, output_format)
         else:
             result = run_simulation(setup, workload(rate))
-            _show(console, result, output_format, f"{replicas} x {router}, rate {rate:g}/s")
+            count = len(setup.instance_settings())
+            _show(console, result, output_format, f"{count} x {router}, rate {rate:g}/s")
     except (WorkloadError, SLOError, SearchError) as exc:
         raise fail([str(exc)]) from None
     except OSError as exc:
         raise fail([f"cannot write to {exc.filename}: {exc.strerror}"]) from None
+
+
+def _fleet_settings(path: Path) -> tuple[Settings, ...]:
+    """Each fleet instance's settings, once per data-parallel rank, on the step engine."""
+    from llmsim.pool.fleet import FleetError, load_fleet
+
+    try:
+        plan = load_fleet(path)
+    except FleetError as exc:
+        raise fail(exc.lines) from None
+    engines = []
+    for instance in plan.instances:
+        settings = instance.settings.model_copy(update={"latency_model": "step"})
+        if settings.kv_cache_size < settings.max_model_len:
+            raise fail(
+                [
+                    f"{path}: instance {instance.name!r}: the simulation runs the step model, "
+                    f"which needs kv_cache_size ({settings.kv_cache_size}) of at least "
+                    f"max_model_len ({settings.max_model_len})"
+                ]
+            )
+        engines += [settings] * len(instance.ranks)
+    return tuple(engines)
 
 
 def _flags(profile: str | None, config: str | None, items: list[str]) -> dict[str, Any]:

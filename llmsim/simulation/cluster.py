@@ -12,6 +12,7 @@ import heapq
 import itertools
 import random
 from collections.abc import Iterable, Iterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from hashlib import blake2b
 
@@ -76,17 +77,17 @@ class Observer:
 
 
 class Cluster:
-    """``replicas`` instances of ``settings`` behind the ``router`` policy."""
+    """One instance per entry of ``settings`` (replicas repeat one) behind the ``router``."""
 
-    def __init__(self, settings: Settings, replicas: int, router: str, *, seed: int = 0) -> None:
+    def __init__(self, settings: Seq[Settings], router: str, *, seed: int = 0) -> None:
         self.instances = [
             Instance(
                 f"instance-{k}",
-                VirtualRun(StepEngine.from_settings(settings, rng=random.Random(seed * 7919 + k))),
+                VirtualRun(StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k))),
             )
-            for k in range(replicas)
+            for k, each in enumerate(settings)
         ]
-        self.router = ROUTERS[router](random.Random(seed), settings.block_size)
+        self.router = ROUTERS[router](random.Random(seed), settings[0].block_size)
         self._bases: dict[str, int] = {}
         self._order = itertools.count()
         self._requests: dict[Sequence, tuple[int, Request]] = {}

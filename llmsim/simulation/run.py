@@ -33,8 +33,13 @@ class Setup:
     output: Path | None = None
     interval: float = 1.0
     """Seconds between the rows of the time series."""
+    fleet: tuple[Settings, ...] = ()
+    """Instances set up one by one (a fleet file); when given, ``replicas`` is ignored."""
     plots: bool = True
     """With ``output``, draw PNG plots there too (when matplotlib is installed)."""
+
+    def instance_settings(self) -> tuple[Settings, ...]:
+        return self.fleet or (self.settings,) * self.replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +52,10 @@ class Result:
 
 
 def simulate(setup: Setup, workload: Workload) -> Result:
-    """Run ``workload`` through ``setup.replicas`` instances in virtual time."""
-    cluster = Cluster(setup.settings, setup.replicas, setup.router, seed=setup.seed)
-    recorder = Recorder(setup.replicas, setup.slo, setup.output, setup.interval)
+    """Run ``workload`` through the setup's instances in virtual time."""
+    instances = setup.instance_settings()
+    cluster = Cluster(instances, setup.router, seed=setup.seed)
+    recorder = Recorder(len(instances), setup.slo, setup.output, setup.interval)
     try:
         end = cluster.run(workload.requests(setup.seed), recorder)
     finally:
@@ -57,7 +63,7 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     overall = recorder.overall()
     duration = overall.duration or end
     result = Result(
-        overall.figures(duration, setup.replicas),
+        overall.figures(duration, len(instances)),
         [stats.figures(duration) for stats in recorder.stats],
     )
     if setup.output is not None:
