@@ -372,3 +372,22 @@ def test_a_fleet_file_gives_one_engine_per_instance_and_rank(tmp_path: Path) -> 
     refused = CliRunner().invoke(app, [*args, "--find", "replicas", "--slo", "ttft=1s"])
     assert refused.exit_code == 2
     assert "--fleet fixes the instances" in refused.output
+
+
+def test_cost_per_million_output_tokens() -> None:
+    from llmsim.simulation.run import cost_figures
+
+    stats = Stats(output_tokens=500_000)
+    figures = cost_figures(3.0, instances=4, duration=1800.0, overall=stats)
+    assert figures["cost"] == pytest.approx(6.0)  # 4 instances x half an hour x 3 per hour
+    assert figures["cost_per_million_output_tokens"] == pytest.approx(12.0)
+    assert cost_figures(3.0, 1, 60.0, Stats())["cost_per_million_output_tokens"] == 0.0
+
+
+def test_the_cost_option_adds_the_cost_figures() -> None:
+    args = ["simulate", "-p", PROFILE, "--num-requests", "10", "--cost-per-hour", "2"]
+    done = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert done.exit_code == 0, done.output
+    overall = json.loads(done.output)["overall"]
+    expected = 2 * overall["duration_s"] / 3600 / overall["output_tokens"] * 1e6
+    assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)

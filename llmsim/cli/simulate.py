@@ -126,6 +126,14 @@ def simulate(
             rich_help_panel=QUESTIONS,
         ),
     ] = 0.9,
+    cost_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="What one instance costs per hour: adds the cost per million output tokens.",
+            rich_help_panel=RESULTS,
+        ),
+    ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="table or json.", rich_help_panel=RESULTS)
     ] = "table",
@@ -202,6 +210,7 @@ def simulate(
             if find == "replicas" or (sweep or "").startswith("replicas="):
                 raise SearchError("--fleet fixes the instances: no replica search or sweep")
             setup = replace(setup, fleet=_fleet_settings(fleet))
+        setup = replace(setup, cost_per_hour=cost_per_hour)
         if output is not None and not plots.available():
             err.print(f"[yellow]note:[/yellow] {escape(plots.INSTALL_HINT)}", highlight=False)
         workload(rate).requests(seed)  # refuse bad arrivals before running anything

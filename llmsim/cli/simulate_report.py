@@ -28,6 +28,11 @@ def summary_table(result: Result, title: str) -> Table:
         table.add_column(name, justify="right")
     for label, cell in _rows():
         table.add_row(label, *(cell(figures) for _, figures in columns))
+    overall = result.overall
+    if "cost_per_million_output_tokens" in overall:
+        table.add_row("cost", f"{overall['cost']:.2f}", *([""] * (len(columns) - 1)))
+        per_million = f"{overall['cost_per_million_output_tokens']:.3f}"
+        table.add_row("cost per 1M output tokens", per_million, *([""] * (len(columns) - 1)))
     return table
 
 

@@ -12,7 +12,7 @@ from llmsim.settings.model import Settings
 from llmsim.simulation import plots
 from llmsim.simulation.cluster import Cluster
 from llmsim.simulation.recorder import SUMMARY_FILE, Recorder
-from llmsim.simulation.results import SLO
+from llmsim.simulation.results import SLO, Stats
 from llmsim.simulation.workload import Request
 
 
@@ -35,6 +35,8 @@ class Setup:
     """Seconds between the rows of the time series."""
     fleet: tuple[Settings, ...] = ()
     """Instances set up one by one (a fleet file); when given, ``replicas`` is ignored."""
+    cost_per_hour: float | None = None
+    """What one instance costs per hour, for the cost per million output tokens."""
     plots: bool = True
     """With ``output``, draw PNG plots there too (when matplotlib is installed)."""
 
@@ -62,8 +64,11 @@ def simulate(setup: Setup, workload: Workload) -> Result:
         recorder.close(cluster, cluster_end(cluster))
     overall = recorder.overall()
     duration = overall.duration or end
+    figures = overall.figures(duration, len(instances))
+    if setup.cost_per_hour is not None:
+        figures.update(cost_figures(setup.cost_per_hour, len(instances), duration, overall))
     result = Result(
-        overall.figures(duration, len(instances)),
+        figures,
         [stats.figures(duration) for stats in recorder.stats],
     )
     if setup.output is not None:
@@ -72,6 +77,18 @@ def simulate(setup: Setup, workload: Workload) -> Result:
         if setup.plots and plots.available():
             plots.write_run_plots(setup.output, overall, recorder.stats)
     return result
+
+
+def cost_figures(
+    per_hour: float, instances: int, duration: float, overall: Stats
+) -> dict[str, float | int]:
+    """The run's cost, and per million output tokens (0 when none came out)."""
+    cost = per_hour * instances * duration / 3600.0
+    tokens = overall.output_tokens
+    return {
+        "cost": cost,
+        "cost_per_million_output_tokens": cost / tokens * 1e6 if tokens else 0.0,
+    }
 
 
 def cluster_end(cluster: Cluster) -> float:
