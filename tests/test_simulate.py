@@ -391,3 +391,24 @@ def test_the_cost_option_adds_the_cost_figures() -> None:
     overall = json.loads(done.output)["overall"]
     expected = 2 * overall["duration_s"] / 3600 / overall["output_tokens"] * 1e6
     assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)
+
+
+def test_progress_is_reported_as_requests_finish(settings: Settings) -> None:
+    ticks: list[int] = []
+    simulate(Setup(settings, progress=ticks.append), _synthetic(120))
+    assert ticks == [50, 100]
+
+
+def test_a_terminal_gets_a_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from llmsim.cli import simulate as command
+
+    screen = io.StringIO()
+    monkeypatch.setattr(command, "err", Console(file=screen, force_terminal=True, width=80))
+    done = CliRunner().invoke(app, ["simulate", "-p", PROFILE, "--num-requests", "120"])
+    assert done.exit_code == 0, done.output
+    assert "simulating" in screen.getvalue()
+    assert "simulating" not in done.output

@@ -3,8 +3,10 @@ time. The work is in :mod:`llmsim.simulation`; this module reads options and pri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.simulate_report import summary_table, sweep_table
@@ -220,13 +223,28 @@ def simulate(
         elif find is not None:
             _find(console, find, setup, workload, rate, attainment, output_format)
         else:
-            result = run_simulation(setup, workload(rate))
+            total = count if trace is None and recording is None else None
+            with _progress_bar(total) as tick:
+                result = run_simulation(replace(setup, progress=tick), workload(rate))
             count = len(setup.instance_settings())
             _show(console, result, output_format, f"{count} x {router}, rate {rate:g}/s")
     except (WorkloadError, SLOError, SearchError) as exc:
         raise fail([str(exc)]) from None
     except OSError as exc:
         raise fail([f"cannot write to {exc.filename}: {exc.strerror}"]) from None
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A transient bar of finished requests on a terminal's stderr; nothing elsewhere."""
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as progress:
+        task = progress.add_task("requests", total=total)
+        yield lambda done: progress.update(task, completed=done)
 
 
 def _fleet_settings(path: Path) -> tuple[Settings, ...]:

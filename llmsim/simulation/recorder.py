@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from llmsim.simulation.results import SLO, Stats
 REQUESTS_FILE = "requests.jsonl"
 TIMESERIES_FILE = "timeseries.csv"
 SUMMARY_FILE = "summary.json"
+PROGRESS_EVERY = 50
 TIMESERIES_COLUMNS = ("time_s", "instance", "running", "waiting", "kv_usage", "preemptions")
 
 
@@ -39,8 +41,12 @@ class Recorder(Observer):
         slo: SLO | None = None,
         output: Path | None = None,
         interval: float = 1.0,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self.stats = [Stats() for _ in range(replicas)]
+        self.progress = progress
+        """Told the number of finished requests every :data:`PROGRESS_EVERY` of them."""
+        self._done = 0
         self.slo = slo
         self.interval = interval
         self._states = [_State() for _ in range(replicas)]
@@ -61,6 +67,9 @@ class Recorder(Observer):
     def finished(self, outcome: Outcome) -> None:
         good = self.slo.met(outcome) if self.slo is not None else True
         self.stats[outcome.instance].add(outcome, good)
+        self._done += 1
+        if self.progress is not None and self._done % PROGRESS_EVERY == 0:
+            self.progress(self._done)
         if self._requests is not None:
             self._requests.write(json.dumps(_record(outcome, good)) + "\n")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,8 @@ class Setup:
     """What one instance costs per hour, for the cost per million output tokens."""
     plots: bool = True
     """With ``output``, draw PNG plots there too (when matplotlib is installed)."""
+    progress: Callable[[int], None] | None = None
+    """Told how many requests finished, now and then (a progress bar)."""
 
     def instance_settings(self) -> tuple[Settings, ...]:
         return self.fleet or (self.settings,) * self.replicas
@@ -57,7 +59,7 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     """Run ``workload`` through the setup's instances in virtual time."""
     instances = setup.instance_settings()
     cluster = Cluster(instances, setup.router, seed=setup.seed)
-    recorder = Recorder(len(instances), setup.slo, setup.output, setup.interval)
+    recorder = Recorder(len(instances), setup.slo, setup.output, setup.interval, setup.progress)
     try:
         end = cluster.run(workload.requests(setup.seed), recorder)
     finally:
