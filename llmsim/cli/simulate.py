@@ -32,13 +32,16 @@ EXAMPLES = """
 [bold]Examples[/bold]
 
   [dim]# 4 replicas of a profile at 20 requests/s for a minute, least-requests routing[/dim]
-  llmsim simulate -p llama-3.1-8b-a100 --replicas 4 --router least-requests --rate 20 --duration 60
+  llmsim simulate -p llama-3.1-8b-a100 --replicas 4 --router least-requests \\
+    --rate 20 --duration 60
 
   [dim]# shared system prompts: does prefix-affinity routing beat random?[/dim]
-  llmsim simulate -p llama-3.1-8b-a100 --replicas 4 --num-prefixes 8 --prefix-len 1000 --router prefix-affinity --rate 30 --num-requests 2000
+  llmsim simulate -p llama-3.1-8b-a100 --replicas 4 --router prefix-affinity \\
+    --num-prefixes 8 --prefix-len 1000 --rate 30 --num-requests 2000
 
   [dim]# a ShareGPT dataset at 10 requests/s, with an SLO, results to a directory[/dim]
-  llmsim simulate -p llama-3.1-8b-a100 --dataset sharegpt.json --rate 10 --num-requests 500 --slo ttft=500ms,tpot=50ms --output out/
+  llmsim simulate -p llama-3.1-8b-a100 --dataset sharegpt.json --rate 10 --num-requests 500 \\
+    --slo ttft=500ms,tpot=50ms --output out/
 
   [dim]# a trace file, or a recording from `llmsim record` twice as fast[/dim]
   llmsim simulate -p llama-3.1-8b-a100 --trace trace.jsonl
@@ -46,8 +49,13 @@ EXAMPLES = """
 
   [dim]# latency versus load; the highest rate one replica holds; the replicas 50 req/s need[/dim]
   llmsim simulate -p llama-3.1-8b-a100 --sweep rate=1:64:x2 --num-requests 500
-  llmsim simulate -p llama-3.1-8b-a100 --find max-rate --slo ttft=500ms,tpot=50ms --num-requests 500
-  llmsim simulate -p llama-3.1-8b-a100 --find replicas --rate 50 --slo ttft=500ms --num-requests 1000
+  llmsim simulate -p llama-3.1-8b-a100 --find max-rate --slo ttft=500ms,tpot=50ms \\
+    --num-requests 500
+  llmsim simulate -p llama-3.1-8b-a100 --find replicas --rate 50 --slo ttft=500ms \\
+    --num-requests 1000
+
+  [dim]# a fleet file's instances, and what a million output tokens cost[/dim]
+  llmsim simulate --fleet fleet.toml --router least-kv-usage --rate 20 --cost-per-hour 2.5
 """
 
 WORKLOAD, SYSTEM, RESULTS, QUESTIONS = "Workload", "System under test", "Results", "Questions"
