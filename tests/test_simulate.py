@@ -412,3 +412,25 @@ def test_a_terminal_gets_a_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None
     assert done.exit_code == 0, done.output
     assert "simulating" in screen.getvalue()
     assert "simulating" not in done.output
+
+
+def test_pd_prefills_on_one_pool_and_decodes_after_the_transfer_on_the_other() -> None:
+    def run(transfer: str) -> dict[str, object]:
+        args = ["simulate", "-p", PROFILE, "--replicas", "2", "--prefill-replicas", "1"]
+        args += ["--num-requests", "40", "--rate", "4", "--input-len", "500"]
+        args += ["--set", f"kv_cache_transfer_latency={transfer}", "--format", "json"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        return json.loads(done.output)  # type: ignore[no-any-return]
+
+    slow, fast = run("200ms"), run("0ms")
+    rows = slow["instances"]
+    assert isinstance(rows, list)
+    assert [(r["name"], r["requests"], r["prefills"]) for r in rows] == [
+        ("decode 0", 20, 0),
+        ("decode 1", 20, 0),
+        ("prefill 0", 0, 40),
+    ]
+    slow_ttft = slow["overall"]["p50_ttft_s"]  # type: ignore[index]
+    fast_ttft = fast["overall"]["p50_ttft_s"]  # type: ignore[index]
+    assert slow_ttft - fast_ttft == pytest.approx(0.2, rel=0.1)

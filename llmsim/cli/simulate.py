@@ -85,6 +85,25 @@ def simulate(
             rich_help_panel=SYSTEM,
         ),
     ] = None,
+    prefill_replicas: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=4096,
+            help="P/D: prefill instances in front of the others, which then only decode and "
+            "receive the prompt's KV cache (kv_cache_transfer_latency and "
+            "kv_cache_transfer_time_per_token settings).",
+            rich_help_panel=SYSTEM,
+        ),
+    ] = 0,
+    prefill_profile: Annotated[
+        str | None,
+        typer.Option(
+            help="P/D: the prefill instances' profile (default: the same settings).",
+            metavar="NAME",
+            rich_help_panel=SYSTEM,
+        ),
+    ] = None,
     router: Annotated[
         str,
         typer.Option(help="Routing policy: " + ", ".join(ROUTERS), rich_help_panel=SYSTEM),
@@ -222,6 +241,11 @@ def simulate(
                 raise SearchError("--fleet fixes the instances: no replica search or sweep")
             setup = replace(setup, fleet=_fleet_settings(fleet))
         setup = replace(setup, cost_per_hour=cost_per_hour)
+        if prefill_replicas:
+            prefill = settings
+            if prefill_profile is not None:
+                prefill = load_or_exit({**flags, "profile": prefill_profile}).settings
+            setup = replace(setup, prefill=(prefill,) * prefill_replicas)
         if output is not None and not plots.available():
             err.print(f"[yellow]note:[/yellow] {escape(plots.INSTALL_HINT)}", highlight=False)
         workload(rate).requests(seed)  # refuse bad arrivals before running anything

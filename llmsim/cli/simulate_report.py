@@ -11,6 +11,7 @@ from llmsim.simulation.run import Result
 
 Figures = dict[str, float | int]
 Row = tuple[str, Callable[[Figures], str]]
+PREFILLS = "prefills (P/D)"
 
 
 def _ms(value: float | int) -> str:
@@ -21,12 +22,14 @@ def summary_table(result: Result, title: str) -> Table:
     """Columns: overall, then one per instance (when there are several)."""
     columns: list[tuple[str, Figures]] = [("overall", result.overall)]
     if len(result.instances) > 1:
-        columns += [(f"instance {k}", figures) for k, figures in enumerate(result.instances)]
+        columns += list(zip(result.labels, result.instances, strict=True))
     table = Table(title=title, title_justify="left")
     table.add_column("figure")
     for name, _ in columns:
         table.add_column(name, justify="right")
     for label, cell in _rows():
+        if label == PREFILLS and not result.overall["prefills"]:
+            continue
         table.add_row(label, *(cell(figures) for _, figures in columns))
     overall = result.overall
     if "cost_per_million_output_tokens" in overall:
@@ -39,6 +42,7 @@ def summary_table(result: Result, title: str) -> Table:
 def _rows() -> list[Row]:
     rows: list[Row] = [
         ("requests", lambda f: f"{f['requests']}"),
+        (PREFILLS, lambda f: f"{f['prefills']}"),
         ("duration (s)", lambda f: f"{f['duration_s']:.2f}"),
         ("requests/s", lambda f: f"{f['request_throughput']:.2f}"),
         ("output tokens/s", lambda f: f"{f['output_throughput']:.1f}"),

@@ -16,6 +16,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from llmsim.engine.kv_transfer import kv_transfer_delay
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
@@ -69,6 +70,9 @@ class Observer:
     def finished(self, outcome: Outcome) -> None:
         """A request finished."""
 
+    def prefilled(self, instance: int) -> None:
+        """A prefill instance finished a P/D request's prompt (its decode half follows)."""
+
     def token_gaps(self, instance: int, gap: float, count: int) -> None:
         """``count`` requests produced a token ``gap`` seconds after their previous one."""
 
@@ -76,21 +80,51 @@ class Observer:
         """An instance ended a step of ``duration`` seconds at ``run.now``."""
 
 
-class Cluster:
-    """One instance per entry of ``settings`` (replicas repeat one) behind the ``router``."""
+@dataclass(slots=True)
+class _InFlight:
+    index: int
+    request: Request
+    prefill: bool = False
+    """On a prefill instance of a P/D pair: the decode half follows."""
+    sent: float | None = None
+    scheduled: float | None = None
+    cached: int = 0
 
-    def __init__(self, settings: Seq[Settings], router: str, *, seed: int = 0) -> None:
+
+class Cluster:
+    """One instance per entry of ``settings`` (replicas repeat one) behind the ``router``.
+
+    With ``prefill`` settings (P/D disaggregation) each request is first prefilled on a
+    prefill instance (one output token), then sent to a decode instance that receives the
+    prompt's KV cache (the transfer time of its settings) instead of computing it; both
+    pools are routed with the same policy. Prefill instances come after the decode ones.
+    """
+
+    def __init__(
+        self,
+        settings: Seq[Settings],
+        router: str,
+        *,
+        seed: int = 0,
+        prefill: Seq[Settings] = (),
+    ) -> None:
+        self.settings = [*settings, *prefill]
         self.instances = [
             Instance(
                 f"instance-{k}",
                 VirtualRun(StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k))),
             )
-            for k, each in enumerate(settings)
+            for k, each in enumerate(self.settings)
         ]
-        self.router = ROUTERS[router](random.Random(seed), settings[0].block_size)
+        self.decode_pool = self.instances[: len(settings)]
+        self.prefill_pool = self.instances[len(settings) :]
+        block_size = settings[0].block_size
+        self.router = ROUTERS[router](random.Random(seed), block_size)
+        self.prefill_router = ROUTERS[router](random.Random(seed + 1), block_size)
+        self._transfer_rng = random.Random(seed + 2)
         self._bases: dict[str, int] = {}
         self._order = itertools.count()
-        self._requests: dict[Sequence, tuple[int, Request]] = {}
+        self._requests: dict[Sequence, _InFlight] = {}
 
     def run(self, requests: Iterable[Request], observer: Observer) -> float:
         """Send ``requests`` (in the order of ``send_at``), run until all finished; return
@@ -124,14 +158,35 @@ class Cluster:
         return best, when
 
     def _route(self, request: Request, at: float) -> None:
-        sequence = virtual_sequence(
-            f"{request.prompt}#{next(self._order)}", self._ids(request), request.output_tokens
-        )
-        index = self.router.choose(sequence, self.instances)
-        instance = self.instances[index]
+        name = f"{request.prompt}#{next(self._order)}"
+        if self.prefill_pool:
+            sequence = virtual_sequence(name, self._ids(request), 1)
+            local = self.prefill_router.choose(sequence, self.prefill_pool)
+            self._send(sequence, _InFlight(len(self.decode_pool) + local, request, True), at)
+            return
+        sequence = virtual_sequence(name, self._ids(request), request.output_tokens)
+        self._send(sequence, _InFlight(self.router.choose(sequence, self.decode_pool), request), at)
+
+    def _send(self, sequence: Sequence, flight: _InFlight, at: float) -> None:
+        instance = self.instances[flight.index]
         instance.in_flight += 1
-        self._requests[sequence] = (index, request)
+        self._requests[sequence] = flight
         instance.run.arrive(sequence, at=at)
+
+    def _decode(self, prefilled: Sequence, flight: _InFlight, at: float) -> None:
+        """The decode half of a P/D request: the prompt's KV cache arrives, not computed."""
+        request = flight.request
+        ids = list(prefilled.prompt_token_ids or [])
+        sequence = virtual_sequence(f"{prefilled.request_id}/decode", ids, request.output_tokens)
+        index = self.router.choose(sequence, self.decode_pool)
+        sequence.kv_transfer_delay = kv_transfer_delay(
+            self.settings[index], request.prompt_tokens, self._transfer_rng
+        )
+        scheduled = prefilled.scheduled_at if prefilled.scheduled_at is not None else at
+        cached = prefilled.cached_tokens or 0
+        self._send(
+            sequence, _InFlight(index, request, False, prefilled.arrival, scheduled, cached), at
+        )
 
     def _step(
         self, index: int, observer: Observer, follow_ups: list[tuple[float, int, Request]]
@@ -161,9 +216,14 @@ class Cluster:
         observer: Observer,
         follow_ups: list[tuple[float, int, Request]],
     ) -> None:
-        _, request = self._requests.pop(sequence)
+        flight = self._requests.pop(sequence)
+        request = flight.request
         self.instances[index].in_flight -= 1
         finished = sequence.last_token_at if sequence.last_token_at is not None else 0.0
+        if flight.prefill:
+            observer.prefilled(index)
+            self._decode(sequence, flight, finished)
+            return
         first = sequence.first_token_at if sequence.first_token_at is not None else finished
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else first
         observer.finished(
@@ -172,9 +232,9 @@ class Cluster:
                 request.prefix,
                 request.prompt_tokens,
                 request.output_tokens,
-                sequence.cached_tokens or 0,
-                sequence.arrival,
-                scheduled,
+                flight.cached or sequence.cached_tokens or 0,
+                flight.sent if flight.sent is not None else sequence.arrival,
+                flight.scheduled if flight.scheduled is not None else scheduled,
                 first,
                 finished,
             )

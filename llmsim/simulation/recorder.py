@@ -73,6 +73,9 @@ class Recorder(Observer):
         if self._requests is not None:
             self._requests.write(json.dumps(_record(outcome, good)) + "\n")
 
+    def prefilled(self, instance: int) -> None:
+        self.stats[instance].prefills += 1
+
     def token_gaps(self, instance: int, gap: float, count: int) -> None:
         self.stats[instance].latencies["itl"].add(gap, count)
 

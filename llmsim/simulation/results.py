@@ -99,6 +99,8 @@ class Stats:
     """One instance's (or the whole fleet's) figures."""
 
     requests: int = 0
+    prefills: int = 0
+    """Prompts prefilled for a decode instance (P/D prefill instances)."""
     good: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -133,9 +135,9 @@ class Stats:
             latencies["tpot"].add(tpot)
 
     def merge(self, other: Stats) -> None:
-        for name in ("requests", "good", "prompt_tokens", "cached_tokens", "output_tokens"):
+        for name in ("requests", "prefills", "good", "prompt_tokens", "cached_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("preemptions", "prefix_queries", "prefix_hits", "kv_time"):
+        for name in ("output_tokens", "preemptions", "prefix_queries", "prefix_hits", "kv_time"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.first_sent = min(self.first_sent, other.first_sent)
         self.last_finished = max(self.last_finished, other.last_finished)
@@ -153,6 +155,7 @@ class Stats:
         per_second = 1.0 / duration if duration > 0 else 0.0
         figures: dict[str, float | int] = {
             "requests": self.requests,
+            "prefills": self.prefills,
             "duration_s": duration,
             "request_throughput": self.requests * per_second,
             "output_throughput": self.output_tokens * per_second,

@@ -35,6 +35,8 @@ class Setup:
     """Seconds between the rows of the time series."""
     fleet: tuple[Settings, ...] = ()
     """Instances set up one by one (a fleet file); when given, ``replicas`` is ignored."""
+    prefill: tuple[Settings, ...] = ()
+    """P/D: prefill instances in front of the decode instances above."""
     cost_per_hour: float | None = None
     """What one instance costs per hour, for the cost per million output tokens."""
     plots: bool = True
@@ -43,22 +45,35 @@ class Setup:
     """Told how many requests finished, now and then (a progress bar)."""
 
     def instance_settings(self) -> tuple[Settings, ...]:
+        """The decode (or only) instances."""
         return self.fleet or (self.settings,) * self.replicas
+
+    def labels(self) -> list[str]:
+        decode = "decode" if self.prefill else "instance"
+        return [f"{decode} {k}" for k in range(len(self.instance_settings()))] + [
+            f"prefill {k}" for k in range(len(self.prefill))
+        ]
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     overall: dict[str, float | int]
     instances: list[dict[str, float | int]]
+    labels: list[str]
 
     def as_json(self) -> dict[str, Any]:
-        return {"overall": self.overall, "instances": self.instances}
+        instances = [
+            {"name": name, **row} for name, row in zip(self.labels, self.instances, strict=True)
+        ]
+        return {"overall": self.overall, "instances": instances}
 
 
 def simulate(setup: Setup, workload: Workload) -> Result:
     """Run ``workload`` through the setup's instances in virtual time."""
-    instances = setup.instance_settings()
-    cluster = Cluster(instances, setup.router, seed=setup.seed)
+    instances = (*setup.instance_settings(), *setup.prefill)
+    cluster = Cluster(
+        setup.instance_settings(), setup.router, seed=setup.seed, prefill=setup.prefill
+    )
     recorder = Recorder(len(instances), setup.slo, setup.output, setup.interval, setup.progress)
     try:
         end = cluster.run(workload.requests(setup.seed), recorder)
@@ -72,6 +87,7 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     result = Result(
         figures,
         [stats.figures(duration) for stats in recorder.stats],
+        setup.labels(),
     )
     if setup.output is not None:
         text = json.dumps(result.as_json(), indent=2, sort_keys=True)
