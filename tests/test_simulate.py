@@ -223,6 +223,15 @@ def test_a_bad_trace_line_is_one_error_line_and_exit_2(
     assert reason in errors[0]
 
 
+def test_a_trace_fixes_the_arrivals_so_no_rate_search(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"at": 0, "prompt_tokens": 10, "output_tokens": 2}\n')
+    args = ["simulate", "-p", PROFILE, "--trace", str(trace), "--find", "max-rate"]
+    done = CliRunner().invoke(app, [*args, "--slo", "ttft=1s"])
+    assert done.exit_code == 2
+    assert "fix the arrivals" in done.output
+
+
 def test_a_trace_going_back_in_time_is_refused(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     rows = ['{"at": 2, "prompt_tokens": 10, "output_tokens": 2}']
@@ -372,6 +381,9 @@ def test_a_fleet_file_gives_one_engine_per_instance_and_rank(tmp_path: Path) -> 
     refused = CliRunner().invoke(app, [*args, "--find", "replicas", "--slo", "ttft=1s"])
     assert refused.exit_code == 2
     assert "--fleet fixes the instances" in refused.output
+    swept = CliRunner().invoke(app, [*args, "--sweep", "max_num_seqs=8:16:8"])
+    assert swept.exit_code == 2
+    assert "--fleet fixes the instances" in swept.output
 
 
 def test_cost_per_million_output_tokens() -> None:

@@ -236,9 +236,12 @@ def simulate(
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)
+        swept = (sweep or "").partition("=")[0].strip()
+        if fleet is not None and (find == "replicas" or (sweep and swept != "rate")):
+            raise SearchError("--fleet fixes the instances: only --sweep rate=... and max-rate")
+        if (trace or recording) and (find == "max-rate" or swept == "rate"):
+            raise SearchError("--trace and --recording fix the arrivals: no rate sweep or search")
         if fleet is not None:
-            if find == "replicas" or (sweep or "").startswith("replicas="):
-                raise SearchError("--fleet fixes the instances: no replica search or sweep")
             setup = replace(setup, fleet=_fleet_settings(fleet))
         setup = replace(setup, cost_per_hour=cost_per_hour)
         if prefill_replicas:
