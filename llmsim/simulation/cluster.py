@@ -125,6 +125,9 @@ class Cluster:
         self._bases: dict[str, int] = {}
         self._order = itertools.count()
         self._requests: dict[Sequence, _InFlight] = {}
+        self._due: list[tuple[float, int, int]] = []
+        """(next event, instance, version): a heap with stale entries skipped."""
+        self._versions = [0] * len(self.instances)
 
     def run(self, requests: Iterable[Request], observer: Observer) -> float:
         """Send ``requests`` (in the order of ``send_at``), run until all finished; return
@@ -150,12 +153,20 @@ class Cluster:
                 return max(instance.run.now for instance in self.instances)
 
     def _next_step(self) -> tuple[int, float | None]:
-        best, when = 0, None
-        for k, instance in enumerate(self.instances):
-            at = instance.run.next_event()
-            if at is not None and (when is None or at < when):
-                best, when = k, at
-        return best, when
+        """The instance with the earliest next event (ties: the lowest index), and when."""
+        due, versions = self._due, self._versions
+        while due and due[0][2] != versions[due[0][1]]:
+            heapq.heappop(due)  # stale: that instance changed since
+        if not due:
+            return 0, None
+        return due[0][1], due[0][0]
+
+    def _refresh(self, index: int) -> None:
+        """An instance stepped or got a request: queue its next event anew."""
+        self._versions[index] += 1
+        at = self.instances[index].run.next_event()
+        if at is not None:
+            heapq.heappush(self._due, (at, index, self._versions[index]))
 
     def _route(self, request: Request, at: float) -> None:
         name = f"{request.prompt}#{next(self._order)}"
@@ -172,6 +183,7 @@ class Cluster:
         instance.in_flight += 1
         self._requests[sequence] = flight
         instance.run.arrive(sequence, at=at)
+        self._refresh(flight.index)
 
     def _decode(self, prefilled: Sequence, flight: _InFlight, at: float) -> None:
         """The decode half of a P/D request: the prompt's KV cache arrives, not computed."""
@@ -208,6 +220,7 @@ class Cluster:
         run.finished.clear()
         run.samples.clear()
         observer.step(index, run, run.now - before)
+        self._refresh(index)
 
     def _finish(
         self,
