@@ -176,6 +176,7 @@ class Cluster:
             self._send(sequence, _InFlight(len(self.decode_pool) + local, request, True), at)
             return
         sequence = virtual_sequence(name, self._ids(request), request.output_tokens)
+        sequence.output_ids = self._output_ids(request)
         self._send(sequence, _InFlight(self.router.choose(sequence, self.decode_pool), request), at)
 
     def _send(self, sequence: Sequence, flight: _InFlight, at: float) -> None:
@@ -190,6 +191,7 @@ class Cluster:
         request = flight.request
         ids = list(prefilled.prompt_token_ids or [])
         sequence = virtual_sequence(f"{prefilled.request_id}/decode", ids, request.output_tokens)
+        sequence.output_ids = self._output_ids(request)
         index = self.router.choose(sequence, self.decode_pool)
         sequence.kv_transfer_delay = kv_transfer_delay(
             self.settings[index], request.prompt_tokens, self._transfer_rng
@@ -271,6 +273,12 @@ class Cluster:
         base = self._base(request.prompt)
         ids.extend(range(base + shared, base + request.prompt_tokens))
         return ids
+
+    def _output_ids(self, request: Request) -> list[int]:
+        """The answer's ids continue the prompt's, so the conversation's next turn, which
+        starts with this prompt and answer, finds both in the prefix cache."""
+        base = self._base(request.prompt) + request.prompt_tokens
+        return list(range(base, base + request.output_tokens))
 
     def _base(self, name: str) -> int:
         base = self._bases.get(name)
