@@ -116,7 +116,6 @@ class Stats:
     peak_kv: float = 0.0
     kv_time: float = 0.0
     """Integral of KV usage over time, for the time-weighted mean."""
-    busy_until: float = 0.0
 
     def add(self, outcome: Outcome, good: bool) -> None:
         self.requests += 1
@@ -142,7 +141,6 @@ class Stats:
         self.first_sent = min(self.first_sent, other.first_sent)
         self.last_finished = max(self.last_finished, other.last_finished)
         self.peak_kv = max(self.peak_kv, other.peak_kv)
-        self.busy_until = max(self.busy_until, other.busy_until)
         for name, histogram in other.latencies.items():
             self.latencies[name].merge(histogram)
 
