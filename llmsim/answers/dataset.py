@@ -167,6 +167,19 @@ def load_dataset(path: Path) -> Dataset:
     return dataset
 
 
+def conversations(path: Path) -> Iterator[list[tuple[str, str]]]:
+    """Each conversation of ``path`` as ``(role, text)`` turns, read lazily (a workload
+    draws its requests from them); :class:`DatasetError` names the record."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, record in enumerate(_records(handle), start=1):
+                yield _messages(record, number)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text") from None
+
+
 def _records(handle: IO[str]) -> Iterator[Any]:
     first = handle.read(1)
     while first and first.isspace():

@@ -2,12 +2,13 @@
 
 One JSON object per line and per request::
 
-    {"endpoint": "chat", "request": {...the body as sent...}, "status": 200, "stream": true,
+    {"endpoint": "chat", "sent_at": 1765090000.25, "request": {...the body as sent...}, "status": 200, "stream": true,
      "choices": [{"text": "...", "tool_calls": [...], "finish_reason": "stop"}],
      "usage": {...}, "error": null, "ttft": 0.412, "gaps": [0.021, 0.020, ...],
      "latency": 0.61}
 
-``ttft`` and ``gaps`` are measured on streamed answers; a non-streamed one has only its
+``sent_at`` is the wall-clock send time (``llmsim simulate --recording`` replays the
+arrivals); ``ttft`` and ``gaps`` are measured on streamed answers; a non-streamed one has only its
 ``latency``, which a replay uses as the time to its first (and every) token.
 
 A replayed request matches a recorded one when the endpoint, the ``model`` field, the

@@ -27,6 +27,7 @@ from llmsim.cli.ctl_responses import responses_app
 from llmsim.cli.options import CONFIG_FILE_OPTION, PROFILE_OPTION, err, fail, load_or_exit
 from llmsim.cli.profiles import profiles_app
 from llmsim.cli.record import record
+from llmsim.cli.simulate import EXAMPLES, simulate
 from llmsim.cli.versions import version_lines
 from llmsim.cli.vllm_argv import MULTI_VALUE_OPTIONS, translate_serve_args
 from llmsim.pool.launch import launch
@@ -50,6 +51,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(ctl_app, name="ctl")
 ctl_app.add_typer(responses_app, name="responses")
 app.command("record")(record)
+app.command("simulate", epilog=EXAMPLES)(simulate)
 
 SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
 FAULTS, METRICS = "Failure injection", "Metrics"

@@ -29,6 +29,8 @@ class Capture:
     """One upstream answer being read; ``started`` is when the request went out."""
 
     started: float = field(default_factory=time.monotonic)
+    sent_at: float = field(default_factory=time.time)
+    """Wall-clock send time, so a simulation can replay the recorded arrivals."""
     choices: dict[int, ChoiceCapture] = field(default_factory=dict)
     usage: Any = None
     error: Any = None
@@ -140,6 +142,7 @@ class Capture:
         gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(times)]
         return {
             "endpoint": endpoint,
+            "sent_at": round(self.sent_at, 6),
             "request": request,
             "status": status,
             "stream": stream,

@@ -19,7 +19,13 @@ class Request:
     prompt_tokens: int
     output_tokens: int
     send_at: float = 0.0
-    """Seconds after the workload starts."""
+    """Seconds after the workload starts (for a follow-up turn: after the turn before ends)."""
+    prefix: str = ""
+    """Names the first ``prefix_tokens`` tokens (a shared system prompt): requests with the
+    same prefix share those token ids whatever their ``prompt``."""
+    prefix_tokens: int = 0
+    then: Request | None = None
+    """The conversation's next turn, sent ``then.send_at`` seconds after this one ends."""
 
 
 def poisson_send_times(

@@ -21,7 +21,7 @@ from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.costs import FrontEnd
 from llmsim.engine.step.step_engine import StepEngine
-from llmsim.engine.step.step_scheduler import StepPlan
+from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
 
 def virtual_sequence(
@@ -77,6 +77,22 @@ class VirtualRun:
     _arrivals: list[tuple[float, int, Sequence]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _frontend: FrontEnd = field(default_factory=FrontEnd)
+    last_result: StepResult | None = None
+    """The last step's result: who emitted a token, who finished."""
+
+    @property
+    def pending(self) -> int:
+        """Requests sent but still in the front end, not yet in the engine."""
+        return len(self._arrivals)
+
+    def next_event(self) -> float | None:
+        """When this run next does something: now with work to do, else when the next
+        request reaches the engine; None when idle with nothing on the way."""
+        if self.engine.has_work():
+            return self.now
+        if self._arrivals:
+            return max(self.now, self._arrivals[0][0])
+        return None
 
     def arrive(self, sequence: Sequence, at: float) -> None:
         """``sequence`` is sent at ``at``; it reaches the engine once through the front end.
@@ -99,7 +115,7 @@ class VirtualRun:
             upcoming = [arrival, *(at for at, _, _ in self._arrivals[:1])]
             self.now = max(self.now, min(upcoming))
         self.now += duration
-        result = self.engine.end_step(plan, self.now)
+        result = self.last_result = self.engine.end_step(plan, self.now)
         self.finished.extend(seq.sequence for seq in result.finished)
         engine = self.engine
         self.samples.append(
