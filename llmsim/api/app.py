@@ -204,6 +204,8 @@ def _engines(
         metrics.track(engine.scheduler, settings.kv_cache_size)
         if engine.step is not None:
             metrics.track_step(engine.step, settings)
+        elif engine.blocks is not None:
+            metrics.track_blocks(engine.blocks)
         engines.append(engine)
     assert first is not None, "at least one rank"
     return DataParallelEngines(engines, ranks), first

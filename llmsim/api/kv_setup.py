@@ -2,7 +2,8 @@
 
 ``create_app`` calls :func:`install_kv_features` once; each data-parallel engine gets its
 own publisher (rank N publishes on the configured ports + N) and P/D agent, and the step
-engines take their listener and the shared hasher from here. ``app[KV_LISTENER]`` and
+engines (and the block-level caches of ``kv_blocks``) take their listener and the shared
+hasher from here. ``app[KV_LISTENER]`` and
 ``app[KV_TRANSFER]`` are the first engine's.
 """
 
@@ -49,6 +50,8 @@ def install_kv_features(
     for engine, listener in zip(engines.engines, listeners, strict=True):
         if engine.step is not None:
             engine.step.engine.attach_kv(listener, hasher)
+        elif engine.blocks is not None:
+            engine.blocks.attach(listener, hasher)
     app[KV_AGENTS] = tuple(KVTransferAgent(settings, rank) for rank in engines.ranks)
     app[KV_TRANSFER] = app[KV_AGENTS][0]
     app[SLEEP] = SleepController(

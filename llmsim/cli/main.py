@@ -376,6 +376,9 @@ def serve(
             panel=SCHED,
         ),
     ] = None,
+    kv_blocks: Annotated[
+        bool | None, _opt("kv_blocks", "--kv-blocks/--no-kv-blocks", panel=SCHED)
+    ] = None,
     enable_prompt_tokens_details: Annotated[
         bool | None,
         _opt(

@@ -183,6 +183,8 @@ class Dashboard:
             return step_load_line(self.engine, settings)
         kv_tokens = scheduler.kv_tokens()
         kv_share = min(kv_tokens / settings.kv_cache_size, 1.0)
+        if self.engine.blocks is not None:
+            kv_share = self.engine.blocks.usage()
         return (
             f"running {scheduler.num_running} / {settings.max_running_requests}   "
             f"waiting {scheduler.num_waiting} / {settings.max_waiting_queue_length}   "

@@ -40,7 +40,10 @@ def engine_load(engine: Engine) -> EngineLoad:
     if engine.step is not None:
         core = engine.step.engine
         return EngineLoad(scheduler.num_waiting + core.num_waiting, core.num_running, core.usage())
-    usage = min(scheduler.kv_tokens() / engine.settings.kv_cache_size, 1.0)
+    if engine.blocks is not None:
+        usage = engine.blocks.usage()
+    else:
+        usage = min(scheduler.kv_tokens() / engine.settings.kv_cache_size, 1.0)
     return EngineLoad(scheduler.num_waiting, scheduler.num_running, usage)
 
 

@@ -30,6 +30,7 @@ from typing import Literal, get_args
 from llmsim.engine.answer import Answer
 from llmsim.engine.block_hash import BlockHasher
 from llmsim.engine.generation import GeneratedText, generate
+from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
@@ -135,12 +136,23 @@ class Engine:
         )
         for module in settings.adapters:
             self.loras.register(Adapter(module.name, module.path, module.base_model_name))
+        self.blocks: KVBlocks | None = None
+        if settings.kv_blocks and settings.latency_model != "step":
+            self.blocks = KVBlocks(
+                kv_cache_size=settings.kv_cache_size,
+                block_size=settings.block_size,
+                enable_prefix_caching=settings.enable_prefix_caching,
+                hasher=block_hasher,
+                listener=kv_listener,
+            )
+            self.blocks.kv.lora_ids = self.loras.int_id
         self.scheduler = Scheduler(
             max_running=settings.max_running_requests,
             max_waiting=settings.max_waiting_queue_length,
             loras=self.loras,
             observer=self.observer,
             clock=time.monotonic,
+            blocks=self.blocks,
         )
         self.pacer = Pacer(lambda: self.observer, self._load)
         self.step: StepLoop | None = None
@@ -152,8 +164,9 @@ class Engine:
             )
             core.kv.lora_ids = self.loras.int_id
             self.step = StepLoop(core, lambda: self.observer)
-        self.needs_token_ids = self.step is not None and settings.enable_prefix_caching
-        """Whether prompts should carry token ids (the step engine's prefix cache hashes them)."""
+        keeps_blocks = self.step is not None or self.blocks is not None
+        self.needs_token_ids = keeps_blocks and settings.enable_prefix_caching
+        """Whether prompts should carry token ids (a block-level prefix cache hashes them)."""
 
     @property
     def needs_output_ids(self) -> bool:
@@ -167,6 +180,8 @@ class Engine:
         ``all_blocks_cleared``); sequences a ``keep`` pause froze lose theirs too."""
         if self.step is not None:
             self.step.reset_prefix_cache()
+        elif self.blocks is not None:
+            self.blocks.clear_cache()
 
     async def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
         """vLLM's ``reset_prefix_cache``: forget every cached block (the listener hears
@@ -175,7 +190,7 @@ class Engine:
         recompute their prompt and tokens when scheduled again."""
         step = self.step
         if step is None:
-            return True
+            return self._reset_blocks(reset_running_requests)
         used = step.engine.pool.num_used
         if used and not reset_running_requests:
             logger.warning(
@@ -188,6 +203,17 @@ class Engine:
         await self.pause("keep")  # between two steps, where preempting is safe
         step.reset_prefix_cache()
         self.resume()
+        return True
+
+    def _reset_blocks(self, reset_running_requests: bool) -> bool:
+        """:meth:`reset_prefix_cache` without steps: nothing to preempt, so running
+        sequences keep their blocks (unnamed) when ``reset_running_requests`` forces it."""
+        blocks = self.blocks
+        if blocks is None:
+            return True
+        if blocks.pool.num_used and not reset_running_requests:
+            return False
+        blocks.clear_cache()
         return True
 
     def reconfigure(self, settings: Settings) -> None:
@@ -454,7 +480,8 @@ class Engine:
             deadline = start + sequence.kv_transfer_delay
         else:
             deadline = start + latency.first_token_delay(
-                sequence.prompt_tokens, latency.load_factor(running, max_running)
+                sequence.prompt_tokens - sequence.cached_tokens,
+                latency.load_factor(running, max_running),
             )
         loop = asyncio.get_running_loop()
         pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())

@@ -8,7 +8,9 @@ has to be checked on its own.
 
 Policy, as in vLLM's scheduler: the queue is served in arrival order, but a request
 whose adapter cannot get a slot is skipped, so it does not block base-model requests
-or requests for adapters already in a slot that arrived after it.
+or requests for adapters already in a slot that arrived after it. With a block-level KV
+cache (``kv_blocks``) a sequence also needs the blocks of its prompt and output; when
+they do not fit, it and everything after it wait (no preemption).
 
 Paused (vLLM's ``pause_scheduler``, used by sleep mode), the queue still takes requests
 but admits only the sequences it was told to let through (those already queued, for the
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable
 
+from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.lora import LoraManager
 from llmsim.engine.observer import EngineObserver
 from llmsim.engine.sequence import FinishReason, Sequence, State
@@ -38,6 +41,7 @@ class Scheduler:
         loras: LoraManager,
         observer: EngineObserver,
         clock: Callable[[], float],
+        blocks: KVBlocks | None = None,
     ) -> None:
         self.max_running = max_running
         self.max_waiting = max_waiting
@@ -48,6 +52,8 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self._running_adapters: Counter[str] = Counter()
         self._waiting_adapters: Counter[str] = Counter()
+        self.blocks = blocks
+        """The block-level KV cache admission also waits for (``kv_blocks``); None: off."""
         self.paused = False
         self._admissible: set[Sequence] = set()
         """While paused: the waiting sequences that may still start."""
@@ -154,6 +160,8 @@ class Scheduler:
         was_running = sequence.state is State.RUNNING
         if was_running:
             del self.running[sequence]
+            if self.blocks is not None:
+                self.blocks.free(sequence)
             if sequence.adapter is not None:
                 self._uncount(self._running_adapters, sequence.adapter)
                 self.loras.release(sequence.adapter)
@@ -184,6 +192,7 @@ class Scheduler:
         if admissible is not None and not admissible:
             return
         now = self._clock()
+        blocks = self.blocks
         skipped: list[Sequence] = []
         while self.waiting and len(self.running) < self.max_running:
             sequence = self.waiting.popleft()
@@ -192,6 +201,9 @@ class Scheduler:
             if held or (adapter is not None and not self.loras.can_acquire(adapter)):
                 skipped.append(sequence)
                 continue
+            if blocks is not None and not blocks.admit(sequence):
+                self.waiting.appendleft(sequence)  # no room: it and those after it wait
+                break
             if admissible is not None:
                 admissible.discard(sequence)
             self._admit(sequence, now)

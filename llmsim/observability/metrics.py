@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
+from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
 from llmsim.observability.metric_types import (
     DerivedCounter,
@@ -267,6 +268,19 @@ class Metrics:
         self._deferred = scheduler.num_deferred
         self._track_reasons(self._deferred)
         self.scheduler_changed(scheduler)
+
+    def track_blocks(self, blocks: KVBlocks) -> None:
+        """``kv_blocks`` under the constant and per-token models: the usage gauge reads the
+        block pool, and every admission's prefix-cache lookup is counted."""
+        self._gauges[2].set_function(blocks.usage)
+        queries, hits = self.prefix_cache_queries, self.prefix_cache_hits
+
+        def looked_up(queried: int, hit: int) -> None:
+            queries.inc(queried)
+            if hit:
+                hits.inc(hit)
+
+        blocks.looked_up = looked_up
 
     def _track_reasons(self, deferred: Callable[[], int]) -> None:
         """``capacity`` + ``deferred`` = the waiting gauge, pinned or live."""

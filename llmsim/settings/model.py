@@ -644,8 +644,16 @@ class Settings(BaseSettings):
     )
     enable_prefix_caching: bool = Field(
         True,
-        description="Reuse cached KV blocks of shared prompt prefixes (step latency model; "
-        "vLLM's --enable-prefix-caching).",
+        description="Reuse cached KV blocks of shared prompt prefixes (step latency model, "
+        "or kv_blocks; vLLM's --enable-prefix-caching).",
+    )
+    kv_blocks: bool = Field(
+        False,
+        description="Keep a block-level KV cache under the constant and per-token latency "
+        "models too: admission waits for the blocks of a sequence's prompt and output (no "
+        "preemption), kv_cache_usage_perc reads the blocks, prefix-cache hits are counted "
+        "(and shorten the per-token TTFT) and KV events are published when configured. Off "
+        "by default: it hashes every prompt's blocks. The step latency model always keeps one.",
     )
     enable_prompt_tokens_details: bool = Field(
         False,
@@ -766,10 +774,12 @@ class Settings(BaseSettings):
                     f"{mean_name}_std_dev",
                     f"must be at most 30% of {mean_name.replace('_', '-')}",
                 )
-        if self.latency_model == "step" and self.kv_cache_size < self.max_model_len:
+        keeps_blocks = self.latency_model == "step" or self.kv_blocks
+        if keeps_blocks and self.kv_cache_size < self.max_model_len:
+            what = "the step latency model" if self.latency_model == "step" else "kv-blocks"
             raise _cross_field_error(
                 "kv_cache_size",
-                f"the step latency model needs kv-cache-size ({self.kv_cache_size} tokens) "
+                f"{what} needs kv-cache-size ({self.kv_cache_size} tokens) "
                 f"of at least max-model-len ({self.max_model_len} tokens)",
             )
         problem = data_parallel_problem(self)
