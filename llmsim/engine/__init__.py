@@ -4,19 +4,17 @@ May import ``settings`` only, and never aiohttp: the engine runs and is tested w
 """
 
 from llmsim.engine.answer import Answer, ToolCall
-from llmsim.engine.engine import (
-    PAUSE_MODES,
-    ContextLengthError,
-    Engine,
-    GenerationRequest,
-    PromptInput,
-    RequestGroup,
-    Target,
-    UnknownModelError,
-)
+from llmsim.engine.engine import PAUSE_MODES, Engine, RequestGroup
 from llmsim.engine.lora import Adapter, AdapterExistsError, AdapterNotFoundError
 from llmsim.engine.observer import EngineObserver, FanOutObserver, NullObserver
 from llmsim.engine.pacer import TokenSink
+from llmsim.engine.request import (
+    ContextLengthError,
+    GenerationRequest,
+    PromptInput,
+    Target,
+    UnknownModelError,
+)
 from llmsim.engine.scheduler import QueueFullError, Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.timing import TimingOverride

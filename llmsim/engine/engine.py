@@ -23,11 +23,9 @@ import random
 import time
 from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, get_args
 
-from llmsim.engine.answer import Answer
 from llmsim.engine.block_hash import BlockHasher
 from llmsim.engine.generation import GeneratedText, generate
 from llmsim.engine.kv_blocks import KVBlocks
@@ -35,14 +33,35 @@ from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
 from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
+from llmsim.engine.request import (
+    ContextLengthError,
+    GenerationRequest,
+    PromptInput,
+    Target,
+    UnknownModelError,
+)
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_loop import StepLoop
-from llmsim.engine.timing import LatencyModel, LatencyProfile, TimingOverride
+from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
+
+__all__ = [
+    "ABORT_GRACE",
+    "PAUSE_MODES",
+    "ContextLengthError",
+    "Engine",
+    "GenerationRequest",
+    "PauseMode",
+    "PromptInput",
+    "RequestGroup",
+    "Target",
+    "UnknownModelError",
+    "latency_profile",
+]
 
 logger = logging.getLogger("llmsim.engine")
 
@@ -52,64 +71,6 @@ ABORT_GRACE = 1.0
 """How long an ``abort`` pause waits for the aborted requests to leave (a stream whose
 client does not read may hold its sequence longer; it ends when the client drains)."""
 DRAIN_POLL = 0.005
-
-
-class UnknownModelError(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-class ContextLengthError(Exception):
-    """Prompt plus requested output does not fit the context window."""
-
-    def __init__(self, prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
-        super().__init__(prompt_tokens, max_tokens, max_model_len)
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.max_model_len = max_model_len
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a request's ``model`` field resolved to."""
-
-    name: str
-    adapter: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PromptInput:
-    token_count: int
-    echo_text: str
-    token_ids: Seq[int] | None = None
-    """The prompt's token ids, given only when the engine asks for them (prefix caching)."""
-
-
-@dataclass(slots=True)
-class GenerationRequest:
-    """What a handler asks the engine for. Not frozen: a frozen dataclass pays a
-    ``object.__setattr__`` call per field in ``__init__``, and one is built per request."""
-
-    request_id: str
-    target: Target
-    prompts: Seq[PromptInput]
-    n: int = 1
-    max_tokens: int | None = None
-    ignore_eos: bool = False
-    stop: Seq[str] = ()
-    seed: int | None = None
-    answer: Answer | None = None
-    """A chosen answer (tools, structured output, rules); None to use the generation mode."""
-    timing: TimingOverride | None = None
-    """This request's own TTFT/ITL (a rule's override, a recording's pace); None: configured."""
-    kv_transfer_delay: float | None = None
-    """P/D decode side: the prompt's KV cache arrives after this long instead of a prefill."""
-    reasoning: bool = False
-    """Each answer starts with a thought (a reasoning parser is set and the request thinks)."""
-    arrival: float | None = None
-    """``time.monotonic()`` when the HTTP handler started, before the body was read and
-    tokenized, so queue time and TTFT count from where a client's clock starts; None: now."""
 
 
 class Engine:

@@ -1,0 +1,83 @@
+"""Fake metrics, KV-cache metrics, KV events, P/D transfer and sleep mode."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+from llmsim.settings.fake_metrics import FakeMetrics
+from llmsim.settings.field_types import Duration, StepDuration, load_fake_metrics_input
+from llmsim.settings.kv_events import KVEventsConfig, PrefixCachingHashAlgo, parse_kv_events_config
+
+
+class MetricsKvFields(BaseModel):
+    """Fake metrics, KV-cache metrics, KV events, P/D transfer and sleep mode."""
+
+    # -- metrics ----------------------------------------------------------------
+    fake_metrics: Annotated[
+        FakeMetrics | None, NoDecode, BeforeValidator(load_fake_metrics_input)
+    ] = Field(
+        None,
+        description="Fake values for vllm: series: gauges as values, counters as rates, "
+        "histograms as a rate and a latency distribution, each fixed or a function of time "
+        "(ramp, oscillate, square, schedule); also the LoRA info metric. Inline JSON or a "
+        "JSON/TOML file. Also settable at run time via /admin/metrics.",
+    )
+    fake_metrics_refresh_interval: Duration = Field(
+        "100ms",  # type: ignore[assignment]  # validated like user input
+        gt=0,
+        description="How often fake metric values move on: a scrape sees them as at the last "
+        "whole interval since the override was set (counters and histograms integrated up to it).",
+    )
+
+    kv_cache_metrics: bool = Field(
+        False,
+        description="Sample KV blocks and export their lifetime, idle time before eviction "
+        "and reuse gaps (step latency model; vLLM's --kv-cache-metrics).",
+    )
+    kv_cache_metrics_sample: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="Share of KV blocks sampled for --kv-cache-metrics, in (0, 1] "
+        "(vLLM's --kv-cache-metrics-sample).",
+    )
+
+    # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
+    kv_events_config: Annotated[
+        KVEventsConfig | None, NoDecode, BeforeValidator(parse_kv_events_config)
+    ] = Field(
+        None,
+        description="Publish KV-cache events as vLLM does: vLLM's JSON "
+        '(e.g. {"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}) or a TOML table. '
+        "Needs llmsim[kv-events].",
+    )
+    prefix_caching_hash_algo: PrefixCachingHashAlgo = Field(
+        "sha256",
+        description="Block hash of the prefix cache, as vLLM: sha256 (pickle), sha256_cbor "
+        "(for consumers in any language), xxhash, xxhash_cbor. PYTHONHASHSEED seeds it.",
+    )
+    enable_sleep_mode: bool = Field(
+        False,
+        description="Allow POST /sleep and POST /wake_up (with VLLM_SERVER_DEV_MODE=1), "
+        "as vLLM's --enable-sleep-mode.",
+    )
+    kv_cache_transfer_latency: Duration = Field(
+        0.0,
+        description="Decode instance (kv_transfer_params.do_remote_prefill): time to receive "
+        "the prompt's KV cache, replacing the prefill (constant and step latency models).",
+    )
+    kv_cache_transfer_latency_std_dev: Duration = Field(
+        0.0, description="Gaussian jitter on kv-cache-transfer-latency (at most 30% of it)."
+    )
+    kv_cache_transfer_time_per_token: StepDuration = Field(
+        0.0,
+        description="Decode instance: KV transfer time per prompt token, replacing the "
+        "prefill (per-token and step latency models).",
+    )
+    kv_cache_transfer_time_per_token_std_dev: StepDuration = Field(
+        0.0,
+        description="Gaussian jitter on kv-cache-transfer-time-per-token (at most 30% of it).",
+    )

@@ -1,0 +1,112 @@
+"""The served model, its adapters, template and parsers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+from llmsim.settings.field_types import Names
+from llmsim.settings.lora_modules import LoraModule, split_lora_modules
+
+
+class ModelFields(BaseModel):
+    """The served model, its adapters, template and parsers."""
+
+    # -- model ------------------------------------------------------------------
+    model: str = Field(
+        "llmsim/sim-model",
+        min_length=1,
+        description="Model name or path the server pretends to serve.",
+    )
+    served_model_name: Names = Field(
+        default_factory=list,
+        description="Names the API accepts for the model; the first is the one reported. "
+        "Defaults to the model name.",
+    )
+    lora: Names = Field(
+        default_factory=list,
+        description="LoRA adapter names to serve (comma-separated, repeatable). "
+        "The adapter path reported in /v1/models is the name itself.",
+    )
+    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(split_lora_modules)] = (
+        Field(
+            default_factory=list,
+            description="LoRA adapters in vLLM's forms: name=path, or JSON "
+            '{"name": ..., "path": ..., "base_model_name": ...}.',
+        )
+    )
+    max_model_len: int = Field(
+        4096, ge=1, le=10_000_000, description="Context window: prompt plus output tokens."
+    )
+    tokenizer: str | None = Field(
+        None,
+        min_length=1,
+        description="Hugging Face tokenizer to count tokens with: a tokenizer.json file, a "
+        "directory holding one, or a hub id (local cache first; needs llmsim[tokenizers]). "
+        "Unset: the built-in tokenizer.",
+    )
+    chat_template: str | None = Field(
+        None,
+        min_length=1,
+        description="Jinja2 chat template (a file, or the template itself) that renders chat "
+        "messages into the prompt; overrides the tokenizer's own.",
+    )
+    max_logprobs: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description="Most logprobs and prompt_logprobs a request may ask for (vLLM's default 20).",
+    )
+    max_request_work: int = Field(
+        2_000_000,
+        ge=1,
+        le=10**12,
+        description="Most work one request may ask for, counted in token positions times (1 + "
+        "logprobs per position): n x max_tokens per prompt (max_model_len less the prompt when "
+        "unset), plus prompt tokens scored for echo or prompt_logprobs. Bounds the time and "
+        "size of one answer; above it a request gets 400.",
+    )
+    response_role: str = Field(
+        "assistant",
+        min_length=1,
+        description="The role of the chat answer's message, as vLLM's --response-role.",
+    )
+    return_tokens_as_token_ids: bool = Field(
+        False,
+        description="Name tokens token_id:N in logprobs (vLLM's --return-tokens-as-token-ids), "
+        "for clients that cannot tell apart tokens with the same text.",
+    )
+    reasoning_parser: str | None = Field(
+        None,
+        description="vLLM's --reasoning-parser (deepseek_r1, qwen3, granite...): chat answers "
+        "start with a short simulated thought, returned apart as the message's reasoning (a "
+        "Responses reasoning item, a Messages thinking block), counted and paced like other "
+        "tokens. Unset: no reasoning.",
+    )
+    enable_auto_tool_choice: bool | None = Field(
+        None,
+        description="vLLM's --enable-auto-tool-choice. False: chat and Messages requests with "
+        "tools get vLLM's 400 for tool_choice auto (the default when tools are sent), required "
+        "or a named tool, as vLLM answers without a tool parser. Unset: llmsim's default, all "
+        "allowed; a vLLM command line without the flag sets it False.",
+    )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM's --tool-call-parser (hermes, llama3_json...): the tool-call format "
+        "named for vLLM; llmsim's tool calls are the same whichever it names.",
+    )
+    runner: Literal["auto", "generate", "pooling", "draft"] = Field(
+        "auto",
+        description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
+        "/pooling, and the scoring routes /score, /rerank, /classify, /v2/embed) whose chat, "
+        "completions, responses and messages routes answer 404, as vLLM registers none for it; "
+        "auto, generate and draft serve the generating routes and no scoring routes.",
+    )
+    embedding_dimension: int = Field(
+        4096,
+        ge=1,
+        le=65_536,
+        description="Length of the vectors /v1/embeddings and /pooling return.",
+    )

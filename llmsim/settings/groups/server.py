@@ -1,0 +1,197 @@
+"""Where the server listens, what it logs and how it is split over processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr
+
+from llmsim.settings.field_types import (
+    MAX_DATA_PARALLEL_SIZE,
+    MAX_PORT,
+    ByteSize,
+    DataParallelBackend,
+    Duration,
+    JsonNames,
+    Names,
+    level_name,
+)
+
+
+class ServerFields(BaseModel):
+    """Where the server listens, what it logs and how it is split over processes."""
+
+    # -- server -----------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to bind. Use 0.0.0.0 inside containers.")
+    port: int = Field(
+        8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
+    )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PORT,
+        description="Also serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health "
+        "and reflection) on this TCP port, beside HTTP on the same engines (0 picks a free "
+        "one; with --dp-ports each rank's server uses grpc-port + its index). Needs the grpc "
+        "extra.",
+    )
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(level_name)
+    ] = Field(
+        "info",
+        validation_alias=AliasChoices("LLMSIM_LOG_LEVEL", "VLLM_LOGGING_LEVEL"),
+        description="Logging verbosity. Also read from VLLM_LOGGING_LEVEL (INFO, DEBUG, ...).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log format on standard error: text for people, json for log shippers "
+        "(one JSON object per line).",
+    )
+    access_log: bool = Field(
+        True,
+        description="Log one line per HTTP request (method, path, status, duration, bytes, "
+        "tokens). Always off while the dashboard is shown.",
+    )
+    disable_access_log_for_endpoints: Names = Field(
+        default_factory=list,
+        description="Paths whose requests the access log leaves out (comma-separated, e.g. "
+        "/health,/metrics), as vLLM's --disable-access-log-for-endpoints.",
+    )
+    dashboard: bool = Field(
+        False,
+        description="Show a live terminal view of load, LoRA slots, request and token rates, "
+        "latency percentiles and recent errors (replaces the access log).",
+    )
+    config: Path | None = Field(
+        None,
+        description="TOML profile to read settings from (flag and environment variable only).",
+    )
+    profile: str | None = Field(
+        None,
+        min_length=1,
+        description="Named profile: a [profiles.NAME] table of the --config file or a built-in "
+        "profile (`llmsim profiles list`); flag and environment variable only.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("LLMSIM_API_KEY", "VLLM_API_KEY"),
+        description="Require 'Authorization: Bearer KEY' on /v1/* and /admin/* routes. Also "
+        "read from VLLM_API_KEY. Never logged or shown.",
+    )
+    allowed_origins: JsonNames = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS), as vLLM's "
+        "--allowed-origins: a JSON list or names, * for any. Empty: no CORS headers.",
+    )
+    allowed_methods: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Methods a cross-origin request may use (vLLM's --allowed-methods).",
+    )
+    allowed_headers: JsonNames = Field(
+        default_factory=lambda: ["*"],
+        description="Headers a cross-origin request may send (vLLM's --allowed-headers).",
+    )
+    allow_credentials: bool = Field(
+        False,
+        description="Allow cross-origin requests with credentials (vLLM's --allow-credentials).",
+    )
+    root_path: str | None = Field(
+        None,
+        pattern=r"^/.*[^/]$",
+        description="A path prefix a proxy may keep in front of every route (vLLM's "
+        "--root-path, e.g. /llm): /llm/v1/models and /v1/models both answer.",
+    )
+    disable_fastapi_docs: bool = Field(
+        False,
+        description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "
+        "its /docs and /redoc pages).",
+    )
+    max_request_body_size: ByteSize = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Largest request body accepted (e.g. 4MiB, 512KiB); larger ones get 413.",
+    )
+    responses_store_max_entries: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Responses API objects kept for GET /v1/responses/{id} and "
+        "previous_response_id (0 keeps none); the least recently used go first.",
+    )
+    responses_store_max_size: ByteSize = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        le=64 * 1024**3,
+        description="Total size (as JSON) of the kept Responses API objects, e.g. 256MiB; the "
+        "least recently used go first.",
+    )
+    startup_duration: Duration = Field(
+        0.0,
+        description="Simulated model loading: /health/ready answers 503 and inference 503 "
+        "for this long after start.",
+    )
+    shutdown_timeout: Duration = Field(
+        "30s",  # type: ignore[assignment]  # validated like user input; a bare 30 means 30 ms
+        description="On SIGTERM/SIGINT, how long in-flight and queued requests may take to "
+        "finish before they are aborted.",
+    )
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=MAX_DATA_PARALLEL_SIZE,
+        description="vLLM's data-parallel ranks: engines with their own scheduler, KV cache, "
+        'adapters and metrics (engine="0" .. "N-1") behind one port, balanced as vLLM\'s '
+        "API server does.",
+    )
+    data_parallel_rank: int | None = Field(
+        None,
+        ge=0,
+        description="External load balancing: this server is this rank alone (its metrics say "
+        'engine="R"); run one server per rank and balance outside.',
+    )
+    data_parallel_size_local: int | None = Field(
+        None,
+        ge=0,
+        description="Ranks on this node; with --data-parallel-start-rank or "
+        "--data-parallel-hybrid-lb this server runs only ranks start .. start+local-1.",
+    )
+    data_parallel_start_rank: int | None = Field(
+        None,
+        ge=0,
+        description="The first rank on this node; with --data-parallel-size-local it turns on "
+        "hybrid load balancing, as in vLLM.",
+    )
+    data_parallel_hybrid_lb: bool = Field(
+        False,
+        description="Hybrid load balancing: one port in front of this node's ranks "
+        "(--data-parallel-start-rank .. + --data-parallel-size-local - 1).",
+    )
+    data_parallel_external_lb: bool = Field(
+        False,
+        description="External load balancing (needs --data-parallel-rank): one rank per server.",
+    )
+    api_server_count: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM's API server processes sharing the port; llmsim serves the port from "
+        "one front end that balances as they do together, so only the banner shows it.",
+    )
+    dp_ports: bool = Field(
+        False,
+        description="llmsim only: each data-parallel rank as its own server on its own port "
+        "(port .. port+N-1) instead of vLLM's engines behind one port.",
+    )
+    data_parallel_backend: DataParallelBackend = Field(
+        "mp",
+        description="With --dp-ports, how the ranks' servers run: mp, one process each (uses "
+        "every core); inprocess, all on one event loop in one process (least memory); "
+        "workers, spread over --workers processes, many on each event loop (large fleets).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="llmsim only: with --data-parallel-backend workers, how many worker "
+        "processes share the instances (default: one per core; never more than instances).",
+    )
