@@ -42,7 +42,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise APIError(
             413, f"Request body too large: {request.content_length} bytes (limit {limit})."
         )
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    header = request.headers.get("Content-Encoding")
+    if header is None:  # the usual body: nothing to decode
+        return await request.read()  # aiohttp enforces the limit (client_max_size)
+    encoding = header.strip().lower()
     if encoding in IDENTITY or not request.app.get(DECODES_BODIES, False):
         return await request.read()  # aiohttp enforces the limit (client_max_size)
     wbits = WBITS.get(encoding)

@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import SETTINGS
 from llmsim.api.logprobs import chat_logprobs, chat_prompt_logprobs
 from llmsim.api.sse import NOT_FINISHED, ResponseMeta, StreamSink, finish_fields, usage
 from llmsim.engine import RequestGroup, Sequence
@@ -119,10 +118,10 @@ class ChatStreamSink(StreamSink):
     ) -> None:
         super().__init__(request, response, meta)
         self.reasoning_shown = meta.reasoning_shown
+        self.role = meta.role
 
     def start_chunk(self, index: int) -> bytes:
-        app = getattr(self.request, "app", None)  # a web.Request (tests may pass a bare one)
-        role = app[SETTINGS].response_role if app is not None else "assistant"
+        role = self.role
         return self.chunk(
             index,
             b'"delta":{"role":'

@@ -39,12 +39,12 @@ from llmsim.api.constrained import (
 )
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import GENERATION, LARGE_BODY, STREAMED
+from llmsim.api.keys import GENERATION, STREAMED
 from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.parser_flags import check_tool_choice, reasoning_of
 from llmsim.api.prompts import chat_prompt, completion_prompts
-from llmsim.api.requests import parse_body
+from llmsim.api.requests import is_large, parse_body
 from llmsim.api.routing import engine_index
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.api.sse import (
@@ -220,7 +220,7 @@ async def _generate(
     transfer = None
     if not plain and body.kv_transfer_params is not None:
         transfer = read_transfer_params(body.kv_transfer_params)
-    large = request.get(LARGE_BODY, False)
+    large = is_large(request)
     if large:  # thousands of prompts: counted in a worker thread, the loop stays free
         prompts = await asyncio.to_thread(
             flavor.prompts, body, engine.tokenizer, engine.needs_token_ids
@@ -283,6 +283,7 @@ async def _generate(
                 request_id, flavor.chunk_object, int(time.time()), target.name, plan
             )
             meta.reasoning_shown = shown
+            meta.role = settings.response_role
             return await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state.runtime
             )

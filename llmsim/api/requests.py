@@ -44,6 +44,20 @@ async def _read(request: web.Request) -> bytes:
     return body
 
 
+def is_large(request: web.Request) -> bool:
+    """Whether the body was large enough to be worked on off the event loop. A plain body
+    that says its small length is settled from its headers: looking up a flag that is not
+    set costs an exception inside aiohttp's mapping, on every request."""
+    length = request.content_length
+    if (
+        length is not None
+        and length <= OFF_LOOP_BYTES
+        and "Content-Encoding" not in request.headers
+    ):
+        return False
+    return bool(request.get(LARGE_BODY, False))
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """``body`` parsed, or a 400 that says what is wrong with it."""
     try:

@@ -47,6 +47,8 @@ class ResponseMeta:
     """Logprobs, echo and prompt logprobs the request asked for; None for plain text."""
     reasoning_shown: bool = True
     """With a reasoning parser: whether the answer shows the thought (``include_reasoning``)."""
+    role: str = "assistant"
+    """The chat answer's role (``--response-role``)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}

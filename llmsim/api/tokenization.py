@@ -16,9 +16,9 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
-from llmsim.api.keys import ENGINE, LARGE_BODY
+from llmsim.api.keys import ENGINE
 from llmsim.api.prompts import render_messages
-from llmsim.api.requests import error_param, read_json_object
+from llmsim.api.requests import error_param, is_large, read_json_object
 from llmsim.api.schemas import INTEGRAL, ChatMessage, _Body
 from llmsim.api.structured_fields import ChatTool
 from llmsim.engine import Engine, UnknownModelError
@@ -112,7 +112,7 @@ async def tokenize(request: web.Request) -> web.Response:
         text, body = plain.prompt, plain
     make = _tokenized(tokenizer, text, body, engine.settings.max_model_len)
     # Megabytes of text are tokenized in a worker thread, a slice at a time.
-    answer = await asyncio.to_thread(make) if request.get(LARGE_BODY, False) else make()
+    answer = await asyncio.to_thread(make) if is_large(request) else make()
     return web.Response(body=dumps(answer), content_type="application/json")
 
 
