@@ -10,6 +10,7 @@ Result: a chat message becomes ``output`` items (a ``message`` with ``output_tex
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,18 +343,31 @@ class ResponsesStream:
         return self._opened(message_item(f"msg_{random_hex()}", None, "in_progress"), text_part(""))
 
     def _reasoning(self, text: str) -> bytes:
+        return self._delta(
+            "reasoning", self._start_reasoning, "response.reasoning_text.delta", text
+        )
+
+    def _start_reasoning(self) -> bytes:
+        item = reasoning_item(f"rs_{random_hex()}", None, "in_progress")
+        return self._opened(item, reasoning_part(""))
+
+    def _delta(
+        self, kind: str, start_item: Callable[[], bytes], event: str, text: str, **extra: Any
+    ) -> bytes:
+        """``text`` added to the open item of ``kind`` (closing another, opening one if
+        none is open) and its delta event."""
         start = b""
-        if self._open is None or self._open["item"]["type"] != "reasoning":
-            item = reasoning_item(f"rs_{random_hex()}", None, "in_progress")
-            start = self._close() + self._opened(item, reasoning_part(""))
+        if self._open is None or self._open["item"]["type"] != kind:
+            start = self._close() + start_item()
         assert self._open is not None
         self._open["text"].append(text)
         return start + self._event(
-            "response.reasoning_text.delta",
+            event,
             item_id=self._open["item"]["id"],
             output_index=self._index(),
             content_index=0,
             delta=text,
+            **extra,
         )
 
     def _opened(self, item: dict[str, Any], part: dict[str, Any]) -> bytes:
@@ -371,18 +385,8 @@ class ResponsesStream:
         )
 
     def _text(self, text: str) -> bytes:
-        start = b""
-        if self._open is None or self._open["item"]["type"] != "message":
-            start = self._close() + self._start_message()
-        assert self._open is not None
-        self._open["text"].append(text)
-        return start + self._event(
-            "response.output_text.delta",
-            item_id=self._open["item"]["id"],
-            output_index=self._index(),
-            content_index=0,
-            delta=text,
-            logprobs=[],
+        return self._delta(
+            "message", self._start_message, "response.output_text.delta", text, logprobs=[]
         )
 
     def _call(self, call: dict[str, Any]) -> bytes:

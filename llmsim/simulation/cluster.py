@@ -21,6 +21,7 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
 from llmsim.settings.model import Settings
+from llmsim.simulation.driver import ClientTimes
 from llmsim.simulation.routers import ROUTERS, Instance
 from llmsim.simulation.workload import Request
 
@@ -31,7 +32,7 @@ NAME_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(ClientTimes):
     """One finished request, in seconds of virtual time."""
 
     instance: int
@@ -46,22 +47,8 @@ class Outcome:
     finished: float
 
     @property
-    def ttft(self) -> float:
-        return self.first_token - self.sent
-
-    @property
     def queue(self) -> float:
         return self.scheduled - self.sent
-
-    @property
-    def e2e(self) -> float:
-        return self.finished - self.sent
-
-    @property
-    def tpot(self) -> float | None:
-        if self.output_tokens < 2:
-            return None
-        return (self.finished - self.first_token) / (self.output_tokens - 1)
 
 
 class Observer:

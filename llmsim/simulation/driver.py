@@ -20,11 +20,10 @@ from llmsim.settings.model import Settings
 from llmsim.simulation.workload import Request
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """What a client saw of one request, in seconds of virtual time."""
+class ClientTimes:
+    """The latencies a client computes from a request's times (a mixin for records)."""
 
-    prompt_tokens: int
+    __slots__ = ()
     output_tokens: int
     sent: float
     first_token: float
@@ -35,11 +34,26 @@ class RequestRecord:
         return self.first_token - self.sent
 
     @property
+    def e2e(self) -> float:
+        return self.finished - self.sent
+
+    @property
     def tpot(self) -> float | None:
         """Time per output token after the first; None for a single-token answer."""
         if self.output_tokens < 2:
             return None
         return (self.finished - self.first_token) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord(ClientTimes):
+    """What a client saw of one request, in seconds of virtual time."""
+
+    prompt_tokens: int
+    output_tokens: int
+    sent: float
+    first_token: float
+    finished: float
 
 
 class Simulation:
