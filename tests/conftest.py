@@ -47,6 +47,25 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports ``pid`` and its child processes listen on (Linux ``/proc``)."""
+    pids, inodes, ports = [pid], set(), set()
+    for parent in pids:
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids.extend(int(child) for child in children)
+        for fd in Path(f"/proc/{parent}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
     """Send ``sig``, wait, kill if it outlives STOP_TIMEOUT; the exit code."""
     if process.poll() is None:
