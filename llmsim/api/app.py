@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterable, Sequence
 
 from aiohttp import web
 
@@ -45,11 +46,13 @@ from llmsim.api.load import COUNTED_PATHS, ServerLoad, get_load
 from llmsim.api.openapi import openapi_document
 from llmsim.api.pod_identity import install_pod_identity
 from llmsim.api.pooling_routes import invocations, pooling_routes
+from llmsim.api.request_log import RequestLogger
 from llmsim.api.response_store import ResponseStore
 from llmsim.engine import Engine, EngineObserver, FanOutObserver
 from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
+from llmsim.observability.stats_log import StatsLog
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.settings.model import Settings
@@ -77,7 +80,8 @@ def create_app(
     (the ``engine`` labels of their metrics)."""
     # The dashboard's stats are attached only when it is on, so they cost nothing otherwise.
     stats = LiveStats() if settings.dashboard else None
-    engines, metrics = _engines(settings, ranks, stats)
+    engines, every_metrics = _engines(settings, ranks, stats)
+    metrics = every_metrics[0]
     engine = engines.first
     metrics.set_overrides(settings.fake_metrics)  # every series is registered by now
 
@@ -99,6 +103,7 @@ def create_app(
         app[KV_TRANSFER],
         engines if len(ranks) > 1 else None,
         app[KV_AGENTS],
+        RequestLogger.from_settings(settings),
     )
     steps = [engine.step for engine in engines.engines if engine.step is not None]
     if steps:
@@ -183,6 +188,8 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
+    if settings.log_stats:
+        install_stats_log(app, zip(ranks, every_metrics, strict=True), settings.log_stats_interval)
     install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
     attach_cors(app, settings)
     if settings.upstream is not None:
@@ -192,12 +199,14 @@ def create_app(
 
 def _engines(
     settings: Settings, ranks: Sequence[int], stats: LiveStats | None
-) -> tuple[DataParallelEngines, Metrics]:
+) -> tuple[DataParallelEngines, list[Metrics]]:
     """An engine per rank, each reporting to its own series of one registry (the first's)."""
     first: Metrics | None = None
     engines = []
+    every_metrics = []
     for rank in ranks:
         metrics = Metrics(settings, engine=rank, parent=first)
+        every_metrics.append(metrics)
         first = first or metrics
         observer: EngineObserver = metrics if stats is None else FanOutObserver(metrics, stats)
         engine = Engine(settings, observer=observer)
@@ -208,7 +217,7 @@ def _engines(
             metrics.track_blocks(engine.blocks)
         engines.append(engine)
     assert first is not None, "at least one rank"
-    return DataParallelEngines(engines, ranks), first
+    return DataParallelEngines(engines, ranks), every_metrics
 
 
 GENERATING_PATHS = frozenset(
@@ -227,6 +236,24 @@ GENERATING_PATHS = frozenset(
     }
 )
 """Routes an embedding model (``runner = pooling``) does not have."""
+
+
+def install_stats_log(
+    app: web.Application, engines: Iterable[tuple[int, Metrics]], interval: float
+) -> None:
+    """vLLM's stats line for every engine: one timer for the server, while it runs."""
+    stats_log = StatsLog(list(engines))
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(_: web.Application) -> None:
+        tasks.append(asyncio.create_task(stats_log.run(interval)))
+
+    async def stop(_: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def _prefixed(routes: list[web.RouteDef], prefix: str) -> list[web.RouteDef]:

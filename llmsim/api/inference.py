@@ -40,10 +40,11 @@ from llmsim.api.constrained import (
 from llmsim.api.errors import APIError
 from llmsim.api.jsonio import dumps
 from llmsim.api.keys import GENERATION, STREAMED
-from llmsim.api.kv_transfer import KVTransferAgent, read_transfer_params
+from llmsim.api.kv_transfer import KVTransferAgent
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.parser_flags import check_tool_choice, reasoning_of
 from llmsim.api.prompts import chat_prompt, completion_prompts
+from llmsim.api.request_log import RequestLogger
 from llmsim.api.requests import is_large, parse_body
 from llmsim.api.routing import engine_index
 from llmsim.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -95,6 +96,8 @@ class InferenceState:
     engines: DataParallelEngines | None = None
     """Every engine when the server has more than one; None spares one engine the choice."""
     kv_agents: tuple[KVTransferAgent, ...] = ()
+    request_log: RequestLogger | None = None
+    """vLLM's request log (``--log-requests``); None when off."""
 
 
 INFERENCE = web.AppKey("inference", InferenceState)
@@ -219,7 +222,7 @@ async def _generate(
     plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)
     transfer = None
     if not plain and body.kv_transfer_params is not None:
-        transfer = read_transfer_params(body.kv_transfer_params)
+        transfer = kv_agent.read(body.kv_transfer_params)
     large = is_large(request)
     if large:  # thousands of prompts: counted in a worker thread, the loop stays free
         prompts = await asyncio.to_thread(
@@ -265,6 +268,9 @@ async def _generate(
         if plan is not None:
             plan.token_ids = settings.return_tokens_as_token_ids
     check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
+    request_log = state.request_log
+    if request_log is not None:
+        request_log.log_inputs(body, generation, engine.tokenizer)
     stream, include_usage = body.stream, body.include_usage
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
@@ -284,12 +290,17 @@ async def _generate(
             )
             meta.reasoning_shown = shown
             meta.role = settings.response_role
-            return await _stream(
+            response = await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state.runtime
             )
+            if request_log is not None:
+                request_log.log_outputs(request_id, group, streaming=True)
+            return response
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         meta.reasoning_shown = shown
         await group.run()
+        if request_log is not None:
+            request_log.log_outputs(request_id, group, streaming=False)
         extra = {}
         if transfer and transfer.remote_decode and _length_capped(group):
             extra["kv_transfer_params"] = kv_agent.prefill_params(group.prompt_tokens, request_id)

@@ -43,21 +43,34 @@ class TransferRequest:
     """Decode side: pull the prompt's blocks instead of computing them."""
 
 
-def read_transfer_params(params: dict[str, Any] | None) -> TransferRequest | None:
-    """What the request's (validated) ``kv_transfer_params`` ask for, if any."""
-    if params is None:
+def read_transfer_params(
+    params: dict[str, Any] | None, produces: bool = True, consumes: bool = True
+) -> TransferRequest | None:
+    """What the request's (validated) ``kv_transfer_params`` ask of an instance that
+    ``produces`` (hands blocks on) and ``consumes`` (pulls them), if anything."""
+    if params is None or not (produces or consumes):
         return None
     remote_prefill = bool(params.get("do_remote_prefill")) and bool(params.get("remote_block_ids"))
     remote_prefill = remote_prefill and all(params.get(key) is not None for key in REMOTE_FIELDS)
-    return TransferRequest(bool(params.get("do_remote_decode")), remote_prefill)
+    remote_decode = produces and bool(params.get("do_remote_decode"))
+    return TransferRequest(remote_decode, consumes and remote_prefill)
 
 
 class KVTransferAgent:
-    """One instance's side of the transfers: its engine id, side channel and block ids."""
+    """One instance's side of the transfers: its engine id, side channel and block ids.
+
+    Its role is ``--kv-transfer-config``'s: unset, it does both (llmsim's default); set, as
+    vLLM's connector would (nothing at all without a ``kv_connector``)."""
 
     def __init__(self, settings: Settings, rank: int = 0) -> None:
         self.settings = settings
-        self.engine_id = str(uuid.uuid4())
+        config = settings.kv_transfer_config
+        self.produces = config is None or config.produces
+        self.consumes = config is None or config.consumes
+        engine_id = config.engine_id if config is not None else None
+        self.engine_id = engine_id or str(uuid.uuid4())
+        if config is not None and settings.data_parallel_size > 1:
+            self.engine_id += f"_dp{rank}"  # as vLLM tells its ranks' connectors apart
         self.host = os.environ.get(SIDE_CHANNEL_HOST_ENV, "localhost")
         port = os.environ.get(SIDE_CHANNEL_PORT_ENV, "")
         base = int(port) if port.strip().isdigit() else DEFAULT_SIDE_CHANNEL_PORT
@@ -65,6 +78,10 @@ class KVTransferAgent:
         self.block_size = int(getattr(settings, "block_size", DEFAULT_BLOCK_SIZE))
         self._next_block = FIRST_BLOCK_ID
         self._rng = random.Random(None if settings.seed is None else settings.seed + 2)
+
+    def read(self, params: dict[str, Any] | None) -> TransferRequest | None:
+        """What ``params`` ask of this instance, as its role allows."""
+        return read_transfer_params(params, self.produces, self.consumes)
 
     def transfer_delay(self, settings: Settings, prompt_tokens: int) -> float:
         return kv_transfer_delay(settings, prompt_tokens, self._rng)

@@ -73,6 +73,19 @@ def serve(
         list[str] | None,
         _opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
     ] = None,
+    log_requests: Annotated[
+        bool | None, _opt("log_requests", "--log-requests/--no-log-requests", panel=SERVER)
+    ] = None,
+    log_outputs: Annotated[
+        bool | None, _opt("log_outputs", "--log-outputs/--no-log-outputs", panel=SERVER)
+    ] = None,
+    max_log_len: Annotated[str | None, _opt("max_log_len", panel=SERVER, metavar="INT")] = None,
+    log_stats: Annotated[
+        bool | None, _opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)
+    ] = None,
+    log_stats_interval: Annotated[
+        str | None, _opt("log_stats_interval", panel=SERVER, metavar="DURATION")
+    ] = None,
     dashboard: Annotated[
         bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
     ] = None,
@@ -356,6 +369,9 @@ def serve(
     ] = None,
     kv_events_config: Annotated[
         str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
+    ] = None,
+    kv_transfer_config: Annotated[
+        str | None, _opt("kv_transfer_config", panel=KV, metavar="JSON")
     ] = None,
     prefix_caching_hash_algo: Annotated[
         str | None, _opt("prefix_caching_hash_algo", panel=KV, metavar="ALGO")

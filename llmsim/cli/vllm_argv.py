@@ -126,7 +126,9 @@ def translate_serve_args(args: list[str], command: Callable[..., Any]) -> list[s
     if not theirs:
         return args
     options = _vllm_as_llmsim_options(theirs)
-    return [*args[:head], *options, *_auto_tool_choice(options + ours), *ours]
+    given = options + ours
+    vllm_defaults = [*_auto_tool_choice(given), *_vllm_default_options(given)]
+    return [*args[:head], *options, *vllm_defaults, *ours]
 
 
 AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
@@ -148,6 +150,23 @@ def _auto_tool_choice(options: list[str]) -> list[str]:
     if AUTO_TOOL_CHOICE in options or NO_AUTO_TOOL_CHOICE in options:
         return []
     return [NO_AUTO_TOOL_CHOICE]
+
+
+VLLM_DEFAULTS = (
+    (("--kv-transfer-config",), "--kv-transfer-config={}"),
+    (("--log-stats", "--no-log-stats"), "--log-stats"),
+)
+"""Where vLLM's default differs from llmsim's: a vLLM command line that does not set the
+option gets vLLM's (no KV connector: ``kv_transfer_params`` ignored; stats logged)."""
+
+
+def _vllm_default_options(options: list[str]) -> list[str]:
+    """vLLM's defaults for the options in :data:`VLLM_DEFAULTS` that ``options`` leave unset."""
+    return [
+        default
+        for names, default in VLLM_DEFAULTS
+        if not any(option.split("=", 1)[0] in names for option in options)
+    ]
 
 
 def _vllm_as_llmsim_options(theirs: list[str]) -> list[str]:

@@ -257,6 +257,10 @@ class Metrics:
         )
         gauges["vllm:cache_config_info"].labels(*info.values(), self._engine_label).set(1)
 
+    def current_load(self) -> tuple[float, ...]:
+        """Running and waiting requests and KV-cache usage (0-1), as a scrape reads them."""
+        return tuple(next(iter(gauge._child_samples())).value for gauge in self._gauges)
+
     # -- wiring -----------------------------------------------------------------
     def track(self, scheduler: Scheduler, kv_cache_size: int) -> None:
         """Read the current-state gauges from ``scheduler`` at every scrape."""

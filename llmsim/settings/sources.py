@@ -373,7 +373,7 @@ def display_value(name: str, value: Any) -> str:
         return json.dumps(value.describe())
     if name == "responses":
         return str(value.origin)
-    if name == "kv_events_config":
+    if name in ("kv_events_config", "kv_transfer_config"):
         return json.dumps(value.describe())
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) or "-"
@@ -388,7 +388,7 @@ def toml_value(name: str, value: Any) -> Any:
         return format_size(int(value))
     if name == "lora_modules":
         return [m.model_dump(exclude_none=True) for m in value]
-    if name in ("fake_metrics", "kv_events_config"):
+    if name in ("fake_metrics", "kv_events_config", "kv_transfer_config"):
         return value.describe()
     if name == "responses":
         return value.describe() if value.origin == "inline" else value.origin
@@ -449,4 +449,6 @@ _EXAMPLES: dict[str, Any] = {
     "replay": "recording.jsonl",
     "upstream": "http://127.0.0.1:8001",
     "kv_events_config": '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}',
+    "kv_transfer_config": '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}',
+    "max_log_len": 200,
 }

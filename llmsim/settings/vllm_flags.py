@@ -29,14 +29,14 @@ VLLM_FLAGS = """
 --api-server-count -asc                                                 int           api_server_count
 --config                                                                str           =config
 --grpc                                                                  flag          -
---disable-log-stats                                                     flag          -
+--disable-log-stats                                                     flag          =log_stats
 --aggregate-engine-logging                                              flag          -
 --fail-on-environ-validation !--no-fail-on-environ-validation           bool          -
 --shutdown-timeout                                                      int           =shutdown_timeout
 --gdn-prefill-backend                                                   str{flashinfer|triton|cutedsl|aiter_flydsl|sycl|hip}  -
 --kda-prefill-backend                                                   str{auto|triton|flashkda|flashinfer|fused}  -
 --kda-decode-backend                                                    str{auto|native|flashinfer|triton}  -
---enable-log-requests !--disable-log-requests !--no-enable-log-requests  bool  -
+--enable-log-requests !--disable-log-requests !--no-enable-log-requests  bool  log_requests
 ## Frontend
 --lora-modules                                                          ?str+         lora_modules
 --chat-template                                                         ?str          chat_template
@@ -53,14 +53,14 @@ VLLM_FLAGS = """
 --tool-parser-plugin                                                    str           -
 --tool-strict-level                                                     ?str{auto|function|parameter}  -
 --tool-server                                                           ?str          -
---max-log-len                                                           ?int          -
+--max-log-len                                                           ?int          max_log_len
 --enable-prompt-tokens-details !--disable-prompt-tokens-details !--no-enable-prompt-tokens-details  bool  enable_prompt_tokens_details
 --enable-per-request-metrics !--disable-per-request-metrics !--no-enable-per-request-metrics  bool  -
 --enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  -
 --enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  -
 --sse-keep-alive-interval                                               int           -
 --enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  -
---enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          -
+--enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          log_outputs
 --enable-log-deltas !--disable-log-deltas !--no-enable-log-deltas       bool          -
 --cohere-is-reasoning-model !--no-cohere-is-reasoning-model             bool          -
 --cohere-format                                                         str           -
@@ -351,7 +351,7 @@ VLLM_FLAGS = """
 --spec-tokens                                                           int           -
 --watermark-config                                                      ?loads        -
 --diffusion-config -dc                                                  ?loads        -
---kv-transfer-config                                                    ?config       -
+--kv-transfer-config                                                    ?config       kv_transfer_config
 --kv-events-config                                                      ?config       kv_events_config
 --ec-transfer-config                                                    ?config       -
 --ec-manager-config                                                     config        -

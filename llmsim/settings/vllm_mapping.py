@@ -81,6 +81,10 @@ def _uvicorn_access_log(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[
     return {"access_log": not value}  # the flag is --disable-uvicorn-access-log
 
 
+def _log_stats(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any]:
+    return {"log_stats": not value}  # the flag is --disable-log-stats
+
+
 def _api_key(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
     keys = [key for key in value or [] if key]
     return {"api_key": keys[0]} if keys else {}
@@ -149,6 +153,7 @@ def _pooling_runner(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str,
 CONVERSION_NOTES = {
     "uvicorn_log_level": "`log_level` (`trace` reads as `debug`)",
     "disable_uvicorn_access_log": "`access_log` turned off (`--enable-uvicorn-access-log`: on)",
+    "disable_log_stats": "`log_stats` turned off (a vLLM command line has it on otherwise)",
     "api_key": "`api_key` (the first key given)",
     "shutdown_timeout": "`shutdown_timeout` in seconds",
     "gpu_memory_utilization": "`kv_cache_size`: 131072 tokens x U / 0.9, unless a stronger flag "
@@ -168,6 +173,7 @@ CONVERSION_NOTES = {
 _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any] | None]] = {
     "uvicorn_log_level": _uvicorn_log_level,
     "disable_uvicorn_access_log": _uvicorn_access_log,
+    "disable_log_stats": _log_stats,
     "api_key": _api_key,
     "shutdown_timeout": _shutdown_timeout,
     "gpu_memory_utilization": _kv_cache_size,

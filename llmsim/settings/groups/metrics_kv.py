@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.field_types import Duration, StepDuration, load_fake_metrics_input
 from llmsim.settings.kv_events import KVEventsConfig, PrefixCachingHashAlgo, parse_kv_events_config
+from llmsim.settings.kv_transfer import KVTransferConfig, parse_kv_transfer_config
 
 
 class MetricsKvFields(BaseModel):
@@ -63,6 +64,16 @@ class MetricsKvFields(BaseModel):
         False,
         description="Allow POST /sleep and POST /wake_up (with VLLM_SERVER_DEV_MODE=1), "
         "as vLLM's --enable-sleep-mode.",
+    )
+    kv_transfer_config: Annotated[
+        KVTransferConfig | None, NoDecode, BeforeValidator(parse_kv_transfer_config)
+    ] = Field(
+        None,
+        description="P/D role as vLLM's --kv-transfer-config JSON: with a kv_connector, "
+        "kv_producer answers kv_transfer_params.do_remote_decode, kv_consumer serves "
+        "do_remote_prefill, kv_both either; engine_id is the remote_engine_id it names. "
+        "Without a kv_connector kv_transfer_params are ignored, as vLLM does. Unset: "
+        "llmsim's default, both honoured; a vLLM command line without the flag ignores them.",
     )
     kv_cache_transfer_latency: Duration = Field(
         0.0,

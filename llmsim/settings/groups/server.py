@@ -127,6 +127,33 @@ class ServerFields(BaseModel):
         description="Total size (as JSON) of the kept Responses API objects, e.g. 256MiB; the "
         "least recently used go first.",
     )
+    log_requests: bool = Field(
+        False,
+        description="Log each inference request as vLLM's --enable-log-requests: "
+        '"Received request ID: params: ..." at info, its prompt at debug.',
+    )
+    log_outputs: bool = Field(
+        False,
+        description="With --log-requests, also log each answer as vLLM's "
+        '--enable-log-outputs: "Generated response ID: output: ...".',
+    )
+    max_log_len: int | None = Field(
+        None,
+        ge=0,
+        description="Characters of prompt and output text (and token ids) that the request "
+        "log keeps, as vLLM's --max-log-len. Unset: all of them.",
+    )
+    log_stats: bool = Field(
+        False,
+        description="Log each engine's throughput, queue and KV-cache usage every "
+        "log-stats-interval, as vLLM does (at debug while idle). On for a vLLM command line "
+        "unless it says --disable-log-stats.",
+    )
+    log_stats_interval: Duration = Field(
+        "10s",  # type: ignore[assignment]  # validated like user input
+        gt=0,
+        description="How often --log-stats logs (vLLM's VLLM_LOG_STATS_INTERVAL).",
+    )
     startup_duration: Duration = Field(
         0.0,
         description="Simulated model loading: /health/ready answers 503 and inference 503 "
