@@ -111,8 +111,9 @@ def test_dotted_sub_keys_and_multi_line_json_make_one_json_value() -> None:
             '{\n  "kv_connector": "NixlConnector",\n  "kv_role": "kv_both"\n}',
         ]
     )
+    kv_transfer = json.loads(parsed.settings["kv_transfer_config"])
+    assert kv_transfer == {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
     assert parsed.no_effect == [
-        '--kv-transfer-config {"kv_connector":"NixlConnector","kv_role":"kv_both"}',
         '--speculative-config {"method":"mtp","num_speculative_tokens":2}',
         '-cc {"pass_config":{"fuse":"True"}}',
     ]
@@ -228,6 +229,8 @@ def test_vllm_flags_become_llmsim_options_before_llmsims_own() -> None:
         "--max-running-requests=3",
         "--vllm-flags-without-effect=-tp 2",
         "--no-enable-auto-tool-choice",  # vLLM's rule: no auto tool choice unless enabled
+        "--kv-transfer-config={}",  # vLLM's default: no KV connector
+        "--log-stats",  # vLLM's default: stats logged
         "--port",
         "1",
     ]
@@ -389,6 +392,8 @@ def test_a_shared_option_with_a_value_only_vllm_takes_goes_to_vllms_parser() -> 
         "--model=m",
         "--vllm-flags-without-effect=--data-parallel-backend ray",
         "--no-enable-auto-tool-choice",
+        "--kv-transfer-config={}",
+        "--log-stats",
     ]
     args = translate_serve_args(["serve", "--data-parallel-backend", "inprocess"], serve)
     assert args == ["serve", "--data-parallel-backend", "inprocess"]
@@ -401,6 +406,8 @@ def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
         "--model=m",
         "--api-key=k1",
         "--no-enable-auto-tool-choice",
+        "--kv-transfer-config={}",
+        "--log-stats",
         "--port",
         "1",
     ]
