@@ -166,6 +166,9 @@ def render_banner(
     events = settings.kv_events_config
     if events is not None and events.publishes:
         extras.append(f"KV events on {events.endpoint}")
+    transfer = settings.kv_transfer_config
+    if transfer is not None and transfer.kv_connector is not None:
+        extras.append(f"P/D {transfer.kv_role} ({transfer.kv_connector})")
     if settings.enable_sleep_mode:
         extras.append("sleep mode")
     extras += _tls_notes(settings)
