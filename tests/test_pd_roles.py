@@ -112,7 +112,8 @@ def test_kv_both_on_data_parallel_engines_names_each_engine(
         MODEL, "-dp", "2", "--kv-transfer-config", config("kv_both", engine_id="e")
     )
     ids = {prefill_answer(server)["remote_engine_id"] for _ in range(6)}
-    assert ids <= {"e_dp0", "e_dp1"} and ids
+    assert ids
+    assert ids <= {"e_dp0", "e_dp1"}
     assert received_tokens(server) > 0
 
 
