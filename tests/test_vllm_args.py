@@ -466,3 +466,22 @@ def test_auto_tool_choice_needs_a_tool_call_parser_when_llmsims_flag_enables_it(
         translate_serve_args(["serve", "m", "--enable-auto-tool-choice"], serve)
     assert exit_info.value.code == 2
     assert "--enable-auto-tool-choice requires --tool-call-parser" in capsys.readouterr().err
+
+
+def test_a_json_flag_with_dotted_sub_keys_too_is_read_whole_by_vllms_parser() -> None:
+    # vLLM gathers the sub-keys into one JSON value after the others: that one wins.
+    args = translate_serve_args(
+        [
+            "serve",
+            "--model",
+            "m",
+            "--kv-transfer-config",
+            '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}',
+            "--kv-transfer-config.kv_role",
+            "kv_consumer",
+        ],
+        serve,
+    )
+    assert [arg for arg in args if arg.startswith("--kv-transfer-config")] == [
+        '--kv-transfer-config={"kv_role": "kv_consumer"}'
+    ]

@@ -67,6 +67,7 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
     """``(llmsim's options with their values, everything for vLLM's parser)``, in order."""
     ours: list[str] = []
     theirs: list[str] = []
+    dotted = _dotted_options(args)
     index = 0
     while index < len(args):
         arg = args[index]
@@ -77,6 +78,8 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
         several = _several_values(args, index) if name in VLLM_SEVERAL_VALUES and not equals else []
         if shape is None:
             theirs.append(arg)
+        elif name in dotted and shape == "value":  # vLLM merges the JSON and its sub-keys
+            theirs.extend(args[index : index + step])
         elif several:
             theirs.extend([arg, *several])  # several keys: vLLM's nargs="+"
             step = 1 + len(several)
@@ -91,6 +94,12 @@ def split_serve_args(args: Sequence[str], shapes: dict[str, str]) -> tuple[list[
                     step += 1
         index += step
     return ours, theirs
+
+
+def _dotted_options(args: Sequence[str]) -> set[str]:
+    """Options given with dotted sub-keys too (``--kv-transfer-config.kv_role``)."""
+    names = (arg.partition("=")[0] for arg in args if arg.startswith("--"))
+    return {name.partition(".")[0] for name in names if "." in name}
 
 
 def _several_values(args: Sequence[str], index: int) -> list[str]:
