@@ -9,6 +9,7 @@ import pytest
 from llmsim.observability.metrics import Metrics
 from llmsim.observability.stats_log import StatsLog
 from llmsim.settings.model import Settings
+from llmsim.settings.sources import load_settings
 
 
 class Clock:
@@ -71,3 +72,16 @@ def test_one_line_per_engine_named_by_its_rank(caplog: pytest.LogCaptureFixture)
         (logging.DEBUG, "Engine 000"),
         (logging.INFO, "Engine 003"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("vllm", "llmsim", "seconds"),
+    [("2", None, 2.0), ("0.5", None, 0.5), ("300ms", None, 0.3), ("2", "200", 0.2)],
+)
+def test_vllms_interval_variable_counts_seconds_and_llmsims_wins(
+    monkeypatch: pytest.MonkeyPatch, vllm: str, llmsim: str | None, seconds: float
+) -> None:
+    monkeypatch.setenv("VLLM_LOG_STATS_INTERVAL", vllm)
+    if llmsim is not None:
+        monkeypatch.setenv("LLMSIM_LOG_STATS_INTERVAL", llmsim)
+    assert load_settings().settings.log_stats_interval == pytest.approx(seconds)

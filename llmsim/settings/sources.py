@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
@@ -159,6 +160,20 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
+VLLM_SECONDS_ENV = {"VLLM_LOG_STATS_INTERVAL": "log_stats_interval"}
+"""vLLM's variables for a duration setting: a bare number there counts seconds (llmsim's
+bare durations count milliseconds). The ``LLMSIM_*`` variable wins when both are set."""
+
+
+def _vllm_seconds_environment() -> dict[str, str]:
+    found = {}
+    for variable, field in VLLM_SECONDS_ENV.items():
+        value = os.environ.get(variable, "").strip()
+        if value and env_name(field) not in os.environ:
+            found[field] = f"{value}s" if re.fullmatch(r"\d+(\.\d*)?|\.\d+", value) else value
+    return found
+
+
 def load_settings(
     cli: Mapping[str, Any] | None = None, *, flag_name: Callable[[str], str] = option_flag
 ) -> LoadedSettings:
@@ -172,6 +187,7 @@ def load_settings(
     env = _env_values() if _environment_names_settings() else {}
     old_env, env_notices = migrate(renamed_environment(), "environment")
     notices += env_notices
+    old_env.update(_vllm_seconds_environment())
     env.update(old_env)
     config_value = flags.get("config") or env.get("config") or os.environ.get("LLMSIM_CONFIG")
     config_path = Path(config_value) if config_value else None

@@ -152,7 +152,8 @@ class ServerFields(BaseModel):
     log_stats_interval: Duration = Field(
         "10s",  # type: ignore[assignment]  # validated like user input
         gt=0,
-        description="How often --log-stats logs (vLLM's VLLM_LOG_STATS_INTERVAL).",
+        description="How often --log-stats logs. Also read from VLLM_LOG_STATS_INTERVAL (a bare "
+        "number there counts seconds, as in vLLM).",
     )
     startup_duration: Duration = Field(
         0.0,
