@@ -188,7 +188,7 @@ def create_app(
         for route in routes
     )
     app.on_response_prepare.append(shape_unrouted)
-    if settings.log_stats:
+    if settings.log_stats and not settings.dashboard:  # the dashboard shows the same, live
         install_stats_log(app, zip(ranks, every_metrics, strict=True), settings.log_stats_interval)
     install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
     attach_cors(app, settings)

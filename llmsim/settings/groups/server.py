@@ -146,8 +146,8 @@ class ServerFields(BaseModel):
     log_stats: bool = Field(
         False,
         description="Log each engine's throughput, queue and KV-cache usage every "
-        "log-stats-interval, as vLLM does (at debug while idle). On for a vLLM command line "
-        "unless it says --disable-log-stats.",
+        "log-stats-interval, as vLLM does (at debug while idle; not while the dashboard is "
+        "shown). On for a vLLM command line unless it says --disable-log-stats.",
     )
     log_stats_interval: Duration = Field(
         "10s",  # type: ignore[assignment]  # validated like user input
