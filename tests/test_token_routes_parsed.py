@@ -274,3 +274,15 @@ def test_bad_stream_chunks_get_vllm_errors(
     status, answer = post_json(plain, path, body)
     assert status == 400
     assert answer["error"]["param"] == param
+
+
+def test_completions_derender_takes_one_prompt_count_per_answer(plain: RunningServer) -> None:
+    answer = {"request_id": "cmpl-r", "choices": [{"index": 0, "token_ids": [104, 105]}]}
+    body = {"generate_responses": [answer, answer], "prompt_tokens": [3, 4]}
+    status, derendered = post_json(plain, "/v1/completions/derender", body)
+    assert status == 200
+    assert derendered["id"] == "cmpl-r"
+    assert derendered["usage"] == {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+    status, error = post_json(plain, "/v1/completions/derender", {**body, "prompt_tokens": [3]})
+    assert status == 400
+    assert error["error"]["param"] == "prompt_tokens"

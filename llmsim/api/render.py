@@ -198,7 +198,7 @@ class GeneratedAnswer(_Body):
 class DerenderChatRequest(_Body):
     model: str | None = None
     generate_response: GeneratedAnswer
-    prompt_tokens: Count = 0
+    prompt_tokens: Count | None = 0
     chat_request: dict[str, Any] | None = None
     stream: bool | None = False
 
@@ -206,7 +206,8 @@ class DerenderChatRequest(_Body):
 class DerenderCompletionRequest(_Body):
     model: str | None = None
     generate_responses: Annotated[list[GeneratedAnswer], Field(min_length=1)]
-    prompt_tokens: Count = 0
+    prompt_tokens: Count | list[Count] | None = 0
+    """vLLM's current form is one count per answer; its first, one count for all."""
     stream: bool | None = False
 
 
@@ -258,7 +259,7 @@ async def derender_chat(request: web.Request) -> web.StreamResponse:
             "created": int(time.time()),
             "model": name,
             "choices": choices,
-            "usage": _usage(body.prompt_tokens, generated),
+            "usage": _usage(body.prompt_tokens or 0, generated),
         }
     )
 
@@ -285,13 +286,30 @@ async def derender_completion(request: web.Request) -> web.StreamResponse:
                     "prompt_logprobs": None,
                 }
             )
+    first = body.generate_responses[0].request_id
     return _json(
         {
-            "id": f"cmpl-{random.getrandbits(128):032x}",
+            "id": first or f"cmpl-{random.getrandbits(128):032x}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": name,
             "choices": choices,
-            "usage": _usage(body.prompt_tokens, generated),
+            "usage": _usage(_prompt_count(body), generated),
         }
     )
+
+
+def _prompt_count(body: DerenderCompletionRequest) -> int:
+    """The prompts' tokens: vLLM's list (one count per answer, as many as answers) or one
+    count."""
+    counts = body.prompt_tokens
+    if not isinstance(counts, list):
+        return counts or 0
+    if len(counts) != len(body.generate_responses):
+        raise APIError(
+            400,
+            f"prompt_tokens length ({len(counts)}) must equal generate_responses length "
+            f"({len(body.generate_responses)})",
+            "prompt_tokens",
+        )
+    return sum(counts)
