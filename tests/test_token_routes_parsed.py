@@ -286,3 +286,24 @@ def test_completions_derender_takes_one_prompt_count_per_answer(plain: RunningSe
     status, error = post_json(plain, "/v1/completions/derender", {**body, "prompt_tokens": [3]})
     assert status == 400
     assert error["error"]["param"] == "prompt_tokens"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>',
+        "<tool_call>" * 2000,
+        "Sure. <tool_call>\n[1, 2]\n</tool_call>",
+    ],
+)
+def test_calls_that_do_not_parse_stay_content(plain: RunningServer, text: str) -> None:
+    """As vLLM's Hermes parser: the whole text is the content; many tags take one pass."""
+    _, ids = post_json(plain, "/tokenize", {"prompt": text})
+    answer = {"choices": [{"index": 0, "token_ids": ids["tokens"]}]}
+    body = {"generate_response": answer, "chat_request": TOOLS}
+    status, derendered = post_json(plain, "/v1/chat/completions/derender", body)
+    assert status == 200
+    choice = derendered["choices"][0]
+    assert choice["message"]["content"] == text
+    assert choice["message"]["tool_calls"] == []
+    assert choice["finish_reason"] == "stop"

@@ -11,7 +11,6 @@ content, as Qwen3's parser reads it) and Hermes' ``<tool_call>{"name", "argument
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +19,6 @@ from llmsim.api.jsonio import JSONInputError, loads_bounded
 from llmsim.api.rendered import CALL_CLOSE, CALL_OPEN, THINK_CLOSE, THINK_OPEN
 from llmsim.settings.model import Settings
 
-_CALLS = re.compile(
-    re.escape(CALL_OPEN.strip()) + r"(.*?)" + re.escape(CALL_CLOSE.strip()), re.DOTALL
-)
 MARKERS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN.strip(), CALL_CLOSE.strip())
 
 
@@ -47,16 +43,23 @@ def split_reasoning(text: str) -> tuple[str | None, str | None]:
 
 def split_calls(text: str) -> tuple[str, list[tuple[str, str]]]:
     """``(text before the calls, the calls)``; all text, no calls, when a block does not
-    parse (vLLM's Hermes parser then returns the output as content)."""
-    start = text.find(CALL_OPEN.strip())
+    parse (vLLM's Hermes parser then returns the output as content). One pass over the
+    text, however many tags it holds."""
+    opener, closer = CALL_OPEN.strip(), CALL_CLOSE.strip()
+    start = text.find(opener)
     if start < 0:
         return text, []
     calls = []
-    for block in _CALLS.findall(text, start):
-        call = _call(block)
+    at = start
+    while at >= 0:
+        end = text.find(closer, at + len(opener))
+        if end < 0:
+            break
+        call = _call(text[at + len(opener) : end])
         if call is None:
             return text, []
         calls.append(call)
+        at = text.find(opener, end + len(closer))
     return (text[:start], calls) if calls else (text, [])
 
 

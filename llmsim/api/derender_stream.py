@@ -10,7 +10,10 @@ deltas join up to what the non-streamed derender answers, never showing half a t
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -155,27 +158,43 @@ def _advance(state: StreamState, ids: list[int]) -> StreamState:
     )
 
 
+LONG_OUTPUT = 2048
+"""Output ids past which a chunk's decoding and parsing run in a worker thread."""
+
+Step = tuple[dict[str, Any], StreamState]
+
+
+async def _run(state: StreamState, step: Callable[[], Step]) -> Step:
+    """``step()``, in a worker thread once the output is long (each call decodes and parses
+    all of it), so the event loop keeps serving."""
+    if len(state.output_token_ids) > LONG_OUTPUT:
+        return await asyncio.to_thread(step)
+    return step()
+
+
 async def derender_completion_chunk(request: web.Request, data: dict[str, Any]) -> web.Response:
     body = validate_body(DerenderCompletionChunk, data)
     engine, name = _start(request, body, "completion")
     state = body.stream_state or StreamState()
     choices: list[dict[str, Any]] = []
-    for choice in body.generate_chunk.choices:
-        ids = choice.token_ids or []
-        finished = choice.finish_reason is not None
-        before = _decode(engine, state.output_token_ids, False)
-        after = _decode(engine, [*state.output_token_ids, *ids], finished)
-        choices.append(
-            {
-                "index": choice.index,
-                "text": after[len(before) :] if after.startswith(before) else "",
-                "logprobs": choice.logprobs,
-                "finish_reason": choice.finish_reason,
-                "stop_reason": None,
-            }
-        )
-        state = _advance(state, ids)
+    for choice in body.generate_chunk.choices:  # at most one (checked)
+        answer, state = await _run(state, partial(_completion_step, engine, state, choice))
+        choices.append(answer)
     return _answer(body, name, "text_completion", choices, state)
+
+
+def _completion_step(engine: Engine, state: StreamState, choice: StreamChoice) -> Step:
+    ids = choice.token_ids or []
+    before = _decode(engine, state.output_token_ids, False)
+    after = _decode(engine, [*state.output_token_ids, *ids], choice.finish_reason is not None)
+    answer = {
+        "index": choice.index,
+        "text": after[len(before) :] if after.startswith(before) else "",
+        "logprobs": choice.logprobs,
+        "finish_reason": choice.finish_reason,
+        "stop_reason": None,
+    }
+    return answer, _advance(state, ids)
 
 
 def _view(settings: Settings, text: str, chat: dict[str, Any] | None, finished: bool) -> Parsed:
@@ -202,42 +221,48 @@ def _grown(old: str | None, new: str | None) -> str | None:
 async def derender_chat_chunk(request: web.Request, data: dict[str, Any]) -> web.Response:
     body = validate_body(DerenderChatChunk, data)
     engine, name = _start(request, body, "chat")
-    settings, chat = engine.settings, body.chat_request
     state = body.stream_state or StreamState()
     choices: list[dict[str, Any]] = []
-    for choice in body.generate_chunk.choices:
-        ids = choice.token_ids or []
-        finished = choice.finish_reason is not None
-        old = _view(settings, _decode(engine, state.output_token_ids, False), chat, False)
-        text = _decode(engine, [*state.output_token_ids, *ids], finished)
-        new = _view(settings, text, chat, finished)
-        calls: list[dict[str, Any]] = []
-        known = list(state.last_tool_call_ids)
-        for number, (tool, arguments) in enumerate(new.calls[len(old.calls) :], len(old.calls)):
-            call = {"index": number, **call_json(tool, arguments)}
-            known.append(call["id"])
-            calls.append(call)
-        shown = (chat or {}).get("include_reasoning") is not False
-        delta = {
-            "role": None if state.role_sent else settings.response_role,
-            "content": _grown(old.content, new.content),
-            "reasoning": _grown(old.reasoning, new.reasoning) if shown else None,
-            "tool_calls": calls,
-        }
-        streamed = state.tools_streamed or bool(calls)
-        finish = choice.finish_reason
-        if finish is not None and streamed and not named_tool_choice(chat):
-            finish = "tool_calls"
-        choices.append(
-            {
-                "index": choice.index,
-                "delta": delta,
-                "logprobs": choice.logprobs,
-                "finish_reason": finish,
-                "stop_reason": None,
-            }
-        )
-        state = _advance(state, ids).model_copy(
-            update={"role_sent": True, "tools_streamed": streamed, "last_tool_call_ids": known}
-        )
+    for choice in body.generate_chunk.choices:  # at most one (checked)
+        step = partial(_chat_step, engine, body.chat_request, state, choice)
+        answer, state = await _run(state, step)
+        choices.append(answer)
     return _answer(body, name, "chat.completion.chunk", choices, state)
+
+
+def _chat_step(
+    engine: Engine, chat: dict[str, Any] | None, state: StreamState, choice: StreamChoice
+) -> Step:
+    """The chunk's delta: what the parsed text says now beyond what it said before."""
+    settings = engine.settings
+    ids = choice.token_ids or []
+    finished = choice.finish_reason is not None
+    old = _view(settings, _decode(engine, state.output_token_ids, False), chat, False)
+    text = _decode(engine, [*state.output_token_ids, *ids], finished)
+    new = _view(settings, text, chat, finished)
+    calls: list[dict[str, Any]] = []
+    known = list(state.last_tool_call_ids)
+    for number, (tool, arguments) in enumerate(new.calls[len(old.calls) :], len(old.calls)):
+        call = {"index": number, **call_json(tool, arguments)}
+        known.append(call["id"])
+        calls.append(call)
+    shown = (chat or {}).get("include_reasoning") is not False
+    delta = {
+        "role": None if state.role_sent else settings.response_role,
+        "content": _grown(old.content, new.content),
+        "reasoning": _grown(old.reasoning, new.reasoning) if shown else None,
+        "tool_calls": calls,
+    }
+    streamed = state.tools_streamed or bool(calls)
+    finish = choice.finish_reason
+    if finish is not None and streamed and not named_tool_choice(chat):
+        finish = "tool_calls"
+    answer = {
+        "index": choice.index,
+        "delta": delta,
+        "logprobs": choice.logprobs,
+        "finish_reason": finish,
+        "stop_reason": None,
+    }
+    flags = {"role_sent": True, "tools_streamed": streamed, "last_tool_call_ids": known}
+    return answer, _advance(state, ids).model_copy(update=flags)

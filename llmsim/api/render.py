@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field
 
 from llmsim.api.derender_parse import chat_message, named_tool_choice
-from llmsim.api.derender_stream import derender_chat_chunk, derender_completion_chunk
+from llmsim.api.derender_stream import (
+    LONG_OUTPUT,
+    derender_chat_chunk,
+    derender_completion_chunk,
+)
 from llmsim.api.errors import APIError
 from llmsim.api.inference import INFERENCE
 from llmsim.api.jsonio import dumps
@@ -234,23 +239,10 @@ async def derender_chat(request: web.Request) -> web.StreamResponse:
     body = validate_body(DerenderChatRequest, data)
     engine = request.app[INFERENCE].engine
     name = _check_model(engine, body.model)
-    choices, generated = [], 0
-    for choice in body.generate_response.choices:
-        generated += len(choice.token_ids or ())
-        text = _decode(engine, choice.token_ids)
-        message, called = chat_message(engine.settings, text, body.chat_request)
-        finish = choice.finish_reason or "stop"
-        if called and finish == "stop" and not named_tool_choice(body.chat_request):
-            finish = "tool_calls"
-        choices.append(
-            {
-                "index": choice.index,
-                "message": message,
-                "logprobs": choice.logprobs,
-                "finish_reason": finish,
-                "stop_reason": None,
-            }
-        )
+    answers = body.generate_response.choices
+    generated = sum(len(choice.token_ids or ()) for choice in answers)
+    parse = partial(_chat_choices, engine, answers, body.chat_request)
+    choices = await asyncio.to_thread(parse) if generated > LONG_OUTPUT else parse()
     answer_id = body.generate_response.request_id or f"{random.getrandbits(128):032x}"
     return _json(
         {
@@ -262,6 +254,29 @@ async def derender_chat(request: web.Request) -> web.StreamResponse:
             "usage": _usage(body.prompt_tokens or 0, generated),
         }
     )
+
+
+def _chat_choices(
+    engine: Engine, answers: list[GeneratedChoice], chat_request: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Each generated choice decoded and parsed into chat's message."""
+    choices = []
+    for choice in answers:
+        text = _decode(engine, choice.token_ids)
+        message, called = chat_message(engine.settings, text, chat_request)
+        finish = choice.finish_reason or "stop"
+        if called and finish == "stop" and not named_tool_choice(chat_request):
+            finish = "tool_calls"
+        choices.append(
+            {
+                "index": choice.index,
+                "message": message,
+                "logprobs": choice.logprobs,
+                "finish_reason": finish,
+                "stop_reason": None,
+            }
+        )
+    return choices
 
 
 async def derender_completion(request: web.Request) -> web.StreamResponse:
