@@ -14,6 +14,7 @@ engine produces the tokens chat produces, and writes the structure as markup:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Any
 
@@ -113,7 +114,7 @@ def markup(sequence: Sequence) -> list[tuple[int, str]]:
 
 def marked_ids(
     marks: Seq[tuple[int, str]],
-    encode: Any,
+    encode: Callable[[str], list[int]],
     ids: Seq[int],
     start: int,
     last: bool,
