@@ -44,6 +44,7 @@ from llmsim.api.kv_transfer import KVTransferAgent
 from llmsim.api.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.parser_flags import check_tool_choice, reasoning_of
 from llmsim.api.prompts import chat_prompt, completion_prompts
+from llmsim.api.rendered import rendered_answer, rendered_thinking
 from llmsim.api.request_log import RequestLogger
 from llmsim.api.requests import is_large, parse_body
 from llmsim.api.routing import engine_index
@@ -231,11 +232,12 @@ async def _generate(
     else:
         prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
     # Tools and schemas are checked even when a rule answers.
-    constrained = None
+    constrained = rendered_answer(body)  # the calls a rendered chat request made
     if not plain:
         if flavor.api != "responses" and isinstance(body, ChatCompletionRequest):
             check_tool_choice(engine.settings, body)  # vLLM's Responses API does not check
-        constrained = await _answer(body, engine, flavor)
+        if constrained is None:
+            constrained = await _answer(body, engine, flavor)
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
@@ -260,7 +262,8 @@ async def _generate(
     settings = engine.settings
     shown = True
     if settings.reasoning_parser is not None:
-        generation.reasoning, shown = reasoning_of(settings.reasoning_parser, body)
+        thinks, shown = reasoning_of(settings.reasoning_parser, body)
+        generation.reasoning = thinks or rendered_thinking(body)
     plan = None
     if not plain:
         make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)

@@ -10,17 +10,26 @@ disaggregated front end that prefix-aware routers and rollout frameworks drive.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field
 
+from llmsim.api.derender_parse import chat_message, named_tool_choice
+from llmsim.api.derender_stream import (
+    LONG_OUTPUT,
+    derender_chat_chunk,
+    derender_completion_chunk,
+)
 from llmsim.api.errors import APIError
 from llmsim.api.inference import INFERENCE
-from llmsim.api.jsonio import JSONInputError, dumps, loads_bounded
+from llmsim.api.jsonio import dumps
 from llmsim.api.prompts import chat_prompt, completion_prompts
+from llmsim.api.rendered import chat_decisions
 from llmsim.api.requests import read_json_object, validate_body
 from llmsim.api.schemas import INTEGRAL, ChatCompletionRequest, CompletionRequest, _Body
 from llmsim.api.structured_fields import StructuredFields
@@ -127,6 +136,7 @@ def sampling_params(
         "structured_outputs": (
             (isinstance(body, ChatCompletionRequest) and tool_constraint(body)) or _structured(body)
         ),
+        "extra_args": None,
     }
 
 
@@ -161,6 +171,7 @@ async def render_chat(request: web.Request) -> web.Response:
     limit = _max_tokens(body.output_limit, len(ids), engine.settings.max_model_len, "messages")
     top = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, limit, top)
+    params["extra_args"] = await asyncio.to_thread(chat_decisions, body, engine.settings)
     return _json(_generate_request("chatcmpl-", ids, params, body))
 
 
@@ -192,7 +203,7 @@ class GeneratedAnswer(_Body):
 class DerenderChatRequest(_Body):
     model: str | None = None
     generate_response: GeneratedAnswer
-    prompt_tokens: Count = 0
+    prompt_tokens: Count | None = 0
     chat_request: dict[str, Any] | None = None
     stream: bool | None = False
 
@@ -200,7 +211,8 @@ class DerenderChatRequest(_Body):
 class DerenderCompletionRequest(_Body):
     model: str | None = None
     generate_responses: Annotated[list[GeneratedAnswer], Field(min_length=1)]
-    prompt_tokens: Count = 0
+    prompt_tokens: Count | list[Count] | None = 0
+    """vLLM's current form is one count per answer; its first, one count for all."""
     stream: bool | None = False
 
 
@@ -220,28 +232,41 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _refuse_stream(stream: bool | None) -> None:
-    if stream:
-        raise APIError(400, "Streaming derender is not supported by llmsim.", "stream")
-
-
-async def derender_chat(request: web.Request) -> web.Response:
-    body = validate_body(DerenderChatRequest, await read_json_object(request))
-    _refuse_stream(body.stream)
+async def derender_chat(request: web.Request) -> web.StreamResponse:
+    data = await read_json_object(request)
+    if data.get("stream"):
+        return await derender_chat_chunk(request, data)
+    body = validate_body(DerenderChatRequest, data)
     engine = request.app[INFERENCE].engine
     name = _check_model(engine, body.model)
-    forced = forced_tool_choice(body.chat_request)
-    choices, generated = [], 0
-    for choice in body.generate_response.choices:
-        generated += len(choice.token_ids or ())
+    answers = body.generate_response.choices
+    generated = sum(len(choice.token_ids or ()) for choice in answers)
+    parse = partial(_chat_choices, engine, answers, body.chat_request)
+    choices = await asyncio.to_thread(parse) if generated > LONG_OUTPUT else parse()
+    answer_id = body.generate_response.request_id or f"{random.getrandbits(128):032x}"
+    return _json(
+        {
+            "id": answer_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": choices,
+            "usage": _usage(body.prompt_tokens or 0, generated),
+        }
+    )
+
+
+def _chat_choices(
+    engine: Engine, answers: list[GeneratedChoice], chat_request: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Each generated choice decoded and parsed into chat's message."""
+    choices = []
+    for choice in answers:
         text = _decode(engine, choice.token_ids)
+        message, called = chat_message(engine.settings, text, chat_request)
         finish = choice.finish_reason or "stop"
-        message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
-        calls = tool_calls(text, forced) if forced is not None else None
-        if calls is not None:
-            message = {"role": "assistant", "content": None, "tool_calls": calls}
-            if forced == "required" and finish == "stop":
-                finish = "tool_calls"
+        if called and finish == "stop" and not named_tool_choice(chat_request):
+            finish = "tool_calls"
         choices.append(
             {
                 "index": choice.index,
@@ -251,59 +276,14 @@ async def derender_chat(request: web.Request) -> web.Response:
                 "stop_reason": None,
             }
         )
-    return _json(
-        {
-            "id": f"chatcmpl-{random.getrandbits(128):032x}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": _usage(body.prompt_tokens, generated),
-        }
-    )
+    return choices
 
 
-def forced_tool_choice(chat_request: dict[str, Any] | None) -> str | None:
-    """``required``, the named tool, or None when the chat request forces no tool call."""
-    if not chat_request or not chat_request.get("tools"):
-        return None
-    choice = chat_request.get("tool_choice")
-    if choice == "required":
-        return "required"
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        return name if isinstance(name, str) and name else None
-    return None
-
-
-def tool_calls(text: str, forced: str) -> list[dict[str, Any]] | None:
-    """The calls a forced tool choice's JSON holds (None when it does not parse, as vLLM
-    then leaves the text as content)."""
-    try:
-        value = loads_bounded(text)
-    except JSONInputError:
-        return None
-    if forced != "required":
-        return [_call(forced, value)]
-    if not isinstance(value, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value
-    ):
-        return None
-    return [_call(item["name"], item.get("parameters", {})) for item in value]
-
-
-def _call(name: str, arguments: Any) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-tool-{random.getrandbits(64):016x}",
-        "type": "function",
-        "function": {"name": name, "arguments": dumps(arguments).decode()},
-    }
-
-
-async def derender_completion(request: web.Request) -> web.Response:
-    body = validate_body(DerenderCompletionRequest, await read_json_object(request))
-    _refuse_stream(body.stream)
+async def derender_completion(request: web.Request) -> web.StreamResponse:
+    data = await read_json_object(request)
+    if data.get("stream"):
+        return await derender_completion_chunk(request, data)
+    body = validate_body(DerenderCompletionRequest, data)
     engine = request.app[INFERENCE].engine
     name = _check_model(engine, body.model)
     choices: list[dict[str, Any]] = []
@@ -321,13 +301,30 @@ async def derender_completion(request: web.Request) -> web.Response:
                     "prompt_logprobs": None,
                 }
             )
+    first = body.generate_responses[0].request_id
     return _json(
         {
-            "id": f"cmpl-{random.getrandbits(128):032x}",
+            "id": first or f"cmpl-{random.getrandbits(128):032x}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": name,
             "choices": choices,
-            "usage": _usage(body.prompt_tokens, generated),
+            "usage": _usage(_prompt_count(body), generated),
         }
     )
+
+
+def _prompt_count(body: DerenderCompletionRequest) -> int:
+    """The prompts' tokens: vLLM's list (one count per answer, as many as answers) or one
+    count."""
+    counts = body.prompt_tokens
+    if not isinstance(counts, list):
+        return counts or 0
+    if len(counts) != len(body.generate_responses):
+        raise APIError(
+            400,
+            f"prompt_tokens length ({len(counts)}) must equal generate_responses length "
+            f"({len(body.generate_responses)})",
+            "prompt_tokens",
+        )
+    return sum(counts)

@@ -125,8 +125,17 @@ VLLM_ROUTES: tuple[Route, ...] = (
     ),
     Route("/v1/chat/completions/render", ("POST",), GENERATE, "generate"),
     Route("/v1/completions/render", ("POST",), GENERATE, "generate"),
-    Route("/v1/chat/completions/derender", ("POST",), GENERATE, "generate"),
-    Route("/v1/completions/derender", ("POST",), GENERATE, "generate"),
+    *(
+        Route(
+            path,
+            ("POST",),
+            GENERATE,
+            "generate",
+            "`stream: true` too, as vLLM: one call per generate chunk, answered with "
+            "`{chunk, stream_state}`",
+        )
+        for path in ("/v1/chat/completions/derender", "/v1/completions/derender")
+    ),
     Route("/inference/v1/generate", ("POST",), GENERATE, "generate"),
     *(
         Route(path, ("POST",), GENERATE, "no", "resizes expert-parallel GPU workers; " + _NO_GPU)

@@ -25,6 +25,7 @@ from llmsim.api.logprobs import (
     prompt_logprobs_json,
 )
 from llmsim.api.prompts import completion_prompts
+from llmsim.api.rendered import RenderedCompletion, marked_ids, markup, read_decisions
 from llmsim.api.requests import read_json_object, validate_body
 from llmsim.api.schemas import INTEGRAL, CompletionRequest, StreamOptions, _Body
 from llmsim.api.sse import DONE, ResponseMeta, StreamSink, usage
@@ -88,7 +89,7 @@ def as_completion(body: GenerateRequest, max_sequences: int) -> CompletionReques
         if value is not None:
             data[key] = value if not isinstance(value, StreamOptions) else value.model_dump()
     try:
-        return validate_body(CompletionRequest, data)
+        return read_decisions(validate_body(RenderedCompletion, data), params)
     except APIError as exc:
         if not exc.param or exc.param not in params:
             raise
@@ -118,6 +119,12 @@ def token_logprobs(
     return {"content": content}
 
 
+def finish_reason(sequence: Sequence) -> str:
+    """A model's reason: tool calls are text to it (chat's parser reports ``tool_calls``)."""
+    reason = sequence.api_finish_reason
+    return "stop" if reason == "tool_calls" else reason
+
+
 def _choice(meta: ResponseMeta, sequence: Sequence, tokenizer: Tokenizer) -> dict[str, Any]:
     ids = output_ids(sequence, tokenizer)
     plan = meta.plan
@@ -127,9 +134,21 @@ def _choice(meta: ResponseMeta, sequence: Sequence, tokenizer: Tokenizer) -> dic
     return {
         "index": sequence.index,
         "logprobs": logprobs,
-        "finish_reason": sequence.api_finish_reason,
-        "token_ids": ids,
+        "finish_reason": finish_reason(sequence),
+        "token_ids": marked_ids(markup(sequence), tokenizer.encode, ids, 0, True),
     }
+
+
+def generate_usage(group: RequestGroup) -> dict[str, Any]:
+    """The group's usage, the markup written around thoughts and calls counted too: it is
+    in the token ids this endpoint answers."""
+    body = usage(group)
+    encode = group.engine.tokenizer.encode
+    extra = sum(len(encode(text)) for sequence in group.sequences for _, text in markup(sequence))
+    if extra:
+        body["completion_tokens"] += extra
+        body["total_tokens"] += extra
+    return body
 
 
 def generate_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
@@ -143,7 +162,7 @@ def generate_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         "model": meta.model,
         "created": meta.created,
         "choices": [_choice(meta, sequence, tokenizer) for sequence in group.sequences],
-        "usage": usage(group),
+        "usage": generate_usage(group),
         "prompt_logprobs": prompt_logprobs,
         "kv_transfer_params": None,
     }
@@ -167,17 +186,18 @@ class GenerateStreamSink(StreamSink):
         if self._plan is not None and self._plan.logprobs is not None:
             logprobs = dumps(token_logprobs(self._plan, sequence, ids, start))
         last = end >= len(sequence.output)
-        finish = dumps(sequence.api_finish_reason) if last else b"null"
+        finish = dumps(finish_reason(sequence)) if last else b"null"
+        marked = marked_ids(markup(sequence), self._tokenizer.encode, ids, start, last)
         return self.write(
             self.chunk(
                 sequence.index,
                 b'"logprobs":' + logprobs + b',"finish_reason":' + finish
-                + b',"token_ids":' + dumps(ids),
+                + b',"token_ids":' + dumps(marked),
             )
         )  # fmt: skip
 
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
-        finish = dumps(sequence.api_finish_reason) if last else b"null"
+        finish = dumps(finish_reason(sequence)) if last else b"null"
         return self.chunk(
             sequence.index, b'"logprobs":null,"finish_reason":' + finish + b',"token_ids":[]'
         )
@@ -188,7 +208,7 @@ class GenerateStreamSink(StreamSink):
     async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
         response = self.response
         if include_usage:
-            body = {"request_id": meta.id, "choices": [], "usage": usage(group)}
+            body = {"request_id": meta.id, "choices": [], "usage": generate_usage(group)}
             await response.write(b"data: " + dumps(body) + b"\n\n")
         await response.write(DONE)
         await response.write_eof()
