@@ -4,6 +4,6 @@ Beside ``console`` (neither imports the other); may import ``proxy``, ``answers`
 ``runtime``, ``observability``, ``engine`` and ``settings``.
 """
 
-from llmsim.api.app import create_app
+from llmsim.api.http.app import create_app
 
 __all__ = ["create_app"]

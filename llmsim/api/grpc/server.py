@@ -18,13 +18,13 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from llmsim.api.admin.sleep import SLEEP
 from llmsim.api.grpc.auth import ApiKeyInterceptor
 from llmsim.api.grpc.generated import vllm_engine_pb2 as pb
 from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
 from llmsim.api.grpc.health import follow_lifecycle
 from llmsim.api.grpc.servicer import VllmEngineServicer
-from llmsim.api.keys import ENGINE, ENGINES, LIFECYCLE, RUNTIME
-from llmsim.api.sleep import SLEEP
+from llmsim.api.http.keys import ENGINE, ENGINES, LIFECYCLE, RUNTIME
 from llmsim.runtime.sleep import SleepController
 from llmsim.service.generation import ServiceState
 from llmsim.settings.model import Settings
