@@ -138,7 +138,7 @@ class _SamplingRequest(_Body):
         None, description="Refused (400) above 0 with stream: true, as vLLM refuses it."
     )
     kv_transfer_params: dict[str, Any] | None = None
-    """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (api/kv_transfer.py)."""
+    """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (service/kv_transfer.py)."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
