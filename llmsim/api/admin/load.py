@@ -2,7 +2,8 @@
 
 vLLM counts the requests in flight on its model endpoints (chat, completions,
 embeddings, pooling) and answers ``{"server_load": N}``; load-aware routers read it.
-A stream counts until its last byte is written.
+A stream counts until its last byte is written. gRPC's ``Generate`` and ``Embed`` calls
+count in the same :class:`~llmsim.service.load.ServerLoad`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,9 @@ from aiohttp import web
 
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import SERVER_LOAD
+from llmsim.service.load import ServerLoad
 
-
-class ServerLoad:
-    """Requests in flight on the model endpoints."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
+__all__ = ["COUNTED_PATHS", "ServerLoad", "get_load"]
 
 COUNTED_PATHS = frozenset(
     {

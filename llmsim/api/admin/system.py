@@ -9,11 +9,9 @@ from llmsim.api.http.errors import error_response
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import LIFECYCLE, METRICS, OPENAPI
 from llmsim.observability.metrics import CONTENT_TYPE
+from llmsim.service.generation import NOT_SERVING
 
-NOT_SERVING = {
-    "loading": "The model is still loading; retry shortly.",
-    "draining": "The server is shutting down.",
-}
+__all__ = ["NOT_SERVING", "health", "metrics", "openapi", "ready", "version"]
 
 
 async def health(request: web.Request) -> web.Response:

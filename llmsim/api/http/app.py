@@ -13,7 +13,7 @@ from llmsim.api.admin import answers as answers_admin
 from llmsim.api.admin import runtime as admin
 from llmsim.api.admin import system
 from llmsim.api.admin.dev_mode import dev_routes
-from llmsim.api.admin.load import COUNTED_PATHS, ServerLoad, get_load
+from llmsim.api.admin.load import COUNTED_PATHS, get_load
 from llmsim.api.anthropic import routes as messages
 from llmsim.api.http import upstream
 from llmsim.api.http.cors import attach_cors
@@ -45,6 +45,7 @@ from llmsim.observability.live_stats import LiveStats
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.load import ServerLoad
 from llmsim.settings.model import Settings
 
 

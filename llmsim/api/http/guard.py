@@ -18,9 +18,10 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from llmsim.api.admin.load import ServerLoad
 from llmsim.api.http.errors import APIError, Handler, error_body, error_type, shaped_error_response
 from llmsim.api.http.keys import ERROR_LISTENER, STARTED
+from llmsim.service.errors import ServiceError
+from llmsim.service.load import ServerLoad
 
 logger = logging.getLogger("llmsim.api")
 
@@ -55,6 +56,11 @@ def guard(
             _report(request, exc.status, exc.message)
             return shaped_error_response(
                 request.path, exc.status, exc.message, exc.param, exc.headers, exc.type
+            )
+        except ServiceError as exc:  # a refusal of the layer every door shares
+            _report(request, exc.status, exc.message)
+            return shaped_error_response(
+                request.path, exc.status, exc.message, exc.param, None, exc.type
             )
         except web.HTTPException as exc:
             if exc.status < 400:

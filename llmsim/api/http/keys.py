@@ -17,7 +17,7 @@ from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.settings.model import Settings
 
 if TYPE_CHECKING:
-    from llmsim.api.admin.load import ServerLoad
+    from llmsim.service.load import ServerLoad
 
 SETTINGS = web.AppKey("settings", Settings)
 """The start-up settings. Runtime-adjustable values (latency, mode, failure injection)

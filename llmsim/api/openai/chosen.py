@@ -1,35 +1,27 @@
 """Ask the answer sources (rules, datasets, replays) about a request before it is submitted.
 
-Builds the neutral :class:`~llmsim.answers.RequestView` from a parsed body and turns the
-:class:`~llmsim.answers.Choice` into what the engine and the wire need: the answer and its
-overrides, or an error in vLLM's shape.
+Builds the neutral :class:`~llmsim.answers.RequestView` from a parsed chat or completions
+body; :mod:`llmsim.service.answers` asks the sources and turns their choice into the
+answer and its overrides, or an error, as it does for every door.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from llmsim.answers import Choice, RequestView, Responder
+from llmsim.answers import RequestView, Responder
 from llmsim.answers.recording import KEY_FIELDS, prompt_messages
 from llmsim.answers.view import Api, Endpoint
-from llmsim.api.http.errors import APIError
 from llmsim.api.openai.prompts import last_user_text
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.engine import Answer, Target, TimingOverride
+from llmsim.engine import Target
+from llmsim.service import answers
+from llmsim.service.answers import Chosen
 
-logger = logging.getLogger("llmsim.answers")
-
-
-@dataclass(frozen=True, slots=True)
-class Chosen:
-    answer: Answer | None
-    max_tokens: int | None
-    timing: TimingOverride | None
+__all__ = ["Chosen", "choose", "offered_tools", "request_view"]
 
 
 def choose(
@@ -39,26 +31,15 @@ def choose(
     mode: str,
     api: Api | None = None,
 ) -> Chosen:
-    """What the engine should say for ``body``; raises the error a rule chose.
+    """What the engine should say for ``body``; raises the error a rule chose (a
+    :class:`~llmsim.service.errors.ServiceError`, answered in vLLM's shape by the guard).
 
     ``api`` is the API the client called when it is not ``body``'s own (Responses, Messages).
     """
     limit = body.output_limit
     if not responder.active:
         return Chosen(None, limit, None)
-    choice = responder.choose(request_view(body, target, api), mode)
-    if choice is None:
-        return Chosen(None, limit, None)
-    return _apply(choice, limit)
-
-
-def _apply(choice: Choice, limit: int | None) -> Chosen:
-    if choice.error is not None:
-        error = choice.error
-        logger.debug("%s answers with error %s", choice.source, error.status)
-        raise APIError(error.status, error.message, type=error.type)
-    max_tokens = limit if choice.max_tokens is None else choice.max_tokens
-    return Chosen(choice.answer, max_tokens, choice.timing)
+    return answers.choose(responder, request_view(body, target, api), mode, limit)
 
 
 def request_view(

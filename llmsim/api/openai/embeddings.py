@@ -17,13 +17,12 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import ConfigDict, Field, model_validator
 
-from llmsim.api.admin.system import NOT_SERVING
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE, ENGINES, GENERATION, LIFECYCLE
 from llmsim.api.http.requests import read_json_object
 from llmsim.api.http.routing import engine_index
-from llmsim.api.openai.prompts import check_vocabulary, render_messages
+from llmsim.api.openai.prompts import render_messages
 from llmsim.api.openai.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
 from llmsim.api.openai.tokenization import check_model, validate
 from llmsim.engine import (
@@ -36,6 +35,8 @@ from llmsim.engine import (
     Target,
 )
 from llmsim.engine.embedding import embed_ids, embed_text, normalize
+from llmsim.service.generation import NOT_SERVING
+from llmsim.service.prompts import check_vocabulary
 
 EmbeddingInput = (
     str

@@ -1,7 +1,10 @@
 """The two generation endpoints: parse, resolve, submit to the engine, write JSON or SSE.
 
 No scheduling happens here: the engine decides when tokens are released, these
-handlers only translate between the wire and the engine.
+handlers only translate between the wire and the engine. The steps every door shares
+(readiness, injected faults, the model or adapter, the answer sources, the engine's
+admission and its refusals) are :mod:`llmsim.service`'s; their errors reach the client
+through the guard in vLLM's shape.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from aiohttp import web
 
 from llmsim.answers import Responder
 from llmsim.answers.view import Api
-from llmsim.api.admin.system import NOT_SERVING
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import GENERATION, STREAMED
@@ -60,18 +62,22 @@ from llmsim.engine import (
     Engine,
     GenerationRequest,
     PromptInput,
-    QueueFullError,
     RequestGroup,
-    Target,
     TokenSink,
-    UnknownModelError,
 )
 from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.generation import GeneratedText
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
-from llmsim.runtime.faults import FORCE_HEADER, InvalidForceHeaderError
+from llmsim.runtime.faults import FORCE_HEADER
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.generation import (
+    check_serving,
+    context_error,
+    inject_fault,
+    resolve,
+    submit,
+)
 from llmsim.service.kv_transfer import KVTransferAgent, read_transfer_params
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -80,6 +86,8 @@ OFF_LOOP_TOKENS = 32_768
 x max_tokens) have their answers made in a worker thread and written in pieces; a single
 choice, at most one context's worth, is made on the loop as before."""
 STREAM_FAILED = "Internal server error while streaming the answer"
+LIMIT_NAMES = "'max_tokens' or 'max_completion_tokens'"
+"""The fields a context-length error names: chat and completions take either."""
 logger = logging.getLogger("llmsim.api")
 
 
@@ -206,15 +214,15 @@ async def _generate(
 ) -> web.StreamResponse:
     state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
     engine, kv_agent = state.engine, state.kv_agent  # the engines differ only in their load
-    phase = state.lifecycle.phase
-    if phase != "ready":
-        raise APIError(503, NOT_SERVING[phase])
-    _inject_fault(request, state.runtime, body.model or engine.settings.served_names[0])
+    if state.lifecycle.phase != "ready":  # one test on the way of every request
+        check_serving(state.lifecycle)
+    forced = request.headers.get(FORCE_HEADER)
+    inject_fault(state.runtime, forced, body.model or engine.settings.served_names[0], FORCE_HEADER)
     client_id = request.headers.get(REQUEST_ID_HEADER)
     if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
         raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
-    target = _resolve(engine, body.model)
+    target = resolve(engine, body.model)
     # One set test tells a plain request, which skips every feature check below.
     plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)
     transfer = None
@@ -274,7 +282,7 @@ async def _generate(
     choices = generation.n * len(prompts)
     if choices > 1 and choices * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
         outputs = await _outputs_off_loop(engine, generation, flavor)
-    group = _submit(engine, generation, flavor, outputs)
+    group = submit(engine, generation, outputs, flavor.prompt_param, LIMIT_NAMES)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else None
     with group:
@@ -365,25 +373,6 @@ async def _answer(
         raise renamed(exc, flavor.rename_param) from None
 
 
-def _inject_fault(request: web.Request, runtime: Runtime, model: str) -> None:
-    forced = request.headers.get(FORCE_HEADER)
-    try:
-        fault = runtime.faults.pick(forced, model)
-    except InvalidForceHeaderError:
-        raise APIError(
-            400, f"{FORCE_HEADER} must be an HTTP error status from 400 to 599.", FORCE_HEADER
-        ) from None
-    if fault is not None:
-        raise APIError(fault.status, fault.message, fault.param)
-
-
-def _resolve(engine: Engine, model: str | None) -> Target:
-    try:
-        return engine.resolve(model)
-    except UnknownModelError as exc:
-        raise APIError(404, f"The model `{exc.name}` does not exist.", "model") from None
-
-
 async def _outputs_off_loop(
     engine: Engine, generation: GenerationRequest, flavor: Flavor
 ) -> list[GeneratedText]:
@@ -391,42 +380,4 @@ async def _outputs_off_loop(
     try:
         return await asyncio.to_thread(engine.outputs, generation)
     except ContextLengthError as exc:
-        raise _context_error(exc, flavor) from None
-
-
-def _submit(
-    engine: Engine,
-    generation: GenerationRequest,
-    flavor: Flavor,
-    outputs: list[GeneratedText] | None = None,
-) -> RequestGroup:
-    try:
-        if outputs is None:
-            return engine.submit(generation)
-        return engine.submit(generation, outputs)
-    except ContextLengthError as exc:
-        raise _context_error(exc, flavor) from None
-    except QueueFullError:
-        limit = engine.settings.max_waiting_queue_length
-        raise APIError(
-            429,
-            f"The server is overloaded: the waiting queue is full ({limit} sequences). Retry later.",
-        ) from None
-
-
-def _context_error(exc: ContextLengthError, flavor: Flavor) -> APIError:
-    limit, prompt = exc.max_model_len, exc.prompt_tokens
-    if prompt >= limit or exc.max_tokens is None:
-        return APIError(
-            400,
-            f"This model's maximum context length is {limit} tokens. However, your request has "
-            f"{prompt} input tokens. Please reduce the length of the input {flavor.prompt_param}.",
-            flavor.prompt_param,
-        )
-    return APIError(
-        400,
-        f"'max_tokens' or 'max_completion_tokens' is too large: {exc.max_tokens}. This model's "
-        f"maximum context length is {limit} tokens and your request has {prompt} input tokens "
-        f"({exc.max_tokens} > {limit} - {prompt}).",
-        "max_tokens",
-    )
+        raise context_error(exc, flavor.prompt_param, LIMIT_NAMES) from None

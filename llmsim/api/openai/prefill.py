@@ -11,13 +11,13 @@ import random
 
 from aiohttp import web
 
-from llmsim.api.admin.system import NOT_SERVING
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.keys import ENGINE, ENGINES, GENERATION, LIFECYCLE
 from llmsim.api.http.routing import engine_index
 from llmsim.api.openai.embeddings import submit_prefill, too_long
 from llmsim.api.openai.tokenization import check_model
 from llmsim.engine import Engine, Target
+from llmsim.service.generation import NOT_SERVING
 
 
 def ready_engine(request: web.Request) -> Engine:

@@ -16,9 +16,15 @@ from llmsim.api.http.errors import APIError
 from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
 from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
-from llmsim.service.prompts import prompt_text
+from llmsim.service.prompts import check_vocabulary, prompt_text
 
-__all__ = ["GENERATION_PROMPT", "chat_prompt", "completion_prompts", "render_chat"]
+__all__ = [
+    "GENERATION_PROMPT",
+    "chat_prompt",
+    "check_vocabulary",
+    "completion_prompts",
+    "render_chat",
+]
 
 
 def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -134,13 +140,6 @@ def _text_prompt(
         ids = tokenizer.encode(text, special)
         return PromptInput(len(ids), echo_text, ids)
     return PromptInput(tokenizer.count(text, special), echo_text)
-
-
-def check_vocabulary(ids: list[int], tokenizer: Tokenizer, param: str = "prompt") -> None:
-    """vLLM's 400 for a token-ID prompt with an ID the tokenizer cannot have."""
-    largest = max(ids)
-    if largest > tokenizer.max_token_id:
-        raise APIError(400, f"Token id {largest} is out of vocabulary", param)
 
 
 def _token_id_prompt(ids: list[int], tokenizer: Tokenizer, with_ids: bool = False) -> PromptInput:
