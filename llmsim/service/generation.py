@@ -76,16 +76,25 @@ def pick_engine(state: ServiceState, rank: int | None = None) -> Engine:
     engines = state.engines
     if engines is None or len(engines.engines) == 1:
         return state.engine
-    if rank is None:
-        return engines.engines[engines.choose()]
+    return engines.engines[engine_index(engines, rank)]
+
+
+def engine_index(engines: DataParallelEngines, asked: int | str | None) -> int:
+    """The index in ``engines`` of the engine for the data-parallel rank ``asked`` (as a
+    header or metadata value: text that is not a whole number is ignored, as vLLM ignores
+    it); without one, vLLM's balancing picks the least loaded engine. A rank this server
+    does not run is refused."""
+    if asked is None:
+        return engines.choose()
+    try:
+        rank = int(asked)
+    except ValueError:
+        return engines.choose()
     index = engines.index_of(rank)
     if index is None:
         first, last = engines.ranks[0], engines.ranks[-1]
-        raise invalid(
-            f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).",
-            "data_parallel_rank",
-        )
-    return engines.engines[index]
+        raise invalid(f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).")
+    return index
 
 
 @dataclass(slots=True)

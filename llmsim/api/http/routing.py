@@ -10,25 +10,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmsim.api.http.errors import APIError
 from llmsim.engine.data_parallel import DataParallelEngines
+from llmsim.service.generation import engine_index as rank_index
 
 DP_RANK_HEADER = "X-data-parallel-rank"
 
 
 def engine_index(request: web.BaseRequest, engines: DataParallelEngines) -> int:
-    """The index in ``engines`` of the engine that takes ``request``."""
+    """The index in ``engines`` of the engine that takes ``request``
+    (:func:`llmsim.service.generation.engine_index` with the header's value)."""
     if len(engines.engines) == 1:
         return 0
-    asked = request.headers.get(DP_RANK_HEADER)
-    if asked is not None:
-        try:
-            rank = int(asked)
-        except ValueError:
-            return engines.choose()
-        index = engines.index_of(rank)
-        if index is None:
-            first, last = engines.ranks[0], engines.ranks[-1]
-            raise APIError(400, f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).")
-        return index
-    return engines.choose()
+    return rank_index(engines, request.headers.get(DP_RANK_HEADER))
