@@ -16,7 +16,7 @@ from llmsim.api.http.errors import APIError
 from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
 from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
-from llmsim.service.prompts import check_vocabulary, prompt_text
+from llmsim.service.prompts import check_vocabulary, token_prompt
 
 __all__ = [
     "GENERATION_PROMPT",
@@ -118,18 +118,19 @@ def chat_prompt(
 def completion_prompts(
     request: CompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
 ) -> list[PromptInput]:
-    """One input per prompt; token-id prompts count their ids and echo their text."""
+    """One input per prompt; token-id prompts count their ids and echo their text, as
+    :func:`llmsim.service.prompts.token_prompt` does for every door."""
     prompt = request.prompt
     if isinstance(prompt, str):
         return [_text_prompt(prompt, prompt, tokenizer, True, with_ids)]
     if all(isinstance(item, int) for item in prompt):
-        return [_token_id_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
+        return [token_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
     inputs: list[PromptInput] = []
     for item in prompt:
         if isinstance(item, str):
             inputs.append(_text_prompt(item, item, tokenizer, True, with_ids))
         else:
-            inputs.append(_token_id_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
+            inputs.append(token_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
     return inputs
 
 
@@ -140,8 +141,3 @@ def _text_prompt(
         ids = tokenizer.encode(text, special)
         return PromptInput(len(ids), echo_text, ids)
     return PromptInput(tokenizer.count(text, special), echo_text)
-
-
-def _token_id_prompt(ids: list[int], tokenizer: Tokenizer, with_ids: bool = False) -> PromptInput:
-    check_vocabulary(ids, tokenizer)
-    return PromptInput(len(ids), prompt_text(ids, tokenizer), list(ids) if with_ids else None)
