@@ -18,11 +18,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from llmsim.api.chat import chat_body
-from llmsim.api.jsonio import dumps, loads
-from llmsim.api.prompts import chat_prompt
-from llmsim.api.schemas import ChatCompletionRequest
-from llmsim.api.sse import ResponseMeta
+from llmsim.api.http.jsonio import dumps, loads
+from llmsim.api.http.sse import ResponseMeta
+from llmsim.api.openai.chat import chat_body
+from llmsim.api.openai.prompts import chat_prompt
+from llmsim.api.openai.schemas import ChatCompletionRequest
 from llmsim.engine import Engine, GenerationRequest, Target
 from llmsim.settings.model import Settings
 

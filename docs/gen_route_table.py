@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the table of vLLM's routes in docs/api.md from ``llmsim.api.route_inventory``.
+"""Regenerate the table of vLLM's routes in docs/api.md from ``llmsim.api.http.route_inventory``.
 
 Only the region between the BEGIN/END markers is rewritten; ``tests/test_route_inventory.py``
 fails when the committed region differs from what this script renders.
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's llmsim, whatever else is installed
 
-from llmsim.api.route_inventory import markdown_table  # noqa: E402
+from llmsim.api.http.route_inventory import markdown_table  # noqa: E402
 
 API_DOC = ROOT / "docs" / "api.md"
 BEGIN = "<!-- BEGIN generated route table: python docs/gen_route_table.py -->\n"

@@ -14,18 +14,16 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from llmsim.api.adapted import chat_chunks
-from llmsim.api.errors import APIError
-from llmsim.api.messages_convert import (
+from llmsim.api.anthropic.convert import (
     MessagesRequest,
     MessagesStream,
     chat_body,
     message_body,
     stop_fields,
 )
-from llmsim.api.response_store import ResponseStore, stored_response
-from llmsim.api.responses import answer_message
-from llmsim.api.responses_convert import (
+from llmsim.api.http.errors import APIError
+from llmsim.api.openai.adapted import chat_chunks
+from llmsim.api.responses.convert import (
     ResponseShell,
     ResponsesStream,
     chat_tool_choice,
@@ -34,6 +32,8 @@ from llmsim.api.responses_convert import (
     response_body,
     response_format,
 )
+from llmsim.api.responses.routes import answer_message
+from llmsim.api.responses.store import ResponseStore, stored_response
 
 CALL = {
     "id": "chatcmpl-tool-1",

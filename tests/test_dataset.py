@@ -13,7 +13,7 @@ from conftest import run_cli
 from llmsim.answers import RequestView
 from llmsim.answers import dataset as dataset_module
 from llmsim.answers.dataset import DatasetError, load_dataset
-from llmsim.api.app import create_app
+from llmsim.api.http.app import create_app
 from llmsim.settings.model import Settings
 
 SHAREGPT = [

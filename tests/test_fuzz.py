@@ -35,8 +35,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from llmsim.api.openapi import build_openapi
-from llmsim.api.structured_fields import REFUSALS
+from llmsim.api.http.openapi import build_openapi
+from llmsim.api.openai.structured_fields import REFUSALS
 
 MAX_MODEL_LEN = 256
 BODY_LIMIT = 64 * 1024

@@ -24,7 +24,7 @@ from hostile import (
     hostile_server,
 )
 
-from llmsim.api.jsonio import JSONInputError, loads_stdlib
+from llmsim.api.http.jsonio import JSONInputError, loads_stdlib
 
 
 @pytest.fixture(scope="module")
@@ -227,10 +227,10 @@ async def test_a_stream_that_fails_after_its_headers_ends_with_an_error_event(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     from llmsim.api import create_app
-    from llmsim.api.chat import ChatStreamSink
-    from llmsim.api.completions import CompletionStreamSink
-    from llmsim.api.messages_convert import MessagesStream
-    from llmsim.api.responses_convert import ResponsesStream
+    from llmsim.api.anthropic.convert import MessagesStream
+    from llmsim.api.openai.chat import ChatStreamSink
+    from llmsim.api.openai.completions import CompletionStreamSink
+    from llmsim.api.responses.convert import ResponsesStream
     from llmsim.settings.model import Settings
 
     path, body, method = STREAM_FAILURES[api]

@@ -242,8 +242,8 @@ def test_work_above_the_budget_is_a_quick_400_naming_the_limit(
 
 
 def test_work_counts_choices_tokens_logprobs_and_scored_prompts() -> None:
-    from llmsim.api.budget import request_work
-    from llmsim.api.logprobs import OutputPlan
+    from llmsim.api.openai.budget import request_work
+    from llmsim.api.openai.logprobs import OutputPlan
     from llmsim.engine import PromptInput
     from llmsim.engine.tokenizer import BuiltinTokenizer
 

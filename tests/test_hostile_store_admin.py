@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from llmsim.api.response_store import MissingResponse, ResponseStore, stored_response
+from llmsim.api.responses.store import MissingResponse, ResponseStore, stored_response
 from llmsim.runtime.adjustable import RUNTIME_FIELDS
 from llmsim.server.watchdog import FORCE_EXIT_GRACE
 from llmsim.settings import info as settings_info

@@ -20,7 +20,7 @@ import pytest
 from conftest import RunningServer
 
 from llmsim.api import create_app
-from llmsim.api.keys import ERROR_LISTENER, LIVE_STATS
+from llmsim.api.http.keys import ERROR_LISTENER, LIVE_STATS
 from llmsim.observability.logs import AccessWriter, JsonFormatter, TimeStamps
 from llmsim.settings.model import Settings
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from llmsim.api.pod_identity import install_pod_identity
+from llmsim.api.http.pod_identity import install_pod_identity
 
 if TYPE_CHECKING:
     from conftest import RunningServer

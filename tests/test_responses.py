@@ -18,7 +18,7 @@ from conftest import RunningServer, post_json, run_cli
 from llmsim.answers import RequestView
 from llmsim.answers.rules import RuleMatcher
 from llmsim.answers.schema_check import schema_problem
-from llmsim.api.app import create_app
+from llmsim.api.http.app import create_app
 from llmsim.engine import TimingOverride
 from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.settings.model import Settings

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer, start_server
 
-from llmsim.api.app import create_app
-from llmsim.api.route_inventory import LLMSIM_ROUTES, VLLM_ROUTES, Route, expected_routes
+from llmsim.api.http.app import create_app
+from llmsim.api.http.route_inventory import LLMSIM_ROUTES, VLLM_ROUTES, Route, expected_routes
 from llmsim.settings.model import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_the_app_has_exactly_the_routes_the_table_serves(
     actual = app_routes(monkeypatch, pooling=pooling, dev=dev)
     expected = expected_routes(pooling=pooling, dev=dev)
     assert expected - actual == set(), "marked served, but the app has no such route"
-    assert actual - expected == set(), "routed, but missing from llmsim/api/route_inventory.py"
+    assert actual - expected == set(), "routed, but missing from llmsim/api/http/route_inventory.py"
 
 
 def test_every_route_is_listed_once_and_unserved_ones_say_why() -> None:

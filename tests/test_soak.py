@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmsim.api import create_app
-from llmsim.api.keys import ENGINE
+from llmsim.api.http.keys import ENGINE
 from llmsim.engine import Engine, GenerationRequest, RequestGroup, Sequence, State
 from llmsim.settings.model import Settings
 

@@ -137,9 +137,9 @@ def test_a_cache_smaller_than_the_context_window_is_refused() -> None:
 
 async def test_the_app_wires_the_kv_listener_hasher_and_sleep_into_the_step_engine() -> None:
     from llmsim.api import create_app
-    from llmsim.api.keys import ENGINE
-    from llmsim.api.kv_setup import BLOCK_HASHER, KV_LISTENER
-    from llmsim.api.sleep import SLEEP
+    from llmsim.api.admin.sleep import SLEEP
+    from llmsim.api.http.keys import ENGINE
+    from llmsim.api.http.kv_setup import BLOCK_HASHER, KV_LISTENER
 
     app = create_app(step_settings(enable_sleep_mode=True))
     engine = app[ENGINE]

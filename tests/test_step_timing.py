@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from llmsim.api.app import create_app
+from llmsim.api.http.app import create_app
 from llmsim.engine.step import StepCosts, StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
 from llmsim.engine.timing import TimingOverride

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmsim.answers.tasks import classify, task_answer
-from llmsim.api.app import create_app
+from llmsim.api.http.app import create_app
 from llmsim.settings.model import Settings
 
 ARTICLE = (

@@ -400,8 +400,8 @@ def test_generation_with_zero_max_tokens_is_empty() -> None:
 
 
 def test_chat_template_sees_tools_and_tool_calls(tmp_path: Path) -> None:
-    from llmsim.api.prompts import render_chat
-    from llmsim.api.schemas import ChatCompletionRequest
+    from llmsim.api.openai.prompts import render_chat
+    from llmsim.api.openai.schemas import ChatCompletionRequest
 
     build_tokenizer(tmp_path / "tok")
     template = (

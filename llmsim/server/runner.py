@@ -25,10 +25,10 @@ from rich.console import Console
 from llmsim.answers.dataset import DatasetError
 from llmsim.answers.recording import RecordingError
 from llmsim.api import create_app
-from llmsim.api.access_log import AccessLogger
-from llmsim.api.bodies import serve_bodies_encoded
-from llmsim.api.keys import ENGINE, ENGINES, LIVE_STATS
-from llmsim.api.openapi import openapi_document
+from llmsim.api.http.access_log import AccessLogger
+from llmsim.api.http.bodies import serve_bodies_encoded
+from llmsim.api.http.keys import ENGINE, ENGINES, LIVE_STATS
+from llmsim.api.http.openapi import openapi_document
 from llmsim.console.banner import base_url, render_banner, render_instances_banner, startup_fields
 from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError

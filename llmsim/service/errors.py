@@ -26,13 +26,20 @@ class ServiceError(Exception):
     """A refusal with vLLM's message; ``param`` names the field at fault when there is one."""
 
     def __init__(
-        self, kind: ErrorKind, message: str, param: str | None = None, status: int | None = None
+        self,
+        kind: ErrorKind,
+        message: str,
+        param: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
         self.status = status if status is not None else DEFAULT_STATUS[kind]
+        self.type = type
+        """The error type HTTP reports (a response rule may name one); None: from the status."""
 
 
 DEFAULT_STATUS = {

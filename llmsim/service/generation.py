@@ -8,8 +8,9 @@ waiting queue). Every refusal is a :class:`~llmsim.service.errors.ServiceError`.
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from llmsim.answers import Responder
 from llmsim.engine import (
     ContextLengthError,
     Engine,
@@ -22,12 +23,15 @@ from llmsim.engine import (
     UnknownModelError,
 )
 from llmsim.engine.data_parallel import DataParallelEngines
+from llmsim.engine.generation import GeneratedText
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import InvalidForceHeaderError
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.answers import choose, prompt_view
 from llmsim.service.constraints import Constraint, constrained
 from llmsim.service.errors import ErrorKind, ServiceError, invalid
+from llmsim.service.load import ServerLoad
 from llmsim.service.prompts import piece_id, text_prompt, token_prompt
 from llmsim.service.sampling import Sampling, check_sampling
 
@@ -47,6 +51,10 @@ class ServiceState:
     runtime: Runtime
     engines: DataParallelEngines | None = None
     """Every engine when the server has more than one (data-parallel ranks)."""
+    responder: Responder | None = None
+    """The answer sources (response rules, tasks, datasets, replays) HTTP asks too."""
+    load: ServerLoad = field(default_factory=ServerLoad)
+    """The in-flight count ``GET /load`` answers, shared with the HTTP routes."""
 
     @property
     def busy(self) -> int:
@@ -68,16 +76,25 @@ def pick_engine(state: ServiceState, rank: int | None = None) -> Engine:
     engines = state.engines
     if engines is None or len(engines.engines) == 1:
         return state.engine
-    if rank is None:
-        return engines.engines[engines.choose()]
+    return engines.engines[engine_index(engines, rank)]
+
+
+def engine_index(engines: DataParallelEngines, asked: int | str | None) -> int:
+    """The index in ``engines`` of the engine for the data-parallel rank ``asked`` (as a
+    header or metadata value: text that is not a whole number is ignored, as vLLM ignores
+    it); without one, vLLM's balancing picks the least loaded engine. A rank this server
+    does not run is refused."""
+    if asked is None:
+        return engines.choose()
+    try:
+        rank = int(asked)
+    except ValueError:
+        return engines.choose()
     index = engines.index_of(rank)
     if index is None:
         first, last = engines.ranks[0], engines.ranks[-1]
-        raise invalid(
-            f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).",
-            "data_parallel_rank",
-        )
-    return engines.engines[index]
+        raise invalid(f"data_parallel_rank {rank} is out of range [{first}, {last + 1}).")
+    return index
 
 
 @dataclass(slots=True)
@@ -105,12 +122,16 @@ def check_serving(lifecycle: Lifecycle) -> None:
         raise ServiceError(ErrorKind.UNAVAILABLE, NOT_SERVING[phase])
 
 
-def inject_fault(runtime: Runtime, forced: str | None, model: str) -> None:
-    """The configured failure injection, or the one the client forced."""
+def inject_fault(
+    runtime: Runtime, forced: str | None, model: str, source: str | None = None
+) -> None:
+    """The configured failure injection, or the one the client forced (in ``source``: the
+    header or metadata key it came in, named in the error and as its ``param``)."""
     try:
         fault = runtime.faults.pick(forced, model)
     except InvalidForceHeaderError:
-        raise invalid("A forced error must be an HTTP error status from 400 to 599.") from None
+        name = source or "A forced error"
+        raise invalid(f"{name} must be an HTTP error status from 400 to 599.", source) from None
     if fault is not None:
         raise ServiceError(ErrorKind.FAULT, fault.message, fault.param, fault.status)
 
@@ -134,16 +155,24 @@ def start(state: ServiceState, request: TokenRequest) -> RequestGroup:
     sampling = request.sampling or Sampling()
     check_sampling(sampling, engine.tokenizer, settings.max_logprobs, settings.max_running_requests)
     prompt = _prompt(request, sampling, engine)
+    answer = constrained(request.constraint, sampling.seed)
+    max_tokens, timing = sampling.max_tokens, None
+    responder = state.responder
+    if responder is not None and responder.active:
+        view = prompt_view(target, prompt.echo_text, max_tokens, sampling.seed)
+        chosen = choose(responder, view, settings.mode, max_tokens)
+        answer, max_tokens, timing = chosen.answer or answer, chosen.max_tokens, chosen.timing
     generation = GenerationRequest(
         request_id=request.request_id,
         target=target,
         prompts=[prompt],
         n=sampling.n,
-        max_tokens=sampling.max_tokens,
+        max_tokens=max_tokens,
         ignore_eos=sampling.ignore_eos,
         stop=tuple(sampling.stop),
         seed=sampling.seed,
-        answer=constrained(request.constraint, sampling.seed),
+        answer=answer,
+        timing=timing,
         kv_transfer_delay=request.kv_transfer_delay,
     )
     return submit(engine, generation)
@@ -157,12 +186,22 @@ def _prompt(request: TokenRequest, sampling: Sampling, engine: Engine) -> Prompt
     return text_prompt(request.text or "", tokenizer, with_ids, truncate, limit)
 
 
-def submit(engine: Engine, generation: GenerationRequest) -> RequestGroup:
-    """The engine's admission, its refusals in vLLM's words."""
+def submit(
+    engine: Engine,
+    generation: GenerationRequest,
+    outputs: list[GeneratedText] | None = None,
+    prompt_param: str = "prompt",
+    limit_names: str = "'max_tokens'",
+) -> RequestGroup:
+    """The engine's admission, its refusals in vLLM's words; ``outputs`` made beforehand
+    (off the event loop) when given. ``prompt_param`` and ``limit_names`` name the request's
+    fields as its API spells them in a context-length error."""
     try:
-        return engine.submit(generation)
+        if outputs is None:
+            return engine.submit(generation)
+        return engine.submit(generation, outputs)
     except ContextLengthError as exc:
-        raise context_error(exc) from None
+        raise context_error(exc, prompt_param, limit_names) from None
     except QueueFullError:
         limit = engine.settings.max_waiting_queue_length
         raise ServiceError(
@@ -171,16 +210,18 @@ def submit(engine: Engine, generation: GenerationRequest) -> RequestGroup:
         ) from None
 
 
-def context_error(exc: ContextLengthError) -> ServiceError:
+def context_error(
+    exc: ContextLengthError, prompt_param: str = "prompt", limit_names: str = "'max_tokens'"
+) -> ServiceError:
     limit, prompt = exc.max_model_len, exc.prompt_tokens
     if prompt >= limit or exc.max_tokens is None:
         return invalid(
             f"This model's maximum context length is {limit} tokens. However, your request has "
-            f"{prompt} input tokens. Please reduce the length of the input prompt.",
-            "prompt",
+            f"{prompt} input tokens. Please reduce the length of the input {prompt_param}.",
+            prompt_param,
         )
     return invalid(
-        f"'max_tokens' is too large: {exc.max_tokens}. This model's maximum context length is "
+        f"{limit_names} is too large: {exc.max_tokens}. This model's maximum context length is "
         f"{limit} tokens and your request has {prompt} input tokens "
         f"({exc.max_tokens} > {limit} - {prompt}).",
         "max_tokens",

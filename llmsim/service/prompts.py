@@ -23,11 +23,16 @@ def token_prompt(
     """``ids`` as given (after ``truncate``); vLLM's 400 for an empty or out-of-vocabulary one."""
     if not ids:
         raise invalid("The prompt must not be empty.", "prompt")
-    largest = max(ids)
-    if largest > tokenizer.max_token_id:
-        raise invalid(f"Token id {largest} is out of vocabulary", "prompt")
+    check_vocabulary(ids, tokenizer)
     kept = truncated(list(ids), truncate, max_model_len)
     return PromptInput(len(kept), prompt_text(kept, tokenizer), kept if with_ids else None)
+
+
+def check_vocabulary(ids: Sequence[int], tokenizer: Tokenizer, param: str = "prompt") -> None:
+    """vLLM's 400 for a token-id prompt with an id the tokenizer cannot have."""
+    largest = max(ids)
+    if largest > tokenizer.max_token_id:
+        raise invalid(f"Token id {largest} is out of vocabulary", param)
 
 
 def text_prompt(

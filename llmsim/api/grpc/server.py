@@ -18,13 +18,13 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from llmsim.api.admin.sleep import SLEEP
 from llmsim.api.grpc.auth import ApiKeyInterceptor
 from llmsim.api.grpc.generated import vllm_engine_pb2 as pb
 from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
 from llmsim.api.grpc.health import follow_lifecycle
 from llmsim.api.grpc.servicer import VllmEngineServicer
-from llmsim.api.keys import ENGINE, ENGINES, LIFECYCLE, RUNTIME
-from llmsim.api.sleep import SLEEP
+from llmsim.api.http.keys import ENGINE, ENGINES, LIFECYCLE, RESPONDER, RUNTIME, SERVER_LOAD
 from llmsim.runtime.sleep import SleepController
 from llmsim.service.generation import ServiceState
 from llmsim.settings.model import Settings
@@ -137,10 +137,16 @@ def _host(host: str) -> str:
 
 
 async def start_for_app(app: web.Application, settings: Settings) -> GrpcDoor:
-    """The gRPC door of the server ``app`` is: its engines, lifecycle, faults, sleep."""
+    """The gRPC door of the server ``app`` is: its engines, lifecycle, faults, sleep, response
+    rules and ``/load`` count."""
     engines = app[ENGINES]
     state = ServiceState(
-        app[ENGINE], app[LIFECYCLE], app[RUNTIME], engines if len(engines.engines) > 1 else None
+        app[ENGINE],
+        app[LIFECYCLE],
+        app[RUNTIME],
+        engines if len(engines.engines) > 1 else None,
+        app[RESPONDER],
+        app[SERVER_LOAD],
     )
     port = settings.grpc_port if settings.grpc_port is not None else 0
     return await start_grpc(settings, state, app.get(SLEEP), port)

@@ -47,17 +47,18 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         self.last_receive = time.time()
-        try:
-            metadata = _metadata(context)
-            token_request = convert.token_request(request, metadata.get(FORCE_KEY))
-            token_request.data_parallel_rank = _rank(metadata)
-            group = start(self.state, token_request)
-        except ServiceError as exc:
-            await context.abort(status_code(exc), exc.message)
-        with group:
-            run_id = token_request.request_id
-            async for message in self._generate(group, run_id, request.stream):
-                yield message
+        with self.state.load:  # counted in ``GET /load`` until the last message is out
+            try:
+                metadata = _metadata(context)
+                token_request = convert.token_request(request, metadata.get(FORCE_KEY))
+                token_request.data_parallel_rank = _rank(metadata)
+                group = start(self.state, token_request)
+            except ServiceError as exc:
+                await context.abort(status_code(exc), exc.message)
+            with group:
+                run_id = token_request.request_id
+                async for message in self._generate(group, run_id, request.stream):
+                    yield message
 
     async def _generate(
         self, group: RequestGroup, request_id: str, stream: bool
@@ -92,15 +93,16 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
     ) -> pb.EmbedResponse:
         self.last_receive = time.time()
         request_id = request.request_id or f"embd-{time.monotonic_ns()}"
-        try:
-            metadata = _metadata(context)
-            ids = list(request.tokenized.input_ids)
-            forced = metadata.get(FORCE_KEY)
-            embedding = start_embedding(self.state, request_id, ids, forced, _rank(metadata))
-        except ServiceError as exc:
-            await context.abort(status_code(exc), exc.message)
-        with embedding.group:
-            await embedding.group.run()
+        with self.state.load:
+            try:
+                metadata = _metadata(context)
+                ids = list(request.tokenized.input_ids)
+                forced = metadata.get(FORCE_KEY)
+                embedding = start_embedding(self.state, request_id, ids, forced, _rank(metadata))
+            except ServiceError as exc:
+                await context.abort(status_code(exc), exc.message)
+            with embedding.group:
+                await embedding.group.run()
         return pb.EmbedResponse(
             embedding=embedding.vector,
             prompt_tokens=embedding.prompt_tokens,

@@ -1,0 +1,57 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic Messages API.
+
+Like vLLM, the request is translated into a chat request that runs through the chat
+pipeline, and the answer is translated back; errors on these routes come in Anthropic's
+shape (``guard`` picks it by path).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llmsim.api.anthropic.convert import (
+    CountTokensRequest,
+    MessagesRequest,
+    MessagesStream,
+    chat_messages,
+    chat_tools,
+    message_body,
+)
+from llmsim.api.anthropic.convert import chat_body as messages_chat_body
+from llmsim.api.http.jsonio import dumps
+from llmsim.api.http.keys import ENGINE
+from llmsim.api.http.requests import read_json_object, validate_body
+from llmsim.api.http.sse import ResponseMeta
+from llmsim.api.openai.adapted import Exchange, chat_request, renamer
+from llmsim.api.openai.inference import generate
+from llmsim.api.openai.prompts import chat_prompt
+
+
+async def create_message(request: web.Request) -> web.StreamResponse:
+    arrival = time.monotonic()  # the latency metrics count the body's parsing too
+    body = validate_body(MessagesRequest, await read_json_object(request))
+    chat = chat_request(messages_chat_body(body))
+    stop_sequences = list(body.stop_sequences or ())
+    exchange = Exchange("chatcmpl-", "message")
+
+    def render(chat_body: dict[str, Any], meta: ResponseMeta) -> dict[str, Any]:
+        return message_body(chat_body, meta.model, stop_sequences)
+
+    def translator(meta: ResponseMeta) -> MessagesStream:
+        return MessagesStream(meta.id, meta.model, exchange.prompt_tokens, stop_sequences)
+
+    rename = renamer("output_config.format", "tools[{index}].input_schema")
+    flavor = exchange.flavor(render, translator, rename_param=rename)
+    return await generate(request, flavor, chat, arrival=arrival)
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """The prompt's token count, counted as a generation request would count it."""
+    body = validate_body(CountTokensRequest, await read_json_object(request))
+    chat = chat_request({"model": body.model, "messages": chat_messages(body), **chat_tools(body)})
+    tokens = chat_prompt(chat, request.app[ENGINE].tokenizer).token_count
+    answer = {"input_tokens": tokens, "context_management": {"original_input_tokens": tokens}}
+    return web.Response(body=dumps(answer), content_type="application/json")

@@ -1,0 +1,252 @@
+"""Server-sent events for streamed completions.
+
+Each chunk is pre-encoded around the token: the parts that never change within a
+response (id, object, created, model) are serialised once, so a token costs one small
+JSON string escape and one write.
+
+The engine releases tokens from a timer callback, so token writes are synchronous: they
+go straight to the connection's transport (framed as HTTP/1.1 chunks when the response
+is chunked), after aiohttp has sent the headers. A client that stops reading backs the
+stream up; the engine then waits for :meth:`StreamSink.drain` before writing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+
+from llmsim.api.http.errors import error_body
+from llmsim.api.http.jsonio import dumps
+from llmsim.api.openai.logprobs import OutputPlan
+from llmsim.api.openai.stream_logprobs import StreamLogprobs
+from llmsim.engine import RequestGroup, Sequence
+from llmsim.engine.pacer import MAX_BATCH
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(slots=True)
+class ResponseMeta:
+    """What every chunk and body of one response shares (one per request, so not frozen:
+    a frozen ``__init__`` sets each field through ``object.__setattr__``)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    plan: OutputPlan | None = None
+    """Logprobs, echo and prompt logprobs the request asked for; None for plain text."""
+    reasoning_shown: bool = True
+    """With a reasoning parser: whether the answer shows the thought (``include_reasoning``)."""
+    role: str = "assistant"
+    """The chat answer's role (``--response-role``)."""
+
+    def header(self) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
+
+
+def usage(group: RequestGroup) -> dict[str, Any]:
+    prompt, completion = group.prompt_tokens, group.completion_tokens
+    body: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if group.engine.settings.enable_prompt_tokens_details:
+        cached = group.cached_tokens
+        if cached:  # vLLM adds the details only when some prompt tokens were cached
+            body["prompt_tokens_details"] = {"cached_tokens": cached}
+    return body
+
+
+NOT_FINISHED = b'"finish_reason":null,"stop_reason":null'
+"""The finish fields of every chunk but a choice's last."""
+
+
+def finish_fields(sequence: Sequence, last: bool) -> bytes:
+    """``"finish_reason":...,"stop_reason":...`` for a chunk; null unless it is the last."""
+    if not last:
+        return NOT_FINISHED
+    return (
+        b'"finish_reason":'
+        + dumps(sequence.api_finish_reason)
+        + b',"stop_reason":'
+        + dumps(sequence.stop_reason)
+    )
+
+
+LOGPROB_TOKENS_PER_TICK = 64
+"""Tokens with logprobs written per engine tick over all choices of a stream: a few ms."""
+HIGH_WATER = 256 * 1024
+"""Bytes queued on a connection beyond which a stream waits for the client to read."""
+
+
+class StreamSink:
+    """Writes a sequence's tokens as SSE chunks; subclasses shape the chunk JSON."""
+
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, meta: ResponseMeta
+    ) -> None:
+        """``response`` must be prepared: from then on tokens go to the connection."""
+        self.request = request
+        self.response = response
+        head = dumps(meta.header())
+        self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":'
+        self._heads: dict[int, bytes] = {}
+        self.sent = 0
+        """Bytes written to the connection past aiohttp (``body_length`` misses them)."""
+        self._chunked = response.chunked
+        self._connection = request.transport
+        self.logprobs = StreamLogprobs(meta.plan) if meta.plan is not None else None
+        """Logprobs and echo state; None on the plain-text path."""
+        self.max_batch = MAX_BATCH
+        """Most tokens of one sequence the engine releases to this sink at once."""
+
+    def share_batches(self, choices: int) -> None:
+        """With logprobs, keep the tokens written per engine tick to about
+        :data:`LOGPROB_TOKENS_PER_TICK` over all ``choices`` (each costs tens of µs)."""
+        if self.logprobs is not None and self.logprobs.plan.logprobs is not None:
+            self.max_batch = max(1, min(MAX_BATCH, LOGPROB_TOKENS_PER_TICK // choices))
+
+    def start_chunk(self, index: int) -> bytes:
+        """Sent before a choice's first token (chat announces the role)."""
+        return b""
+
+    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+        raise NotImplementedError
+
+    def chunk(self, index: int, body: bytes) -> bytes:
+        return self.head(index) + body + b"}]}\n\n"
+
+    def head(self, index: int) -> bytes:
+        """``data: {...,"choices":[{"index":N,`` for choice ``index``, made once per choice."""
+        head = self._heads.get(index)
+        if head is None:
+            head = self._heads[index] = self._prefix + str(index).encode() + b","
+        return head
+
+    def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+        """A token of a sequence with tool calls or a thought (only chat streams them apart)."""
+        return self.token_chunk(sequence, text, last)
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        last = len(sequence.output) - 1
+        if sequence.tool_calls or sequence.reasoning_end:
+            tool_chunk = self.tool_token_chunk
+            chunks = [
+                tool_chunk(sequence, position, text, position == last)
+                for position, text in enumerate(texts, start)
+            ]
+        else:
+            token_chunk = self.token_chunk
+            chunks = [
+                token_chunk(sequence, text, position == last)
+                for position, text in enumerate(texts, start)
+            ]
+        if start == 0:
+            chunks.insert(0, self.start_chunk(sequence.index))
+        return self.write(b"".join(chunks))
+
+    def end_chunk(self, sequence: Sequence) -> bytes:
+        """A choice's last chunk when its last token went out unmarked (cut short by a
+        pause's abort): no text, the finish reason."""
+        raise NotImplementedError
+
+    def finished(self, sequence: Sequence) -> None:
+        if not sequence.output:
+            start = self.start_chunk(sequence.index)
+            self.write(start + self.token_chunk(sequence, "", True))
+        elif sequence.cut_short:
+            self.write(self.end_chunk(sequence))
+
+    def write(self, data: bytes) -> bool:
+        """Write now; True if the connection is backed up."""
+        transport = self._transport()
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        transport.write(data)
+        self.sent += len(data)
+        return transport.get_write_buffer_size() > HIGH_WATER
+
+    async def close(self, meta: ResponseMeta, group: RequestGroup, include_usage: bool) -> None:
+        """End the stream once every sequence finished (the usage chunk and ``[DONE]``)."""
+        await close_stream(self.response, meta, group, include_usage)
+
+    def error_events(self, message: str) -> bytes:
+        """What ends a stream that failed after its headers: vLLM's error chunk, then ``[DONE]``."""
+        return b"data: " + error_body(500, message) + b"\n\n" + DONE
+
+    async def fail(self, message: str) -> None:
+        """End the stream with :meth:`error_events` instead of closing it without a word."""
+        try:
+            self.write(self.error_events(message))
+            await self.response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone: nobody to tell
+
+    async def drain(self) -> None:
+        # The response is prepared already, so prepare() just returns its writer.
+        writer = await self.response.prepare(self.request)
+        if writer is not None:
+            await writer.drain()
+
+    def _transport(self) -> asyncio.WriteTransport:
+        transport = self._connection
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        return cast(asyncio.WriteTransport, transport)
+
+
+class StreamCutError(Exception):
+    """Raised to cut a stream on purpose (``--stream-cut-rate``)."""
+
+
+class CuttingSink:
+    """Passes tokens through until ``after`` of them were written, then cuts the stream."""
+
+    def __init__(self, inner: StreamSink, after: int) -> None:
+        self._inner = inner
+        self._left = after
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        if self._left <= 0:
+            raise StreamCutError
+        allowed = texts[: self._left]
+        self._left -= len(allowed)
+        backed_up = self._inner.tokens(sequence, start, allowed)
+        if len(allowed) < len(texts):
+            raise StreamCutError
+        return backed_up
+
+    def finished(self, sequence: Sequence) -> None:
+        self._inner.finished(sequence)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    if request.version >= (1, 1):
+        response.enable_chunked_encoding()  # so that ``response.chunked`` says so
+    await response.prepare(request)
+    return response
+
+
+async def close_stream(
+    response: web.StreamResponse, meta: ResponseMeta, group: RequestGroup, include_usage: bool
+) -> None:
+    if include_usage:
+        body = {**meta.header(), "choices": [], "usage": usage(group)}
+        await response.write(b"data: " + dumps(body) + b"\n\n")
+    await response.write(DONE)
+    await response.write_eof()

@@ -1,0 +1,397 @@
+"""The two generation endpoints: parse, resolve, submit to the engine, write JSON or SSE.
+
+No scheduling happens here: the engine decides when tokens are released, these
+handlers only translate between the wire and the engine. The steps every door shares
+(readiness, injected faults, the model or adapter, the answer sources, the engine's
+admission and its refusals) are :mod:`llmsim.service`'s; their errors reach the client
+through the guard in vLLM's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from llmsim.answers import Responder
+from llmsim.answers.view import Api
+from llmsim.api.http.errors import APIError
+from llmsim.api.http.jsonio import dumps
+from llmsim.api.http.keys import GENERATION, STREAMED
+from llmsim.api.http.requests import is_large, parse_body
+from llmsim.api.http.routing import engine_index
+from llmsim.api.http.sse import (
+    CuttingSink,
+    ResponseMeta,
+    StreamCutError,
+    StreamSink,
+    open_stream,
+)
+from llmsim.api.openai.answer_pieces import (
+    Pieces,
+    chat_pieces,
+    completion_pieces,
+    write_pieces,
+)
+from llmsim.api.openai.budget import check_work
+from llmsim.api.openai.chat import ChatStreamSink, chat_body
+from llmsim.api.openai.chosen import choose
+from llmsim.api.openai.completions import CompletionStreamSink, completion_body
+from llmsim.api.openai.constrained import (
+    chat_answer,
+    completion_answer,
+    has_constraints,
+    renamed,
+    request_rng,
+    same_name,
+)
+from llmsim.api.openai.logprobs import OutputPlan, chat_plan, completion_plan
+from llmsim.api.openai.parser_flags import check_tool_choice, reasoning_of
+from llmsim.api.openai.prompts import chat_prompt, completion_prompts
+from llmsim.api.openai.rendered import rendered_answer, rendered_thinking
+from llmsim.api.openai.request_log import RequestLogger
+from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
+from llmsim.engine import (
+    Answer,
+    ContextLengthError,
+    Engine,
+    GenerationRequest,
+    PromptInput,
+    RequestGroup,
+    TokenSink,
+)
+from llmsim.engine.data_parallel import DataParallelEngines
+from llmsim.engine.generation import GeneratedText
+from llmsim.engine.tokenizer import Tokenizer
+from llmsim.runtime.adjustable import Runtime
+from llmsim.runtime.faults import FORCE_HEADER
+from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.generation import (
+    check_serving,
+    context_error,
+    inject_fault,
+    resolve,
+    submit,
+)
+from llmsim.service.kv_transfer import KVTransferAgent
+
+REQUEST_ID_HEADER = "X-Request-Id"
+OFF_LOOP_TOKENS = 32_768
+"""Requests with several choices that may generate more tokens than this in all (n x prompts
+x max_tokens) have their answers made in a worker thread and written in pieces; a single
+choice, at most one context's worth, is made on the loop as before."""
+STREAM_FAILED = "Internal server error while streaming the answer"
+LIMIT_NAMES = "'max_tokens' or 'max_completion_tokens'"
+"""The fields a context-length error names: chat and completions take either."""
+logger = logging.getLogger("llmsim.api")
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceState:
+    """What the generation handlers read on every request, gathered under one app key."""
+
+    engine: Engine
+    lifecycle: Lifecycle
+    runtime: Runtime
+    responder: Responder
+    kv_agent: KVTransferAgent
+    engines: DataParallelEngines | None = None
+    """Every engine when the server has more than one; None spares one engine the choice."""
+    kv_agents: tuple[KVTransferAgent, ...] = ()
+    request_log: RequestLogger | None = None
+    """vLLM's request log (``--log-requests``); None when off."""
+
+
+INFERENCE = web.AppKey("inference", InferenceState)
+
+FEATURE_FIELDS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "response_format",
+        "structured_outputs",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "logprobs",
+        "top_logprobs",
+        "prompt_logprobs",
+        "echo",
+        "kv_transfer_params",
+    }
+)
+"""Request fields that ask for more than text: a request that sends none of them (and
+most do not) skips the tool, structured-output, logprobs and P/D steps altogether."""
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """What differs between chat and text completions."""
+
+    id_prefix: str
+    object: str
+    chunk_object: str
+    prompt_param: str
+    body: Callable[[ResponseMeta, RequestGroup], dict[str, Any]]
+    sink: Callable[[web.BaseRequest, web.StreamResponse, ResponseMeta], StreamSink]
+    prompts: Callable[[Any, Tokenizer, bool], Sequence[PromptInput]]
+    plan: Callable[[Any, Tokenizer, int], OutputPlan | None]
+    api: Api | None = None
+    """The API the client called, when not chat or completions (rules match on it)."""
+    pieces: Pieces | None = None
+    """The JSON answer made in pieces (:mod:`answer_pieces`); None: always made at once."""
+    rename_param: Callable[[str], str] = same_name
+    """A chat field's name as the client's API spells it, for errors on translated requests."""
+
+
+CHAT = Flavor(
+    "chatcmpl-",
+    "chat.completion",
+    "chat.completion.chunk",
+    "messages",
+    chat_body,
+    ChatStreamSink,
+    lambda body, tokenizer, with_ids: [chat_prompt(body, tokenizer, with_ids)],
+    chat_plan,
+    pieces=chat_pieces,
+)
+COMPLETION = Flavor(
+    "cmpl-",
+    "text_completion",
+    "text_completion",
+    "prompt",
+    completion_body,
+    CompletionStreamSink,
+    completion_prompts,
+    completion_plan,
+    pieces=completion_pieces,
+)
+
+
+async def create_chat_completion(request: web.Request) -> web.StreamResponse:
+    # The parsed body is not kept in this frame: _generate lets go of it once the
+    # engine has the request, which matters with thousands of open streams. The arrival
+    # is stamped before the body is read, parsed and tokenized: that is where a client's
+    # clock starts, so the latency metrics count that work too.
+    arrival = time.monotonic()
+    body = await parse_body(request, ChatCompletionRequest)
+    return await _generate(request, CHAT, body, arrival=arrival)
+
+
+async def create_completion(request: web.Request) -> web.StreamResponse:
+    arrival = time.monotonic()
+    body = await parse_body(request, CompletionRequest)
+    return await _generate(request, COMPLETION, body, arrival=arrival)
+
+
+async def generate(
+    request: web.Request,
+    flavor: Flavor,
+    body: ChatCompletionRequest | CompletionRequest,
+    request_id: str | None = None,
+    arrival: float | None = None,
+) -> web.StreamResponse:
+    """Run a parsed request through the engine and answer it in ``flavor``'s shapes.
+
+    The Responses and Messages APIs call this with a translated chat request and a
+    flavor of their own, so they share every limit, metric and fault of chat;
+    ``request_id`` is one the body named (the ``X-Request-Id`` header still wins);
+    ``arrival`` is ``time.monotonic()`` when the handler started (None: now).
+    """
+    return await _generate(request, flavor, body, request_id, arrival)
+
+
+async def _generate(
+    request: web.Request,
+    flavor: Flavor,
+    body: ChatCompletionRequest | CompletionRequest,
+    body_id: str | None = None,
+    arrival: float | None = None,
+) -> web.StreamResponse:
+    state = request.app[INFERENCE]  # one lookup: each walks aiohttp's app chain
+    engine, kv_agent = state.engine, state.kv_agent  # the engines differ only in their load
+    if state.lifecycle.phase != "ready":  # one test on the way of every request
+        check_serving(state.lifecycle)
+    forced = request.headers.get(FORCE_HEADER)
+    inject_fault(state.runtime, forced, body.model or engine.settings.served_names[0], FORCE_HEADER)
+    client_id = request.headers.get(REQUEST_ID_HEADER)
+    if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
+        raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
+    request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
+    target = resolve(engine, body.model)
+    # One set test tells a plain request, which skips every feature check below.
+    plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)
+    transfer = None
+    if not plain and body.kv_transfer_params is not None:
+        transfer = kv_agent.read(body.kv_transfer_params)
+    large = is_large(request)
+    if large:  # thousands of prompts: counted in a worker thread, the loop stays free
+        prompts = await asyncio.to_thread(
+            flavor.prompts, body, engine.tokenizer, engine.needs_token_ids
+        )
+    else:
+        prompts = flavor.prompts(body, engine.tokenizer, engine.needs_token_ids)
+    # Tools and schemas are checked even when a rule answers.
+    constrained = rendered_answer(body)  # the calls a rendered chat request made
+    if not plain:
+        if flavor.api != "responses" and isinstance(body, ChatCompletionRequest):
+            check_tool_choice(engine.settings, body)  # vLLM's Responses API does not check
+        if constrained is None:
+            constrained = await _answer(body, engine, flavor)
+    if state.responder.active:
+        chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
+        answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
+    else:
+        answer, max_tokens, timing = constrained, body.output_limit, None
+    generation = GenerationRequest(
+        request_id=request_id,
+        target=target,
+        prompts=prompts,
+        n=body.n,
+        max_tokens=max_tokens,
+        ignore_eos=body.ignore_eos,
+        stop=body.stop_strings,
+        seed=body.seed,
+        answer=answer,
+        timing=timing,
+        kv_transfer_delay=kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
+        if transfer and transfer.remote_prefill
+        else None,
+        arrival=arrival,
+    )
+    settings = engine.settings
+    shown = True
+    if settings.reasoning_parser is not None:
+        thinks, shown = reasoning_of(settings.reasoning_parser, body)
+        generation.reasoning = thinks or rendered_thinking(body)
+    plan = None
+    if not plain:
+        make_plan = partial(flavor.plan, body, engine.tokenizer, settings.max_logprobs)
+        plan = await asyncio.to_thread(make_plan) if large else make_plan()
+        if plan is not None:
+            plan.token_ids = settings.return_tokens_as_token_ids
+    check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
+    request_log = state.request_log
+    if request_log is not None:
+        request_log.log_inputs(body, generation, engine.tokenizer)
+    stream, include_usage = body.stream, body.include_usage
+    del body
+    if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
+        index = engine_index(request, state.engines)
+        engine, kv_agent = state.engines.engines[index], state.kv_agents[index]
+    outputs = None
+    choices = generation.n * len(prompts)
+    if choices > 1 and choices * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
+        outputs = await _outputs_off_loop(engine, generation, flavor)
+    group = submit(engine, generation, outputs, flavor.prompt_param, LIMIT_NAMES)
+    request[GENERATION] = group
+    headers = {REQUEST_ID_HEADER: client_id} if client_id else None
+    with group:
+        if stream:
+            meta = ResponseMeta(
+                request_id, flavor.chunk_object, int(time.time()), target.name, plan
+            )
+            meta.reasoning_shown = shown
+            meta.role = settings.response_role
+            response = await _stream(
+                request, flavor, meta, group, include_usage, headers or {}, state.runtime
+            )
+            if request_log is not None:
+                request_log.log_outputs(request_id, group, streaming=True)
+            return response
+        meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
+        meta.reasoning_shown = shown
+        await group.run()
+        if request_log is not None:
+            request_log.log_outputs(request_id, group, streaming=False)
+        extra = {}
+        if transfer and transfer.remote_decode and _length_capped(group):
+            extra["kv_transfer_params"] = kv_agent.prefill_params(group.prompt_tokens, request_id)
+        if flavor.pieces is not None and (plan is not None or outputs is not None):
+            return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
+        answer_body = flavor.body(meta, group)
+        answer_body.update(extra)
+        return web.Response(
+            body=dumps(answer_body), content_type="application/json", headers=headers
+        )
+
+
+def _length_capped(group: RequestGroup) -> bool:
+    """vLLM's NIXL connector hands the blocks on only when generation stopped on its length
+    (a prefill request's ``max_tokens``); a request that stopped otherwise keeps nothing."""
+    return all(sequence.finish_reason == "length" for sequence in group.sequences)
+
+
+async def _stream(
+    request: web.Request,
+    flavor: Flavor,
+    meta: ResponseMeta,
+    group: RequestGroup,
+    include_usage: bool,
+    headers: dict[str, str],
+    runtime: Runtime,
+) -> web.StreamResponse:
+    faults = runtime.faults
+    response = await open_stream(request, headers)
+    writer = flavor.sink(request, response, meta)
+    sink: TokenSink = writer
+    cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
+    if cut_after is not None:
+        sink = CuttingSink(writer, cut_after)
+    try:
+        if writer.logprobs is not None:
+            await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
+            writer.share_batches(len(group.sequences))
+        await group.run(sink)
+        await writer.close(meta, group, include_usage)
+    except StreamCutError:
+        faults.stream_cut()
+        if request.transport is not None:
+            request.transport.close()
+    except ConnectionError:
+        pass  # the client went away; leaving the ``with`` block aborts the rest
+    except Exception:
+        # The 200 and its headers are out: the client hears of the failure in the stream.
+        logger.exception("stream %s failed after its headers were sent", meta.id)
+        await writer.fail(STREAM_FAILED)
+    finally:
+        request[STREAMED] = writer.sent
+    return response
+
+
+async def _answer(
+    body: ChatCompletionRequest | CompletionRequest, engine: Engine, flavor: Flavor
+) -> Answer | None:
+    """Tool calls or structured output, decided before the engine paces the tokens.
+
+    Client schemas and regexes are generated in a worker thread: their work is bounded
+    (``engine/structured/budget.py``), and the event loop keeps serving meanwhile.
+    """
+    if not has_constraints(body):
+        return None  # the common case costs one look at a few fields
+    rng = request_rng(body.seed)
+    try:
+        if isinstance(body, ChatCompletionRequest):
+            probability = engine.settings.tool_call_probability
+            return await asyncio.to_thread(chat_answer, body, probability, rng)
+        return await asyncio.to_thread(completion_answer, body, rng)
+    except APIError as exc:
+        raise renamed(exc, flavor.rename_param) from None
+
+
+async def _outputs_off_loop(
+    engine: Engine, generation: GenerationRequest, flavor: Flavor
+) -> list[GeneratedText]:
+    """The outputs of a request that may have many long answers, made in a worker thread."""
+    try:
+        return await asyncio.to_thread(engine.outputs, generation)
+    except ContextLengthError as exc:
+        raise context_error(exc, flavor.prompt_param, LIMIT_NAMES) from None

@@ -1,0 +1,143 @@
+"""Turn API inputs into what the engine needs: prompt token counts and echo text.
+
+Every count comes from the engine's tokenizer. Chat prompts are counted on the rendered
+conversation: the tokenizer's chat template when it has one, else the built-in format
+``<|role|>\\ncontent\\n`` per message plus the assistant header, so usage grows with
+every message, including the role markers, as it does with a real model. Completion
+prompts are counted with the model's special tokens (a BOS, say), as vLLM does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmsim.api.http.errors import APIError
+from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from llmsim.engine import PromptInput
+from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
+from llmsim.service.prompts import check_vocabulary, token_prompt
+
+__all__ = [
+    "GENERATION_PROMPT",
+    "chat_prompt",
+    "check_vocabulary",
+    "completion_prompts",
+    "render_chat",
+]
+
+
+def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as a chat template sees them: role, text content, and any other fields."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item = dict(message.model_extra or {})
+        item["role"] = message.role
+        item["content"] = message.text
+        for key in ("name", "tool_calls", "tool_call_id"):
+            value = getattr(message, key)
+            if value is not None:
+                item[key] = value
+        out.append(item)
+    return out
+
+
+def render_messages(
+    tokenizer: Tokenizer,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    extra: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The prompt text of a conversation; a failing template is the client's 400.
+
+    The built-in format puts tool definitions first, as chat templates put them in the
+    system prompt, and an assistant's tool calls as JSON after its text; a template gets
+    them as ``tools`` and each message's ``tool_calls``.
+    """
+    if isinstance(tokenizer, BuiltinTokenizer) and tokenizer.template is None:
+        # the built-in format, without building dicts (hot path)
+        parts = [
+            f"<|{message.role}|>\n{message.text}{_calls(message) if message.tool_calls else ''}\n"
+            for message in messages
+        ]
+        if tools:
+            parts.insert(0, f"<|tools|>\n{json.dumps(tools)}\n")
+        if add_generation_prompt:
+            parts.append(GENERATION_PROMPT)
+        return "".join(parts)
+    variables = dict(extra or {})
+    if tools:
+        variables.setdefault("tools", tools)
+    try:
+        return tokenizer.render_chat(message_dicts(messages), add_generation_prompt, **variables)
+    except ValueError as exc:
+        raise APIError(400, str(exc), "messages") from None
+
+
+def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
+    extras = request.__pydantic_extra__  # the attribute: ``model_extra`` is a property
+    tools = None
+    if request.tools and request.tool_choice != "none":
+        tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
+    if not extras:  # the usual request: nothing for the template beyond the messages
+        return render_messages(tokenizer, request.messages, True, None, tools)
+    add_generation_prompt = extras.get("add_generation_prompt", True)
+    kwargs = extras.get("chat_template_kwargs")
+    return render_messages(
+        tokenizer,
+        request.messages,
+        add_generation_prompt if isinstance(add_generation_prompt, bool) else True,
+        kwargs if isinstance(kwargs, dict) else None,
+        tools,
+    )
+
+
+def _calls(message: ChatMessage) -> str:
+    return json.dumps(message.tool_calls) if message.tool_calls else ""
+
+
+def last_user_text(request: ChatCompletionRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.text
+    return ""
+
+
+def chat_prompt(
+    request: ChatCompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> PromptInput:
+    """``with_ids``: also carry the token ids (only the step engine's prefix cache wants them)."""
+    text = render_chat(request, tokenizer)
+    if with_ids:
+        ids = tokenizer.encode(text, False)
+        return PromptInput(len(ids), last_user_text(request), ids)
+    return PromptInput(tokenizer.count(text, False), last_user_text(request))
+
+
+def completion_prompts(
+    request: CompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
+) -> list[PromptInput]:
+    """One input per prompt; token-id prompts count their ids and echo their text, as
+    :func:`llmsim.service.prompts.token_prompt` does for every door."""
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return [_text_prompt(prompt, prompt, tokenizer, True, with_ids)]
+    if all(isinstance(item, int) for item in prompt):
+        return [token_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
+    inputs: list[PromptInput] = []
+    for item in prompt:
+        if isinstance(item, str):
+            inputs.append(_text_prompt(item, item, tokenizer, True, with_ids))
+        else:
+            inputs.append(token_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
+    return inputs
+
+
+def _text_prompt(
+    text: str, echo_text: str, tokenizer: Tokenizer, special: bool, with_ids: bool
+) -> PromptInput:
+    if with_ids:
+        ids = tokenizer.encode(text, special)
+        return PromptInput(len(ids), echo_text, ids)
+    return PromptInput(tokenizer.count(text, special), echo_text)
