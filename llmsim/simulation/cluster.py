@@ -85,6 +85,7 @@ class Cluster:
     prefill instance (one output token), then sent to a decode instance that receives the
     prompt's KV cache (the transfer time of its settings) instead of computing it; both
     pools are routed with the same policy. Prefill instances come after the decode ones.
+    ``lazy=False`` visits every decoding sequence at every step (the same results, slower).
     """
 
     def __init__(
@@ -94,12 +95,15 @@ class Cluster:
         *,
         seed: int = 0,
         prefill: Seq[Settings] = (),
+        lazy: bool = True,
     ) -> None:
         self.settings = [*settings, *prefill]
         self.instances = [
             Instance(
                 f"instance-{k}",
-                VirtualRun(StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k))),
+                VirtualRun(
+                    StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k)), lazy=lazy
+                ),
             )
             for k, each in enumerate(self.settings)
         ]
@@ -198,12 +202,14 @@ class Cluster:
         result = run.last_result
         if result is not None:
             gaps: dict[float, int] = {}
+            if result.lazy:
+                gaps[result.lazy_previous] = result.lazy
             for seq in result.emitted:
                 previous = seq.previous_token_at
                 if previous is not None:
                     gaps[previous] = gaps.get(previous, 0) + 1
-            for previous, count in gaps.items():
-                observer.token_gaps(index, run.now - previous, count)
+            for previous in sorted(gaps):  # an order that does not depend on the batch's
+                observer.token_gaps(index, run.now - previous, gaps[previous])
             for seq in result.finished:
                 self._finish(index, seq.sequence, observer, follow_ups)
         run.finished.clear()

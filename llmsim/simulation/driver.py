@@ -59,9 +59,9 @@ class RequestRecord(ClientTimes):
 class Simulation:
     """One simulated server, run in virtual time."""
 
-    def __init__(self, settings: Settings, *, seed: int = 0) -> None:
+    def __init__(self, settings: Settings, *, seed: int = 0, lazy: bool = True) -> None:
         engine = StepEngine.from_settings(settings, rng=random.Random(seed))
-        self.run_state = VirtualRun(engine)
+        self.run_state = VirtualRun(engine, lazy=lazy)
         self._prompt_ids: dict[tuple[str, int], list[int]] = {}
         self._names = itertools.count()
 

@@ -20,6 +20,7 @@ from typing import cast
 from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.costs import FrontEnd
+from llmsim.engine.step.lazy_decode import LazyDecoders
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
@@ -79,6 +80,14 @@ class VirtualRun:
     _frontend: FrontEnd = field(default_factory=FrontEnd)
     last_result: StepResult | None = None
     """The last step's result: who emitted a token, who finished."""
+    lazy: bool = False
+    """Keep decoding sequences lazy between the steps that change them
+    (:mod:`~llmsim.engine.step.lazy_decode`): the same run, faster, but the counters of a
+    running sequence are only up to date when it finishes."""
+
+    def __post_init__(self) -> None:
+        if self.lazy:
+            self.engine.scheduler.lazy = LazyDecoders(self.engine.kv)
 
     @property
     def pending(self) -> int:
