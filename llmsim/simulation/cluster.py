@@ -16,6 +16,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from llmsim.engine.block_hash import internal_block_hasher
 from llmsim.engine.kv_transfer import kv_transfer_delay
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
@@ -102,7 +103,12 @@ class Cluster:
             Instance(
                 f"instance-{k}",
                 VirtualRun(
-                    StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k)), lazy=lazy
+                    StepEngine.from_settings(
+                        each,
+                        block_hasher=internal_block_hasher,
+                        rng=random.Random(seed * 7919 + k),
+                    ),
+                    lazy=lazy,
                 ),
             )
             for k, each in enumerate(self.settings)
@@ -180,7 +186,7 @@ class Cluster:
     def _decode(self, prefilled: Sequence, flight: _InFlight, at: float) -> None:
         """The decode half of a P/D request: the prompt's KV cache arrives, not computed."""
         request = flight.request
-        ids = list(prefilled.prompt_token_ids or [])
+        ids = prefilled.prompt_token_ids or []
         sequence = virtual_sequence(f"{prefilled.request_id}/decode", ids, request.output_tokens)
         sequence.output_ids = self._output_ids(request)
         index = self.router.choose(sequence, self.decode_pool)
@@ -251,21 +257,21 @@ class Cluster:
             at = finished + request.then.send_at
             heapq.heappush(follow_ups, (at, next(self._order), request.then))
 
-    def _ids(self, request: Request) -> list[int]:
+    def _ids(self, request: Request) -> Seq[int]:
         """Token ids: the shared prefix's, then the prompt's own by position (so a later turn
         of a conversation starts with the earlier turn's prompt).
 
         Each name gives a 64-bit hash and its ids run up from it: distinct names share no
-        block short of a hash collision, and a range costs no hashing per token.
+        block short of a hash collision, and a range costs no hashing per token (nor a list
+        of ids, without a shared prefix).
         """
         shared = min(request.prefix_tokens, request.prompt_tokens)
-        ids: list[int] = []
-        if shared:
-            base = self._base(request.prefix)
-            ids.extend(range(base, base + shared))
         base = self._base(request.prompt)
-        ids.extend(range(base + shared, base + request.prompt_tokens))
-        return ids
+        own = range(base + shared, base + request.prompt_tokens)
+        if not shared:
+            return own
+        prefix = self._base(request.prefix)
+        return [*range(prefix, prefix + shared), *own]
 
     def _output_ids(self, request: Request) -> list[int]:
         """The answer's ids continue the prompt's, so the conversation's next turn, which

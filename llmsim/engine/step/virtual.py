@@ -34,11 +34,11 @@ def virtual_sequence(
     adapter: str | None = None,
 ) -> Sequence:
     """A sequence for virtual runs: ``prompt`` is a token count (distinct ids) or the ids."""
-    ids = (
-        [output_token_id(f"{name}:{k}") for k in range(prompt)]
-        if isinstance(prompt, int)
-        else list(prompt)
-    )
+    ids: Seq[int]
+    if isinstance(prompt, int):
+        ids = [output_token_id(f"{name}:{k}") for k in range(prompt)]
+    else:  # read, never changed: a list or a range is taken as it is
+        ids = prompt if isinstance(prompt, (list, range)) else list(prompt)
     return Sequence(
         request_id=name,
         index=0,
@@ -119,8 +119,8 @@ class VirtualRun:
             self.now = max(self.now, self._arrivals[0][0])
             self._admit()
         plan, duration = self.engine.begin_step(self.now)
-        arrival = self.engine.next_ready()
-        if plan.empty and arrival is not None:  # only KV transfers in flight: jump ahead
+        arrival = self.engine.next_ready() if plan.empty else None
+        if arrival is not None:  # only KV transfers in flight: jump ahead
             upcoming = [arrival, *(at for at, _, _ in self._arrivals[:1])]
             self.now = max(self.now, min(upcoming))
         self.now += duration
