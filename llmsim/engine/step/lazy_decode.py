@@ -50,6 +50,8 @@ class LazyDecoders:
     """When the last completed step ended."""
     previous_end: float = 0.0
     """When the step before it ended."""
+    skipped: int = 0
+    """Visits saved so far: steps a lazy sequence took without being scheduled itself."""
     _visits: list[tuple[int, int, StepSequence]] = field(default_factory=list)
     """(step, order, sequence): the step at which a member must be scheduled itself."""
     _base: int = 0
@@ -134,6 +136,7 @@ class LazyDecoders:
         taken = self.steps - joined.step
         if taken <= 0:
             return
+        self.skipped += taken
         seq.num_computed = joined.computed + taken
         sequence = seq.sequence
         sequence.generated = joined.generated + taken
