@@ -90,6 +90,13 @@ class StepSequence:
         """Know the chain hashes of the first ``count`` blocks (computing the missing ones)."""
         hashes, size = self.hashes, block_size
         extra = self.extra_keys
+        ids = self.prompt_ids
+        if ids is not None and len(hashes) < count:
+            parent = hashes[-1] if hashes else None
+            # blocks of the prompt alone: hashed from slices of its ids, with no copy
+            for start in range(len(hashes) * size, min(count, len(ids) // size) * size, size):
+                parent = hasher(parent, ids[start : start + size], extra)
+                hashes.append(parent)
         while len(hashes) < count:
             start = len(hashes) * size
             parent = hashes[-1] if hashes else None
