@@ -58,6 +58,8 @@ class LazyDecoders:
     """Sum over members of ``computed - step``: their context tokens at step ``s`` are
     ``_base + len(members) * s``."""
     _order: Iterator[int] = field(default_factory=itertools.count)
+    _opening: list[StepSequence] = field(default_factory=list)
+    """Members that open a block in the coming step (taken once the step is known to fit)."""
 
     @property
     def count(self) -> int:
@@ -72,12 +74,57 @@ class LazyDecoders:
         visits, upcoming = self._visits, self.steps + 1
         while visits and visits[0][0] <= upcoming:
             _, _, seq = heapq.heappop(visits)
-            self._leave(seq)
+            joined = self.members[seq]
+            computed = joined.computed + upcoming - 1 - joined.step
+            if joined.generated + upcoming - joined.step >= len(seq.sequence.output):
+                self._leave(seq)  # its last token: the step finishes it
+            elif computed % self.kv.block_size == 0 and computed == len(seq.blocks) * (
+                self.kv.block_size
+            ):
+                self._opening.append(seq)
+            elif self._fill(seq, computed):
+                heapq.heappush(visits, (upcoming + 1, next(self._order), seq))
+            else:
+                self._leave(seq)
+
+    def open_blocks(self) -> None:
+        """Give each member opening a block in this step its block: the step fits, so no
+        one is refused one, and the same blocks leave the free queue in any order."""
+        pool, size, upcoming = self.kv.pool, self.kv.block_size, self.steps + 1
+        naming = self.kv.enable_caching
+        for seq in self._opening:
+            pool.allocate_into(seq.blocks, 1)
+            joined = self.members[seq]
+            # the next visit: the block fills (size - 1 steps on), or the last token
+            after = size - 1 if naming and seq.prompt_ids is not None else size
+            last = joined.step + len(seq.sequence.output) - joined.generated
+            visit = min(upcoming + after, last)
+            heapq.heappush(self._visits, (visit, next(self._order), seq))
+        self._opening.clear()
+
+    def _fill(self, seq: StepSequence, computed: int) -> bool:
+        """Name the block ``seq`` fills with token ``computed`` without a visit, when that
+        only extends the run of names it defers (:meth:`DeferredNames.defer`'s usual case,
+        which no other sequence's work in the step can change); False when it needs one."""
+        kv = self.kv
+        size = kv.block_size
+        run = seq.deferred
+        if (
+            (computed + 1) % size
+            or run is None
+            or run.end != seq.num_cached_blocks
+            or kv.pool.reports
+        ):
+            return False
+        full = (computed + 1) // size
+        kv.pool.num_deferred += full - run.end
+        run.end = seq.num_cached_blocks = full
+        return True
 
     def fits(self, active: list[StepSequence], budget: int) -> bool:
         """Whether every running sequence gets all it asks for in the next step: then the
         order of the batch decides nothing but which free block each one takes."""
-        demand, blocks = len(self.members), 0
+        demand, blocks = len(self.members), len(self._opening)
         size = self.kv.block_size
         for seq in active:
             wanted = seq.num_tokens - seq.num_computed
@@ -90,6 +137,7 @@ class LazyDecoders:
         for seq in list(self.members):
             self._leave(seq)
         self._visits.clear()
+        self._opening.clear()
 
     def step_done(self, now: float, emitted: list[StepSequence], finished: int) -> None:
         """A step ended at ``now``; its emitting sequences that may go lazy join."""

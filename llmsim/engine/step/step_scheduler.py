@@ -195,6 +195,7 @@ class StepScheduler:
         if not lazy.fits(active, budget):
             lazy.settle()
             return self._schedule_running(plan, budget, now, self.running)
+        lazy.open_blocks()
         count = plan.lazy = len(members)
         plan.decode += count
         plan.context_tokens += lazy.context_tokens(lazy.steps + 1)
