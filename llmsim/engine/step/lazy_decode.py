@@ -69,6 +69,16 @@ class LazyDecoders:
         """The tokens the members hold when step ``step`` (1-based) is planned."""
         return self._base + len(self.members) * step
 
+    def quiet(self, running: int, budget: int) -> bool:
+        """Whether the next step runs the members alone (all ``running`` sequences) and
+        none is due a visit: then it only counts them."""
+        visits = self._visits
+        return (
+            len(self.members) == running
+            and running <= budget
+            and (not visits or visits[0][0] > self.steps + 1)
+        )
+
     def due(self) -> None:
         """Bring up to date, and drop from the members, those the next step must visit."""
         visits, upcoming = self._visits, self.steps + 1

@@ -189,8 +189,12 @@ class StepScheduler:
     def _schedule_lazy(self, lazy: LazyDecoders, plan: StepPlan, budget: int, now: float) -> int:
         """Plan the running sequences with the lazy ones counted, not visited; when the
         batch's order could matter, settle them all and plan as usual."""
-        lazy.due()
         members = lazy.members
+        if lazy.quiet(len(self.running), budget) and not self.waiting:
+            count = plan.lazy = plan.decode = len(members)  # only lazy sequences, none due
+            plan.context_tokens = lazy.context_tokens(lazy.steps + 1)
+            return budget - count
+        lazy.due()
         active = [seq for seq in self.running if seq not in members] if members else self.running
         if not lazy.fits(active, budget):
             lazy.settle()
