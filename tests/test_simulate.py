@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -16,7 +17,12 @@ from llmsim.proxy.capture import Capture
 from llmsim.settings.model import Settings
 from llmsim.settings.sources import load_settings
 from llmsim.simulation.cluster import Observer, Outcome
-from llmsim.simulation.recorder import REQUESTS_FILE, SUMMARY_FILE, TIMESERIES_FILE
+from llmsim.simulation.recorder import (
+    REQUESTS_CSV_FILE,
+    REQUESTS_FILE,
+    SUMMARY_FILE,
+    TIMESERIES_FILE,
+)
 from llmsim.simulation.results import SLO, Histogram, SLOError, Stats
 from llmsim.simulation.run import Result, Setup, simulate
 from llmsim.simulation.search import Grid, SearchError
@@ -67,6 +73,14 @@ def test_the_command_runs_a_workload_and_writes_its_results(tmp_path: Path) -> N
     lines = (out / REQUESTS_FILE).read_text().splitlines()
     assert len(lines) == 40
     assert {json.loads(line)["output_tokens"] for line in lines} == {16}
+    with (out / REQUESTS_CSV_FILE).open(newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == 40
+    for row, line in zip(rows, lines, strict=True):  # the same records, in the same order
+        record = json.loads(line)
+        assert float(row["ttft_s"]) == record["ttft_s"]
+        assert row["meets_slo"] == "true"
+        assert row["instance"] == str(record["instance"])
     series = (out / TIMESERIES_FILE).read_text().splitlines()
     assert series[0] == "time_s,instance,running,waiting,kv_usage,preemptions"
     assert {row.split(",")[1] for row in series[1:]} == {"0", "1"}
@@ -88,7 +102,8 @@ def test_one_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Path
         args += ["--seed", str(seed), "--output", str(out), "--format", "json"]
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 0, done.output
-        return [(out / name).read_bytes() for name in (REQUESTS_FILE, TIMESERIES_FILE)]
+        names = (REQUESTS_FILE, REQUESTS_CSV_FILE, TIMESERIES_FILE)
+        return [(out / name).read_bytes() for name in names]
 
     assert files(7, "a") == files(7, "b")
     assert files(7, "a") != files(8, "c")
