@@ -109,6 +109,7 @@ class Cluster:
                         rng=random.Random(seed * 7919 + k),
                     ),
                     lazy=lazy,
+                    keep=False,
                 ),
             )
             for k, each in enumerate(self.settings)
@@ -218,8 +219,6 @@ class Cluster:
                 observer.token_gaps(index, run.now - previous, gaps[previous])
             for seq in result.finished:
                 self._finish(index, seq.sequence, observer, follow_ups)
-        run.finished.clear()
-        run.samples.clear()
         observer.step(index, run, run.now - before)
         self._refresh(index)
 

@@ -84,6 +84,9 @@ class VirtualRun:
     """Keep decoding sequences lazy between the steps that change them
     (:mod:`~llmsim.engine.step.lazy_decode`): the same run, faster, but the counters of a
     running sequence are only up to date when it finishes."""
+    keep: bool = True
+    """Keep every step's :class:`Sample` and finished sequence (False for a caller that
+    reads :attr:`last_result` after each step instead)."""
 
     def __post_init__(self) -> None:
         if self.lazy:
@@ -125,6 +128,8 @@ class VirtualRun:
             self.now = max(self.now, min(upcoming))
         self.now += duration
         result = self.last_result = self.engine.end_step(plan, self.now)
+        if not self.keep:
+            return plan
         self.finished.extend(seq.sequence for seq in result.finished)
         engine = self.engine
         self.samples.append(
