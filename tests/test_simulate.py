@@ -413,10 +413,10 @@ def test_cost_per_million_output_tokens() -> None:
     from llmsim.simulation.run import cost_figures
 
     stats = Stats(output_tokens=500_000)
-    figures = cost_figures(3.0, instances=4, duration=1800.0, overall=stats)
+    figures = cost_figures([3.0] * 4, duration=1800.0, overall=stats)
     assert figures["cost"] == pytest.approx(6.0)  # 4 instances x half an hour x 3 per hour
     assert figures["cost_per_million_output_tokens"] == pytest.approx(12.0)
-    assert cost_figures(3.0, 1, 60.0, Stats())["cost_per_million_output_tokens"] == 0.0
+    assert cost_figures([3.0], 60.0, Stats())["cost_per_million_output_tokens"] == 0.0
 
 
 def test_the_cost_option_adds_the_cost_figures() -> None:
@@ -425,6 +425,25 @@ def test_the_cost_option_adds_the_cost_figures() -> None:
     assert done.exit_code == 0, done.output
     overall = json.loads(done.output)["overall"]
     expected = 2 * overall["duration_s"] / 3600 / overall["output_tokens"] * 1e6
+    assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)
+
+
+def test_a_fleet_costs_each_pool_its_own_price(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        f'[defaults]\nprofile = "{PROFILE}"\n\n[[instance]]\nname = "cheap"\n\n'
+        '[[instance]]\nname = "dear"\ndata_parallel_size = 2\ncost_per_hour = 4.5\n'
+    )
+    args = ["simulate", "--fleet", str(fleet), "--num-requests", "12", "--format", "json"]
+    unpriced = CliRunner().invoke(app, args)
+    assert unpriced.exit_code == 2
+    assert "1 of 3 instances have no cost_per_hour" in unpriced.output
+    done = CliRunner().invoke(app, [*args, "--cost-per-hour", "1"])
+    assert done.exit_code == 0, done.output
+    overall = json.loads(done.output)["overall"]
+    hours = overall["duration_s"] / 3600
+    assert overall["cost"] == pytest.approx((1 + 4.5 + 4.5) * hours)  # summed over the pools
+    expected = overall["cost"] / overall["output_tokens"] * 1e6
     assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)
 
 

@@ -160,7 +160,8 @@ def simulate(
         float | None,
         typer.Option(
             min=0,
-            help="What one instance costs per hour: adds the cost per million output tokens.",
+            help="What one instance costs per hour: adds the cost per million output tokens "
+            "(instances whose profile or fleet pool sets cost_per_hour cost that instead).",
             rich_help_panel=RESULTS,
         ),
     ] = None,
@@ -244,6 +245,7 @@ def simulate(
         if fleet is not None:
             setup = replace(setup, fleet=_fleet_settings(fleet))
         setup = replace(setup, cost_per_hour=cost_per_hour)
+        _check_prices(setup)
         if prefill_replicas:
             prefill = settings
             if prefill_profile is not None:
@@ -389,3 +391,16 @@ def _find(
     console.print(text)
     if result is not None:
         console.print(summary_table(result, "at that point"))
+
+
+def _check_prices(setup: Setup) -> None:
+    """Some instances priced by their settings and others not: the cost needs them all."""
+    instances = (*setup.instance_settings(), *setup.prefill)
+    priced = [each.cost_per_hour is not None for each in instances]
+    if any(priced) and not all(priced) and setup.cost_per_hour is None:
+        raise fail(
+            [
+                f"{priced.count(False)} of {len(priced)} instances have no cost_per_hour: "
+                "pass --cost-per-hour for them"
+            ]
+        )
