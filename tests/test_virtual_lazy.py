@@ -67,6 +67,14 @@ def test_a_loaded_fleet_runs_the_same_lazy_or_not(tmp_path: Path, router: str) -
     assert sum(instance.run.engine.num_preemptions for instance in cluster.instances)
 
 
+def test_a_fleet_without_prefix_caching_runs_the_same_lazy_or_not(tmp_path: Path) -> None:
+    settings = _settings(
+        enable_prefix_caching=False, block_size=32, kv_cache_size=9000, max_model_len=4096
+    )
+    cluster = _same(tmp_path, settings, "power-of-two")
+    assert sum(instance.run.engine.num_preemptions for instance in cluster.instances)
+
+
 def test_a_pd_fleet_runs_the_same_lazy_or_not(tmp_path: Path) -> None:
     settings = _settings(kv_cache_transfer_time_per_token="20us")
     _same(tmp_path, settings, "least-kv-usage", prefill=[_settings()])
