@@ -3,6 +3,7 @@ gives: every request's record, the time series and the statistics, bit for bit."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,16 @@ def test_one_server_records_the_same_lazy_or_not() -> None:
     eager = Simulation(settings, seed=3, lazy=False).run(requests, warm_up=True)
     lazy = Simulation(settings, seed=3, lazy=True).run(requests, warm_up=True)
     assert lazy == eager
+
+
+def test_a_fleet_with_lora_adapters_runs_the_same_lazy_or_not(tmp_path: Path) -> None:
+    settings = _settings(lora="x,y,z", max_loras=2, lora_load_latency="50ms")
+
+    def run(lazy: bool, out: Path) -> bytes:
+        cluster = Cluster([settings] * 2, "least-requests", seed=2, lazy=lazy)
+        recorder = Recorder(2, output=out)
+        workload = replace(_workload(30.0, 80), adapters=("x", "y", "z"))
+        recorder.close(cluster, cluster.run(workload.requests(2), recorder))
+        return (out / "requests.jsonl").read_bytes()
+
+    assert run(True, tmp_path / "lazy") == run(False, tmp_path / "eager")

@@ -129,6 +129,14 @@ def simulate(
     think_time: Annotated[
         float, typer.Option(min=0, help="Seconds between an answer and the next turn.")
     ] = 0.0,
+    adapters: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA adapters, comma-separated: each conversation names one at random and "
+            "goes to an instance serving it (--set lora=NAME,... or a fleet file's lora); "
+            "max_loras slots and lora_load_latency apply as live."
+        ),
+    ] = None,
     dataset: Annotated[
         Path | None, typer.Option(help="ShareGPT or chat JSONL dataset, sent at --rate.")
     ] = None,
@@ -234,6 +242,7 @@ def simulate(
                 prefix_len,
                 turns,
                 think_time,
+                tuple(name.strip() for name in (adapters or "").split(",") if name.strip()),
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)

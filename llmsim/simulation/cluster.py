@@ -18,12 +18,14 @@ from hashlib import blake2b
 
 from llmsim.engine.block_hash import internal_block_hasher
 from llmsim.engine.kv_transfer import kv_transfer_delay
+from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
 from llmsim.settings.model import Settings
 from llmsim.simulation.driver import ClientTimes
-from llmsim.simulation.routers import ROUTERS, Instance
+from llmsim.simulation.routers import ROUTERS, Instance, Router
+from llmsim.simulation.synthetic import WorkloadError
 from llmsim.simulation.workload import Request
 
 ID_RANGE_BITS = 24
@@ -110,7 +112,9 @@ class Cluster:
                     ),
                     lazy=lazy,
                     keep=False,
+                    loras=_loras(each),
                 ),
+                adapters=frozenset(module.name for module in each.adapters),
             )
             for k, each in enumerate(self.settings)
         ]
@@ -168,14 +172,18 @@ class Cluster:
 
     def _route(self, request: Request, at: float) -> None:
         name = f"{request.prompt}#{next(self._order)}"
+        adapter = request.adapter
         if self.prefill_pool:
-            sequence = virtual_sequence(name, self._ids(request), 1)
-            local = self.prefill_router.choose(sequence, self.prefill_pool)
+            sequence = virtual_sequence(name, self._ids(request), 1, adapter=adapter)
+            local = _choose(self.prefill_router, sequence, self.prefill_pool)
             self._send(sequence, _InFlight(len(self.decode_pool) + local, request, True), at)
             return
-        sequence = virtual_sequence(name, self._ids(request), request.output_tokens)
+        sequence = virtual_sequence(
+            name, self._ids(request), request.output_tokens, adapter=adapter
+        )
         sequence.output_ids = self._output_ids(request)
-        self._send(sequence, _InFlight(self.router.choose(sequence, self.decode_pool), request), at)
+        index = _choose(self.router, sequence, self.decode_pool)
+        self._send(sequence, _InFlight(index, request), at)
 
     def _send(self, sequence: Sequence, flight: _InFlight, at: float) -> None:
         instance = self.instances[flight.index]
@@ -188,9 +196,11 @@ class Cluster:
         """The decode half of a P/D request: the prompt's KV cache arrives, not computed."""
         request = flight.request
         ids = prefilled.prompt_token_ids or []
-        sequence = virtual_sequence(f"{prefilled.request_id}/decode", ids, request.output_tokens)
+        sequence = virtual_sequence(
+            f"{prefilled.request_id}/decode", ids, request.output_tokens, adapter=request.adapter
+        )
         sequence.output_ids = self._output_ids(request)
-        index = self.router.choose(sequence, self.decode_pool)
+        index = _choose(self.router, sequence, self.decode_pool)
         sequence.kv_transfer_delay = kv_transfer_delay(
             self.settings[index], request.prompt_tokens, self._transfer_rng
         )
@@ -287,3 +297,27 @@ class Cluster:
                 self._bases.clear()
             self._bases[name] = base
         return base
+
+
+def _loras(settings: Settings) -> LoraManager | None:
+    """The instance's LoRA slots and adapters, as its engine sets them up live."""
+    if not settings.adapters:
+        return None
+    loras = LoraManager(settings.max_loras, settings.cpu_lora_capacity, settings.lora_load_latency)
+    for module in settings.adapters:
+        loras.register(Adapter(module.name, module.path, module.base_model_name))
+    return loras
+
+
+def _choose(router: Router, sequence: Sequence, pool: Seq[Instance]) -> int:
+    """The router's pick in ``pool``; a request naming an adapter among those serving it."""
+    adapter = sequence.adapter
+    if adapter is None:
+        return router.choose(sequence, pool)
+    serving = [k for k, instance in enumerate(pool) if adapter in instance.adapters]
+    if not serving:
+        raise WorkloadError(
+            f"no instance serves the LoRA adapter {adapter!r} (give instances "
+            "--set lora=NAME,... or lora_modules, or a fleet file's lora)"
+        )
+    return serving[router.choose(sequence, [pool[k] for k in serving])]
