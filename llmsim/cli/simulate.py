@@ -56,6 +56,10 @@ EXAMPLES = """
 
   [dim]# a fleet file's instances, and what a million output tokens cost[/dim]
   llmsim simulate --fleet fleet.toml --router least-kv-usage --rate 20 --cost-per-hour 2.5
+
+  [dim]# three LoRA adapters sharing two slots, each switch loading for 200 ms[/dim]
+  llmsim simulate -p llama-3.1-8b-a100 --set lora=a,b,c --set max_loras=2 \\
+    --set lora_load_latency=200ms --adapters a,b,c --rate 10
 """
 
 WORKLOAD, SYSTEM, RESULTS, QUESTIONS = "Workload", "System under test", "Results", "Questions"
