@@ -3,6 +3,7 @@ each instance's slots and load time hold them back as the live request scheduler
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,13 @@ def test_the_command_sends_adapters_and_refuses_one_nobody_serves(tmp_path: Path
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2
     assert "no instance serves the LoRA adapter" in refused.output
-    done = CliRunner().invoke(app, [*args, "--set", "lora=x,y", "--format", "json"])
+    out = tmp_path / "out"
+    done = CliRunner().invoke(
+        app, [*args, "--set", "lora=x,y", "--format", "json", "--output", str(out)]
+    )
     assert done.exit_code == 0, done.output
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert {record["adapter"] for record in records} == {"x", "y"}
 
 
 def test_a_trace_line_names_its_adapter(tmp_path: Path) -> None:

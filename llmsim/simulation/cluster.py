@@ -48,6 +48,8 @@ class Outcome(ClientTimes):
     scheduled: float
     first_token: float
     finished: float
+    adapter: str | None = None
+    """The LoRA adapter the request named."""
 
     @property
     def queue(self) -> float:
@@ -260,6 +262,7 @@ class Cluster:
                 flight.scheduled if flight.scheduled is not None else scheduled,
                 first,
                 finished,
+                request.adapter,
             )
         )
         if request.then is not None:

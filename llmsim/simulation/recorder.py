@@ -21,6 +21,7 @@ REQUESTS_CSV_FILE = "requests.csv"
 REQUEST_COLUMNS = (
     "instance",
     "prefix",
+    "adapter",
     "prompt_tokens",
     "output_tokens",
     "cached_tokens",
@@ -148,6 +149,7 @@ def _record(outcome: Outcome, good: bool) -> dict[str, Any]:
     return {
         "instance": outcome.instance,
         "prefix": outcome.prefix,
+        "adapter": outcome.adapter,
         "prompt_tokens": outcome.prompt_tokens,
         "output_tokens": outcome.output_tokens,
         "cached_tokens": outcome.cached_tokens,
