@@ -7,9 +7,11 @@ nobody reads its counters between those moments, so the scheduler keeps such seq
 *lazy*: a step counts them (``d`` and their context tokens, in O(1)) without touching
 them, and a sequence is brought up to date (:meth:`LazyDecoders.settle`) only at the step
 where it opens or fills a block or produces its last token, where it is scheduled like any
-other running sequence by the scheduler's own code. Everything the step does therefore
-happens as step by step: the same allocations in the same order, the same names, the same
-times.
+other running sequence by the scheduler's own code; a block it only fills or opens is named
+or taken in place. Everything the step does therefore happens as step by step: the same
+blocks leave the free queue, the same names are given, at the same times. Only which of the
+blocks taken in one step a sequence gets may differ (block ids are labels: no result
+depends on them, since every block freed later goes back in the order it is freed).
 
 When a step could differ (the token budget or the free blocks do not cover every running
 sequence, so the order of the batch decides who is cut or preempted) every lazy sequence
