@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -16,7 +17,12 @@ from llmsim.proxy.capture import Capture
 from llmsim.settings.model import Settings
 from llmsim.settings.sources import load_settings
 from llmsim.simulation.cluster import Observer, Outcome
-from llmsim.simulation.recorder import REQUESTS_FILE, SUMMARY_FILE, TIMESERIES_FILE
+from llmsim.simulation.recorder import (
+    REQUESTS_CSV_FILE,
+    REQUESTS_FILE,
+    SUMMARY_FILE,
+    TIMESERIES_FILE,
+)
 from llmsim.simulation.results import SLO, Histogram, SLOError, Stats
 from llmsim.simulation.run import Result, Setup, simulate
 from llmsim.simulation.search import Grid, SearchError
@@ -67,6 +73,14 @@ def test_the_command_runs_a_workload_and_writes_its_results(tmp_path: Path) -> N
     lines = (out / REQUESTS_FILE).read_text().splitlines()
     assert len(lines) == 40
     assert {json.loads(line)["output_tokens"] for line in lines} == {16}
+    with (out / REQUESTS_CSV_FILE).open(newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == 40
+    for row, line in zip(rows, lines, strict=True):  # the same records, in the same order
+        record = json.loads(line)
+        assert float(row["ttft_s"]) == record["ttft_s"]
+        assert row["meets_slo"] == "true"
+        assert row["instance"] == str(record["instance"])
     series = (out / TIMESERIES_FILE).read_text().splitlines()
     assert series[0] == "time_s,instance,running,waiting,kv_usage,preemptions"
     assert {row.split(",")[1] for row in series[1:]} == {"0", "1"}
@@ -88,7 +102,8 @@ def test_one_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Path
         args += ["--seed", str(seed), "--output", str(out), "--format", "json"]
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 0, done.output
-        return [(out / name).read_bytes() for name in (REQUESTS_FILE, TIMESERIES_FILE)]
+        names = (REQUESTS_FILE, REQUESTS_CSV_FILE, TIMESERIES_FILE)
+        return [(out / name).read_bytes() for name in names]
 
     assert files(7, "a") == files(7, "b")
     assert files(7, "a") != files(8, "c")
@@ -398,10 +413,10 @@ def test_cost_per_million_output_tokens() -> None:
     from llmsim.simulation.run import cost_figures
 
     stats = Stats(output_tokens=500_000)
-    figures = cost_figures(3.0, instances=4, duration=1800.0, overall=stats)
+    figures = cost_figures([3.0] * 4, duration=1800.0, overall=stats)
     assert figures["cost"] == pytest.approx(6.0)  # 4 instances x half an hour x 3 per hour
     assert figures["cost_per_million_output_tokens"] == pytest.approx(12.0)
-    assert cost_figures(3.0, 1, 60.0, Stats())["cost_per_million_output_tokens"] == 0.0
+    assert cost_figures([3.0], 60.0, Stats())["cost_per_million_output_tokens"] == 0.0
 
 
 def test_the_cost_option_adds_the_cost_figures() -> None:
@@ -410,6 +425,25 @@ def test_the_cost_option_adds_the_cost_figures() -> None:
     assert done.exit_code == 0, done.output
     overall = json.loads(done.output)["overall"]
     expected = 2 * overall["duration_s"] / 3600 / overall["output_tokens"] * 1e6
+    assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)
+
+
+def test_a_fleet_costs_each_pool_its_own_price(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        f'[defaults]\nprofile = "{PROFILE}"\n\n[[instance]]\nname = "cheap"\n\n'
+        '[[instance]]\nname = "dear"\ndata_parallel_size = 2\ncost_per_hour = 4.5\n'
+    )
+    args = ["simulate", "--fleet", str(fleet), "--num-requests", "12", "--format", "json"]
+    unpriced = CliRunner().invoke(app, args)
+    assert unpriced.exit_code == 2
+    assert "1 of 3 instances have no cost_per_hour" in unpriced.output
+    done = CliRunner().invoke(app, [*args, "--cost-per-hour", "1"])
+    assert done.exit_code == 0, done.output
+    overall = json.loads(done.output)["overall"]
+    hours = overall["duration_s"] / 3600
+    assert overall["cost"] == pytest.approx((1 + 4.5 + 4.5) * hours)  # summed over the pools
+    expected = overall["cost"] / overall["output_tokens"] * 1e6
     assert overall["cost_per_million_output_tokens"] == pytest.approx(expected)
 
 

@@ -56,6 +56,10 @@ EXAMPLES = """
 
   [dim]# a fleet file's instances, and what a million output tokens cost[/dim]
   llmsim simulate --fleet fleet.toml --router least-kv-usage --rate 20 --cost-per-hour 2.5
+
+  [dim]# three LoRA adapters sharing two slots, each switch loading for 200 ms[/dim]
+  llmsim simulate -p llama-3.1-8b-a100 --set lora=a,b,c --set max_loras=2 \\
+    --set lora_load_latency=200ms --adapters a,b,c --rate 10
 """
 
 WORKLOAD, SYSTEM, RESULTS, QUESTIONS = "Workload", "System under test", "Results", "Questions"
@@ -129,6 +133,14 @@ def simulate(
     think_time: Annotated[
         float, typer.Option(min=0, help="Seconds between an answer and the next turn.")
     ] = 0.0,
+    adapters: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA adapters, comma-separated: each conversation names one at random and "
+            "goes to an instance serving it (--set lora=NAME,... or a fleet file's lora); "
+            "max_loras slots and lora_load_latency apply as live."
+        ),
+    ] = None,
     dataset: Annotated[
         Path | None, typer.Option(help="ShareGPT or chat JSONL dataset, sent at --rate.")
     ] = None,
@@ -160,7 +172,8 @@ def simulate(
         float | None,
         typer.Option(
             min=0,
-            help="What one instance costs per hour: adds the cost per million output tokens.",
+            help="What one instance costs per hour: adds the cost per million output tokens "
+            "(instances whose profile or fleet pool sets cost_per_hour cost that instead).",
             rich_help_panel=RESULTS,
         ),
     ] = None,
@@ -233,6 +246,7 @@ def simulate(
                 prefix_len,
                 turns,
                 think_time,
+                tuple(name.strip() for name in (adapters or "").split(",") if name.strip()),
             )
 
         setup = Setup(settings, replicas, router, seed, slo_bounds, output, interval)
@@ -244,6 +258,7 @@ def simulate(
         if fleet is not None:
             setup = replace(setup, fleet=_fleet_settings(fleet))
         setup = replace(setup, cost_per_hour=cost_per_hour)
+        _check_prices(setup)
         if prefill_replicas:
             prefill = settings
             if prefill_profile is not None:
@@ -389,3 +404,16 @@ def _find(
     console.print(text)
     if result is not None:
         console.print(summary_table(result, "at that point"))
+
+
+def _check_prices(setup: Setup) -> None:
+    """Some instances priced by their settings and others not: the cost needs them all."""
+    instances = (*setup.instance_settings(), *setup.prefill)
+    priced = [each.cost_per_hour is not None for each in instances]
+    if any(priced) and not all(priced) and setup.cost_per_hour is None:
+        raise fail(
+            [
+                f"{priced.count(False)} of {len(priced)} instances have no cost_per_hour: "
+                "pass --cost-per-hour for them"
+            ]
+        )

@@ -16,13 +16,16 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from llmsim.engine.block_hash import internal_block_hasher
 from llmsim.engine.kv_transfer import kv_transfer_delay
+from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
 from llmsim.settings.model import Settings
 from llmsim.simulation.driver import ClientTimes
-from llmsim.simulation.routers import ROUTERS, Instance
+from llmsim.simulation.routers import ROUTERS, Instance, Router
+from llmsim.simulation.synthetic import WorkloadError
 from llmsim.simulation.workload import Request
 
 ID_RANGE_BITS = 24
@@ -45,6 +48,8 @@ class Outcome(ClientTimes):
     scheduled: float
     first_token: float
     finished: float
+    adapter: str | None = None
+    """The LoRA adapter the request named."""
 
     @property
     def queue(self) -> float:
@@ -85,6 +90,7 @@ class Cluster:
     prefill instance (one output token), then sent to a decode instance that receives the
     prompt's KV cache (the transfer time of its settings) instead of computing it; both
     pools are routed with the same policy. Prefill instances come after the decode ones.
+    ``lazy=False`` visits every decoding sequence at every step (the same results, slower).
     """
 
     def __init__(
@@ -94,12 +100,23 @@ class Cluster:
         *,
         seed: int = 0,
         prefill: Seq[Settings] = (),
+        lazy: bool = True,
     ) -> None:
         self.settings = [*settings, *prefill]
         self.instances = [
             Instance(
                 f"instance-{k}",
-                VirtualRun(StepEngine.from_settings(each, rng=random.Random(seed * 7919 + k))),
+                VirtualRun(
+                    StepEngine.from_settings(
+                        each,
+                        block_hasher=internal_block_hasher,
+                        rng=random.Random(seed * 7919 + k),
+                    ),
+                    lazy=lazy,
+                    keep=False,
+                    loras=_loras(each),
+                ),
+                adapters=frozenset(module.name for module in each.adapters),
             )
             for k, each in enumerate(self.settings)
         ]
@@ -157,14 +174,18 @@ class Cluster:
 
     def _route(self, request: Request, at: float) -> None:
         name = f"{request.prompt}#{next(self._order)}"
+        adapter = request.adapter
         if self.prefill_pool:
-            sequence = virtual_sequence(name, self._ids(request), 1)
-            local = self.prefill_router.choose(sequence, self.prefill_pool)
+            sequence = virtual_sequence(name, self._ids(request), 1, adapter=adapter)
+            local = _choose(self.prefill_router, sequence, self.prefill_pool)
             self._send(sequence, _InFlight(len(self.decode_pool) + local, request, True), at)
             return
-        sequence = virtual_sequence(name, self._ids(request), request.output_tokens)
+        sequence = virtual_sequence(
+            name, self._ids(request), request.output_tokens, adapter=adapter
+        )
         sequence.output_ids = self._output_ids(request)
-        self._send(sequence, _InFlight(self.router.choose(sequence, self.decode_pool), request), at)
+        index = _choose(self.router, sequence, self.decode_pool)
+        self._send(sequence, _InFlight(index, request), at)
 
     def _send(self, sequence: Sequence, flight: _InFlight, at: float) -> None:
         instance = self.instances[flight.index]
@@ -176,10 +197,12 @@ class Cluster:
     def _decode(self, prefilled: Sequence, flight: _InFlight, at: float) -> None:
         """The decode half of a P/D request: the prompt's KV cache arrives, not computed."""
         request = flight.request
-        ids = list(prefilled.prompt_token_ids or [])
-        sequence = virtual_sequence(f"{prefilled.request_id}/decode", ids, request.output_tokens)
+        ids = prefilled.prompt_token_ids or []
+        sequence = virtual_sequence(
+            f"{prefilled.request_id}/decode", ids, request.output_tokens, adapter=request.adapter
+        )
         sequence.output_ids = self._output_ids(request)
-        index = self.router.choose(sequence, self.decode_pool)
+        index = _choose(self.router, sequence, self.decode_pool)
         sequence.kv_transfer_delay = kv_transfer_delay(
             self.settings[index], request.prompt_tokens, self._transfer_rng
         )
@@ -198,16 +221,16 @@ class Cluster:
         result = run.last_result
         if result is not None:
             gaps: dict[float, int] = {}
+            if result.lazy:
+                gaps[result.lazy_previous] = result.lazy
             for seq in result.emitted:
                 previous = seq.previous_token_at
                 if previous is not None:
                     gaps[previous] = gaps.get(previous, 0) + 1
-            for previous, count in gaps.items():
-                observer.token_gaps(index, run.now - previous, count)
+            for previous in sorted(gaps):  # an order that does not depend on the batch's
+                observer.token_gaps(index, run.now - previous, gaps[previous])
             for seq in result.finished:
                 self._finish(index, seq.sequence, observer, follow_ups)
-        run.finished.clear()
-        run.samples.clear()
         observer.step(index, run, run.now - before)
         self._refresh(index)
 
@@ -239,27 +262,28 @@ class Cluster:
                 flight.scheduled if flight.scheduled is not None else scheduled,
                 first,
                 finished,
+                request.adapter,
             )
         )
         if request.then is not None:
             at = finished + request.then.send_at
             heapq.heappush(follow_ups, (at, next(self._order), request.then))
 
-    def _ids(self, request: Request) -> list[int]:
+    def _ids(self, request: Request) -> Seq[int]:
         """Token ids: the shared prefix's, then the prompt's own by position (so a later turn
         of a conversation starts with the earlier turn's prompt).
 
         Each name gives a 64-bit hash and its ids run up from it: distinct names share no
-        block short of a hash collision, and a range costs no hashing per token.
+        block short of a hash collision, and a range costs no hashing per token (nor a list
+        of ids, without a shared prefix).
         """
         shared = min(request.prefix_tokens, request.prompt_tokens)
-        ids: list[int] = []
-        if shared:
-            base = self._base(request.prefix)
-            ids.extend(range(base, base + shared))
         base = self._base(request.prompt)
-        ids.extend(range(base + shared, base + request.prompt_tokens))
-        return ids
+        own = range(base + shared, base + request.prompt_tokens)
+        if not shared:
+            return own
+        prefix = self._base(request.prefix)
+        return [*range(prefix, prefix + shared), *own]
 
     def _output_ids(self, request: Request) -> list[int]:
         """The answer's ids continue the prompt's, so the conversation's next turn, which
@@ -276,3 +300,27 @@ class Cluster:
                 self._bases.clear()
             self._bases[name] = base
         return base
+
+
+def _loras(settings: Settings) -> LoraManager | None:
+    """The instance's LoRA slots and adapters, as its engine sets them up live."""
+    if not settings.adapters:
+        return None
+    loras = LoraManager(settings.max_loras, settings.cpu_lora_capacity, settings.lora_load_latency)
+    for module in settings.adapters:
+        loras.register(Adapter(module.name, module.path, module.base_model_name))
+    return loras
+
+
+def _choose(router: Router, sequence: Sequence, pool: Seq[Instance]) -> int:
+    """The router's pick in ``pool``; a request naming an adapter among those serving it."""
+    adapter = sequence.adapter
+    if adapter is None:
+        return router.choose(sequence, pool)
+    serving = [k for k, instance in enumerate(pool) if adapter in instance.adapters]
+    if not serving:
+        raise WorkloadError(
+            f"no instance serves the LoRA adapter {adapter!r} (give instances "
+            "--set lora=NAME,... or lora_modules, or a fleet file's lora)"
+        )
+    return serving[router.choose(sequence, [pool[k] for k in serving])]

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from llmsim.engine.block_hash import output_token_id
+from llmsim.engine.block_hash import internal_block_hasher, output_token_id
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.virtual import VirtualRun, virtual_sequence
@@ -59,9 +59,11 @@ class RequestRecord(ClientTimes):
 class Simulation:
     """One simulated server, run in virtual time."""
 
-    def __init__(self, settings: Settings, *, seed: int = 0) -> None:
-        engine = StepEngine.from_settings(settings, rng=random.Random(seed))
-        self.run_state = VirtualRun(engine)
+    def __init__(self, settings: Settings, *, seed: int = 0, lazy: bool = True) -> None:
+        engine = StepEngine.from_settings(
+            settings, block_hasher=internal_block_hasher, rng=random.Random(seed)
+        )
+        self.run_state = VirtualRun(engine, lazy=lazy)
         self._prompt_ids: dict[tuple[str, int], list[int]] = {}
         self._names = itertools.count()
 

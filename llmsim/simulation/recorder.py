@@ -17,6 +17,21 @@ from llmsim.simulation.cluster import Cluster, Observer, Outcome
 from llmsim.simulation.results import SLO, Stats
 
 REQUESTS_FILE = "requests.jsonl"
+REQUESTS_CSV_FILE = "requests.csv"
+REQUEST_COLUMNS = (
+    "instance",
+    "prefix",
+    "adapter",
+    "prompt_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "sent_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "queue_s",
+    "meets_slo",
+)
 TIMESERIES_FILE = "timeseries.csv"
 SUMMARY_FILE = "summary.json"
 PROGRESS_EVERY = 50
@@ -52,12 +67,18 @@ class Recorder(Observer):
         self._states = [_State() for _ in range(replicas)]
         self._files = ExitStack()
         self._requests: IO[str] | None = None
+        self._requests_csv: Any = None
         self._series: Any = None
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
             self._requests = self._files.enter_context(
                 (output / REQUESTS_FILE).open("w", encoding="utf-8")
             )
+            table = self._files.enter_context(
+                (output / REQUESTS_CSV_FILE).open("w", encoding="utf-8", newline="")
+            )
+            self._requests_csv = csv.writer(table, lineterminator="\n")
+            self._requests_csv.writerow(REQUEST_COLUMNS)
             series = self._files.enter_context(
                 (output / TIMESERIES_FILE).open("w", encoding="utf-8", newline="")
             )
@@ -71,7 +92,9 @@ class Recorder(Observer):
         if self.progress is not None and self._done % PROGRESS_EVERY == 0:
             self.progress(self._done)
         if self._requests is not None:
-            self._requests.write(json.dumps(_record(outcome, good)) + "\n")
+            record = _record(outcome, good)
+            self._requests.write(json.dumps(record) + "\n")
+            self._requests_csv.writerow(_cell(record[name]) for name in REQUEST_COLUMNS)
 
     def prefilled(self, instance: int) -> None:
         self.stats[instance].prefills += 1
@@ -126,6 +149,7 @@ def _record(outcome: Outcome, good: bool) -> dict[str, Any]:
     return {
         "instance": outcome.instance,
         "prefix": outcome.prefix,
+        "adapter": outcome.adapter,
         "prompt_tokens": outcome.prompt_tokens,
         "output_tokens": outcome.output_tokens,
         "cached_tokens": outcome.cached_tokens,
@@ -136,3 +160,12 @@ def _record(outcome: Outcome, good: bool) -> dict[str, Any]:
         "queue_s": round(outcome.queue, 9),
         "meets_slo": good,
     }
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell as JSON writes the value: empty for null, true/false for booleans."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value

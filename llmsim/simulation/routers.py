@@ -27,6 +27,8 @@ class Instance:
     run: VirtualRun
     in_flight: int = 0
     """Requests routed here that have not finished (what a router counts itself)."""
+    adapters: frozenset[str] = frozenset()
+    """The LoRA adapters this instance serves: a request naming one goes to one of them."""
 
     def usage(self) -> float:
         return self.run.engine.usage()

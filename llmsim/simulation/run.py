@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +38,8 @@ class Setup:
     prefill: tuple[Settings, ...] = ()
     """P/D: prefill instances in front of the decode instances above."""
     cost_per_hour: float | None = None
-    """What one instance costs per hour, for the cost per million output tokens."""
+    """What one instance costs per hour, for the cost per million output tokens (an
+    instance whose settings carry ``cost_per_hour`` costs that instead)."""
     plots: bool = True
     """With ``output``, draw PNG plots there too (when matplotlib is installed)."""
     progress: Callable[[int], None] | None = None
@@ -82,8 +83,9 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     overall = recorder.overall()
     duration = overall.duration or end
     figures = overall.figures(duration, len(instances))
-    if setup.cost_per_hour is not None:
-        figures.update(cost_figures(setup.cost_per_hour, len(instances), duration, overall))
+    prices = instance_prices(instances, setup.cost_per_hour)
+    if prices is not None:
+        figures.update(cost_figures(prices, duration, overall))
     result = Result(
         figures,
         [stats.figures(duration) for stats in recorder.stats],
@@ -97,11 +99,21 @@ def simulate(setup: Setup, workload: Workload) -> Result:
     return result
 
 
+def instance_prices(instances: Sequence[Settings], default: float | None) -> list[float] | None:
+    """Each instance's price per hour: its settings' ``cost_per_hour``, else ``default``;
+    None when an instance has neither (then no cost is reported)."""
+    prices = [default if each.cost_per_hour is None else each.cost_per_hour for each in instances]
+    if any(price is None for price in prices):
+        return None
+    return [price for price in prices if price is not None]
+
+
 def cost_figures(
-    per_hour: float, instances: int, duration: float, overall: Stats
+    prices: Sequence[float], duration: float, overall: Stats
 ) -> dict[str, float | int]:
-    """The run's cost, and per million output tokens (0 when none came out)."""
-    cost = per_hour * instances * duration / 3600.0
+    """The run's cost (every instance's price per hour over the run, summed over pools),
+    and per million output tokens (0 when none came out)."""
+    cost = sum(prices) * duration / 3600.0
     tokens = overall.output_tokens
     return {
         "cost": cost,

@@ -103,6 +103,8 @@ class Synthetic:
     prefix_len: int = 0
     turns: int = 1
     think_time: float = 0.0
+    adapters: tuple[str, ...] = ()
+    """LoRA adapters: each conversation names one, at random."""
 
     def requests(self, seed: int) -> Iterator[Request]:
         """The requests in the order they are sent (follow-up turns hang off the first)."""
@@ -125,9 +127,12 @@ class Synthetic:
             output = self.output_len.draw(rng)
             turns.append((context, output))
             context += output
+        adapter = rng.choice(self.adapters) if self.adapters else None
         request: Request | None = None
         for turn, (tokens, output) in reversed(list(enumerate(turns))):
             send_at = at if turn == 0 else self.think_time
-            request = Request(name, tokens, output, send_at, prefix, prefix_tokens, request)
+            request = Request(
+                name, tokens, output, send_at, prefix, prefix_tokens, request, adapter
+            )
         assert request is not None
         return request

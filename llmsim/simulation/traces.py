@@ -7,7 +7,8 @@ A trace has one JSON object per line, in the order sent::
 
 ``at`` is seconds from the start; the prompt is ``prompt_tokens`` (a count) or ``prompt``
 (text, counted with the built-in tokenizer); ``prefix`` with ``prefix_tokens`` names a shared
-first part (a system prompt) so requests with the same prefix hit the prefix cache.
+first part (a system prompt) so requests with the same prefix hit the prefix cache;
+``adapter`` names a LoRA adapter (the request goes to an instance serving it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def _trace_request(record: Mapping[str, Any], number: int) -> Request:
     prefix_tokens = int(_number(record, "prefix_tokens", 0.0)) if prefix else 0
     if tokens < 1 or output < 1 or prefix_tokens > tokens:
         raise ValueError("prompt and output need at least 1 token, prefix_tokens <= prompt")
-    return Request(f"trace-{number}", tokens, output, at, prefix, prefix_tokens)
+    adapter = record.get("adapter")
+    if adapter is not None and (not isinstance(adapter, str) or not adapter):
+        raise ValueError("'adapter' must be a LoRA adapter's name")
+    return Request(f"trace-{number}", tokens, output, at, prefix, prefix_tokens, adapter=adapter)
 
 
 def _number(record: Mapping[str, Any], key: str, default: float | None) -> float:

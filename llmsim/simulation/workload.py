@@ -26,6 +26,8 @@ class Request:
     prefix_tokens: int = 0
     then: Request | None = None
     """The conversation's next turn, sent ``then.send_at`` seconds after this one ends."""
+    adapter: str | None = None
+    """The LoRA adapter the request names (it goes to an instance serving it)."""
 
 
 def poisson_send_times(

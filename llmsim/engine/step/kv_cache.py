@@ -73,13 +73,15 @@ class StepSequence:
         adapter = self.sequence.adapter
         return None if adapter is None else (adapter,)
 
-    def token_ids(self, start: int, stop: int) -> list[int]:
+    def token_ids(self, start: int, stop: int) -> Seq[int]:
         """Ids of tokens ``start:stop`` (prompt, then generated text)."""
         assert self.prompt_ids is not None
         prompt = self.sequence.prompt_tokens
         if start >= prompt:  # generated tokens only: a block that filled while decoding
             return self._output_ids(stop - prompt)[start - prompt : stop - prompt]
-        ids = list(self.prompt_ids[start : min(stop, prompt)])
+        if stop <= prompt:  # prompt tokens only: a slice, read and never changed
+            return self.prompt_ids[start:stop]
+        ids = list(self.prompt_ids[start:prompt])
         if stop > prompt:
             ids.extend(self._output_ids(stop - prompt)[: stop - prompt])
         return ids
@@ -88,6 +90,13 @@ class StepSequence:
         """Know the chain hashes of the first ``count`` blocks (computing the missing ones)."""
         hashes, size = self.hashes, block_size
         extra = self.extra_keys
+        ids = self.prompt_ids
+        if ids is not None and len(hashes) < count:
+            parent = hashes[-1] if hashes else None
+            # blocks of the prompt alone: hashed from slices of its ids, with no copy
+            for start in range(len(hashes) * size, min(count, len(ids) // size) * size, size):
+                parent = hasher(parent, ids[start : start + size], extra)
+                hashes.append(parent)
         while len(hashes) < count:
             start = len(hashes) * size
             parent = hashes[-1] if hashes else None

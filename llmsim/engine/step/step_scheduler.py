@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
+from llmsim.engine.step.lazy_decode import LazyDecoders
+from llmsim.engine.step.token_times import counts_left, due_at, gate, step_tokens
 
 
 @dataclass(slots=True)
@@ -56,6 +58,8 @@ class StepPlan:
     """``c``: tokens held by the decoding sequences."""
     prefix_queries: int = 0
     prefix_hits: int = 0
+    lazy: int = 0
+    """Lazy decoding sequences in the batch, counted in ``decode`` but not in ``chunks``."""
 
     @property
     def num_tokens(self) -> int:
@@ -63,7 +67,7 @@ class StepPlan:
 
     @property
     def empty(self) -> bool:
-        return not self.chunks
+        return not self.chunks and not self.lazy
 
 
 @dataclass(slots=True)
@@ -76,47 +80,10 @@ class StepResult:
     """A decode run's result: the tokens each emitted sequence produced (None: one each)."""
     segments: list[tuple[int, int]] = field(default_factory=list)
     """A decode run's result: (tokens per step, steps) in order, as sequences left."""
-
-
-def counts_left(running: list[StepSequence]) -> list[int]:
-    """The tokens each sequence still has to produce."""
-    return [len(seq.sequence.output) - seq.sequence.generated for seq in running]
-
-
-def step_tokens(counts: list[int]) -> list[tuple[int, int]]:
-    """The tokens of each step of a run where sequence ``i`` produced ``counts[i]`` tokens,
-    one per step from the first: (tokens per step, steps) segments, in order."""
-    segments: list[tuple[int, int]] = []
-    decoding, previous = len(counts), 0
-    for count in sorted(counts):
-        if count > previous:
-            segments.append((decoding, count - previous))
-            previous = count
-        decoding -= 1
-    return segments
-
-
-def due_at(seq: StepSequence) -> float | None:
-    """The earliest time the sequence's next token may come out (None: no override)."""
-    sequence = seq.sequence
-    timing = sequence.timing
-    if timing is None:
-        return None
-    if sequence.generated == 0:
-        ttft = timing.time_to_first_token
-        return None if ttft is None else sequence.arrival + ttft + seq.paused_for
-    itl = timing.inter_token_latency
-    if itl is None or sequence.first_token_at is None:
-        return None
-    return sequence.first_token_at + sequence.generated * itl + seq.paused_for
-
-
-def gate(seq: StepSequence, num_new: int, now: float, computed: int) -> int:
-    """``num_new`` capped so that no token comes out before the sequence's override allows."""
-    due = due_at(seq)
-    if due is None or due <= now:
-        return num_new
-    return min(num_new, seq.num_tokens - 1 - computed)
+    lazy: int = 0
+    """Lazy sequences that also produced one token each, not listed in ``emitted``."""
+    lazy_previous: float = 0.0
+    """When the lazy sequences produced their token before this one."""
 
 
 class StepScheduler:
@@ -132,6 +99,8 @@ class StepScheduler:
         """P/D decode side: sequences holding their prompt's blocks, waiting for the KV."""
         self.num_preemptions = 0
         self._repeat: tuple[StepPlan, int] | None = None
+        self.lazy: LazyDecoders | None = None
+        """Set by a virtual run: decoding sequences advanced without a visit each step."""
         """After a quiet decode run: its plan and the fewest tokens any sequence has left.
         Until the running set changes (a step is planned, a sequence leaves) the next run
         needs no check of every sequence."""
@@ -169,6 +138,8 @@ class StepScheduler:
             return
         seq.removed = True
         self._repeat = None
+        if self.lazy is not None and seq in self.lazy.members:
+            self.lazy.settle()
         if seq in self.waiting:
             self.waiting.remove(seq)
         elif seq in self.receiving:
@@ -180,6 +151,7 @@ class StepScheduler:
     def paused(self, duration: float) -> None:
         """The engine stood still this long (sleep's ``keep``): every sequence's timing
         override shifts by it, as the pacer shifts its deadlines."""
+        self.settle()
         for seq in (*self.running, *self.waiting, *self.receiving):
             seq.paused_for += duration
 
@@ -187,6 +159,7 @@ class StepScheduler:
         """Preempt every running sequence, keeping their order at the front of the queue
         (vLLM's ``reset_prefix_cache(reset_running_requests=True)``); call between steps."""
         self._repeat = None
+        self.settle()
         plan = StepPlan()
         for seq in reversed(self.running):
             self._preempt(seq, plan)
@@ -199,10 +172,38 @@ class StepScheduler:
         self._repeat = None
         plan = StepPlan()
         self._receive(now)
-        budget = self._schedule_running(plan, self.max_num_batched_tokens, now)
+        lazy, budget = self.lazy, self.max_num_batched_tokens
+        if lazy is not None and lazy.members:
+            budget = self._schedule_lazy(lazy, plan, budget, now)
+        else:
+            budget = self._schedule_running(plan, budget, now, self.running)
         if not plan.preempted:
             self._schedule_waiting(plan, budget, now)
         return plan
+
+    def settle(self) -> None:
+        """Bring every lazy sequence up to date (before anything reads or reorders them)."""
+        if self.lazy is not None and self.lazy.members:
+            self.lazy.settle()
+
+    def _schedule_lazy(self, lazy: LazyDecoders, plan: StepPlan, budget: int, now: float) -> int:
+        """Plan the running sequences with the lazy ones counted, not visited; when the
+        batch's order could matter, settle them all and plan as usual."""
+        members = lazy.members
+        if lazy.quiet(len(self.running), budget) and not self.waiting:
+            count = plan.lazy = plan.decode = len(members)  # only lazy sequences, none due
+            plan.context_tokens = lazy.context_tokens(lazy.steps + 1)
+            return budget - count
+        lazy.due()
+        active = [seq for seq in self.running if seq not in members] if members else self.running
+        if not lazy.fits(active, budget):
+            lazy.settle()
+            return self._schedule_running(plan, budget, now, self.running)
+        lazy.open_blocks()
+        count = plan.lazy = len(members)
+        plan.decode += count
+        plan.context_tokens += lazy.context_tokens(lazy.steps + 1)
+        return self._schedule_running(plan, budget - count, now, active)
 
     def complete(self, plan: StepPlan, now: float) -> StepResult:
         """Apply the step that ran: computed tokens advance, tokens come out at ``now``."""
@@ -226,6 +227,11 @@ class StepScheduler:
                 result.finished.append(seq)
         for seq in result.finished:
             self.remove(seq)
+        lazy = self.lazy
+        if lazy is not None:
+            if plan.lazy:
+                result.lazy, result.lazy_previous = plan.lazy, lazy.last_end
+            lazy.step_done(now, result.emitted, len(result.finished))
         return result
 
     # -- runs of zero-length decode steps (zero latency) ---------------------------
@@ -235,6 +241,7 @@ class StepScheduler:
         waits or receives its KV cache and the free blocks cover them all. A sequence that
         runs out of tokens leaves at its last step, as step by step; 0 when the next step
         may differ (something to schedule, a prefill chunk, an override)."""
+        self.settle()
         running = self.running
         if plan.preempted or self.waiting or self.receiving or limit <= 0 or not running:
             return 0
@@ -384,8 +391,11 @@ class StepScheduler:
                 step_finished()
 
     # -- internals --------------------------------------------------------------
-    def _schedule_running(self, plan: StepPlan, budget: int, now: float) -> int:
-        running = self.running
+    def _schedule_running(
+        self, plan: StepPlan, budget: int, now: float, running: list[StepSequence]
+    ) -> int:
+        """Chunks for ``running`` (all running sequences, or those not lazy when the budget
+        and the free blocks cover everyone, so that no one is preempted)."""
         index = 0
         while index < len(running) and budget > 0:
             seq = running[index]

@@ -110,3 +110,10 @@ class ModelFields(BaseModel):
         le=65_536,
         description="Length of the vectors /v1/embeddings and /pooling return.",
     )
+    cost_per_hour: float | None = Field(
+        None,
+        ge=0.0,
+        description="What one instance of this setup costs per hour (any currency), for the "
+        "cost per million output tokens of llmsim simulate: a profile or a fleet pool can "
+        "carry its hardware's price. Unset: the simulate command's --cost-per-hour, if any.",
+    )
