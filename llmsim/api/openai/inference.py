@@ -73,6 +73,7 @@ from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.errors import ServiceError
 from llmsim.service.generation import (
     check_serving,
     context_error,
@@ -383,7 +384,7 @@ async def _answer(
             probability = engine.settings.tool_call_probability
             return await asyncio.to_thread(chat_answer, body, probability, rng)
         return await asyncio.to_thread(completion_answer, body, rng)
-    except APIError as exc:
+    except ServiceError as exc:
         raise renamed(exc, flavor.rename_param) from None
 
 
