@@ -263,8 +263,8 @@ async def _generate(
         seed=body.seed,
         answer=answer,
         timing=timing,
-        kv_transfer_delay=kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
-        if transfer and transfer.remote_prefill
+        kv_transfer_delay=kv_agent.decode_delay(transfer, engine.settings, prompts[0].token_count)
+        if transfer
         else None,
         arrival=arrival,
     )
@@ -314,8 +314,8 @@ async def _generate(
         if request_log is not None:
             request_log.log_outputs(request_id, group, streaming=False)
         extra = {}
-        if transfer and transfer.remote_decode and _length_capped(group):
-            extra["kv_transfer_params"] = kv_agent.prefill_params(group.prompt_tokens, request_id)
+        if transfer and (params := kv_agent.answer_params(transfer, group, request_id)):
+            extra["kv_transfer_params"] = params
         if flavor.pieces is not None and (plan is not None or outputs is not None):
             return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
         answer_body = flavor.body(meta, group)
@@ -323,12 +323,6 @@ async def _generate(
         return web.Response(
             body=dumps(answer_body), content_type="application/json", headers=headers
         )
-
-
-def _length_capped(group: RequestGroup) -> bool:
-    """vLLM's NIXL connector hands the blocks on only when generation stopped on its length
-    (a prefill request's ``max_tokens``); a request that stopped otherwise keeps nothing."""
-    return all(sequence.finish_reason == "length" for sequence in group.sequences)
 
 
 async def _stream(
