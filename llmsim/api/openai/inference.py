@@ -82,6 +82,7 @@ from llmsim.service.generation import (
     submit,
 )
 from llmsim.service.kv_transfer import KVTransferAgent
+from llmsim.service.sampling import generation_request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 OFF_LOOP_TOKENS = 32_768
@@ -247,26 +248,24 @@ async def _generate(
             check_tool_choice(engine.settings, body)  # vLLM's Responses API does not check
         if constrained is None:
             constrained = await _answer(body, engine, flavor)
+    sampling = body.sampling()
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
     else:
-        answer, max_tokens, timing = constrained, body.output_limit, None
-    generation = GenerationRequest(
-        request_id=request_id,
-        target=target,
-        prompts=prompts,
-        n=body.n,
-        max_tokens=max_tokens,
-        ignore_eos=body.ignore_eos,
-        stop=body.stop_strings,
-        seed=body.seed,
-        answer=answer,
-        timing=timing,
-        kv_transfer_delay=kv_agent.decode_delay(transfer, engine.settings, prompts[0].token_count)
+        answer, max_tokens, timing = constrained, sampling.max_tokens, None
+    generation = generation_request(
+        request_id,
+        target,
+        prompts,
+        sampling,
+        max_tokens,
+        answer,
+        timing,
+        kv_agent.decode_delay(transfer, engine.settings, prompts[0].token_count)
         if transfer
         else None,
-        arrival=arrival,
+        arrival,
     )
     settings = engine.settings
     shown = True
@@ -279,11 +278,14 @@ async def _generate(
         plan = await asyncio.to_thread(make_plan) if large else make_plan()
         if plan is not None:
             plan.token_ids = settings.return_tokens_as_token_ids
-    check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
+    check_work(
+        prompts, sampling.n, max_tokens, settings.max_model_len, plan, settings.max_request_work
+    )
     request_log = state.request_log
     if request_log is not None:
         request_log.log_inputs(body, generation, engine.tokenizer)
-    stream, include_usage = body.stream, body.include_usage
+    stream = body.stream
+    include_usage = body.include_usage if stream else False
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)

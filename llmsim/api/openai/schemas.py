@@ -28,6 +28,7 @@ from llmsim.api.openai.structured_fields import (
     check_one_guide,
     check_tool_usage,
 )
+from llmsim.service.sampling import Sampling
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
@@ -215,6 +216,19 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
             else self.max_tokens
         )
 
+    def sampling(self) -> Sampling:
+        """The engine's sampling parameters (:mod:`llmsim.service.sampling`)."""
+        limit = self.max_completion_tokens
+        stop = self.stop  # spelled out, as in ``stop_strings``: this runs on every request
+        return Sampling(
+            max_tokens=self.max_tokens if limit is None else limit,
+            min_tokens=self.min_tokens or 0,
+            n=self.n,
+            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+            ignore_eos=self.ignore_eos,
+            seed=self.seed,
+        )
+
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL]], Field(min_length=1)]
 PromptList = Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
@@ -253,6 +267,18 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
     @property
     def output_limit(self) -> int | None:
         return self.max_tokens
+
+    def sampling(self) -> Sampling:
+        """The engine's sampling parameters (:mod:`llmsim.service.sampling`)."""
+        stop = self.stop
+        return Sampling(
+            max_tokens=self.max_tokens,
+            min_tokens=self.min_tokens or 0,
+            n=self.n,
+            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+            ignore_eos=self.ignore_eos,
+            seed=self.seed,
+        )
 
 
 AdapterField = Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})]
