@@ -153,6 +153,24 @@ class _SamplingRequest(_Body):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def output_limit(self) -> int | None:
+        """The most tokens an answer may have (chat also reads ``max_completion_tokens``)."""
+        return self.max_tokens
+
+    def sampling(self) -> Sampling:
+        """The engine's sampling parameters (:mod:`llmsim.service.sampling`); the schema has
+        bounded each field already."""
+        stop = self.stop  # spelled out, as in ``stop_strings``: this runs on every request
+        return Sampling(
+            max_tokens=self.output_limit,
+            min_tokens=self.min_tokens or 0,
+            n=self.n,
+            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+            ignore_eos=self.ignore_eos,
+            seed=self.seed,
+        )
+
 
 def _check_stream_options(body: _SamplingRequest) -> None:
     if body.stream_options is not None and not body.stream:
@@ -216,19 +234,6 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
             else self.max_tokens
         )
 
-    def sampling(self) -> Sampling:
-        """The engine's sampling parameters (:mod:`llmsim.service.sampling`)."""
-        limit = self.max_completion_tokens
-        stop = self.stop  # spelled out, as in ``stop_strings``: this runs on every request
-        return Sampling(
-            max_tokens=self.max_tokens if limit is None else limit,
-            min_tokens=self.min_tokens or 0,
-            n=self.n,
-            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
-            ignore_eos=self.ignore_eos,
-            seed=self.seed,
-        )
-
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL]], Field(min_length=1)]
 PromptList = Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
@@ -263,22 +268,6 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens must be at least 1, got 0.")
         return self
-
-    @property
-    def output_limit(self) -> int | None:
-        return self.max_tokens
-
-    def sampling(self) -> Sampling:
-        """The engine's sampling parameters (:mod:`llmsim.service.sampling`)."""
-        stop = self.stop
-        return Sampling(
-            max_tokens=self.max_tokens,
-            min_tokens=self.min_tokens or 0,
-            n=self.n,
-            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
-            ignore_eos=self.ignore_eos,
-            seed=self.seed,
-        )
 
 
 AdapterField = Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})]
