@@ -2,9 +2,10 @@
 
 No scheduling happens here: the engine decides when tokens are released, these
 handlers only translate between the wire and the engine. The steps every door shares
-(readiness, injected faults, the model or adapter, the answer sources, the engine's
-admission and its refusals) are :mod:`llmsim.service`'s; their errors reach the client
-through the guard in vLLM's shape.
+(readiness, injected faults, the model or adapter, prompt counting, tool and structured-output
+answers, the answer sources, the sampling parameters and the engine's request, the
+``kv_transfer_params`` steps, the engine's admission and its refusals) are
+:mod:`llmsim.service`'s; their errors reach the client through the guard in vLLM's shape.
 """
 
 from __future__ import annotations
@@ -278,9 +279,7 @@ async def _generate(
         plan = await asyncio.to_thread(make_plan) if large else make_plan()
         if plan is not None:
             plan.token_ids = settings.return_tokens_as_token_ids
-    check_work(
-        prompts, sampling.n, max_tokens, settings.max_model_len, plan, settings.max_request_work
-    )
+    check_work(prompts, body.n, max_tokens, settings.max_model_len, plan, settings.max_request_work)
     request_log = state.request_log
     if request_log is not None:
         request_log.log_inputs(body, generation, engine.tokenizer)
