@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from llmsim.engine import Engine
 from llmsim.engine.data_parallel import DataParallelEngines
+from llmsim.engine.structured import FunctionSpec, OutputConstraint, ToolChoice
 from llmsim.engine.tokenizer import BuiltinTokenizer
 from llmsim.observability.metrics import Metrics
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.lifecycle import Lifecycle
-from llmsim.service.constraints import Constraint, constrained, output_constraint
+from llmsim.service.constraints import (
+    Constraint,
+    ToolUse,
+    answer_for,
+    constrained,
+    output_constraint,
+)
 from llmsim.service.errors import ErrorKind, ServiceError
 from llmsim.service.generation import (
     ServiceState,
@@ -21,8 +29,14 @@ from llmsim.service.generation import (
     pick_engine,
     start,
 )
+from llmsim.service.kv_transfer import KVTransferAgent
 from llmsim.service.prompts import text_prompt, token_prompt
-from llmsim.service.sampling import Sampling, check_sampling
+from llmsim.service.sampling import (
+    Sampling,
+    check_logprobs_limit,
+    check_sampling,
+    generation_request,
+)
 from llmsim.settings.model import Settings
 
 TOKENIZER = BuiltinTokenizer()
@@ -153,3 +167,68 @@ async def test_injected_faults_keep_their_http_status() -> None:
     with pytest.raises(ServiceError) as caught:
         start(service, TokenRequest("r", text="hi", forced_fault="nope"))
     assert caught.value.kind is ErrorKind.INVALID
+
+
+def test_http_may_count_an_empty_text_prompt_grpc_may_not() -> None:
+    empty = text_prompt("", TOKENIZER, True, allow_empty=True)
+    assert (empty.token_count, empty.echo_text) == (len(TOKENIZER.encode("", True)), "")
+    with pytest.raises(ServiceError) as caught:
+        text_prompt("", TOKENIZER, False)
+    assert refusal(caught) == (ErrorKind.INVALID, "prompt")
+
+
+def test_the_logprobs_bound_names_its_parameter_with_or_without_the_value() -> None:
+    check_logprobs_limit(5, 5)
+    with pytest.raises(ServiceError) as caught:
+        check_logprobs_limit(6, 5, "prompt")
+    assert refusal(caught) == (ErrorKind.INVALID, "prompt_logprobs")
+    assert caught.value.message.endswith("max allowed: 5 (parameter=prompt_logprobs, value=6)")
+    with pytest.raises(ServiceError) as caught:
+        check_logprobs_limit(6, 5, detail=False)
+    assert caught.value.message.endswith("max allowed: 5")
+
+
+def test_tool_and_schema_refusals_name_the_field_at_fault() -> None:
+    rng = random.Random(1)
+    tools = ToolUse([FunctionSpec("f", {})], ToolChoice("named", "g"), True, "user", 1.0)
+    with pytest.raises(ServiceError) as caught:
+        answer_for(None, "response_format", rng, tools)
+    assert refusal(caught) == (ErrorKind.INVALID, "tool_choice")
+    bad = OutputConstraint("json", schema={"type": "number", "multipleOf": 0})
+    with pytest.raises(ServiceError) as caught:
+        answer_for(bad, "structured_outputs.json", rng)
+    assert refusal(caught) == (ErrorKind.INVALID, "structured_outputs.json")
+    assert caught.value.message.startswith("structured_outputs.json: ")
+    called = ToolUse([FunctionSpec("f", {})], ToolChoice("required"), False, "user", 1.0)
+    answer = answer_for(None, "tools", rng, called)
+    assert answer is not None
+    assert [call.name for call in answer.tool_calls] == ["f"]
+
+
+async def test_a_prefill_answer_names_its_blocks_only_when_cut_on_its_length() -> None:
+    service = state()
+    agent = KVTransferAgent(service.engine.settings)
+    prefill = agent.read({"do_remote_decode": True})
+    assert agent.decode_delay(prefill, service.engine.settings, 10) is None
+    request = TokenRequest("p", text="hi there", sampling=Sampling(max_tokens=1, ignore_eos=True))
+    with start(service, request) as group:
+        await group.run()
+    params = agent.answer_params(prefill, group, "p")
+    assert params is not None
+    assert params["remote_request_id"] == "p"
+    assert agent.answer_params(None, group, "p") is None
+    decode = agent.read({**params, "do_remote_decode": False})
+    assert agent.decode_delay(decode, service.engine.settings, 10) is not None
+
+
+def test_generation_request_carries_the_sampling_parameters() -> None:
+    target = state().engine.resolve(None)
+    sampling = Sampling(max_tokens=9, n=2, stop=("x",), ignore_eos=True, seed=3)
+    request = generation_request("r", target, [text_prompt("hi", TOKENIZER, False)], sampling, 4)
+    assert (request.n, request.max_tokens, request.stop, request.ignore_eos, request.seed) == (
+        2,
+        4,
+        ("x",),
+        True,
+        3,
+    )

@@ -33,7 +33,7 @@ from llmsim.service.constraints import Constraint, constrained
 from llmsim.service.errors import ErrorKind, ServiceError, invalid
 from llmsim.service.load import ServerLoad
 from llmsim.service.prompts import piece_id, text_prompt, token_prompt
-from llmsim.service.sampling import Sampling, check_sampling
+from llmsim.service.sampling import Sampling, check_sampling, generation_request
 
 NOT_SERVING = {
     "loading": "The model is still loading; retry shortly.",
@@ -162,18 +162,15 @@ def start(state: ServiceState, request: TokenRequest) -> RequestGroup:
         view = prompt_view(target, prompt.echo_text, max_tokens, sampling.seed)
         chosen = choose(responder, view, settings.mode, max_tokens)
         answer, max_tokens, timing = chosen.answer or answer, chosen.max_tokens, chosen.timing
-    generation = GenerationRequest(
-        request_id=request.request_id,
-        target=target,
-        prompts=[prompt],
-        n=sampling.n,
-        max_tokens=max_tokens,
-        ignore_eos=sampling.ignore_eos,
-        stop=tuple(sampling.stop),
-        seed=sampling.seed,
-        answer=answer,
-        timing=timing,
-        kv_transfer_delay=request.kv_transfer_delay,
+    generation = generation_request(
+        request.request_id,
+        target,
+        [prompt],
+        sampling,
+        max_tokens,
+        answer,
+        timing,
+        request.kv_transfer_delay,
     )
     return submit(engine, generation)
 

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from llmsim.engine import RequestGroup
 from llmsim.engine.kv_transfer import kv_transfer_delay
 from llmsim.settings.model import Settings
 
@@ -83,8 +84,22 @@ class KVTransferAgent:
         """What ``params`` ask of this instance, as its role allows."""
         return read_transfer_params(params, self.produces, self.consumes)
 
-    def transfer_delay(self, settings: Settings, prompt_tokens: int) -> float:
+    def decode_delay(
+        self, transfer: TransferRequest | None, settings: Settings, prompt_tokens: int
+    ) -> float | None:
+        """How long a decode request waits for its prompt's blocks; None when it computes
+        them (no transfer asked, or fields missing)."""
+        if transfer is None or not transfer.remote_prefill:
+            return None
         return kv_transfer_delay(settings, prompt_tokens, self._rng)
+
+    def answer_params(
+        self, transfer: TransferRequest | None, group: RequestGroup, request_id: str
+    ) -> dict[str, Any] | None:
+        """The ``kv_transfer_params`` a finished prefill request answers, if any."""
+        if transfer is None or not transfer.remote_decode or not length_capped(group):
+            return None
+        return self.prefill_params(group.prompt_tokens, request_id)
 
     def prefill_params(self, prompt_tokens: int, request_id: str) -> dict[str, Any]:
         """What a prefill instance answers: where a decoder pulls the prompt's blocks."""
@@ -103,3 +118,9 @@ class KVTransferAgent:
             "remote_port": self.port,
             "tp_size": 1,
         }
+
+
+def length_capped(group: RequestGroup) -> bool:
+    """vLLM's NIXL connector hands the blocks on only when generation stopped on its length
+    (a prefill request's ``max_tokens``); a request that stopped otherwise keeps nothing."""
+    return all(sequence.finish_reason == "length" for sequence in group.sequences)

@@ -41,13 +41,20 @@ def text_prompt(
     with_ids: bool,
     truncate: int | None = None,
     max_model_len: int = 0,
+    allow_empty: bool = False,
 ) -> PromptInput:
-    """``text`` counted with the server's tokenizer (ids kept when the engine wants them)."""
-    if not text:
+    """``text`` counted with the server's tokenizer (ids kept when the engine wants them).
+
+    ``allow_empty``: an empty prompt is counted (OpenAI's completions accept one) rather than
+    refused (gRPC's ``Generate``), and the echo is the text as given even when it has no ids.
+    """
+    if not text and not allow_empty:
         raise invalid("The prompt must not be empty.", "prompt")
     if with_ids or truncate is not None:
-        ids = truncated(tokenizer.encode(text, True), truncate, max_model_len)
-        echo = text if len(ids) else ""
+        ids = tokenizer.encode(text, True)
+        if truncate is not None:
+            ids = truncated(ids, truncate, max_model_len)
+        echo = text if allow_empty or len(ids) else ""
         return PromptInput(len(ids), echo, ids if with_ids else None)
     return PromptInput(tokenizer.count(text, True), text)
 

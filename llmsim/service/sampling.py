@@ -1,8 +1,12 @@
-"""vLLM's sampling parameters, checked as ``SamplingParams`` checks them.
+"""vLLM's sampling parameters, checked as ``SamplingParams`` checks them, to the engine's request.
 
-A door fills :class:`Sampling` from its wire format; :func:`check_sampling` refuses what
-vLLM refuses, with vLLM's messages. The parameters that only change a real model's numbers
-(temperature, penalties, ``logit_bias``) are accepted and change nothing here.
+A door fills :class:`Sampling` from its wire format (HTTP from its validated body, gRPC from
+``SamplingParams``); :func:`check_sampling` refuses what vLLM refuses, with vLLM's messages
+(HTTP's schema bounds most fields itself, and asks :func:`check_logprobs_limit` for the
+``--max-logprobs`` bound); :func:`generation_request` makes the engine's
+:class:`~llmsim.engine.GenerationRequest` from them for every door. The parameters that only
+change a real model's numbers (temperature, penalties, ``logit_bias``) are accepted and
+change nothing here.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from llmsim.engine import Answer, GenerationRequest, PromptInput, Target
+from llmsim.engine.timing import TimingOverride
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.service.errors import invalid
 
@@ -24,7 +30,7 @@ class Sampling:
     max_tokens: int | None = None
     min_tokens: int = 0
     n: int = 1
-    stop: Sequence[str] = ()
+    stop: tuple[str, ...] = ()
     stop_token_ids: Sequence[int] = ()
     ignore_eos: bool = False
     seed: int | None = None
@@ -72,8 +78,52 @@ def _check_logprobs(name: str, kind: str, value: int | None, limit: int, vocab: 
     if value < -1:
         raise invalid(f"{name} must be non-negative or -1, got {value}.", name)
     wanted = vocab if value == -1 else value
-    if limit != -1 and wanted > limit:
-        raise invalid(
-            f"Requested {kind} logprobs of {wanted}, which is greater than max allowed: {limit}",
-            name,
-        )
+    if limit != -1:
+        check_logprobs_limit(wanted, limit, kind, detail=False)
+
+
+def check_logprobs_limit(
+    value: int | None, limit: int, kind: str = "sample", detail: bool = True
+) -> None:
+    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``.
+
+    vLLM checks its sampling parameters, so chat's ``top_logprobs`` is reported as
+    ``logprobs``; its validation error adds the parameter and value to the message
+    (``detail``, as HTTP answers it).
+    """
+    if value is None or value <= limit:
+        return
+    param = "logprobs" if kind == "sample" else "prompt_logprobs"
+    message = f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit}"
+    if detail:
+        message += f" (parameter={param}, value={value})"
+    raise invalid(message, param)
+
+
+def generation_request(
+    request_id: str,
+    target: Target,
+    prompts: Sequence[PromptInput],
+    sampling: Sampling,
+    max_tokens: int | None,
+    answer: Answer | None = None,
+    timing: TimingOverride | None = None,
+    kv_transfer_delay: float | None = None,
+    arrival: float | None = None,
+) -> GenerationRequest:
+    """What the engine is asked for: ``sampling``'s parameters, with ``max_tokens`` as the
+    answer source left it (a response rule may set its own) and the chosen ``answer``."""
+    return GenerationRequest(
+        request_id=request_id,
+        target=target,
+        prompts=prompts,
+        n=sampling.n,
+        max_tokens=max_tokens,
+        ignore_eos=sampling.ignore_eos,
+        stop=sampling.stop,
+        seed=sampling.seed,
+        answer=answer,
+        timing=timing,
+        kv_transfer_delay=kv_transfer_delay,
+        arrival=arrival,
+    )

@@ -2,7 +2,9 @@
 
 This is where vLLM's request fields (``tools``, ``tool_choice``, ``response_format``,
 ``structured_outputs``, ``guided_*``) become the plain data of
-:mod:`llmsim.engine.structured`; refusals become 400s in vLLM's error shape.
+:mod:`llmsim.engine.structured`; :func:`llmsim.service.constraints.answer_for` checks them
+and makes the answer, as it does for gRPC's ``constraint``. Refusals are
+:class:`~llmsim.service.errors.ServiceError` errors naming the request's field.
 """
 
 from __future__ import annotations
@@ -11,24 +13,18 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import JSONInputError, loads_bounded
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.api.openai.structured_fields import NamedToolChoice, StructuredFields
 from llmsim.engine import Answer
-from llmsim.engine.structured import (
-    FunctionSpec,
-    OutputConstraint,
-    ToolChoice,
-    ToolChoiceError,
-    ToolSchemaError,
-    UnsupportedRegexError,
-    UnsupportedSchemaError,
-    check_constraint,
-    check_tools,
-    constrained_answer,
-    tool_answer,
+from llmsim.engine.structured import FunctionSpec, OutputConstraint, ToolChoice
+from llmsim.service.constraints import (
+    ToolUse,
+    answer_for,
+    choice_constraint,
+    unsupported,
 )
+from llmsim.service.errors import ServiceError, invalid
 
 _SHARED_RNG = random.Random()
 """Decisions of requests without a ``seed``."""
@@ -59,35 +55,16 @@ def chat_answer(
 ) -> Answer | None:
     """Tool calls, else constrained text, else None (the generation mode answers)."""
     constraint = output_constraint(body)
-    tools, choice = function_specs(body), tool_choice(body)
-    try:
-        if constraint is not None:
-            check_constraint(constraint, rng)
-        if tools:
-            check_tools(tools, choice)
-            last_role = body.messages[-1].role
-            answer = tool_answer(
-                tools,
-                choice,
-                parallel=body.parallel_tool_calls is not False,
-                last_role=last_role,
-                probability=tool_call_probability,
-                rng=rng,
-            )
-            if answer is not None:
-                return answer
-        return None if constraint is None else constrained_answer(constraint, rng)
-    except ToolChoiceError as exc:
-        raise APIError(400, str(exc), "tool_choice") from None
-    except ToolSchemaError as exc:
-        raise _refused(exc, f"tools[{exc.index}].function.parameters") from None
-    except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise _refused(exc, _constraint_param(body)) from None
-
-
-def _refused(exc: ValueError, param: str) -> APIError:
-    """``param: reason``: which field holds what llmsim cannot honour, and why."""
-    return APIError(400, f"{param}: {exc}", param)
+    tools = None
+    if body.tools:
+        tools = ToolUse(
+            function_specs(body),
+            toolchoice_constraint(body),
+            parallel=body.parallel_tool_calls is not False,
+            last_role=body.messages[-1].role,
+            probability=tool_call_probability,
+        )
+    return answer_for(constraint, _constraint_param(body), rng, tools)
 
 
 def same_name(param: str) -> str:
@@ -95,32 +72,28 @@ def same_name(param: str) -> str:
     return param
 
 
-def renamed(error: APIError, rename: Callable[[str], str]) -> APIError:
+def renamed(error: ServiceError, rename: Callable[[str], str]) -> ServiceError:
     """``error`` naming the field as another API spells it (``text.format`` for
     ``response_format``), for requests translated into chat."""
     if error.param is None or rename(error.param) == error.param:
         return error
     param = rename(error.param)
     message = error.message.removeprefix(f"{error.param}: ")
-    return APIError(error.status, f"{param}: {message}", param, error.headers, error.type)
+    return ServiceError(error.kind, f"{param}: {message}", param, error.status, error.type)
 
 
 def completion_answer(body: CompletionRequest, rng: random.Random) -> Answer | None:
     constraint = output_constraint(body)
     if constraint is None:
         return None
-    try:
-        check_constraint(constraint, rng)
-        return constrained_answer(constraint, rng)
-    except (UnsupportedSchemaError, UnsupportedRegexError) as exc:
-        raise _refused(exc, _constraint_param(body)) from None
+    return answer_for(constraint, _constraint_param(body), rng)
 
 
 def function_specs(body: ChatCompletionRequest) -> list[FunctionSpec]:
     return [FunctionSpec(tool.function.name, tool.function.parameters) for tool in body.tools or []]
 
 
-def tool_choice(body: ChatCompletionRequest) -> ToolChoice:
+def toolchoice_constraint(body: ChatCompletionRequest) -> ToolChoice:
     """vLLM's default: ``auto`` when tools are given, and no tools at all with ``none``."""
     choice = body.tool_choice
     if isinstance(choice, NamedToolChoice):
@@ -131,11 +104,11 @@ def tool_choice(body: ChatCompletionRequest) -> ToolChoice:
 def output_constraint(body: StructuredFields) -> OutputConstraint | None:
     """The one structured-output constraint of a request (``guided_*`` win, as in vLLM)."""
     if body.guided_grammar is not None:
-        raise _unsupported("guided_grammar", "grammar")
+        raise unsupported("guided_grammar", "grammar")
     if body.guided_json is not None:
         return OutputConstraint("json", schema=_schema(body.guided_json, "guided_json"))
     if body.guided_choice is not None:
-        return _choice(body.guided_choice, "guided_choice")
+        return choice_constraint(body.guided_choice, "guided_choice")
     if body.guided_regex is not None:
         return OutputConstraint("regex", pattern=body.guided_regex)
     if body.structured_outputs is not None:
@@ -147,13 +120,13 @@ def _structured_outputs(body: StructuredFields) -> OutputConstraint | None:
     outputs = body.structured_outputs
     assert outputs is not None
     if outputs.grammar is not None:
-        raise _unsupported("structured_outputs.grammar", "grammar")
+        raise unsupported("structured_outputs.grammar", "grammar")
     if outputs.structural_tag is not None:
-        raise _unsupported("structured_outputs.structural_tag", "structural_tag")
+        raise unsupported("structured_outputs.structural_tag", "structural_tag")
     if outputs.json_ is not None:
         return OutputConstraint("json", schema=_schema(outputs.json_, "structured_outputs.json"))
     if outputs.choice is not None:
-        return _choice(outputs.choice, "structured_outputs.choice")
+        return choice_constraint(outputs.choice, "structured_outputs.choice")
     if outputs.regex is not None:
         return OutputConstraint("regex", pattern=outputs.regex)
     if outputs.json_object:
@@ -168,10 +141,9 @@ def _response_format(body: StructuredFields) -> OutputConstraint | None:
     if fmt.type == "json_object":
         return OutputConstraint("json_object")
     if fmt.type == "structural_tag":
-        raise _unsupported("response_format", "structural_tag")
+        raise unsupported("response_format", "structural_tag")
     if fmt.json_schema is None or fmt.json_schema.json_schema is None:
-        raise APIError(
-            400,
+        raise invalid(
             "response_format: json_schema must be provided when type is 'json_schema'",
             "response_format",
         )
@@ -184,17 +156,7 @@ def _schema(value: str | dict[str, Any], param: str) -> Any:
     try:
         return loads_bounded(value.encode("utf-8", "surrogatepass"))
     except (JSONInputError, ValueError) as exc:
-        raise APIError(400, f"{param}: not a valid JSON schema string ({exc})", param) from None
-
-
-def _choice(choices: list[str], param: str) -> OutputConstraint:
-    if not choices:
-        raise APIError(400, f"{param}: at least one choice is required", param)
-    return OutputConstraint("choice", choices=tuple(choices))
-
-
-def _unsupported(param: str, kind: str) -> APIError:
-    return APIError(400, f"{param}: {kind} constraints are not supported by llmsim", param)
+        raise invalid(f"{param}: not a valid JSON schema string ({exc})", param) from None
 
 
 def _constraint_param(body: StructuredFields) -> str:

@@ -2,9 +2,10 @@
 
 No scheduling happens here: the engine decides when tokens are released, these
 handlers only translate between the wire and the engine. The steps every door shares
-(readiness, injected faults, the model or adapter, the answer sources, the engine's
-admission and its refusals) are :mod:`llmsim.service`'s; their errors reach the client
-through the guard in vLLM's shape.
+(readiness, injected faults, the model or adapter, prompt counting, tool and structured-output
+answers, the answer sources, the sampling parameters and the engine's request, the
+``kv_transfer_params`` steps, the engine's admission and its refusals) are
+:mod:`llmsim.service`'s; their errors reach the client through the guard in vLLM's shape.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.service.errors import ServiceError
 from llmsim.service.generation import (
     check_serving,
     context_error,
@@ -81,6 +83,7 @@ from llmsim.service.generation import (
     submit,
 )
 from llmsim.service.kv_transfer import KVTransferAgent
+from llmsim.service.sampling import generation_request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 OFF_LOOP_TOKENS = 32_768
@@ -246,26 +249,24 @@ async def _generate(
             check_tool_choice(engine.settings, body)  # vLLM's Responses API does not check
         if constrained is None:
             constrained = await _answer(body, engine, flavor)
+    sampling = body.sampling()
     if state.responder.active:
         chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
     else:
-        answer, max_tokens, timing = constrained, body.output_limit, None
-    generation = GenerationRequest(
-        request_id=request_id,
-        target=target,
-        prompts=prompts,
-        n=body.n,
-        max_tokens=max_tokens,
-        ignore_eos=body.ignore_eos,
-        stop=body.stop_strings,
-        seed=body.seed,
-        answer=answer,
-        timing=timing,
-        kv_transfer_delay=kv_agent.transfer_delay(engine.settings, prompts[0].token_count)
-        if transfer and transfer.remote_prefill
+        answer, max_tokens, timing = constrained, sampling.max_tokens, None
+    generation = generation_request(
+        request_id,
+        target,
+        prompts,
+        sampling,
+        max_tokens,
+        answer,
+        timing,
+        kv_agent.decode_delay(transfer, engine.settings, prompts[0].token_count)
+        if transfer
         else None,
-        arrival=arrival,
+        arrival,
     )
     settings = engine.settings
     shown = True
@@ -282,7 +283,8 @@ async def _generate(
     request_log = state.request_log
     if request_log is not None:
         request_log.log_inputs(body, generation, engine.tokenizer)
-    stream, include_usage = body.stream, body.include_usage
+    stream = body.stream
+    include_usage = body.include_usage if body.stream_options is not None else False
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)
@@ -313,8 +315,8 @@ async def _generate(
         if request_log is not None:
             request_log.log_outputs(request_id, group, streaming=False)
         extra = {}
-        if transfer and transfer.remote_decode and _length_capped(group):
-            extra["kv_transfer_params"] = kv_agent.prefill_params(group.prompt_tokens, request_id)
+        if transfer and (params := kv_agent.answer_params(transfer, group, request_id)):
+            extra["kv_transfer_params"] = params
         if flavor.pieces is not None and (plan is not None or outputs is not None):
             return await write_pieces(request, flavor.pieces(meta, group, extra), headers)
         answer_body = flavor.body(meta, group)
@@ -322,12 +324,6 @@ async def _generate(
         return web.Response(
             body=dumps(answer_body), content_type="application/json", headers=headers
         )
-
-
-def _length_capped(group: RequestGroup) -> bool:
-    """vLLM's NIXL connector hands the blocks on only when generation stopped on its length
-    (a prefill request's ``max_tokens``); a request that stopped otherwise keeps nothing."""
-    return all(sequence.finish_reason == "length" for sequence in group.sequences)
 
 
 async def _stream(
@@ -383,7 +379,7 @@ async def _answer(
             probability = engine.settings.tool_call_probability
             return await asyncio.to_thread(chat_answer, body, probability, rng)
         return await asyncio.to_thread(completion_answer, body, rng)
-    except APIError as exc:
+    except ServiceError as exc:
         raise renamed(exc, flavor.rename_param) from None
 
 

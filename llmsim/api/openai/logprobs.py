@@ -24,6 +24,7 @@ from llmsim.engine.corpus import SENTENCES
 from llmsim.engine.tokenizer import Tokenizer, TokenizerError
 from llmsim.service.prompts import piece_id as piece_id  # also for the stream writers
 from llmsim.service.prompts import prompt_text
+from llmsim.service.sampling import check_logprobs_limit
 
 MIN_LOGPROB = -9999.0
 """vLLM's floor for a logprob (it never sends ``-inf``)."""
@@ -186,22 +187,6 @@ def token_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     return texts
 
 
-def check_count(value: int | None, limit: int, kind: str = "sample") -> None:
-    """vLLM's 400 when a request asks for more logprobs than ``--max-logprobs``.
-
-    vLLM checks its sampling parameters, so chat's ``top_logprobs`` is reported as
-    ``logprobs``; its validation error adds the parameter and value to the message.
-    """
-    if value is not None and value > limit:
-        param = "logprobs" if kind == "sample" else "prompt_logprobs"
-        raise APIError(
-            400,
-            f"Requested {kind} logprobs of {value}, which is greater than max allowed: {limit} "
-            f"(parameter={param}, value={value})",
-            param,
-        )
-
-
 def prompt_logprobs_json(steps: Sequence[Step | None]) -> list[dict[str, Any] | None]:
     """vLLM's ``prompt_logprobs``: per token ``{id: {logprob, rank, decoded_token}}``."""
     out: list[dict[str, Any] | None] = []
@@ -288,8 +273,8 @@ def chat_plan(
             400, "when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs"
         )
     top = (body.top_logprobs or 0) if body.logprobs else None
-    check_count(top, max_logprobs)
-    check_count(body.prompt_logprobs, max_logprobs, "prompt")
+    check_logprobs_limit(top, max_logprobs)
+    check_logprobs_limit(body.prompt_logprobs, max_logprobs, "prompt")
     if top is None and body.prompt_logprobs is None:
         return None
     plan = _plan(body, tokenizer, top)
@@ -304,8 +289,8 @@ def completion_plan(
     body: CompletionRequest, tokenizer: Tokenizer, max_logprobs: int
 ) -> OutputPlan | None:
     """What a completions request asked for beyond text; None (the fast path) if nothing."""
-    check_count(body.logprobs, max_logprobs)
-    check_count(body.prompt_logprobs, max_logprobs, "prompt")
+    check_logprobs_limit(body.logprobs, max_logprobs)
+    check_logprobs_limit(body.prompt_logprobs, max_logprobs, "prompt")
     if body.logprobs is None and body.prompt_logprobs is None and not body.echo:
         return None
     plan = _plan(body, tokenizer, body.logprobs)

@@ -3,8 +3,10 @@
 Every count comes from the engine's tokenizer. Chat prompts are counted on the rendered
 conversation: the tokenizer's chat template when it has one, else the built-in format
 ``<|role|>\\ncontent\\n`` per message plus the assistant header, so usage grows with
-every message, including the role markers, as it does with a real model. Completion
-prompts are counted with the model's special tokens (a BOS, say), as vLLM does.
+every message, including the role markers, as it does with a real model. Rendering stays
+here, as OpenAI's messages are shaped; completion prompts are counted by
+:mod:`llmsim.service.prompts` (with the model's special tokens, a BOS say, as vLLM does),
+as gRPC's are.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from llmsim.api.http.errors import APIError
 from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from llmsim.engine import PromptInput
 from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
-from llmsim.service.prompts import check_vocabulary, token_prompt
+from llmsim.service.prompts import check_vocabulary, text_prompt, token_prompt
 
 __all__ = [
     "GENERATION_PROMPT",
@@ -118,26 +120,17 @@ def chat_prompt(
 def completion_prompts(
     request: CompletionRequest, tokenizer: Tokenizer, with_ids: bool = False
 ) -> list[PromptInput]:
-    """One input per prompt; token-id prompts count their ids and echo their text, as
-    :func:`llmsim.service.prompts.token_prompt` does for every door."""
+    """One input per prompt, counted by :mod:`llmsim.service.prompts` as every door counts
+    them: text with the model's special tokens, token ids as given (echoing their text)."""
     prompt = request.prompt
     if isinstance(prompt, str):
-        return [_text_prompt(prompt, prompt, tokenizer, True, with_ids)]
+        return [text_prompt(prompt, tokenizer, with_ids, allow_empty=True)]
     if all(isinstance(item, int) for item in prompt):
         return [token_prompt(prompt, tokenizer, with_ids)]  # type: ignore[arg-type]
     inputs: list[PromptInput] = []
     for item in prompt:
         if isinstance(item, str):
-            inputs.append(_text_prompt(item, item, tokenizer, True, with_ids))
+            inputs.append(text_prompt(item, tokenizer, with_ids, allow_empty=True))
         else:
             inputs.append(token_prompt(item, tokenizer, with_ids))  # type: ignore[arg-type]
     return inputs
-
-
-def _text_prompt(
-    text: str, echo_text: str, tokenizer: Tokenizer, special: bool, with_ids: bool
-) -> PromptInput:
-    if with_ids:
-        ids = tokenizer.encode(text, special)
-        return PromptInput(len(ids), echo_text, ids)
-    return PromptInput(tokenizer.count(text, special), echo_text)

@@ -28,6 +28,7 @@ from llmsim.api.openai.structured_fields import (
     check_one_guide,
     check_tool_usage,
 )
+from llmsim.service.sampling import Sampling
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
@@ -152,6 +153,24 @@ class _SamplingRequest(_Body):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def output_limit(self) -> int | None:
+        """The most tokens an answer may have (chat also reads ``max_completion_tokens``)."""
+        return self.max_tokens
+
+    def sampling(self) -> Sampling:
+        """The engine's sampling parameters (:mod:`llmsim.service.sampling`); the schema has
+        bounded each field already."""
+        stop = self.stop  # spelled out, as in ``stop_strings``: this runs on every request
+        return Sampling(
+            max_tokens=self.output_limit,
+            min_tokens=self.min_tokens or 0,
+            n=self.n,
+            stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+            ignore_eos=self.ignore_eos,
+            seed=self.seed,
+        )
+
 
 def _check_stream_options(body: _SamplingRequest) -> None:
     if body.stream_options is not None and not body.stream:
@@ -249,10 +268,6 @@ class CompletionRequest(_SamplingRequest, StructuredFields):
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens must be at least 1, got 0.")
         return self
-
-    @property
-    def output_limit(self) -> int | None:
-        return self.max_tokens
 
 
 AdapterField = Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})]
