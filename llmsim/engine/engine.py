@@ -417,13 +417,19 @@ class Engine:
         scheduling): it delays this sequence's entry, not the steps of those running.
 
         It counts from the sequence's arrival, so this process's own time since then is
-        part of it rather than added to it.
+        part of it rather than added to it. The wait behind the running requests' streams is
+        counted when the rest has passed, from the engine's load then, as in virtual time.
         """
         assert self.step is not None
         costs = self.step.engine.costs
         if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
             entry = self._frontend.entry(sequence.arrival, costs)
             await asyncio.sleep(max(entry - time.monotonic(), 0.0))
+        else:
+            entry = sequence.arrival
+        delay = self._frontend.load_delay(self.step.engine.num_running, costs)
+        if delay > 0.0:
+            await asyncio.sleep(max(entry + delay - time.monotonic(), 0.0))
 
     async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand the sequence to the pacer and wait until its last token is out.

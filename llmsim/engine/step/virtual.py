@@ -74,7 +74,8 @@ class VirtualRun:
     samples: list[Sample] = field(default_factory=list)
     finished: list[Sequence] = field(default_factory=list)
     now: float = 0.0
-    _arrivals: list[tuple[float, int, Sequence]] = field(default_factory=list)
+    _arrivals: list[tuple[float, int, Sequence, bool]] = field(default_factory=list)
+    """(entry, order, sequence, whether the front end's load delay is counted yet)"""
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _frontend: FrontEnd = field(default_factory=FrontEnd)
     last_result: StepResult | None = None
@@ -101,7 +102,7 @@ class VirtualRun:
         """
         sequence.arrival = at
         entry = self._frontend.entry(at, self.engine.costs)
-        heapq.heappush(self._arrivals, (entry, next(self._order), sequence))
+        heapq.heappush(self._arrivals, (entry, next(self._order), sequence, False))
 
     def step(self) -> StepPlan:
         """Admit what has arrived, run one step (or jump to the next arrival when idle)."""
@@ -112,7 +113,7 @@ class VirtualRun:
         plan, duration = self.engine.begin_step(self.now)
         arrival = self.engine.next_ready()
         if plan.empty and arrival is not None:  # only KV transfers in flight: jump ahead
-            upcoming = [arrival, *(at for at, _, _ in self._arrivals[:1])]
+            upcoming = [arrival, *(entry[0] for entry in self._arrivals[:1])]
             self.now = max(self.now, min(upcoming))
         self.now += duration
         result = self.last_result = self.engine.end_step(plan, self.now)
@@ -140,6 +141,11 @@ class VirtualRun:
         raise RuntimeError("the virtual run did not finish")
 
     def _admit(self) -> None:
+        costs = self.engine.costs
         while self._arrivals and self._arrivals[0][0] <= self.now:
-            _, _, sequence = heapq.heappop(self._arrivals)
-            self.engine.add(sequence)
+            entry, order, sequence, loaded = heapq.heappop(self._arrivals)
+            delay = 0.0 if loaded else self._frontend.load_delay(self.engine.num_running, costs)
+            if delay > 0.0:
+                heapq.heappush(self._arrivals, (entry + delay, order, sequence, True))
+            else:
+                self.engine.add(sequence)
