@@ -64,7 +64,9 @@ async def send(
 async def run_live(
     url: str, model: str, requests: list[Request], warm_up: bool
 ) -> list[RequestRecord]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+    connector = aiohttp.TCPConnector(limit=0)  # a connection per request, as vLLM's client
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if warm_up and requests:
             await send(session, url, model, replace(requests[0], output_tokens=1, send_at=0.0))
         start = time.perf_counter()

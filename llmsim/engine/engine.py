@@ -44,7 +44,7 @@ from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
-from llmsim.engine.step.step_loop import StepLoop
+from llmsim.engine.step.step_loop import StepLoop, sleep_until
 from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
@@ -424,12 +424,12 @@ class Engine:
         costs = self.step.engine.costs
         if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
             entry = self._frontend.entry(sequence.arrival, costs)
-            await asyncio.sleep(max(entry - time.monotonic(), 0.0))
+            await sleep_until(entry)
         else:
             entry = sequence.arrival
         delay = self._frontend.load_delay(self.step.engine.num_running, costs)
         if delay > 0.0:
-            await asyncio.sleep(max(entry + delay - time.monotonic(), 0.0))
+            await sleep_until(entry + delay)
 
     async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand the sequence to the pacer and wait until its last token is out.

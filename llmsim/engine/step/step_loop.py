@@ -44,6 +44,20 @@ class _Active:
     done: asyncio.Future[None]
 
 
+TIMER_SLACK = 0.001
+"""The event loop's timers fire up to this late (epoll counts whole milliseconds, rounded
+up): a wait for a step's end is set this much earlier and finished by yielding."""
+
+
+async def sleep_until(deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Return at ``deadline`` by ``clock``, not up to a millisecond after it: a step's end
+    that the loop's timer overshoots would lengthen every step after it (they start where
+    it really ended)."""
+    await asyncio.sleep(max(deadline - TIMER_SLACK - clock(), 0.0))  # yields at least once
+    while clock() < deadline:  # noqa: ASYNC110 - a sub-millisecond wait no timer can make
+        await asyncio.sleep(0.0)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -251,7 +265,7 @@ class StepLoop:
         clock = self._clock
         stepping = self._stepping = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.sleep(max(end - clock(), 0.0))
+            await sleep_until(end, clock)
         finally:
             # a pause waiting on it wakes after this step ends (no await till then)
             self._stepping = None
