@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import sys
@@ -22,11 +23,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procs import cleanup_on_exit, server_env, start_llmsim
+from rawclient import build_request, open_connection
 
 from llmsim.settings.sources import load_settings
 from llmsim.simulation import RequestRecord, summarize
@@ -41,41 +41,56 @@ def prompt_ids(name: str, length: int) -> list[int]:
     return [rng.randrange(100, VOCABULARY) for _ in range(length)]
 
 
-async def send(
-    session: aiohttp.ClientSession, url: str, model: str, request: Request
-) -> RequestRecord:
+async def send(url: str, model: str, request: Request) -> RequestRecord:
+    """One streamed completion on its own connection (as vLLM's client opens one per
+    request), timed from before the connection is opened; each read is stamped in the
+    protocol callback, so the client's own scheduling adds nothing to the figures."""
     body = {
+        "model": model,
         "prompt": prompt_ids(request.prompt, request.prompt_tokens),
         "max_tokens": request.output_tokens,
         "ignore_eos": True,
         "stream": True,
     }
+    host, port, message = build_request(url, json.dumps(body).encode())
+    stamps: list[float] = []
+
+    def on_body(piece: bytes, at: float) -> None:
+        if b"data: {" in piece:
+            stamps.append(at)
+
     sent = time.perf_counter()
-    first = last = 0.0
-    async with session.post(url, json={"model": model, **body}) as response:
-        response.raise_for_status()
-        async for line in response.content:
-            if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
-                last = time.perf_counter()
-                first = first or last
-    return RequestRecord(request.prompt_tokens, request.output_tokens, sent, first, last)
+    connection = await open_connection(host, port, time.perf_counter)
+    try:
+        status, _ = await connection.send(message, on_body, timeout=600.0)
+    finally:
+        connection.close()
+    if status != 200 or not stamps:
+        raise RuntimeError(f"request {request.prompt}: status {status}, {len(stamps)} chunks")
+    return RequestRecord(request.prompt_tokens, request.output_tokens, sent, stamps[0], stamps[-1])
 
 
 async def run_live(
     url: str, model: str, requests: list[Request], warm_up: bool
 ) -> list[RequestRecord]:
-    connector = aiohttp.TCPConnector(limit=0)  # a connection per request, as vLLM's client
-    timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        if warm_up and requests:
-            await send(session, url, model, replace(requests[0], output_tokens=1, send_at=0.0))
-        start = time.perf_counter()
+    if warm_up and requests:
+        await send(url, model, replace(requests[0], output_tokens=1, send_at=0.0))
+    start = time.perf_counter()
 
-        async def at(request: Request) -> RequestRecord:
-            await asyncio.sleep(max(0.0, start + request.send_at - time.perf_counter()))
-            return await send(session, url, model, request)
+    async def at(request: Request) -> RequestRecord:
+        await asyncio.sleep(max(0.0, start + request.send_at - time.perf_counter()))
+        return await send(url, model, request)
 
-        return list(await asyncio.gather(*(at(request) for request in requests)))
+    return list(await asyncio.gather(*(at(request) for request in requests)))
+
+
+PRIMING = "priming"
+
+
+def priming(run: PublishedRun) -> PublishedRun:
+    """``run``'s prompts, one token each, 50 a second: they fill the prefix cache."""
+    ones = (1,) * len(run.input_lens)
+    return PublishedRun(PRIMING, 50.0, 1.0, run.input_lens, ones, {})
 
 
 def shortened(run: PublishedRun, limit: int | None) -> PublishedRun:
@@ -90,10 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", required=True)
     parser.add_argument("--limit", type=int, help="only the first N requests of each run")
     parser.add_argument("--only", type=int, nargs="*", help="indices of the runs to replay")
+    parser.add_argument(
+        "--cached",
+        action="store_true",
+        help="first send every prompt once for one token (untimed), as the runs before a "
+        "published run did, so the runs find their prompts in the prefix cache",
+    )
     args = parser.parse_args(argv)
     runs = [shortened(run, args.limit) for path in args.runs for run in load_runs(path)]
     if args.only is not None:
         runs = [run for k, run in enumerate(runs) if k in args.only]
+    if args.cached and runs:
+        runs = [priming(runs[0]), *runs]
     settings = load_settings({"profile": args.profile, "latency_model": "step"}).settings
     model = settings.served_names[0]
     virtual = replay(settings, runs)
@@ -109,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             times = poisson_send_times(len(run.input_lens), run.request_rate, seed=0)
             requests = requests_at(run.input_lens, run.output_lens, times)
             live = summarize(asyncio.run(run_live(url, model, requests, warm_up=True))).as_ms()
+            if run.source == PRIMING:
+                continue
             rate = "inf" if run.request_rate == float("inf") else f"{run.request_rate:g}/s"
             for key, value in comparison.model.as_ms().items():
                 diff = live[key] / value - 1.0 if value else 0.0
