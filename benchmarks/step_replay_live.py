@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procs import cleanup_on_exit, server_env, start_llmsim
-from rawclient import build_request, open_connection
+from rawclient import RawConnection, build_request, open_connection
 
 from llmsim.settings.sources import load_settings
 from llmsim.simulation import RequestRecord, summarize
@@ -41,10 +41,13 @@ def prompt_ids(name: str, length: int) -> list[int]:
     return [rng.randrange(100, VOCABULARY) for _ in range(length)]
 
 
-async def send(url: str, model: str, request: Request) -> RequestRecord:
+async def send(
+    url: str, model: str, request: Request, connection: RawConnection | None = None
+) -> RequestRecord:
     """One streamed completion on its own connection (as vLLM's client opens one per
-    request), timed from before the connection is opened; each read is stamped in the
-    protocol callback, so the client's own scheduling adds nothing to the figures."""
+    request), timed from before the connection is opened (or from the request's write, on
+    a ``connection`` opened beforehand); each read is stamped in the protocol callback, so
+    the client's own scheduling adds nothing to the figures."""
     body = {
         "model": model,
         "prompt": prompt_ids(request.prompt, request.prompt_tokens),
@@ -60,7 +63,8 @@ async def send(url: str, model: str, request: Request) -> RequestRecord:
             stamps.append(at)
 
     sent = time.perf_counter()
-    connection = await open_connection(host, port, time.perf_counter)
+    if connection is None:
+        connection = await open_connection(host, port, time.perf_counter)
     try:
         status, _ = await connection.send(message, on_body, timeout=600.0)
     finally:
@@ -71,15 +75,22 @@ async def send(url: str, model: str, request: Request) -> RequestRecord:
 
 
 async def run_live(
-    url: str, model: str, requests: list[Request], warm_up: bool
+    url: str, model: str, requests: list[Request], warm_up: bool, preconnect: bool = False
 ) -> list[RequestRecord]:
     if warm_up and requests:
         await send(url, model, replace(requests[0], output_tokens=1, send_at=0.0))
-    start = time.perf_counter()
+    host, port, _ = build_request(url, b"")
+    start = time.perf_counter() + (1.0 if preconnect else 0.0)
 
     async def at(request: Request) -> RequestRecord:
+        connection = None
+        if preconnect:  # opened a second before the first send, at most 100 at a time
+            async with opening:
+                connection = await open_connection(host, port, time.perf_counter)
         await asyncio.sleep(max(0.0, start + request.send_at - time.perf_counter()))
-        return await send(url, model, request)
+        return await send(url, model, request, connection)
+
+    opening = asyncio.Semaphore(100)
 
     return list(await asyncio.gather(*(at(request) for request in requests)))
 
@@ -106,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N requests of each run")
     parser.add_argument("--only", type=int, nargs="*", help="indices of the runs to replay")
     parser.add_argument(
+        "--preconnect",
+        action="store_true",
+        help="open every request's connection before the run and time it from its write "
+        "(leaves out the connection set-up this machine adds to each request)",
+    )
+    parser.add_argument(
         "--cached",
         action="store_true",
         help="first send every prompt once for one token (untimed), as the runs before a "
@@ -131,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         for run, comparison in zip(runs, virtual, strict=True):
             times = poisson_send_times(len(run.input_lens), run.request_rate, seed=0)
             requests = requests_at(run.input_lens, run.output_lens, times)
-            live = summarize(asyncio.run(run_live(url, model, requests, warm_up=True))).as_ms()
+            records = asyncio.run(run_live(url, model, requests, True, args.preconnect))
+            live = summarize(records).as_ms()
             if run.source == PRIMING:
                 continue
             rate = "inf" if run.request_rate == float("inf") else f"{run.request_rate:g}/s"
