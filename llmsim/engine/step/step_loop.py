@@ -75,6 +75,8 @@ class StepLoop:
         self._clock = clock
         self._active: dict[Sequence, _Active] = {}
         self._pending: dict[Sequence, list[int]] = {}
+        self._firsts: list[Sequence] = []
+        """Sequences whose first token is pending: written before the running ones'."""
         self._loading: dict[Sequence, asyncio.Future[None]] = {}
         """Sequences waiting for their adapter to load, before they join the engine."""
         """Tokens emitted but not yet written: sequence -> [first position, count]."""
@@ -300,6 +302,7 @@ class StepLoop:
             position = sequence.generated - 1
             if position == 0:
                 observer.first_token(sequence, now - sequence.arrival)
+                self._firsts.append(sequence)
             else:
                 previous = seq.previous_token_at
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
@@ -335,7 +338,14 @@ class StepLoop:
                 active.done.set_result(None)
 
     def _flush(self) -> None:
-        """Write every sequence's pending tokens, one write per sequence."""
+        """Write every sequence's pending tokens, one write per sequence. First tokens go
+        out first: the step emits them at its end, and the time a front end spends on the
+        running streams' output is modelled (``frontend_time_per_running_request``), so this
+        process's real time for it must not come on top."""
+        if self._firsts:
+            for sequence in self._firsts:
+                self._write(sequence)
+            self._firsts.clear()
         for sequence in list(self._pending):
             self._write(sequence)
 
