@@ -421,12 +421,10 @@ class Engine:
         counted when the rest has passed, from the engine's load then, as in virtual time.
         """
         assert self.step is not None
-        costs = self.step.engine.costs
+        costs, entry = self.step.engine.costs, sequence.arrival
         if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
             entry = self._frontend.entry(sequence.arrival, costs)
             await sleep_until(entry)
-        else:
-            entry = sequence.arrival
         delay = self._frontend.load_delay(self.step.engine.num_running, costs)
         if delay > 0.0:
             await sleep_until(entry + delay)
