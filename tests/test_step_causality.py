@@ -285,3 +285,36 @@ def test_the_servers_ttft_agrees_with_what_a_client_measures(
     assert server_mean >= STEP  # no token before a step ends
     assert server_mean <= client_mean  # the server cannot see it after the client does
     assert client_mean - server_mean < 0.025  # HTTP on loopback, on a busy machine
+
+
+class OrderSink:
+    """Records every write in order: the request, its first position, the step's stamp."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, int, float | None]] = []
+
+    def tokens(self, sequence: Sequence, start: int, texts: Any) -> bool:
+        self.writes.append((sequence.request_id, start, sequence.last_token_at))
+        return False
+
+
+async def test_a_steps_first_tokens_are_written_before_the_running_streams() -> None:
+    """A newcomer's first token leaves at its step's end, not after the running streams'
+    writes of that step (a front end's time for those is modelled apart)."""
+    engine = StepEngine(num_blocks=64, costs=StepCosts(inter_token_latency=STEP))
+    loop = StepLoop(engine, NullObserver)
+    sink = OrderSink()
+    running = [virtual_sequence(f"d{k}", 8, 8, arrival=time.monotonic()) for k in range(3)]
+    tasks = [asyncio.create_task(loop.run(sequence, sink)) for sequence in running]
+    await asyncio.sleep(2.5 * STEP)
+    late = virtual_sequence("late", 8, 2, arrival=time.monotonic())
+    await asyncio.gather(loop.run(late, sink), *tasks)
+    first = sink.writes.index(("late", 0, late.first_token_at))
+    same_step = [
+        k
+        for k, (name, _, stamp) in enumerate(sink.writes)
+        if stamp == late.first_token_at and name != "late"
+    ]
+    assert len(same_step) == 3
+    assert min(same_step) > first
+    await loop.close()

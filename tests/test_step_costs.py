@@ -83,6 +83,23 @@ def test_a_burst_passes_the_front_ends_serial_part_one_at_a_time() -> None:
     assert frontend.entry(1.0, costs) == pytest.approx(1.012)  # an idle front end: no wait
 
 
+def test_a_request_waits_behind_the_streams_the_front_end_serves() -> None:
+    """The front end's load delay: per request running when it would reach the engine,
+    counted for that request only (the running batch's steps keep their length)."""
+    per_running = 0.005
+    costs = StepCosts(inter_token_latency=ITL, frontend_time_per_running_request=per_running)
+    assert FrontEnd.load_delay(4, costs) == pytest.approx(4 * per_running)
+    run = VirtualRun(StepEngine(num_blocks=1024, costs=costs))
+    _decoding(run, 4)
+    late = virtual_sequence("late", 16, 3)
+    run.arrive(late, at=run.now)
+    run.until_idle()
+    assert late.first_token_at is not None
+    reaches = ITL + 4 * per_running  # the step it arrived at, then the wait behind 4 streams
+    assert reaches + ITL <= late.first_token_at <= reaches + 2 * ITL + 1e-9
+    assert {round(sample.duration, 9) for sample in run.samples} == {ITL}
+
+
 def _first_token_after(server: RunningServer) -> float:
     body = json.dumps({"prompt": "hi", "max_tokens": 1, "ignore_eos": True}).encode()
     request = urllib.request.Request(

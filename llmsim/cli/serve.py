@@ -278,6 +278,10 @@ def serve(
     frontend_serial_time: Annotated[
         str | None, _opt("frontend_serial_time", panel=LATENCY, metavar="DURATION")
     ] = None,
+    frontend_time_per_running_request: Annotated[
+        str | None,
+        _opt("frontend_time_per_running_request", panel=LATENCY, metavar="DURATION"),
+    ] = None,
     prefill_overhead: Annotated[
         str | None,
         typer.Option("--prefill-overhead", hidden=True, help="Old name of --frontend-latency."),

@@ -44,7 +44,7 @@ from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
-from llmsim.engine.step.step_loop import StepLoop
+from llmsim.engine.step.step_loop import StepLoop, sleep_until
 from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
@@ -417,13 +417,17 @@ class Engine:
         scheduling): it delays this sequence's entry, not the steps of those running.
 
         It counts from the sequence's arrival, so this process's own time since then is
-        part of it rather than added to it.
+        part of it rather than added to it. The wait behind the running requests' streams is
+        counted when the rest has passed, from the engine's load then, as in virtual time.
         """
         assert self.step is not None
-        costs = self.step.engine.costs
+        costs, entry = self.step.engine.costs, sequence.arrival
         if costs.frontend_latency > 0.0 or costs.frontend_serial_time > 0.0:
             entry = self._frontend.entry(sequence.arrival, costs)
-            await asyncio.sleep(max(entry - time.monotonic(), 0.0))
+            await sleep_until(entry)
+        delay = self._frontend.load_delay(self.step.engine.num_running, costs)
+        if delay > 0.0:
+            await sleep_until(entry + delay)
 
     async def _pace(self, sequence: Sequence, sink: TokenSink | None) -> None:
         """Hand the sequence to the pacer and wait until its last token is out.

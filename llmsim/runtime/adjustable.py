@@ -29,6 +29,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "time_to_first_token_std_dev",
     "frontend_latency",
     "frontend_serial_time",
+    "frontend_time_per_running_request",
     "prefill_time_per_token",
     "inter_token_latency",
     "inter_token_latency_std_dev",

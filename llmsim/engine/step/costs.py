@@ -29,6 +29,9 @@ class StepCosts:
     """Per request, before the engine: added to its arrival, never to a step."""
     frontend_serial_time: float = 0.0
     """Per request, the front end's time that requests take one at a time."""
+    frontend_time_per_running_request: float = 0.0
+    """Per request, for each request the engine runs when it would reach the engine: the
+    front end streams their tokens, and a new request's handling waits behind that work."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StepCosts:
@@ -40,6 +43,7 @@ class StepCosts:
             context_time_per_token=settings.context_time_per_token,
             frontend_latency=settings.frontend_latency,
             frontend_serial_time=settings.frontend_serial_time,
+            frontend_time_per_running_request=settings.frontend_time_per_running_request,
         )
 
     def mean_duration(self, decode: int, prefill_tokens: int, context_tokens: int) -> float:
@@ -82,3 +86,9 @@ class FrontEnd:
         passed = max(arrival, self._free_at) + serial
         self._free_at = passed
         return passed + costs.frontend_latency
+
+    @staticmethod
+    def load_delay(running: int, costs: StepCosts) -> float:
+        """The further wait of a request that would reach the engine while ``running``
+        requests stream their tokens through the front end."""
+        return running * costs.frontend_time_per_running_request

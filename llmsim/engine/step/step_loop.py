@@ -44,6 +44,20 @@ class _Active:
     done: asyncio.Future[None]
 
 
+TIMER_SLACK = 0.001
+"""The event loop's timers fire up to this late (epoll counts whole milliseconds, rounded
+up): a wait for a step's end is set this much earlier and finished by yielding."""
+
+
+async def sleep_until(deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Return at ``deadline`` by ``clock``, not up to a millisecond after it: a step's end
+    that the loop's timer overshoots would lengthen every step after it (they start where
+    it really ended)."""
+    await asyncio.sleep(max(deadline - TIMER_SLACK - clock(), 0.0))  # yields at least once
+    while clock() < deadline:  # noqa: ASYNC110 - a sub-millisecond wait no timer can make
+        await asyncio.sleep(0.0)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -61,6 +75,8 @@ class StepLoop:
         self._clock = clock
         self._active: dict[Sequence, _Active] = {}
         self._pending: dict[Sequence, list[int]] = {}
+        self._firsts: list[Sequence] = []
+        """Sequences whose first token is pending: written before the running ones'."""
         self._loading: dict[Sequence, asyncio.Future[None]] = {}
         """Sequences waiting for their adapter to load, before they join the engine."""
         """Tokens emitted but not yet written: sequence -> [first position, count]."""
@@ -251,7 +267,7 @@ class StepLoop:
         clock = self._clock
         stepping = self._stepping = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.sleep(max(end - clock(), 0.0))
+            await sleep_until(end, clock)
         finally:
             # a pause waiting on it wakes after this step ends (no await till then)
             self._stepping = None
@@ -286,6 +302,7 @@ class StepLoop:
             position = sequence.generated - 1
             if position == 0:
                 observer.first_token(sequence, now - sequence.arrival)
+                self._firsts.append(sequence)
             else:
                 previous = seq.previous_token_at
                 observer.next_tokens(sequence, None if previous is None else now - previous, 0)
@@ -321,7 +338,14 @@ class StepLoop:
                 active.done.set_result(None)
 
     def _flush(self) -> None:
-        """Write every sequence's pending tokens, one write per sequence."""
+        """Write every sequence's pending tokens, one write per sequence. First tokens go
+        out first: the step emits them at its end, and the time a front end spends on the
+        running streams' output is modelled (``frontend_time_per_running_request``), so this
+        process's real time for it must not come on top."""
+        if self._firsts:
+            for sequence in self._firsts:
+                self._write(sequence)
+            self._firsts.clear()
         for sequence in list(self._pending):
             self._write(sequence)
 

@@ -78,7 +78,8 @@ class VirtualRun:
     samples: list[Sample] = field(default_factory=list)
     finished: list[Sequence] = field(default_factory=list)
     now: float = 0.0
-    _arrivals: list[tuple[float, int, Sequence]] = field(default_factory=list)
+    _arrivals: list[tuple[float, int, Sequence, bool]] = field(default_factory=list)
+    """(entry, order, sequence, whether the front end's load delay is counted yet)"""
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _frontend: FrontEnd = field(default_factory=FrontEnd)
     last_result: StepResult | None = None
@@ -124,7 +125,7 @@ class VirtualRun:
         """
         sequence.arrival = at
         entry = self._frontend.entry(at, self.engine.costs)
-        heapq.heappush(self._arrivals, (entry, next(self._order), sequence))
+        heapq.heappush(self._arrivals, (entry, next(self._order), sequence, False))
 
     def step(self) -> StepPlan:
         """Admit what has arrived, run one step (or jump to the next arrival when idle)."""
@@ -135,7 +136,7 @@ class VirtualRun:
         plan, duration = self.engine.begin_step(self.now)
         arrival = self.engine.next_ready() if plan.empty else None
         if arrival is not None:  # only KV transfers in flight: jump ahead
-            upcoming = [arrival, *(at for at, _, _ in self._arrivals[:1])]
+            upcoming = [arrival, *(entry[0] for entry in self._arrivals[:1])]
             self.now = max(self.now, min(upcoming))
         self.now += duration
         result = self.last_result = self.engine.end_step(plan, self.now)
@@ -167,10 +168,13 @@ class VirtualRun:
         raise RuntimeError("the virtual run did not finish")
 
     def _admit(self) -> None:
-        loras = self.loras
+        loras, costs = self.loras, self.engine.costs
         while self._arrivals and self._arrivals[0][0] <= self.now:
-            _, _, sequence = heapq.heappop(self._arrivals)
-            if loras is None or sequence.adapter is None:
+            entry, order, sequence, loaded = heapq.heappop(self._arrivals)
+            delay = 0.0 if loaded else self._frontend.load_delay(self.engine.num_running, costs)
+            if delay > 0.0:  # behind the front end's work for the running streams
+                heapq.heappush(self._arrivals, (entry + delay, order, sequence, True))
+            elif loras is None or sequence.adapter is None:
                 self.engine.add(sequence)
             elif sequence in self._slotted:  # its adapter is loaded now
                 self._slotted.discard(sequence)
@@ -197,7 +201,7 @@ class VirtualRun:
                 self.engine.add(sequence)
             else:  # back when its adapter is loaded
                 self._slotted.add(sequence)
-                heapq.heappush(self._arrivals, (ready, next(self._order), sequence))
+                heapq.heappush(self._arrivals, (ready, next(self._order), sequence, True))
         self._for_slot = waiting
 
     def _release(self, finished: list[StepSequence]) -> None:

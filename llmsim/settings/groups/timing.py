@@ -44,6 +44,12 @@ class TimingFields(BaseModel):
         description="The front end's time per request that requests take one at a time (step "
         "latency model): a burst of N requests reaches the engine over N times this, e.g. 1ms.",
     )
+    frontend_time_per_running_request: StepDuration = Field(
+        0.0,
+        description="The front end's further time per request for each request the engine is "
+        "running when it would reach the engine (step latency model): the API server streams "
+        "their tokens, so a new request's handling waits behind that work, e.g. 150us.",
+    )
     prefill_time_per_token: StepDuration = Field(
         0.0,
         description="Time to first token added per prompt token (per-token latency model), "
