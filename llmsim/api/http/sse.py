@@ -102,6 +102,8 @@ class StreamSink:
         head = dumps(meta.header())
         self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":'
         self._heads: dict[int, bytes] = {}
+        self._parts: dict[int, tuple[bytes, bytes, bytes] | bool] = {}
+        """Per choice: what :meth:`_plain_chunks` joins plain tokens with (False: no join)."""
         self.sent = 0
         """Bytes written to the connection past aiohttp (``body_length`` misses them)."""
         self._chunked = response.chunked
@@ -138,6 +140,12 @@ class StreamSink:
         """A token of a sequence with tool calls or a thought (only chat streams them apart)."""
         return self.token_chunk(sequence, text, last)
 
+    def plain_token_parts(self, index: int) -> tuple[bytes, bytes] | None:
+        """``(before, after)`` such that a plain token's chunk that is not its choice's last
+        is ``before + dumps(text) + after``; None where chunks need more than the text
+        (logprobs, or a sink that shapes them otherwise)."""
+        return None
+
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         last = len(sequence.output) - 1
         if sequence.tool_calls or sequence.reasoning_end:
@@ -147,14 +155,41 @@ class StreamSink:
                 for position, text in enumerate(texts, start)
             ]
         else:
-            token_chunk = self.token_chunk
-            chunks = [
-                token_chunk(sequence, text, position == last)
-                for position, text in enumerate(texts, start)
-            ]
+            chunks = self._plain_chunks(sequence, start, texts, last)
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
         return self.write(b"".join(chunks))
+
+    def _plain_chunks(
+        self, sequence: Sequence, start: int, texts: Seq[str], last: int
+    ) -> list[bytes]:
+        """Plain tokens' chunks: those that are not the choice's last are joined around
+        their encoded texts in C (the engine hands over up to 64 at once)."""
+        index = sequence.index
+        parts = self._parts.get(index)
+        if parts is None:
+            parts = self._parts[index] = self._token_parts(index)
+        if parts is False:
+            token_chunk = self.token_chunk
+            return [
+                token_chunk(sequence, text, position == last)
+                for position, text in enumerate(texts, start)
+            ]
+        before, separator, after = cast(tuple[bytes, bytes, bytes], parts)
+        ends = start + len(texts) > last
+        middle = texts[:-1] if ends else texts
+        chunks = [before + separator.join(map(dumps, middle)) + after] if middle else []
+        if ends:
+            chunks.append(self.token_chunk(sequence, texts[-1], True))
+        return chunks
+
+    def _token_parts(self, index: int) -> tuple[bytes, bytes, bytes] | bool:
+        """:meth:`plain_token_parts` with the separator between two chunks; False if none."""
+        parts = self.plain_token_parts(index) if self.logprobs is None else None
+        if parts is None:
+            return False
+        before, after = parts
+        return before, after + before, after
 
     def end_chunk(self, sequence: Sequence) -> bytes:
         """A choice's last chunk when its last token went out unmarked (cut short by a

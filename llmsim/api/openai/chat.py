@@ -129,6 +129,9 @@ class ChatStreamSink(StreamSink):
             + b',"content":""},"logprobs":null,"finish_reason":null,"stop_reason":null',
         )
 
+    def plain_token_parts(self, index: int) -> tuple[bytes, bytes]:
+        return self.head(index) + b'"delta":{"content":', _OPEN_END
+
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
         if self.logprobs is not None:
             return self.chunk(

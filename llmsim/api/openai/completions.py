@@ -38,6 +38,9 @@ _OPEN_END = b',"logprobs":null,' + NOT_FINISHED + b"}]}\n\n"
 
 
 class CompletionStreamSink(StreamSink):
+    def plain_token_parts(self, index: int) -> tuple[bytes, bytes]:
+        return self.head(index) + b'"text":', _OPEN_END
+
     def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
         if self.logprobs is not None:
             text, logprobs = self.logprobs.completion(sequence, text)
