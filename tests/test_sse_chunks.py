@@ -9,9 +9,9 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-from llmsim.api.chat import ChatStreamSink
-from llmsim.api.completions import CompletionStreamSink
-from llmsim.api.sse import ResponseMeta, StreamSink
+from llmsim.api.http.sse import ResponseMeta, StreamSink
+from llmsim.api.openai.chat import ChatStreamSink
+from llmsim.api.openai.completions import CompletionStreamSink
 from llmsim.engine import Sequence
 
 TEXTS = ["Hello", ",", '"', "\\", '","', "é", "\n", "😀", " a", "", "\u2028", "}]}"]
