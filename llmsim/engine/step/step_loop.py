@@ -3,13 +3,14 @@
 Each step is planned at its start, lasts what :class:`~llmsim.engine.step.costs.StepCosts`
 says, and at its end every sequence that finished a decode or its last prefill chunk emits
 one token through its :class:`~llmsim.engine.pacer.TokenSink`. Time only moves forward:
-a step ends at its modelled end or, when the loop gets there late (a busy event loop, a
-stalled process), when it gets there, and the next step starts where it ended: the loop's
-own work between two steps (writing tokens, planning) is part of the modelled duration, as
-a server's CPU work is. A loop later than one step's duration (a stall) starts the next
-step when it gets there instead. Either way a sequence joins only a step that starts at or
-after its arrival (the step scheduler holds back later arrivals), so every token, queue
-and phase timestamp is a time the server really reached.
+a step ends at its modelled end, and the next step starts where it ended: a timer that
+fires late (a busy machine runs the process a few ms late) and the loop's own work between
+two steps (writing tokens, planning) are part of the modelled duration, as a server's CPU
+work is, so they do not add up step after step. A loop later than one step's duration (a
+stall) ends the step, and starts the next, when it gets there instead. Either way a
+sequence joins only a step that starts at or after its arrival (the step scheduler holds
+back later arrivals), so every token, queue and phase timestamp is a time the server
+really reached.
 
 Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
 :meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
@@ -229,7 +230,7 @@ class StepLoop:
             waited = end > now or coalesced >= MAX_COALESCED_STEPS
             if waited:
                 coalesced = 0
-                end = await self._step_end(end)
+                end = await self._step_end(end, duration)
             else:  # already due: it ends now, its tokens join the pending writes
                 coalesced += 1
                 end = now
@@ -243,10 +244,12 @@ class StepLoop:
             if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
 
-    async def _step_end(self, end: float) -> float:
+    async def _step_end(self, end: float, duration: float) -> float:
         """Write what is pending and wait for a step's modelled ``end``; return when it
-        really ended: ``end``, or later when the loop woke late (then the next step is
-        planned from there)."""
+        ended: ``end``, also when the timer fired late by less than the step's ``duration``
+        (a busy machine runs the process a few ms late), so that the next step is planned
+        from ``end`` and the lateness does not add up step after step; or, when the loop
+        woke later than that (a stall), when it woke: the next step is planned from there."""
         self._flush()
         clock = self._clock
         stepping = self._stepping = asyncio.get_running_loop().create_future()
@@ -256,7 +259,8 @@ class StepLoop:
             # a pause waiting on it wakes after this step ends (no await till then)
             self._stepping = None
             stepping.set_result(None)
-        return max(end, clock())
+        now = clock()
+        return end if now - end <= duration else now
 
     def _decode_run(self, plan: StepPlan, now: float, limit: int) -> int:
         """Apply up to ``limit`` zero-length decode steps like ``plan``, ending at ``now``;
