@@ -181,6 +181,27 @@ async def live(ports: Sequence[int], requests: list[Request], instances: list[in
     ]
 
 
+async def overhead(ports: Sequence[int], count: int = 12) -> float:
+    """The live stack's own time per request beyond the model: the median of an idle
+    instance's TTFT for a one-token answer minus its modelled step (client, HTTP, JSON,
+    event loop hops), which ``frontend_latency`` stands for in the simulation."""
+    clock = time.perf_counter
+    request = Request("calibration", 64, 1)
+    modelled = 0.020 + 64 * 40e-6  # inter_token_latency + prompt x prefill_time_per_token
+    url = f"http://127.0.0.1:{ports[0]}/v1/completions"
+    payload = build_request(url, body(request))[2]
+    extra = []
+    for _ in range(count):
+        connection = await open_connection("127.0.0.1", ports[0], clock)
+        stream = Stream()
+        stream.sent = clock()
+        await connection.send(payload, stream.read, TIMEOUT)
+        connection.close()
+        extra.append(stream.first - stream.sent - modelled)
+        await asyncio.sleep(0.05)
+    return max(0.0, percentile(extra, 50))
+
+
 def figures(times: list[Times]) -> dict[str, float]:
     ttfts = [t.ttft for t in times]
     tpots = [t.tpot for t in times if t.tpot is not None]
@@ -215,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs=3, default=[4.0, 10.0, 22.0])
     parser.add_argument("--seconds", type=float, default=20.0, help="sending time per load")
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure the live stack's time per request on an idle instance first and give "
+        "it to the simulation as frontend_latency",
+    )
     args = parser.parse_args(argv)
     ok = True
     with tempfile.TemporaryDirectory() as workdir, cleanup_on_exit():
@@ -228,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         for port in ports:
             wait_healthy(child, f"http://127.0.0.1:{port}")
         print(f"fleet of {len(ports)} (pid {child.pid}); load average {os.getloadavg()}")
+        if args.calibrate:
+            extra = asyncio.run(overhead(ports))
+            print(f"live time per request beyond the model: {extra * 1e3:.2f} ms")
+            fleet = tuple(
+                settings.model_copy(update={"frontend_latency": extra}) for settings in fleet
+            )
         for rate in args.rates:
             requests = workload(rate, args.seconds)
             instances, sim, preemptions = simulated(fleet, requests, directory / f"sim-{rate:g}")
