@@ -181,13 +181,13 @@ async def live(ports: Sequence[int], requests: list[Request], instances: list[in
     ]
 
 
-async def overhead(ports: Sequence[int], count: int = 12) -> float:
+async def overhead(ports: Sequence[int], settings: Settings, count: int = 12) -> float:
     """The live stack's own time per request beyond the model: the median of an idle
     instance's TTFT for a one-token answer minus its modelled step (client, HTTP, JSON,
     event loop hops), which ``frontend_latency`` stands for in the simulation."""
     clock = time.perf_counter
     request = Request("calibration", 64, 1)
-    modelled = 0.020 + 64 * 40e-6  # inter_token_latency + prompt x prefill_time_per_token
+    modelled = settings.inter_token_latency + 64 * settings.prefill_time_per_token
     url = f"http://127.0.0.1:{ports[0]}/v1/completions"
     payload = build_request(url, body(request))[2]
     extra = []
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_healthy(child, f"http://127.0.0.1:{port}")
         print(f"fleet of {len(ports)} (pid {child.pid}); load average {os.getloadavg()}")
         if args.calibrate:
-            extra = asyncio.run(overhead(ports))
+            extra = asyncio.run(overhead(ports, fleet[0]))
             print(f"live time per request beyond the model: {extra * 1e3:.2f} ms")
             fleet = tuple(
                 settings.model_copy(update={"frontend_latency": extra}) for settings in fleet
