@@ -205,12 +205,10 @@ class DeferredNames:
 
     def forget(self, run: DeferredRun) -> None:
         """Drop a run from the index (it is named, or nothing is left to name)."""
-        index: dict[Any, dict[DeferredRun, None]]
-        index, key = (
-            (self._by_parent, run.parent)
-            if run.first_hash is None
-            else (self._by_head, run.first_hash)
-        )
+        index: dict[Any, dict[DeferredRun, None]] = self._by_parent
+        key: BlockHash | None = run.parent
+        if run.first_hash is not None:
+            index, key = self._by_head, run.first_hash
         runs = index.get(key)
         if runs is not None:
             runs.pop(run, None)
