@@ -95,8 +95,7 @@ def test_repeated_prompts_record_the_same_lazy_or_not(prompt: int) -> None:
     # and after eviction: deferred prompt blocks are found, shared and dropped as named ones
     settings = _settings(kv_cache_size=6000, max_model_len=4096, max_num_batched_tokens=768)
     requests = [
-        Request(f"p{k % 4}", prompt + 16 * (k % 3), 20 + (k * 7) % 60, 0.015 * k)
-        for k in range(90)
+        Request(f"p{k % 4}", prompt + 16 * (k % 3), 20 + (k * 7) % 60, 0.015 * k) for k in range(90)
     ]
     eager, lazy = Simulation(settings, seed=4, lazy=False), Simulation(settings, seed=4)
     assert lazy.run(requests) == eager.run(requests)
