@@ -5,8 +5,8 @@ for the tokens computed so far plus those scheduled in the current step. Full bl
 named by a hash chained over the parent hash, the block's token ids and the LoRA adapter
 (:mod:`llmsim.engine.block_hash`) and enter the prefix cache as soon as they are scheduled,
 as in vLLM, so a sibling scheduled later in the same step already finds them. Without a
-KV-event listener, blocks filled by decoding get their names only when a lookup could find
-them (:mod:`llmsim.engine.step.deferred_names`).
+KV-event listener, blocks filled by decoding (and, in a virtual run, a prompt's blocks) get
+their names only when a lookup could find them (:mod:`llmsim.engine.step.deferred_names`).
 """
 
 from __future__ import annotations
