@@ -89,6 +89,23 @@ def test_one_server_records_the_same_lazy_or_not() -> None:
     assert lazy == eager
 
 
+@pytest.mark.parametrize("prompt", [1024, 1000])
+def test_repeated_prompts_record_the_same_lazy_or_not(prompt: int) -> None:
+    # the same prompts (and answers) again while the first copies run, after they finished
+    # and after eviction: deferred prompt blocks are found, shared and dropped as named ones
+    settings = _settings(kv_cache_size=6000, max_model_len=4096, max_num_batched_tokens=768)
+    requests = [
+        Request(f"p{k % 4}", prompt + 16 * (k % 3), 20 + (k * 7) % 60, 0.015 * k) for k in range(90)
+    ]
+    eager, lazy = Simulation(settings, seed=4, lazy=False), Simulation(settings, seed=4)
+    assert lazy.run(requests) == eager.run(requests)
+    engines = eager.run_state.engine, lazy.run_state.engine
+    counts = [(engine.prefix_hits, engine.num_preemptions) for engine in engines]
+    assert counts[0] == counts[1]
+    assert counts[1][0]
+    assert counts[1][1]
+
+
 def test_a_fleet_with_lora_adapters_runs_the_same_lazy_or_not(tmp_path: Path) -> None:
     settings = _settings(lora="x,y,z", max_loras=2, lora_load_latency="50ms")
 

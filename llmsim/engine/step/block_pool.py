@@ -31,9 +31,9 @@ class KVBlock:
 
     __slots__ = ("block_hash", "block_id", "deferred", "queued", "ref_cnt")
 
-    def __init__(self, block_id: int) -> None:
+    def __init__(self, block_id: int, ref_cnt: int = 0) -> None:
         self.block_id = block_id
-        self.ref_cnt = 0
+        self.ref_cnt = ref_cnt
         self.queued = 0
         """Entries of this block in the free queue; only the last may stand for it."""
         self.block_hash: BlockHash | None = None
@@ -142,14 +142,22 @@ class BlockPool:
             raise ValueError(f"{count} blocks wanted, {self._num_free} free")
         self._num_free -= count
         first = len(blocks)
-        popleft, append = self._queue.popleft, blocks.append
         made = self._made
-        while count and len(made) < self.num_blocks:  # never-used blocks come first
-            block = KVBlock(len(made))
-            block.ref_cnt = 1
-            made.append(block)
-            append(block)
-            count -= 1
+        fresh = min(count, self.num_blocks - len(made))
+        if fresh > 0:  # never-used blocks come first, made in one go
+            start = len(made)
+            new = [KVBlock(block_id, 1) for block_id in range(start, start + fresh)]
+            made.extend(new)
+            blocks.extend(new)
+            count -= fresh
+        if count:
+            self._take_free(blocks, count)
+        if self.residency is not None:
+            self.residency.allocated(blocks[first:])
+
+    def _take_free(self, blocks: list[KVBlock], count: int) -> None:
+        """``count`` blocks off the front of the free queue, evicting what they cached."""
+        popleft, append = self._queue.popleft, blocks.append
         evicted: list[BlockHash] = []
         while count:
             block = popleft()
@@ -168,20 +176,18 @@ class BlockPool:
         if evicted and self.reports:
             for block_hash in evicted:  # vLLM reports each evicted block on its own
                 self.listener.block_removed([block_hash])
-        if self.residency is not None:
-            self.residency.allocated(blocks[first:])
 
     def free(self, blocks: Iterable[KVBlock]) -> None:
         """Release blocks in the given order: the first freed is the first evicted."""
         queue = self._queue
-        freed = 0
+        before = len(queue)
+        append = queue.append
         for block in blocks:
             block.ref_cnt -= 1
-            if block.ref_cnt == 0:
-                queue.append(block)
+            if not block.ref_cnt:
+                append(block)
                 block.queued += 1
-                freed += 1
-        self._num_free += freed
+        self._num_free += len(queue) - before
         if len(queue) > 2 * self.num_blocks:  # many hits left stale entries: drop them
             self._compact()
 

@@ -8,6 +8,10 @@ fills while decoding are recorded as one :class:`DeferredRun` under the hash of 
 before them, and named when a lookup misses right after that hash. A lookup then finds
 what it would have found had they been named at once; an evicted block drops its deferred
 name as it would have dropped a computed one.
+
+A virtual run defers a prompt's blocks too (most prompts of a simulated workload are never
+looked up again): their run is recorded under the hash of its own first block, the one a
+lookup's chain must share to reach any of them, so a prompt costs one hash, not one a block.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class DeferredRun:
         "end",
         "extra",
         "first",
+        "first_hash",
         "head",
         "known",
         "parent",
@@ -52,6 +57,8 @@ class DeferredRun:
         """The chain index of the run's first block in the sequence."""
         self.end = first
         """The chain index after its last block."""
+        self.first_hash: BlockHash | None = None
+        """The first block's hash, for a run recorded under it (a prompt's) not its parent."""
         self.blocks: list[KVBlock] = []
         """The blocks, once the sequence let them go."""
         self.extra: tuple[Any, ...] | None = seq.extra_keys
@@ -59,7 +66,7 @@ class DeferredRun:
         # sequence's generated ids and texts (references: no copy of a long answer).
         self.start = 0
         self.prompt_tokens = 0
-        self.head: list[int] = []
+        self.head: Seq[int] = ()
         self.known: list[int] = []
         self.texts: Seq[str] = ()
 
@@ -80,7 +87,7 @@ class DeferredRun:
         if self.seq is not None:
             return self.seq.token_ids(start, stop)
         prompt = self.prompt_tokens
-        ids = self.head[start - self.start : stop - self.start] if start < prompt else []
+        ids = list(self.head[start - self.start : stop - self.start]) if start < prompt else []
         begin, end = max(start, prompt) - prompt, max(stop - prompt, 0)
         known = self.known
         ids.extend(known[begin:end])
@@ -97,7 +104,8 @@ class DeferredRun:
         prompt = self.prompt_tokens = seq.sequence.prompt_tokens
         assert seq.prompt_ids is not None
         stop = self.end * block_size
-        self.head = list(seq.prompt_ids[start : min(stop, prompt)]) if start < prompt else []
+        # a slice: a range's costs nothing, a list's is a copy (prompts never change)
+        self.head = seq.prompt_ids[start : min(stop, prompt)] if start < prompt else ()
         self.known = seq.output_ids
         self.texts = seq.sequence.output
         self.seq = None
@@ -108,12 +116,18 @@ class DeferredNames:
         self.pool = pool
         self.hasher = hasher
         self._by_parent: dict[BlockHash | None, dict[DeferredRun, None]] = {}
+        self._by_head: dict[BlockHash, dict[DeferredRun, None]] = {}
+        """Runs recorded under their first block's hash (prompts')."""
         self._released: deque[DeferredRun] = deque()
         """Runs whose sequence let go of the blocks, in that order: the order they die in,
         since the free queue evicts blocks in the order they were freed."""
 
-    def defer(self, seq: StepSequence, full: int) -> None:
-        """Blocks ``seq.num_cached_blocks`` to ``full`` filled: their names wait for a lookup."""
+    def defer(self, seq: StepSequence, full: int, *, prompt: bool = False) -> None:
+        """Blocks ``seq.num_cached_blocks`` to ``full`` filled: their names wait for a lookup.
+
+        ``prompt``: a new run is recorded under its first block's hash (computed here), and
+        a deferred copy of that block, filled before, is named first, as at once it would be.
+        """
         run = seq.deferred
         first = seq.num_cached_blocks
         if run is not None and run.end != first:
@@ -121,10 +135,17 @@ class DeferredNames:
             run = None
         if run is None:
             hashes = seq.hashes
-            if len(hashes) < first:  # a reset dropped the names before: compute the chain
-                seq.extend_hashes(self.hasher, self.pool.block_size, first)
+            known = first + 1 if prompt else first
+            if len(hashes) < known:  # a reset dropped the names before: compute the chain
+                seq.extend_hashes(self.hasher, self.pool.block_size, known)
+            if prompt:
+                self.resolve_range(hashes, first, first + 1)
             run = DeferredRun(seq, hashes[first - 1] if first else None, first)
-            self._by_parent.setdefault(run.parent, {})[run] = None
+            if prompt:
+                run.first_hash = hashes[first]
+                self._by_head.setdefault(hashes[first], {})[run] = None
+            else:
+                self._by_parent.setdefault(run.parent, {})[run] = None
             seq.deferred = run
         run.end = full
         self.pool.num_deferred += full - first
@@ -151,24 +172,32 @@ class DeferredNames:
         A run holding such a block with this chain behind it hangs off one of the chain's
         earlier hashes (or off no hash, if it starts the chain), and reaches ``first``.
         """
-        by_parent = self._by_parent
-        if not by_parent:
-            return False
+        by_parent, by_head = self._by_parent, self._by_head
         found = False
-        for parent_index in range(stop - 2, -2, -1):
-            runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
-            if runs:
-                reaching = [run for run in runs if parent_index + 1 + len(run) > first]
-                for run in reaching:
-                    self.resolve_run(run)
-                found = found or bool(reaching)
+        if by_parent:
+            for parent_index in range(stop - 2, -2, -1):
+                runs = by_parent.get(hashes[parent_index] if parent_index >= 0 else None)
+                if runs:
+                    reaching = [run for run in runs if parent_index + 1 + len(run) > first]
+                    for run in reaching:
+                        self.resolve_run(run)
+                    found = found or bool(reaching)
+        if by_head:  # a run recorded under its first hash starts at that hash's index
+            for index in range(min(stop, len(hashes)) - 1, -1, -1):
+                runs = by_head.get(hashes[index])
+                if runs:
+                    reaching = [run for run in runs if index + len(run) > first]
+                    for run in reaching:
+                        self.resolve_run(run)
+                    found = found or bool(reaching)
         return found
 
     def resolve_all(self) -> None:
         """Name every deferred block now (tests, and a check that nothing was lost)."""
-        for runs in list(self._by_parent.values()):
-            for run in list(runs):
-                self.resolve_run(run)
+        for index in (self._by_parent, self._by_head):
+            for runs in list(index.values()):
+                for run in list(runs):
+                    self.resolve_run(run)
 
     def resolve_run(self, run: DeferredRun) -> None:
         self.forget(run)
@@ -176,22 +205,28 @@ class DeferredNames:
 
     def forget(self, run: DeferredRun) -> None:
         """Drop a run from the index (it is named, or nothing is left to name)."""
-        runs = self._by_parent.get(run.parent)
+        index: dict[Any, dict[DeferredRun, None]] = self._by_parent
+        key: BlockHash | None = run.parent
+        if run.first_hash is not None:
+            index, key = self._by_head, run.first_hash
+        runs = index.get(key)
         if runs is not None:
             runs.pop(run, None)
             if not runs:
-                del self._by_parent[run.parent]
+                del index[key]
 
     def clear(self) -> None:
         """The prefix cache was reset: deferred names go with the computed ones."""
-        for runs in self._by_parent.values():
-            for run in runs:
-                for block in run.blocks:  # released runs' marks (held ones have none)
-                    if block.deferred is run:
-                        block.deferred = None
-                if run.seq is not None:
-                    run.seq.deferred = None
+        for index in (self._by_parent, self._by_head):
+            for runs in index.values():
+                for run in runs:
+                    for block in run.blocks:  # released runs' marks (held ones have none)
+                        if block.deferred is run:
+                            block.deferred = None
+                    if run.seq is not None:
+                        run.seq.deferred = None
         self._by_parent.clear()
+        self._by_head.clear()
         self._released.clear()
         self.pool.num_deferred = 0
 

@@ -5,8 +5,8 @@ for the tokens computed so far plus those scheduled in the current step. Full bl
 named by a hash chained over the parent hash, the block's token ids and the LoRA adapter
 (:mod:`llmsim.engine.block_hash`) and enter the prefix cache as soon as they are scheduled,
 as in vLLM, so a sibling scheduled later in the same step already finds them. Without a
-KV-event listener, blocks filled by decoding get their names only when a lookup could find
-them (:mod:`llmsim.engine.step.deferred_names`).
+KV-event listener, blocks filled by decoding (and, in a virtual run, a prompt's blocks) get
+their names only when a lookup could find them (:mod:`llmsim.engine.step.deferred_names`).
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ class KVCacheManager:
         self.lora_ids: Callable[[str], int] = stable_lora_id
         """An adapter's integer id in KV events: the engine's LoRA registry sets vLLM's
         counter (1, 2, ... in load order); on its own the engine derives one from the name."""
+        self.defer_prompts = False
+        """Name a prompt's blocks only when a lookup could find them, as decode-filled ones
+        (a virtual run's choice): a lookup hashes the prompt only up to its first miss."""
 
     @property
     def hasher(self) -> BlockHasher:
@@ -148,10 +151,13 @@ class KVCacheManager:
         if not self.enable_caching or seq.prompt_ids is None:
             return []
         limit = (seq.num_tokens - 1) // self.block_size
-        self._extend_hashes(seq, limit)
+        lazy = self.defer_prompts
+        self._extend_hashes(seq, min(limit, 1) if lazy else limit)
         hits: list[KVBlock] = []
         hashes, pool = seq.hashes, self.pool
         for index in range(limit):
+            if lazy and index == len(hashes):  # hashed up to the first miss only
+                self._extend_hashes(seq, index + 1)
             block = pool.cached_block(hashes[index])
             if block is None:
                 if not self.names.resolve_range(hashes, index, index + 1):  # none could be it
@@ -182,7 +188,12 @@ class KVCacheManager:
             return False
         seq.num_computed += len(hits) * size
         if self.enable_caching and seq.prompt_ids is not None:
-            self._cache_full_blocks(seq, (seq.num_computed + num_new) // self.block_size)
+            full = (seq.num_computed + num_new) // self.block_size
+            if self.defer_prompts and not pool.reports and seq.sequence.timing is None:
+                if full > seq.num_cached_blocks:
+                    self.names.defer(seq, full, prompt=True)
+            else:
+                self._cache_full_blocks(seq, full)
         return True
 
     def allocate_remote(self, seq: StepSequence) -> int:

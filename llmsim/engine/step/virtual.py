@@ -103,6 +103,7 @@ class VirtualRun:
     def __post_init__(self) -> None:
         if self.lazy:
             self.engine.scheduler.lazy = LazyDecoders(self.engine.kv)
+            self.engine.kv.defer_prompts = True
 
     @property
     def pending(self) -> int:
