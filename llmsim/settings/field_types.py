@@ -48,6 +48,20 @@ DataParallelBackend = Literal["mp", "inprocess", "workers"]
 Names = Annotated[list[str], NoDecode, BeforeValidator(split_names), AfterValidator(unique)]
 
 
+def json_object_config(value: Any) -> Any:
+    """Inline JSON (flag, environment) or a table (TOML); empty means not configured."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON: {exc.msg}") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+    return value
+
+
 def load_fake_metrics_input(value: Any) -> Any:
     """A path to a JSON or TOML file, inline JSON, or (from a profile) a table."""
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -8,7 +8,6 @@ a TOML table.
 from __future__ import annotations
 
 import importlib.util
-import json
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,20 +50,6 @@ class KVEventsConfig(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
-
-
-def parse_kv_events_config(value: Any) -> Any:
-    """Inline JSON (flag, environment) or a table (TOML); empty means not configured."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON: {exc.msg}") from None
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object")
-    return value
 
 
 def missing_kv_events_packages() -> list[str]:

@@ -9,7 +9,6 @@ means of them: ``kv_connector`` (any name: without one, vLLM ignores a request's
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -51,17 +50,3 @@ class KVTransferConfig(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
-
-
-def parse_kv_transfer_config(value: Any) -> Any:
-    """Inline JSON (flag, environment) or a table (TOML); empty means not configured."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON: {exc.msg}") from None
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object")
-    return value

@@ -8,9 +8,14 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from llmsim.settings.fake_metrics import FakeMetrics
-from llmsim.settings.field_types import Duration, StepDuration, load_fake_metrics_input
-from llmsim.settings.kv_events import KVEventsConfig, PrefixCachingHashAlgo, parse_kv_events_config
-from llmsim.settings.kv_transfer import KVTransferConfig, parse_kv_transfer_config
+from llmsim.settings.field_types import (
+    Duration,
+    StepDuration,
+    json_object_config,
+    load_fake_metrics_input,
+)
+from llmsim.settings.kv_events import KVEventsConfig, PrefixCachingHashAlgo
+from llmsim.settings.kv_transfer import KVTransferConfig
 
 
 class MetricsKvFields(BaseModel):
@@ -48,7 +53,7 @@ class MetricsKvFields(BaseModel):
 
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
     kv_events_config: Annotated[
-        KVEventsConfig | None, NoDecode, BeforeValidator(parse_kv_events_config)
+        KVEventsConfig | None, NoDecode, BeforeValidator(json_object_config)
     ] = Field(
         None,
         description="Publish KV-cache events as vLLM does: vLLM's JSON "
@@ -66,7 +71,7 @@ class MetricsKvFields(BaseModel):
         "as vLLM's --enable-sleep-mode.",
     )
     kv_transfer_config: Annotated[
-        KVTransferConfig | None, NoDecode, BeforeValidator(parse_kv_transfer_config)
+        KVTransferConfig | None, NoDecode, BeforeValidator(json_object_config)
     ] = Field(
         None,
         description="P/D role as vLLM's --kv-transfer-config JSON: with a kv_connector, "
