@@ -144,7 +144,12 @@ class BlockPool:
         first = len(blocks)
         made = self._made
         fresh = min(count, self.num_blocks - len(made))
-        if fresh > 0:  # never-used blocks come first, made in one go
+        if fresh == 1:  # one never-used block (a decoding sequence opening one)
+            block = KVBlock(len(made), 1)
+            made.append(block)
+            blocks.append(block)
+            count -= 1
+        elif fresh > 0:  # never-used blocks come first, made in one go
             start = len(made)
             new = [KVBlock(block_id, 1) for block_id in range(start, start + fresh)]
             made.extend(new)

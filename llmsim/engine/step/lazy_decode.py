@@ -102,17 +102,22 @@ class LazyDecoders:
     def open_blocks(self) -> None:
         """Give each member opening a block in this step its block: the step fits, so no
         one is refused one, and the same blocks leave the free queue in any order."""
-        pool, size, upcoming = self.kv.pool, self.kv.block_size, self.steps + 1
+        opening = self._opening
+        if not opening:
+            return
+        size, upcoming = self.kv.block_size, self.steps + 1
         naming = self.kv.enable_caching
-        for seq in self._opening:
-            pool.allocate_into(seq.blocks, 1)
+        # one allocation for all: the blocks leave the free queue as one at a time would
+        taken = self.kv.pool.allocate(len(opening))
+        for seq, block in zip(opening, taken, strict=True):
+            seq.blocks.append(block)
             joined = self.members[seq]
             # the next visit: the block fills (size - 1 steps on), or the last token
             after = size - 1 if naming and seq.prompt_ids is not None else size
             last = joined.step + len(seq.sequence.output) - joined.generated
             visit = min(upcoming + after, last)
             heapq.heappush(self._visits, (visit, next(self._order), seq))
-        self._opening.clear()
+        opening.clear()
 
     def _fill(self, seq: StepSequence, computed: int) -> bool:
         """Name the block ``seq`` fills with token ``computed`` without a visit, when that
