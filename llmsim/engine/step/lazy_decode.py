@@ -84,18 +84,21 @@ class LazyDecoders:
     def due(self) -> None:
         """Bring up to date, and drop from the members, those the next step must visit."""
         visits, upcoming = self._visits, self.steps + 1
+        if not visits or visits[0][0] > upcoming:
+            return
+        members, opening, size = self.members, self._opening, self.kv.block_size
+        pop, push, order = heapq.heappop, heapq.heappush, self._order
         while visits and visits[0][0] <= upcoming:
-            _, _, seq = heapq.heappop(visits)
-            joined = self.members[seq]
-            computed = joined.computed + upcoming - 1 - joined.step
-            if joined.generated + upcoming - joined.step >= len(seq.sequence.output):
+            seq = pop(visits)[2]
+            joined = members[seq]
+            since = upcoming - joined.step
+            computed = joined.computed + since - 1
+            if joined.generated + since >= len(seq.sequence.output):
                 self._leave(seq)  # its last token: the step finishes it
-            elif computed % self.kv.block_size == 0 and computed == len(seq.blocks) * (
-                self.kv.block_size
-            ):
-                self._opening.append(seq)
+            elif computed % size == 0 and computed == len(seq.blocks) * size:
+                opening.append(seq)
             elif self._fill(seq, computed):
-                heapq.heappush(visits, (upcoming + 1, next(self._order), seq))
+                push(visits, (upcoming + 1, next(order), seq))
             else:
                 self._leave(seq)
 

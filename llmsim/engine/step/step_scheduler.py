@@ -195,7 +195,13 @@ class StepScheduler:
             plan.context_tokens = lazy.context_tokens(lazy.steps + 1)
             return budget - count
         lazy.due()
-        active = [seq for seq in self.running if seq not in members] if members else self.running
+        running = self.running
+        if not members:
+            active = running
+        elif len(members) == len(running):  # members are running: every one is lazy
+            active = []
+        else:
+            active = [seq for seq in running if seq not in members]
         if not lazy.fits(active, budget):
             lazy.settle()
             return self._schedule_running(plan, budget, now, self.running)
