@@ -58,8 +58,9 @@ class Sequence:
     """The API's finish reason when it is not the engine's (``tool_calls``)."""
     prompt_token_ids: Seq[int] | None = field(default=None, repr=False)
     """The prompt's token ids, carried only when the step engine hashes prefix blocks."""
-    output_ids: list[int] | None = field(default=None, repr=False)
-    """The output's token ids when generation knew them (random answers, step engine only)."""
+    output_ids: Seq[int] | None = field(default=None, repr=False)
+    """The output's token ids when generation knew them (random answers, step engine only;
+    a simulated answer's are a range, never copied)."""
     reasoning_end: int = 0
     """The output's first tokens that are the model's thought (with a reasoning parser)."""
     cached_tokens: int = 0

@@ -285,11 +285,12 @@ class Cluster:
         prefix = self._base(request.prefix)
         return [*range(prefix, prefix + shared), *own]
 
-    def _output_ids(self, request: Request) -> list[int]:
+    def _output_ids(self, request: Request) -> range:
         """The answer's ids continue the prompt's, so the conversation's next turn, which
-        starts with this prompt and answer, finds both in the prefix cache."""
+        starts with this prompt and answer, finds both in the prefix cache (a range: the
+        ids are never copied, and hash as the list of them would)."""
         base = self._base(request.prompt) + request.prompt_tokens
-        return list(range(base, base + request.output_tokens))
+        return range(base, base + request.output_tokens)
 
     def _base(self, name: str) -> int:
         base = self._bases.get(name)

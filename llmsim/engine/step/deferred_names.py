@@ -67,7 +67,7 @@ class DeferredRun:
         self.start = 0
         self.prompt_tokens = 0
         self.head: Seq[int] = ()
-        self.known: list[int] = []
+        self.known: Seq[int] = []
         self.texts: Seq[str] = ()
 
     def __len__(self) -> int:

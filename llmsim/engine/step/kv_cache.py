@@ -49,7 +49,7 @@ class StepSequence:
     """Finished or aborted: the sequence holds nothing and a step in flight skips it."""
     previous_token_at: float | None = None
     """When the token before the last one came out (the inter-token gap)."""
-    output_ids: list[int] = field(default_factory=list)
+    output_ids: Seq[int] = field(default_factory=list)
     """Ids of the generated tokens named so far (each named once, when a block fills)."""
     received_at: float | None = None
     """P/D decode side: when the prompt's KV cache has arrived (None: computed locally)."""
@@ -102,10 +102,13 @@ class StepSequence:
             parent = hashes[-1] if hashes else None
             hashes.append(hasher(parent, self.token_ids(start, start + size), extra))
 
-    def _output_ids(self, need: int) -> list[int]:
-        """The ids of generated tokens, named up to ``need`` at least."""
+    def _output_ids(self, need: int) -> Seq[int]:
+        """The ids of generated tokens, named up to ``need`` at least (ids known from the
+        start, a list or a range, cover every generated token)."""
         named = self.output_ids
         if len(named) < need:
+            if not isinstance(named, list):
+                named = self.output_ids = list(named)
             named.extend(map(output_token_id, self.sequence.output[len(named) : need]))
         return named
 
