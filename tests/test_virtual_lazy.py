@@ -3,6 +3,7 @@ gives: every request's record, the time series and the statistics, bit for bit."
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from llmsim.settings.model import Settings
 from llmsim.settings.sources import load_settings
+from llmsim.simulation import cluster as cluster_module
 from llmsim.simulation.cluster import Cluster
 from llmsim.simulation.driver import Simulation
 from llmsim.simulation.recorder import Recorder
@@ -117,3 +119,16 @@ def test_a_fleet_with_lora_adapters_runs_the_same_lazy_or_not(tmp_path: Path) ->
         return (out / "requests.jsonl").read_bytes()
 
     assert run(True, tmp_path / "lazy") == run(False, tmp_path / "eager")
+
+
+def test_a_run_records_the_same_whatever_the_collector_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run looks for reference cycles rarely, and leaves the collector as it found it."""
+    before = gc.get_threshold()
+    _run(_settings(), "least-requests", True, tmp_path / "rare")
+    assert gc.get_threshold() == before
+    monkeypatch.setattr(cluster_module, "YOUNG_OBJECTS", 1)  # the usual threshold
+    _run(_settings(), "least-requests", True, tmp_path / "usual")
+    for name in ("requests.jsonl", "timeseries.csv"):
+        assert (tmp_path / "rare" / name).read_bytes() == (tmp_path / "usual" / name).read_bytes()
