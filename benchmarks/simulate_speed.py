@@ -13,6 +13,7 @@ process's CPU time, steadier on a machine busy with other work.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from collections.abc import Iterator
 
@@ -38,6 +39,7 @@ def point(profile: str, replicas: int, rate: float, seconds: float, budget: floa
     )
     cluster = Cluster([settings] * replicas, "least-requests")
     recorder = Recorder(replicas)
+    gc.collect()  # what the points before left (cycles) is not this point's to collect
     started, cpu = time.perf_counter(), time.process_time()
     deadline = started + budget
     cluster.run(_until(workload.requests(0), deadline), recorder)
