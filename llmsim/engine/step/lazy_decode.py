@@ -60,6 +60,9 @@ class LazyDecoders:
     """Sum over members of ``computed - step``: their context tokens at step ``s`` are
     ``_base + len(members) * s``."""
     _order: Iterator[int] = field(default_factory=itertools.count)
+    _next: list[StepSequence] = field(default_factory=list)
+    """Members due a visit at the step after the coming one (a block filled now opens then):
+    a list, not the heap, for the most common visit."""
     _opening: list[StepSequence] = field(default_factory=list)
     """Members that open a block in the coming step (taken once the step is known to fit)."""
 
@@ -78,18 +81,21 @@ class LazyDecoders:
         return (
             len(self.members) == running
             and running <= budget
+            and not self._next
             and (not visits or visits[0][0] > self.steps + 1)
         )
 
     def due(self) -> None:
         """Bring up to date, and drop from the members, those the next step must visit."""
-        visits, upcoming = self._visits, self.steps + 1
-        if not visits or visits[0][0] > upcoming:
+        visits, upcoming, soon = self._visits, self.steps + 1, self._next
+        if not soon and (not visits or visits[0][0] > upcoming):
             return
-        members, opening, size = self.members, self._opening, self.kv.block_size
-        pop, push, order = heapq.heappop, heapq.heappush, self._order
+        visiting = soon[:]
+        soon.clear()
         while visits and visits[0][0] <= upcoming:
-            seq = pop(visits)[2]
+            visiting.append(heapq.heappop(visits)[2])
+        members, opening, size = self.members, self._opening, self.kv.block_size
+        for seq in visiting:
             joined = members[seq]
             since = upcoming - joined.step
             computed = joined.computed + since - 1
@@ -98,7 +104,7 @@ class LazyDecoders:
             elif computed % size == 0 and computed == len(seq.blocks) * size:
                 opening.append(seq)
             elif self._fill(seq, computed):
-                push(visits, (upcoming + 1, next(order), seq))
+                soon.append(seq)
             else:
                 self._leave(seq)
 
@@ -157,6 +163,7 @@ class LazyDecoders:
         for seq in list(self.members):
             self._leave(seq)
         self._visits.clear()
+        self._next.clear()
         self._opening.clear()
 
     def step_done(self, now: float, emitted: list[StepSequence], finished: int) -> None:
