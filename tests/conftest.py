@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -216,3 +218,23 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def proto(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
+    """gRPC client modules generated in the test from vLLM's .proto, as a vLLM client builds
+    them (needs the ``grpc`` extra and grpcio-tools)."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("client")
+    source = Path(__file__).resolve().parent.parent / "llmsim/api/grpc/generated/vllm_engine.proto"
+    (out / "vllm_engine.proto").write_text(source.read_text())
+    args = ["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}"]
+    assert protoc.main([*args, str(out / "vllm_engine.proto")]) == 0
+    sys.path.insert(0, str(out))
+    try:
+        return importlib.import_module("vllm_engine_pb2"), importlib.import_module(
+            "vllm_engine_pb2_grpc"
+        )
+    finally:
+        sys.path.remove(str(out))

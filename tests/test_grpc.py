@@ -39,25 +39,6 @@ AUTH = (("authorization", f"Bearer {KEY}"),)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def proto(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
-    """Client modules generated in the test from the .proto, as a vLLM client would build them."""
-    from grpc_tools import protoc
-
-    out = tmp_path_factory.mktemp("client")
-    source = ROOT / "llmsim/api/grpc/generated/vllm_engine.proto"
-    (out / "vllm_engine.proto").write_text(source.read_text())
-    args = ["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    assert protoc.main([*args, str(out / "vllm_engine.proto")]) == 0
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module("vllm_engine_pb2"), importlib.import_module(
-            "vllm_engine_pb2_grpc"
-        )
-    finally:
-        sys.path.remove(str(out))
-
-
 def serve(tmp_path: Path, *args: str) -> tuple[RunningServer, int]:
     grpc_port = free_port()
     server = start_server(["--grpc-port", str(grpc_port), *args], tmp_path)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,7 +14,7 @@ grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
 
 from tests.conftest import RunningServer, post_json  # noqa: E402
-from tests.test_grpc import ROOT, serve, stub_for  # noqa: E402
+from tests.test_grpc import serve, stub_for  # noqa: E402
 
 RULES = """
 [[rules]]
@@ -30,25 +27,6 @@ name = "refuse"
 contains = "refuse"
 error = { status = 429, message = "Slow down, please." }
 """
-
-
-@pytest.fixture(scope="module")
-def proto(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
-    """Client modules generated from the .proto, as a vLLM client builds them."""
-    from grpc_tools import protoc
-
-    out = tmp_path_factory.mktemp("client")
-    source = ROOT / "llmsim/api/grpc/generated/vllm_engine.proto"
-    (out / "vllm_engine.proto").write_text(source.read_text())
-    args = ["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    assert protoc.main([*args, str(out / "vllm_engine.proto")]) == 0
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module("vllm_engine_pb2"), importlib.import_module(
-            "vllm_engine_pb2_grpc"
-        )
-    finally:
-        sys.path.remove(str(out))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmsim.api.http.jsonio import dumps
-from llmsim.api.openai.adapted import sse_event
+from llmsim.api.openai.adapted import DeltaTranslator, sse_event
 from llmsim.api.openai.schemas import INT64_MAX, INTEGRAL, MAX_STOP_STRINGS
 
 _STRICT = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
@@ -285,7 +285,7 @@ def message_body(chat: dict[str, Any], model: str, stop_sequences: list[str]) ->
     }
 
 
-class MessagesStream:
+class MessagesStream(DeltaTranslator):
     """Anthropic's event sequence for one chat stream."""
 
     def __init__(
@@ -323,20 +323,9 @@ class MessagesStream:
         }
         return self._event("message_start", message=message)
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        events: list[bytes] = []
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning"):
-                events.append(self._thinking(delta["reasoning"]))
-            if delta.get("content"):
-                events.append(self._text(delta["content"]))
-            for call in delta.get("tool_calls") or []:
-                events.append(self._call(call))
-            if choice.get("finish_reason") is not None:
-                self.finish_reason = choice["finish_reason"]
-                self.stop_reason = choice.get("stop_reason")
-        return b"".join(events)
+    def _finished(self, choice: dict[str, Any]) -> None:
+        self.finish_reason = choice["finish_reason"]
+        self.stop_reason = choice.get("stop_reason")
 
     def closing(self, usage: dict[str, int]) -> bytes:
         reason, sequence = stop_fields(
@@ -372,7 +361,7 @@ class MessagesStream:
         self._index += 1
         return event
 
-    def _thinking(self, text: str) -> bytes:
+    def _reasoning(self, text: str) -> bytes:
         start = b""
         if self._open != "thinking":
             start = self._start_block({"type": "thinking", "thinking": ""})

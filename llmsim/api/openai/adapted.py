@@ -60,6 +60,40 @@ class ChunkTranslator(Protocol):
         ...
 
 
+class DeltaTranslator:
+    """The part every :class:`ChunkTranslator` shares: a chat chunk's deltas turned into
+    events in the order chat sends them (thought, text, tool calls), and the finish noted."""
+
+    finish_reason: str | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        """Events for one ``chat.completion.chunk``."""
+        events: list[bytes] = []
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("reasoning"):
+                events.append(self._reasoning(delta["reasoning"]))
+            if delta.get("content"):
+                events.append(self._text(delta["content"]))
+            for call in delta.get("tool_calls") or []:
+                events.append(self._call(call))
+            if choice.get("finish_reason") is not None:
+                self._finished(choice)
+        return b"".join(events)
+
+    def _finished(self, choice: dict[str, Any]) -> None:
+        self.finish_reason = choice["finish_reason"]
+
+    def _reasoning(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def _text(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def _call(self, call: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+
 def chat_chunks(data: bytes) -> list[dict[str, Any]]:
     """The ``data:`` payloads of SSE bytes written by the chat sink."""
     chunks: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
-from llmsim.api.openai.adapted import random_hex, sse_event
+from llmsim.api.openai.adapted import DeltaTranslator, random_hex, sse_event
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
@@ -278,7 +278,7 @@ def response_body(shell: ResponseShell, chat: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class ResponsesStream:
+class ResponsesStream(DeltaTranslator):
     """The Responses event sequence for one chat stream, numbered from 0."""
 
     def __init__(self, shell: ResponseShell) -> None:
@@ -300,20 +300,6 @@ class ResponsesStream:
         return self._event("response.created", response=response) + self._event(
             "response.in_progress", response=response
         )
-
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        events: list[bytes] = []
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning"):
-                events.append(self._reasoning(delta["reasoning"]))
-            if delta.get("content"):
-                events.append(self._text(delta["content"]))
-            for call in delta.get("tool_calls") or []:
-                events.append(self._call(call))
-            if choice.get("finish_reason") is not None:
-                self.finish_reason = choice["finish_reason"]
-        return b"".join(events)
 
     def closing(self, usage: dict[str, int]) -> bytes:
         events = [] if self.output or self._open else [self._start_message()]
