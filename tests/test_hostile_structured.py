@@ -29,6 +29,7 @@ from llmsim.engine.structured import (
     LIMITS,
     FunctionSpec,
     LinearPattern,
+    MatchBudgetError,
     OutputConstraint,
     ToolChoice,
     UnsupportedRegexError,
@@ -45,6 +46,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 WITHIN = 1.0
 """Seconds any single attack may take to be generated or refused (generous: loaded CI)."""
+BUDGETED = 5.0
+"""Seconds a search may take to spend ``max_match_steps`` (about one; generous: loaded CI)."""
 
 
 def _timed(action: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -322,6 +325,34 @@ def test_rule_captures_come_from_the_linear_matcher() -> None:
     assert choice is not None
     assert choice.answer is not None
     assert choice.answer.text == "Sun in Oslo."
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        ("^(a+)+b$", "a" * 3_000_000),
+        ("(?:a|aa)" * 4000 + "b", "a" * 50_000),
+        ("[ab]" * 900 + "c", "ab" * 1000),
+    ],
+)
+def test_a_search_stops_at_its_step_budget(pattern: str, text: str) -> None:
+    linear, start = LinearPattern(pattern), time.perf_counter()
+    with pytest.raises(MatchBudgetError, match="max_match_steps"):
+        linear.search(text)
+    assert time.perf_counter() - start < BUDGETED  # about a second of CPU at most
+
+
+def test_a_pattern_whose_states_each_copy_many_slots_is_not_checked() -> None:
+    with pytest.raises(UnsupportedRegexError, match="max_pattern_program"):
+        LinearPattern("(a*)" * 3000 + "b")
+
+
+def test_one_check_shares_one_budget_over_all_its_patterns() -> None:
+    branches = [{"pattern": "(?:a|aa)" * (2000 + i) + "b"} for i in range(300)]
+    schema = {"type": "object", "properties": {"code": {"anyOf": branches}}}
+    start = time.perf_counter()
+    assert schema_problem({"code": "a" * 20_000}, schema) is None  # unknown: no false alarm
+    assert time.perf_counter() - start < BUDGETED
 
 
 def test_patterns_the_linear_matcher_cannot_run_are_not_checked() -> None:

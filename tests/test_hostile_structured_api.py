@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, start_server
+from hostile import CHAT, Reply, Watch, assert_error, call
 
 MODEL = "llmsim/sim-model"
 ASK = [{"role": "user", "content": "hi"}]
@@ -241,3 +242,101 @@ def test_recursive_schemas_with_a_way_out_are_answered(server: RunningServer) ->
     assert status == 200
     value = json.loads(answer["choices"][0]["message"]["content"])
     assert isinstance(value["kids"], list)
+
+
+# -- response rules meeting long client text and client tool schemas ---------------------------
+
+RULES = """
+[[rules]]
+name = "run"
+regex = "(?s)run (.*)"
+tool_call = { name = "run", arguments = { code = "{1}" } }
+
+[[rules]]
+name = "weather"
+regex = "(?i)weather in (\\\\w+)"
+text = "It is sunny in {1}."
+"""
+
+
+@pytest.fixture(scope="module")
+def ruled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("ruled")
+    (folder / "rules.toml").write_text(RULES)
+    args = ["--responses", str(folder / "rules.toml"), "--max-model-len", "200000"]
+    running = start_server([*args, "--max-request-body-size", "8MiB"], folder)
+    yield running
+    running.stop()
+
+
+def _run_tool(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters = {"type": "object", "properties": {"code": schema}}
+    return [{"type": "function", "function": {"name": "run", "parameters": parameters}}]
+
+
+def _ask(text: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 3,
+        **extra,
+    }
+
+
+def _answered_while_watched(server: RunningServer, body: dict[str, Any]) -> Reply:
+    with Watch(server) as watch:
+        reply = call(server, CHAT, body, timeout=60)
+    watch.assert_responsive()
+    assert reply.seconds < 10, reply.seconds
+    return reply
+
+
+@pytest.mark.parametrize("text", ["w" * 1_000_000, "run " + "x" * 700_000])
+def test_a_rule_regex_over_a_megabyte_of_text_keeps_the_loop_free(
+    ruled: RunningServer, text: str
+) -> None:
+    reply = _answered_while_watched(ruled, _ask(text))
+    assert reply.status in (200, 400), reply.body[:300]  # 400: the prompt is over the context
+    assert "Internal" not in reply.body.decode()
+
+
+def test_a_catastrophic_tool_pattern_against_a_captured_text_is_bounded(
+    ruled: RunningServer,
+) -> None:
+    body = _ask("run " + "a" * 300_000 + "!", tools=_run_tool({"pattern": "^(a+)+b$"}))
+    reply = _answered_while_watched(ruled, body)
+    # A mismatch found within max_match_steps, or a pattern left unchecked past it.
+    assert reply.status in (200, 500), reply.body[:300]
+    if reply.status == 500:
+        assert "does not match" in reply.json()["error"]["message"]
+
+
+def test_a_pattern_with_thousands_of_live_states_is_left_unchecked_in_time(
+    ruled: RunningServer,
+) -> None:
+    schema = {"anyOf": [{"pattern": "(?:a|aa)" * (3000 + i) + "b"} for i in range(4)]}
+    reply = _answered_while_watched(ruled, _ask("run " + "a" * 5_000, tools=_run_tool(schema)))
+    assert reply.status == 200, reply.body[:300]
+    call_made = reply.json()["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call_made["name"] == "run"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": {"code": {"enum": 5}}},
+        {"type": "object", "properties": {"code": {"type": 5}}},
+        {"type": "object", "properties": {"code": {"type": [["string"]]}}},
+        {"type": "object", "required": 5},
+        {"type": "object", "properties": 5},
+        {"type": "object", "properties": {"code": {"maximum": "x", "maxLength": None}}},
+    ],
+)
+def test_a_rule_meeting_a_malformed_tool_schema_is_never_a_500(
+    ruled: RunningServer, parameters: dict[str, Any]
+) -> None:
+    tools = [{"type": "function", "function": {"name": "run", "parameters": parameters}}]
+    reply = call(ruled, CHAT, _ask("run x", tools=tools))
+    assert reply.status in (200, 400), reply.body[:300]
+    if reply.status == 400:
+        assert_error(reply, 400)

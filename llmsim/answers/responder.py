@@ -20,6 +20,12 @@ from llmsim.answers.view import RequestView
 from llmsim.engine import Answer
 from llmsim.settings.responses import ResponseRules
 
+LOOP_STEPS = 50_000
+"""Matcher steps a choice may take at most on the event loop (tens of milliseconds); a
+request whose text may cost more is answered from a worker thread."""
+LOOP_TEXT = 65_536
+"""Characters of messages the replay, dataset and task sources read on the event loop."""
+
 UNRECORDED = RuleError(
     404, "NotFoundError", "No recorded answer matches this request (the replay is strict)."
 )
@@ -69,6 +75,18 @@ class Responder:
         """
         rules = self.matcher.rules
         return bool(rules.rules or rules.builtin or self.replay or self.dataset)
+
+    def heavy(self, view: RequestView) -> bool:
+        """Whether choosing may take more than a moment, so it runs off the event loop: a
+        rule's tool call checked against the client's schema, or a long text to search."""
+        matcher = self.matcher
+        if matcher.calls_tools and view.tools is not None:
+            return True
+        if len(view.text) * matcher.search_cost > LOOP_STEPS:
+            return True
+        if self.replay is None and self.dataset is None and not matcher.rules.builtin:
+            return False
+        return sum(len(text) for _, text in view.messages) > LOOP_TEXT
 
     def choose(self, view: RequestView, mode: str) -> Choice | None:
         """The chosen answer for ``view``; None leaves it to the engine's ``mode``."""

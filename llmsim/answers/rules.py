@@ -5,12 +5,15 @@ the third such request and ``every = 2`` every second one. Counts start again wh
 rule set is replaced (``POST /admin/responses``).
 
 A rule's regex meets client text, so it runs on the linear-time matcher; only a regex it
-cannot run (backreferences, lookarounds) keeps Python's backtracking :mod:`re`.
+cannot run (backreferences, lookarounds) keeps Python's backtracking :mod:`re`. The rules'
+searches of one request share one step budget (``max_match_steps``): a text too long to
+search within it matches no rule regex.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections.abc import Mapping
@@ -20,13 +23,17 @@ from llmsim.answers.choice import Choice, RuleError
 from llmsim.answers.schema_check import schema_problem
 from llmsim.answers.view import RequestView
 from llmsim.engine import Answer, TimingOverride, ToolCall
-from llmsim.engine.structured.linear import LinearMatch, LinearPattern
-from llmsim.engine.structured.regex import UnsupportedRegexError
+from llmsim.engine.structured.linear import LinearMatch, LinearPattern, MatchMeter
+from llmsim.engine.structured.regex import MatchBudgetError, UnsupportedRegexError
 from llmsim.settings.responses import CAPTURE, ResponseRules, Rule
 
 Found = LinearMatch | re.Match[str]
 """A rule regex's match: its groups fill the ``{N}`` captures."""
 Searcher = LinearPattern | re.Pattern[str]
+BACKTRACKING_COST = 1000
+"""What one character is taken to cost a regex that keeps :mod:`re`: unknown, so high."""
+
+logger = logging.getLogger("llmsim.answers")
 
 
 class RuleMatcher:
@@ -37,11 +44,16 @@ class RuleMatcher:
         self._counts = [0] * len(rules.rules)
         self._rng = rng
         self._searchers = [_searcher(rule.regex) for rule in rules.rules]
+        self.search_cost = max(map(_cost, self._searchers), default=0)
+        """The most steps one character of a request's text may cost the rule regexes."""
+        self.calls_tools = any(rule.tool_call is not None for rule in rules.rules)
+        """Whether a rule answers with a tool call, checked against the client's schema."""
 
     def choose(self, view: RequestView) -> Choice | None:
         """The answer of the first matching rule, or None when no rule matches."""
+        meter = MatchMeter()
         for index, rule in enumerate(self.rules.rules):
-            matched, found = _matches(rule, self._searchers[index], view)
+            matched, found = _matches(rule, self._searchers[index], view, meter)
             if not matched:
                 continue
             self._counts[index] += 1
@@ -65,7 +77,28 @@ def _searcher(regex: re.Pattern[str] | None) -> Searcher | None:
         return regex
 
 
-def _matches(rule: Rule, searcher: Searcher | None, view: RequestView) -> tuple[bool, Found | None]:
+def _cost(searcher: Searcher | None) -> int:
+    if searcher is None:
+        return 0
+    return searcher.cost if isinstance(searcher, LinearPattern) else BACKTRACKING_COST
+
+
+def _search(searcher: Searcher, text: str, meter: MatchMeter) -> Found | None:
+    """``searcher`` in ``text``; None also when the text is too long to search in budget."""
+    if not isinstance(searcher, LinearPattern):
+        return searcher.search(text)
+    try:
+        return searcher.search(text, meter)
+    except MatchBudgetError as exc:
+        logger.warning(
+            "A request's text of %d characters matches no rule regex: %s", len(text), exc
+        )
+        return None
+
+
+def _matches(
+    rule: Rule, searcher: Searcher | None, view: RequestView, meter: MatchMeter
+) -> tuple[bool, Found | None]:
     """Whether every matcher of ``rule`` holds, and the regex match for captures."""
     if rule.models and view.model not in rule.models and view.adapter not in rule.models:
         return False, None
@@ -81,7 +114,7 @@ def _matches(rule: Rule, searcher: Searcher | None, view: RequestView) -> tuple[
         return False, None  # a tool call needs that tool on offer
     found = None
     if searcher is not None:
-        found = searcher.search(view.text)
+        found = _search(searcher, view.text, meter)
         if found is None:
             return False, None
     return True, found

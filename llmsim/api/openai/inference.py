@@ -251,7 +251,7 @@ async def _generate(
             constrained = await _answer(body, engine, flavor)
     sampling = body.sampling()
     if state.responder.active:
-        chosen = choose(state.responder, body, target, engine.settings.mode, flavor.api)
+        chosen = await choose(state.responder, body, target, engine.settings.mode, flavor.api)
         answer, max_tokens, timing = chosen.answer or constrained, chosen.max_tokens, chosen.timing
     else:
         answer, max_tokens, timing = constrained, sampling.max_tokens, None

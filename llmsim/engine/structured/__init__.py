@@ -13,7 +13,7 @@ from llmsim.engine.structured.outputs import (
     constrained_answer,
     constrained_text,
 )
-from llmsim.engine.structured.regex import UnsupportedRegexError, regex_instance
+from llmsim.engine.structured.regex import MatchBudgetError, UnsupportedRegexError, regex_instance
 from llmsim.engine.structured.schema import (
     check_schema,
     json_text,
@@ -34,6 +34,7 @@ __all__ = [
     "Limits",
     "LinearMatch",
     "LinearPattern",
+    "MatchBudgetError",
     "OutputConstraint",
     "ToolChoice",
     "ToolChoiceError",

@@ -39,6 +39,10 @@ class Limits:
     max_pattern_program: int = 20_000
     """Instructions of a compiled pattern (counted repetitions expanded) for the
     linear-time matcher; a longer pattern is not checked."""
+    max_match_steps: int = 1_000_000
+    """Threads the linear-time matcher may step through in one search (about a second of
+    CPU): text length times live pattern states. A search over it gives up
+    (:class:`MatchBudgetError`) instead of running for minutes on a long text."""
 
 
 LIMITS = Limits()

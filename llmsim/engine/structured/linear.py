@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmsim.engine.structured.budget import LIMITS, Limits, over
-from llmsim.engine.structured.regex import UnsupportedRegexError, parse_pattern
+from llmsim.engine.structured.regex import MatchBudgetError, UnsupportedRegexError, parse_pattern
 
 _CHAR, _SPLIT, _JMP, _SAVE, _ASSERT, _MATCH, _LOOP = range(7)
 _MAXREPEAT = parse_pattern("a*")[0][1][1]
@@ -26,6 +26,14 @@ _UNLINEAR = frozenset(
 )
 _FOLDED_ELSEWHERE = frozenset("iks")
 Predicate = Callable[[str], bool]
+
+
+@dataclass(slots=True)
+class MatchMeter:
+    """Steps left to a group of searches (one request's), so that many patterns or many
+    values cannot multiply ``max_match_steps``."""
+
+    left: int = LIMITS.max_match_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +65,34 @@ class LinearPattern:
         compiler.emit(_SAVE, 1)
         compiler.emit(_MATCH)
         self._program = [tuple(instruction) for instruction in compiler.program]
+        self._budget = limits.max_match_steps
         self._slots = compiler.slots
+        # A step copies the thread's slots: one loop per instruction costs program x slots.
+        self._weight = 1 + self._slots // 8
+        if len(self._program) * self._weight > limits.max_pattern_program:
+            limit = over("max_pattern_program", limits.max_pattern_program)
+            raise UnsupportedRegexError(f"pattern is too large to check {limit}")
         flags = int(tree.state.flags)
         self._anchored = _anchored(tree, flags)
         firsts = _first_chars(tree, flags)
         # A one-character class cannot backtrack: ``re`` finds where a match may start.
         self._skip = re.compile(f"[{re.escape(''.join(sorted(firsts)))}]") if firsts else None
 
-    def search(self, text: str) -> LinearMatch | None:
-        """The leftmost match, preferring what :func:`re.search` prefers, or None."""
-        program, size = self._program, len(text)
+    @property
+    def cost(self) -> int:
+        """The most steps one character of text may take: every state live."""
+        return len(self._program) * self._weight
+
+    def search(self, text: str, meter: MatchMeter | None = None) -> LinearMatch | None:
+        """The leftmost match, preferring what :func:`re.search` prefers, or None.
+
+        Raises :class:`MatchBudgetError` once the steps taken pass ``max_match_steps``, or
+        what is left of ``meter`` when searches share one.
+        """
+        return self._search(text, MatchMeter(self._budget) if meter is None else meter)
+
+    def _search(self, text: str, meter: MatchMeter) -> LinearMatch | None:
+        program, size, budget, weight = self._program, len(text), meter.left, self._weight
         empty = (-1,) * self._slots
         threads: list[tuple[int, tuple[int, ...]]] = []
         seen: set[int] = set()
@@ -90,9 +116,14 @@ class LinearPattern:
                 if char and instruction[1](char):
                     self._follow(following, following_seen, pc + 1, spans, position + 1, text)
             threads, seen = following, following_seen
+            budget -= (len(seen) + 1) * weight
+            if budget < 0:
+                meter.left = 0
+                raise MatchBudgetError(f"the search {over('max_match_steps', self._budget)}")
             if found is not None and not threads:
                 break
             position += 1
+        meter.left = budget
         return None if found is None else LinearMatch(text, found[: 2 * self.groups + 2])
 
     def _next_start(self, text: str, position: int) -> int:

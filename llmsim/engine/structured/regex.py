@@ -42,6 +42,10 @@ class UnsupportedRegexError(ValueError):
     """The pattern is invalid, over a limit, or uses a construct the generator cannot honour."""
 
 
+class MatchBudgetError(UnsupportedRegexError):
+    """A linear-time search over its ``max_match_steps``: the answer is unknown, not "no"."""
+
+
 def _shown(pattern: str) -> str:
     """The pattern as an error message quotes it: the start of a long one."""
     return repr(pattern if len(pattern) <= 80 else pattern[:77] + "...")
