@@ -18,6 +18,15 @@ from typing import Any
 import pytest
 from conftest import RunningServer, start_server
 from hostile import CHAT, Reply, Watch, assert_error, call
+from hypothesis import HealthCheck, given, settings
+from test_hostile_structured import _SCHEMAS as SCHEMAS
+from test_hostile_structured import _regexes
+from test_hostile_structured import _small as small_regex
+from test_hostile_structured import _valid as valid_instance
+
+from llmsim.engine.structured import LinearPattern
+
+REGEXES = _regexes(anchors=False)
 
 MODEL = "llmsim/sim-model"
 ASK = [{"role": "user", "content": "hi"}]
@@ -340,3 +349,49 @@ def test_a_rule_meeting_a_malformed_tool_schema_is_never_a_500(
     assert reply.status in (200, 400), reply.body[:300]
     if reply.status == 400:
         assert_error(reply, 400)
+
+
+# -- property-based, black-box: random schemas and regexes through the real server -------------
+
+
+@pytest.fixture(scope="module")
+def watched(server: RunningServer) -> Iterator[Watch]:
+    with Watch(server) as watch:
+        yield watch
+    watch.assert_responsive()
+
+
+def _constrained(server: RunningServer, field: dict[str, Any]) -> tuple[Reply, str]:
+    reply = call(server, CHAT, _chat(max_tokens=None, **field), timeout=30)
+    assert reply.seconds < 5, reply.seconds
+    assert reply.status in (200, 400), reply.body[:300]  # never a 500
+    if reply.status == 400:
+        error = assert_error(reply, 400)
+        if error["param"] is None:  # a bound beyond float range: refused as it is read
+            assert error["message"].startswith("Invalid JSON body"), error
+        else:
+            assert error["param"].startswith(next(iter(field))), error
+        return reply, ""
+    choice = reply.json()["choices"][0]
+    return reply, choice["message"]["content"] if choice["finish_reason"] == "stop" else ""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(root=SCHEMAS, a=SCHEMAS, b=SCHEMAS)
+def test_random_schemas_are_answered_with_valid_json_or_a_400(
+    server: RunningServer, watched: Watch, root: Any, a: Any, b: Any
+) -> None:
+    schema = {"$defs": {"a": a, "b": b}, **root} if isinstance(root, dict) else {"anyOf": [root]}
+    _, content = _constrained(server, {"response_format": _json_schema(schema)})
+    if content:
+        assert valid_instance(schema, json.loads(content)), (schema, content[:300])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(pattern=REGEXES)
+def test_random_regexes_are_answered_with_a_full_match_or_a_400(
+    server: RunningServer, watched: Watch, pattern: str
+) -> None:
+    _, content = _constrained(server, {"structured_outputs": {"regex": pattern}})
+    if content and small_regex(pattern):
+        assert LinearPattern(rf"\A(?:{pattern})\Z").search(content), (pattern, content[:100])
