@@ -196,6 +196,22 @@ def test_an_api_key_that_is_not_utf8_is_401(server: RunningServer) -> None:
     assert reply.status == 401
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "param", "limit"),
+    [
+        (CHAT, {"model": MODEL, "messages": HI, "stop": ["x"] * 100}, "stop", "at most 64"),
+        (COMPLETIONS, {"model": MODEL, "prompt": ["x"] * 1025}, "prompt", "at most 1024"),
+        ("/v1/embeddings", {"model": MODEL, "input": ["x"] * 2048}, "input", "at most 1024"),
+    ],
+)
+def test_a_list_over_its_limit_is_refused_naming_the_limit(
+    server: RunningServer, path: str, body: dict[str, Any], param: str, limit: str
+) -> None:
+    error = assert_error(call(server, path, body), 400)
+    assert error["param"] == param
+    assert limit in error["message"], error["message"]
+
+
 def test_the_server_is_still_healthy_afterwards(server: RunningServer) -> None:
     assert call(server, "/health", method="GET").status == 200
     assert "Traceback" not in server.log()

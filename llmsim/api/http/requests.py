@@ -122,7 +122,7 @@ def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:
         checks.after(body)
         return body
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
+        error = telling_error(exc.errors(include_url=False))
         param = error_param(error["loc"])
         message = error["msg"]
         for prefix in ("Value error, ", "Assertion failed, "):
@@ -131,6 +131,23 @@ def validate_body(model: type[ModelT], data: dict[str, Any]) -> ModelT:
         raise APIError(400, text, param) from None
     except ValueError as exc:  # a cross check: about the body as a whole, like vLLM's
         raise APIError(400, str(exc)) from None
+
+
+def telling_error(errors: list[Any]) -> Any:
+    """The first error, unless a union's other branch took the value's shape and broke a
+    limit of its own: ``stop`` as 100 strings is "at most 64 items", not "a valid string"."""
+    first = errors[0]
+    if not _shape_error(first["type"]):
+        return first
+    field = error_param(first["loc"])
+    for other in errors[1:]:
+        if not _shape_error(other["type"]) and error_param(other["loc"]) == field:
+            return other
+    return first
+
+
+def _shape_error(kind: str) -> bool:
+    return kind.endswith("_type") or kind in ("none_required", "literal_error", "is_instance_of")
 
 
 def error_param(loc: tuple[int | str, ...]) -> str | None:

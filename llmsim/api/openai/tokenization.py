@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE
-from llmsim.api.http.requests import error_param, is_large, read_json_object
+from llmsim.api.http.requests import error_param, is_large, read_json_object, telling_error
 from llmsim.api.openai.prompts import render_messages
 from llmsim.api.openai.schemas import INTEGRAL, ChatMessage, _Body
 from llmsim.api.openai.structured_fields import ChatTool
@@ -83,7 +83,7 @@ def validate(model: type[_Body], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
+        error = telling_error(exc.errors(include_url=False))
         param = error_param(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         raise APIError(400, f"{param}: {message}" if param else message, param) from None
