@@ -14,6 +14,7 @@ grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
 
 from tests.conftest import RunningServer, post_json  # noqa: E402
+from tests.hostile import Watch  # noqa: E402
 from tests.test_grpc import serve, stub_for  # noqa: E402
 
 RULES = """
@@ -26,6 +27,11 @@ text = "It is sunny in Oslo today."
 name = "refuse"
 contains = "refuse"
 error = { status = 429, message = "Slow down, please." }
+
+[[rules]]
+name = "city"
+regex = "(?i)sunny in ([a-z]+)"
+text = "Yes, {1}."
 """
 
 
@@ -118,3 +124,19 @@ def test_text_without_a_rule_is_generated(ruled: tuple[RunningServer, int], prot
     ids = pb.TokenizedInput(input_ids=[11, 12, 13])
     [answer] = list(stub.Generate(pb.GenerateRequest(tokenized=ids, sampling_params=params)))
     assert (answer.complete.finish_reason, answer.complete.completion_tokens) == ("length", 3)
+
+
+def test_a_rule_regex_over_a_megabyte_prompt_keeps_the_loop_free(
+    ruled: tuple[RunningServer, int], proto: Any
+) -> None:
+    server, port = ruled
+    pb, pb_grpc = proto
+    stub = stub_for(port, pb_grpc)
+    params = pb.SamplingParams(max_tokens=3)
+    huge = pb.GenerateRequest(text="s" * 1_000_000, sampling_params=params)
+    with Watch(server) as watch, pytest.raises(grpc.RpcError) as caught:
+        list(stub.Generate(huge))  # refused: the prompt is over the context window
+    watch.assert_responsive()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [answer] = list(stub.Generate(pb.GenerateRequest(text="sunny in Oslo", sampling_params=params)))
+    assert answer.complete.output_ids  # the regex rule still answers short prompts

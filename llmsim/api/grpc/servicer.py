@@ -52,7 +52,7 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
                 metadata = _metadata(context)
                 token_request = convert.token_request(request, metadata.get(FORCE_KEY))
                 token_request.data_parallel_rank = _rank(metadata)
-                group = start(self.state, token_request)
+                group = await start(self.state, token_request)
             except ServiceError as exc:
                 await context.abort(status_code(exc), exc.message)
             with group:
