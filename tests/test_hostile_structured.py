@@ -253,6 +253,19 @@ def test_extreme_but_finite_numbers_give_json_or_a_refusal(schema: Any) -> None:
         ({"type": "object", "minProperties": 3, "maxProperties": 2}, "minProperties"),
         ({"type": "array", "minItems": 2, "maxItems": 1}, "minItems"),
         ({"type": "string", "minLength": 9, "maxLength": 3}, "minLength"),
+        (
+            {"type": "array", "items": {"enum": [1, 2]}, "uniqueItems": True, "minItems": 3},
+            "uniqueItems",
+        ),
+        (
+            {"type": "array", "items": {"const": 1}, "uniqueItems": True, "minItems": 2},
+            "uniqueItems",
+        ),
+        ({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True, "minItems": 2}, None),
+        (
+            {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "minItems": 50},
+            None,
+        ),
     ],
 )
 def test_sizes_are_honoured_or_refused_when_unsatisfiable(schema: Any, refused: str) -> None:

@@ -182,7 +182,9 @@ class _Generator:
     def _count_value(self, depth: int) -> None:
         if depth > self.limits.max_depth:
             limit = over("max_depth", self.limits.max_depth)
-            raise UnsupportedSchemaError("$ref", f"the schema recurses without an end {limit}")
+            raise UnsupportedSchemaError(
+                "$ref", f"the schema nests values too deep or recurses without an end {limit}"
+            )
         self.values_left -= 1
         if self.values_left < 0:
             limit = over("max_values", self.limits.max_values)
@@ -283,6 +285,8 @@ class _Generator:
                     continue
                 seen.add(key)
             result.append(value)
+        if len(result) < low:  # the items admit fewer distinct values than minItems asks
+            raise UnsupportedSchemaError("uniqueItems", f"no {low} distinct items were found")
         return result
 
     def _size(self, schema: dict[str, Any], keyword: str) -> int:
