@@ -364,3 +364,16 @@ def test_megabytes_to_tokenize_keep_the_loop_free(server: RunningServer) -> None
     watch.assert_responsive()
     assert reply.status == 200, reply.body[:300]
     assert reply.json()["count"] == 7 * 36_000 + 1  # seven tokens a sentence, and the BOS
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_a_thousand_embeddings_are_made_off_the_loop(server: RunningServer, encoding: str) -> None:
+    """1024 vectors of 4096 floats (17 MB of JSON) are made and encoded in a worker thread."""
+    body = {"model": MODEL, "input": ["a few words"] * 1024, "encoding_format": encoding}
+    with Watch(server) as watch:
+        reply = call(server, "/v1/embeddings", body, timeout=60)
+    watch.assert_responsive()
+    assert reply.status == 200, reply.body[:300]
+    data = reply.json()["data"]
+    assert [item["index"] for item in data] == list(range(1024))
+    assert data[0]["embedding"] == data[-1]["embedding"]

@@ -8,11 +8,13 @@ The vectors come from :mod:`llmsim.engine.embedding`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import struct
 import time
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import ConfigDict, Field, model_validator
@@ -20,7 +22,7 @@ from pydantic import ConfigDict, Field, model_validator
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE, ENGINES, GENERATION, LIFECYCLE
-from llmsim.api.http.requests import read_json_object
+from llmsim.api.http.requests import is_large, read_json_object
 from llmsim.api.http.routing import engine_index
 from llmsim.api.openai.prompts import render_messages
 from llmsim.api.openai.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
@@ -37,6 +39,10 @@ from llmsim.engine import (
 from llmsim.engine.embedding import embed_ids, embed_text, normalize
 from llmsim.service.generation import NOT_SERVING
 from llmsim.service.prompts import check_vocabulary
+
+OFF_LOOP_FLOATS = 65_536
+"""Floats an answer may hold to be made on the event loop (16 vectors of 4096); a larger
+one is made and encoded in a worker thread, as are the token counts of a large body."""
 
 EmbeddingInput = (
     str
@@ -103,11 +109,12 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
             "dimensions",
         )
     items = pooled_items(engine, body)
-    counts = [count_item(engine, body, item) for item in items]
+    count = partial(_counts, engine, body, items)
+    counts = await asyncio.to_thread(count) if is_large(request) else count()
     limit = engine.settings.max_model_len
-    for count in counts:
-        if count > limit:
-            raise APIError(400, too_long(limit, count), "input")
+    for tokens in counts:
+        if tokens > limit:
+            raise APIError(400, too_long(limit, tokens), "input")
     request_id = prefix + f"{random.getrandbits(128):032x}"
     engines = request.app[ENGINES]
     group = submit_prefill(
@@ -117,16 +124,36 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
     with group:
         await group.run()
     size = body.dimensions or dimension
+    shape = (request_id, target.name, kind, field)
+    make = partial(_answer, shape, body, items, counts, (size, dimension))
+    payload = await asyncio.to_thread(make) if len(items) * size > OFF_LOOP_FLOATS else make()
+    return web.Response(body=payload, content_type="application/json")
+
+
+def _counts(engine: Engine, body: PoolingInput, items: list[str | list[int]]) -> list[int]:
+    return [count_item(engine, body, item) for item in items]
+
+
+def _answer(
+    shape: tuple[str, str, str, str],
+    body: EmbeddingRequest,
+    items: list[str | list[int]],
+    counts: list[int],
+    sizes: tuple[int, int],
+) -> bytes:
+    """The answer's JSON: ``shape`` is its id, model, object kind and vector field."""
+    request_id, model, kind, field = shape
+    size, dimension = sizes
     data = [
         {"index": index, "object": kind, field: _encode(_vector(item, size, dimension), body)}
         for index, item in enumerate(items)
     ]
     total = sum(counts)
-    answer = {
+    answer: dict[str, Any] = {
         "id": request_id,
         "object": "list",
         "created": int(time.time()),
-        "model": target.name,
+        "model": model,
         "data": data,
         "usage": {
             "prompt_tokens": total,
@@ -135,7 +162,7 @@ async def _pool(request: web.Request, prefix: str, kind: str, field: str) -> web
             "prompt_tokens_details": None,
         },
     }
-    return web.Response(body=dumps(answer), content_type="application/json")
+    return dumps(answer)
 
 
 def pooled_items(engine: Engine, body: PoolingInput) -> list[str | list[int]]:
