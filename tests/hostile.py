@@ -115,6 +115,8 @@ class Watch:
     """Polls /health and a small chat while something heavy runs; the slowest answers."""
 
     server: RunningServer
+    chat: bool = True
+    """Poll a small chat too (a pooling server has none)."""
     slowest: dict[str, float] = field(default_factory=lambda: {"health": 0.0, "chat": 0.0})
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -131,10 +133,8 @@ class Watch:
     def _poll(self) -> None:
         small = {"model": MODEL, "messages": HI, "max_tokens": 2}
         while not self._stop.is_set():
-            for name, method, path, body in (
-                ("health", "GET", "/health", None),
-                ("chat", "POST", CHAT, small),
-            ):
+            polls = [("health", "GET", "/health", None), ("chat", "POST", CHAT, small)]
+            for name, method, path, body in polls if self.chat else polls[:1]:
                 try:
                     reply = call(self.server, path, body, method=method, timeout=RESPONSIVE)
                 except OSError as exc:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, start_server
 from hostile import (
     CHAT,
     COMPLETIONS,
@@ -377,3 +377,24 @@ def test_a_thousand_embeddings_are_made_off_the_loop(server: RunningServer, enco
     data = reply.json()["data"]
     assert [item["index"] for item in data] == list(range(1024))
     assert data[0]["embedding"] == data[-1]["embedding"]
+
+
+@pytest.fixture(scope="module")
+def pooling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(["--runner", "pooling"], tmp_path_factory.mktemp("pooling"))
+    yield running
+    running.stop()
+
+
+def test_a_thousand_cohere_embeddings_of_every_type_are_made_off_the_loop(
+    pooling: RunningServer,
+) -> None:
+    types = ["float", "binary", "ubinary", "base64"]
+    body = {"model": MODEL, "texts": ["a few words"] * 1024, "embedding_types": types}
+    with Watch(pooling, chat=False) as watch:
+        reply = call(pooling, "/v2/embed", body, timeout=60)
+    watch.assert_responsive()
+    assert reply.status == 200, reply.body[:300]
+    assert {
+        kind: len(vectors) for kind, vectors in reply.json()["embeddings"].items()
+    } == dict.fromkeys(types, 1024)

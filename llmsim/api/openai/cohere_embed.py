@@ -8,8 +8,11 @@ set when it is not negative, packed eight to a byte, signed or not).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -17,7 +20,8 @@ from pydantic import Field
 
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
-from llmsim.api.http.requests import read_json_object
+from llmsim.api.http.requests import is_large, read_json_object
+from llmsim.api.openai.embeddings import OFF_LOOP_FLOATS
 from llmsim.api.openai.prefill import check_lengths, ready_engine, request_id, resolve, run_prefill
 from llmsim.api.openai.schemas import INTEGRAL, MAX_PROMPTS, _Body
 from llmsim.api.openai.tokenization import validate
@@ -63,13 +67,27 @@ async def create_cohere_embedding(request: web.Request) -> web.Response:
             f"but got {size}.",
             "embedding_types",
         )
-    counts = [
-        _count(engine.tokenizer.count(text, True), body, engine.settings.max_model_len)
-        for text in texts
-    ]
+    count = partial(_counts, texts, engine.tokenizer.count, body, engine.settings.max_model_len)
+    counts = await asyncio.to_thread(count) if is_large(request) else count()
     check_lengths(engine, counts, "texts")
     rid = request_id("embd-")
     await run_prefill(request, engine, rid, target, counts)
+    make = partial(_answer, rid, texts, counts, (size, dimension), types)
+    heavy = len(texts) * size * len(types) > OFF_LOOP_FLOATS
+    payload = await asyncio.to_thread(make) if heavy else make()  # the loop stays free
+    return web.Response(body=payload, content_type="application/json")
+
+
+def _counts(
+    texts: list[str], count: Callable[[str, bool], int], body: CohereEmbedRequest, limit: int
+) -> list[int]:
+    return [_count(count(text, True), body, limit) for text in texts]
+
+
+def _answer(
+    rid: str, texts: list[str], counts: list[int], sizes: tuple[int, int], types: Sequence[str]
+) -> bytes:
+    size, dimension = sizes
     vectors = [embed_text(text, dimension) for text in texts]
     if size != dimension:
         vectors = [normalize(vector[:size]) for vector in vectors]
@@ -79,7 +97,7 @@ async def create_cohere_embedding(request: web.Request) -> web.Response:
         "texts": texts,
         "meta": {"api_version": {"version": "2"}, "tokens": {"input_tokens": sum(counts)}},
     }
-    return web.Response(body=dumps(answer), content_type="application/json")
+    return dumps(answer)
 
 
 def _texts(body: CohereEmbedRequest) -> list[str]:
