@@ -398,3 +398,35 @@ def test_a_thousand_cohere_embeddings_of_every_type_are_made_off_the_loop(
     assert {
         kind: len(vectors) for kind, vectors in reply.json()["embeddings"].items()
     } == dict.fromkeys(types, 1024)
+
+
+def _binary_tree(levels: int) -> dict[str, Any]:
+    """An array of two of the level below, ``levels`` deep: 2**levels integers of JSON."""
+    defs: dict[str, Any] = {"d0": {"type": "integer", "minimum": 0, "maximum": 9}}
+    for level in range(1, levels + 1):
+        ref = {"$ref": f"#/$defs/d{level - 1}"}
+        defs[f"d{level}"] = {"type": "array", "prefixItems": [ref, ref], "minItems": 2}
+    tree = {"$defs": defs, "$ref": f"#/$defs/d{levels}"}
+    return {"type": "json_schema", "json_schema": {"name": "tree", "schema": tree}}
+
+
+def test_every_choice_of_a_long_structured_answer_counts_as_work(server: RunningServer) -> None:
+    """Each choice tokenizes its whole answer before max_tokens cuts it: counted, not hung."""
+    body = {"model": MODEL, "prompt": ["x"] * 1024, "max_tokens": 5}
+    with Watch(server) as watch:
+        reply = call(server, COMPLETIONS, {**body, "response_format": _binary_tree(12)})
+    watch.assert_responsive()
+    error = assert_error(reply, 400)
+    assert "structured answers" in error["message"]
+    assert "--max-request-work" in error["message"]
+
+
+def test_many_choices_of_a_long_structured_answer_are_made_off_the_loop(
+    server: RunningServer,
+) -> None:
+    body = {"model": MODEL, "messages": HI, "max_tokens": 5, "n": 48}
+    with Watch(server) as watch:
+        reply = call(server, CHAT, {**body, "response_format": _binary_tree(12)})
+    watch.assert_responsive()
+    assert reply.status == 200, reply.body[:300]
+    assert len(reply.json()["choices"]) == 48

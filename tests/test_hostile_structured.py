@@ -246,10 +246,17 @@ def test_extreme_but_finite_numbers_give_json_or_a_refusal(schema: Any) -> None:
         assert error.keyword == "multipleOf"  # type: ignore[attr-defined]
 
 
+def _nested_arrays(depth: int, inner: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(depth):
+        inner = {"type": "array", "items": inner, "minItems": 1}
+    return inner
+
+
 @pytest.mark.parametrize(
     ("schema", "refused"),
     [
         ({"type": "object", "minProperties": 10, "properties": {"a": {}}}, None),
+        (_nested_arrays(6, {"type": "array", "prefixItems": [{}, {}], "items": False}), None),
         ({"type": "object", "minProperties": 3, "maxProperties": 2}, "minProperties"),
         ({"type": "array", "minItems": 2, "maxItems": 1}, "minItems"),
         ({"type": "string", "minLength": 9, "maxLength": 3}, "minLength"),

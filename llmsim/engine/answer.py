@@ -34,6 +34,12 @@ class Answer:
     """What choices 1, 2, ... of an ``n > 1`` request say (a replayed recording's other
     choices), in turn; without them every choice says this answer."""
 
+    @property
+    def size(self) -> int:
+        """Characters a choice tokenizes (the most of any choice's answer)."""
+        own = len(self.text) + sum(len(call.arguments) for call in self.tool_calls)
+        return max([own, *(other.size for other in self.others)])
+
     def for_choice(self, index: int) -> Answer:
         """The answer of choice ``index`` (0 is this one)."""
         if index == 0 or not self.others:

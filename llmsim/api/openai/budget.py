@@ -42,6 +42,25 @@ def check_work(
         )
 
 
+CHARS_PER_UNIT = 4
+"""Characters of a chosen answer that count one unit of work (about one token's worth)."""
+
+
+def check_answer_work(chars: int, limit: int) -> None:
+    """A 400 naming the limit when the choices' chosen answers (a structured output or tool
+    calls, which each choice tokenizes whole before ``max_tokens`` cuts it) come to more
+    than ``limit`` units: ``chars`` is their characters over all choices."""
+    work = chars // CHARS_PER_UNIT
+    if work > limit:
+        raise APIError(
+            400,
+            f"This request asks for {work} units of work (the characters of its structured "
+            f"answers / {CHARS_PER_UNIT}, over all choices), more than this server's limit of "
+            f"{limit} ({WORK_FLAG}). Lower n or the number of prompts, or ask for a smaller "
+            "structured output.",
+        )
+
+
 def request_work(
     prompts: Sequence[PromptInput],
     n: int,

@@ -41,7 +41,7 @@ from llmsim.api.openai.answer_pieces import (
     completion_pieces,
     write_pieces,
 )
-from llmsim.api.openai.budget import check_work
+from llmsim.api.openai.budget import check_answer_work, check_work
 from llmsim.api.openai.chat import ChatStreamSink, chat_body
 from llmsim.api.openai.chosen import choose
 from llmsim.api.openai.completions import CompletionStreamSink, completion_body
@@ -90,6 +90,9 @@ OFF_LOOP_TOKENS = 32_768
 """Requests with several choices that may generate more tokens than this in all (n x prompts
 x max_tokens) have their answers made in a worker thread and written in pieces; a single
 choice, at most one context's worth, is made on the loop as before."""
+OFF_LOOP_CHARS = 131_072
+"""Likewise for the characters of a chosen answer (a structured output, tool calls) that
+every choice tokenizes before ``max_tokens`` cuts it."""
 STREAM_FAILED = "Internal server error while streaming the answer"
 LIMIT_NAMES = "'max_tokens' or 'max_completion_tokens'"
 """The fields a context-length error names: chat and completions take either."""
@@ -291,8 +294,14 @@ async def _generate(
         engine, kv_agent = state.engines.engines[index], state.kv_agents[index]
     outputs = None
     choices = generation.n * len(prompts)
-    if choices > 1 and choices * (max_tokens or settings.max_model_len) > OFF_LOOP_TOKENS:
-        outputs = await _outputs_off_loop(engine, generation, flavor)
+    if choices > 1:  # each choice tokenizes its answer: bounded, and made off the loop if long
+        size = 0
+        if answer is not None:
+            size = choices * answer.size
+            check_answer_work(size, settings.max_request_work)
+        tokens = choices * (max_tokens or settings.max_model_len)
+        if tokens > OFF_LOOP_TOKENS or size > OFF_LOOP_CHARS:
+            outputs = await _outputs_off_loop(engine, generation, flavor)
     group = submit(engine, generation, outputs, flavor.prompt_param, LIMIT_NAMES)
     request[GENERATION] = group
     headers = {REQUEST_ID_HEADER: client_id} if client_id else None

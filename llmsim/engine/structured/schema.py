@@ -269,7 +269,8 @@ class _Generator:
             high = min(high, len(prefix))
         deep = depth >= self.limits.optional_depth
         top = low if deep else min(high, max(low, len(prefix)) + 2)
-        count = self.rng.randint(max(low, min(len(prefix), high)), max(low, top))
+        first = low if deep else max(low, min(len(prefix), high))  # deep: only what is required
+        count = self.rng.randint(first, max(first, top))
         unique = bool(schema.get("uniqueItems"))
         result: list[Any] = []
         seen: set[str] = set()
