@@ -31,6 +31,7 @@ from tests.conftest import (
     run_cli,
     start_server,
 )
+from tests.hostile import Watch
 
 # -- the store on its own ----------------------------------------------------------------
 
@@ -206,6 +207,21 @@ def test_a_chain_rebuilds_the_whole_conversation(tmp_path: Path) -> None:
         assert len(steps) == 1
         assert steps.pop() > 0
         assert json.dumps(body["output"]).count("turn 29") == 1
+    finally:
+        server.stop()
+
+
+def test_a_long_chain_is_counted_off_the_loop(tmp_path: Path) -> None:
+    """A small request whose previous_response_id holds megabytes: counted in a thread."""
+    server = start_server(["--max-model-len", "2000000"], tmp_path)
+    try:
+        status, body = _respond(server, "hello " * 400_000)
+        assert status == 200, body
+        with Watch(server) as watch:
+            status, answer = _respond(server, "more", previous_response_id=body["id"])
+        watch.assert_responsive()
+        assert status == 200, answer
+        assert answer["usage"]["input_tokens"] > body["usage"]["input_tokens"] >= 400_000
     finally:
         server.stop()
 

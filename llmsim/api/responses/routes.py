@@ -8,8 +8,11 @@ true by default) are kept in memory, bounded in count and bytes (:mod:`response_
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -17,7 +20,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
-from llmsim.api.http.requests import read_json_object, validate_body
+from llmsim.api.http.keys import ENGINE
+from llmsim.api.http.requests import OFF_LOOP_BYTES, read_json_object, validate_body
 from llmsim.api.http.sse import ResponseMeta
 from llmsim.api.openai.adapted import Exchange, chat_request, renamer
 from llmsim.api.openai.inference import generate
@@ -132,17 +136,20 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = request.app[RESPONSE_STORE]
     parent = body.previous_response_id
     history: list[dict[str, Any]] = []
+    stored_bytes = 0
     if parent is not None:
         try:
-            history = store.conversation(parent)
+            history, stored_bytes = store.sized_conversation(parent)
         except MissingResponse as exc:
             raise _not_found(exc.response_id) from None
+    long_chain = stored_bytes > OFF_LOOP_BYTES  # read, validated and counted off the loop
     turn = input_messages(body.input)
     conversation = [*history, *turn]
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     if not system and not conversation:
         raise APIError(400, "input: List should have at least 1 item", "input")
-    chat = chat_request(_chat_body(body, [*system, *conversation]))
+    make_chat = partial(chat_request, _chat_body(body, [*system, *conversation]))
+    chat = await asyncio.to_thread(make_chat) if long_chain else make_chat()
     echo = {key: value for key, value in raw.items() if key not in ("input", "stream")}
     keep = body.store is not False
 
@@ -162,6 +169,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     exchange = Exchange("resp_", "response")
     rename = renamer("text.format", "tools[{index}].parameters")
     flavor = exchange.flavor(render, translator, "input", "responses", rename)
+    if long_chain:  # the conversation's prompt is counted in a worker thread, once
+        engine = request.app[ENGINE]
+        count = partial(flavor.prompts, chat, engine.tokenizer, engine.needs_token_ids)
+        prompts = await asyncio.to_thread(count)
+        flavor = replace(flavor, prompts=lambda *_: prompts)
     return await generate(request, flavor, chat, arrival=arrival)
 
 

@@ -89,7 +89,12 @@ class ResponseStore:
         return True
 
     def conversation(self, response_id: str) -> list[dict[str, Any]]:
-        """The chat messages up to and including ``response_id``'s answer, oldest first.
+        """The chat messages up to and including ``response_id``'s answer, oldest first."""
+        return self.sized_conversation(response_id)[0]
+
+    def sized_conversation(self, response_id: str) -> tuple[list[dict[str, Any]], int]:
+        """The chat messages up to and including ``response_id``'s answer, oldest first,
+        and the bytes its links hold (a long one is worked on off the event loop).
 
         Raises :class:`MissingResponse` naming the first id of the chain that is not
         stored. The walk is bounded by the number of stored responses; it uses the links
@@ -107,4 +112,5 @@ class ResponseStore:
             raise MissingResponse(current)
         for link in reversed(chain):
             self._items.move_to_end(link)
-        return [message for link in reversed(chain) for message in self._items[link].turn]
+        size = sum(self._items[link].size for link in chain)
+        return [message for link in reversed(chain) for message in self._items[link].turn], size
