@@ -23,7 +23,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -123,8 +123,8 @@ def simulated(
     """Each request's instance and figures in virtual time, and the preemptions."""
 
     class Fixed:
-        def requests(self, seed: int) -> list[Request]:
-            return requests
+        def requests(self, seed: int) -> Iterator[Request]:
+            return iter(requests)
 
     result = simulate(Setup(fleet[0], fleet=fleet, output=output, plots=False), Fixed())
     by_sent: dict[float, dict[str, float]] = {}
