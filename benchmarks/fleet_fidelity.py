@@ -2,12 +2,14 @@
 
 One seeded synthetic workload per load goes first through the simulation (in virtual time,
 with per-request records), then through a real fleet of the same instances on loopback
-ports in real time: the same requests at the same send times, each to the instance the
-simulation routed it to (its records name it), streamed by a lean raw-socket client that
-timestamps each read. Prints median and p99 TTFT and TPOT, simulated beside live, and their
-relative differences, for three loads; the highest preempts (a small KV cache).
+ports in real time: the same requests at the same send times (to the microsecond), each to
+the instance the simulation routed it to (its records name it), streamed by a lean
+raw-socket client that timestamps each read. Prints median and p99 TTFT and TPOT, simulated
+beside live, and their relative differences, for three loads; the highest preempts (a small
+KV cache). First it measures the live stack's own time per request (HTTP, JSON, event loop
+hops: about a millisecond) and gives it to the simulation as ``frontend_latency``.
 
-    PYTHONPATH=$PWD python benchmarks/fleet_fidelity.py            # ~1.5 minutes
+    PYTHONPATH=$PWD python benchmarks/fleet_fidelity.py            # ~4 minutes
     PYTHONPATH=$PWD python benchmarks/fleet_fidelity.py --seconds 10 --rates 4 8 16
 """
 
@@ -21,7 +23,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import Child, cleanup_on_exit, free_port, llmsim_command, server_env, wait_healthy
 from rawclient import build_request, open_connection
 
+from llmsim.engine.step.step_loop import sleep_until
 from llmsim.pool.fleet import load_fleet
 from llmsim.settings.model import Settings
 from llmsim.simulation.recorder import REQUESTS_FILE
@@ -60,6 +63,10 @@ of 96 blocks, so that the highest load runs out of it and preempts."""
 INPUT_LEN = "uniform:64:256"
 OUTPUT_LEN = "uniform:16:64"
 TIMEOUT = 120.0
+CALIBRATION_SAMPLES = 40
+CALIBRATION_PROMPT = 64
+CALIBRATION_PAUSE = 0.05
+"""Seconds between two calibration requests: each finds its instance idle."""
 
 
 @dataclass
@@ -116,8 +123,8 @@ def simulated(
     """Each request's instance and figures in virtual time, and the preemptions."""
 
     class Fixed:
-        def requests(self, seed: int) -> list[Request]:
-            return requests
+        def requests(self, seed: int) -> Iterator[Request]:
+            return iter(requests)
 
     result = simulate(Setup(fleet[0], fleet=fleet, output=output, plots=False), Fixed())
     by_sent: dict[float, dict[str, float]] = {}
@@ -163,7 +170,9 @@ async def live(ports: Sequence[int], requests: list[Request], instances: list[in
     start = clock() + 0.2
 
     async def one(k: int) -> None:
-        await asyncio.sleep(max(0.0, start + requests[k].send_at - clock()))
+        # on time to the microsecond, as the simulation sends: a plain sleep wakes up to a
+        # millisecond late, which moves the request against the steps in flight
+        await sleep_until(start + requests[k].send_at, clock)
         stream, connection = streams[k], connections[k]
         stream.sent = clock()
         status, answer = await connection.send(payloads[k], stream.read, TIMEOUT)
@@ -181,25 +190,39 @@ async def live(ports: Sequence[int], requests: list[Request], instances: list[in
     ]
 
 
-async def overhead(ports: Sequence[int], settings: Settings, count: int = 12) -> float:
-    """The live stack's own time per request beyond the model: the median of an idle
-    instance's TTFT for a one-token answer minus its modelled step (client, HTTP, JSON,
-    event loop hops), which ``frontend_latency`` stands for in the simulation."""
+def modelled_ttft(settings: Settings, prompt_tokens: int) -> float:
+    """An idle instance's modelled TTFT: one prefill step of the whole prompt."""
+    return settings.inter_token_latency + prompt_tokens * settings.prefill_time_per_token
+
+
+async def overhead(
+    ports: Sequence[int], settings: Settings, count: int = CALIBRATION_SAMPLES
+) -> tuple[float, float, float]:
+    """The live stack's own time per request beyond the model, which ``frontend_latency``
+    stands for in the simulation (the client's send, HTTP and JSON, tokenization, the event
+    loop's hops, the token's write and read back): idle instances' TTFT for a one-token
+    answer minus its modelled step. The median, first and third quartiles of ``count``
+    samples taken in turn on every instance, each on a connection opened beforehand (as the
+    timed requests are), after one warm-up request per instance; the median, because a busy
+    machine's stalls make a mean, or a few samples, overshoot."""
     clock = time.perf_counter
-    request = Request("calibration", 64, 1)
-    modelled = settings.inter_token_latency + 64 * settings.prefill_time_per_token
-    url = f"http://127.0.0.1:{ports[0]}/v1/completions"
-    payload = build_request(url, body(request))[2]
+    request = Request("calibration", CALIBRATION_PROMPT, 1)
+    modelled = modelled_ttft(settings, request.prompt_tokens)
+    payloads = [
+        build_request(f"http://127.0.0.1:{port}/v1/completions", body(request))[2] for port in ports
+    ]
     extra = []
-    for _ in range(count):
-        connection = await open_connection("127.0.0.1", ports[0], clock)
+    for k in range(-len(ports), count):  # the first round warms each instance up
+        connection = await open_connection("127.0.0.1", ports[k % len(ports)], clock)
+        await asyncio.sleep(CALIBRATION_PAUSE)  # the instance is idle, the connection set up
         stream = Stream()
         stream.sent = clock()
-        await connection.send(payload, stream.read, TIMEOUT)
+        await connection.send(payloads[k % len(ports)], stream.read, TIMEOUT)
         connection.close()
-        extra.append(stream.first - stream.sent - modelled)
-        await asyncio.sleep(0.05)
-    return max(0.0, percentile(extra, 50))
+        if k >= 0:
+            extra.append(stream.first - stream.sent - modelled)
+    low, median, high = (max(0.0, percentile(extra, q)) for q in (25, 50, 75))
+    return median, low, high
 
 
 def figures(times: list[Times]) -> dict[str, float]:
@@ -231,16 +254,33 @@ def compare(rate: float, count: int, preemptions: int, sim: list[Times], real: l
     return ok
 
 
+def calibrated(ports: Sequence[int], fleet: tuple[Settings, ...]) -> tuple[Settings, ...]:
+    """The fleet with the live stack's measured time per request as its ``frontend_latency``."""
+    median, low, high = asyncio.run(overhead(ports, fleet[0]))
+    print(
+        f"live time per request beyond the model: {median * 1e3:.2f} ms "
+        f"(quartiles {low * 1e3:.2f}-{high * 1e3:.2f} ms, {CALIBRATION_SAMPLES} requests)"
+    )
+    return tuple(settings.model_copy(update={"frontend_latency": median}) for settings in fleet)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs=3, default=[4.0, 10.0, 22.0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="sending time per load")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="sending time per load; a light load's median TTFT over fewer requests depends "
+        "on the phase of the steps a request meets (about ±2 %% at 20 s, ±1 %% at 60 s)",
+    )
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument(
         "--calibrate",
-        action="store_true",
-        help="measure the live stack's time per request on an idle instance first and give "
-        "it to the simulation as frontend_latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first measure the live stack's time per request on idle instances (the median "
+        f"of {CALIBRATION_SAMPLES}) and give it to the simulation as frontend_latency",
     )
     args = parser.parse_args(argv)
     ok = True
@@ -256,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_healthy(child, f"http://127.0.0.1:{port}")
         print(f"fleet of {len(ports)} (pid {child.pid}); load average {os.getloadavg()}")
         if args.calibrate:
-            extra = asyncio.run(overhead(ports, fleet[0]))
-            print(f"live time per request beyond the model: {extra * 1e3:.2f} ms")
-            fleet = tuple(
-                settings.model_copy(update={"frontend_latency": extra}) for settings in fleet
-            )
+            fleet = calibrated(ports, fleet)
         for rate in args.rates:
             requests = workload(rate, args.seconds)
             instances, sim, preemptions = simulated(fleet, requests, directory / f"sim-{rate:g}")

@@ -96,6 +96,20 @@ def test_a_sequence_joins_no_step_that_started_before_it_arrived() -> None:
     assert late.scheduled_at == 0.015
 
 
+def test_a_sequence_that_reached_the_engine_after_a_step_was_due_waits_for_the_next() -> None:
+    """Virtual time: a step planned late (at 0.012, due at 0.010) takes only the sequences
+    that reached the engine by its due time; a later one joins the step after."""
+    engine = StepEngine(num_blocks=64, costs=StepCosts(inter_token_latency=STEP))
+    early, late = virtual_sequence("early", 8, 3), virtual_sequence("late", 8, 3)
+    engine.add(early).entered = 0.009
+    engine.add(late).entered = 0.011
+    plan, _ = engine.begin_step(0.012, entered_by=0.010)
+    assert [chunk.seq.sequence for chunk in plan.chunks] == [early]
+    engine.end_step(plan, 0.017)
+    plan, _ = engine.begin_step(0.017)
+    assert late in [chunk.seq.sequence for chunk in plan.chunks]
+
+
 def test_virtual_phases_are_never_negative_nor_shorter_than_a_step() -> None:
     run = VirtualRun(StepEngine(num_blocks=256, costs=StepCosts(inter_token_latency=STEP)))
     for index in range(12):
@@ -155,6 +169,51 @@ async def test_a_stalled_loop_plans_the_next_step_from_where_it_got_to() -> None
     assert len(sink.writes) == 8
     for stamped, written in sink.writes:
         assert 0.0 <= written - stamped < 0.010  # released when stamped, not 50 ms before
+
+
+class Plans:
+    """The request ids of each step's batch, in order."""
+
+    def __init__(self) -> None:
+        self.batches: list[set[str]] = []
+
+    def step_done(self, plan: Any, duration: float) -> None:
+        self.batches.append({chunk.seq.sequence.request_id for chunk in plan.chunks})
+
+    def decode_run_done(self, segments: list[tuple[int, int]]) -> None:
+        return None
+
+
+async def batches_with_a_second_request(jump: float) -> list[set[str]]:
+    """One sequence runs; once its first step is in flight, the clock moves on by ``jump``
+    (the loop has not looked yet) and a second one reaches the engine: every step's batch."""
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    engine = StepEngine(num_blocks=64, costs=StepCosts(inter_token_latency=STEP))
+    loop = StepLoop(engine, NullObserver, clock=clock)
+    plans = Plans()
+    loop.step_observers.append(plans)
+    first = virtual_sequence("first", 8, 6, arrival=clock())
+    running = asyncio.ensure_future(loop.run(first, None))
+    while first.scheduled_at is None:  # noqa: ASYNC110 - until its first step is planned
+        await asyncio.sleep(0)
+    offset[0] += jump
+    await loop.run(virtual_sequence("second", 8, 2, arrival=clock()), None)
+    await running
+    return plans.batches
+
+
+async def test_a_request_whose_handling_made_a_step_late_joins_the_step_after() -> None:
+    """Real time: a request that reaches the engine after the step in flight was due (its
+    handling kept the loop from its timer) does not join the late step that follows, but
+    the one after, as in virtual time; one that comes before the step's end joins the next."""
+    late = await batches_with_a_second_request(STEP + 0.001)
+    assert late[:3] == [{"first"}, {"first"}, {"first", "second"}]
+    on_time = await batches_with_a_second_request(0.0)
+    assert on_time[:2] == [{"first"}, {"first", "second"}]
 
 
 async def test_work_between_steps_shorter_than_a_step_is_absorbed_in_the_step() -> None:

@@ -57,6 +57,9 @@ class StepSequence:
     """The blocks this sequence filled while decoding whose names wait for a lookup."""
     paused_for: float = 0.0
     """Time the engine stood still under a ``keep`` pause; shifts a timing override."""
+    entered: float = float("-inf")
+    """When it reached the engine, by the live loop's clock (virtual runs add a sequence
+    only at a step's start: they leave it at -inf)."""
 
     @property
     def remote(self) -> bool:

@@ -159,8 +159,10 @@ class StepEngine:
         return count
 
     # -- the step ---------------------------------------------------------------
-    def begin_step(self, now: float) -> tuple[StepPlan, float]:
-        plan = self.scheduler.schedule(now)
+    def begin_step(self, now: float, entered_by: float | None = None) -> tuple[StepPlan, float]:
+        """Plan a step starting at ``now`` from the sequences that reached the engine by
+        ``entered_by`` (default ``now``)."""
+        plan = self.scheduler.schedule(now, entered_by)
         duration = 0.0 if plan.empty else self.costs.duration(plan, self.rng)
         return plan, duration
 

@@ -9,7 +9,10 @@ own work between two steps (writing tokens, planning) is part of the modelled du
 a server's CPU work is. A loop later than one step's duration (a stall) starts the next
 step when it gets there instead. Either way a sequence joins only a step that starts at or
 after its arrival (the step scheduler holds back later arrivals), so every token, queue
-and phase timestamp is a time the server really reached.
+and phase timestamp is a time the server really reached; and while others run, one that
+reached the engine after the step in flight was due to end (its own HTTP handling and
+tokenization kept the loop from getting there) joins not the step that follows but the one
+after, as it would have on time and as it does in virtual time.
 
 Sleep mode's ``keep`` pause lets the step in flight end, then plans nothing until
 :meth:`StepLoop.resume`; its ``abort`` ends a sequence at once with :meth:`StepLoop.finish`.
@@ -100,7 +103,9 @@ class StepLoop:
             await self._load_adapter(sequence, loop)
             if sequence.cut_short:
                 return  # a pause's abort came while the adapter loaded
-        active = _Active(self.engine.add(sequence), sink, loop.create_future())
+        seq = self.engine.add(sequence)
+        seq.entered = self._clock()
+        active = _Active(seq, sink, loop.create_future())
         self._active[sequence] = active
         self._kick()
         try:
@@ -198,8 +203,9 @@ class StepLoop:
         coalesced = 0
         run: StepPlan | None = None
         """A zero-length pure-decode step whose like may follow at once (zero latency)."""
-        last_end, last_duration = -math.inf, 0.0
-        """When the previous step really ended, and how long it was modelled to last."""
+        last_end, last_duration, due = -math.inf, 0.0, -math.inf
+        """When the previous step really ended, how long it was modelled to last, and when it
+        was due to end."""
         while True:
             resumed = self._resumed
             if resumed is not None and not resumed.is_set():
@@ -228,7 +234,7 @@ class StepLoop:
                     coalesced += steps
                     continue
                 run = None  # the batch changed: plan a step
-            plan, duration = engine.begin_step(start)
+            plan, duration = engine.begin_step(start, self._entered_by(start, last_end, due))
             if plan.empty:
                 engine.end_step(plan, start)
                 if plan.preempted or plan.prefix_queries:  # counted though nothing ran
@@ -255,9 +261,19 @@ class StepLoop:
                 self._flush()
             for observer in self.step_observers:
                 observer.step_done(plan, duration)
-            last_end, last_duration = end, duration
+            last_end, last_duration, due = end, duration, start + duration
             if duration == 0.0:  # zero latency: runs of decode steps may follow
                 run = plan
+
+    def _entered_by(self, start: float, last_end: float, due: float) -> float:
+        """Who may join the step starting at ``start``: the sequences that reached the
+        engine by then, or, after a step that ended late while others run, by the time it
+        was due. The step still starts when the loop got there, but a request whose own
+        handling (HTTP, tokenization) made the loop late joins the step after, as it would
+        have had the loop been on time, and as it does in virtual time."""
+        if last_end == -math.inf or not self.engine.num_running:
+            return start  # nothing in flight: a step for whoever is here
+        return min(due, start)
 
     async def _step_end(self, end: float) -> float:
         """Write what is pending and wait for a step's modelled ``end``; return when it

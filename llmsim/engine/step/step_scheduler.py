@@ -167,8 +167,12 @@ class StepScheduler:
         return len(plan.preempted)
 
     # -- the step ---------------------------------------------------------------
-    def schedule(self, now: float) -> StepPlan:
-        """Build the next batch; ``now`` is when the step starts (first-scheduled times)."""
+    def schedule(self, now: float, entered_by: float | None = None) -> StepPlan:
+        """Build the next batch; ``now`` is when the step starts (first-scheduled times).
+
+        A waiting sequence that reached the engine after ``entered_by`` (default ``now``)
+        waits for a later step.
+        """
         self._repeat = None
         plan = StepPlan()
         self._receive(now)
@@ -178,7 +182,7 @@ class StepScheduler:
         else:
             budget = self._schedule_running(plan, budget, now, self.running)
         if not plan.preempted:
-            self._schedule_waiting(plan, budget, now)
+            self._schedule_waiting(plan, budget, now, now if entered_by is None else entered_by)
         return plan
 
     def settle(self) -> None:
@@ -452,12 +456,12 @@ class StepScheduler:
         self.receiving.append(seq)
         return True
 
-    def _schedule_waiting(self, plan: StepPlan, budget: int, now: float) -> None:
+    def _schedule_waiting(self, plan: StepPlan, budget: int, now: float, entered_by: float) -> None:
         waiting, running, kv = self.waiting, self.running, self.kv
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
-            if seq.sequence.arrival > now:
-                break  # it joins no step that started before it existed
+            if seq.sequence.arrival > now or seq.entered > entered_by:
+                break  # it joins no step that started (or was due) before it existed
             if seq.remote and not seq.scheduled:
                 if not self._start_transfer(seq, plan, now):
                     break
