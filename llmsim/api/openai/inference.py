@@ -224,7 +224,9 @@ async def _generate(
     if state.lifecycle.phase != "ready":  # one test on the way of every request
         check_serving(state.lifecycle)
     forced = request.headers.get(FORCE_HEADER)
-    inject_fault(state.runtime, forced, body.model or engine.settings.served_names[0], FORCE_HEADER)
+    if forced is not None or state.runtime.faults.injects:
+        model = body.model or engine.settings.served_names[0]
+        inject_fault(state.runtime, forced, model, FORCE_HEADER)
     client_id = request.headers.get(REQUEST_ID_HEADER)
     if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
         raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
