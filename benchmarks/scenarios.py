@@ -40,6 +40,12 @@ def capture_payload(bench: Bench, server: Server, tokens: int) -> Path:
     """A real llmsim JSON body and SSE stream, saved for the ceiling app."""
     if tokens in bench.payloads:
         return bench.payloads[tokens]
+    path = bench.payloads[tokens] = save_payload(bench.workdir, server, tokens)
+    return path
+
+
+def save_payload(workdir: Path, server: Server, tokens: int) -> Path:
+    """Capture ``server``'s answers of ``tokens`` tokens into a payload file in ``workdir``."""
     body = http_post(server.chat_url, request_body(tokens, stream=False))
     raw = http_post(server.chat_url, request_body(tokens, stream=True))
     writes: list[str] = []
@@ -53,9 +59,8 @@ def capture_payload(bench: Bench, server: Server, tokens: int) -> Path:
             continue
         writes.append(carry + text)
         carry = ""
-    path = bench.workdir / f"ceiling-payload-{tokens}.json"
+    path = workdir / f"ceiling-payload-{tokens}.json"
     path.write_text(json.dumps({"body": body.decode(), "writes": writes}), encoding="utf-8")
-    bench.payloads[tokens] = path
     return path
 
 

@@ -32,7 +32,7 @@ def test_version_lists_llmsim_python_and_the_key_dependencies(flag: str) -> None
     assert rows["platform"]
     for name in ("aiohttp", "pydantic", "pydantic-settings", "typer", "rich", "prometheus-client"):
         assert rows[name] == metadata.version(name), name
-    for name in ("uvloop", "orjson"):
+    for name in ("uvloop", "orjson", "msgspec"):
         try:
             assert rows[name] == metadata.version(name), name
         except metadata.PackageNotFoundError:

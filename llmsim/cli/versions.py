@@ -22,7 +22,7 @@ KEY_DEPENDENCIES = (
     "rich",
     "prometheus-client",
 )
-OPTIONAL_DEPENDENCIES = ("uvloop", "orjson")
+OPTIONAL_DEPENDENCIES = ("uvloop", "orjson", "msgspec")
 
 
 def distribution_version(name: str) -> str:

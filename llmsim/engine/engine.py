@@ -23,7 +23,6 @@ import random
 import time
 from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
-from types import TracebackType
 from typing import Literal, get_args
 
 from llmsim.engine.block_hash import BlockHasher
@@ -40,6 +39,7 @@ from llmsim.engine.request import (
     Target,
     UnknownModelError,
 )
+from llmsim.engine.request_group import RequestGroup
 from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import FrontEnd, StepCosts
@@ -84,6 +84,7 @@ class Engine:
     ) -> None:
         """``block_hasher`` and ``kv_listener`` serve the step latency model's prefix cache."""
         self.settings = settings
+        self._base_targets = _base_targets(settings)
         self.observer: EngineObserver = observer or NullObserver()
         self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, settings.chat_template)
         builtin = isinstance(self.tokenizer, BuiltinTokenizer)
@@ -189,6 +190,7 @@ class Engine:
             self.step.engine.costs = StepCosts.from_settings(settings)
             self.step.engine.scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
         self.settings = settings
+        self._base_targets = _base_targets(settings)
 
     def _latency_model(self, settings: Settings) -> LatencyModel:
         """A fresh, immutable latency configuration; the jitter generator carries on."""
@@ -203,6 +205,9 @@ class Engine:
 
         A missing or empty name means the base model, as in vLLM.
         """
+        base = self._base_targets.get(model)
+        if base is not None:
+            return base
         served = self.settings.served_names
         if not model or model in served:
             return Target(model or served[0], None)
@@ -440,10 +445,12 @@ class Engine:
         if sequence.timing is not None:
             latency = latency.overridden(sequence.timing)
         start = sequence.ready_at if sequence.ready_at is not None else time.monotonic()
-        running, max_running = self._load()
         if sequence.kv_transfer_delay is not None:  # P/D decode: no prefill, a transfer
             deadline = start + sequence.kv_transfer_delay
+        elif latency.instant:
+            deadline = start
         else:
+            running, max_running = self._load()
             deadline = start + latency.first_token_delay(
                 sequence.prompt_tokens - sequence.cached_tokens,
                 latency.load_factor(running, max_running),
@@ -459,6 +466,14 @@ class Engine:
             if sequence.cut_short:
                 return  # cut while the client caught up: every token it keeps is out
             pacing.done = loop.create_future()
+
+
+def _base_targets(settings: Settings) -> dict[str | None, Target]:
+    """What each name of the base model (and no name at all) resolves to, made once."""
+    served = settings.served_names
+    targets: dict[str | None, Target] = {name: Target(name, None) for name in served}
+    targets[None] = targets[""] = Target(served[0], None)
+    return targets
 
 
 async def _wait_until(settled: Callable[[], bool], timeout: float | None, poll: float) -> bool:
@@ -483,61 +498,3 @@ def latency_profile(settings: Settings) -> LatencyProfile:
         frontend_latency=settings.frontend_latency,
         prefill_time_per_token=settings.prefill_time_per_token,
     )
-
-
-class RequestGroup:
-    """The sequences of one API request, run together and aborted together."""
-
-    def __init__(
-        self, engine: Engine, request: GenerationRequest, sequences: list[Sequence]
-    ) -> None:
-        self.engine = engine
-        self.request = request
-        self.sequences = sequences
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Usage counts each prompt once, however many choices it has."""
-        return sum(prompt.token_count for prompt in self.request.prompts)
-
-    @property
-    def cached_tokens(self) -> int:
-        """Prompt tokens found in the prefix cache, counted once per prompt (its first choice)."""
-        return sum(sequence.cached_tokens for sequence in self.sequences[:: self.request.n])
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(sequence.generated for sequence in self.sequences)
-
-    async def run(self, sink: TokenSink | None = None) -> None:
-        if len(self.sequences) == 1:
-            await self.engine.run_sequence(self.sequences[0], sink)
-            return
-        tasks = [
-            asyncio.ensure_future(self.engine.run_sequence(sequence, sink))
-            for sequence in self.sequences
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def abort(self) -> None:
-        step = self.engine.step
-        for sequence in self.sequences:
-            if step is not None:
-                step.abort(sequence)
-            self.engine.scheduler.abort(sequence)
-
-    def __enter__(self) -> RequestGroup:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.abort()

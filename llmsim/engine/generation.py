@@ -191,24 +191,43 @@ def _random_answer(
     if limit <= 0:
         return GeneratedText([], "length")
     sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
-    target = limit if ignore_eos else rng.randint(1, limit)
+    target = limit if ignore_eos else 1 + _below(rng.getrandbits, limit)
     count = len(sentence_tokens)
     ids: list[int] | None = None
     if with_ids:  # the same draws, the ids of each sentence beside its tokens
         sentence_ids, spaced_sentence_ids = corpus_ids(split)
-        pick = rng.randrange(count)
+        pick = _below(rng.getrandbits, count)
         tokens, ids = list(sentence_tokens[pick]), list(sentence_ids[pick])
         while len(tokens) < target:
-            pick = rng.randrange(count)
+            pick = _below(rng.getrandbits, count)
             tokens.extend(spaced_sentence_tokens[pick])
             ids.extend(spaced_sentence_ids[pick])
     else:
-        tokens = list(sentence_tokens[rng.randrange(count)])
+        # Each draw is ``rng.randrange(count)``, inlined: the same numbers from the same
+        # generator, without two Python calls per sentence.
+        bits, draw = count.bit_length(), rng.getrandbits
+        pick = draw(bits)
+        while pick >= count:
+            pick = draw(bits)
+        tokens = list(sentence_tokens[pick])
         while len(tokens) < target:
-            tokens.extend(spaced_sentence_tokens[rng.randrange(count)])
+            pick = draw(bits)
+            while pick >= count:
+                pick = draw(bits)
+            tokens.extend(spaced_sentence_tokens[pick])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
     return GeneratedText(tokens, "stop", ids=ids)
+
+
+def _below(draw: Callable[[int], int], n: int) -> int:
+    """``random.Random.randrange(n)`` for ``n >= 1``, drawn as the standard library
+    draws it (so seeded answers stay the same) from the generator's ``getrandbits``."""
+    bits = n.bit_length()
+    pick = draw(bits)
+    while pick >= n:
+        pick = draw(bits)
+    return pick
 
 
 def apply_stop(result: GeneratedText, stop: Seq[str], split: Splitter = tokenize) -> GeneratedText:

@@ -233,10 +233,13 @@ class Pacer:
         else:
             gap = now - (sequence.last_token_at or now)
         position = first + 1
-        factor = latency.load_factor(running, max_running)
         horizon = now + EARLY
         limit = min(total, first + pacing.batch)
-        step = latency.fixed_inter_token_delay(factor)
+        step: float | None = 0.0
+        factor = 1.0
+        if not latency.instant:
+            factor = latency.load_factor(running, max_running)
+            step = latency.fixed_inter_token_delay(factor)
         if step is None:  # jittered: every gap is drawn
             deadline = pacing.deadline + latency.inter_token_delay(factor)
             while position < limit and deadline <= horizon:

@@ -83,6 +83,11 @@ class Scheduler:
             1 for seq in self.waiting if seq.adapter is not None and not can_acquire(seq.adapter)
         )
 
+    @property
+    def has_adapters(self) -> bool:
+        """Whether any running or waiting sequence is for an adapter."""
+        return bool(self._running_adapters or self._waiting_adapters)
+
     def running_adapters(self) -> list[str]:
         return sorted(self._running_adapters)
 

@@ -55,6 +55,13 @@ class LatencyModel:
     def __init__(self, profile: LatencyProfile, rng: random.Random) -> None:
         self.profile = profile
         self._rng = rng
+        self.instant = (
+            profile.latency_model == "constant"
+            and profile.time_to_first_token <= 0.0
+            and profile.inter_token_latency <= 0.0
+        )
+        """Every delay is zero whatever the load (no mean to jitter or scale): the pacer
+        releases a request's tokens at once without asking for each delay."""
 
     def overridden(self, timing: TimingOverride) -> LatencyModel:
         """This model with ``timing``'s values in place of the configured means."""

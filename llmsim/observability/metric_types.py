@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -47,10 +49,11 @@ class FastCounter:
 class FastHistogram:
     """Bucket counts of one label set; ``le`` bounds are inclusive, as Prometheus wants."""
 
-    __slots__ = ("_bounds", "_les", "counts", "created", "sum")
+    __slots__ = ("_bounds", "_index", "_les", "counts", "created", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self._bounds = tuple(float(bound) for bound in bounds)
+        self._index = partial(bisect_left, self._bounds)
         self._les = tuple(le_text(bound) for bound in (*self._bounds, float("inf")))
         self.counts = [0] * (len(self._bounds) + 1)
         self.sum = 0.0
@@ -63,6 +66,15 @@ class FastHistogram:
     def observe_repeated(self, value: float, times: int) -> None:
         self.counts[bisect_left(self._bounds, value)] += times
         self.sum += value * times
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """Every value in ``values``, counted in C rather than a call each."""
+        if not values:
+            return
+        counts = self.counts
+        for index, count in Counter(map(self._index, values)).items():
+            counts[index] += count
+        self.sum += sum(values)
 
     def cumulative(self) -> list[tuple[str, float]]:
         buckets = []
@@ -184,11 +196,15 @@ class FastCollector(Collector):
 
     def __init__(self) -> None:
         self._families: list[FastFamily] = []
+        self.before: list[Callable[[], None]] = []
+        """Called before every collection: observations kept aside are folded in."""
 
     def add(self, family: FastFamily) -> FastFamily:
         self._families.append(family)
         return family
 
     def collect(self) -> Iterator[Metric]:
+        for fold in self.before:
+            fold()
         for family in self._families:
             yield family.metric()

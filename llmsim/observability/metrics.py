@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from llmsim.engine import Scheduler, Sequence
 from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
+from llmsim.observability.finished_requests import FinishedRequests
 from llmsim.observability.metric_types import (
     DerivedCounter,
     DerivedHistogram,
@@ -35,6 +36,7 @@ from llmsim.observability.vllm_series import (
     FINISHED_REASONS,
     PROMPT_TOKEN_SOURCES,
     buckets_of,
+    cache_config_labels,
     exported,
 )
 from llmsim.settings.fake_metrics import FakeMetrics
@@ -168,29 +170,39 @@ class Metrics:
         for name in ZERO_COUNTERS:
             counter(name)
         success = families["vllm:request_success"]
-        self.success = {reason: success.counter(*values, reason) for reason in FINISHED_REASONS}
-        self.request_prompt_tokens = histogram("vllm:request_prompt_tokens")
-        self.request_generation_tokens = histogram("vllm:request_generation_tokens")
-        self.request_max_tokens = histogram("vllm:request_params_max_tokens")
+        self._success = {reason: success.counter(*values, reason) for reason in FINISHED_REASONS}
+        self._request_prompt_tokens = histogram("vllm:request_prompt_tokens")
+        self._request_generation_tokens = histogram("vllm:request_generation_tokens")
+        self._request_max_tokens = histogram("vllm:request_params_max_tokens")
         self.request_n = histogram("vllm:request_params_n")
         # Observations equal to another histogram's for a plain request (n = 1, nothing
         # cached): only the exceptions cost an update.
         self.request_max_generated = self._derive(
-            "vllm:request_max_num_generation_tokens", self.request_generation_tokens
+            "vllm:request_max_num_generation_tokens", self._request_generation_tokens
         )
         self.request_kv_computed = self._derive(
-            "vllm:request_prefill_kv_computed_tokens", self.request_prompt_tokens
+            "vllm:request_prefill_kv_computed_tokens", self._request_prompt_tokens
         )
         self.iteration_tokens = histogram("vllm:iteration_tokens_total")
         self.ttft = histogram("vllm:time_to_first_token_seconds")
         self.itl = histogram("vllm:inter_token_latency_seconds")
         self.tpot = histogram("vllm:time_per_output_token_seconds")
-        self.request_tpot = histogram("vllm:request_time_per_output_token_seconds")
-        self.phase = {key: histogram(name) for key, name in PHASES.items()}
+        self._request_tpot = histogram("vllm:request_time_per_output_token_seconds")
+        self._phase = {key: histogram(name) for key, name in PHASES.items()}
+        self._finished = FinishedRequests(
+            self._success,
+            self._phase,
+            self._request_tpot,
+            self._request_prompt_tokens,
+            self._request_generation_tokens,
+            self._request_max_tokens,
+        )
+        shared.fast.before.append(self._finished.fold)
         self._siblings: dict[tuple[str, int], tuple[int, int]] = {}
         """Requests with ``n`` > 1: (request id, prompt) -> (sequences left, most generated)."""
         self._register_gauges(settings, values)
         self._lora_labels: tuple[str, str, str] | None = None
+        self._no_lora_labels = (self._max_lora, "", "")
         self._scheduler_waiting: Callable[[], int] = lambda: 0
         self._deferred: Callable[[], int] = lambda: 0
         self.injected_failures: Counter
@@ -381,6 +393,8 @@ class Metrics:
         self.request_n.observe(n)
 
     def scheduler_changed(self, scheduler: Scheduler) -> None:
+        if not scheduler.has_adapters and self._lora_labels == self._no_lora_labels:
+            return  # base-model traffic: the adapter lists stay empty
         labels = (
             self._max_lora,
             ",".join(scheduler.waiting_adapters()),
@@ -426,9 +440,24 @@ class Metrics:
         self.tpot.observe_repeated(0.0, count)
         self.generation_tokens.inc(count)
 
+    # Read by tests and tools: every kept row is folded in first (see finished_requests).
+    @property
+    def success(self) -> dict[str, FastCounter]:
+        self._finished.fold()
+        return self._success
+
+    @property
+    def phase(self) -> dict[str, FastHistogram]:
+        self._finished.fold()
+        return self._phase
+
     def sequence_finished(self, sequence: Sequence) -> None:
+        if not self._finished.keep(sequence):  # not the common request: counted now
+            self._sequence_finished(sequence)
+
+    def _sequence_finished(self, sequence: Sequence) -> None:
         reason = sequence.finish_reason or "abort"
-        self.success[reason].inc()
+        self._success[reason].inc()
         if reason == "abort":
             if sequence.n > 1:
                 self._sibling_finished(sequence, observed=False)
@@ -442,18 +471,19 @@ class Metrics:
         last = sequence.last_token_at
         if last is None:
             last = sequence.finished_at if sequence.finished_at is not None else time.monotonic()
-        self.phase["e2e"].observe(last - arrival)
-        self.phase["queue"].observe(scheduled - arrival)
-        self.phase["inference"].observe(last - scheduled)
-        self.phase["prefill"].observe(first - scheduled)
-        self.phase["decode"].observe(last - first)
+        phase = self._phase
+        phase["e2e"].observe(last - arrival)
+        phase["queue"].observe(scheduled - arrival)
+        phase["inference"].observe(last - scheduled)
+        phase["prefill"].observe(first - scheduled)
+        phase["decode"].observe(last - first)
         generated = sequence.generated
         if generated > 1:
-            self.request_tpot.observe((last - first) / (generated - 1))
+            self._request_tpot.observe((last - first) / (generated - 1))
         prompt = sequence.prompt_tokens
-        self.request_prompt_tokens.observe(prompt)
-        self.request_generation_tokens.observe(generated)
-        self.request_max_tokens.observe(sequence.max_tokens)
+        self._request_prompt_tokens.observe(prompt)
+        self._request_generation_tokens.observe(generated)
+        self._request_max_tokens.observe(sequence.max_tokens)
         if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
             cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
             self.request_kv_computed.replace(prompt, prompt - cached)
@@ -474,23 +504,3 @@ class Metrics:
             return
         self._siblings.pop(key, None)
         self.request_max_generated.add(most)
-
-
-def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:
-    """The labels of ``vllm:cache_config_info``: vLLM's ``CacheConfig`` fields as text."""
-    return {
-        "block_size": str(settings.block_size),
-        "cache_dtype": "auto",
-        "calculate_kv_scales": "False",
-        "cpu_offload_gb": "0",
-        "enable_prefix_caching": str(settings.enable_prefix_caching),
-        "gpu_memory_utilization": "0.9",
-        "is_attention_free": "False",
-        "num_cpu_blocks": "None",
-        "num_gpu_blocks": str(num_gpu_blocks),
-        "num_gpu_blocks_override": "None",
-        "prefix_caching_hash_algo": str(settings.prefix_caching_hash_algo),
-        "sliding_window": "None",
-        "swap_space": "4",
-        "swap_space_bytes": str(4 * 2**30),
-    }

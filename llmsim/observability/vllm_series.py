@@ -11,7 +11,10 @@ what a running server exports with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from llmsim.settings.model import Settings
 
 Kind = Literal["counter", "gauge", "histogram"]
 When = Literal["always", "lora", "sleep_mode", "hidden", "kv_cache_metrics", "speculative", "nans"]
@@ -282,3 +285,23 @@ def buckets_of(series: Series, max_model_len: int) -> tuple[float, ...]:
         return tuple(token_count_buckets(max_model_len))
     assert isinstance(series.buckets, tuple), f"{series.name} is not a histogram"
     return series.buckets
+
+
+def cache_config_labels(settings: Settings, num_gpu_blocks: int) -> dict[str, str]:
+    """The labels of ``vllm:cache_config_info``: vLLM's ``CacheConfig`` fields as text."""
+    return {
+        "block_size": str(settings.block_size),
+        "cache_dtype": "auto",
+        "calculate_kv_scales": "False",
+        "cpu_offload_gb": "0",
+        "enable_prefix_caching": str(settings.enable_prefix_caching),
+        "gpu_memory_utilization": "0.9",
+        "is_attention_free": "False",
+        "num_cpu_blocks": "None",
+        "num_gpu_blocks": str(num_gpu_blocks),
+        "num_gpu_blocks_override": "None",
+        "prefix_caching_hash_algo": str(settings.prefix_caching_hash_algo),
+        "sliding_window": "None",
+        "swap_space": "4",
+        "swap_space_bytes": str(4 * 2**30),
+    }

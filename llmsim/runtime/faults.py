@@ -73,6 +73,8 @@ class FaultInjector:
     ) -> None:
         self._rate = rate_percent / 100.0
         self._types = tuple(types)
+        self.injects = self._rate > 0 and bool(self._types)
+        """Whether a request may fail without asking for it (a forced fault always may)."""
         self._cut_rate = stream_cut_percent / 100.0
         self._max_model_len = max_model_len
         self._rng = rng
@@ -83,7 +85,7 @@ class FaultInjector:
         if forced is not None:
             status = _parse_forced_status(forced)
             fault_type = _STATUS_TO_TYPE.get(status, "forced")
-        elif self._rate > 0 and self._types and self._rng.random() < self._rate:
+        elif self.injects and self._rng.random() < self._rate:
             fault_type = self._rng.choice(self._types)
             status = 0
         else:

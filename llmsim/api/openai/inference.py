@@ -55,6 +55,7 @@ from llmsim.api.openai.constrained import (
 )
 from llmsim.api.openai.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.openai.parser_flags import check_tool_choice, reasoning_of
+from llmsim.api.openai.plain_chat import plain_chat_decoder
 from llmsim.api.openai.prompts import chat_prompt, completion_prompts
 from llmsim.api.openai.rendered import rendered_answer, rendered_thinking
 from llmsim.api.openai.request_log import RequestLogger
@@ -182,13 +183,17 @@ COMPLETION = Flavor(
 )
 
 
+PLAIN_CHAT = plain_chat_decoder()
+"""The common chat body decoded in C (:mod:`plain_chat`); None without msgspec."""
+
+
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     # The parsed body is not kept in this frame: _generate lets go of it once the
     # engine has the request, which matters with thousands of open streams. The arrival
     # is stamped before the body is read, parsed and tokenized: that is where a client's
     # clock starts, so the latency metrics count that work too.
     arrival = time.monotonic()
-    body = await parse_body(request, ChatCompletionRequest)
+    body = await parse_body(request, ChatCompletionRequest, PLAIN_CHAT)
     return await _generate(request, CHAT, body, arrival=arrival)
 
 
@@ -227,7 +232,9 @@ async def _generate(
     if state.lifecycle.phase != "ready":  # one test on the way of every request
         check_serving(state.lifecycle)
     forced = request.headers.get(FORCE_HEADER)
-    inject_fault(state.runtime, forced, body.model or engine.settings.served_names[0], FORCE_HEADER)
+    if forced is not None or state.runtime.faults.injects:
+        model = body.model or engine.settings.served_names[0]
+        inject_fault(state.runtime, forced, model, FORCE_HEADER)
     client_id = request.headers.get(REQUEST_ID_HEADER)
     if client_id is not None and not (client_id.isascii() and client_id.isprintable()):
         raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)

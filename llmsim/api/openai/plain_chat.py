@@ -1,0 +1,101 @@
+"""The common chat request, decoded and validated in C when msgspec is installed.
+
+Most chat requests are the same shape: a model, a few text messages, a token limit and a
+sampling knob or two. Parsing such a body into a dict and validating it with the pydantic
+model was a sixth of a zero-latency request's server time; msgspec decodes the bytes
+straight into typed structs, checking types and bounds as it goes, at a fraction of it.
+
+Only bodies of exactly that shape take this way, and what they give is the pydantic model
+pydantic would have built (same values, same ``model_fields_set``, checked by
+``tests/test_plain_chat.py``). Anything else — another field, another type, a value out of
+bounds, a number beyond 64 bits, an escaped surrogate — returns None and goes the usual
+way, so every error is still pydantic's, word for word. The pydantic models stay the
+source of the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage
+
+Decoder = Callable[[bytes], "ChatCompletionRequest | None"]
+
+
+def plain_chat_decoder() -> Decoder | None:
+    """A decoder of plain chat bodies, or None without msgspec (the ``fast`` extra)."""
+    try:
+        import msgspec
+
+        from llmsim.api.openai.plain_structs import PlainChat
+    except ImportError:
+        return None
+    body_defaults = _defaults(
+        ChatCompletionRequest, {"messages": [{"role": "user", "content": ""}]}
+    )
+    message_defaults = _defaults(ChatMessage, {"role": "user", "content": ""})
+    if body_defaults is None or message_defaults is None:
+        return None  # a default that a request could change: build none by hand
+    decode = msgspec.json.Decoder(PlainChat).decode
+    error = msgspec.ValidationError, msgspec.DecodeError
+    unset = msgspec.UNSET
+    fields = PlainChat.__struct_fields__
+
+    def decode_plain(data: bytes) -> ChatCompletionRequest | None:
+        if b"\\u" in data:  # escapes: surrogates are checked the usual way
+            return None
+        try:
+            body = decode(data)
+        except error:
+            return None
+        given = {name: getattr(body, name) for name in fields}
+        given = {name: value for name, value in given.items() if value is not unset}
+        for name in ("temperature", "top_p"):
+            value = given.get(name)
+            if value is not None and not math.isfinite(value):
+                return None  # the model refuses infinities in its own words
+        messages = []
+        for message in body.messages:
+            sent: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.name is not unset:
+                sent["name"] = message.name
+            messages.append(_construct(ChatMessage, message_defaults, sent))
+        given["messages"] = messages
+        return _construct(ChatCompletionRequest, body_defaults, given)
+
+    return decode_plain
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _construct(cls: type[ModelT], defaults: dict[str, Any], given: dict[str, Any]) -> ModelT:
+    """``cls`` with ``given`` as the fields sent, as pydantic's validation leaves an instance:
+    the field values in field order, the set of fields sent, no extras, no private state."""
+    instance = cls.__new__(cls)
+    values = defaults.copy()
+    values.update(given)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(given))
+    _set(instance, "__pydantic_extra__", {})
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
+_set = object.__setattr__
+
+
+def _defaults(cls: type[Any], minimal: dict[str, Any]) -> dict[str, Any] | None:
+    """The values a model gets for fields a body leaves out, in the model's field order;
+    None if one of them could be changed in place (then it must be made per request)."""
+    values = dict(cls.model_validate(minimal).__dict__)
+    for name in minimal:
+        values[name] = None  # replaced by every request's own
+    immutable = (type(None), bool, int, float, str, tuple, frozenset)
+    if not all(isinstance(value, immutable) for value in values.values()):
+        return None
+    return values
