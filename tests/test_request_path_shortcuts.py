@@ -58,6 +58,35 @@ def finished(rng: random.Random, index: int) -> Sequence:
     return sequence
 
 
+def one_update_each(metrics: Metrics, sequence: Sequence) -> None:
+    """What a finished sequence did to the series before the rows: one update each."""
+    reason = sequence.finish_reason or "abort"
+    metrics._success[reason].inc()
+    if reason == "abort":
+        return
+    scheduled = sequence.scheduled_at or sequence.arrival
+    first = sequence.first_token_at or scheduled
+    last = sequence.last_token_at or sequence.finished_at or first
+    phase = metrics._phase
+    for name, value in (
+        ("e2e", last - sequence.arrival),
+        ("queue", scheduled - sequence.arrival),
+        ("inference", last - scheduled),
+        ("prefill", first - scheduled),
+        ("decode", last - first),
+    ):
+        phase[name].observe(value)
+    if sequence.generated > 1:
+        metrics._request_tpot.observe((last - first) / (sequence.generated - 1))
+    prompt = sequence.prompt_tokens
+    metrics._request_prompt_tokens.observe(prompt)
+    metrics._request_generation_tokens.observe(sequence.generated)
+    metrics._request_max_tokens.observe(sequence.max_tokens)
+    if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
+        cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
+        metrics.request_kv_computed.replace(prompt, prompt - cached)
+
+
 def series(metrics: Metrics) -> list[str]:
     text = metrics.exposition().decode()
     return [line for line in text.splitlines() if "_created" not in line]
@@ -77,7 +106,7 @@ def test_batched_finished_requests_equal_one_update_each(count: int) -> None:
     for index in range(count):
         sequence = finished(rng, index)
         batched.sequence_finished(sequence)
-        eager._sequence_finished(sequence)
+        one_update_each(eager, sequence)
     got, want = numbers(series(batched)), numbers(series(eager))
     assert got.keys() == want.keys()
     for name, value in want.items():

@@ -70,22 +70,25 @@ class FinishedRequests:
             or sequence.kv_transfer_delay is not None
         ):
             return False
-        rows = self.rows
-        rows.append(
-            (
-                reason,
-                sequence.arrival,
-                scheduled,
-                first,
-                last,
-                sequence.generated,
-                sequence.prompt_tokens,
-                sequence.max_tokens,
-            )
+        row = (
+            reason,
+            sequence.arrival,
+            scheduled,
+            first,
+            last,
+            sequence.generated,
+            sequence.prompt_tokens,
+            sequence.max_tokens,
         )
+        self.add(row)
+        return True
+
+    def add(self, row: Row) -> None:
+        """One finished request's observations, to be folded in with the others."""
+        rows = self.rows
+        rows.append(row)
         if len(rows) >= FOLD_EVERY:
             self.fold()
-        return True
 
     def fold(self) -> None:
         """Put every kept row into the counters and histograms."""

@@ -440,7 +440,6 @@ class Metrics:
         self.tpot.observe_repeated(0.0, count)
         self.generation_tokens.inc(count)
 
-    # Read by tests and tools: every kept row is folded in first (see finished_requests).
     @property
     def success(self) -> dict[str, FastCounter]:
         self._finished.fold()
@@ -457,33 +456,30 @@ class Metrics:
 
     def _sequence_finished(self, sequence: Sequence) -> None:
         reason = sequence.finish_reason or "abort"
-        self._success[reason].inc()
         if reason == "abort":
+            self._success[reason].inc()
             if sequence.n > 1:
                 self._sibling_finished(sequence, observed=False)
             return
         arrival = sequence.arrival
         scheduled = sequence.scheduled_at if sequence.scheduled_at is not None else arrival
         first = sequence.first_token_at if sequence.first_token_at is not None else scheduled
-        # The finish reason goes out with the last token: that release ends the request,
-        # as vLLM's front end times it on the output that says finished (the scheduler
-        # retires the sequence a loop turn later).
+        # The release of the last token ends the request, as vLLM's front end times it.
         last = sequence.last_token_at
         if last is None:
             last = sequence.finished_at if sequence.finished_at is not None else time.monotonic()
-        phase = self._phase
-        phase["e2e"].observe(last - arrival)
-        phase["queue"].observe(scheduled - arrival)
-        phase["inference"].observe(last - scheduled)
-        phase["prefill"].observe(first - scheduled)
-        phase["decode"].observe(last - first)
-        generated = sequence.generated
-        if generated > 1:
-            self._request_tpot.observe((last - first) / (generated - 1))
         prompt = sequence.prompt_tokens
-        self._request_prompt_tokens.observe(prompt)
-        self._request_generation_tokens.observe(generated)
-        self._request_max_tokens.observe(sequence.max_tokens)
+        row = (
+            reason,
+            arrival,
+            scheduled,
+            first,
+            last,
+            sequence.generated,
+            prompt,
+            sequence.max_tokens,
+        )
+        self._finished.add(row)
         if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
             cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
             self.request_kv_computed.replace(prompt, prompt - cached)
