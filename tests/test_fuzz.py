@@ -107,10 +107,12 @@ def fuzz_server(
 
 
 def _orjson_blocker(tmp: Path) -> Path:
-    """A directory whose ``orjson`` module fails to import, as on a plain install."""
+    """A directory whose ``orjson`` and ``msgspec`` modules fail to import, as on a plain
+    install: every body is then parsed by the standard library and validated by pydantic."""
     directory = tmp / "no-orjson"
     directory.mkdir()
-    (directory / "orjson.py").write_text("raise ImportError('orjson hidden for this test run')\n")
+    for name in ("orjson", "msgspec"):
+        (directory / f"{name}.py").write_text(f"raise ImportError('{name} hidden for this run')\n")
     return directory
 
 
