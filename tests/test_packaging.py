@@ -62,4 +62,6 @@ def _optional_layer(path: Path) -> set[str]:
         return {"grpc", "google", "grpc_health", "grpc_reflection"}
     if parts == ("observability", "kv_events.py"):  # llmsim[kv-events], imported when on
         return {"msgspec", "zmq"}
+    if parts == ("api", "openai", "plain_structs.py"):  # llmsim[fast], imported in a try
+        return {"msgspec"}
     return set()
