@@ -117,7 +117,7 @@ async def test_start_submits_and_the_engine_answers_token_ids() -> None:
     request = TokenRequest(
         "r1", token_ids=[1000, 1001], sampling=Sampling(max_tokens=4, ignore_eos=True)
     )
-    with start(service, request) as group:
+    with await start(service, request) as group:
         await group.run()
     [sequence] = group.sequences
     assert (group.prompt_tokens, sequence.generated, sequence.finish_reason) == (2, 4, "length")
@@ -126,16 +126,16 @@ async def test_start_submits_and_the_engine_answers_token_ids() -> None:
 
 async def test_start_refuses_while_loading_when_full_and_beyond_the_context() -> None:
     with pytest.raises(ServiceError) as caught:
-        start(state(startup=60.0), TokenRequest("r", text="hi"))
+        await start(state(startup=60.0), TokenRequest("r", text="hi"))
     assert caught.value.kind is ErrorKind.UNAVAILABLE
     full = state(max_running_requests=1, max_waiting_queue_length=0)
-    with start(full, TokenRequest("a", text="hi")):
+    with await start(full, TokenRequest("a", text="hi")):
         with pytest.raises(ServiceError) as caught:
-            start(full, TokenRequest("b", text="hi"))
+            await start(full, TokenRequest("b", text="hi"))
         assert (caught.value.kind, caught.value.status) == (ErrorKind.OVERLOADED, 429)
     small = state(max_model_len=8)
     with pytest.raises(ServiceError) as caught:
-        start(small, TokenRequest("c", token_ids=list(range(1, 20))))
+        await start(small, TokenRequest("c", token_ids=list(range(1, 20))))
     assert refusal(caught) == (ErrorKind.INVALID, "prompt")
 
 
@@ -150,8 +150,8 @@ async def test_requests_are_balanced_or_sent_to_the_rank_asked_for() -> None:
     assert pick_engine(service, 1) is engines[1]
     with pytest.raises(ServiceError, match=r"out of range \[0, 2\)"):
         pick_engine(service, 2)
-    first = start(service, TokenRequest("a", text="hi"))
-    second = start(service, TokenRequest("b", text="hi"))
+    first = await start(service, TokenRequest("a", text="hi"))
+    second = await start(service, TokenRequest("b", text="hi"))
     assert {first.engine, second.engine} == set(engines)  # the idle engine takes the next
     assert service.busy == 2
     first.abort()
@@ -162,10 +162,10 @@ async def test_requests_are_balanced_or_sent_to_the_rank_asked_for() -> None:
 async def test_injected_faults_keep_their_http_status() -> None:
     service = state()
     with pytest.raises(ServiceError) as caught:
-        start(service, TokenRequest("r", text="hi", forced_fault="503"))
+        await start(service, TokenRequest("r", text="hi", forced_fault="503"))
     assert (caught.value.kind, caught.value.status) == (ErrorKind.FAULT, 503)
     with pytest.raises(ServiceError) as caught:
-        start(service, TokenRequest("r", text="hi", forced_fault="nope"))
+        await start(service, TokenRequest("r", text="hi", forced_fault="nope"))
     assert caught.value.kind is ErrorKind.INVALID
 
 
@@ -211,7 +211,7 @@ async def test_a_prefill_answer_names_its_blocks_only_when_cut_on_its_length() -
     prefill = agent.read({"do_remote_decode": True})
     assert agent.decode_delay(prefill, service.engine.settings, 10) is None
     request = TokenRequest("p", text="hi there", sampling=Sampling(max_tokens=1, ignore_eos=True))
-    with start(service, request) as group:
+    with await start(service, request) as group:
         await group.run()
     params = agent.answer_params(prefill, group, "p")
     assert params is not None
