@@ -268,9 +268,10 @@ def means(
 class Load:
     """Closed-loop clients: each slot sends its next request as soon as one returns."""
 
-    def __init__(self, case: Case, ports: Sequence[int]) -> None:
+    def __init__(self, case: Case, ports: Sequence[int], together: bool = False) -> None:
         self.case = case
         self.ports = ports
+        self.together = together
         self.e2e: list[float] = []
         self.errors = 0
         self.recording = False
@@ -285,10 +286,26 @@ class Load:
         }
         self.expected = f'"completion_tokens":{case.tokens}'.encode()
 
-    async def slot(self, port: int) -> None:
+    def start_delay(self, instance: int, slot: int) -> float:
+        """When a client starts: spread evenly over one request's duration, so that each
+        instance gets about one new request per step, as independent clients would send
+        them. Started together, the 20 clients of an instance (and every instance's) would
+        stay in step forever, their requests all arriving in one step and all finishing in
+        one, a herd no real fleet sees."""
+        if self.together:
+            return 0.0
+        count = self.case.instances * self.case.concurrency
+        return self.e2e_period * (slot * self.case.instances + instance) / count
+
+    @property
+    def e2e_period(self) -> float:
+        return self.case.tokens * self.case.step
+
+    async def slot(self, port: int, delay: float) -> None:
         clock = time.perf_counter
         request = self.requests[port]
         connection: RawConnection | None = None
+        await asyncio.sleep(delay)
         while not self.stopping:
             try:
                 if connection is None or connection.closed:
@@ -315,9 +332,9 @@ class Load:
         # every instance on it would show.
         before = await histogram_totals(self.ports)
         slots = [
-            asyncio.ensure_future(self.slot(port))
-            for port in self.ports
-            for _ in range(self.case.concurrency)
+            asyncio.ensure_future(self.slot(port, self.start_delay(instance, slot)))
+            for instance, port in enumerate(self.ports)
+            for slot in range(self.case.concurrency)
         ]
         await asyncio.sleep(warmup)
         server_cpu = cpu_seconds(pids)
@@ -359,7 +376,7 @@ async def run_case(case: Case, args: argparse.Namespace, folder: Path) -> Outcom
         pids = fleet_pids(child.pid)
         outcome.startup_cpu = cpu_seconds(pids)
         outcome.load_average = os.getloadavg()[0]
-        await Load(case, ports).run(args.warmup, args.duration, outcome, pids)
+        await Load(case, ports, args.together).run(args.warmup, args.duration, outcome, pids)
     finally:
         child.stop()
     return outcome
@@ -408,6 +425,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="start every client at once (by default their starts are spread over one "
+        "request's duration: clients started together stay in step, a herd)",
+    )
     parser.add_argument(
         "--access-log", action="store_true", help="keep the access log on (off, as in run.py)"
     )
