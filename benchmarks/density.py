@@ -79,6 +79,8 @@ class Outcome:
     pss_mb: float = 0.0
     server_cores: float = 0.0
     client_cores: float = 0.0
+    other_cores: float = 0.0
+    """What everything else on the machine used meanwhile: a quiet machine reads about 0."""
     duration: float = 0.0
     load_average: float = 0.0
 
@@ -180,6 +182,13 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         fields = text[text.rindex(")") + 2 :].split()
         total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not stolen) so far."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in line.split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
@@ -339,12 +348,16 @@ class Load:
         await asyncio.sleep(warmup)
         server_cpu = cpu_seconds(pids)
         client_cpu = _own_cpu()
+        busy = machine_busy()
         self.recording = True
         await asyncio.sleep(duration)
         outcome.rss_mb, outcome.pss_mb = memory_mb(pids)
         self.recording = False
         outcome.server_cores = (cpu_seconds(pids) - server_cpu) / duration
         outcome.client_cores = (_own_cpu() - client_cpu) / duration
+        outcome.other_cores = max(
+            (machine_busy() - busy) / duration - outcome.server_cores - outcome.client_cores, 0.0
+        )
         outcome.duration = duration
         self.stopping = True
         await asyncio.wait(slots, timeout=REQUEST_TIMEOUT)
@@ -398,6 +411,7 @@ def report(outcome: Outcome) -> str:
         f"| {mean_e2e:.0f} / {p99:.0f} ms | {statistics.fmean(outcome.server_e2e) * 1000:.0f} ms "
         f"| {len(e2e)} | {outcome.errors} "
         f"| {outcome.server_cores:.2f} + {outcome.client_cores:.2f} "
+        f"| {outcome.other_cores:.2f} "
         f"| {outcome.cpu_per_request(outcome.server_cores) * 1e6:.0f} + "
         f"{outcome.cpu_per_request(outcome.client_cores) * 1e6:.0f} µs "
         f"| {outcome.cores_needed:.2f} "
@@ -409,9 +423,10 @@ HEADER = (
     "| instances | concurrent each | start-up (CPU of the fleet) | RSS total (per instance) "
     "| PSS total (per instance) | ITL mean / worst instance | E2E mean / p99 "
     "| server's own E2E mean | requests "
-    "| errors | cores used: fleet + client | CPU per request: fleet + client "
+    "| errors | cores used: fleet + client | cores used by other work "
+    "| CPU per request: fleet + client "
     "| cores the target rate needs | load avg | bars |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
