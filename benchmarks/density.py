@@ -79,6 +79,8 @@ class Outcome:
     pss_mb: float = 0.0
     server_cores: float = 0.0
     client_cores: float = 0.0
+    other_cores: float = 0.0
+    """What everything else on the machine used meanwhile: a quiet machine reads about 0."""
     duration: float = 0.0
     load_average: float = 0.0
 
@@ -182,6 +184,13 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not stolen) so far."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in line.split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
     """Total RSS and PSS of ``pids`` in MB (PSS shares pages the forked children share)."""
     rss = pss = 0
@@ -268,9 +277,10 @@ def means(
 class Load:
     """Closed-loop clients: each slot sends its next request as soon as one returns."""
 
-    def __init__(self, case: Case, ports: Sequence[int]) -> None:
+    def __init__(self, case: Case, ports: Sequence[int], together: bool = False) -> None:
         self.case = case
         self.ports = ports
+        self.together = together
         self.e2e: list[float] = []
         self.errors = 0
         self.recording = False
@@ -285,10 +295,26 @@ class Load:
         }
         self.expected = f'"completion_tokens":{case.tokens}'.encode()
 
-    async def slot(self, port: int) -> None:
+    def start_delay(self, instance: int, slot: int) -> float:
+        """When a client starts: spread evenly over one request's duration, so that each
+        instance gets about one new request per step, as independent clients would send
+        them. Started together, the 20 clients of an instance (and every instance's) would
+        stay in step forever, their requests all arriving in one step and all finishing in
+        one, a herd no real fleet sees."""
+        if self.together:
+            return 0.0
+        count = self.case.instances * self.case.concurrency
+        return self.e2e_period * (slot * self.case.instances + instance) / count
+
+    @property
+    def e2e_period(self) -> float:
+        return self.case.tokens * self.case.step
+
+    async def slot(self, port: int, delay: float) -> None:
         clock = time.perf_counter
         request = self.requests[port]
         connection: RawConnection | None = None
+        await asyncio.sleep(delay)
         while not self.stopping:
             try:
                 if connection is None or connection.closed:
@@ -315,19 +341,23 @@ class Load:
         # every instance on it would show.
         before = await histogram_totals(self.ports)
         slots = [
-            asyncio.ensure_future(self.slot(port))
-            for port in self.ports
-            for _ in range(self.case.concurrency)
+            asyncio.ensure_future(self.slot(port, self.start_delay(instance, slot)))
+            for instance, port in enumerate(self.ports)
+            for slot in range(self.case.concurrency)
         ]
         await asyncio.sleep(warmup)
         server_cpu = cpu_seconds(pids)
         client_cpu = _own_cpu()
+        busy = machine_busy()
         self.recording = True
         await asyncio.sleep(duration)
         outcome.rss_mb, outcome.pss_mb = memory_mb(pids)
         self.recording = False
         outcome.server_cores = (cpu_seconds(pids) - server_cpu) / duration
         outcome.client_cores = (_own_cpu() - client_cpu) / duration
+        outcome.other_cores = max(
+            (machine_busy() - busy) / duration - outcome.server_cores - outcome.client_cores, 0.0
+        )
         outcome.duration = duration
         self.stopping = True
         await asyncio.wait(slots, timeout=REQUEST_TIMEOUT)
@@ -359,7 +389,7 @@ async def run_case(case: Case, args: argparse.Namespace, folder: Path) -> Outcom
         pids = fleet_pids(child.pid)
         outcome.startup_cpu = cpu_seconds(pids)
         outcome.load_average = os.getloadavg()[0]
-        await Load(case, ports).run(args.warmup, args.duration, outcome, pids)
+        await Load(case, ports, args.together).run(args.warmup, args.duration, outcome, pids)
     finally:
         child.stop()
     return outcome
@@ -381,6 +411,7 @@ def report(outcome: Outcome) -> str:
         f"| {mean_e2e:.0f} / {p99:.0f} ms | {statistics.fmean(outcome.server_e2e) * 1000:.0f} ms "
         f"| {len(e2e)} | {outcome.errors} "
         f"| {outcome.server_cores:.2f} + {outcome.client_cores:.2f} "
+        f"| {outcome.other_cores:.2f} "
         f"| {outcome.cpu_per_request(outcome.server_cores) * 1e6:.0f} + "
         f"{outcome.cpu_per_request(outcome.client_cores) * 1e6:.0f} µs "
         f"| {outcome.cores_needed:.2f} "
@@ -392,9 +423,10 @@ HEADER = (
     "| instances | concurrent each | start-up (CPU of the fleet) | RSS total (per instance) "
     "| PSS total (per instance) | ITL mean / worst instance | E2E mean / p99 "
     "| server's own E2E mean | requests "
-    "| errors | cores used: fleet + client | CPU per request: fleet + client "
+    "| errors | cores used: fleet + client | cores used by other work "
+    "| CPU per request: fleet + client "
     "| cores the target rate needs | load avg | bars |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -408,6 +440,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="start every client at once (by default their starts are spread over one "
+        "request's duration: clients started together stay in step, a herd)",
+    )
     parser.add_argument(
         "--access-log", action="store_true", help="keep the access log on (off, as in run.py)"
     )

@@ -44,7 +44,8 @@ from llmsim.engine.scheduler import Scheduler
 from llmsim.engine.sequence import Sequence, State
 from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
-from llmsim.engine.step.step_loop import StepLoop, sleep_until
+from llmsim.engine.step.step_loop import StepLoop
+from llmsim.engine.step.wakeup import sleep_until
 from llmsim.engine.timing import LatencyModel, LatencyProfile
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings

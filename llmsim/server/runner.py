@@ -34,6 +34,7 @@ from llmsim.console.dashboard import Dashboard
 from llmsim.observability.kv_publishing import KVEventsStartError
 from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fields
 from llmsim.runtime.lifecycle import Lifecycle
+from llmsim.server.collector import settle_for_serving
 from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
 from llmsim.server.listener import GreedyAcceptSite, bind_listener
 from llmsim.server.loops import loop_factory
@@ -146,8 +147,9 @@ class Server:
                 self.grpc_ports = [item.grpc.port if item.grpc else None for item in running]
                 # What start-up built (the imports, every instance's app and engines) lives
                 # as long as the process: keep it out of the collector's full passes, which
-                # took about 100 ms in a process of 32 instances and stalled all their steps.
-                gc.freeze()
+                # took about 100 ms in a process of 32 instances and stalled all their steps;
+                # and scan the requests in flight rarely (see collector).
+                settle_for_serving()
                 if self.announce:
                     self._announce()
                 # A supervised child (announce=False) leaves the terminal to its parent.

@@ -33,6 +33,7 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
 from llmsim.engine.step.step_scheduler import StepPlan, StepResult
+from llmsim.engine.step.wakeup import StepWaker
 
 MAX_COALESCED_STEPS = 64
 """Steps that are already due when planned (zero latency, or a loop busier than the steps)
@@ -45,20 +46,6 @@ class _Active:
     seq: StepSequence
     sink: TokenSink | None
     done: asyncio.Future[None]
-
-
-TIMER_SLACK = 0.001
-"""The event loop's timers fire up to this late (epoll counts whole milliseconds, rounded
-up): a wait for a step's end is set this much earlier and finished by yielding."""
-
-
-async def sleep_until(deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
-    """Return at ``deadline`` by ``clock``, not up to a millisecond after it: a step's end
-    that the loop's timer overshoots would lengthen every step after it (they start where
-    it really ended)."""
-    await asyncio.sleep(max(deadline - TIMER_SLACK - clock(), 0.0))  # yields at least once
-    while clock() < deadline:  # noqa: ASYNC110 - a sub-millisecond wait no timer can make
-        await asyncio.sleep(0.0)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -76,6 +63,7 @@ class StepLoop:
         self.engine = engine
         self._observer = observer
         self._clock = clock
+        self._waker = StepWaker(clock)
         self._active: dict[Sequence, _Active] = {}
         self._pending: dict[Sequence, list[int]] = {}
         self._firsts: list[Sequence] = []
@@ -187,6 +175,7 @@ class StepLoop:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._waker.close()
 
     # -- the loop ---------------------------------------------------------------
     def _kick(self) -> None:
@@ -197,6 +186,12 @@ class StepLoop:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        try:
+            await self._steps()
+        finally:
+            self._waker.close()  # its timerfd belongs to this event loop
+
+    async def _steps(self) -> None:
         engine, clock = self.engine, self._clock
         assert self._wake is not None
         wake = self._wake
@@ -283,7 +278,7 @@ class StepLoop:
         clock = self._clock
         stepping = self._stepping = asyncio.get_running_loop().create_future()
         try:
-            await sleep_until(end, clock)
+            await self._waker.sleep_until(end)
         finally:
             # a pause waiting on it wakes after this step ends (no await till then)
             self._stepping = None
