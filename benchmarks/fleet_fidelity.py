@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import Child, cleanup_on_exit, free_port, llmsim_command, server_env, wait_healthy
 from rawclient import build_request, open_connection
 
-from llmsim.engine.step.step_loop import sleep_until
+from llmsim.engine.step.wakeup import sleep_until
 from llmsim.pool.fleet import load_fleet
 from llmsim.settings.model import Settings
 from llmsim.simulation.recorder import REQUESTS_FILE
