@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench import request_body
-from loads import run_loadgen
+from loads import LoadResult, run_loadgen
 from procs import Child, Server, cleanup_on_exit, free_port, server_env, wait_healthy
 
 
 @dataclass
-class _Run:
+class LoadRun:
     """What :func:`run_loadgen` reads of a benchmark run."""
 
     workdir: Path
@@ -45,29 +45,42 @@ def start(workdir: Path, name: str, executable: str, extra: list[str]) -> Server
     return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 
-def measure(run: _Run, server: Server, label: str, args: argparse.Namespace) -> dict[str, float]:
-    bench = cast(Any, run)
-    plain = run_loadgen(
-        bench,
+def plain_load(run: LoadRun, label: str, url: str, args: argparse.Namespace) -> LoadResult:
+    """Non-streaming chats at ``url`` for ``args.duration`` seconds."""
+    return run_loadgen(
+        cast(Any, run),
         f"{label}-json",
-        server.chat_url,
+        url,
         request_body(args.tokens, stream=False),
         concurrency=args.concurrency,
         duration=args.duration,
         warmup=0.5,
     )
-    streamed = run_loadgen(
-        bench,
+
+
+def streamed_load(run: LoadRun, label: str, url: str, args: argparse.Namespace) -> LoadResult:
+    """Streamed chats at ``url`` for ``args.duration`` seconds."""
+    return run_loadgen(
+        cast(Any, run),
         f"{label}-sse",
-        server.chat_url,
+        url,
         request_body(args.tokens, stream=True),
         concurrency=args.concurrency,
         duration=args.duration,
         warmup=0.5,
         stream=True,
     )
-    if plain.error_count or streamed.error_count:
+
+
+def check_errors(label: str, *loads: LoadResult) -> None:
+    if any(load.error_count for load in loads):
         raise SystemExit(f"{label}: errors during the load")
+
+
+def measure(run: LoadRun, server: Server, label: str, args: argparse.Namespace) -> dict[str, float]:
+    plain = plain_load(run, label, server.chat_url, args)
+    streamed = streamed_load(run, label, server.chat_url, args)
+    check_errors(label, plain, streamed)
     return {"req_s": plain.requests_per_second, "tok_s": streamed.chunks_per_second}
 
 
@@ -83,7 +96,7 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"baseline": [], "candidate": []}
     with cleanup_on_exit(), tempfile.TemporaryDirectory(prefix="llmsim-compare-") as scratch:
-        run = _Run(Path(scratch))
+        run = LoadRun(Path(scratch))
         servers = {
             "baseline": start(run.workdir, "baseline", args.baseline, args.server_arg),
             "candidate": start(run.workdir, "candidate", args.candidate, args.server_arg),

@@ -22,10 +22,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from bench import request_body
-from loads import run_loadgen
+from compare import LoadRun, check_errors, plain_load, start, streamed_load
 from procs import (
     Child,
     Server,
@@ -42,25 +41,10 @@ PEER_APP = Path(__file__).with_name("peer_fastapi.py")
 
 
 @dataclass
-class _Run:
-    """What :func:`run_loadgen` reads of a benchmark run."""
-
-    workdir: Path
-    client: str = "raw"
-
-
-@dataclass
 class Target:
     name: str
     server: Server
     stream_url: str
-
-
-def start_llmsim(workdir: Path, name: str, executable: str) -> Server:
-    port = free_port()
-    argv = [executable, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    child = Child(name, argv, workdir / f"{name}.log", env=server_env(False))
-    return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 
 def start_peer(workdir: Path, payload: Path) -> Server:
@@ -70,32 +54,13 @@ def start_peer(workdir: Path, payload: Path) -> Server:
     return Server(child, port, wait_healthy(child, f"http://127.0.0.1:{port}"))
 
 
-def measure(run: _Run, target: Target, label: str, args: argparse.Namespace) -> dict[str, float]:
-    bench = cast(Any, run)
+def measure(run: LoadRun, target: Target, label: str, args: argparse.Namespace) -> dict[str, float]:
     pid = target.server.child.pid
     cpu_before = proc_cpu_seconds(pid) or 0.0
-    plain = run_loadgen(
-        bench,
-        f"{label}-json",
-        target.server.chat_url,
-        request_body(args.tokens, stream=False),
-        concurrency=args.concurrency,
-        duration=args.duration,
-        warmup=0.5,
-    )
+    plain = plain_load(run, label, target.server.chat_url, args)
     cpu = (proc_cpu_seconds(pid) or 0.0) - cpu_before
-    streamed = run_loadgen(
-        bench,
-        f"{label}-sse",
-        target.stream_url,
-        request_body(args.tokens, stream=True),
-        concurrency=args.concurrency,
-        duration=args.duration,
-        warmup=0.5,
-        stream=True,
-    )
-    if plain.error_count or streamed.error_count:
-        raise SystemExit(f"{label}: errors during the load")
+    streamed = streamed_load(run, label, target.stream_url, args)
+    check_errors(label, plain, streamed)
     return {
         "req_s": plain.requests_per_second,
         "cpu_us": cpu / max(plain.ok, 1) * 1e6,
@@ -107,7 +72,7 @@ def measure(run: _Run, target: Target, label: str, args: argparse.Namespace) -> 
 def start_all(workdir: Path, installs: list[tuple[str, str]], tokens: int) -> list[Target]:
     targets = []
     for name, executable in installs:
-        server = start_llmsim(workdir, name, executable)
+        server = start(workdir, name, executable, [])
         targets.append(Target(name, server, server.chat_url))
     payload = save_payload(workdir, targets[0].server, tokens)
     ceiling = start_ceiling(workdir, payload, env=server_env(False))
@@ -154,7 +119,7 @@ def main() -> int:
     if any(len(item) != 2 for item in installs):
         parser.error("--llmsim takes NAME=PATH")
     with cleanup_on_exit(), tempfile.TemporaryDirectory(prefix="llmsim-peers-") as scratch:
-        run = _Run(Path(scratch))
+        run = LoadRun(Path(scratch))
         targets = start_all(run.workdir, cast(list[tuple[str, str]], installs), args.tokens)
         results: dict[str, list[dict[str, float]]] = {target.name: [] for target in targets}
         with contextlib.ExitStack() as stack:
