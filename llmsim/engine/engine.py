@@ -209,9 +209,7 @@ class Engine:
         base = self._base_targets.get(model)
         if base is not None:
             return base
-        served = self.settings.served_names
-        if not model or model in served:
-            return Target(model or served[0], None)
+        assert model  # None and "" are in the table: they mean the base model
         if self.loras.is_registered(model):
             return Target(model, model)
         raise UnknownModelError(model)

@@ -203,18 +203,9 @@ def _random_answer(
             tokens.extend(spaced_sentence_tokens[pick])
             ids.extend(spaced_sentence_ids[pick])
     else:
-        # Each draw is ``rng.randrange(count)``, inlined: the same numbers from the same
-        # generator, without two Python calls per sentence.
-        bits, draw = count.bit_length(), rng.getrandbits
-        pick = draw(bits)
-        while pick >= count:
-            pick = draw(bits)
-        tokens = list(sentence_tokens[pick])
+        tokens = list(sentence_tokens[_below(rng.getrandbits, count)])
         while len(tokens) < target:
-            pick = draw(bits)
-            while pick >= count:
-                pick = draw(bits)
-            tokens.extend(spaced_sentence_tokens[pick])
+            tokens.extend(spaced_sentence_tokens[_below(rng.getrandbits, count)])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
     return GeneratedText(tokens, "stop", ids=ids)

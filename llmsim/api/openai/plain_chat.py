@@ -52,8 +52,7 @@ def plain_chat_decoder() -> Decoder | None:
             body = decode(data)
         except error:
             return None
-        given = {name: getattr(body, name) for name in fields}
-        given = {name: value for name, value in given.items() if value is not unset}
+        given = {name: value for name in fields if (value := getattr(body, name)) is not unset}
         for name in ("temperature", "top_p"):
             value = given.get(name)
             if value is not None and not math.isfinite(value):
