@@ -108,8 +108,33 @@ def test_requests_and_outputs_are_logged_as_vllm_logs_them_cut_to_max_log_len(
     assert output is not None, log
     assert len(output.group(1)) <= 4
     assert len(output.group(2).split(",")) == 3
+    # the stream's two tokens, each logged as it went out, the last with its finish reason
+    deltas = re.findall(
+        r"Generated response (chatcmpl-\S+) \(streaming delta\): output: '.*?', "
+        r"output_token_ids: \[(\d+)\], finish_reason: (\w+)",
+        log,
+    )
+    assert [reason for _, _, reason in deltas] == ["None", "length"], log
+    complete_at = log.index(f"Generated response {deltas[0][0]} (streaming complete)")
+    assert log.rindex("(streaming delta)") < complete_at
     time.sleep(0.3)  # several stats intervals: none logged with --disable-log-stats
     assert not STATS.search(messages(server))
+
+
+def test_no_enable_log_deltas_logs_only_the_finished_stream(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    server = serve(
+        llmsim_server,
+        MODEL,
+        "--enable-log-requests",
+        "--enable-log-outputs",
+        "--no-enable-log-deltas",
+        "--disable-log-stats",
+    )
+    stream_chat(server)
+    log = wait_for(server, re.compile(r"Generated response chatcmpl-\S+ \(streaming complete\)"))
+    assert "(streaming delta)" not in log
 
 
 def test_a_vllm_command_line_logs_stats_and_no_requests_by_default(

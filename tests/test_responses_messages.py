@@ -217,6 +217,7 @@ def test_responses_errors_have_vllms_shape(
 ) -> None:
     error = vllm_error(*post(server, "/v1/responses", body), status)
     assert error["param"] == param
+    assert "input input" not in error["message"]
 
 
 # -- Messages ---------------------------------------------------------------------------

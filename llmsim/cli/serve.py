@@ -79,6 +79,9 @@ def serve(
     log_outputs: Annotated[
         bool | None, _opt("log_outputs", "--log-outputs/--no-log-outputs", panel=SERVER)
     ] = None,
+    log_deltas: Annotated[
+        bool | None, _opt("log_deltas", "--log-deltas/--no-log-deltas", panel=SERVER)
+    ] = None,
     max_log_len: Annotated[str | None, _opt("max_log_len", panel=SERVER, metavar="INT")] = None,
     log_stats: Annotated[
         bool | None, _opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)

@@ -220,9 +220,10 @@ def context_error(
 ) -> ServiceError:
     limit, prompt = exc.max_model_len, exc.prompt_tokens
     if prompt >= limit or exc.max_tokens is None:
+        what = "input" if prompt_param == "input" else f"input {prompt_param}"
         return invalid(
             f"This model's maximum context length is {limit} tokens. However, your request has "
-            f"{prompt} input tokens. Please reduce the length of the input {prompt_param}.",
+            f"{prompt} input tokens. Please reduce the length of the {what}.",
             prompt_param,
         )
     return invalid(

@@ -61,7 +61,7 @@ VLLM_FLAGS = """
 --sse-keep-alive-interval                                               int           -
 --enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  -
 --enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          log_outputs
---enable-log-deltas !--disable-log-deltas !--no-enable-log-deltas       bool          -
+--enable-log-deltas !--disable-log-deltas !--no-enable-log-deltas       bool          log_deltas
 --cohere-is-reasoning-model !--no-cohere-is-reasoning-model             bool          -
 --cohere-format                                                         str           -
 --anthropic-disabled-thinking-effort                                    str{auto|high|low|max|medium|none|xhigh}  -

@@ -323,7 +323,7 @@ async def _generate(
             meta.reasoning_shown = shown
             meta.role = settings.response_role
             response = await _stream(
-                request, flavor, meta, group, include_usage, headers or {}, state.runtime
+                request, flavor, meta, group, include_usage, headers or {}, state
             )
             if request_log is not None:
                 request_log.log_outputs(request_id, group, streaming=True)
@@ -354,15 +354,17 @@ async def _stream(
     group: RequestGroup,
     include_usage: bool,
     headers: dict[str, str],
-    runtime: Runtime,
+    state: InferenceState,
 ) -> web.StreamResponse:
-    faults = runtime.faults
+    faults = state.runtime.faults
     response = await open_stream(request, headers)
     writer = flavor.sink(request, response, meta)
     sink: TokenSink = writer
     cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
     if cut_after is not None:
         sink = CuttingSink(writer, cut_after)
+    if state.request_log is not None:
+        sink = state.request_log.stream_sink(sink, meta.id, group.engine.tokenizer)
     try:
         if writer.logprobs is not None:
             await writer.logprobs.prepare([sequence.index for sequence in group.sequences])

@@ -4,18 +4,21 @@ The lines are those of vLLM's ``RequestLogger``: ``Received request ID: params: 
 lora_request: ....`` at info as a request arrives (its prompt and token ids in a ``Request ID
 details`` line at debug), and with outputs logged ``Generated response ID: output: ...,
 output_token_ids: ..., finish_reason: ...`` as it ends (``(streaming complete)`` for a
-stream). ``--max-log-len`` cuts the prompt, the output and both lists of ids. Built only
-when the log is on: a server without it pays one ``None`` test per request.
+stream, after a ``(streaming delta)`` line per token sent unless ``--no-enable-log-deltas``).
+``--max-log-len`` cuts the prompt, the output and both lists of ids. Built only when the log
+is on: a server without it pays one ``None`` test per request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
-from llmsim.engine import GenerationRequest, RequestGroup
+from llmsim.engine import GenerationRequest, RequestGroup, Sequence
+from llmsim.engine.pacer import TokenSink
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.service.generation import output_ids
 from llmsim.settings.model import Settings
@@ -40,14 +43,21 @@ class RequestLogger:
 
     max_log_len: int | None
     outputs: bool
+    deltas: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLogger | None:
         if not settings.log_requests:
             return None
-        return cls(settings.max_log_len, settings.log_outputs)
+        return cls(settings.max_log_len, settings.log_outputs, settings.log_deltas)
 
-    def _cut(self, items: Any) -> Any:
+    def stream_sink(self, sink: TokenSink, request_id: str, tokenizer: Tokenizer) -> TokenSink:
+        """``sink``, logging each token it is handed when deltas are logged."""
+        if not (self.outputs and self.deltas):
+            return sink
+        return DeltaLogSink(sink, self, request_id, tokenizer)
+
+    def clip(self, items: Any) -> Any:
         return items if items is None or self.max_log_len is None else items[: self.max_log_len]
 
     def log_inputs(
@@ -64,7 +74,7 @@ class RequestLogger:
         if not logger.isEnabledFor(logging.DEBUG):
             return
         for prompt in generation.prompts:
-            text = self._cut(prompt.echo_text)
+            text = self.clip(prompt.echo_text)
             ids = prompt.token_ids
             if ids is None:  # the engine did not need them: tokenized for this line only
                 ids = tokenizer.encode(prompt.echo_text)
@@ -72,7 +82,7 @@ class RequestLogger:
                 "Request %s details: prompt: %r, prompt_token_ids: %s, prompt_embeds shape: %s.",
                 request_id,
                 text,
-                self._cut(list(ids)),
+                self.clip(list(ids)),
                 None,
             )
 
@@ -82,11 +92,11 @@ class RequestLogger:
             return
         tokenizer = group.engine.tokenizer
         for sequence in group.sequences:
-            text = self._cut("".join(sequence.output[: sequence.generated]))
+            text = self.clip("".join(sequence.output[: sequence.generated]))
             if streaming:  # vLLM logs a finished stream's text without ids or reason
                 ids, reason, info = None, "streaming_complete", " (streaming complete)"
             else:
-                ids = self._cut(output_ids(sequence, tokenizer))
+                ids = self.clip(output_ids(sequence, tokenizer))
                 reason, info = sequence.api_finish_reason, ""
             logger.info(
                 "Generated response %s%s: output: %r, output_token_ids: %s, finish_reason: %s",
@@ -96,6 +106,43 @@ class RequestLogger:
                 ids,
                 reason,
             )
+
+
+class DeltaLogSink:
+    """Passes tokens through and logs each as vLLM logs a streamed delta: its text (a
+    thought's as ``[reasoning: ...]``), its id, and the finish reason on the last one."""
+
+    def __init__(
+        self, inner: TokenSink, log: RequestLogger, request_id: str, tokenizer: Tokenizer
+    ) -> None:
+        self._inner = inner
+        self._log = log
+        self._request_id = request_id
+        self._tokenizer = tokenizer
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        backed_up = self._inner.tokens(sequence, start, texts)
+        last = len(sequence.output) - 1
+        ids = output_ids(sequence, self._tokenizer, start, start + len(texts))
+        clip = self._log.clip
+        for position, (text, token_id) in enumerate(zip(texts, ids, strict=True), start):
+            if position < sequence.reasoning_end:
+                text = f"[reasoning: {text}]"
+            logger.info(
+                "Generated response %s (streaming delta): output: %r, output_token_ids: %s, "
+                "finish_reason: %s",
+                self._request_id,
+                clip(text),
+                [token_id],
+                sequence.api_finish_reason if position == last else None,
+            )
+        return backed_up
+
+    def finished(self, sequence: Sequence) -> None:
+        self._inner.finished(sequence)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
 
 
 def sampling_params(

@@ -137,6 +137,11 @@ class ServerFields(BaseModel):
         description="With --log-requests, also log each answer as vLLM's "
         '--enable-log-outputs: "Generated response ID: output: ...".',
     )
+    log_deltas: bool = Field(
+        True,
+        description="With --log-outputs, also log each streamed token as it is sent, as "
+        'vLLM\'s --enable-log-deltas: "Generated response ID (streaming delta): ...".',
+    )
     max_log_len: int | None = Field(
         None,
         ge=0,
