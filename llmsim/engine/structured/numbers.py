@@ -93,7 +93,9 @@ def _multiple(
     if first is not None and last is not None and first <= last:
         for _ in range(8):
             value = _scaled(rng.randint(first, last), step, integer)
-            if value is not None and low <= value <= high and is_multiple(value, step):
+            if value is None or (integer and not isinstance(value, int)):
+                continue  # beyond a double, or a fraction an integer schema refuses
+            if low <= value <= high and is_multiple(value, step):
                 return value
     start = math.ceil(low)
     for whole in range(start, min(math.floor(high), start + _MULTIPLE_SCAN) + 1):
