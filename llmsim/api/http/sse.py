@@ -24,7 +24,7 @@ from llmsim.api.http.jsonio import dumps
 from llmsim.api.openai.logprobs import OutputPlan
 from llmsim.api.openai.stream_logprobs import StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
-from llmsim.engine.pacer import MAX_BATCH
+from llmsim.engine.pacer import MAX_BATCH, TokenSink
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
@@ -248,7 +248,7 @@ class StreamCutError(Exception):
 class CuttingSink:
     """Passes tokens through until ``after`` of them were written, then cuts the stream."""
 
-    def __init__(self, inner: StreamSink, after: int) -> None:
+    def __init__(self, inner: TokenSink, after: int) -> None:
         self._inner = inner
         self._left = after
 

@@ -360,11 +360,11 @@ async def _stream(
     response = await open_stream(request, headers)
     writer = flavor.sink(request, response, meta)
     sink: TokenSink = writer
-    cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
-    if cut_after is not None:
-        sink = CuttingSink(writer, cut_after)
     if state.request_log is not None:
         sink = state.request_log.stream_sink(sink, meta.id, group.engine.tokenizer)
+    cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
+    if cut_after is not None:
+        sink = CuttingSink(sink, cut_after)
     try:
         if writer.logprobs is not None:
             await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
