@@ -18,6 +18,8 @@ STATS = re.compile(
     r"[\d.]+ tokens/s, Running: \d+ reqs, Waiting: \d+ reqs, GPU KV cache usage: [\d.]+%, "
     r"Prefix cache hit rate: [\d.]+%"
 )
+STREAM_COMPLETE = re.compile(r"Generated response chatcmpl-\S+ \(streaming complete\)")
+LOG_OUTPUTS = ("--enable-log-requests", "--enable-log-outputs", "--disable-log-stats")
 
 
 def records(server: RunningServer) -> list[dict[str, str]]:
@@ -76,11 +78,9 @@ def test_requests_and_outputs_are_logged_as_vllm_logs_them_cut_to_max_log_len(
     server = serve(
         llmsim_server,
         MODEL,
-        "--enable-log-requests",
-        "--enable-log-outputs",
+        *LOG_OUTPUTS,
         "--max-log-len",
         "4",
-        "--disable-log-stats",
         "--log-stats-interval",
         "100ms",
         "--log-level",
@@ -88,7 +88,7 @@ def test_requests_and_outputs_are_logged_as_vllm_logs_them_cut_to_max_log_len(
     )
     complete(server, seed=7, temperature=0.5)
     stream_chat(server)
-    log = wait_for(server, re.compile(r"Generated response chatcmpl-\S+ \(streaming complete\)"))
+    log = wait_for(server, STREAM_COMPLETE)
     received = re.search(r"Received request (cmpl-\w+): params: SamplingParams\((.*?)\), lora", log)
     assert received is not None, log
     request_id, params = received.groups()
@@ -124,16 +124,9 @@ def test_requests_and_outputs_are_logged_as_vllm_logs_them_cut_to_max_log_len(
 def test_no_enable_log_deltas_logs_only_the_finished_stream(
     llmsim_server: Callable[..., RunningServer],
 ) -> None:
-    server = serve(
-        llmsim_server,
-        MODEL,
-        "--enable-log-requests",
-        "--enable-log-outputs",
-        "--no-enable-log-deltas",
-        "--disable-log-stats",
-    )
+    server = serve(llmsim_server, MODEL, *LOG_OUTPUTS, "--no-enable-log-deltas")
     stream_chat(server)
-    log = wait_for(server, re.compile(r"Generated response chatcmpl-\S+ \(streaming complete\)"))
+    log = wait_for(server, STREAM_COMPLETE)
     assert "(streaming delta)" not in log
 
 
