@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, start_server
 from hostile import (
     CHAT,
     COMPLETIONS,
@@ -284,3 +285,30 @@ async def test_a_stream_that_fails_after_its_headers_ends_with_an_error_event(
             "type": "error",
             "error": {"type": "api_error", "message": error["error"]["message"]},
         }
+
+
+# -- header sizes ---------------------------------------------------------------------
+
+CHAT_BODY = {"model": MODEL, "messages": HI, "max_tokens": 2}
+
+
+def test_headers_within_vllms_limits_pass_and_beyond_them_are_400(server: RunningServer) -> None:
+    # vLLM's defaults, a 4 MB header block of at most 256 lines: 16 KiB a line
+    assert call(server, CHAT, CHAT_BODY, {"X-Token": "x" * 12_000}).status == 200
+    assert call(server, CHAT, CHAT_BODY, {"X-Token": "x" * 20_000}).status == 400
+    assert call(server, CHAT, CHAT_BODY, {f"X-H{i}": "1" for i in range(200)}).status == 200
+    assert call(server, CHAT, CHAT_BODY, {f"X-H{i}": "1" for i in range(300)}).status == 400
+    assert call(server, CHAT, CHAT_BODY).status == 200  # and the server serves on
+
+
+def test_vllms_h11_flags_set_the_header_limits(tmp_path: Path) -> None:
+    running = start_server(
+        [MODEL, "--h11-max-incomplete-event-size", "33554432", "--h11-max-header-count", "512"],
+        tmp_path,
+    )
+    try:  # 32 MiB over 512 lines: 64 KiB a line
+        assert call(running, CHAT, CHAT_BODY, {"X-Token": "x" * 60_000}).status == 200
+        assert call(running, CHAT, CHAT_BODY, {f"X-H{i}": "1" for i in range(400)}).status == 200
+        assert call(running, CHAT, CHAT_BODY, {"X-Token": "x" * 70_000}).status == 400
+    finally:
+        running.stop()

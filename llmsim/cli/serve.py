@@ -118,6 +118,12 @@ def serve(
     max_request_body_size: Annotated[
         str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,
+    max_header_size: Annotated[
+        str | None, _opt("max_header_size", panel=SERVER, metavar="SIZE")
+    ] = None,
+    max_header_count: Annotated[
+        str | None, _opt("max_header_count", panel=SERVER, metavar="INT")
+    ] = None,
     responses_store_max_entries: Annotated[
         str | None, _opt("responses_store_max_entries", panel=SERVER, metavar="INT")
     ] = None,

@@ -53,6 +53,8 @@ logger = logging.getLogger("llmsim.server")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FINAL_WRITE_GRACE = 0.5
 """After the engine is idle, how long handlers get to write their last bytes."""
+MIN_HEADER_LINE = 16 * 1024
+"""Smallest limit on one header line: twice aiohttp's default, room for large tokens."""
 
 
 class ServerStartError(Exception):
@@ -192,6 +194,7 @@ class Server:
             handler_cancellation=True,
             shutdown_timeout=FINAL_WRITE_GRACE,
             **keep_alive,
+            **header_limits(settings),
             **_access_log_options(
                 access if settings.access_log_enabled else None,
                 frozenset(settings.disable_access_log_for_endpoints),
@@ -376,6 +379,13 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
 
 def _any_access_log(instances: Sequence[Instance]) -> bool:
     return any(instance.settings.access_log_enabled for instance in instances)
+
+
+def header_limits(settings: Settings) -> dict[str, Any]:
+    """aiohttp's header limits from vLLM's two: the lines may share the whole block, so one
+    line (or the request line) takes at most its share of it, and never less than 16 KiB."""
+    line = max(MIN_HEADER_LINE, settings.max_header_size // settings.max_header_count)
+    return {"max_headers": settings.max_header_count, "max_line_size": line, "max_field_size": line}
 
 
 def _access_log_options(writer: AccessWriter | None, excluded: frozenset[str]) -> dict[str, Any]:

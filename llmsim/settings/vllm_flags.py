@@ -96,8 +96,8 @@ VLLM_FLAGS = """
 --middleware                                                            append        -
 --enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  -
 --disable-fastapi-docs !--enable-fastapi-docs !--no-disable-fastapi-docs  bool  disable_fastapi_docs
---h11-max-incomplete-event-size                                         int           -
---h11-max-header-count                                                  int           -
+--h11-max-incomplete-event-size                                         int           max_header_size
+--h11-max-header-count                                                  int           max_header_count
 --enable-offline-docs !--disable-offline-docs !--no-enable-offline-docs  bool  -
 --enable-flash-late-interaction !--disable-flash-late-interaction !--no-enable-flash-late-interaction  bool  -
 ## ModelConfig

@@ -113,6 +113,21 @@ class ServerFields(BaseModel):
         le=1024**3,
         description="Largest request body accepted (e.g. 4MiB, 512KiB); larger ones get 413.",
     )
+    max_header_size: ByteSize = Field(
+        4 * 1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024**2,
+        description="Largest header block a request may send, as vLLM's "
+        "--h11-max-incomplete-event-size: one header line (or the request line) may take "
+        "this divided by max-header-count, at least 16KiB. Beyond it: 400.",
+    )
+    max_header_count: int = Field(
+        256,
+        ge=1,
+        le=65_536,
+        description="Most header lines a request may send, as vLLM's --h11-max-header-count. "
+        "Beyond it: 400.",
+    )
     responses_store_max_entries: int = Field(
         1000,
         ge=0,
