@@ -54,9 +54,11 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(
-        "-e", ".[fast,tokenizers,kv-events,tls,yaml,grpc,plot]", "mypy>=1.10", "types-PyYAML"
+        "-e", ".[fast,tokenizers,kv-events,tls,yaml,grpc,plot,bench]", "mypy>=1.10", "types-PyYAML"
     )
     session.run("mypy", "llmsim")
+    # the benchmarks too; without_speedups/ holds stand-ins that hide the optional modules
+    session.run("mypy", "benchmarks", "--exclude", "benchmarks/without_speedups")
 
 
 @nox.session

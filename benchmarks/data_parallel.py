@@ -351,17 +351,18 @@ def best(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each load's best round (the machine is shared: the best is closest to capacity),
     with the median rate and the median server CPU per request of all rounds."""
     merged = dict(results[0])
-    keys = {
+    keys: dict[str, Callable[[dict[str, Any]], float]] = {
         "json": lambda r: r["requests_per_s"],
         "long": lambda r: r["requests_per_s"],
         "stream": lambda r: r["tokens_per_s"],
         "timed": lambda r: -r["ttft_error"].get("p50_ms", math.inf),
     }
     for name, score in keys.items():
-        found = [result[name] for result in results if name in result]
+        found: list[dict[str, Any]] = [result[name] for result in results if name in result]
         if not found:
             continue
-        merged[name] = dict(max(found, key=score))
+        top = max(found, key=score)
+        merged[name] = dict(top)
         merged[name]["median"] = round(statistics.median(abs(score(r)) for r in found), 1)
         costs = [r["server_us_per_request"] for r in found if "server_us_per_request" in r]
         if costs:
