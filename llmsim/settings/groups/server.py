@@ -115,7 +115,7 @@ class ServerFields(BaseModel):
     )
     max_header_size: ByteSize = Field(
         4 * 1024 * 1024,
-        ge=16 * 1024,
+        ge=1,
         le=64 * 1024**2,
         description="Largest header block a request may send, as vLLM's "
         "--h11-max-incomplete-event-size: one header line (or the request line) may take "
