@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -827,6 +828,23 @@ async def test_raw_sse_stream_without_include_usage_has_no_usage_chunk(
         assert chunks
         assert all(chunk["choices"] for chunk in chunks)
         assert all(chunk.get("usage") is None for chunk in chunks)
+
+
+async def test_enable_force_include_usage_ends_every_stream_with_usage(tmp_path: Path) -> None:
+    server = start_server([BASE_MODEL, "--enable-force-include-usage"], tmp_path)
+    try:
+        for path, body in (
+            (CHAT, {"messages": messages("usage unasked"), "stream": True}),
+            (COMPLETIONS, {"prompt": "usage unasked", "stream": True, "stream_options": {}}),
+        ):
+            chunks = (await stream_sse(server, path, body)).chunks()
+            assert chunks[-1]["choices"] == []
+            usage = chunks[-1]["usage"]
+            assert usage["completion_tokens"] > 0
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+            assert all(chunk.get("usage") is None for chunk in chunks[:-1])
+    finally:
+        server.stop()
 
 
 async def test_raw_sse_completion_stream_of_a_prompt_list(shared_server: RunningServer) -> None:

@@ -358,6 +358,14 @@ def serve(
             panel=METRICS,
         ),
     ] = None,
+    enable_force_include_usage: Annotated[
+        bool | None,
+        _opt(
+            "enable_force_include_usage",
+            "--enable-force-include-usage/--no-enable-force-include-usage",
+            panel=METRICS,
+        ),
+    ] = None,
     failure_injection_rate: Annotated[
         str | None, _opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
     ] = None,

@@ -57,7 +57,7 @@ VLLM_FLAGS = """
 --enable-prompt-tokens-details !--disable-prompt-tokens-details !--no-enable-prompt-tokens-details  bool  enable_prompt_tokens_details
 --enable-per-request-metrics !--disable-per-request-metrics !--no-enable-per-request-metrics  bool  -
 --enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  -
---enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  -
+--enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  enable_force_include_usage
 --sse-keep-alive-interval                                               int           -
 --enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  -
 --enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          log_outputs

@@ -295,7 +295,9 @@ async def _generate(
     if request_log is not None:
         request_log.log_inputs(body, generation, engine.tokenizer)
     stream = body.stream
-    include_usage = body.include_usage if body.stream_options is not None else False
+    include_usage = settings.enable_force_include_usage or (
+        body.include_usage if body.stream_options is not None else False
+    )
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)

@@ -156,3 +156,8 @@ class TimingFields(BaseModel):
         description="Report usage.prompt_tokens_details.cached_tokens (vLLM's "
         "--enable-prompt-tokens-details).",
     )
+    enable_force_include_usage: bool = Field(
+        False,
+        description="End every streamed chat or completion with a usage chunk, as if it asked "
+        "for stream_options.include_usage (vLLM's --enable-force-include-usage).",
+    )
