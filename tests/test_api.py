@@ -830,6 +830,34 @@ async def test_raw_sse_stream_without_include_usage_has_no_usage_chunk(
         assert all(chunk.get("usage") is None for chunk in chunks)
 
 
+async def test_continuous_usage_stats_gives_every_chunk_its_choices_usage_so_far(
+    shared_server: RunningServer,
+) -> None:
+    both = {"include_usage": True, "continuous_usage_stats": True}
+    for path, body in (
+        (CHAT, {"messages": messages("count me as I go"), "n": 2}),
+        (COMPLETIONS, {"prompt": ["count me", "as I go"]}),
+    ):
+        request = {**body, "stream": True, "stream_options": both}
+        chunks = (await stream_sse(shared_server, path, request)).chunks()
+        final = chunks[-1]["usage"]
+        sent: dict[int, int] = {}
+        for chunk in chunks[:-1]:
+            (choice,) = chunk["choices"]
+            index = choice["index"]
+            if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                sent[index] = sent.get(index, 0) + 1
+            usage = chunk["usage"]
+            assert usage["completion_tokens"] == sent.get(index, 0), chunk
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert sum(sent.values()) == final["completion_tokens"]
+    # without include_usage, continuous_usage_stats adds nothing (as in vLLM)
+    alone = {"messages": messages("no usage"), "stream": True}
+    alone["stream_options"] = {"continuous_usage_stats": True}
+    chunks = (await stream_sse(shared_server, CHAT, alone)).chunks()
+    assert all(chunk.get("usage") is None for chunk in chunks)
+
+
 async def test_enable_force_include_usage_ends_every_stream_with_usage(tmp_path: Path) -> None:
     server = start_server([BASE_MODEL, "--enable-force-include-usage"], tmp_path)
     try:

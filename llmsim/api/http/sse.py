@@ -13,6 +13,7 @@ stream up; the engine then waits for :meth:`StreamSink.drain` before writing mor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any, cast
@@ -49,6 +50,9 @@ class ResponseMeta:
     """With a reasoning parser: whether the answer shows the thought (``include_reasoning``)."""
     role: str = "assistant"
     """The chat answer's role (``--response-role``)."""
+    continuous_usage: bool = False
+    """Every chunk carries its choice's usage so far (``stream_options.continuous_usage_stats``
+    with ``include_usage``)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -112,6 +116,7 @@ class StreamSink:
         """Logprobs and echo state; None on the plain-text path."""
         self.max_batch = MAX_BATCH
         """Most tokens of one sequence the engine releases to this sink at once."""
+        self.continuous_usage = meta.continuous_usage
 
     def share_batches(self, choices: int) -> None:
         """With logprobs, keep the tokens written per engine tick to about
@@ -158,6 +163,9 @@ class StreamSink:
             chunks = self._plain_chunks(sequence, start, texts, last)
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
+        if self.continuous_usage:
+            counts = range(start + (start > 0), start + len(texts) + 1)
+            return self.write(self._with_usage(sequence, chunks, counts))
         return self.write(b"".join(chunks))
 
     def _plain_chunks(
@@ -185,7 +193,8 @@ class StreamSink:
 
     def _token_parts(self, index: int) -> tuple[bytes, bytes, bytes] | bool:
         """:meth:`plain_token_parts` with the separator between two chunks; False if none."""
-        parts = self.plain_token_parts(index) if self.logprobs is None else None
+        plain = self.logprobs is None and not self.continuous_usage
+        parts = self.plain_token_parts(index) if plain else None
         if parts is None:
             return False
         before, after = parts
@@ -198,10 +207,31 @@ class StreamSink:
 
     def finished(self, sequence: Sequence) -> None:
         if not sequence.output:
-            start = self.start_chunk(sequence.index)
-            self.write(start + self.token_chunk(sequence, "", True))
+            chunks = [self.start_chunk(sequence.index), self.token_chunk(sequence, "", True)]
+            counts = [0, 0]
         elif sequence.cut_short:
-            self.write(self.end_chunk(sequence))
+            chunks, counts = [self.end_chunk(sequence)], [sequence.generated]
+        else:
+            return
+        if self.continuous_usage:
+            self.write(self._with_usage(sequence, chunks, counts))
+        else:
+            self.write(b"".join(chunks))
+
+    def _with_usage(self, sequence: Sequence, chunks: list[bytes], counts: Iterable[int]) -> bytes:
+        """``chunks`` joined, each carrying its choice's usage so far as vLLM streams it with
+        ``continuous_usage_stats``: the prompt, and the tokens up to its own (``counts``)."""
+        prompt = sequence.prompt_tokens
+        stamped = []
+        for chunk, count in zip(chunks, counts, strict=True):
+            if chunk:  # a hidden thought's token sends nothing
+                usage = b'"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d' % (
+                    prompt,
+                    count,
+                    prompt + count,
+                )
+                stamped.append(chunk[:-3] + b',"usage":{' + usage + b"}}\n\n")
+        return b"".join(stamped)
 
     def write(self, data: bytes) -> bool:
         """Write now; True if the connection is backed up."""

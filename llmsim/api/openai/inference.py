@@ -298,6 +298,12 @@ async def _generate(
     include_usage = settings.enable_force_include_usage or (
         body.include_usage if body.stream_options is not None else False
     )
+    continuous_usage = (
+        flavor in (CHAT, COMPLETION)
+        and include_usage
+        and body.stream_options is not None
+        and bool(body.stream_options.continuous_usage_stats)
+    )
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)
@@ -324,6 +330,7 @@ async def _generate(
             )
             meta.reasoning_shown = shown
             meta.role = settings.response_role
+            meta.continuous_usage = continuous_usage
             response = await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state
             )
