@@ -8,6 +8,7 @@ status and type the rule named.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -25,10 +26,17 @@ class Chosen:
     timing: TimingOverride | None
 
 
-def choose(responder: Responder, view: RequestView, mode: str, limit: int | None) -> Chosen:
+async def choose(responder: Responder, view: RequestView, mode: str, limit: int | None) -> Chosen:
     """What the engine should say for the request ``view`` shows; raises the error a rule
-    chose. ``limit`` is the request's own token limit, kept unless a source sets one."""
-    choice = responder.choose(view, mode)
+    chose. ``limit`` is the request's own token limit, kept unless a source sets one.
+
+    A choice that may take long (a long text for the rule regexes, a tool call checked
+    against the client's schema) is made in a worker thread, the event loop free meanwhile.
+    """
+    if responder.heavy(view):
+        choice = await asyncio.to_thread(responder.choose, view, mode)
+    else:
+        choice = responder.choose(view, mode)
     if choice is None:
         return Chosen(None, limit, None)
     return apply(choice, limit)

@@ -7,7 +7,6 @@ waiting queue). Every refusal is a :class:`~llmsim.service.errors.ServiceError`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -147,11 +146,7 @@ def resolve(engine: Engine, model: str | None) -> Target:
 
 
 async def start(state: ServiceState, request: TokenRequest) -> RequestGroup:
-    """Check ``request`` and submit it; the caller runs the group inside ``with group:``.
-
-    A choice of the answer sources that may take long (a long prompt for the rule regexes)
-    is made in a worker thread, the event loop free meanwhile.
-    """
+    """Check ``request`` and submit it; the caller runs the group inside ``with group:``."""
     settings = state.engine.settings
     check_serving(state.lifecycle)
     inject_fault(state.runtime, request.forced_fault, request.model or settings.served_names[0])
@@ -165,10 +160,7 @@ async def start(state: ServiceState, request: TokenRequest) -> RequestGroup:
     responder = state.responder
     if responder is not None and responder.active:
         view = prompt_view(target, prompt.echo_text, max_tokens, sampling.seed)
-        if responder.heavy(view):
-            chosen = await asyncio.to_thread(choose, responder, view, settings.mode, max_tokens)
-        else:
-            chosen = choose(responder, view, settings.mode, max_tokens)
+        chosen = await choose(responder, view, settings.mode, max_tokens)
         answer, max_tokens, timing = chosen.answer or answer, chosen.max_tokens, chosen.timing
     generation = generation_request(
         request.request_id,

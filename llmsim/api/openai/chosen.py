@@ -7,7 +7,6 @@ answer and its overrides, or an error, as it does for every door.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,16 +35,11 @@ async def choose(
     :class:`~llmsim.service.errors.ServiceError`, answered in vLLM's shape by the guard).
 
     ``api`` is the API the client called when it is not ``body``'s own (Responses, Messages).
-    A choice that may take long (a long text for the rule regexes, a tool call checked
-    against the client's schema) is made in a worker thread, the event loop free meanwhile.
     """
     limit = body.output_limit
     if not responder.active:
         return Chosen(None, limit, None)
-    view = request_view(body, target, api)
-    if responder.heavy(view):
-        return await asyncio.to_thread(answers.choose, responder, view, mode, limit)
-    return answers.choose(responder, view, mode, limit)
+    return await answers.choose(responder, request_view(body, target, api), mode, limit)
 
 
 def request_view(

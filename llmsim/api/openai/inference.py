@@ -299,8 +299,8 @@ async def _generate(
         body.include_usage if body.stream_options is not None else False
     )
     continuous_usage = (
-        flavor in (CHAT, COMPLETION)
-        and include_usage
+        include_usage
+        and (flavor is CHAT or flavor is COMPLETION)
         and body.stream_options is not None
         and bool(body.stream_options.continuous_usage_stats)
     )

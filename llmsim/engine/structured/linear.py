@@ -69,7 +69,7 @@ class LinearPattern:
         self._slots = compiler.slots
         # A step copies the thread's slots: one loop per instruction costs program x slots.
         self._weight = 1 + self._slots // 8
-        if len(self._program) * self._weight > limits.max_pattern_program:
+        if self.cost > limits.max_pattern_program:
             limit = over("max_pattern_program", limits.max_pattern_program)
             raise UnsupportedRegexError(f"pattern is too large to check {limit}")
         flags = int(tree.state.flags)
