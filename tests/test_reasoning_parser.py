@@ -149,3 +149,36 @@ def test_the_flags_allow_auto_and_llmsim_alone_allows_it_anyway(
         status, body = chat(running, tools=TOOLS, tool_choice="auto")
         assert status == 200, body
         assert "reasoning" not in body["choices"][0]["message"]  # no parser, no field
+
+
+def test_default_chat_template_kwargs_and_unused_tools_as_vllm_serves_them(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    """A Qwen3 deployment started without thinking: the request's own kwargs still win, and
+    the server's kwargs reach the template the prompt is counted on."""
+    running = llmsim_server(
+        MODEL,
+        "--reasoning-parser",
+        "qwen3",
+        "--default-chat-template-kwargs",
+        '{"enable_thinking": false}',
+        "--exclude-tools-when-tool-choice-none",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+    )
+    _, body = chat(running)
+    assert body["choices"][0]["message"]["reasoning"] is None
+    assert body["choices"][0]["message"]["content"]
+    _, asked = chat(running, chat_template_kwargs={"enable_thinking": True})
+    assert asked["choices"][0]["message"]["reasoning"]
+    message = {"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+    _, anthropic = post_json(running, "/v1/messages", message)
+    assert [block["type"] for block in anthropic["content"]] == ["text"]
+
+    # Tools the model may not call are left out of the prompt; any other choice renders them.
+    _, bare = chat(running)
+    _, unused = chat(running, tools=TOOLS, tool_choice="none")
+    _, offered = chat(running, tools=TOOLS, tool_choice="auto")
+    assert unused["usage"]["prompt_tokens"] == bare["usage"]["prompt_tokens"]
+    assert offered["usage"]["prompt_tokens"] > bare["usage"]["prompt_tokens"]

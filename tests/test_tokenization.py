@@ -172,7 +172,8 @@ def test_tokenize_count_equals_usage(builtin_server: RunningServer) -> None:
         "/v1/chat/completions",
         {"messages": messages, "tools": tools, "tool_choice": "none"},
     )
-    assert chat["usage"]["prompt_tokens"] == chat_tokens["count"]  # tools not offered
+    # vLLM renders the tools even when the model may not call them (unless told not to).
+    assert chat["usage"]["prompt_tokens"] == with_tools["count"]
     assert with_tools["count"] > chat_tokens["count"]
     _, chat = call(builtin_server, "/v1/chat/completions", {"messages": messages, "tools": tools})
     assert chat["usage"]["prompt_tokens"] == with_tools["count"]
@@ -313,18 +314,26 @@ def test_chat_template_file_with_the_builtin_tokenizer(tmp_path: Path, llmsim_se
     template = tmp_path / "template.jinja"
     template.write_text(
         "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}[assistant]{% endif %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}{{ mood | default('') }}"
     )
-    server = llmsim_server("--chat-template", str(template))
+    # The server's template kwargs reach the template; a request's own value wins.
+    server = llmsim_server(
+        "--chat-template", str(template), "--default-chat-template-kwargs", '{"mood": " calm"}'
+    )
     messages = [{"role": "user", "content": "Hello there"}]
     _, tokens = call(server, "/tokenize", {"messages": messages, "return_token_strs": True})
-    assert "".join(tokens["token_strs"]) == "[user] Hello there\n[assistant]"
+    assert "".join(tokens["token_strs"]) == "[user] Hello there\n[assistant] calm"
     _, chat = call(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
     assert (
         chat["usage"]["prompt_tokens"]
         == tokens["count"]
-        == BUILTIN.count("[user] Hello there\n[assistant]")
+        == BUILTIN.count("[user] Hello there\n[assistant] calm")
     )
+    own = {"messages": messages, "chat_template_kwargs": {"mood": " keen"}}
+    _, tokens = call(server, "/tokenize", {**own, "return_token_strs": True})
+    assert "".join(tokens["token_strs"]) == "[user] Hello there\n[assistant] keen"
+    _, chat = call(server, "/v1/chat/completions", {**own, "max_tokens": 2})
+    assert chat["usage"]["prompt_tokens"] == tokens["count"]
 
 
 def test_unreadable_chat_template_is_a_startup_error(tmp_path: Path) -> None:

@@ -246,6 +246,17 @@ def serve(
     tool_call_parser: Annotated[
         str | None, _opt("tool_call_parser", panel=MODEL, metavar="NAME")
     ] = None,
+    default_chat_template_kwargs: Annotated[
+        str | None, _opt("default_chat_template_kwargs", panel=MODEL, metavar="JSON")
+    ] = None,
+    exclude_tools_when_tool_choice_none: Annotated[
+        bool | None,
+        _opt(
+            "exclude_tools_when_tool_choice_none",
+            "--exclude-tools-when-tool-choice-none/--no-exclude-tools-when-tool-choice-none",
+            panel=MODEL,
+        ),
+    ] = None,
     runner: Annotated[
         str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,

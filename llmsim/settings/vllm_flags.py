@@ -43,12 +43,12 @@ VLLM_FLAGS = """
 --chat-template-content-format                                          str{auto|openai|string}  -
 --trust-request-chat-template !--no-trust-request-chat-template         bool          -
 --trust-request-mm-kwargs !--no-trust-request-mm-kwargs                 bool          -
---default-chat-template-kwargs                                          loads         -
+--default-chat-template-kwargs                                          loads         default_chat_template_kwargs
 --reasoning-effort-map                                                  loads         -
 --response-role                                                         str           response_role
 --return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          return_tokens_as_token_ids
 --enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  enable_auto_tool_choice
---exclude-tools-when-tool-choice-none !--no-exclude-tools-when-tool-choice-none  bool  -
+--exclude-tools-when-tool-choice-none !--no-exclude-tools-when-tool-choice-none  bool  exclude_tools_when_tool_choice_none
 --tool-call-parser                                                      ?str          tool_call_parser
 --tool-parser-plugin                                                    str           -
 --tool-strict-level                                                     ?str{auto|function|parameter}  -

@@ -27,7 +27,7 @@ from llmsim.api.http.requests import read_json_object, validate_body
 from llmsim.api.http.sse import ResponseMeta
 from llmsim.api.openai.adapted import Exchange, chat_request, renamer
 from llmsim.api.openai.inference import generate
-from llmsim.api.openai.prompts import chat_prompt
+from llmsim.api.openai.prompts import apply_server_options, chat_prompt
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
@@ -52,6 +52,8 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     """The prompt's token count, counted as a generation request would count it."""
     body = validate_body(CountTokensRequest, await read_json_object(request))
     chat = chat_request({"model": body.model, "messages": chat_messages(body), **chat_tools(body)})
-    tokens = chat_prompt(chat, request.app[ENGINE].tokenizer).token_count
+    engine = request.app[ENGINE]
+    apply_server_options(chat, engine.settings)
+    tokens = chat_prompt(chat, engine.tokenizer).token_count
     answer = {"input_tokens": tokens, "context_management": {"original_input_tokens": tokens}}
     return web.Response(body=dumps(answer), content_type="application/json")

@@ -56,7 +56,7 @@ from llmsim.api.openai.constrained import (
 from llmsim.api.openai.logprobs import OutputPlan, chat_plan, completion_plan
 from llmsim.api.openai.parser_flags import check_tool_choice, reasoning_of
 from llmsim.api.openai.plain_chat import plain_chat_decoder
-from llmsim.api.openai.prompts import chat_prompt, completion_prompts
+from llmsim.api.openai.prompts import apply_server_options, chat_prompt, completion_prompts
 from llmsim.api.openai.rendered import rendered_answer, rendered_thinking
 from llmsim.api.openai.request_log import RequestLogger
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
@@ -241,6 +241,9 @@ async def _generate(
         raise APIError(400, f"{REQUEST_ID_HEADER} must be printable ASCII text.", REQUEST_ID_HEADER)
     request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
     target = resolve(engine, body.model)
+    settings = engine.settings
+    if settings.chat_options_set and isinstance(body, ChatCompletionRequest):
+        apply_server_options(body, settings)
     # One set test tells a plain request, which skips every feature check below.
     plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)
     transfer = None
@@ -279,7 +282,6 @@ async def _generate(
         else None,
         arrival,
     )
-    settings = engine.settings
     shown = True
     if settings.reasoning_parser is not None:
         thinks, shown = reasoning_of(settings.reasoning_parser, body)

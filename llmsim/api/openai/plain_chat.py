@@ -37,7 +37,9 @@ def plain_chat_decoder() -> Decoder | None:
     body_defaults = _defaults(
         ChatCompletionRequest, {"messages": [{"role": "user", "content": ""}]}
     )
+    body_private = _private(ChatCompletionRequest)
     message_defaults = _defaults(ChatMessage, {"role": "user", "content": ""})
+    message_private = _private(ChatMessage)
     if body_defaults is None or message_defaults is None:
         return None  # a default that a request could change: build none by hand
     decode = msgspec.json.Decoder(PlainChat).decode
@@ -62,9 +64,9 @@ def plain_chat_decoder() -> Decoder | None:
             sent: dict[str, Any] = {"role": message.role, "content": message.content}
             if message.name is not unset:
                 sent["name"] = message.name
-            messages.append(_construct(ChatMessage, message_defaults, sent))
+            messages.append(_construct(ChatMessage, message_defaults, sent, message_private))
         given["messages"] = messages
-        return _construct(ChatCompletionRequest, body_defaults, given)
+        return _construct(ChatCompletionRequest, body_defaults, given, body_private)
 
     return decode_plain
 
@@ -72,20 +74,32 @@ def plain_chat_decoder() -> Decoder | None:
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _construct(cls: type[ModelT], defaults: dict[str, Any], given: dict[str, Any]) -> ModelT:
+def _construct(
+    cls: type[ModelT],
+    defaults: dict[str, Any],
+    given: dict[str, Any],
+    private: dict[str, Any] | None,
+) -> ModelT:
     """``cls`` with ``given`` as the fields sent, as pydantic's validation leaves an instance:
-    the field values in field order, the set of fields sent, no extras, no private state."""
+    the field values in field order, the set of fields sent, no extras, private state at
+    its defaults."""
     instance = cls.__new__(cls)
     values = defaults.copy()
     values.update(given)
     _set(instance, "__dict__", values)
     _set(instance, "__pydantic_fields_set__", set(given))
     _set(instance, "__pydantic_extra__", {})
-    _set(instance, "__pydantic_private__", None)
+    _set(instance, "__pydantic_private__", None if private is None else private.copy())
     return instance
 
 
 _set = object.__setattr__
+
+
+def _private(cls: type[BaseModel]) -> dict[str, Any] | None:
+    """The private state pydantic gives a new instance of ``cls`` (None: it has none)."""
+    defaults = {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
+    return defaults or None
 
 
 def _defaults(cls: type[Any], minimal: dict[str, Any]) -> dict[str, Any] | None:

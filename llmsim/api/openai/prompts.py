@@ -19,9 +19,11 @@ from llmsim.api.openai.schemas import ChatCompletionRequest, ChatMessage, Comple
 from llmsim.engine import PromptInput
 from llmsim.engine.tokenizer import GENERATION_PROMPT, BuiltinTokenizer, Tokenizer
 from llmsim.service.prompts import check_vocabulary, text_prompt, token_prompt
+from llmsim.settings.model import Settings
 
 __all__ = [
     "GENERATION_PROMPT",
+    "apply_server_options",
     "chat_prompt",
     "check_vocabulary",
     "completion_prompts",
@@ -80,8 +82,8 @@ def render_messages(
 def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
     extras = request.__pydantic_extra__  # the attribute: ``model_extra`` is a property
     tools = None
-    if request.tools and request.tool_choice != "none":
-        tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
+    if request.tools and (offered := request.prompt_tools):
+        tools = [tool.model_dump(exclude_none=True) for tool in offered]
     if not extras:  # the usual request: nothing for the template beyond the messages
         return render_messages(tokenizer, request.messages, True, None, tools)
     add_generation_prompt = extras.get("add_generation_prompt", True)
@@ -93,6 +95,30 @@ def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
         kwargs if isinstance(kwargs, dict) else None,
         tools,
     )
+
+
+def apply_server_options(request: ChatCompletionRequest, settings: Settings) -> None:
+    """The server's chat options, applied once as a chat request enters, as vLLM's renderer
+    applies them: ``--default-chat-template-kwargs`` under the request's own keys (the
+    template and the reasoning parser see the merge), and whether unused tools are
+    rendered."""
+    defaults = settings.default_chat_template_kwargs
+    if defaults is not None:
+        extras = request.__pydantic_extra__
+        if extras is None:
+            extras = request.__pydantic_extra__ = {}
+        extras["chat_template_kwargs"] = template_kwargs(
+            extras.get("chat_template_kwargs"), defaults
+        )
+    if settings.exclude_tools_when_tool_choice_none:
+        request.hide_unused_tools()
+
+
+def template_kwargs(asked: object, defaults: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A request's chat template kwargs over the server's defaults (the request's keys win)."""
+    if not isinstance(asked, dict):
+        return None if defaults is None else {**defaults}
+    return asked if defaults is None else defaults | asked
 
 
 def _calls(message: ChatMessage) -> str:

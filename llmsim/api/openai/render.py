@@ -29,7 +29,7 @@ from llmsim.api.openai.derender_stream import (
     derender_completion_chunk,
 )
 from llmsim.api.openai.inference import INFERENCE
-from llmsim.api.openai.prompts import chat_prompt, completion_prompts
+from llmsim.api.openai.prompts import apply_server_options, chat_prompt, completion_prompts
 from llmsim.api.openai.rendered import chat_decisions
 from llmsim.api.openai.schemas import INTEGRAL, ChatCompletionRequest, CompletionRequest, _Body
 from llmsim.api.openai.structured_fields import StructuredFields
@@ -166,6 +166,7 @@ async def render_chat(request: web.Request) -> web.Response:
     body = validate_body(ChatCompletionRequest, await read_json_object(request))
     engine = request.app[INFERENCE].engine
     _check_model(engine, body.model)
+    apply_server_options(body, engine.settings)
     prompt = chat_prompt(body, engine.tokenizer, with_ids=True)
     ids = list(prompt.token_ids or ())
     limit = _max_tokens(body.output_limit, len(ids), engine.settings.max_model_len, "messages")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 _CONFIG = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, populate_by_name=True)
 PROMPT_LOGPROBS_STREAMED = "`prompt_logprobs` are not available when `stream=True`."
@@ -167,6 +167,18 @@ class ToolFields(BaseModel):
         "(auto with tools when unset).",
     )
     parallel_tool_calls: bool | None = True
+    _unused_tools_hidden: bool = PrivateAttr(default=False)
+
+    def hide_unused_tools(self) -> None:
+        """Leave the tools out of the prompt when the model may not call them (vLLM's
+        --exclude-tools-when-tool-choice-none); they stay in the request for its checks."""
+        if self.tools and self.tool_choice == "none":
+            self._unused_tools_hidden = True
+
+    @property
+    def prompt_tools(self) -> list[ChatTool] | None:
+        """The tools the chat template renders into the prompt."""
+        return None if self._unused_tools_hidden else self.tools
 
 
 def check_tool_usage(data: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE
 from llmsim.api.http.requests import error_param, is_large, read_json_object, telling_error
-from llmsim.api.openai.prompts import render_messages
+from llmsim.api.openai.prompts import render_messages, template_kwargs
 from llmsim.api.openai.schemas import INTEGRAL, ChatMessage, _Body
 from llmsim.api.openai.structured_fields import ChatTool
 from llmsim.engine import Engine, UnknownModelError
@@ -102,7 +102,9 @@ async def tokenize(request: web.Request) -> web.Response:
             tokenizer,
             chat.messages,
             chat.add_generation_prompt,
-            chat.chat_template_kwargs,
+            template_kwargs(
+                chat.chat_template_kwargs, engine.settings.default_chat_template_kwargs
+            ),
             tools or None,
         )
         body = chat

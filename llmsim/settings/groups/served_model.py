@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from llmsim.settings.field_types import Names
+from llmsim.settings.field_types import Names, json_object_config
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules
 
 
@@ -96,6 +96,21 @@ class ModelFields(BaseModel):
         None,
         description="vLLM's --tool-call-parser (hermes, llama3_json...): the tool-call format "
         "named for vLLM; llmsim's tool calls are the same whichever it names.",
+    )
+    default_chat_template_kwargs: Annotated[
+        dict[str, Any] | None, NoDecode, BeforeValidator(json_object_config)
+    ] = Field(
+        None,
+        description="Chat template kwargs every chat request gets unless it sends the key "
+        "itself (vLLM's --default-chat-template-kwargs), as JSON or a TOML table: the template "
+        'renders them and the reasoning parser reads them, so {"enable_thinking": false} '
+        "starts a Qwen3-style model without thinking.",
+    )
+    exclude_tools_when_tool_choice_none: bool = Field(
+        False,
+        description="Leave the tools out of the prompt of a chat request with tool_choice none "
+        "(vLLM's --exclude-tools-when-tool-choice-none). Off, as in vLLM: they are rendered "
+        "and counted as prompt tokens.",
     )
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
