@@ -257,6 +257,12 @@ def serve(
             panel=MODEL,
         ),
     ] = None,
+    fingerprint_mode: Annotated[
+        str | None, _opt("fingerprint_mode", panel=MODEL, metavar="full|hash|custom|none")
+    ] = None,
+    fingerprint_value: Annotated[
+        str | None, _opt("fingerprint_value", panel=MODEL, metavar="TEXT")
+    ] = None,
     runner: Annotated[
         str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,

@@ -68,8 +68,8 @@ VLLM_FLAGS = """
 --log-error-stack !--no-log-error-stack                                 bool          -
 --tokens-only !--no-tokens-only                                         bool          -
 --enable-scale-out !--disable-scale-out !--no-enable-scale-out          bool          -
---fingerprint-mode                                                      str{custom|full|hash|none}  -
---fingerprint-value                                                     ?str          -
+--fingerprint-mode                                                      str{custom|full|hash|none}  fingerprint_mode
+--fingerprint-value                                                     ?str          fingerprint_value
 --host                                                                  ?str          host
 --port                                                                  int           port
 --grpc-port                                                             ?int          -

@@ -37,6 +37,7 @@ from llmsim.api.http.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.http.openapi import openapi_document
 from llmsim.api.http.pod_identity import install_pod_identity
 from llmsim.api.openai import embeddings, inference, models, render, token_generate, tokenization
+from llmsim.api.openai.fingerprint import system_fingerprint
 from llmsim.api.openai.pooling_routes import invocations, pooling_routes
 from llmsim.api.openai.request_log import RequestLogger
 from llmsim.api.responses import routes as responses
@@ -98,6 +99,7 @@ def create_app(
         engines if len(ranks) > 1 else None,
         app[KV_AGENTS],
         RequestLogger.from_settings(settings),
+        system_fingerprint(settings),
     )
     steps = [engine.step for engine in engines.engines if engine.step is not None]
     if steps:

@@ -53,6 +53,9 @@ class ResponseMeta:
     continuous_usage: bool = False
     """Every chunk carries its choice's usage so far (``stream_options.continuous_usage_stats``
     with ``include_usage``)."""
+    fingerprint: str | None = None
+    """vLLM's ``system_fingerprint`` (chat and completions only): in the body, and on a
+    stream's last chunks (the usage chunk when there is one)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -117,6 +120,13 @@ class StreamSink:
         self.max_batch = MAX_BATCH
         """Most tokens of one sequence the engine releases to this sink at once."""
         self.continuous_usage = meta.continuous_usage
+        self._last_tail: bytes | None = None
+        """What ends a choice's last chunk in place of ``}]}`` (the fingerprint), if any."""
+
+    def stamp_last_chunks(self, fingerprint: str) -> None:
+        """Each choice's last chunk carries ``fingerprint``, as vLLM ends a stream that sends
+        no usage chunk."""
+        self._last_tail = b'}],"system_fingerprint":' + dumps(fingerprint) + b"}\n\n"
 
     def share_batches(self, choices: int) -> None:
         """With logprobs, keep the tokens written per engine tick to about
@@ -163,6 +173,8 @@ class StreamSink:
             chunks = self._plain_chunks(sequence, start, texts, last)
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
+        if self._last_tail is not None and start + len(texts) > last:
+            self._stamp(chunks)
         if self.continuous_usage:
             counts = range(start + (start > 0), start + len(texts) + 1)
             return self.write(self._with_usage(sequence, chunks, counts))
@@ -213,10 +225,17 @@ class StreamSink:
             chunks, counts = [self.end_chunk(sequence)], [sequence.generated]
         else:
             return
+        if self._last_tail is not None:
+            self._stamp(chunks)
         if self.continuous_usage:
             self.write(self._with_usage(sequence, chunks, counts))
         else:
             self.write(b"".join(chunks))
+
+    def _stamp(self, chunks: list[bytes]) -> None:
+        """The last of ``chunks`` (a choice's last) ends with :attr:`_last_tail`."""
+        if chunks and chunks[-1].endswith(b"}]}\n\n"):
+            chunks[-1] = chunks[-1][:-5] + cast(bytes, self._last_tail)
 
     def _with_usage(self, sequence: Sequence, chunks: list[bytes], counts: Iterable[int]) -> bytes:
         """``chunks`` joined, each carrying its choice's usage so far as vLLM streams it with
@@ -312,6 +331,8 @@ async def close_stream(
 ) -> None:
     if include_usage:
         body = {**meta.header(), "choices": [], "usage": usage(group)}
+        if meta.fingerprint is not None:
+            body["system_fingerprint"] = meta.fingerprint
         await response.write(b"data: " + dumps(body) + b"\n\n")
     await response.write(DONE)
     await response.write_eof()

@@ -85,7 +85,13 @@ def chat_pieces(meta: ResponseMeta, group: RequestGroup, extra: dict[str, Any]) 
         else:
             yield from _chat_logprobs(plan, sequence)
         yield _finish(sequence) + b"}"
-    yield b'],"usage":' + dumps(usage(group)) + b',"system_fingerprint":null,"prompt_logprobs":'
+    yield (
+        b'],"usage":'
+        + dumps(usage(group))
+        + b',"system_fingerprint":'
+        + dumps(meta.fingerprint)
+        + b',"prompt_logprobs":'
+    )
     if plan is None or plan.prompt_logprobs is None:
         yield b"null"
     else:
@@ -119,7 +125,14 @@ def completion_pieces(
         else:
             yield from _prompt_logprobs(plan, sequence.index, plan.prompt_logprobs)
         yield b"}"
-    yield b'],"usage":' + dumps(usage(group)) + b',"system_fingerprint":null' + _extra(extra) + b"}"
+    yield (
+        b'],"usage":'
+        + dumps(usage(group))
+        + b',"system_fingerprint":'
+        + dumps(meta.fingerprint)
+        + _extra(extra)
+        + b"}"
+    )
 
 
 def _finish(sequence: Sequence) -> bytes:

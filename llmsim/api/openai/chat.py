@@ -43,7 +43,7 @@ def chat_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
             for sequence in group.sequences
         ],
         "usage": usage(group),
-        "system_fingerprint": None,
+        "system_fingerprint": meta.fingerprint,
         "prompt_logprobs": None if plan is None else chat_prompt_logprobs(plan),
     }
 

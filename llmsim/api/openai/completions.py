@@ -15,7 +15,7 @@ def completion_body(meta: ResponseMeta, group: RequestGroup) -> dict[str, Any]:
         **meta.header(),
         "choices": [_choice(meta, sequence) for sequence in group.sequences],
         "usage": usage(group),
-        "system_fingerprint": None,
+        "system_fingerprint": meta.fingerprint,
     }
 
 

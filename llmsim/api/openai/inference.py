@@ -115,6 +115,8 @@ class InferenceState:
     kv_agents: tuple[KVTransferAgent, ...] = ()
     request_log: RequestLogger | None = None
     """vLLM's request log (``--log-requests``); None when off."""
+    fingerprint: str | None = None
+    """The ``system_fingerprint`` of chat and completion answers (``--fingerprint-mode``)."""
 
 
 INFERENCE = web.AppKey("inference", InferenceState)
@@ -300,9 +302,10 @@ async def _generate(
     include_usage = settings.enable_force_include_usage or (
         body.include_usage if body.stream_options is not None else False
     )
+    openai = flavor is CHAT or flavor is COMPLETION  # not an API translated into chat
     continuous_usage = (
         include_usage
-        and (flavor is CHAT or flavor is COMPLETION)
+        and openai
         and body.stream_options is not None
         and bool(body.stream_options.continuous_usage_stats)
     )
@@ -333,6 +336,7 @@ async def _generate(
             meta.reasoning_shown = shown
             meta.role = settings.response_role
             meta.continuous_usage = continuous_usage
+            meta.fingerprint = state.fingerprint if openai else None
             response = await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state
             )
@@ -341,6 +345,7 @@ async def _generate(
             return response
         meta = ResponseMeta(request_id, flavor.object, int(time.time()), target.name, plan)
         meta.reasoning_shown = shown
+        meta.fingerprint = state.fingerprint if openai else None
         await group.run()
         if request_log is not None:
             request_log.log_outputs(request_id, group, streaming=False)
@@ -370,6 +375,8 @@ async def _stream(
     faults = state.runtime.faults
     response = await open_stream(request, headers)
     writer = flavor.sink(request, response, meta)
+    if meta.fingerprint is not None and not include_usage:
+        writer.stamp_last_chunks(meta.fingerprint)
     sink: TokenSink = writer
     if state.request_log is not None:
         sink = state.request_log.stream_sink(sink, meta.id, group.engine.tokenizer)

@@ -112,6 +112,16 @@ class ModelFields(BaseModel):
         "(vLLM's --exclude-tools-when-tool-choice-none). Off, as in vLLM: they are rendered "
         "and counted as prompt tokens.",
     )
+    fingerprint_mode: Literal["full", "hash", "custom", "none"] = Field(
+        "full",
+        description="The system_fingerprint of chat and completion answers, as vLLM's "
+        "--fingerprint-mode: full, vllm-<version>[-dpN]-<hash of the configuration>; hash, "
+        "without the parallelism; custom, --fingerprint-value; none, null.",
+    )
+    fingerprint_value: str | None = Field(
+        None,
+        description="The system_fingerprint with --fingerprint-mode custom (unset: null).",
+    )
     runner: Literal["auto", "generate", "pooling", "draft"] = Field(
         "auto",
         description="vLLM's --runner: pooling serves an embedding model (/v1/embeddings, "
