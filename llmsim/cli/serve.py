@@ -383,6 +383,14 @@ def serve(
             panel=METRICS,
         ),
     ] = None,
+    enable_per_request_metrics: Annotated[
+        bool | None,
+        _opt(
+            "enable_per_request_metrics",
+            "--enable-per-request-metrics/--no-enable-per-request-metrics",
+            panel=METRICS,
+        ),
+    ] = None,
     failure_injection_rate: Annotated[
         str | None, _opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
     ] = None,

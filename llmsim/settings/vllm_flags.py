@@ -55,7 +55,7 @@ VLLM_FLAGS = """
 --tool-server                                                           ?str          -
 --max-log-len                                                           ?int          max_log_len
 --enable-prompt-tokens-details !--disable-prompt-tokens-details !--no-enable-prompt-tokens-details  bool  enable_prompt_tokens_details
---enable-per-request-metrics !--disable-per-request-metrics !--no-enable-per-request-metrics  bool  -
+--enable-per-request-metrics !--disable-per-request-metrics !--no-enable-per-request-metrics  bool  enable_per_request_metrics
 --enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  -
 --enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  enable_force_include_usage
 --sse-keep-alive-interval                                               int           -

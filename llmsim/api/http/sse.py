@@ -13,7 +13,7 @@ stream up; the engine then waits for :meth:`StreamSink.drain` before writing mor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any, cast
@@ -56,6 +56,8 @@ class ResponseMeta:
     fingerprint: str | None = None
     """vLLM's ``system_fingerprint`` (chat and completions only): in the body, and on a
     stream's last chunks (the usage chunk when there is one)."""
+    metrics: Callable[[Sequence], dict[str, Any]] | None = None
+    """What makes the usage chunk's per-request ``metrics`` (one choice, when asked)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -333,6 +335,8 @@ async def close_stream(
         body = {**meta.header(), "choices": [], "usage": usage(group)}
         if meta.fingerprint is not None:
             body["system_fingerprint"] = meta.fingerprint
+        if meta.metrics is not None:
+            body["metrics"] = meta.metrics(group.sequences[0])
         await response.write(b"data: " + dumps(body) + b"\n\n")
     await response.write(DONE)
     await response.write_eof()

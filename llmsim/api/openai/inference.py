@@ -59,6 +59,7 @@ from llmsim.api.openai.plain_chat import plain_chat_decoder
 from llmsim.api.openai.prompts import apply_server_options, chat_prompt, completion_prompts
 from llmsim.api.openai.rendered import rendered_answer, rendered_thinking
 from llmsim.api.openai.request_log import RequestLogger
+from llmsim.api.openai.request_metrics import request_metrics, streamed_metrics
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import (
     Answer,
@@ -303,6 +304,9 @@ async def _generate(
         body.include_usage if body.stream_options is not None else False
     )
     openai = flavor is CHAT or flavor is COMPLETION  # not an API translated into chat
+    choices = generation.n * len(prompts)
+    # vLLM's per-request metrics describe one sequence: none for several choices.
+    timed = openai and settings.enable_per_request_metrics and choices == 1
     continuous_usage = (
         include_usage
         and openai
@@ -314,7 +318,6 @@ async def _generate(
         index = engine_index(request, state.engines)
         engine, kv_agent = state.engines.engines[index], state.kv_agents[index]
     outputs = None
-    choices = generation.n * len(prompts)
     if choices > 1:  # each choice tokenizes its answer: bounded, and made off the loop if long
         size = 0
         if answer is not None:
@@ -337,6 +340,8 @@ async def _generate(
             meta.role = settings.response_role
             meta.continuous_usage = continuous_usage
             meta.fingerprint = state.fingerprint if openai else None
+            if timed:
+                meta.metrics = streamed_metrics
             response = await _stream(
                 request, flavor, meta, group, include_usage, headers or {}, state
             )
@@ -352,6 +357,8 @@ async def _generate(
         extra = {}
         if transfer and (params := kv_agent.answer_params(transfer, group, request_id)):
             extra["kv_transfer_params"] = params
+        if timed:
+            extra["metrics"] = request_metrics(group.sequences[0])
         if flavor.pieces is not None and (
             plan is not None or (choices > 1 and outputs is not None)
         ):

@@ -161,3 +161,10 @@ class TimingFields(BaseModel):
         description="End every streamed chat or completion with a usage chunk, as if it asked "
         "for stream_options.include_usage (vLLM's --enable-force-include-usage).",
     )
+    enable_per_request_metrics: bool = Field(
+        False,
+        description="Add the request's own timings to each chat or completion answer with one "
+        "choice, as vLLM's --enable-per-request-metrics: a metrics object with "
+        "time_to_first_token_ms, generation_time_ms, queue_time_ms, mean_itl_ms and "
+        "tokens_per_second (in a stream, on its usage chunk).",
+    )
