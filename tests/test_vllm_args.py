@@ -231,6 +231,7 @@ def test_vllm_flags_become_llmsim_options_before_llmsims_own() -> None:
         "--no-enable-auto-tool-choice",  # vLLM's rule: no auto tool choice unless enabled
         "--kv-transfer-config={}",  # vLLM's default: no KV connector
         "--log-stats",  # vLLM's default: stats logged
+        "--no-enable-server-load-tracking",  # vLLM's default: /load answers 0
         "--port",
         "1",
     ]
@@ -394,6 +395,7 @@ def test_a_shared_option_with_a_value_only_vllm_takes_goes_to_vllms_parser() -> 
         "--no-enable-auto-tool-choice",
         "--kv-transfer-config={}",
         "--log-stats",
+        "--no-enable-server-load-tracking",
     ]
     args = translate_serve_args(["serve", "--data-parallel-backend", "inprocess"], serve)
     assert args == ["serve", "--data-parallel-backend", "inprocess"]
@@ -408,6 +410,7 @@ def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
         "--no-enable-auto-tool-choice",
         "--kv-transfer-config={}",
         "--log-stats",
+        "--no-enable-server-load-tracking",
         "--port",
         "1",
     ]

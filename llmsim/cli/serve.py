@@ -107,6 +107,25 @@ def serve(
         _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
     ] = None,
     root_path: Annotated[str | None, _opt("root_path", panel=SERVER, metavar="PATH")] = None,
+    sse_keep_alive_interval: Annotated[
+        str | None, _opt("sse_keep_alive_interval", panel=SERVER, metavar="DURATION")
+    ] = None,
+    enable_server_load_tracking: Annotated[
+        bool | None,
+        _opt(
+            "enable_server_load_tracking",
+            "--enable-server-load-tracking/--no-enable-server-load-tracking",
+            panel=SERVER,
+        ),
+    ] = None,
+    enable_request_id_headers: Annotated[
+        bool | None,
+        _opt(
+            "enable_request_id_headers",
+            "--enable-request-id-headers/--no-enable-request-id-headers",
+            panel=SERVER,
+        ),
+    ] = None,
     disable_fastapi_docs: Annotated[
         bool | None,
         _opt(

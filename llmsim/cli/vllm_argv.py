@@ -36,11 +36,12 @@ VLLM_VALUE_FORMS: dict[str, re.Pattern[str]] = {
     "--max-model-len": re.compile(rf"^({_HUMAN_INT}|auto|-1)$"),
     "--max-num-batched-tokens": re.compile(rf"^{_HUMAN_INT}$"),
     "--shutdown-timeout": re.compile(r"^\d+$"),
+    "--sse-keep-alive-interval": re.compile(r"^-?\d+$"),
     "--data-parallel-backend": re.compile(r"^ray$"),
 }
 """Options llmsim and vLLM share whose value, in this form, means what vLLM says: a token
-count like ``32k``, ``--shutdown-timeout 30`` in seconds, vLLM's ``ray`` backend. Such a pair
-goes to vLLM's parser."""
+count like ``32k``, ``--shutdown-timeout 30`` or ``--sse-keep-alive-interval 15`` in seconds,
+vLLM's ``ray`` backend. Such a pair goes to vLLM's parser."""
 
 
 def serve_option_shapes(command: Callable[..., Any]) -> dict[str, str]:
@@ -164,9 +165,14 @@ def _auto_tool_choice(options: list[str]) -> list[str]:
 VLLM_DEFAULTS = (
     (("--kv-transfer-config",), "--kv-transfer-config={}"),
     (("--log-stats", "--no-log-stats"), "--log-stats"),
+    (
+        ("--enable-server-load-tracking", "--no-enable-server-load-tracking"),
+        "--no-enable-server-load-tracking",
+    ),
 )
 """Where vLLM's default differs from llmsim's: a vLLM command line that does not set the
-option gets vLLM's (no KV connector: ``kv_transfer_params`` ignored; stats logged)."""
+option gets vLLM's (no KV connector: ``kv_transfer_params`` ignored; stats logged; ``/load``
+untracked)."""
 
 
 def _vllm_default_options(options: list[str]) -> list[str]:

@@ -56,9 +56,9 @@ VLLM_FLAGS = """
 --max-log-len                                                           ?int          max_log_len
 --enable-prompt-tokens-details !--disable-prompt-tokens-details !--no-enable-prompt-tokens-details  bool  enable_prompt_tokens_details
 --enable-per-request-metrics !--disable-per-request-metrics !--no-enable-per-request-metrics  bool  enable_per_request_metrics
---enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  -
+--enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  enable_server_load_tracking
 --enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  enable_force_include_usage
---sse-keep-alive-interval                                               int           -
+--sse-keep-alive-interval                                               int           =sse_keep_alive_interval
 --enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  -
 --enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          log_outputs
 --enable-log-deltas !--disable-log-deltas !--no-enable-log-deltas       bool          log_deltas
@@ -94,7 +94,7 @@ VLLM_FLAGS = """
 --ssl-ciphers                                                           ?str          -
 --root-path                                                             ?str          root_path
 --middleware                                                            append        -
---enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  -
+--enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  enable_request_id_headers
 --disable-fastapi-docs !--enable-fastapi-docs !--no-disable-fastapi-docs  bool  disable_fastapi_docs
 --h11-max-incomplete-event-size                                         int           max_header_size
 --h11-max-header-count                                                  int           max_header_count

@@ -94,6 +94,10 @@ def _shutdown_timeout(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[st
     return {"shutdown_timeout": f"{int(value)}s"}  # vLLM counts seconds
 
 
+def _sse_keep_alive(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any]:
+    return {"sse_keep_alive_interval": f"{int(value)}s"}  # vLLM counts seconds
+
+
 def kv_cache_tokens(
     num_gpu_blocks: int | None,
     memory_bytes: int | None,
@@ -156,6 +160,7 @@ CONVERSION_NOTES = {
     "disable_log_stats": "`log_stats` turned off (a vLLM command line has it on otherwise)",
     "api_key": "`api_key` (the first key given)",
     "shutdown_timeout": "`shutdown_timeout` in seconds",
+    "sse_keep_alive_interval": "`sse_keep_alive_interval` in seconds",
     "gpu_memory_utilization": "`kv_cache_size`: 131072 tokens x U / 0.9, unless a stronger flag "
     "sizes it",
     "kv_cache_memory_bytes": "`kv_cache_size`: bytes / 131072 per token, unless "
@@ -176,6 +181,7 @@ _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any]
     "disable_log_stats": _log_stats,
     "api_key": _api_key,
     "shutdown_timeout": _shutdown_timeout,
+    "sse_keep_alive_interval": _sse_keep_alive,
     "gpu_memory_utilization": _kv_cache_size,
     "kv_cache_memory_bytes": _kv_cache_size,
     "num_gpu_blocks_override": _kv_cache_size,

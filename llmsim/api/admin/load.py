@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmsim.api.http.jsonio import dumps
-from llmsim.api.http.keys import SERVER_LOAD
+from llmsim.api.http.keys import SERVER_LOAD, SETTINGS
 from llmsim.service.load import ServerLoad
 
 __all__ = ["COUNTED_PATHS", "ServerLoad", "get_load"]
@@ -43,7 +43,7 @@ counting costs no frame of its own."""
 
 
 async def get_load(request: web.Request) -> web.Response:
-    return web.Response(
-        body=dumps({"server_load": request.app[SERVER_LOAD].count}),
-        content_type="application/json",
-    )
+    """vLLM's ``/load``: always there, 0 unless the server tracks its load."""
+    tracked = request.app[SETTINGS].enable_server_load_tracking
+    load = request.app[SERVER_LOAD].count if tracked else 0
+    return web.Response(body=dumps({"server_load": load}), content_type="application/json")

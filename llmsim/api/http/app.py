@@ -36,6 +36,7 @@ from llmsim.api.http.keys import (
 from llmsim.api.http.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.http.openapi import openapi_document
 from llmsim.api.http.pod_identity import install_pod_identity
+from llmsim.api.http.request_id import install_request_ids
 from llmsim.api.openai import embeddings, inference, models, render, token_generate, tokenization
 from llmsim.api.openai.fingerprint import system_fingerprint
 from llmsim.api.openai.pooling_routes import invocations, pooling_routes
@@ -169,6 +170,7 @@ def create_app(
     # A catch-all comes last, for paths and methods that match no route.
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    tracked = COUNTED_PATHS if settings.enable_server_load_tracking else frozenset()
     app.add_routes(
         web.RouteDef(
             route.method,
@@ -177,7 +179,7 @@ def create_app(
                 route.handler,
                 timing=settings.access_log_enabled,
                 api_key=api_key,
-                load=app[SERVER_LOAD] if route.path in COUNTED_PATHS else None,
+                load=app[SERVER_LOAD] if route.path in tracked else None,
             ),
             route.kwargs,
         )
@@ -187,6 +189,8 @@ def create_app(
     if settings.log_stats and not settings.dashboard:  # the dashboard shows the same, live
         install_stats_log(app, zip(ranks, every_metrics, strict=True), settings.log_stats_interval)
     install_pod_identity(app)  # POD_NAME / POD_NAMESPACE, only when set
+    if settings.enable_request_id_headers:
+        install_request_ids(app)
     attach_cors(app, settings)
     if settings.upstream is not None:
         upstream.attach_upstream(app)

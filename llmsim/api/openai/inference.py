@@ -35,6 +35,7 @@ from llmsim.api.http.sse import (
     StreamSink,
     open_stream,
 )
+from llmsim.api.http.sse_keep_alive import KeepAliveSink
 from llmsim.api.openai.answer_pieces import (
     Pieces,
     chat_pieces,
@@ -390,11 +391,17 @@ async def _stream(
     cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))
     if cut_after is not None:
         sink = CuttingSink(sink, cut_after)
+    keep_alive = None
+    interval = group.engine.settings.sse_keep_alive_interval
+    if interval and (flavor is CHAT or flavor is COMPLETION):  # vLLM's two streams
+        sink = keep_alive = KeepAliveSink(sink, writer, interval)
     try:
         if writer.logprobs is not None:
             await writer.logprobs.prepare([sequence.index for sequence in group.sequences])
             writer.share_batches(len(group.sequences))
         await group.run(sink)
+        if keep_alive is not None:
+            keep_alive.stop()
         await writer.close(meta, group, include_usage)
     except StreamCutError:
         faults.stream_cut()
@@ -407,6 +414,8 @@ async def _stream(
         logger.exception("stream %s failed after its headers were sent", meta.id)
         await writer.fail(STREAM_FAILED)
     finally:
+        if keep_alive is not None:
+            keep_alive.stop()
         request[STREAMED] = writer.sent
     return response
 

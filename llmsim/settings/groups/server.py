@@ -102,6 +102,23 @@ class ServerFields(BaseModel):
         description="A path prefix a proxy may keep in front of every route (vLLM's "
         "--root-path, e.g. /llm): /llm/v1/models and /v1/models both answer.",
     )
+    enable_server_load_tracking: bool = Field(
+        True,
+        description="Count the requests in flight on the model endpoints for GET /load "
+        "(vLLM's --enable-server-load-tracking). Off: /load answers 0, as vLLM does without "
+        "the flag, which is what a vLLM command line that does not give it gets.",
+    )
+    enable_request_id_headers: bool = Field(
+        False,
+        description="Every response carries X-Request-Id: the request's own, else a new random "
+        "one (vLLM's --enable-request-id-headers), errors and /health included.",
+    )
+    sse_keep_alive_interval: Duration = Field(
+        0.0,
+        description="Send a ': keep-alive' comment line on a chat or completion stream that "
+        "has sent nothing for this long (queued, in prefill, between slow tokens), so an idle "
+        "timeout does not cut it; 0: never. vLLM's --sse-keep-alive-interval (whole seconds).",
+    )
     disable_fastapi_docs: bool = Field(
         False,
         description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "
