@@ -33,6 +33,7 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
             "--sse-keep-alive-interval",
             "1",
             "--enable-server-load-tracking",
+            "--enable-tokenizer-info-endpoint",
             *SLOW_START,
         ],
         tmp_path_factory.mktemp("flagged"),
@@ -113,3 +114,9 @@ def test_without_the_flags_none_of_it(plain: RunningServer) -> None:
     assert load == 0  # vLLM's /load without --enable-server-load-tracking
     assert b"keep-alive" not in body
     assert body.startswith(b"data: {")
+
+
+def test_tokenizer_info_only_with_its_flag(flagged: RunningServer, plain: RunningServer) -> None:
+    status, _, body = fetch(flagged, "/tokenizer_info")
+    assert (status, json.loads(body)) == (200, {"tokenizer_class": "BuiltinTokenizer"})
+    assert fetch(plain, "/tokenizer_info")[0] == 404

@@ -242,11 +242,31 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer
     directory = tmp_path_factory.mktemp("hf") / "tok"
     tokenizer = build_tokenizer(directory)
     server = start_server(
-        ["--tokenizer", str(directory), "--mode", "echo", "--max-model-len", "256"],
+        [
+            "--tokenizer",
+            str(directory),
+            "--mode",
+            "echo",
+            "--max-model-len",
+            "256",
+            "--enable-tokenizer-info-endpoint",
+        ],
         tmp_path_factory.mktemp("hf-server"),
     )
     yield server, tokenizer
     server.stop()
+
+
+def test_hf_tokenizer_info_is_its_configuration(hf: tuple[RunningServer, Any]) -> None:
+    server, _ = hf
+    status, info = call(server, "/tokenizer_info", method="GET")
+    assert status == 200
+    assert info == {
+        "bos_token": "<s>",
+        "eos_token": "</s>",  # an added token's text, as vLLM shows it
+        "chat_template": CHAT_TEMPLATE,
+        "tokenizer_class": "CachedPreTrainedTokenizerFast",
+    }
 
 
 def test_hf_usage_and_tokenize_match_the_tokenizer(hf: tuple[RunningServer, Any]) -> None:

@@ -118,6 +118,14 @@ def serve(
             panel=SERVER,
         ),
     ] = None,
+    enable_tokenizer_info_endpoint: Annotated[
+        bool | None,
+        _opt(
+            "enable_tokenizer_info_endpoint",
+            "--enable-tokenizer-info-endpoint/--no-enable-tokenizer-info-endpoint",
+            panel=SERVER,
+        ),
+    ] = None,
     enable_request_id_headers: Annotated[
         bool | None,
         _opt(

@@ -21,6 +21,7 @@ class ChatTemplate:
     """A compiled template plus the special tokens it may refer to."""
 
     def __init__(self, source: str, special_tokens: Mapping[str, str]) -> None:
+        self.source = source
         try:
             from jinja2 import TemplateError
             from jinja2.ext import loopcontrols

@@ -32,6 +32,8 @@ class HFTokenizer:
         self._backend = backend
         self.max_token_id = int(backend.get_vocab_size(with_added_tokens=True)) - 1
         special = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
+        self._config = config
+        self._chat_template = chat_template
         template = chat_template if chat_template is not None else _config_template(config)
         self._template = (
             ChatTemplate(template, {k: v for k, v in special.items() if v is not None})
@@ -77,6 +79,21 @@ class HFTokenizer:
         if self._template is None:
             return render_simple_chat(messages, add_generation_prompt)
         return self._template.render(messages, add_generation_prompt, **kwargs)
+
+    def info(self) -> dict[str, Any]:
+        """``tokenizer_config.json`` as Hugging Face loads it and vLLM shows it: without the
+        vocabulary file names, added tokens as their text, the class vLLM wraps it in, and
+        the ``--chat-template`` when one is set."""
+        info = {
+            key: _plain(value)
+            for key, value in self._config.items()
+            if key not in ("vocab_file", "merges_file")
+        }
+        named = str(self._config.get("tokenizer_class") or "PreTrainedTokenizer")
+        info["tokenizer_class"] = "Cached" + (named if named.endswith("Fast") else named + "Fast")
+        if self._chat_template is not None:
+            info["chat_template"] = self._chat_template
+        return info
 
     def _check(self, ids: Sequence[int]) -> None:
         for token_id in ids:
@@ -146,6 +163,17 @@ def _from_hub(repo_id: str) -> tuple[Path, Path | None]:
     tokenizer_file, config_file = files
     assert tokenizer_file is not None
     return tokenizer_file, config_file
+
+
+def _plain(value: Any) -> Any:
+    """A configuration value as JSON shows an added token: its text."""
+    if isinstance(value, dict):
+        if isinstance(value.get("content"), str):  # an added token, as Hugging Face loads it
+            return value["content"]
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _token_text(value: Any) -> str | None:

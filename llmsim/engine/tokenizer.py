@@ -106,6 +106,10 @@ class Tokenizer(Protocol):
         """The conversation as the prompt text the model would see."""
         ...
 
+    def info(self) -> dict[str, Any]:
+        """The tokenizer's configuration as vLLM's ``/tokenizer_info`` shows it."""
+        ...
+
 
 # -- stable ids of the built-in tokenizer -------------------------------------
 # Three id ranges, one per kind of piece, each value computed from the piece's text:
@@ -216,6 +220,13 @@ class BuiltinTokenizer:
 
     def token_strs(self, ids: Sequence[int]) -> list[str]:
         return [_id_piece(token_id) for token_id in ids]
+
+    def info(self) -> dict[str, Any]:
+        """No configuration files: its class, and the ``--chat-template`` if one is set."""
+        info: dict[str, Any] = {"tokenizer_class": type(self).__name__}
+        if self.template is not None:
+            info["chat_template"] = self.template.source
+        return info
 
     def render_chat(
         self,

@@ -59,7 +59,7 @@ VLLM_FLAGS = """
 --enable-server-load-tracking !--disable-server-load-tracking !--no-enable-server-load-tracking  bool  enable_server_load_tracking
 --enable-force-include-usage !--disable-force-include-usage !--no-enable-force-include-usage  bool  enable_force_include_usage
 --sse-keep-alive-interval                                               int           =sse_keep_alive_interval
---enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  -
+--enable-tokenizer-info-endpoint !--disable-tokenizer-info-endpoint !--no-enable-tokenizer-info-endpoint  bool  enable_tokenizer_info_endpoint
 --enable-log-outputs !--disable-log-outputs !--no-enable-log-outputs    bool          log_outputs
 --enable-log-deltas !--disable-log-deltas !--no-enable-log-deltas       bool          log_deltas
 --cohere-is-reasoning-model !--no-cohere-is-reasoning-model             bool          -

@@ -164,6 +164,8 @@ def create_app(
         app[OPENAPI] = openapi_document(pooling=True)
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
+    if settings.enable_tokenizer_info_endpoint:
+        routes.append(web.get("/tokenizer_info", tokenization.tokenizer_info))
     routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1
     if settings.root_path:  # as Starlette with a root path: with and without the prefix
         routes.extend(_prefixed(routes, settings.root_path))

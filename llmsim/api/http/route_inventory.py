@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Served = Literal["always", "generate", "pooling", "dev", "no"]
+Served = Literal["always", "generate", "pooling", "dev", "flag", "no"]
 """Where llmsim serves a route: on every server, with a generation model (the default),
-with a pooling model (``--runner pooling``), with ``VLLM_SERVER_DEV_MODE=1``, or not at all."""
+with a pooling model (``--runner pooling``), with ``VLLM_SERVER_DEV_MODE=1``, with the flag
+vLLM needs for it, or not at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,8 @@ VLLM_ROUTES: tuple[Route, ...] = (
         "/tokenizer_info",
         ("GET",),
         "`--enable-tokenizer-info-endpoint`",
-        "no",
-        "not simulated yet: it returns the Hugging Face tokenizer's configuration",
+        "flag",
+        "the tokenizer's `tokenizer_config.json` and chat template",
     ),
     Route(
         "/v1/load_lora_adapter",
@@ -229,6 +230,7 @@ _SERVED_TEXT: dict[Served, str] = {
     "generate": "yes, generation model",
     "pooling": "yes, `--runner pooling`",
     "dev": "yes, `VLLM_SERVER_DEV_MODE=1`",
+    "flag": "yes, with vLLM's flag",
     "no": "no",
 }
 

@@ -145,3 +145,9 @@ async def detokenize(request: web.Request) -> web.Response:
     except TokenizerError as exc:
         raise APIError(400, str(exc).capitalize() + ".", "tokens") from None
     return web.Response(body=dumps({"prompt": text}), content_type="application/json")
+
+
+async def tokenizer_info(request: web.Request) -> web.Response:
+    """vLLM's ``GET /tokenizer_info`` (``--enable-tokenizer-info-endpoint``)."""
+    info = request.app[ENGINE].tokenizer.info()
+    return web.Response(body=dumps(info), content_type="application/json")

@@ -108,6 +108,11 @@ class ServerFields(BaseModel):
         "(vLLM's --enable-server-load-tracking). Off: /load answers 0, as vLLM does without "
         "the flag, which is what a vLLM command line that does not give it gets.",
     )
+    enable_tokenizer_info_endpoint: bool = Field(
+        False,
+        description="Serve GET /tokenizer_info, the tokenizer's configuration and chat template "
+        "(vLLM's --enable-tokenizer-info-endpoint); without it the route answers 404.",
+    )
     enable_request_id_headers: bool = Field(
         False,
         description="Every response carries X-Request-Id: the request's own, else a new random "
