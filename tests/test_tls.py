@@ -288,3 +288,48 @@ def test_a_made_certificate_names_localhost_and_the_hosts_given(tmp_path: Path) 
     assert oct(files.keyfile.stat().st_mode & 0o777) == "0o600", "the key is its owner's only"
     context = ssl.create_default_context(cafile=str(files.ca_certfile))
     context.load_cert_chain(files.certfile, files.keyfile)  # the key matches
+
+
+def test_ssl_ciphers_limit_what_tls_1_2_negotiates(
+    https_server: type[HTTPSServer], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert, key = write_leaf(ca, tmp_path, "server")
+    trusted = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(trusted))
+    offered = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+    args = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--ssl-ciphers", offered]
+    server = https_server(args, trusted=trusted)
+
+    def tls12(ciphers: str) -> ssl.SSLContext:
+        context = server.context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(ciphers)
+        return context
+
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=tls12("ECDHE+AESGCM"), timeout=5
+    )
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().status == 200
+        assert connection.sock is not None
+        assert connection.sock.cipher()[0] in offered.split(":")  # not the AES256 one
+    finally:
+        connection.close()
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        get(server, "/health", tls12("ECDHE+AES256"))
+
+    result = run_cli(
+        "serve",
+        "--port",
+        "0",
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+        "--ssl-ciphers",
+        "NO-SUCH-CIPHER",
+    )
+    assert result.returncode == 2
+    assert "--ssl-ciphers: OpenSSL knows no cipher in 'NO-SUCH-CIPHER'" in result.stderr

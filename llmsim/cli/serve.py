@@ -224,6 +224,7 @@ def serve(
     ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
     ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
     ssl_cert_reqs: Annotated[str | None, _opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
+    ssl_ciphers: Annotated[str | None, _opt("ssl_ciphers", panel=TLS, metavar="CIPHERS")] = None,
     enable_ssl_refresh: Annotated[
         bool | None,
         _opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),

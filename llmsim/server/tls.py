@@ -36,6 +36,13 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     load_files(context, settings)
     context.verify_mode = ssl.VerifyMode(settings.ssl_cert_reqs)
+    if settings.ssl_ciphers is not None:
+        try:
+            context.set_ciphers(settings.ssl_ciphers)
+        except ssl.SSLError:
+            raise TLSError(
+                f"--ssl-ciphers: OpenSSL knows no cipher in {settings.ssl_ciphers!r}"
+            ) from None
     return context
 
 

@@ -91,7 +91,7 @@ VLLM_FLAGS = """
 --ssl-ca-certs                                                          ?str          ssl_ca_certs
 --enable-ssl-refresh !--disable-ssl-refresh !--no-enable-ssl-refresh    bool          enable_ssl_refresh
 --ssl-cert-reqs                                                         int           ssl_cert_reqs
---ssl-ciphers                                                           ?str          -
+--ssl-ciphers                                                           ?str          ssl_ciphers
 --root-path                                                             ?str          root_path
 --middleware                                                            append        -
 --enable-request-id-headers !--disable-request-id-headers !--no-enable-request-id-headers  bool  enable_request_id_headers

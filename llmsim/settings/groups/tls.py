@@ -35,6 +35,13 @@ class TlsFields(BaseModel):
         description="Client certificates, as Python's ssl module numbers them: 0 not asked "
         "for, 1 checked if sent, 2 required (mutual TLS).",
     )
+    ssl_ciphers: str | None = Field(
+        None,
+        min_length=1,
+        description="The cipher suites HTTPS offers with TLS 1.2 and older, in OpenSSL's list "
+        "form (vLLM's --ssl-ciphers, e.g. ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-"
+        "POLY1305); TLS 1.3 keeps its own. Unset: OpenSSL's defaults.",
+    )
     enable_ssl_refresh: bool = Field(
         False,
         description="Reload the certificate, key and CA files when they change, without a "
