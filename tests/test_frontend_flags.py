@@ -1,17 +1,33 @@
 """vLLM's frontend flags from a vLLM command line, on and off: ``X-Request-Id`` on every
-response, SSE keep-alive comments on a quiet stream, and ``/load`` tracking."""
+response, SSE keep-alive comments on a quiet stream, ``/load`` tracking, ``/tokenizer_info``
+and a Unix domain socket."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
+import openai
 import pytest
-from conftest import RunningServer, start_server
+from conftest import STARTUP_TIMEOUT, RunningServer, start_server, stop_process
+from pydantic import ValidationError
+
+try:  # the HTTP library of the installed openai SDK
+    import httpx2 as httpx
+except ImportError:
+    import httpx  # type: ignore[no-redef]
+
+from llmsim.settings.model import Settings
 
 MODEL = "org/frontend"
 SLOW_START = ("--time-to-first-token", "1500ms")
@@ -120,3 +136,44 @@ def test_tokenizer_info_only_with_its_flag(flagged: RunningServer, plain: Runnin
     status, _, body = fetch(flagged, "/tokenizer_info")
     assert (status, json.loads(body)) == (200, {"tokenizer_class": "BuiltinTokenizer"})
     assert fetch(plain, "/tokenizer_info")[0] == 404
+
+
+def test_uds_serves_over_a_unix_socket_and_removes_it(tmp_path: Path) -> None:
+    path = tmp_path / "llmsim.sock"
+    path_stale = socket.socket(socket.AF_UNIX)
+    path_stale.bind(str(path))  # a stale socket file from an earlier server is replaced
+    path_stale.close()
+    command = [sys.executable, "-m", "llmsim", "serve", MODEL, "--uds", str(path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
+    log = (tmp_path / "uds.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        http = httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), timeout=10)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            assert process.poll() is None, (tmp_path / "uds.log").read_text()
+            try:
+                if http.get("http://localhost/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (tmp_path / "uds.log").read_text()
+                time.sleep(0.05)
+        client = openai.OpenAI(base_url="http://localhost/v1", api_key="x", http_client=http)
+        answer = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+        )
+        assert answer.usage is not None
+        assert answer.usage.completion_tokens == 3
+        assert (
+            f"curl --unix-socket {path} http://localhost/v1/" in (tmp_path / "uds.log").read_text()
+        )
+    finally:
+        assert stop_process(process) == 0
+        log.close()
+    assert not path.exists()
+
+
+def test_uds_is_one_server() -> None:
+    with pytest.raises(ValidationError, match="one socket serves one server, not 2"):
+        Settings(uds=Path("/tmp/x.sock"), data_parallel_size=2, dp_ports=True)
+    assert Settings(uds=Path("/tmp/x.sock"), data_parallel_size=2).uds == Path("/tmp/x.sock")

@@ -63,6 +63,7 @@ def serve(
     profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
     host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
+    uds: Annotated[str | None, _opt("uds", panel=SERVER, metavar="PATH")] = None,
     grpc_port: Annotated[str | None, _opt("grpc_port", panel=SERVER, metavar="INT")] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,

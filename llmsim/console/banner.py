@@ -74,12 +74,15 @@ def _timing(settings: Settings) -> str:
 
 
 def base_url(settings: Settings, port: int) -> str:
+    """The URL clients use; over ``--uds`` the one they send through the socket."""
+    scheme = "https" if tls_enabled(settings) else "http"
+    if settings.uds is not None:
+        return f"{scheme}://localhost"
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    scheme = "https" if tls_enabled(settings) else "http"
     return f"{scheme}://{host}:{port}"
 
 
@@ -108,6 +111,8 @@ def curl_example(settings: Settings, port: int) -> str:
     )
     ca = self_signed_ca(settings)
     cacert = f"--cacert {shlex.quote(str(ca))} " if ca is not None else ""
+    if settings.uds is not None:
+        cacert += f"--unix-socket {shlex.quote(str(settings.uds))} "
     return (
         f"curl {cacert}{base_url(settings, port)}/v1/chat/completions "
         f"-H 'Content-Type: application/json' {auth}-d {shlex.quote(body)}"
@@ -180,7 +185,10 @@ def render_banner(
             escape("accepted, no effect here: " + ", ".join(settings.vllm_flags_without_effect)),
         )
     url = base_url(settings, port)
-    table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
+    if settings.uds is not None:
+        table.add_row("url", escape(f"unix:{settings.uds}  (metrics: {url}/metrics over it)"))
+    else:
+        table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
     grpc = grpc_address(settings, grpc_port)
     if grpc is not None:
         table.add_row("grpc", f"{grpc}  (vllm.grpc.engine.VllmEngine, health, reflection)")
@@ -236,6 +244,7 @@ def _fields(
         "url": base_url(settings, port),
         "host": settings.host,
         "port": port,
+        "uds": None if settings.uds is None else str(settings.uds),
         "model": settings.served_names[0],
         "served_model_names": settings.served_names,
         "adapters": [adapter.name for adapter in settings.adapters],

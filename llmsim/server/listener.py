@@ -15,6 +15,7 @@ import errno
 import logging
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,22 @@ def bind_listener(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_unix_listener(path: Path) -> socket.socket:
+    """A non-blocking socket listening on the Unix domain socket ``path``; a stale socket
+    file there (a server that did not clean up) is replaced, any other file is left alone."""
+    if path.is_socket():
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
@@ -136,9 +153,12 @@ class GreedyAcceptSite(web.BaseSite):
         super().__init__(runner)
         self._sock = sock
         self._ssl = ssl_context
-        host, port = sock.getsockname()[:2]
         scheme = "https" if ssl_context is not None else "http"
-        self._name = str(URL.build(scheme=scheme, host=host, port=port))
+        address = sock.getsockname()
+        if isinstance(address, str):  # a Unix domain socket, named as aiohttp names one
+            self._name = f"{scheme}://unix:{address}:"
+        else:
+            self._name = str(URL.build(scheme=scheme, host=address[0], port=address[1]))
 
     @property
     def name(self) -> str:

@@ -36,7 +36,7 @@ from llmsim.observability.logs import ACCESS_LOGGER, AccessWriter, log_with_fiel
 from llmsim.runtime.lifecycle import Lifecycle
 from llmsim.server.collector import settle_for_serving
 from llmsim.server.keep_alive import KeepAliveError, keep_alive_options
-from llmsim.server.listener import GreedyAcceptSite, bind_listener
+from llmsim.server.listener import GreedyAcceptSite, bind_listener, bind_unix_listener
 from llmsim.server.loops import loop_factory
 from llmsim.server.tls import CertificateRefresher, TLSError, server_context
 from llmsim.server.watchdog import StopDeadline
@@ -205,6 +205,9 @@ class Server:
         try:
             if self.listeners is not None:
                 sock = self.listeners[index]
+            elif settings.uds is not None:
+                sock = bind_unix_listener(settings.uds)
+                stack.callback(settings.uds.unlink, missing_ok=True)
             else:
                 sock = bind_listener(settings.host, settings.port)
         except OSError as exc:

@@ -147,13 +147,18 @@ class Settings(
         problem = data_parallel_problem(self)
         if problem is not None:
             raise _cross_field_error(*problem)
-        last_port = self.port + data_parallel_layout(self).port_count - 1
+        ports = data_parallel_layout(self).port_count
+        if self.uds is not None and ports > 1:
+            raise _cross_field_error(
+                "uds", f"one socket serves one server, not {ports} data-parallel servers"
+            )
+        last_port = self.port + ports - 1
         if self.port and last_port > MAX_PORT:
             raise _cross_field_error(
                 "data_parallel_size",
                 f"ports {self.port}..{last_port} go past {MAX_PORT}; lower the port",
             )
-        last_grpc_port = (self.grpc_port or 0) + data_parallel_layout(self).port_count - 1
+        last_grpc_port = (self.grpc_port or 0) + ports - 1
         if self.grpc_port and last_grpc_port > MAX_PORT:
             raise _cross_field_error(
                 "grpc_port",

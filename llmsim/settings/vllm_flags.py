@@ -77,7 +77,7 @@ VLLM_FLAGS = """
 --dp-supervisor-probe-interval-s                                        float         -
 --dp-supervisor-probe-timeout-s                                         float         -
 --dp-supervisor-probe-failure-threshold                                 int           -
---uds                                                                   ?str          -
+--uds                                                                   ?str          uds
 --uvicorn-log-level                                                     str{critical|debug|error|info|trace|warning}  =log_level
 --disable-uvicorn-access-log !--enable-uvicorn-access-log !--no-disable-uvicorn-access-log  bool  =access_log
 --disable-access-log-for-endpoints                                      ?str          disable_access_log_for_endpoints

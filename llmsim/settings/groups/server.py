@@ -27,6 +27,12 @@ class ServerFields(BaseModel):
     port: int = Field(
         8000, ge=0, le=MAX_PORT, description="TCP port to listen on (0 picks a free one)."
     )
+    uds: Path | None = Field(
+        None,
+        description="Listen on this Unix domain socket instead of host and port (vLLM's --uds); "
+        "a stale socket file there is replaced, any other file refused. One server only: not "
+        "with several data-parallel ports.",
+    )
     grpc_port: int | None = Field(
         None,
         ge=0,
