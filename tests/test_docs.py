@@ -250,7 +250,10 @@ ENDPOINT = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
 @pytest.mark.usefixtures("clean_env")
 def test_endpoints_in_docs_match_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # the sleep-mode endpoints exist only so
-    apps = (create_app(Settings()), create_app(Settings(runner="pooling")))
+    apps = (
+        create_app(Settings(enable_tokenizer_info_endpoint=True)),  # its flag-only route too
+        create_app(Settings(runner="pooling")),
+    )
     routes = {
         (route.method, route.resource.canonical)
         for app in apps  # a generation model's routes and a pooling model's

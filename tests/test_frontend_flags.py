@@ -50,6 +50,7 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
             "1",
             "--enable-server-load-tracking",
             "--enable-tokenizer-info-endpoint",
+            "--tokens-only",
             *SLOW_START,
         ],
         tmp_path_factory.mktemp("flagged"),
@@ -177,3 +178,20 @@ def test_uds_is_one_server() -> None:
     with pytest.raises(ValidationError, match="one socket serves one server, not 2"):
         Settings(uds=Path("/tmp/x.sock"), data_parallel_size=2, dp_ports=True)
     assert Settings(uds=Path("/tmp/x.sock"), data_parallel_size=2).uds == Path("/tmp/x.sock")
+
+
+def test_scale_out_routes_need_their_flag(flagged: RunningServer, plain: RunningServer) -> None:
+    render = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+    status, _, body = fetch(flagged, "/v1/chat/completions/render", render)
+    assert status == 200, body  # --tokens-only serves them, as --enable-scale-out would
+    assert json.loads(body)["token_ids"]
+    for path in ("/v1/chat/completions/render", "/inference/v1/generate"):
+        status, _, body = fetch(plain, path, render)
+        assert status == 403
+        assert json.loads(body)["error"] == {
+            "message": "Scale-out endpoints are disabled. Restart vllm serve with "
+            "--enable-scale-out to enable them.",
+            "type": "PermissionDeniedError",
+            "param": None,
+            "code": 403,
+        }

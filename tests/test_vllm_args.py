@@ -232,6 +232,7 @@ def test_vllm_flags_become_llmsim_options_before_llmsims_own() -> None:
         "--kv-transfer-config={}",  # vLLM's default: no KV connector
         "--log-stats",  # vLLM's default: stats logged
         "--no-enable-server-load-tracking",  # vLLM's default: /load answers 0
+        "--no-enable-scale-out",  # vLLM's default: the scale-out routes answer 403
         "--port",
         "1",
     ]
@@ -396,6 +397,7 @@ def test_a_shared_option_with_a_value_only_vllm_takes_goes_to_vllms_parser() -> 
         "--kv-transfer-config={}",
         "--log-stats",
         "--no-enable-server-load-tracking",
+        "--no-enable-scale-out",
     ]
     args = translate_serve_args(["serve", "--data-parallel-backend", "inprocess"], serve)
     assert args == ["serve", "--data-parallel-backend", "inprocess"]
@@ -411,6 +413,7 @@ def test_several_api_keys_go_to_vllms_parser_which_keeps_the_first() -> None:
         "--kv-transfer-config={}",
         "--log-stats",
         "--no-enable-server-load-tracking",
+        "--no-enable-scale-out",
         "--port",
         "1",
     ]

@@ -127,6 +127,10 @@ def serve(
             panel=SERVER,
         ),
     ] = None,
+    enable_scale_out: Annotated[
+        bool | None,
+        _opt("enable_scale_out", "--enable-scale-out/--no-enable-scale-out", panel=SERVER),
+    ] = None,
     enable_request_id_headers: Annotated[
         bool | None,
         _opt(

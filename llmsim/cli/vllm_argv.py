@@ -169,10 +169,11 @@ VLLM_DEFAULTS = (
         ("--enable-server-load-tracking", "--no-enable-server-load-tracking"),
         "--no-enable-server-load-tracking",
     ),
+    (("--enable-scale-out", "--no-enable-scale-out"), "--no-enable-scale-out"),
 )
 """Where vLLM's default differs from llmsim's: a vLLM command line that does not set the
 option gets vLLM's (no KV connector: ``kv_transfer_params`` ignored; stats logged; ``/load``
-untracked)."""
+untracked; the scale-out routes answer 403)."""
 
 
 def _vllm_default_options(options: list[str]) -> list[str]:

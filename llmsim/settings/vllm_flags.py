@@ -66,8 +66,8 @@ VLLM_FLAGS = """
 --cohere-format                                                         str           -
 --anthropic-disabled-thinking-effort                                    str{auto|high|low|max|medium|none|xhigh}  -
 --log-error-stack !--no-log-error-stack                                 bool          -
---tokens-only !--no-tokens-only                                         bool          -
---enable-scale-out !--disable-scale-out !--no-enable-scale-out          bool          -
+--tokens-only !--no-tokens-only                                         bool          =tokens_only
+--enable-scale-out !--disable-scale-out !--no-enable-scale-out          bool          enable_scale_out
 --fingerprint-mode                                                      str{custom|full|hash|none}  fingerprint_mode
 --fingerprint-value                                                     ?str          fingerprint_value
 --host                                                                  ?str          host

@@ -136,6 +136,11 @@ def _kv_cache_size(dest: str, value: Any, by_dest: dict[str, Recorded]) -> dict[
     return {"kv_cache_size": str(tokens)} if tokens is not None else {}
 
 
+def _tokens_only(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any]:
+    """A tokens-only server is dedicated to the scale-out routes: vLLM serves them."""
+    return {"enable_scale_out": True} if value else {}
+
+
 def _no_effect(_dest: str, value: Any, _: dict[str, Recorded]) -> dict[str, Any] | None:
     """Accepted without effect (``--config`` never gets here: it is read before parsing)."""
     return None
@@ -161,6 +166,8 @@ CONVERSION_NOTES = {
     "api_key": "`api_key` (the first key given)",
     "shutdown_timeout": "`shutdown_timeout` in seconds",
     "sse_keep_alive_interval": "`sse_keep_alive_interval` in seconds",
+    "tokens_only": "`enable_scale_out` (the render, derender and generate routes are served; "
+    "the tokenizer stays)",
     "gpu_memory_utilization": "`kv_cache_size`: 131072 tokens x U / 0.9, unless a stronger flag "
     "sizes it",
     "kv_cache_memory_bytes": "`kv_cache_size`: bytes / 131072 per token, unless "
@@ -182,6 +189,7 @@ _CONVERSIONS: dict[str, Callable[[str, Any, dict[str, Recorded]], dict[str, Any]
     "api_key": _api_key,
     "shutdown_timeout": _shutdown_timeout,
     "sse_keep_alive_interval": _sse_keep_alive,
+    "tokens_only": _tokens_only,
     "gpu_memory_utilization": _kv_cache_size,
     "kv_cache_memory_bytes": _kv_cache_size,
     "num_gpu_blocks_override": _kv_cache_size,

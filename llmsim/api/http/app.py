@@ -164,6 +164,13 @@ def create_app(
         app[OPENAPI] = openapi_document(pooling=True)
     if settings.disable_fastapi_docs:
         routes = [route for route in routes if route.path != "/openapi.json"]
+    if not settings.enable_scale_out:  # vLLM 0.34 refuses them unless started to serve them
+        routes = [
+            web.post(route.path, render.scale_out_disabled)
+            if route.path in render.SCALE_OUT_PATHS
+            else route
+            for route in routes
+        ]
     if settings.enable_tokenizer_info_endpoint:
         routes.append(web.get("/tokenizer_info", tokenization.tokenizer_info))
     routes.extend(dev_routes())  # sleep mode, cache resets, pause: VLLM_SERVER_DEV_MODE=1

@@ -32,6 +32,7 @@ class Route:
 ALWAYS = "always"
 GENERATE = "generation model"
 DEV = "`VLLM_SERVER_DEV_MODE=1`"
+SCALE_OUT = "`--enable-scale-out` or `--tokens-only` (else 403)"
 _NO_GPU = "there are no GPU workers to reach"
 _WEIGHTS = "moves or checks model weights on the GPUs (weight sync for RL); there are no weights"
 
@@ -124,20 +125,20 @@ VLLM_ROUTES: tuple[Route, ...] = (
         "no",
         "not simulated yet: scores items by a generation model's token probabilities",
     ),
-    Route("/v1/chat/completions/render", ("POST",), GENERATE, "generate"),
-    Route("/v1/completions/render", ("POST",), GENERATE, "generate"),
+    Route("/v1/chat/completions/render", ("POST",), SCALE_OUT, "generate"),
+    Route("/v1/completions/render", ("POST",), SCALE_OUT, "generate"),
     *(
         Route(
             path,
             ("POST",),
-            GENERATE,
+            SCALE_OUT,
             "generate",
             "`stream: true` too, as vLLM: one call per generate chunk, answered with "
             "`{chunk, stream_state}`",
         )
         for path in ("/v1/chat/completions/derender", "/v1/completions/derender")
     ),
-    Route("/inference/v1/generate", ("POST",), GENERATE, "generate"),
+    Route("/inference/v1/generate", ("POST",), SCALE_OUT, "generate"),
     *(
         Route(path, ("POST",), GENERATE, "no", "resizes expert-parallel GPU workers; " + _NO_GPU)
         for path in ("/scale_elastic_ep", "/is_scaling_elastic_ep")

@@ -329,3 +329,23 @@ def _prompt_count(body: DerenderCompletionRequest) -> int:
             "prompt_tokens",
         )
     return sum(counts)
+
+
+SCALE_OUT_PATHS = frozenset(
+    {
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/derender",
+        "/inference/v1/generate",
+    }
+)
+"""vLLM's scale-out routes: served by vLLM 0.34 only with ``--enable-scale-out`` (or
+``--tokens-only``), else a 403 (``enable_scale_out``)."""
+SCALE_OUT_DISABLED = (
+    "Scale-out endpoints are disabled. Restart vllm serve with --enable-scale-out to enable them."
+)
+
+
+async def scale_out_disabled(request: web.Request) -> web.Response:
+    raise APIError(403, SCALE_OUT_DISABLED)

@@ -119,6 +119,13 @@ class ServerFields(BaseModel):
         description="Serve GET /tokenizer_info, the tokenizer's configuration and chat template "
         "(vLLM's --enable-tokenizer-info-endpoint); without it the route answers 404.",
     )
+    enable_scale_out: bool = Field(
+        True,
+        description="Serve the scale-out routes: /v1/chat/completions/render, "
+        "/v1/completions/render, their /derender pair and /inference/v1/generate. Off, they "
+        "answer vLLM's 403, as vLLM 0.34 does unless started with --enable-scale-out or "
+        "--tokens-only, which is what a vLLM command line without either gets.",
+    )
     enable_request_id_headers: bool = Field(
         False,
         description="Every response carries X-Request-Id: the request's own, else a new random "
