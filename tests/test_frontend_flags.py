@@ -51,6 +51,7 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
             "--enable-server-load-tracking",
             "--enable-tokenizer-info-endpoint",
             "--tokens-only",
+            "--log-error-stack",
             *SLOW_START,
         ],
         tmp_path_factory.mktemp("flagged"),
@@ -195,3 +196,18 @@ def test_scale_out_routes_need_their_flag(flagged: RunningServer, plain: Running
             "param": None,
             "code": 403,
         }
+
+
+def test_log_error_stack_logs_each_error_with_its_trace(
+    flagged: RunningServer, plain: RunningServer
+) -> None:
+    for server in (flagged, plain):
+        assert fetch(server, CHAT, {"model": MODEL, "messages": "none"})[0] == 400
+    line = "error response 400 to POST /v1/chat/completions"
+    deadline = time.monotonic() + 5
+    while line not in flagged.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = flagged.log()
+    assert line in logged
+    assert "Traceback (most recent call last)" in logged[logged.index(line) :]
+    assert "error response" not in plain.log()

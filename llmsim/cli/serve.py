@@ -87,6 +87,10 @@ def serve(
     log_stats: Annotated[
         bool | None, _opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)
     ] = None,
+    log_error_stack: Annotated[
+        bool | None,
+        _opt("log_error_stack", "--log-error-stack/--no-log-error-stack", panel=SERVER),
+    ] = None,
     log_stats_interval: Annotated[
         str | None, _opt("log_stats_interval", panel=SERVER, metavar="DURATION")
     ] = None,

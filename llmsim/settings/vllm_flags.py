@@ -65,7 +65,7 @@ VLLM_FLAGS = """
 --cohere-is-reasoning-model !--no-cohere-is-reasoning-model             bool          -
 --cohere-format                                                         str           -
 --anthropic-disabled-thinking-effort                                    str{auto|high|low|max|medium|none|xhigh}  -
---log-error-stack !--no-log-error-stack                                 bool          -
+--log-error-stack !--no-log-error-stack                                 bool          log_error_stack
 --tokens-only !--no-tokens-only                                         bool          =tokens_only
 --enable-scale-out !--disable-scale-out !--no-enable-scale-out          bool          enable_scale_out
 --fingerprint-mode                                                      str{custom|full|hash|none}  fingerprint_mode

@@ -189,6 +189,7 @@ def create_app(
                 timing=settings.access_log_enabled,
                 api_key=api_key,
                 load=app[SERVER_LOAD] if route.path in tracked else None,
+                log_errors=settings.log_error_stack,
             ),
             route.kwargs,
         )

@@ -32,14 +32,20 @@ UNAUTHORIZED = "Unauthorized: a valid 'Authorization: Bearer <key>' header is re
 
 
 def guard(
-    handler: Handler, *, timing: bool, api_key: str | None, load: ServerLoad | None = None
+    handler: Handler,
+    *,
+    timing: bool,
+    api_key: str | None,
+    load: ServerLoad | None = None,
+    log_errors: bool = False,
 ) -> Handler:
     """``handler`` behind the steps every route shares, in this order:
 
     note the start time (``timing``, for the access log: aiohttp's loop clock under uvloop
     counts whole milliseconds), count the request in ``load`` until its last byte is
     written (``/load``), check the bearer token (``api_key``, compared in constant time,
-    never echoed), and turn every failure into vLLM's JSON error.
+    never echoed), and turn every failure into vLLM's JSON error (logged with its stack trace
+    with ``log_errors``, vLLM's ``--log-error-stack``).
     """
     expected = api_key.encode() if api_key is not None else None
 
@@ -53,11 +59,15 @@ def guard(
                 raise APIError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
         except APIError as exc:
+            if log_errors:
+                _log_stack(request, exc.status, exc.message)
             _report(request, exc.status, exc.message)
             return shaped_error_response(
                 request.path, exc.status, exc.message, exc.param, exc.headers, exc.type
             )
         except ServiceError as exc:  # a refusal of the layer every door shares
+            if log_errors:
+                _log_stack(request, exc.status, exc.message)
             _report(request, exc.status, exc.message)
             return shaped_error_response(
                 request.path, exc.status, exc.message, exc.param, None, exc.type
@@ -67,6 +77,8 @@ def guard(
                 raise
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             message = _http_message(exc, request)
+            if log_errors:
+                _log_stack(request, exc.status, message)
             _report(request, exc.status, message)
             return shaped_error_response(request.path, exc.status, message, headers=headers)
         except ConnectionError:
@@ -82,6 +94,18 @@ def guard(
     guarded.__name__ = getattr(handler, "__name__", "guarded")
     guarded.__doc__ = handler.__doc__
     return guarded
+
+
+def _log_stack(request: web.Request, status: int, message: str) -> None:
+    """The error being answered, with the stack trace that raised it."""
+    logger.error(
+        "error response %d to %s %s: %s",
+        status,
+        request.method,
+        request.path,
+        message,
+        exc_info=True,
+    )
 
 
 async def not_routed(request: web.Request) -> web.StreamResponse:

@@ -198,6 +198,11 @@ class ServerFields(BaseModel):
         description="Characters of prompt and output text (and token ids) that the request "
         "log keeps, as vLLM's --max-log-len. Unset: all of them.",
     )
+    log_error_stack: bool = Field(
+        False,
+        description="Log every error response with the stack trace that led to it (vLLM's "
+        "--log-error-stack), to see where a 4xx or 5xx came from.",
+    )
     log_stats: bool = Field(
         False,
         description="Log each engine's throughput, queue and KV-cache usage every "
