@@ -70,6 +70,9 @@ def serve(
     access_log: Annotated[
         bool | None, _opt("access_log", "--access-log/--no-access-log", panel=SERVER)
     ] = None,
+    fast_lane: Annotated[
+        bool | None, _opt("fast_lane", "--fast-lane/--no-fast-lane", panel=SERVER)
+    ] = None,
     disable_access_log_for_endpoints: Annotated[
         list[str] | None,
         _opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),

@@ -21,6 +21,8 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from llmsim.server.fast_lane import protocol_factory
+
 logger = logging.getLogger("llmsim.server")
 
 LISTEN_BACKLOG = 4096
@@ -168,6 +170,8 @@ class GreedyAcceptSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        acceptor = _Acceptor(self._sock, server, asyncio.get_running_loop(), self._ssl)
+        app = getattr(self._runner, "app", None)
+        factory = server if app is None else protocol_factory(server, app)
+        acceptor = _Acceptor(self._sock, factory, asyncio.get_running_loop(), self._ssl)
         acceptor.start()
         self._server = acceptor  # type: ignore[assignment]

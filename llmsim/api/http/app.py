@@ -37,6 +37,7 @@ from llmsim.api.http.kv_setup import KV_AGENTS, KV_TRANSFER, install_kv_features
 from llmsim.api.http.openapi import openapi_document
 from llmsim.api.http.pod_identity import install_pod_identity
 from llmsim.api.http.request_id import install_request_ids
+from llmsim.api.http.requests import OFF_LOOP_BYTES
 from llmsim.api.openai import embeddings, inference, models, render, token_generate, tokenization
 from llmsim.api.openai.fingerprint import system_fingerprint
 from llmsim.api.openai.pooling_routes import invocations, pooling_routes
@@ -180,21 +181,29 @@ def create_app(
     routes.append(web.route("*", r"/{path:[\s\S]*}", not_routed))
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     tracked = COUNTED_PATHS if settings.enable_server_load_tracking else frozenset()
-    app.add_routes(
-        web.RouteDef(
-            route.method,
-            route.path,
-            guard(
-                route.handler,
-                timing=settings.access_log_enabled,
-                api_key=api_key,
-                load=app[SERVER_LOAD] if route.path in tracked else None,
-                log_errors=settings.log_error_stack,
-            ),
-            route.kwargs,
+
+    def guarded(path: str, handler: Handler) -> Handler:
+        return guard(
+            handler,
+            timing=settings.access_log_enabled,
+            api_key=api_key,
+            load=app[SERVER_LOAD] if path in tracked else None,
+            log_errors=settings.log_error_stack,
         )
+
+    app.add_routes(
+        web.RouteDef(route.method, route.path, guarded(route.path, route.handler), route.kwargs)
         for route in routes
     )
+    chat = "/v1/chat/completions"  # the fast lane's one route (llmsim.server.fast_lane)
+    plain_route = simulated is _unchanged and settings.runner != "pooling"
+    if settings.fast_lane and inference.PLAIN_CHAT is not None and plain_route:
+        app[inference.FAST_CHAT] = inference.FastChat(
+            app,
+            guarded(chat, inference.create_decoded_chat_completion),
+            inference.PLAIN_CHAT,
+            min(settings.max_request_body_size, OFF_LOOP_BYTES),
+        )
     app.on_response_prepare.append(shape_unrouted)
     if settings.log_stats and not settings.dashboard:  # the dashboard shows the same, live
         install_stats_log(app, zip(ranks, every_metrics, strict=True), settings.log_stats_interval)

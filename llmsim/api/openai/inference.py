@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -190,6 +190,27 @@ COMPLETION = Flavor(
 
 PLAIN_CHAT = plain_chat_decoder()
 """The common chat body decoded in C (:mod:`plain_chat`); None without msgspec."""
+DECODED = "llmsim.decoded_chat"
+"""The fast lane's request key: the body decoded already, and its arrival time."""
+
+
+@dataclass(frozen=True, slots=True)
+class FastChat:
+    """What the server's fast lane (:mod:`llmsim.server.fast_lane`) needs to answer a plain
+    chat request without aiohttp's request machinery."""
+
+    app: web.Application
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    """:func:`create_decoded_chat_completion` behind the route's own guard."""
+    decode: Callable[[bytes], ChatCompletionRequest | None]
+    limit: int
+    """The largest body it takes (larger ones are read and parsed the usual way)."""
+    body_key: str = DECODED
+
+
+FAST_CHAT = web.AppKey("fast_chat", FastChat)
+"""Set when the chat route is the plain one (no upstream, a generation model) and msgspec
+is installed."""
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
@@ -199,6 +220,13 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     # clock starts, so the latency metrics count that work too.
     arrival = time.monotonic()
     body = await parse_body(request, ChatCompletionRequest, PLAIN_CHAT)
+    return await _generate(request, CHAT, body, arrival=arrival)
+
+
+async def create_decoded_chat_completion(request: web.Request) -> web.StreamResponse:
+    """The fast lane's chat: the body was read, checked and decoded as a plain chat request
+    already (:func:`create_chat_completion` does the same steps for every other body)."""
+    body, arrival = request[DECODED]
     return await _generate(request, CHAT, body, arrival=arrival)
 
 

@@ -1,0 +1,327 @@
+"""A short way through for the commonest request: one plain chat completion at a time.
+
+aiohttp's machinery around a handler (its parser's request object, the handler task, the
+response's preparation and writer) costs more than the simulation of a zero-latency
+request itself: the same handler, run for the same bodies on a bare protocol, answers
+about twice as many requests per second. So when a connection's next bytes are exactly one
+small ``POST /v1/chat/completions`` with ordinary headers, and the body decodes as a plain,
+non-streaming chat request, this protocol runs the very handler aiohttp would run (behind
+the same guard: API key, errors in vLLM's shape, ``/load``, access timing) with a stand-in
+request, and writes the response aiohttp would write (its headers, its ``Date`` and
+``Server``, the ``on_response_prepare`` signals, the access log line). Everything else (another
+route, a header it does not know, a stream, a chunked, compressed, pipelined or large body)
+goes to aiohttp unchanged, and the connection stays with aiohttp from then on.
+
+A request that must wait (latency, a full batch) continues as a task; bytes that arrive
+meanwhile wait for its response, so answers keep their order. A client that goes away
+cancels it, as aiohttp cancels its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, cast
+
+from aiohttp import http_parser as aiohttp_parser
+from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from llmsim.api.http.keys import STREAMED
+from llmsim.api.http.sse import HIGH_WATER
+from llmsim.api.openai.inference import FAST_CHAT, FastChat
+
+logger = logging.getLogger("llmsim.server")
+
+REQUEST_LINE = b"POST /v1/chat/completions HTTP/1.1\r\n"
+TRANSPORT_HEADERS = frozenset(
+    {b"transfer-encoding", b"content-encoding", b"expect", b"upgrade", b"te", b"trailer"}
+)
+"""Headers that change how aiohttp reads the body or the connection: such a request is
+aiohttp's. (The handler reads every other header itself, from the stand-in request.)"""
+SINGLETONS = frozenset(
+    name.encode()
+    for name in getattr(
+        aiohttp_parser,
+        "SINGLETON_HEADERS",
+        ("content-length", "content-type", "host", "transfer-encoding", "user-agent"),
+    )
+)
+"""Headers aiohttp refuses to see twice in a request (its parser's list when it has one)."""
+JSON_TYPES = frozenset({b"application/json", b"application/json; charset=utf-8"})
+NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+UNSAFE = re.compile(rb"[^\t\x20-\x7e]")
+"""Bytes aiohttp's parser would refuse or read otherwise in a header value."""
+PENDING_LIMIT = 64 * 1024
+"""Bytes kept while a fast request waits; beyond them the connection stops reading."""
+MOST_HEADERS = 64
+"""More header lines than this (or a head over :data:`LONGEST_HEAD`) is aiohttp's to judge."""
+LONGEST_HEAD = 8192
+KEEPALIVE_SLOTS = ("_next_keepalive_close_time", "_keepalive_timeout", "_force_close", "_close")
+"""aiohttp's keep-alive state this protocol keeps up to date (checked at start-up)."""
+
+
+def plain_post(data: bytes, limit: int) -> tuple[CIMultiDict[str], bytes] | None:
+    """The headers and body of ``data`` if it is exactly one fast request of at most
+    ``limit`` body bytes, else None."""
+    if not data.startswith(REQUEST_LINE):
+        return None
+    end = data.find(b"\r\n\r\n", 0, LONGEST_HEAD)
+    if end < 0:
+        return None
+    body = data[end + 4 :]
+    headers: CIMultiDict[str] = CIMultiDict()
+    length = -1
+    seen: set[bytes] = set()
+    lines = data[len(REQUEST_LINE) : end].split(b"\r\n")
+    if len(lines) > MOST_HEADERS:
+        return None
+    for line in lines:
+        name, colon, raw = line.partition(b":")
+        key = name.lower()
+        value = raw.strip(b" \t")
+        if (
+            not colon
+            or key in TRANSPORT_HEADERS
+            or NAME.fullmatch(name) is None
+            or UNSAFE.search(value)
+        ):
+            return None
+        if key in SINGLETONS:
+            if key in seen:
+                return None  # aiohttp's 400
+            seen.add(key)
+        if key == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+
+        elif (key == b"content-type" and value.lower() not in JSON_TYPES) or (
+            key == b"connection" and value.lower() != b"keep-alive"
+        ):
+            return None
+        headers.add(name.decode("ascii"), value.decode("ascii"))
+    if b"host" not in seen or length != len(body) or not 0 < length <= limit:
+        return None
+    return headers, body
+
+
+class FastRequest(dict[Any, Any]):
+    """What the chat handler, its guard, the signals and the access log read of a request."""
+
+    method = "POST"
+    path = raw_path = path_qs = "/v1/chat/completions"
+    version = HttpVersion11
+    content_type = "application/json"
+    keep_alive = True
+
+    def __init__(
+        self,
+        app: web.Application,
+        headers: CIMultiDict[str],
+        body: bytes,
+        protocol: FastLaneHandler,
+    ) -> None:
+        super().__init__()
+        self.app = app
+        self.headers = CIMultiDictProxy(headers)
+        self.content_length = len(body)
+        self._body = body
+        self.protocol = protocol
+        self.transport = protocol.transport
+
+    @property
+    def remote(self) -> str | None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def __hash__(self) -> int:  # type: ignore[override]  # as aiohttp's requests are
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+class FastLaneHandler(RequestHandler):
+    """aiohttp's connection protocol, with the fast lane in front of its parser."""
+
+    __slots__ = ("_fast", "_lane", "_pending", "_task")
+
+    def __init__(self, lane: FastChat, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lane = lane
+        self._fast = True
+        """False once aiohttp has seen a byte of this connection: it keeps it."""
+        self._task: asyncio.Task[None] | None = None
+        """A fast request that had to wait, still running."""
+        self._pending = bytearray()
+        """Bytes that came while :attr:`_task` ran."""
+
+    def data_received(self, data: bytes) -> None:
+        if self._task is not None:
+            self._pending += data
+            if len(self._pending) > PENDING_LIMIT and self.transport is not None:
+                self.transport.pause_reading()  # resumed when the waiting request answers
+            return
+        if self._fast and not (self._force_close or self._close) and self._take(data):
+            return
+        self._fast = False
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._task is not None:
+            self._task.cancel()  # the client left: free its slot, as aiohttp cancels
+        super().connection_lost(exc)
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        task = self._task
+        if task is not None:  # let the fast request answer first, as aiohttp's would
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        await super().shutdown(timeout)
+
+    def _take(self, data: bytes) -> bool:
+        """Answer ``data`` here if it is a fast request; False: aiohttp's to parse."""
+        transport = self.transport
+        if transport is None or transport.get_write_buffer_size() > HIGH_WATER:
+            return False
+        lane = self._lane
+        arrival = time.monotonic()
+        parsed = plain_post(data, lane.limit)
+        if parsed is None:
+            return False
+        headers, body = parsed
+        decoded = lane.decode(body)
+        if decoded is None or decoded.stream or decoded.n not in (None, 1):
+            return False
+        request = FastRequest(lane.app, headers, body, self)
+        request[lane.body_key] = (decoded, arrival)
+        started = self._loop.time()
+        coro = cast(
+            Coroutine[Any, Any, web.StreamResponse], lane.handler(cast(web.Request, request))
+        )
+        try:
+            waiting = coro.send(None)
+        except StopIteration as stop:
+            self._answer(request, stop.value, started)
+            return True
+        self._task = self._loop.create_task(self._finish(request, coro, waiting, started))
+        return True
+
+    async def _finish(
+        self,
+        request: FastRequest,
+        coro: Coroutine[Any, Any, web.StreamResponse],
+        waiting: Any,
+        started: float,
+    ) -> None:
+        try:
+            response = await _Resumed(coro, waiting)
+            self._answer(request, response, started)
+        except asyncio.CancelledError:  # the client left, or the engine aborted it at shutdown
+            if self.transport is not None:
+                self.transport.close()  # as aiohttp ends a cancelled handler's connection
+            raise
+        finally:
+            self._task = None
+        if self._pending and not self._force_close:
+            pending, self._pending = bytes(self._pending), bytearray()
+            if self.transport is not None:
+                self.transport.resume_reading()
+            self.data_received(pending)
+
+    def _answer(self, request: FastRequest, response: web.StreamResponse, started: float) -> None:
+        """Write ``response`` as aiohttp writes it, then its access log line."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        body = getattr(response, "body", None)
+        if not isinstance(body, bytes):  # never for a plain chat answer; still, say so
+            logger.error("the fast lane got an answer it cannot write: closing the connection")
+            transport.close()
+            return
+        headers = response.headers
+        headers.setdefault("Content-Length", str(len(body)))
+        if "Date" not in headers:
+            headers["Date"] = rfc822_formatted_time()
+        headers.setdefault("Server", SERVER_SOFTWARE)
+        for signal in self._lane.app.on_response_prepare:
+            _run_now(signal(cast(web.Request, request), response))
+        head = f"HTTP/1.1 {response.status} {response.reason}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        )
+        data = head.encode("latin-1") + b"\r\n" + body
+        transport.write(data)
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        access = self.access_logger
+        if access is not None and access.enabled:
+            request[STREAMED] = len(data)
+            access.log(cast(web.BaseRequest, request), response, self._loop.time() - started)
+
+
+class _Resumed:
+    """Awaits a coroutine that already ran up to ``waiting`` (what it yielded), as the task
+    that started it would have: the first wait is passed on, then it is driven on."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting = self._coro, self._waiting
+        while True:
+            try:
+                value = yield waiting
+            except BaseException as exc:  # cancelled: pass it in, as a task would
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def _run_now(awaitable: Awaitable[object]) -> None:
+    """Run a signal handler that does not wait (llmsim's only set headers); one that would
+    wait is left out, and said so."""
+    coro = cast(Coroutine[Any, Any, object], awaitable)
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    logger.warning("an on_response_prepare handler waited: skipped for a fast-lane response")
+
+
+def protocol_factory(server: web.Server, app: web.Application) -> Callable[[], RequestHandler]:
+    """aiohttp's protocol for each connection: with the fast lane when the app has one and
+    this aiohttp keeps the state it relies on, else aiohttp's own."""
+    lane = app.get(FAST_CHAT)
+    kwargs = getattr(server, "_kwargs", None)
+    loop = getattr(server, "_loop", None)
+    if (
+        lane is None
+        or kwargs is None
+        or loop is None
+        or app.middlewares
+        or not all(hasattr(RequestHandler, slot) for slot in KEEPALIVE_SLOTS)
+    ):
+        return server
+
+    def fast_lane_handler() -> RequestHandler:
+        return FastLaneHandler(lane, server, loop=loop, **kwargs)
+
+    return fast_lane_handler
