@@ -195,6 +195,8 @@ class FastLaneHandler(RequestHandler):
         transport = self.transport
         if transport is None or transport.get_write_buffer_size() > HIGH_WATER:
             return False
+        if b'"stream":true' in data or b'"stream": true' in data:
+            return False  # the usual spellings of a stream: aiohttp's, without a parse here
         lane = self._lane
         arrival = time.monotonic()
         parsed = plain_post(data, lane.limit)

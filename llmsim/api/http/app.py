@@ -38,6 +38,7 @@ from llmsim.api.http.openapi import openapi_document
 from llmsim.api.http.pod_identity import install_pod_identity
 from llmsim.api.http.request_id import install_request_ids
 from llmsim.api.http.requests import OFF_LOOP_BYTES
+from llmsim.api.http.sse import fingerprint_tail
 from llmsim.api.openai import embeddings, inference, models, render, token_generate, tokenization
 from llmsim.api.openai.fingerprint import system_fingerprint
 from llmsim.api.openai.pooling_routes import invocations, pooling_routes
@@ -92,6 +93,7 @@ def create_app(
     app[RUNTIME] = Runtime(settings, engines, metrics)
     app[RESPONDER] = responder(settings)
     install_kv_features(app, settings, engines, metrics)
+    fingerprint = system_fingerprint(settings)
     app[inference.INFERENCE] = inference.InferenceState(
         engine,
         app[LIFECYCLE],
@@ -101,7 +103,8 @@ def create_app(
         engines if len(ranks) > 1 else None,
         app[KV_AGENTS],
         RequestLogger.from_settings(settings),
-        system_fingerprint(settings),
+        fingerprint,
+        b"" if fingerprint is None else fingerprint_tail(fingerprint),
     )
     steps = [engine.step for engine in engines.engines if engine.step is not None]
     if steps:

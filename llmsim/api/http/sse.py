@@ -77,6 +77,11 @@ def usage(group: RequestGroup) -> dict[str, Any]:
     return body
 
 
+def fingerprint_tail(fingerprint: str) -> bytes:
+    """How a chunk that carries the ``system_fingerprint`` ends (made once per server)."""
+    return b'}],"system_fingerprint":' + dumps(fingerprint) + b"}\n\n"
+
+
 NOT_FINISHED = b'"finish_reason":null,"stop_reason":null'
 """The finish fields of every chunk but a choice's last."""
 
@@ -125,10 +130,10 @@ class StreamSink:
         self._last_tail: bytes | None = None
         """What ends a choice's last chunk in place of ``}]}`` (the fingerprint), if any."""
 
-    def stamp_last_chunks(self, fingerprint: str) -> None:
-        """Each choice's last chunk carries ``fingerprint``, as vLLM ends a stream that sends
-        no usage chunk."""
-        self._last_tail = b'}],"system_fingerprint":' + dumps(fingerprint) + b"}\n\n"
+    def stamp_last_chunks(self, tail: bytes) -> None:
+        """Each choice's last chunk ends with ``tail`` (:func:`fingerprint_tail`), as vLLM
+        ends a stream that sends no usage chunk."""
+        self._last_tail = tail
 
     def share_batches(self, choices: int) -> None:
         """With logprobs, keep the tokens written per engine tick to about

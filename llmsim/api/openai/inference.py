@@ -119,6 +119,8 @@ class InferenceState:
     """vLLM's request log (``--log-requests``); None when off."""
     fingerprint: str | None = None
     """The ``system_fingerprint`` of chat and completion answers (``--fingerprint-mode``)."""
+    fingerprint_tail: bytes = b""
+    """The end of a stream's last chunks when they carry it (:func:`fingerprint_tail`)."""
 
 
 INFERENCE = web.AppKey("inference", InferenceState)
@@ -412,7 +414,7 @@ async def _stream(
     response = await open_stream(request, headers)
     writer = flavor.sink(request, response, meta)
     if meta.fingerprint is not None and not include_usage:
-        writer.stamp_last_chunks(meta.fingerprint)
+        writer.stamp_last_chunks(state.fingerprint_tail)
     sink: TokenSink = writer
     if state.request_log is not None:
         sink = state.request_log.stream_sink(sink, meta.id, group.engine.tokenizer)
