@@ -185,6 +185,18 @@ def post_json(server: RunningServer, path: str, body: dict[str, Any]) -> tuple[i
         return exc.code, json.loads(exc.read())
 
 
+def stream_events(server: RunningServer, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST ``body`` with ``stream: true``; the JSON payloads of the answer's ``data:`` lines."""
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        lines = response.read().decode().splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+
 @pytest.fixture
 def llmsim_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start ``llmsim serve`` with extra CLI args; every server is stopped by PID afterwards."""

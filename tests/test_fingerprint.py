@@ -3,15 +3,13 @@ each ``--fingerprint-mode``; nowhere else."""
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
-from conftest import RunningServer, post_json
+from conftest import RunningServer, post_json, stream_events
 
 from llmsim.api.openai.fingerprint import system_fingerprint
 from llmsim.settings.model import Settings
@@ -20,17 +18,6 @@ from llmsim.settings.vllm_flags import VLLM_VERSION
 FULL = re.compile(rf"vllm-{re.escape(VLLM_VERSION)}-[0-9a-f]{{8}}")
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 COMPLETION = {"prompt": "Hi", "max_tokens": 4}
-
-
-def chunks(server: RunningServer, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=json.dumps({**body, "stream": True}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=20) as response:
-        lines = response.read().decode().splitlines()
-    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
 
 
 def test_answers_and_stream_ends_carry_the_fingerprint(shared_server: RunningServer) -> None:
@@ -44,14 +31,16 @@ def test_answers_and_stream_ends_carry_the_fingerprint(shared_server: RunningSer
 
     for path, body in (("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)):
         # Without usage: each choice's last chunk (the one with its finish reason).
-        streamed = chunks(shared_server, path, {**body, "n": 2})
+        streamed = stream_events(shared_server, path, {**body, "n": 2})
         stamped = [c for c in streamed if "system_fingerprint" in c]
         finished = [c for c in streamed if c["choices"][0]["finish_reason"] is not None]
         assert stamped == finished
         assert len(stamped) == 2
         assert {c["system_fingerprint"] for c in stamped} == {fingerprint}
         # With usage: the usage chunk alone.
-        usage = chunks(shared_server, path, {**body, "stream_options": {"include_usage": True}})
+        usage = stream_events(
+            shared_server, path, {**body, "stream_options": {"include_usage": True}}
+        )
         assert [c.get("system_fingerprint") for c in usage] == [None] * (len(usage) - 1) + [
             fingerprint
         ]
@@ -73,7 +62,7 @@ def test_modes_none_and_custom(llmsim_server: Callable[..., RunningServer]) -> N
         running = llmsim_server(*args)
         _, chat = post_json(running, "/v1/chat/completions", CHAT)
         assert chat["system_fingerprint"] == expected
-        streamed = chunks(running, "/v1/chat/completions", CHAT)
+        streamed = stream_events(running, "/v1/chat/completions", CHAT)
         assert [c.get("system_fingerprint") for c in streamed if "system_fingerprint" in c] == (
             [] if expected is None else [expected]
         )

@@ -3,13 +3,11 @@ started from a vLLM command line, talked to over HTTP in each API's shape."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer, post_json, start_server
+from conftest import RunningServer, post_json, start_server, stream_events
 
 MODEL = "org/thinker"
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -34,18 +32,6 @@ def chat(server: RunningServer, **fields: Any) -> tuple[int, Any]:
     return post_json(server, "/v1/chat/completions", {"max_tokens": 60, **body})
 
 
-def events(server: RunningServer, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The JSON payloads of a streamed answer's ``data:`` lines."""
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=json.dumps({**body, "stream": True}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=20) as response:
-        lines = response.read().decode().splitlines()
-    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
-
-
 def test_chat_answers_carry_the_thought_before_the_answer(server: RunningServer) -> None:
     status, body = chat(server, seed=5)
     assert status == 200
@@ -59,7 +45,7 @@ def test_chat_answers_carry_the_thought_before_the_answer(server: RunningServer)
     assert plain["choices"][0]["message"]["reasoning"] is None
     assert plain["choices"][0]["message"]["content"] == message["content"]
 
-    chunks = events(
+    chunks = stream_events(
         server,
         "/v1/chat/completions",
         {
@@ -99,7 +85,7 @@ def test_responses_and_messages_show_the_thought_as_vllm_does(server: RunningSer
     assert reasoning["content"][0]["text"]
     assert response["output"][1]["type"] == "message"
 
-    streamed = events(server, "/v1/responses", {"model": MODEL, "input": "Why?"})
+    streamed = stream_events(server, "/v1/responses", {"model": MODEL, "input": "Why?"})
     kinds = [event["type"] for event in streamed]
     assert kinds.index("response.reasoning_text.delta") < kinds.index("response.output_text.delta")
     done = [e["item"] for e in streamed if e["type"] == "response.output_item.done"]
@@ -112,7 +98,7 @@ def test_responses_and_messages_show_the_thought_as_vllm_does(server: RunningSer
     assert thinking["type"] == "thinking"
     assert thinking["thinking"]
     assert thinking["signature"]
-    blocks = events(server, "/v1/messages", message)
+    blocks = stream_events(server, "/v1/messages", message)
     starts = [e["content_block"]["type"] for e in blocks if e["type"] == "content_block_start"]
     assert starts[0] == "thinking"
     deltas = [e["delta"]["type"] for e in blocks if e["type"] == "content_block_delta"]

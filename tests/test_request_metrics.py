@@ -3,13 +3,11 @@ its own timings, computed from the engine's timestamps as vLLM computes them."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer, post_json, start_server
+from conftest import RunningServer, post_json, start_server, stream_events
 
 TIMINGS = {
     "time_to_first_token_ms",
@@ -37,17 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop()
 
 
-def chunks(server: RunningServer, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    request = urllib.request.Request(
-        server.base_url + path,
-        data=json.dumps({**body, "stream": True}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=20) as response:
-        lines = response.read().decode().splitlines()
-    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
-
-
 def check_timings(metrics: dict[str, Any]) -> None:
     # Generous bounds: a loaded machine only adds time.
     assert 45 <= metrics["time_to_first_token_ms"] <= 1000
@@ -69,13 +56,15 @@ def test_one_choice_answers_carry_their_timings(server: RunningServer) -> None:
     check_timings(completion["metrics"])
 
     # A stream carries them on its usage chunk, without nulls; without usage, nowhere.
-    usage = chunks(
+    usage = stream_events(
         server, "/v1/chat/completions", {**CHAT, "stream_options": {"include_usage": True}}
     )
     assert [chunk for chunk in usage if "metrics" in chunk] == [usage[-1]]
     assert set(usage[-1]["metrics"]) == TIMINGS
     check_timings(usage[-1]["metrics"])
-    assert not any("metrics" in chunk for chunk in chunks(server, "/v1/chat/completions", CHAT))
+    assert not any(
+        "metrics" in chunk for chunk in stream_events(server, "/v1/chat/completions", CHAT)
+    )
 
 
 def test_several_choices_and_other_apis_have_none(server: RunningServer) -> None:

@@ -40,15 +40,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return _listening(sock, address, reuse=True)
 
 
 def bind_unix_listener(path: Path) -> socket.socket:
@@ -56,9 +48,15 @@ def bind_unix_listener(path: Path) -> socket.socket:
     file there (a server that did not clean up) is replaced, any other file is left alone."""
     if path.is_socket():
         path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), str(path))
+
+
+def _listening(sock: socket.socket, address: Any, reuse: bool = False) -> socket.socket:
+    """``sock`` bound to ``address``, listening, non-blocking; closed if any step fails."""
     try:
-        sock.bind(str(path))
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
