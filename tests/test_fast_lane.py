@@ -126,10 +126,12 @@ async def connect() -> AsyncIterator[Connect]:
         await runner.cleanup()
 
 
-async def answer(connection: Connect, data: bytes) -> tuple[bool, bytes]:
-    """Whether the fast lane took ``data``, and the response written for it."""
+async def answer(connection: Connect, data: bytes, *cuts: int) -> tuple[bool, bytes]:
+    """Whether the fast lane took ``data`` (sent in pieces at ``cuts``), and the response
+    written for it."""
     protocol, transport = connection()
-    protocol.data_received(data)
+    for start, end in zip((0, *cuts), (*cuts, len(data)), strict=True):
+        protocol.data_received(data[start:end])
     for _ in range(100):  # aiohttp answers in its handler task
         head, _, rest = bytes(transport.written).partition(b"\r\n\r\n")
         length = re.search(rb"Content-Length: (\d+)", head)
@@ -209,7 +211,6 @@ async def test_errors_are_the_guards_either_way(
         request(WRK, path=b"/v1/chat/completions?x=1"),
         request(WRK).replace(b"HTTP/1.1", b"HTTP/1.0", 1),
         request(WRK) * 2,  # pipelined: aiohttp answers both, in order
-        request(WRK)[:-5],  # the body still coming
         request(WRK).replace(b"Content-Length", b"Transfer-Encoding: chunked\r\nX-Length"),
     ],
 )
@@ -219,6 +220,31 @@ async def test_every_other_request_is_aiohttps(connect: Any, data: bytes) -> Non
     protocol.data_received(data)
     assert protocol._fast is False
     protocol.connection_lost(None)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [(20,), (60,), (len(request(WRK)) - 90,), (5, 70, len(request(WRK)) - 3)],
+    ids=["request-line", "headers", "body", "four-pieces"],
+)
+async def test_a_request_in_pieces_is_answered_when_whole(connect: Any, cuts: tuple[int]) -> None:
+    """Clients such as the openai SDK write the head and the body apart."""
+    connection = await connect(Settings())
+    data = request(WRK + b"X-Request-Id: same\r\n")
+    fast, fast_answer = await answer(connection, data, *cuts)
+    slow, slow_answer = await answer(
+        connection, request(WRK + b"X-Request-Id: same\r\n" + TO_AIOHTTP)
+    )
+    assert (fast, slow) == (True, False)
+    assert normalized(fast_answer) == normalized(slow_answer)
+
+
+async def test_pieces_that_turn_out_otherwise_all_go_to_aiohttp(connect: Any) -> None:
+    connection = await connect(Settings())
+    data = request(WRK) + b"POST /v1/models HTTP/1.1\r\n"  # a second request behind the first
+    taken, written = await answer(connection, data, 60)
+    assert not taken
+    assert written.startswith(b"HTTP/1.1 200 OK")  # aiohttp had the held bytes too
 
 
 async def test_no_fast_lane_where_the_chat_route_is_not_the_plain_one() -> None:
@@ -353,15 +379,16 @@ BODIES = st.fixed_dictionaries(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(lines=st.lists(HEADER_LINES, max_size=6), body=BODIES)
+@given(lines=st.lists(HEADER_LINES, max_size=6), body=BODIES, cut=st.integers(0, 600))
 async def test_whatever_it_takes_it_answers_as_aiohttp(
-    connect: Any, lines: list[bytes], body: dict[str, Any]
+    connect: Any, lines: list[bytes], body: dict[str, Any], cut: int
 ) -> None:
     connection = await connect(Settings())
     headers = b"".join(lines) + b"X-Request-Id: same\r\n"
     if b"X-Return-Error" in headers:  # a forced error status is the same either way
         headers = headers.replace(b"X-Request-Id: same\r\n", b"")
-    fast, fast_answer = await answer(connection, request(headers, {**body, "seed": 1}))
+    data = request(headers, {**body, "seed": 1})
+    fast, fast_answer = await answer(connection, data, *([cut] if 0 < cut < len(data) else []))
     slow, slow_answer = await answer(connection, request(headers + TO_AIOHTTP, {**body, "seed": 1}))
     assert not slow
     if fast:

@@ -4,13 +4,14 @@ aiohttp's machinery around a handler (its parser's request object, the handler t
 response's preparation and writer) costs more than the simulation of a zero-latency
 request itself: the same handler, run for the same bodies on a bare protocol, answers
 about twice as many requests per second. So when a connection's next bytes are exactly one
-small ``POST /v1/chat/completions`` with ordinary headers, and the body decodes as a plain,
-non-streaming chat request, this protocol runs the very handler aiohttp would run (behind
-the same guard: API key, errors in vLLM's shape, ``/load``, access timing) with a stand-in
-request, and writes the response aiohttp would write (its headers, its ``Date`` and
-``Server``, the ``on_response_prepare`` signals, the access log line). Everything else (another
-route, a header it does not know, a stream, a chunked, compressed, pipelined or large body)
-goes to aiohttp unchanged, and the connection stays with aiohttp from then on.
+small ``POST /v1/chat/completions`` with ordinary headers (in one write or several), and the
+body decodes as a plain, non-streaming chat request, this protocol runs the very handler
+aiohttp would run (behind the same guard: API key, errors in vLLM's shape, ``/load``, access
+timing) with a stand-in request, and writes the response aiohttp would write (its headers,
+its ``Date`` and ``Server``, the ``on_response_prepare`` signals, the access log line).
+Everything else (another route, a header aiohttp reads itself, a stream, a chunked,
+compressed, pipelined or large body) goes to aiohttp unchanged, every byte the lane held
+included, and the connection stays with aiohttp from then on.
 
 A request that must wait (latency, a full batch) continues as a task; bytes that arrive
 meanwhile wait for its response, so answers keep their order. A client that goes away
@@ -25,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, cast
+from typing import Any, Final, Literal, cast
 
 from aiohttp import http_parser as aiohttp_parser
 from aiohttp import web
@@ -68,14 +69,20 @@ KEEPALIVE_SLOTS = ("_next_keepalive_close_time", "_keepalive_timeout", "_force_c
 """aiohttp's keep-alive state this protocol keeps up to date (checked at start-up)."""
 
 
-def plain_post(data: bytes, limit: int) -> tuple[CIMultiDict[str], bytes] | None:
+INCOMPLETE: Final = "incomplete"
+"""What :func:`plain_post` says of the start of a fast request whose rest is still coming
+(clients such as the openai SDK's send the head and the body in two writes)."""
+Parsed = tuple[CIMultiDict[str], bytes] | None | Literal["incomplete"]
+
+
+def plain_post(data: bytes, limit: int) -> Parsed:
     """The headers and body of ``data`` if it is exactly one fast request of at most
-    ``limit`` body bytes, else None."""
+    ``limit`` body bytes; :data:`INCOMPLETE` if it may become one; else None."""
     if not data.startswith(REQUEST_LINE):
-        return None
+        return INCOMPLETE if REQUEST_LINE.startswith(data) else None
     end = data.find(b"\r\n\r\n", 0, LONGEST_HEAD)
     if end < 0:
-        return None
+        return INCOMPLETE if len(data) < LONGEST_HEAD else None
     body = data[end + 4 :]
     headers: CIMultiDict[str] = CIMultiDict()
     length = -1
@@ -108,8 +115,10 @@ def plain_post(data: bytes, limit: int) -> tuple[CIMultiDict[str], bytes] | None
         ):
             return None
         headers.add(name.decode("ascii"), value.decode("ascii"))
-    if b"host" not in seen or length != len(body) or not 0 < length <= limit:
+    if b"host" not in seen or not 0 < length <= limit or len(body) > length:
         return None
+    if len(body) < length:
+        return INCOMPLETE
     return headers, body
 
 
@@ -155,7 +164,7 @@ class FastRequest(dict[Any, Any]):
 class FastLaneHandler(RequestHandler):
     """aiohttp's connection protocol, with the fast lane in front of its parser."""
 
-    __slots__ = ("_fast", "_lane", "_pending", "_task")
+    __slots__ = ("_fast", "_lane", "_partial", "_pending", "_task")
 
     def __init__(self, lane: FastChat, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,6 +175,8 @@ class FastLaneHandler(RequestHandler):
         """A fast request that had to wait, still running."""
         self._pending = bytearray()
         """Bytes that came while :attr:`_task` ran."""
+        self._partial = bytearray()
+        """The start of a fast request whose rest has not come yet."""
 
     def data_received(self, data: bytes) -> None:
         if self._task is not None:
@@ -173,10 +184,20 @@ class FastLaneHandler(RequestHandler):
             if len(self._pending) > PENDING_LIMIT and self.transport is not None:
                 self.transport.pause_reading()  # resumed when the waiting request answers
             return
-        if self._fast and not (self._force_close or self._close) and self._take(data):
-            return
+        if self._fast and not (self._force_close or self._close):
+            if self._partial:
+                self._partial += data
+                data = bytes(self._partial)
+            taken = self._take(data)
+            if taken == INCOMPLETE:
+                if not self._partial:
+                    self._partial += data
+                return
+            self._partial.clear()
+            if taken:
+                return
         self._fast = False
-        super().data_received(data)
+        super().data_received(data)  # every byte the lane held, from the start
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._task is not None:
@@ -190,8 +211,9 @@ class FastLaneHandler(RequestHandler):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         await super().shutdown(timeout)
 
-    def _take(self, data: bytes) -> bool:
-        """Answer ``data`` here if it is a fast request; False: aiohttp's to parse."""
+    def _take(self, data: bytes) -> bool | Literal["incomplete"]:
+        """Answer ``data`` here if it is a fast request; False: aiohttp's to parse;
+        :data:`INCOMPLETE`: wait for the rest."""
         transport = self.transport
         if transport is None or transport.get_write_buffer_size() > HIGH_WATER:
             return False
@@ -200,8 +222,8 @@ class FastLaneHandler(RequestHandler):
         lane = self._lane
         arrival = time.monotonic()
         parsed = plain_post(data, lane.limit)
-        if parsed is None:
-            return False
+        if parsed is None or parsed == INCOMPLETE:
+            return INCOMPLETE if parsed else False
         headers, body = parsed
         decoded = lane.decode(body)
         if decoded is None or decoded.stream or decoded.n not in (None, 1):
