@@ -412,3 +412,19 @@ def test_a_busy_fast_connection_stays_open_and_an_idle_one_closes(
         started = time.monotonic()
         assert sock.recv(1) == b""  # idle: closed by the keep-alive timeout
         assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("extra", [b"", TO_AIOHTTP], ids=["fast", "aiohttp"])
+def test_a_request_past_the_shutdown_timeout_is_aborted_and_its_connection_closed(
+    llmsim_server: Callable[..., RunningServer], extra: bytes
+) -> None:
+    server = llmsim_server("--time-to-first-token", "20s", "--shutdown-timeout", "500ms")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request(WRK + extra))
+        time.sleep(0.2)
+        assert gauge(server, "vllm:num_requests_running") == 1
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert sock.recv(65536) == b""  # closed without an answer, as aiohttp closes it
+    assert server.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5

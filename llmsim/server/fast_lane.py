@@ -35,7 +35,7 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from llmsim.api.http.keys import STREAMED
+from llmsim.api.http.keys import GENERATION, STREAMED
 from llmsim.api.http.sse import HIGH_WATER
 from llmsim.api.openai.inference import FAST_CHAT, FastChat
 
@@ -239,7 +239,11 @@ class FastLaneHandler(RequestHandler):
         except StopIteration as stop:
             self._answer(request, stop.value, started)
             return True
-        self._task = self._loop.create_task(self._finish(request, coro, waiting, started))
+        task = self._task = self._loop.create_task(self._finish(request, coro, waiting, started))
+        group = request.get(GENERATION)
+        for sequence in group.sequences if group is not None else ():
+            if sequence.task is None:  # it started before there was a task: this is it
+                sequence.task = task  # so a shutdown's abort cancels it, as aiohttp's
         return True
 
     async def _finish(
