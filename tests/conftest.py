@@ -115,7 +115,10 @@ class RunningServer:
         return self.base_url + "/v1"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The output so far, in whole lines: a line still being written waits for the next
+        read (a reader would see half a JSON record)."""
+        text = self.log_path.read_text(errors="replace")
+        return text[: text.rfind("\n") + 1]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         return stop_process(self.process, sig)
