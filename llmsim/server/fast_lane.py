@@ -37,7 +37,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from llmsim.api.http.keys import GENERATION, STREAMED
 from llmsim.api.http.sse import HIGH_WATER
-from llmsim.api.openai.inference import FAST_CHAT, FastChat
+from llmsim.api.openai.inference import DECODED, FAST_CHAT, FastChat
 
 logger = logging.getLogger("llmsim.server")
 
@@ -229,7 +229,7 @@ class FastLaneHandler(RequestHandler):
         if decoded is None or decoded.stream or decoded.n not in (None, 1):
             return False
         request = FastRequest(lane.app, headers, body, self)
-        request[lane.body_key] = (decoded, arrival)
+        request[DECODED] = (decoded, arrival)
         started = self._loop.time()
         coro = cast(
             Coroutine[Any, Any, web.StreamResponse], lane.handler(cast(web.Request, request))

@@ -59,16 +59,12 @@ def guard(
                 raise APIError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
         except APIError as exc:
-            if log_errors:
-                _log_stack(request, exc.status, exc.message)
-            _report(request, exc.status, exc.message)
+            _report(request, exc.status, exc.message, log_errors)
             return shaped_error_response(
                 request.path, exc.status, exc.message, exc.param, exc.headers, exc.type
             )
         except ServiceError as exc:  # a refusal of the layer every door shares
-            if log_errors:
-                _log_stack(request, exc.status, exc.message)
-            _report(request, exc.status, exc.message)
+            _report(request, exc.status, exc.message, log_errors)
             return shaped_error_response(
                 request.path, exc.status, exc.message, exc.param, None, exc.type
             )
@@ -77,9 +73,7 @@ def guard(
                 raise
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             message = _http_message(exc, request)
-            if log_errors:
-                _log_stack(request, exc.status, message)
-            _report(request, exc.status, message)
+            _report(request, exc.status, message, log_errors)
             return shaped_error_response(request.path, exc.status, message, headers=headers)
         except ConnectionError:
             raise
@@ -94,18 +88,6 @@ def guard(
     guarded.__name__ = getattr(handler, "__name__", "guarded")
     guarded.__doc__ = handler.__doc__
     return guarded
-
-
-def _log_stack(request: web.Request, status: int, message: str) -> None:
-    """The error being answered, with the stack trace that raised it."""
-    logger.error(
-        "error response %d to %s %s: %s",
-        status,
-        request.method,
-        request.path,
-        message,
-        exc_info=True,
-    )
 
 
 async def not_routed(request: web.Request) -> web.StreamResponse:
@@ -159,8 +141,18 @@ def _header_bytes(value: str) -> bytes:
     return value.strip().encode("utf-8", "surrogateescape")
 
 
-def _report(request: web.Request, status: int, message: str) -> None:
-    """Pass an error answer to the listener kept on the app (the dashboard's stats)."""
+def _report(request: web.Request, status: int, message: str, with_stack: bool = False) -> None:
+    """Pass an error answer to the listener kept on the app (the dashboard's stats), and log
+    it with the stack trace that raised it when asked (``--log-error-stack``)."""
+    if with_stack:
+        logger.error(
+            "error response %d to %s %s: %s",
+            status,
+            request.method,
+            request.path,
+            message,
+            exc_info=True,
+        )
     listener = request.app.get(ERROR_LISTENER)
     if listener is not None:
         listener(status, error_type(status), message, request.method, request.path)

@@ -193,7 +193,8 @@ COMPLETION = Flavor(
 PLAIN_CHAT = plain_chat_decoder()
 """The common chat body decoded in C (:mod:`plain_chat`); None without msgspec."""
 DECODED = "llmsim.decoded_chat"
-"""The fast lane's request key: the body decoded already, and its arrival time."""
+"""The fast lane's request key (:func:`create_decoded_chat_completion`): the body decoded
+already, and its arrival time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +208,6 @@ class FastChat:
     decode: Callable[[bytes], ChatCompletionRequest | None]
     limit: int
     """The largest body it takes (larger ones are read and parsed the usual way)."""
-    body_key: str = DECODED
 
 
 FAST_CHAT = web.AppKey("fast_chat", FastChat)
