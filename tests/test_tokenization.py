@@ -354,6 +354,41 @@ def test_chat_template_file_with_the_builtin_tokenizer(tmp_path: Path, llmsim_se
     assert "".join(tokens["token_strs"]) == "[user] Hello there\n[assistant] keen"
     _, chat = call(server, "/v1/chat/completions", {**own, "max_tokens": 2})
     assert chat["usage"]["prompt_tokens"] == tokens["count"]
+    # The Responses API hands its chat_template_kwargs to the template too.
+    asked = {"input": "Hello there", "chat_template_kwargs": {"mood": " keen"}}
+    _, response = call(server, "/v1/responses", {**asked, "max_output_tokens": 2})
+    assert response["usage"]["input_tokens"] == tokens["count"]
+
+
+def test_a_request_template_needs_the_servers_trust(llmsim_server: Any) -> None:
+    """As vLLM: a chat template a request brings is refused unless the server trusts them."""
+    messages = [{"role": "user", "content": "Hello there"}]
+    own = {"chat_template": "{{ messages }}"}
+    in_kwargs = {"chat_template_kwargs": {"chat_template": "{{ messages }}"}}
+    server = llmsim_server()
+    for path, body in [
+        ("/v1/chat/completions", {"messages": messages, **own}),
+        ("/v1/chat/completions", {"messages": messages, **in_kwargs}),
+        ("/tokenize", {"messages": messages, **own}),
+        ("/v1/responses", {"input": "Hello there", **in_kwargs}),
+    ]:
+        status, answer = call(server, path, body)
+        assert status == 400, (path, body)
+        assert answer["error"]["type"] == "BadRequestError"
+        assert answer["error"]["message"] == (
+            "Chat template is passed with request, but --trust-request-chat-template is not "
+            "set. Refused request with untrusted chat template."
+        )
+    status, plain = call(
+        server, "/v1/chat/completions", {"messages": messages, "chat_template": None}
+    )
+    assert status == 200
+    trusting = llmsim_server("--trust-request-chat-template")
+    status, chat = call(trusting, "/v1/chat/completions", {"messages": messages, **own})
+    assert status == 200
+    assert chat["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]  # the server's
+    status, _ = call(trusting, "/tokenize", {"messages": messages, **own})
+    assert status == 200
 
 
 def test_unreadable_chat_template_is_a_startup_error(tmp_path: Path) -> None:

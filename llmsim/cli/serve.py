@@ -297,6 +297,14 @@ def serve(
             panel=MODEL,
         ),
     ] = None,
+    trust_request_chat_template: Annotated[
+        bool | None,
+        _opt(
+            "trust_request_chat_template",
+            "--trust-request-chat-template/--no-trust-request-chat-template",
+            panel=MODEL,
+        ),
+    ] = None,
     fingerprint_mode: Annotated[
         str | None, _opt("fingerprint_mode", panel=MODEL, metavar="full|hash|custom|none")
     ] = None,

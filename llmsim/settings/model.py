@@ -208,6 +208,7 @@ class Settings(
         return (
             self.default_chat_template_kwargs is not None
             or self.exclude_tools_when_tool_choice_none
+            or not self.trust_request_chat_template
         )
 
     @property

@@ -41,7 +41,7 @@ VLLM_FLAGS = """
 --lora-modules                                                          ?str+         lora_modules
 --chat-template                                                         ?str          chat_template
 --chat-template-content-format                                          str{auto|openai|string}  -
---trust-request-chat-template !--no-trust-request-chat-template         bool          -
+--trust-request-chat-template !--no-trust-request-chat-template         bool          trust_request_chat_template
 --trust-request-mm-kwargs !--no-trust-request-mm-kwargs                 bool          -
 --default-chat-template-kwargs                                          loads         default_chat_template_kwargs
 --reasoning-effort-map                                                  loads         -

@@ -24,7 +24,7 @@ from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE, ENGINES, GENERATION, LIFECYCLE
 from llmsim.api.http.requests import is_large, read_json_object
 from llmsim.api.http.routing import engine_index
-from llmsim.api.openai.prompts import render_messages
+from llmsim.api.openai.prompts import check_request_template, render_messages
 from llmsim.api.openai.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
 from llmsim.api.openai.tokenization import check_model, validate
 from llmsim.engine import (
@@ -167,6 +167,10 @@ def _answer(
 
 def pooled_items(engine: Engine, body: PoolingInput) -> list[str | list[int]]:
     if body.messages is not None:
+        asked = body.__pydantic_extra__ or {}
+        check_request_template(
+            engine.settings, asked.get("chat_template"), asked.get("chat_template_kwargs")
+        )
         return [render_messages(engine.tokenizer, body.messages)]
     value = body.input
     if isinstance(value, str):

@@ -25,6 +25,7 @@ __all__ = [
     "GENERATION_PROMPT",
     "apply_server_options",
     "chat_prompt",
+    "check_request_template",
     "check_vocabulary",
     "completion_prompts",
     "render_chat",
@@ -97,11 +98,33 @@ def render_chat(request: ChatCompletionRequest, tokenizer: Tokenizer) -> str:
     )
 
 
+UNTRUSTED_TEMPLATE = (
+    "Chat template is passed with request, but --trust-request-chat-template is not set. "
+    "Refused request with untrusted chat template."
+)
+
+
+def check_request_template(settings: Settings, template: object, kwargs: object) -> None:
+    """vLLM's renderer refuses a chat template a request brings (``chat_template``, or
+    ``chat_template_kwargs.chat_template``) unless the server trusts such templates."""
+    if settings.trust_request_chat_template:
+        return
+    if template is not None or (
+        isinstance(kwargs, dict) and kwargs.get("chat_template") is not None
+    ):
+        raise APIError(400, UNTRUSTED_TEMPLATE)
+
+
 def apply_server_options(request: ChatCompletionRequest, settings: Settings) -> None:
     """The server's chat options, applied once as a chat request enters, as vLLM's renderer
-    applies them: ``--default-chat-template-kwargs`` under the request's own keys (the
-    template and the reasoning parser see the merge), and whether unused tools are
-    rendered."""
+    applies them: a template the request brings refused unless trusted,
+    ``--default-chat-template-kwargs`` under the request's own keys (the template and the
+    reasoning parser see the merge), and whether unused tools are rendered."""
+    asked = request.__pydantic_extra__
+    if asked:
+        check_request_template(
+            settings, asked.get("chat_template"), asked.get("chat_template_kwargs")
+        )
     defaults = settings.default_chat_template_kwargs
     if defaults is not None:
         extras = request.__pydantic_extra__

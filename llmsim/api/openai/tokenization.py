@@ -18,7 +18,7 @@ from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
 from llmsim.api.http.keys import ENGINE
 from llmsim.api.http.requests import error_param, is_large, read_json_object, telling_error
-from llmsim.api.openai.prompts import render_messages, template_kwargs
+from llmsim.api.openai.prompts import check_request_template, render_messages, template_kwargs
 from llmsim.api.openai.schemas import INTEGRAL, ChatMessage, _Body
 from llmsim.api.openai.structured_fields import ChatTool
 from llmsim.engine import Engine, UnknownModelError
@@ -97,6 +97,9 @@ async def tokenize(request: web.Request) -> web.Response:
     if "messages" in data:
         chat: TokenizeChatRequest = validate(TokenizeChatRequest, data)
         check_model(engine, chat.model)
+        check_request_template(
+            engine.settings, data.get("chat_template"), chat.chat_template_kwargs
+        )
         tools = [tool.model_dump(exclude_none=True) for tool in chat.tools or ()]
         text = render_messages(
             tokenizer,

@@ -126,6 +126,9 @@ def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[s
     fmt = response_format(body.text)
     if fmt is not None:
         chat["response_format"] = fmt
+    kwargs = (body.__pydantic_extra__ or {}).get("chat_template_kwargs")
+    if isinstance(kwargs, dict):  # the template and the reasoning parser read them, as vLLM's
+        chat["chat_template_kwargs"] = kwargs
     return {key: value for key, value in chat.items() if value is not None}
 
 

@@ -112,6 +112,13 @@ class ModelFields(BaseModel):
         "(vLLM's --exclude-tools-when-tool-choice-none). Off, as in vLLM: they are rendered "
         "and counted as prompt tokens.",
     )
+    trust_request_chat_template: bool = Field(
+        False,
+        description="Accept a chat request that brings its own chat_template (or "
+        "chat_template_kwargs.chat_template), as vLLM's --trust-request-chat-template. Off, as "
+        "in vLLM: such a request is refused with a 400. Accepted, it is rendered with the "
+        "server's template: a client's Jinja is never run.",
+    )
     fingerprint_mode: Literal["full", "hash", "custom", "none"] = Field(
         "full",
         description="The system_fingerprint of chat and completion answers, as vLLM's "
