@@ -170,7 +170,7 @@ def accepted_text(field: str) -> str:
     if kind == "secret":
         return "text, never logged or shown"
     if kind == "path":
-        return "the path of a TOML file"
+        return "a path"
     return kind
 
 

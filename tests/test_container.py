@@ -205,6 +205,8 @@ def test_the_health_check_finds_the_port_on_the_command_line() -> None:
     assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--port=9001", "m"]) == "9001"
     assert healthcheck.port_of([python, "-m", "llmsim", "serve", "--max-num-seqs", "4"]) is None
     assert healthcheck.port_of(["/sbin/init", "--port", "1"]) is None, "not the server"
+    assert healthcheck.serves_grpc_only([python, "-m", "llmsim", "serve", "m", "--grpc"])
+    assert not healthcheck.serves_grpc_only([python, "-m", "llmsim", "serve", "--grpc-port", "1"])
 
 
 def test_vllm_keep_alive_timeout_closes_idle_connections(image_command: type[Started]) -> None:

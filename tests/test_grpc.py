@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import importlib.metadata
+import os
 import re
 import signal
 import socket
@@ -485,3 +487,44 @@ def test_generated_modules_are_current(tmp_path: Path) -> None:
         assert (fresh / name).read_text() == (committed / name).read_text(), (
             f"{name} is stale: run python scripts/gen_grpc_stubs.py"
         )
+
+
+def test_grpc_instead_of_http(tmp_path: Path, proto: Any) -> None:
+    """``vllm serve M --grpc --port P``: gRPC on P, no HTTP, a clean stop on SIGTERM."""
+    pb, pb_grpc = proto
+    port = free_port()
+    log_path = tmp_path / "grpc-only.log"
+    command = [
+        sys.executable, "-m", "llmsim", "serve", "acme/tiny", "--grpc",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_health(port, health_pb2.HealthCheckResponse.SERVING)
+        request = pb.GenerateRequest(
+            text="hi", sampling_params=pb.SamplingParams(max_tokens=4, ignore_eos=True)
+        )
+        [answer] = list(stub_for(port, pb_grpc).Generate(request))
+        assert answer.complete.completion_tokens == 4
+        with pytest.raises((OSError, http.client.HTTPException)):  # HTTP/2 frames answer
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+        # The image's health check asks gRPC's health service of such a server.
+        check = [sys.executable, str(ROOT / "deploy" / "container" / "healthcheck.py")]
+        env = {**os.environ, "LLMSIM_PORT": str(port)}
+        assert subprocess.run(check, env=env, timeout=30).returncode == 1  # asks HTTP
+        env["LLMSIM_GRPC_ONLY"] = "1"
+        assert subprocess.run(check, env=env, timeout=30).returncode == 0
+    finally:
+        code = stop_process(process)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert f"grpc  127.0.0.1:{port}" in log
+    assert "no HTTP" in log
+    assert f"grpcurl -plaintext 127.0.0.1:{port} grpc.health.v1.Health/Check" in log
+
+
+def test_grpc_and_grpc_port_are_exclusive() -> None:
+    result = run_cli("serve", "--grpc", "--grpc-port", "0", "--port", "0")
+    assert result.returncode == 2
+    assert "--grpc and --grpc-port are mutually exclusive" in result.stderr

@@ -1,4 +1,5 @@
-"""The image's health check: ``/health`` answers, over HTTP or HTTPS.
+"""The image's health check: ``/health`` answers, over HTTP or HTTPS; for a server started
+with ``--grpc`` (or ``LLMSIM_GRPC_ONLY``), gRPC's standard health service answers SERVING.
 
 The port is the one the server was started with: ``--port N`` on the container's main
 process (llmsim, which ``vllm serve`` replaced itself with), else ``LLMSIM_PORT``, else
@@ -30,12 +31,38 @@ def port_of(argv: list[str]) -> str | None:
     return found
 
 
-def server_port() -> str:
+def server_argv() -> list[str]:
     try:
-        argv = MAIN_PROCESS.read_bytes().decode(errors="replace").split("\0")
+        return MAIN_PROCESS.read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        argv = []
+        return []
+
+
+def server_port(argv: list[str]) -> str:
     return port_of(argv) or os.environ.get("LLMSIM_PORT", "8000")
+
+
+def serves_grpc_only(argv: list[str]) -> bool:
+    """``--grpc`` on an llmsim command line, or the setting in the environment."""
+    if any("llmsim" in arg for arg in argv[:3]) and "--grpc" in argv:
+        return True
+    return os.environ.get("LLMSIM_GRPC_ONLY", "").lower() in ("1", "true", "yes", "on")
+
+
+def grpc_healthy(port: str) -> bool:
+    try:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    except ImportError:
+        return False
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def healthy(scheme: str, port: str) -> bool:
@@ -49,5 +76,8 @@ def healthy(scheme: str, port: str) -> bool:
 
 
 if __name__ == "__main__":
-    port = server_port()
+    argv = server_argv()
+    port = server_port(argv)
+    if serves_grpc_only(argv):
+        raise SystemExit(0 if grpc_healthy(port) else 1)
     raise SystemExit(0 if healthy("http", port) or healthy("https", port) else 1)

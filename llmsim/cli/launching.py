@@ -54,8 +54,11 @@ def launch_or_exit(
 
 
 def _check_grpc(instances: Sequence[Instance]) -> None:
-    """``--grpc-port`` without the grpc extra: one line naming it, exit status 2."""
-    if all(instance.settings.grpc_port is None for instance in instances):
+    """``--grpc-port`` or ``--grpc`` without the grpc extra: one line naming it, exit status 2."""
+    if all(
+        instance.settings.grpc_port is None and not instance.settings.grpc_only
+        for instance in instances
+    ):
         return
     from llmsim.api.grpc.availability import missing_grpc
 

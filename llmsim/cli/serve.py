@@ -65,6 +65,9 @@ def serve(
     port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
     uds: Annotated[str | None, _opt("uds", panel=SERVER, metavar="PATH")] = None,
     grpc_port: Annotated[str | None, _opt("grpc_port", panel=SERVER, metavar="INT")] = None,
+    grpc_only: Annotated[
+        bool | None, _opt("grpc_only", "--grpc-only/--no-grpc-only", "--grpc", panel=SERVER)
+    ] = None,
     log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,
     access_log: Annotated[

@@ -78,12 +78,17 @@ def base_url(settings: Settings, port: int) -> str:
     scheme = "https" if tls_enabled(settings) else "http"
     if settings.uds is not None:
         return f"{scheme}://localhost"
+    return f"{scheme}://{_address(settings, port)}"
+
+
+def _address(settings: Settings, port: int) -> str:
+    """``host:port`` a client on this machine reaches the server's TCP port at."""
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"{host}:{port}"
 
 
 def _tls_notes(settings: Settings) -> list[str]:
@@ -121,10 +126,23 @@ def curl_example(settings: Settings, port: int) -> str:
 
 def grpc_address(settings: Settings, port: int | None = None) -> str | None:
     """``host:port`` of the gRPC listener (what grpcurl takes), None without one."""
+    if settings.grpc_only:
+        return _address(settings, port if port is not None else settings.port)
     if settings.grpc_port is None:
         return None
     bound = port if port is not None else settings.grpc_port
-    return base_url(settings, bound).split("://", 1)[1] if bound else "<free port>"
+    return _address(settings, bound) if bound else "<free port>"
+
+
+def grpcurl_example(settings: Settings, address: str) -> str:
+    """A first call to a gRPC-only server: its health check."""
+    auth = '-H "authorization: Bearer $LLMSIM_API_KEY" ' if settings.api_key is not None else ""
+    ca = self_signed_ca(settings)
+    if not tls_enabled(settings):
+        auth = "-plaintext " + auth
+    elif ca is not None:
+        auth = f"-cacert {shlex.quote(str(ca))} " + auth
+    return f"grpcurl {auth}{address} grpc.health.v1.Health/Check"
 
 
 def render_banner(
@@ -159,7 +177,9 @@ def render_banner(
     extras = []
     if settings.api_key is not None:
         extras.append(
-            "API key required on /v1/* and /admin/*"
+            "API key required on gRPC"
+            if settings.grpc_only
+            else "API key required on /v1/* and /admin/*"
             + (" and gRPC" if settings.grpc_port is not None else "")
         )
     if settings.failure_injection_rate:
@@ -185,17 +205,25 @@ def render_banner(
             escape("accepted, no effect here: " + ", ".join(settings.vllm_flags_without_effect)),
         )
     url = base_url(settings, port)
-    if settings.uds is not None:
+    if settings.grpc_only:
+        pass  # no HTTP: the gRPC row below is the address
+    elif settings.uds is not None:
         table.add_row("url", escape(f"unix:{settings.uds}  (metrics: {url}/metrics over it)"))
     else:
         table.add_row("url", f"[link={url}]{url}[/link]  (metrics: {url}/metrics)")
     grpc = grpc_address(settings, grpc_port)
     if grpc is not None:
-        table.add_row("grpc", f"{grpc}  (vllm.grpc.engine.VllmEngine, health, reflection)")
+        only = ", no HTTP" if settings.grpc_only else ""
+        table.add_row("grpc", f"{grpc}  (vllm.grpc.engine.VllmEngine, health, reflection{only})")
     title = f"[bold]llmsim {__version__}[/bold] · vLLM-compatible simulator · {loop_name}"
     console.print(Panel(table, title=title, title_align="left", border_style="green", expand=False))
     # Outside the panel and unwrapped, so it can be copied as one line.
-    console.print(curl_example(settings, port), markup=False, highlight=False, soft_wrap=True)
+    example = (
+        grpcurl_example(settings, grpc)
+        if settings.grpc_only and grpc is not None
+        else curl_example(settings, port)
+    )
+    console.print(example, markup=False, highlight=False, soft_wrap=True)
 
 
 def _data_parallel(settings: Settings) -> str | None:
@@ -232,6 +260,8 @@ def startup_fields(
     grpc = grpc_address(settings, grpc_port)
     if grpc is not None:
         fields["grpc_address"] = grpc
+    if settings.grpc_only:
+        fields["url"] = None  # no HTTP
     return fields
 
 

@@ -34,6 +34,12 @@ def launch(
     if forking and not hasattr(signal, "sigtimedwait"):
         logger.warning("this platform has no sigtimedwait (macOS): running all in one process")
         forking = False
+    if forking and any(instance.settings.grpc_only for instance in instances):
+        from llmsim.server.runner import ServerStartError
+
+        raise ServerStartError(
+            "--grpc serves one process's instances: use --data-parallel-backend inprocess"
+        )
     if forking:
         from llmsim.pool.spread import spread, worker_count
         from llmsim.pool.supervisor import Supervisor

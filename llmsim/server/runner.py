@@ -72,10 +72,11 @@ class _Running:
     instance: Instance
     lifecycle: Lifecycle
     runner: web.AppRunner
-    site: web.BaseSite
+    site: web.BaseSite | None
+    """The HTTP listener (None: ``--grpc`` serves gRPC only)."""
     port: int
     grpc: GrpcDoor | None = None
-    """The gRPC listener beside HTTP (``--grpc-port``), on the same engine."""
+    """The gRPC listener beside HTTP (``--grpc-port``) or instead of it, on the same engine."""
 
 
 class Server:
@@ -202,6 +203,10 @@ class Server:
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        if settings.grpc_only:  # the app still runs: its start-up starts the engines
+            door = await _start_grpc(instance, app, stack)
+            assert door is not None
+            return _Running(instance, lifecycle, runner, None, door.port, door)
         try:
             if self.listeners is not None:
                 sock = self.listeners[index]
@@ -247,7 +252,8 @@ class Server:
                 )
                 if instance.name:
                     fields["instance"] = instance.name
-                message = f"llmsim {fields['version']} serving {fields['model']} at {fields['url']}"
+                where = fields["url"] or f"grpc {fields['grpc_address']}"
+                message = f"llmsim {fields['version']} serving {fields['model']} at {where}"
                 log_with_fields(logger, logging.INFO, message, fields)
         elif len(self.instances) == 1 and not self.instances[0].name:
             render_banner(
@@ -296,7 +302,8 @@ class Server:
         item.lifecycle.begin_drain()
         if item.grpc is not None:
             await item.grpc.begin_drain()
-        await item.site.stop()
+        if item.site is not None:
+            await item.site.stop()
         engines = item.runner.app[ENGINES]
         timeout = item.instance.settings.shutdown_timeout
         busy = engines.busy
@@ -318,9 +325,10 @@ class Server:
 async def _start_grpc(
     instance: Instance, app: web.Application, stack: contextlib.AsyncExitStack
 ) -> GrpcDoor | None:
-    """Serve gRPC beside HTTP when ``grpc_port`` is set (the CLI checked for the extra)."""
+    """Serve gRPC beside HTTP when ``grpc_port`` is set, or instead of it with ``grpc_only``
+    (the CLI checked for the extra)."""
     settings = instance.settings
-    if settings.grpc_port is None:
+    if settings.grpc_port is None and not settings.grpc_only:
         return None
     from llmsim.api.grpc.server import GrpcStartError, start_for_app
 

@@ -164,6 +164,12 @@ class Settings(
                 "grpc_port",
                 f"gRPC ports {self.grpc_port}..{last_grpc_port} go past {MAX_PORT}; lower the port",
             )
+        if self.grpc_only and self.grpc_port is not None:  # vLLM's words
+            raise _cross_field_error(
+                "grpc_port",
+                "--grpc and --grpc-port are mutually exclusive: --grpc serves gRPC on --port "
+                "instead of HTTP, --grpc-port serves it beside HTTP",
+            )
         tls_problem = tls_conflict(self)
         if tls_problem is not None:
             raise _cross_field_error(*tls_problem)

@@ -28,7 +28,7 @@ VLLM_FLAGS = """
 --headless-client-handshake-address                                     str           -
 --api-server-count -asc                                                 int           api_server_count
 --config                                                                str           =config
---grpc                                                                  flag          -
+--grpc                                                                  flag          grpc_only
 --disable-log-stats                                                     flag          =log_stats
 --aggregate-engine-logging                                              flag          -
 --fail-on-environ-validation !--no-fail-on-environ-validation           bool          -

@@ -148,5 +148,8 @@ async def start_for_app(app: web.Application, settings: Settings) -> GrpcDoor:
         app[RESPONDER],
         app[SERVER_LOAD],
     )
-    port = settings.grpc_port if settings.grpc_port is not None else 0
+    if settings.grpc_only:
+        port = settings.port
+    else:
+        port = settings.grpc_port if settings.grpc_port is not None else 0
     return await start_grpc(settings, state, app.get(SLEEP), port)

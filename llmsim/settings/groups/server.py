@@ -42,6 +42,13 @@ class ServerFields(BaseModel):
         "one; with --dp-ports each rank's server uses grpc-port + its index). Needs the grpc "
         "extra.",
     )
+    grpc_only: bool = Field(
+        False,
+        description="Serve vLLM's gRPC API (vllm.grpc.engine.VllmEngine, with health and "
+        "reflection) on --host/--port instead of HTTP, as `vllm serve --grpc` does: no HTTP "
+        "routes, no /metrics. One process only (not with several instances on the mp or "
+        "workers backend). Needs the grpc extra.",
+    )
     log_level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(level_name)
     ] = Field(
