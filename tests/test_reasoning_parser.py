@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer, post_json, start_server, stream_events
+from conftest import RunningServer, post_json, run_cli, start_server, stream_events
 
 MODEL = "org/thinker"
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -168,3 +168,35 @@ def test_default_chat_template_kwargs_and_unused_tools_as_vllm_serves_them(
     _, offered = chat(running, tools=TOOLS, tool_choice="auto")
     assert unused["usage"]["prompt_tokens"] == bare["usage"]["prompt_tokens"]
     assert offered["usage"]["prompt_tokens"] > bare["usage"]["prompt_tokens"]
+
+
+def test_reasoning_effort_turns_thinking_on_or_off(server: RunningServer) -> None:
+    """As vLLM's renderer: any effort but none asks for thinking, unless the request's own
+    chat template kwargs say otherwise; an effort vLLM does not know is a 400."""
+    _, off = chat(server, reasoning_effort="none")
+    assert off["choices"][0]["message"]["reasoning"] is None
+    _, on = chat(server, reasoning_effort="high")
+    assert on["choices"][0]["message"]["reasoning"]
+    _, own = chat(server, reasoning_effort="high", chat_template_kwargs={"enable_thinking": False})
+    assert own["choices"][0]["message"]["reasoning"] is None
+    status, refused = chat(server, reasoning_effort="huge")
+    assert status == 400
+    assert "reasoning_effort" in refused["error"]["message"]
+    body = {"model": MODEL, "input": "Why?", "reasoning": {"effort": "none"}}
+    _, response = post_json(server, "/v1/responses", body)
+    assert [item["type"] for item in response["output"]] == ["message"]
+
+
+def test_reasoning_effort_map_rewrites_the_effort(
+    llmsim_server: Callable[..., RunningServer],
+) -> None:
+    running = llmsim_server(
+        MODEL, "--reasoning-parser", "qwen3", "--reasoning-effort-map", '{"low": "none"}'
+    )
+    _, low = chat(running, reasoning_effort="low")
+    assert low["choices"][0]["message"]["reasoning"] is None
+    _, medium = chat(running, reasoning_effort="medium")
+    assert medium["choices"][0]["message"]["reasoning"]
+    result = run_cli("serve", MODEL, "--reasoning-effort-map", '{"huge": "max"}')
+    assert result.returncode == 2
+    assert "unknown efforts ['huge']" in result.stderr

@@ -292,6 +292,9 @@ def serve(
     default_chat_template_kwargs: Annotated[
         str | None, _opt("default_chat_template_kwargs", panel=MODEL, metavar="JSON")
     ] = None,
+    reasoning_effort_map: Annotated[
+        str | None, _opt("reasoning_effort_map", panel=MODEL, metavar="JSON")
+    ] = None,
     exclude_tools_when_tool_choice_none: Annotated[
         bool | None,
         _opt(

@@ -209,15 +209,6 @@ class Settings(
         return self.access_log and not self.dashboard
 
     @property
-    def chat_options_set(self) -> bool:
-        """Whether chat requests take a server option before they are rendered."""
-        return (
-            self.default_chat_template_kwargs is not None
-            or self.exclude_tools_when_tool_choice_none
-            or not self.trust_request_chat_template
-        )
-
-    @property
     def cpu_lora_capacity(self) -> int:
         return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
 

@@ -9,6 +9,12 @@ the models differ in one thing a simulator can show: whether they think unless t
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""The efforts a chat request may ask for (vLLM's ``reasoning_effort``)."""
+REASONING_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
+
 REASONING_PARSERS = (
     "deepseek_r1",
     "deepseek_v3",
@@ -63,3 +69,12 @@ def thinks(parser: str, template_kwargs: object) -> bool:
         if key in template_kwargs:
             return bool(template_kwargs[key])
     return default
+
+
+def check_effort_map(value: dict[str, str] | None) -> dict[str, str] | None:
+    """vLLM's start-up check of ``--reasoning-effort-map``: its keys are efforts."""
+    if value and (unknown := sorted(set(value) - set(REASONING_EFFORTS))):
+        raise ValueError(
+            f"unknown efforts {unknown}; keys must be one of {list(REASONING_EFFORTS)}"
+        )
+    return value

@@ -44,7 +44,7 @@ VLLM_FLAGS = """
 --trust-request-chat-template !--no-trust-request-chat-template         bool          trust_request_chat_template
 --trust-request-mm-kwargs !--no-trust-request-mm-kwargs                 bool          -
 --default-chat-template-kwargs                                          loads         default_chat_template_kwargs
---reasoning-effort-map                                                  loads         -
+--reasoning-effort-map                                                  loads         reasoning_effort_map
 --response-role                                                         str           response_role
 --return-tokens-as-token-ids !--no-return-tokens-as-token-ids           bool          return_tokens_as_token_ids
 --enable-auto-tool-choice !--disable-auto-tool-choice !--no-enable-auto-tool-choice  bool  enable_auto_tool_choice

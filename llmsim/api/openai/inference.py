@@ -276,7 +276,7 @@ async def _generate(
     request_id = flavor.id_prefix + (client_id or body_id or f"{random.getrandbits(128):032x}")
     target = resolve(engine, body.model)
     settings = engine.settings
-    if settings.chat_options_set and isinstance(body, ChatCompletionRequest):
+    if isinstance(body, ChatCompletionRequest):
         apply_server_options(body, settings)
     # One set test tells a plain request, which skips every feature check below.
     plain = body.__pydantic_fields_set__.isdisjoint(FEATURE_FIELDS)

@@ -125,6 +125,8 @@ def apply_server_options(request: ChatCompletionRequest, settings: Settings) -> 
         check_request_template(
             settings, asked.get("chat_template"), asked.get("chat_template_kwargs")
         )
+    if request.reasoning_effort is not None:
+        _hand_over_effort(request, request.reasoning_effort, settings.reasoning_effort_map)
     defaults = settings.default_chat_template_kwargs
     if defaults is not None:
         extras = request.__pydantic_extra__
@@ -135,6 +137,24 @@ def apply_server_options(request: ChatCompletionRequest, settings: Settings) -> 
         )
     if settings.exclude_tools_when_tool_choice_none:
         request.hide_unused_tools()
+
+
+def _hand_over_effort(
+    request: ChatCompletionRequest, effort: str, effort_map: dict[str, str] | None
+) -> None:
+    """As vLLM's renderer: the template gets the effort (rewritten by
+    ``--reasoning-effort-map``) as ``reasoning_effort``, and ``enable_thinking`` unless the
+    request set it: on for any effort but ``none``."""
+    effort = effort_map.get(effort, effort) if effort_map else effort
+    extras = request.__pydantic_extra__
+    if extras is None:
+        extras = request.__pydantic_extra__ = {}
+    own = extras.get("chat_template_kwargs")
+    kwargs = {**own} if isinstance(own, dict) else {}
+    if "enable_thinking" not in kwargs:
+        kwargs["enable_thinking"] = effort != "none"
+    kwargs["reasoning_effort"] = effort
+    extras["chat_template_kwargs"] = kwargs
 
 
 def template_kwargs(asked: object, defaults: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from llmsim.api.openai.structured_fields import (
     check_tool_usage,
 )
 from llmsim.service.sampling import Sampling
+from llmsim.settings.parsers import ReasoningEffort
 
 INT64_MAX = 2**63 - 1
 MAX_N = 128
@@ -224,6 +225,8 @@ class ChatCompletionRequest(_SamplingRequest, ToolFields, StructuredFields):
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=INT64_MAX), INTEGRAL] | None = None
     """Bounded by ``--max-logprobs`` in the handler."""
+    reasoning_effort: ReasoningEffort | None = None
+    """Handed to the chat template (see :func:`~llmsim.api.openai.prompts.apply_server_options`)."""
 
     @property
     def output_limit(self) -> int | None:

@@ -36,6 +36,7 @@ from llmsim.api.responses.convert import (
     response_format,
 )
 from llmsim.api.responses.store import MissingResponse, ResponseStore, stored_response
+from llmsim.settings.parsers import ReasoningEffort
 
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
@@ -55,6 +56,14 @@ def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
                 f"value of {key!r} is {len(value)} characters; at most {METADATA_MAX_VALUE}"
             )
     return metadata
+
+
+class Reasoning(BaseModel):
+    """``reasoning``: its ``effort`` reaches the chat template as chat's ``reasoning_effort``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    effort: ReasoningEffort | None = None
 
 
 class ResponsesRequest(BaseModel):
@@ -78,6 +87,7 @@ class ResponsesRequest(BaseModel):
     seed: Int64 | None = None
     user: str | None = None
     metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] | None = None
+    reasoning: Reasoning | None = None
 
 
 RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
@@ -126,6 +136,8 @@ def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[s
     fmt = response_format(body.text)
     if fmt is not None:
         chat["response_format"] = fmt
+    if body.reasoning is not None and body.reasoning.effort is not None:
+        chat["reasoning_effort"] = body.reasoning.effort
     kwargs = (body.__pydantic_extra__ or {}).get("chat_template_kwargs")
     if isinstance(kwargs, dict):  # the template and the reasoning parser read them, as vLLM's
         chat["chat_template_kwargs"] = kwargs

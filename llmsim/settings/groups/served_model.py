@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from llmsim.settings.field_types import Names, json_object_config
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules
+from llmsim.settings.parsers import check_effort_map
 
 
 class ModelFields(BaseModel):
@@ -105,6 +106,18 @@ class ModelFields(BaseModel):
         "itself (vLLM's --default-chat-template-kwargs), as JSON or a TOML table: the template "
         'renders them and the reasoning parser reads them, so {"enable_thinking": false} '
         "starts a Qwen3-style model without thinking.",
+    )
+    reasoning_effort_map: Annotated[
+        dict[str, str] | None,
+        NoDecode,
+        BeforeValidator(json_object_config),
+        AfterValidator(check_effort_map),
+    ] = Field(
+        None,
+        description="Rewrite a request's reasoning effort to one the chat template knows "
+        "(vLLM's --reasoning-effort-map), as JSON or a TOML table: "
+        '{"medium": "low", "xhigh": "max"}. The template gets the effort as '
+        "reasoning_effort; unlisted efforts pass unchanged.",
     )
     exclude_tools_when_tool_choice_none: bool = Field(
         False,
