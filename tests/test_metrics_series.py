@@ -16,7 +16,8 @@ from conftest import post_json
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmsim.engine import Engine, Sequence
-from llmsim.observability.metrics import Metrics, fast_families
+from llmsim.observability.metrics import Metrics
+from llmsim.observability.registry import fast_families
 from llmsim.observability.vllm_series import (
     BY_NAME,
     FINISHED_REASONS,

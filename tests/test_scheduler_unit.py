@@ -63,6 +63,7 @@ class RecordingObserver:
     finished: list[tuple[str, int, str | None]] = field(default_factory=list)
     first_tokens: list[tuple[str, float]] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
 
     def request_submitted(self, n: int) -> None:
         self.submitted.append(n)
@@ -90,6 +91,9 @@ class RecordingObserver:
 
     def sequence_finished(self, sequence: Sequence) -> None:
         self.finished.append((sequence.request_id, sequence.index, sequence.finish_reason))
+
+    def admission_rejected(self, reason: str) -> None:
+        self.rejected.append(reason)
 
     def reasons(self, request_id: str) -> list[str | None]:
         return [reason for rid, _, reason in self.finished if rid == request_id]

@@ -87,6 +87,10 @@ async def test_a_burst_that_overflows_the_cache_is_held_back_preempted_and_compl
         assert running(after) == 0
         assert waiting(after) == 0
         assert metric(after, "vllm:request_success_total", finished_reason="length") == 14
+        # Each request's preemptions, observed as it finished, add up to the engine's.
+        preempted = metric(after, "vllm:request_num_preemptions_sum")
+        assert preempted == metric(after, "vllm:num_preemptions_total") > 0
+        assert metric(after, "vllm:request_num_preemptions_count") == 14
 
 
 async def test_a_shared_prefix_reaches_its_first_token_much_sooner(

@@ -394,6 +394,12 @@ def serve(
     max_waiting_queue_length: Annotated[
         str | None, _opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
     ] = None,
+    max_num_queued_reqs: Annotated[
+        str | None, _opt("max_num_queued_reqs", panel=SCHED, metavar="INT")
+    ] = None,
+    max_num_queued_tokens: Annotated[
+        str | None, _opt("max_num_queued_tokens", panel=SCHED, metavar="TOKENS")
+    ] = None,
     max_loras: Annotated[str | None, _opt("max_loras", panel=SCHED, metavar="INT")] = None,
     max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[

@@ -3,6 +3,7 @@
 May import ``settings`` only, and never aiohttp: the engine runs and is tested without a server.
 """
 
+from llmsim.engine.admission import AdmissionError
 from llmsim.engine.answer import Answer, ToolCall
 from llmsim.engine.engine import PAUSE_MODES, Engine, RequestGroup
 from llmsim.engine.lora import Adapter, AdapterExistsError, AdapterNotFoundError
@@ -24,6 +25,7 @@ __all__ = [
     "Adapter",
     "AdapterExistsError",
     "AdapterNotFoundError",
+    "AdmissionError",
     "Answer",
     "ContextLengthError",
     "Engine",

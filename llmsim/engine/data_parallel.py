@@ -74,6 +74,8 @@ class DataParallelEngines:
         if len(engines) != len(ranks) or not engines:
             raise ValueError("one rank per engine, at least one engine")
         self.engines = tuple(engines)
+        for engine in self.engines:
+            engine.siblings = self.engines  # the admission limits count them all
         self.ranks = tuple(ranks)
         self._index = {rank: index for index, rank in enumerate(self.ranks)}
         self._start = 0

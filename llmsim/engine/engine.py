@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
 from typing import Literal, get_args
 
+from llmsim.engine.admission import admit, limited
 from llmsim.engine.block_hash import BlockHasher
 from llmsim.engine.generation import GeneratedText, generate
 from llmsim.engine.kv_blocks import KVBlocks
@@ -46,7 +47,7 @@ from llmsim.engine.step.costs import FrontEnd, StepCosts
 from llmsim.engine.step.step_engine import StepEngine
 from llmsim.engine.step.step_loop import StepLoop
 from llmsim.engine.step.wakeup import sleep_until
-from llmsim.engine.timing import LatencyModel, LatencyProfile
+from llmsim.engine.timing import LatencyModel, latency_profile
 from llmsim.engine.tokenizer import BuiltinTokenizer, Tokenizer, load_tokenizer, tokenize
 from llmsim.settings.model import Settings
 
@@ -61,7 +62,6 @@ __all__ = [
     "RequestGroup",
     "Target",
     "UnknownModelError",
-    "latency_profile",
 ]
 
 logger = logging.getLogger("llmsim.engine")
@@ -127,6 +127,8 @@ class Engine:
             )
             core.kv.lora_ids = self.loras.int_id
             self.step = StepLoop(core, lambda: self.observer)
+        self.siblings: tuple[Engine, ...] = (self,)
+        """The server's engines, this one included: the admission limits count them all."""
         keeps_blocks = self.step is not None or self.blocks is not None
         self.needs_token_ids = keeps_blocks and settings.enable_prefix_caching
         """Whether prompts should carry token ids (a block-level prefix cache hashes them)."""
@@ -262,6 +264,9 @@ class Engine:
         """Generate the outputs (unless :meth:`outputs` made them already) and hand the
         sequences to the scheduler."""
         self._check_context(request)
+        if limited(self.settings):  # over a queue limit: refused before anything is made
+            schedulers = (engine.scheduler for engine in self.siblings)
+            admit(schedulers, self.settings, len(request.prompts) * request.n, self.observer)
         max_len = self.settings.max_model_len
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
         made = iter(outputs) if outputs is not None else None
@@ -483,17 +488,3 @@ async def _wait_until(settled: Callable[[], bool], timeout: float | None, poll: 
             return False
         await asyncio.sleep(poll)
     return True
-
-
-def latency_profile(settings: Settings) -> LatencyProfile:
-    """The latency knobs of ``settings``, as the timing model takes them."""
-    return LatencyProfile(
-        time_to_first_token=settings.time_to_first_token,
-        time_to_first_token_std_dev=settings.time_to_first_token_std_dev,
-        inter_token_latency=settings.inter_token_latency,
-        inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
-        time_factor_under_load=settings.time_factor_under_load,
-        latency_model=settings.latency_model,
-        frontend_latency=settings.frontend_latency,
-        prefill_time_per_token=settings.prefill_time_per_token,
-    )

@@ -30,6 +30,9 @@ class EngineObserver(Protocol):
     def sequence_finished(self, sequence: Sequence) -> None:
         """Finished or aborted; ``sequence.finish_reason`` says which."""
 
+    def admission_rejected(self, reason: str) -> None:
+        """A request was refused over a queue limit (:mod:`llmsim.engine.admission`)."""
+
 
 class NullObserver:
     """Observer for engines used without metrics (unit tests, embedding)."""
@@ -50,6 +53,9 @@ class NullObserver:
         return None
 
     def sequence_finished(self, sequence: Sequence) -> None:
+        return None
+
+    def admission_rejected(self, reason: str) -> None:
         return None
 
 
@@ -86,3 +92,7 @@ class FanOutObserver:
     def sequence_finished(self, sequence: Sequence) -> None:
         for observer in self.observers:
             observer.sequence_finished(sequence)
+
+    def admission_rejected(self, reason: str) -> None:
+        for observer in self.observers:
+            observer.admission_rejected(reason)

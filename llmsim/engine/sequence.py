@@ -65,6 +65,8 @@ class Sequence:
     """The output's first tokens that are the model's thought (with a reasoning parser)."""
     cached_tokens: int = 0
     """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
+    num_preemptions: int = 0
+    """Times the step engine preempted it (its KV freed, to be computed again)."""
 
     @property
     def api_finish_reason(self) -> str:

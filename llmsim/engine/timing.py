@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from llmsim.settings.model import Settings
 
 JITTER_CLAMP = 0.7
 """A jittered sample never strays more than 70% from its mean."""
@@ -121,3 +124,17 @@ class LatencyModel:
         value = self._rng.gauss(mean, std_dev)
         low, high = mean * (1 - JITTER_CLAMP), mean * (1 + JITTER_CLAMP)
         return low if value < low else high if value > high else value
+
+
+def latency_profile(settings: Settings) -> LatencyProfile:
+    """The latency knobs of ``settings``, as the timing model takes them."""
+    return LatencyProfile(
+        time_to_first_token=settings.time_to_first_token,
+        time_to_first_token_std_dev=settings.time_to_first_token_std_dev,
+        inter_token_latency=settings.inter_token_latency,
+        inter_token_latency_std_dev=settings.inter_token_latency_std_dev,
+        time_factor_under_load=settings.time_factor_under_load,
+        latency_model=settings.latency_model,
+        frontend_latency=settings.frontend_latency,
+        prefill_time_per_token=settings.prefill_time_per_token,
+    )

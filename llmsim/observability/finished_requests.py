@@ -67,6 +67,7 @@ class FinishedRequests:
             or scheduled is None
             or sequence.n != 1
             or sequence.cached_tokens
+            or sequence.num_preemptions
             or sequence.kv_transfer_delay is not None
         ):
             return False

@@ -183,6 +183,9 @@ class LiveStats:
         reason = sequence.finish_reason or "abort"
         self._finished[reason] = self._finished.get(reason, 0) + 1
 
+    def admission_rejected(self, reason: str) -> None:
+        return None  # the refusal is an error response, which the dashboard counts
+
     # -- errors -----------------------------------------------------------------
     def record_error(
         self, status: int, error_type: str, message: str, method: str, path: str

@@ -133,6 +133,24 @@ class DerivedHistogram:
         ]
 
 
+class ZerosOf(DerivedHistogram):
+    """0 for each of another histogram's observations but a few: a count that is nearly
+    always 0 (a request's preemptions) costs an update only when it is not."""
+
+    __slots__ = ()
+
+    def replace_zero(self, value: float) -> None:
+        self.replace(0.0, value)
+
+    @property
+    def sum(self) -> float:
+        return self.changes.sum
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        zeros = sum(self._base.counts)  # 0 is below every bound: in every bucket
+        return [(le, zeros + change) for le, change in self.changes.cumulative()]
+
+
 Counters = FastCounter | DerivedCounter
 Histograms = FastHistogram | DerivedHistogram
 

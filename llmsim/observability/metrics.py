@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from llmsim.engine import Scheduler, Sequence
@@ -25,19 +25,18 @@ from llmsim.observability.finished_requests import FinishedRequests
 from llmsim.observability.metric_types import (
     DerivedCounter,
     DerivedHistogram,
-    FastCollector,
     FastCounter,
-    FastFamily,
     FastHistogram,
+    ZerosOf,
 )
 from llmsim.observability.overrides import MetricOverrides
+from llmsim.observability.registry import SharedRegistry
 from llmsim.observability.vllm_series import (
-    BY_NAME,
+    ADMISSION_REASONS,
+    CACHE_HIT_SOURCES,
     FINISHED_REASONS,
     PROMPT_TOKEN_SOURCES,
-    buckets_of,
     cache_config_labels,
-    exported,
 )
 from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.model import Settings
@@ -65,55 +64,6 @@ ZERO_COUNTERS = (
 """Series vLLM always registers that stay 0 here (no KV connector cache, no multi-modal input)."""
 
 
-def fast_families(settings: Settings) -> dict[str, FastFamily]:
-    """A family for every counter and histogram of :func:`exported`, keyed by name."""
-    return {
-        series.name: FastFamily(
-            series.name,
-            series.help,
-            series.labels,
-            None if series.kind == "counter" else buckets_of(series, settings.max_model_len),
-        )
-        for series in exported()
-        if series.kind != "gauge"
-    }
-
-
-class _Shared:
-    """What a server's engines share: one registry, its families and its gauges."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.registry = reg = CollectorRegistry()
-        self.fast = fast = FastCollector()
-        self.families = {name: fast.add(family) for name, family in fast_families(settings).items()}
-        reg.register(fast)
-
-        def gauge(name: str) -> Gauge:
-            series = BY_NAME[name]
-            return Gauge(name, series.help, series.labels, registry=reg)
-
-        self.gauges = {
-            name: gauge(name)
-            for name in (
-                "vllm:num_requests_running",
-                "vllm:num_requests_waiting",
-                "vllm:kv_cache_usage_perc",
-                "vllm:num_requests_waiting_by_reason",
-                "vllm:lora_requests_info",
-                "vllm:cache_config_info",
-            )
-        }
-
-    def family(self, name: str) -> FastFamily:
-        """The family ``name`` (added on first use for the optional residency series)."""
-        family = self.families.get(name)
-        if family is None:
-            series = BY_NAME[name]
-            family = FastFamily(name, series.help, series.labels, buckets_of(series, 0))
-            self.families[name] = family = self.fast.add(family)
-        return family
-
-
 class Metrics:
     """The Prometheus registry of one server and the engine observer that fills it.
 
@@ -122,7 +72,7 @@ class Metrics:
     the same families with their own ``engine`` label, as vLLM's API server shows them.
     """
 
-    _shared: _Shared
+    _shared: SharedRegistry
 
     def __init__(
         self,
@@ -134,7 +84,7 @@ class Metrics:
     ) -> None:
         """``engine`` is the data-parallel rank, vLLM's ``engine`` label; fake values follow
         ``clock``."""
-        shared: _Shared = _Shared(settings) if parent is None else parent._shared
+        shared: SharedRegistry = SharedRegistry(settings) if parent is None else parent._shared
         self._shared = shared
         self.registry = shared.registry
         self._max_lora = str(settings.max_loras)
@@ -167,6 +117,15 @@ class Metrics:
         self.generation_tokens = counter("vllm:generation_tokens")
         self.prefix_cache_queries = counter("vllm:prefix_cache_queries")
         self.prefix_cache_hits = counter("vllm:prefix_cache_hits")
+        by_tier = families["vllm:prompt_tokens_cached_by_source"]
+        device, *tiers = CACHE_HIT_SOURCES  # no tier but the device's cache is simulated
+        by_tier.derive(DerivedCounter(self.prefix_cache_hits), *values, device)
+        for tier in tiers:
+            by_tier.counter(*values, tier)
+        rejections = families["vllm:admission_rejections"]  # server-wide: no engine label
+        self._rejections = {
+            reason: rejections.counter(settings.model_label, reason) for reason in ADMISSION_REASONS
+        }
         for name in ZERO_COUNTERS:
             counter(name)
         success = families["vllm:request_success"]
@@ -183,6 +142,10 @@ class Metrics:
         self.request_kv_computed = self._derive(
             "vllm:request_prefill_kv_computed_tokens", self._request_prompt_tokens
         )
+        preemptions = families["vllm:request_num_preemptions"]
+        assert preemptions.buckets is not None
+        self.request_preemptions = ZerosOf(self._request_prompt_tokens, preemptions.buckets)
+        preemptions.derive(self.request_preemptions, *values)
         self.iteration_tokens = histogram("vllm:iteration_tokens_total")
         self.ttft = histogram("vllm:time_to_first_token_seconds")
         self.itl = histogram("vllm:inter_token_latency_seconds")
@@ -376,6 +339,9 @@ class Metrics:
         """``upstream``, ``fallback_error`` or ``fallback_timeout``."""
         self.upstream_requests.labels(outcome).inc()
 
+    def admission_rejected(self, reason: str) -> None:
+        self._rejections[reason].inc()
+
     def injected_failure(self, fault_type: str) -> None:
         self.injected_failures.labels(fault_type).inc()
 
@@ -480,6 +446,8 @@ class Metrics:
             sequence.max_tokens,
         )
         self._finished.add(row)
+        if sequence.num_preemptions:
+            self.request_preemptions.replace_zero(sequence.num_preemptions)
         if sequence.cached_tokens or sequence.kv_transfer_delay is not None:
             cached = prompt if sequence.kv_transfer_delay is not None else sequence.cached_tokens
             self.request_kv_computed.replace(prompt, prompt - cached)

@@ -36,6 +36,7 @@ REQUEST_LATENCY_BUCKETS = (
     40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
 N_BUCKETS = (1, 2, 5, 10, 20)
+PREEMPTION_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
 ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 KV_RESIDENCY_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60,
@@ -46,6 +47,10 @@ FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
 """vLLM's ``FINISH_REASON_STRINGS``: one ``vllm:request_success`` series each."""
 PROMPT_TOKEN_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")
 """vLLM's ``PromptTokenStats.ALL_SOURCES``."""
+CACHE_HIT_SOURCES = ("device", "host", "p2p", "disk", "external_unspecified")
+"""vLLM's ``CacheHitSource``: the tiers a cached prompt token's KV came from."""
+ADMISSION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens")
+"""vLLM's ``ADMISSION_REASONS``: the queue limits a request can be refused over."""
 WAITING_REASONS = ("capacity", "deferred")
 SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")
 CACHE_CONFIG_LABELS = (
@@ -178,10 +183,21 @@ SERIES: tuple[Series, ...] = (
              "instance, and computed", labels=(*ENGINE_LABELS, "source")),
     _counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).",
              "prompt tokens not computed: prefix-cache hits and KV received"),
+    _counter("vllm:prompt_tokens_cached_by_source",
+             "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), "
+             "host (offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or "
+             "external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + "
+             "vllm:external_prefix_cache_hits.",
+             "`device`: the tokens of `vllm:prefix_cache_hits`; the other tiers 0 (no "
+             "offloading or connector cache is simulated)", labels=(*ENGINE_LABELS, "source")),
     _counter("vllm:generation_tokens", "Number of generation tokens processed.",
              "output tokens released"),
     _counter("vllm:request_success", "Count of successfully processed requests.",
              "finished sequences by `finished_reason`", labels=(*ENGINE_LABELS, "finished_reason")),
+    _counter("vllm:admission_rejections",
+             "Number of admission attempts rejected by a queue limit, by reason.",
+             "requests refused with 503 over `--max-num-queued-reqs` or "
+             "`--max-num-queued-tokens`, server-wide", labels=("model_name", "reason")),
     # -- histograms of counts -------------------------------------------------------
     _histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
                "prompt tokens of each finished sequence", TOKEN_COUNT_BUCKETS),
@@ -227,6 +243,10 @@ SERIES: tuple[Series, ...] = (
     _histogram("vllm:request_decode_time_seconds",
                "Histogram of time spent in DECODE phase for request.",
                "first token to last token", REQUEST_LATENCY_BUCKETS),
+    _histogram("vllm:request_num_preemptions",
+               "Histogram of the number of times a request was preempted.",
+               "times each finished sequence was preempted (step model; 0 in the others)",
+               PREEMPTION_BUCKETS),
     _histogram("vllm:request_prefill_kv_computed_tokens",
                "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
                "prompt tokens minus cached tokens of each finished sequence", TOKEN_COUNT_BUCKETS),

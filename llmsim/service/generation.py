@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from llmsim.answers import Responder
 from llmsim.engine import (
+    AdmissionError,
     ContextLengthError,
     Engine,
     GenerationRequest,
@@ -199,6 +200,10 @@ def submit(
         return engine.submit(generation, outputs)
     except ContextLengthError as exc:
         raise context_error(exc, prompt_param, limit_names) from None
+    except AdmissionError as exc:
+        raise ServiceError(
+            ErrorKind.UNAVAILABLE, exc.message, status=503, type="Service Unavailable"
+        ) from None
     except QueueFullError:
         limit = engine.settings.max_waiting_queue_length
         raise ServiceError(

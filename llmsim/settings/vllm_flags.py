@@ -318,8 +318,8 @@ VLLM_FLAGS = """
 --max-num-seqs                                                          int           max_running_requests
 --max-num-active-seqs                                                   ?int          -
 --max-num-inflight-kv-loads                                             ?int          -
---max-num-queued-reqs                                                   ?int          -
---max-num-queued-tokens                                                 ?hint         -
+--max-num-queued-reqs                                                   ?int          max_num_queued_reqs
+--max-num-queued-tokens                                                 ?hint         max_num_queued_tokens
 --long-prefill-token-threshold                                          int           -
 --long-prefill-token-threshold-adaptive !--no-long-prefill-token-threshold-adaptive  bool  -
 --scheduling-policy                                                     str{fcfs|priority}  -

@@ -28,6 +28,7 @@ from llmsim.api.openai.prompts import check_request_template, render_messages
 from llmsim.api.openai.schemas import INTEGRAL, MAX_PROMPTS, ChatMessage, TokenIds, _Body
 from llmsim.api.openai.tokenization import check_model, validate
 from llmsim.engine import (
+    AdmissionError,
     ContextLengthError,
     Engine,
     GenerationRequest,
@@ -219,6 +220,8 @@ def submit_prefill(
         return engine.submit(generation)
     except ContextLengthError as exc:
         raise APIError(400, too_long(exc.max_model_len, exc.prompt_tokens), "input") from None
+    except AdmissionError as exc:
+        raise APIError(503, exc.message, type="Service Unavailable") from None
     except QueueFullError:
         limit = engine.settings.max_waiting_queue_length
         raise APIError(

@@ -43,7 +43,6 @@ class StepSequence:
     num_computed: int = 0
     num_cached_blocks: int = 0
     """How many of ``blocks`` were offered to the prefix cache."""
-    num_preemptions: int = 0
     scheduled: bool = False
     removed: bool = False
     """Finished or aborted: the sequence holds nothing and a step in flight skips it."""

@@ -479,7 +479,7 @@ class StepScheduler:
                 seq.scheduled = True
                 seq.sequence.scheduled_at = now
                 seq.sequence.cached_tokens = cached
-                if seq.num_preemptions == 0:
+                if seq.sequence.num_preemptions == 0:
                     plan.prefix_queries += seq.num_tokens if kv.enable_caching else 0
                     plan.prefix_hits += cached
             if num_new > 0:  # zero: admitted, holding its blocks, its first token not due
@@ -501,7 +501,7 @@ class StepScheduler:
 
     def _preempt(self, seq: StepSequence, plan: StepPlan) -> None:
         self.kv.free(seq)
-        seq.num_preemptions += 1
+        seq.sequence.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
         plan.preempted.append(seq)

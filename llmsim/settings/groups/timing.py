@@ -100,6 +100,22 @@ class TimingFields(BaseModel):
         le=10_000_000,
         description="Sequences that may wait; beyond it requests get 429.",
     )
+    max_num_queued_reqs: int | None = Field(
+        None,
+        ge=0,
+        le=100_000_000,
+        description="Sequences in flight (waiting or running, on all of the server's engines) "
+        "beyond which a new request is refused with 503 at once, as vLLM's "
+        "--max-num-queued-reqs; a request counts its n times its prompts. Unset: no limit.",
+    )
+    max_num_queued_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000_000,
+        description="Prompt tokens of the requests still in prefill (no token out yet) at "
+        "which a new request is refused with 503, as vLLM's --max-num-queued-tokens (a TTFT "
+        "valve). Unset: no limit.",
+    )
     max_loras: int = Field(
         1, ge=1, le=1024, description="LoRA adapters that can be active at once."
     )
