@@ -394,6 +394,9 @@ def serve(
     max_waiting_queue_length: Annotated[
         str | None, _opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
     ] = None,
+    scheduling_policy: Annotated[
+        str | None, _opt("scheduling_policy", panel=SCHED, metavar="fcfs|priority")
+    ] = None,
     max_num_queued_reqs: Annotated[
         str | None, _opt("max_num_queued_reqs", panel=SCHED, metavar="INT")
     ] = None,

@@ -116,6 +116,7 @@ class Engine:
             observer=self.observer,
             clock=time.monotonic,
             blocks=self.blocks,
+            by_priority=settings.scheduling_policy == "priority",
         )
         self.pacer = Pacer(lambda: self.observer, self._load)
         self.step: StepLoop | None = None
@@ -302,6 +303,8 @@ class Engine:
                     sequence.reported_finish = text.reported_finish
                 if text.reasoning_end:
                     sequence.reasoning_end = text.reasoning_end
+                if request.priority:
+                    sequence.priority = request.priority
                 if request.timing is not None or request.kv_transfer_delay is not None:
                     sequence.timing = request.timing
                     sequence.kv_transfer_delay = request.kv_transfer_delay

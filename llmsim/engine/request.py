@@ -68,3 +68,5 @@ class GenerationRequest:
     arrival: float | None = None
     """``time.monotonic()`` when the HTTP handler started, before the body was read and
     tokenized, so queue time and TTFT count from where a client's clock starts; None: now."""
+    priority: int = 0
+    """Lower is served first with ``--scheduling-policy priority``; ignored with ``fcfs``."""

@@ -25,6 +25,7 @@ from collections.abc import Callable, Container, Iterable
 from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.lora import LoraManager
 from llmsim.engine.observer import EngineObserver
+from llmsim.engine.priority import enqueue
 from llmsim.engine.sequence import FinishReason, Sequence, State
 
 
@@ -42,8 +43,11 @@ class Scheduler:
         observer: EngineObserver,
         clock: Callable[[], float],
         blocks: KVBlocks | None = None,
+        by_priority: bool = False,
     ) -> None:
         self.max_running = max_running
+        self.by_priority = by_priority
+        """The queue in ``(priority, arrival)`` order (:mod:`.priority`), not arrival order."""
         self.max_waiting = max_waiting
         self.loras = loras
         self._observer = observer
@@ -102,7 +106,10 @@ class Scheduler:
         if self._would_overflow(sequences):
             raise QueueFullError
         for sequence in sequences:
-            self.waiting.append(sequence)
+            if self.by_priority:
+                enqueue(self.waiting, sequence, Sequence.queue_key)
+            else:
+                self.waiting.append(sequence)
             if sequence.adapter is not None:
                 self._waiting_adapters[sequence.adapter] += 1
         self._schedule()

@@ -67,6 +67,12 @@ class Sequence:
     """Prompt tokens found in the prefix cache when the step engine first scheduled it."""
     num_preemptions: int = 0
     """Times the step engine preempted it (its KV freed, to be computed again)."""
+    priority: int = 0
+    """The request's priority (lower first), read with ``--scheduling-policy priority``."""
+
+    def queue_key(self) -> tuple[int, float]:
+        """Its place in a priority-ordered queue."""
+        return self.priority, self.arrival
 
     @property
     def api_finish_reason(self) -> str:

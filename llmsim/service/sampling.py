@@ -38,6 +38,7 @@ class Sampling:
     prompt_logprobs: int | None = None
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     truncate_prompt_tokens: int | None = None
+    priority: int = 0
 
 
 def check_sampling(
@@ -126,4 +127,5 @@ def generation_request(
         timing=timing,
         kv_transfer_delay=kv_transfer_delay,
         arrival=arrival,
+        priority=sampling.priority,
     )

@@ -322,7 +322,7 @@ VLLM_FLAGS = """
 --max-num-queued-tokens                                                 ?hint         max_num_queued_tokens
 --long-prefill-token-threshold                                          int           -
 --long-prefill-token-threshold-adaptive !--no-long-prefill-token-threshold-adaptive  bool  -
---scheduling-policy                                                     str{fcfs|priority}  -
+--scheduling-policy                                                     str{fcfs|priority}  scheduling_policy
 --enable-chunked-prefill !--disable-chunked-prefill !--no-enable-chunked-prefill  bool  -
 --disable-chunked-mm-input !--enable-chunked-mm-input !--no-disable-chunked-mm-input  bool  -
 --scheduler-cls                                                         ?str          -

@@ -157,7 +157,7 @@ def _generate_request(
         "stream": bool(body.stream),
         "stream_options": options.model_dump() if body.stream and options is not None else None,
         "cache_salt": extras.get("cache_salt"),
-        "priority": extras.get("priority", 0),
+        "priority": body.priority,
         "kv_transfer_params": body.kv_transfer_params,
     }
 

@@ -141,6 +141,8 @@ class _SamplingRequest(_Body):
     )
     kv_transfer_params: dict[str, Any] | None = None
     """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (service/kv_transfer.py)."""
+    priority: Int64 = 0
+    """Lower is served first with ``--scheduling-policy priority``."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -170,6 +172,7 @@ class _SamplingRequest(_Body):
             stop=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
             ignore_eos=self.ignore_eos,
             seed=self.seed,
+            priority=self.priority,
         )
 
 

@@ -84,6 +84,8 @@ def as_completion(body: GenerateRequest, max_sequences: int) -> CompletionReques
         data.pop("stop", None)
     data["prompt"] = body.token_ids
     data["stream"] = bool(body.stream)
+    if body.priority:
+        data["priority"] = body.priority
     for key in ("model", "stream_options", "kv_transfer_params"):
         value = getattr(body, key)
         if value is not None:

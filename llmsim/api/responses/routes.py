@@ -88,6 +88,7 @@ class ResponsesRequest(BaseModel):
     user: str | None = None
     metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] | None = None
     reasoning: Reasoning | None = None
+    priority: Int64 = 0
 
 
 RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
@@ -136,6 +137,8 @@ def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[s
     fmt = response_format(body.text)
     if fmt is not None:
         chat["response_format"] = fmt
+    if body.priority:
+        chat["priority"] = body.priority
     if body.reasoning is not None and body.reasoning.effort is not None:
         chat["reasoning_effort"] = body.reasoning.effort
     kwargs = (body.__pydantic_extra__ or {}).get("chat_template_kwargs")

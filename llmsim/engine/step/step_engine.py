@@ -48,6 +48,7 @@ class StepEngine:
         block_hasher: BlockHasher | None = None,
         kv_listener: KVCacheListener | None = None,
         rng: random.Random | None = None,
+        by_priority: bool = False,
     ) -> None:
         self.listener: KVCacheListener = kv_listener or NullKVCacheListener()
         self.pool = BlockPool(num_blocks, block_size, self.listener)
@@ -57,7 +58,10 @@ class StepEngine:
             hasher=block_hasher or sha256_pickle_hasher,
         )
         self.scheduler = StepScheduler(
-            self.kv, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens
+            self.kv,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            by_priority=by_priority,
         )
         self.costs = costs or StepCosts()
         self.rng = rng
@@ -84,6 +88,7 @@ class StepEngine:
             block_hasher=block_hasher,
             kv_listener=kv_listener,
             rng=rng,
+            by_priority=settings.scheduling_policy == "priority",
         )
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)

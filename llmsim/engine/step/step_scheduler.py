@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llmsim.engine.priority import enqueue, last_in_order
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
 from llmsim.engine.step.token_times import counts_left, due_at, gate, step_tokens
@@ -88,9 +89,16 @@ class StepResult:
 
 class StepScheduler:
     def __init__(
-        self, kv: KVCacheManager, *, max_num_seqs: int, max_num_batched_tokens: int
+        self,
+        kv: KVCacheManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        by_priority: bool = False,
     ) -> None:
         self.kv = kv
+        self.by_priority = by_priority
+        """``--scheduling-policy priority`` (:mod:`llmsim.engine.priority`)."""
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.running: list[StepSequence] = []
@@ -130,7 +138,10 @@ class StepScheduler:
 
     # -- membership -------------------------------------------------------------
     def add(self, seq: StepSequence) -> None:
-        self.waiting.append(seq)
+        if self.by_priority:
+            enqueue(self.waiting, seq, _queue_key)
+        else:
+            self.waiting.append(seq)
 
     def remove(self, seq: StepSequence) -> None:
         """Drop a sequence wherever it is (finish, abort) and free its blocks. Idempotent."""
@@ -416,7 +427,12 @@ class StepScheduler:
                 index += 1
                 continue
             while not self.kv.allocate(seq, num_new):
-                victim = running.pop()
+                if self.by_priority:
+                    at = last_in_order(running, _queue_key)
+                    victim = running.pop(at)
+                    index -= at < index
+                else:
+                    victim = running.pop()
                 self._preempt(victim, plan)
                 if victim is seq:
                     break
@@ -503,5 +519,12 @@ class StepScheduler:
         self.kv.free(seq)
         seq.sequence.num_preemptions += 1
         self.num_preemptions += 1
-        self.waiting.appendleft(seq)
+        if self.by_priority:
+            enqueue(self.waiting, seq, _queue_key)
+        else:
+            self.waiting.appendleft(seq)
         plan.preempted.append(seq)
+
+
+def _queue_key(seq: StepSequence) -> tuple[int, float]:
+    return seq.sequence.queue_key()

@@ -100,6 +100,13 @@ class TimingFields(BaseModel):
         le=10_000_000,
         description="Sequences that may wait; beyond it requests get 429.",
     )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        description="fcfs: requests wait in arrival order and the last admitted is preempted "
+        "first. priority: a request's priority field (default 0, lower first) orders the "
+        "queue and the running request with the highest value is preempted first, as vLLM's "
+        "--scheduling-policy priority.",
+    )
     max_num_queued_reqs: int | None = Field(
         None,
         ge=0,
