@@ -8,122 +8,95 @@ when not given, so the environment and the profile still apply.
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import AliasChoices
 
 from llmsim.cli.launching import launch_or_exit
 from llmsim.cli.options import load_or_exit
-from llmsim.settings.info import completer
+from llmsim.cli.serve_options import (
+    ANSWERS,
+    FAULTS,
+    KV,
+    LATENCY,
+    METRICS,
+    MODEL,
+    SCHED,
+    SERVER,
+    TLS,
+    opt,
+)
 from llmsim.settings.instances import data_parallel_instances
-from llmsim.settings.model import Settings, env_name
-from llmsim.settings.sources import display_value
-
-SERVER, MODEL, LATENCY, SCHED = "Server", "Model and adapters", "Latency", "Scheduling"
-FAULTS, METRICS = "Failure injection", "Metrics"
-ANSWERS = "Chosen answers"
-KV = "KV events, P/D and sleep mode"
-TLS = "TLS"
-
-
-def _help(field: str) -> str:
-    info = Settings.model_fields[field]
-    names = env_name(field)
-    if isinstance(info.validation_alias, AliasChoices):
-        names = " or ".join(str(choice) for choice in info.validation_alias.choices)
-    default = info.get_default(call_default_factory=True)
-    shown = "" if default in (None, []) else f" \\[default: {display_value(field, default)}]"
-    return f"{info.description} [dim]\\[env: {names}]{shown}[/dim]"
-
-
-@functools.cache
-def _opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> Any:
-    """An option for ``field``; an on/off pair (``--x/--no-x``) is a flag without a value.
-
-    Cached: the annotations are read twice per run (the vLLM splitter, then Typer)."""
-    names = flags or ("--" + field.replace("_", "-"),)
-    if any("/" in name for name in names):
-        metavar = None
-    return typer.Option(
-        *names,
-        help=_help(field),
-        rich_help_panel=panel,
-        metavar=metavar,
-        show_default=False,
-        autocompletion=completer(field),
-    )
 
 
 def serve(
     config: Annotated[
-        str | None, _opt("config", "--config", "-c", panel=SERVER, metavar="FILE")
+        str | None, opt("config", "--config", "-c", panel=SERVER, metavar="FILE")
     ] = None,
-    profile: Annotated[str | None, _opt("profile", panel=SERVER, metavar="NAME")] = None,
-    host: Annotated[str | None, _opt("host", panel=SERVER, metavar="HOST")] = None,
-    port: Annotated[str | None, _opt("port", panel=SERVER, metavar="INT")] = None,
-    uds: Annotated[str | None, _opt("uds", panel=SERVER, metavar="PATH")] = None,
-    grpc_port: Annotated[str | None, _opt("grpc_port", panel=SERVER, metavar="INT")] = None,
+    profile: Annotated[str | None, opt("profile", panel=SERVER, metavar="NAME")] = None,
+    host: Annotated[str | None, opt("host", panel=SERVER, metavar="HOST")] = None,
+    port: Annotated[str | None, opt("port", panel=SERVER, metavar="INT")] = None,
+    uds: Annotated[str | None, opt("uds", panel=SERVER, metavar="PATH")] = None,
+    grpc_port: Annotated[str | None, opt("grpc_port", panel=SERVER, metavar="INT")] = None,
     grpc_only: Annotated[
-        bool | None, _opt("grpc_only", "--grpc-only/--no-grpc-only", "--grpc", panel=SERVER)
+        bool | None, opt("grpc_only", "--grpc-only/--no-grpc-only", "--grpc", panel=SERVER)
     ] = None,
-    log_level: Annotated[str | None, _opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
-    log_format: Annotated[str | None, _opt("log_format", panel=SERVER, metavar="text|json")] = None,
+    log_level: Annotated[str | None, opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
+    log_format: Annotated[str | None, opt("log_format", panel=SERVER, metavar="text|json")] = None,
     access_log: Annotated[
-        bool | None, _opt("access_log", "--access-log/--no-access-log", panel=SERVER)
+        bool | None, opt("access_log", "--access-log/--no-access-log", panel=SERVER)
     ] = None,
     fast_lane: Annotated[
-        bool | None, _opt("fast_lane", "--fast-lane/--no-fast-lane", panel=SERVER)
+        bool | None, opt("fast_lane", "--fast-lane/--no-fast-lane", panel=SERVER)
     ] = None,
     disable_access_log_for_endpoints: Annotated[
         list[str] | None,
-        _opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
+        opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
     ] = None,
     log_requests: Annotated[
-        bool | None, _opt("log_requests", "--log-requests/--no-log-requests", panel=SERVER)
+        bool | None, opt("log_requests", "--log-requests/--no-log-requests", panel=SERVER)
     ] = None,
     log_outputs: Annotated[
-        bool | None, _opt("log_outputs", "--log-outputs/--no-log-outputs", panel=SERVER)
+        bool | None, opt("log_outputs", "--log-outputs/--no-log-outputs", panel=SERVER)
     ] = None,
     log_deltas: Annotated[
-        bool | None, _opt("log_deltas", "--log-deltas/--no-log-deltas", panel=SERVER)
+        bool | None, opt("log_deltas", "--log-deltas/--no-log-deltas", panel=SERVER)
     ] = None,
-    max_log_len: Annotated[str | None, _opt("max_log_len", panel=SERVER, metavar="INT")] = None,
+    max_log_len: Annotated[str | None, opt("max_log_len", panel=SERVER, metavar="INT")] = None,
     log_stats: Annotated[
-        bool | None, _opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)
+        bool | None, opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)
     ] = None,
     log_error_stack: Annotated[
         bool | None,
-        _opt("log_error_stack", "--log-error-stack/--no-log-error-stack", panel=SERVER),
+        opt("log_error_stack", "--log-error-stack/--no-log-error-stack", panel=SERVER),
     ] = None,
     log_stats_interval: Annotated[
-        str | None, _opt("log_stats_interval", panel=SERVER, metavar="DURATION")
+        str | None, opt("log_stats_interval", panel=SERVER, metavar="DURATION")
     ] = None,
     dashboard: Annotated[
-        bool | None, _opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
+        bool | None, opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
     ] = None,
-    api_key: Annotated[str | None, _opt("api_key", panel=SERVER, metavar="KEY")] = None,
+    api_key: Annotated[str | None, opt("api_key", panel=SERVER, metavar="KEY")] = None,
     allowed_origins: Annotated[
-        list[str] | None, _opt("allowed_origins", panel=SERVER, metavar="JSON|A,B")
+        list[str] | None, opt("allowed_origins", panel=SERVER, metavar="JSON|A,B")
     ] = None,
     allowed_methods: Annotated[
-        list[str] | None, _opt("allowed_methods", panel=SERVER, metavar="JSON|A,B")
+        list[str] | None, opt("allowed_methods", panel=SERVER, metavar="JSON|A,B")
     ] = None,
     allowed_headers: Annotated[
-        list[str] | None, _opt("allowed_headers", panel=SERVER, metavar="JSON|A,B")
+        list[str] | None, opt("allowed_headers", panel=SERVER, metavar="JSON|A,B")
     ] = None,
     allow_credentials: Annotated[
         bool | None,
-        _opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
+        opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
     ] = None,
-    root_path: Annotated[str | None, _opt("root_path", panel=SERVER, metavar="PATH")] = None,
+    root_path: Annotated[str | None, opt("root_path", panel=SERVER, metavar="PATH")] = None,
     sse_keep_alive_interval: Annotated[
-        str | None, _opt("sse_keep_alive_interval", panel=SERVER, metavar="DURATION")
+        str | None, opt("sse_keep_alive_interval", panel=SERVER, metavar="DURATION")
     ] = None,
     enable_server_load_tracking: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_server_load_tracking",
             "--enable-server-load-tracking/--no-enable-server-load-tracking",
             panel=SERVER,
@@ -131,7 +104,7 @@ def serve(
     ] = None,
     enable_tokenizer_info_endpoint: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_tokenizer_info_endpoint",
             "--enable-tokenizer-info-endpoint/--no-enable-tokenizer-info-endpoint",
             panel=SERVER,
@@ -139,11 +112,11 @@ def serve(
     ] = None,
     enable_scale_out: Annotated[
         bool | None,
-        _opt("enable_scale_out", "--enable-scale-out/--no-enable-scale-out", panel=SERVER),
+        opt("enable_scale_out", "--enable-scale-out/--no-enable-scale-out", panel=SERVER),
     ] = None,
     enable_request_id_headers: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_request_id_headers",
             "--enable-request-id-headers/--no-enable-request-id-headers",
             panel=SERVER,
@@ -151,44 +124,44 @@ def serve(
     ] = None,
     disable_fastapi_docs: Annotated[
         bool | None,
-        _opt(
+        opt(
             "disable_fastapi_docs",
             "--disable-fastapi-docs/--no-disable-fastapi-docs",
             panel=SERVER,
         ),
     ] = None,
     max_request_body_size: Annotated[
-        str | None, _opt("max_request_body_size", panel=SERVER, metavar="SIZE")
+        str | None, opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,
     max_header_size: Annotated[
-        str | None, _opt("max_header_size", panel=SERVER, metavar="SIZE")
+        str | None, opt("max_header_size", panel=SERVER, metavar="SIZE")
     ] = None,
     max_header_count: Annotated[
-        str | None, _opt("max_header_count", panel=SERVER, metavar="INT")
+        str | None, opt("max_header_count", panel=SERVER, metavar="INT")
     ] = None,
     responses_store_max_entries: Annotated[
-        str | None, _opt("responses_store_max_entries", panel=SERVER, metavar="INT")
+        str | None, opt("responses_store_max_entries", panel=SERVER, metavar="INT")
     ] = None,
     responses_store_max_size: Annotated[
-        str | None, _opt("responses_store_max_size", panel=SERVER, metavar="SIZE")
+        str | None, opt("responses_store_max_size", panel=SERVER, metavar="SIZE")
     ] = None,
     startup_duration: Annotated[
-        str | None, _opt("startup_duration", panel=SERVER, metavar="DURATION")
+        str | None, opt("startup_duration", panel=SERVER, metavar="DURATION")
     ] = None,
     shutdown_timeout: Annotated[
-        str | None, _opt("shutdown_timeout", panel=SERVER, metavar="DURATION")
+        str | None, opt("shutdown_timeout", panel=SERVER, metavar="DURATION")
     ] = None,
     data_parallel_size: Annotated[
         str | None,
-        _opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
+        opt("data_parallel_size", "--data-parallel-size", "-dp", panel=SERVER, metavar="INT"),
     ] = None,
     data_parallel_rank: Annotated[
         str | None,
-        _opt("data_parallel_rank", "--data-parallel-rank", "-dpn", panel=SERVER, metavar="INT"),
+        opt("data_parallel_rank", "--data-parallel-rank", "-dpn", panel=SERVER, metavar="INT"),
     ] = None,
     data_parallel_size_local: Annotated[
         str | None,
-        _opt(
+        opt(
             "data_parallel_size_local",
             "--data-parallel-size-local",
             "-dpl",
@@ -198,7 +171,7 @@ def serve(
     ] = None,
     data_parallel_start_rank: Annotated[
         str | None,
-        _opt(
+        opt(
             "data_parallel_start_rank",
             "--data-parallel-start-rank",
             "-dpr",
@@ -208,7 +181,7 @@ def serve(
     ] = None,
     data_parallel_hybrid_lb: Annotated[
         bool | None,
-        _opt(
+        opt(
             "data_parallel_hybrid_lb",
             "--data-parallel-hybrid-lb/--no-data-parallel-hybrid-lb",
             "-dph",
@@ -217,7 +190,7 @@ def serve(
     ] = None,
     data_parallel_external_lb: Annotated[
         bool | None,
-        _opt(
+        opt(
             "data_parallel_external_lb",
             "--data-parallel-external-lb/--no-data-parallel-external-lb",
             "-dpe",
@@ -226,78 +199,78 @@ def serve(
     ] = None,
     api_server_count: Annotated[
         str | None,
-        _opt("api_server_count", "--api-server-count", "-asc", panel=SERVER, metavar="INT"),
+        opt("api_server_count", "--api-server-count", "-asc", panel=SERVER, metavar="INT"),
     ] = None,
-    dp_ports: Annotated[bool | None, _opt("dp_ports", "--dp-ports/--no-dp-ports", panel=SERVER)] = (
+    dp_ports: Annotated[bool | None, opt("dp_ports", "--dp-ports/--no-dp-ports", panel=SERVER)] = (
         None
     ),
     data_parallel_backend: Annotated[
-        str | None, _opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess|workers")
+        str | None, opt("data_parallel_backend", panel=SERVER, metavar="mp|inprocess|workers")
     ] = None,
-    workers: Annotated[str | None, _opt("workers", panel=SERVER, metavar="INT")] = None,
-    ssl_keyfile: Annotated[str | None, _opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
-    ssl_certfile: Annotated[str | None, _opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
-    ssl_ca_certs: Annotated[str | None, _opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
-    ssl_cert_reqs: Annotated[str | None, _opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
-    ssl_ciphers: Annotated[str | None, _opt("ssl_ciphers", panel=TLS, metavar="CIPHERS")] = None,
+    workers: Annotated[str | None, opt("workers", panel=SERVER, metavar="INT")] = None,
+    ssl_keyfile: Annotated[str | None, opt("ssl_keyfile", panel=TLS, metavar="FILE")] = None,
+    ssl_certfile: Annotated[str | None, opt("ssl_certfile", panel=TLS, metavar="FILE")] = None,
+    ssl_ca_certs: Annotated[str | None, opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
+    ssl_cert_reqs: Annotated[str | None, opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
+    ssl_ciphers: Annotated[str | None, opt("ssl_ciphers", panel=TLS, metavar="CIPHERS")] = None,
     enable_ssl_refresh: Annotated[
         bool | None,
-        _opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
+        opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
     ] = None,
     self_signed_certs: Annotated[
         bool | None,
-        _opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
+        opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
     ] = None,
     vllm_flags_without_effect: Annotated[
-        list[str] | None, _opt("vllm_flags_without_effect", panel=SERVER, metavar="FLAG")
+        list[str] | None, opt("vllm_flags_without_effect", panel=SERVER, metavar="FLAG")
     ] = None,
-    model: Annotated[str | None, _opt("model", panel=MODEL, metavar="NAME")] = None,
+    model: Annotated[str | None, opt("model", panel=MODEL, metavar="NAME")] = None,
     served_model_name: Annotated[
-        list[str] | None, _opt("served_model_name", panel=MODEL, metavar="NAME...")
+        list[str] | None, opt("served_model_name", panel=MODEL, metavar="NAME...")
     ] = None,
-    lora: Annotated[list[str] | None, _opt("lora", panel=MODEL, metavar="A,B")] = None,
+    lora: Annotated[list[str] | None, opt("lora", panel=MODEL, metavar="A,B")] = None,
     lora_modules: Annotated[
-        list[str] | None, _opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")
+        list[str] | None, opt("lora_modules", panel=MODEL, metavar="NAME=PATH...")
     ] = None,
-    max_model_len: Annotated[str | None, _opt("max_model_len", panel=MODEL, metavar="INT")] = None,
-    tokenizer: Annotated[str | None, _opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
-    chat_template: Annotated[str | None, _opt("chat_template", panel=MODEL, metavar="FILE")] = None,
-    max_logprobs: Annotated[str | None, _opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
+    max_model_len: Annotated[str | None, opt("max_model_len", panel=MODEL, metavar="INT")] = None,
+    tokenizer: Annotated[str | None, opt("tokenizer", panel=MODEL, metavar="PATH|HUB_ID")] = None,
+    chat_template: Annotated[str | None, opt("chat_template", panel=MODEL, metavar="FILE")] = None,
+    max_logprobs: Annotated[str | None, opt("max_logprobs", panel=MODEL, metavar="INT")] = None,
     max_request_work: Annotated[
-        str | None, _opt("max_request_work", panel=MODEL, metavar="INT")
+        str | None, opt("max_request_work", panel=MODEL, metavar="INT")
     ] = None,
-    response_role: Annotated[str | None, _opt("response_role", panel=MODEL, metavar="ROLE")] = None,
+    response_role: Annotated[str | None, opt("response_role", panel=MODEL, metavar="ROLE")] = None,
     return_tokens_as_token_ids: Annotated[
         bool | None,
-        _opt(
+        opt(
             "return_tokens_as_token_ids",
             "--return-tokens-as-token-ids/--no-return-tokens-as-token-ids",
             panel=MODEL,
         ),
     ] = None,
     reasoning_parser: Annotated[
-        str | None, _opt("reasoning_parser", panel=MODEL, metavar="NAME")
+        str | None, opt("reasoning_parser", panel=MODEL, metavar="NAME")
     ] = None,
     enable_auto_tool_choice: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_auto_tool_choice",
             "--enable-auto-tool-choice/--no-enable-auto-tool-choice",
             panel=MODEL,
         ),
     ] = None,
     tool_call_parser: Annotated[
-        str | None, _opt("tool_call_parser", panel=MODEL, metavar="NAME")
+        str | None, opt("tool_call_parser", panel=MODEL, metavar="NAME")
     ] = None,
     default_chat_template_kwargs: Annotated[
-        str | None, _opt("default_chat_template_kwargs", panel=MODEL, metavar="JSON")
+        str | None, opt("default_chat_template_kwargs", panel=MODEL, metavar="JSON")
     ] = None,
     reasoning_effort_map: Annotated[
-        str | None, _opt("reasoning_effort_map", panel=MODEL, metavar="JSON")
+        str | None, opt("reasoning_effort_map", panel=MODEL, metavar="JSON")
     ] = None,
     exclude_tools_when_tool_choice_none: Annotated[
         bool | None,
-        _opt(
+        opt(
             "exclude_tools_when_tool_choice_none",
             "--exclude-tools-when-tool-choice-none/--no-exclude-tools-when-tool-choice-none",
             panel=MODEL,
@@ -305,85 +278,83 @@ def serve(
     ] = None,
     trust_request_chat_template: Annotated[
         bool | None,
-        _opt(
+        opt(
             "trust_request_chat_template",
             "--trust-request-chat-template/--no-trust-request-chat-template",
             panel=MODEL,
         ),
     ] = None,
     fingerprint_mode: Annotated[
-        str | None, _opt("fingerprint_mode", panel=MODEL, metavar="full|hash|custom|none")
+        str | None, opt("fingerprint_mode", panel=MODEL, metavar="full|hash|custom|none")
     ] = None,
     fingerprint_value: Annotated[
-        str | None, _opt("fingerprint_value", panel=MODEL, metavar="TEXT")
+        str | None, opt("fingerprint_value", panel=MODEL, metavar="TEXT")
     ] = None,
     runner: Annotated[
-        str | None, _opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
+        str | None, opt("runner", panel=MODEL, metavar="auto|generate|pooling|draft")
     ] = None,
     embedding_dimension: Annotated[
-        str | None, _opt("embedding_dimension", panel=MODEL, metavar="INT")
+        str | None, opt("embedding_dimension", panel=MODEL, metavar="INT")
     ] = None,
-    mode: Annotated[str | None, _opt("mode", panel=MODEL, metavar="echo|random")] = None,
-    seed: Annotated[str | None, _opt("seed", panel=MODEL, metavar="INT")] = None,
+    mode: Annotated[str | None, opt("mode", panel=MODEL, metavar="echo|random")] = None,
+    seed: Annotated[str | None, opt("seed", panel=MODEL, metavar="INT")] = None,
     tool_call_probability: Annotated[
-        str | None, _opt("tool_call_probability", panel=MODEL, metavar="FLOAT")
+        str | None, opt("tool_call_probability", panel=MODEL, metavar="FLOAT")
     ] = None,
     responses: Annotated[
-        str | None, _opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
+        str | None, opt("responses", panel=ANSWERS, metavar="FILE|builtin:tasks")
     ] = None,
-    dataset: Annotated[str | None, _opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
-    replay: Annotated[str | None, _opt("replay", panel=ANSWERS, metavar="FILE")] = None,
-    replay_speed: Annotated[
-        str | None, _opt("replay_speed", panel=ANSWERS, metavar="FLOAT")
-    ] = None,
+    dataset: Annotated[str | None, opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
+    replay: Annotated[str | None, opt("replay", panel=ANSWERS, metavar="FILE")] = None,
+    replay_speed: Annotated[str | None, opt("replay_speed", panel=ANSWERS, metavar="FLOAT")] = None,
     replay_strict: Annotated[
-        bool | None, _opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
+        bool | None, opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
     ] = None,
-    upstream: Annotated[str | None, _opt("upstream", panel=ANSWERS, metavar="URL")] = None,
+    upstream: Annotated[str | None, opt("upstream", panel=ANSWERS, metavar="URL")] = None,
     upstream_timeout: Annotated[
-        str | None, _opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
+        str | None, opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
     ] = None,
     latency_model: Annotated[
-        str | None, _opt("latency_model", panel=LATENCY, metavar="constant|per-token|step")
+        str | None, opt("latency_model", panel=LATENCY, metavar="constant|per-token|step")
     ] = None,
     time_to_first_token: Annotated[
-        str | None, _opt("time_to_first_token", panel=LATENCY, metavar="DURATION")
+        str | None, opt("time_to_first_token", panel=LATENCY, metavar="DURATION")
     ] = None,
     time_to_first_token_std_dev: Annotated[
-        str | None, _opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
+        str | None, opt("time_to_first_token_std_dev", panel=LATENCY, metavar="DURATION")
     ] = None,
     frontend_latency: Annotated[
-        str | None, _opt("frontend_latency", panel=LATENCY, metavar="DURATION")
+        str | None, opt("frontend_latency", panel=LATENCY, metavar="DURATION")
     ] = None,
     frontend_serial_time: Annotated[
-        str | None, _opt("frontend_serial_time", panel=LATENCY, metavar="DURATION")
+        str | None, opt("frontend_serial_time", panel=LATENCY, metavar="DURATION")
     ] = None,
     frontend_time_per_running_request: Annotated[
         str | None,
-        _opt("frontend_time_per_running_request", panel=LATENCY, metavar="DURATION"),
+        opt("frontend_time_per_running_request", panel=LATENCY, metavar="DURATION"),
     ] = None,
     prefill_overhead: Annotated[
         str | None,
         typer.Option("--prefill-overhead", hidden=True, help="Old name of --frontend-latency."),
     ] = None,
     prefill_time_per_token: Annotated[
-        str | None, _opt("prefill_time_per_token", panel=LATENCY, metavar="DURATION")
+        str | None, opt("prefill_time_per_token", panel=LATENCY, metavar="DURATION")
     ] = None,
     inter_token_latency: Annotated[
-        str | None, _opt("inter_token_latency", panel=LATENCY, metavar="DURATION")
+        str | None, opt("inter_token_latency", panel=LATENCY, metavar="DURATION")
     ] = None,
     inter_token_latency_std_dev: Annotated[
-        str | None, _opt("inter_token_latency_std_dev", panel=LATENCY, metavar="DURATION")
+        str | None, opt("inter_token_latency_std_dev", panel=LATENCY, metavar="DURATION")
     ] = None,
     time_factor_under_load: Annotated[
-        str | None, _opt("time_factor_under_load", panel=LATENCY, metavar="FLOAT")
+        str | None, opt("time_factor_under_load", panel=LATENCY, metavar="FLOAT")
     ] = None,
     lora_load_latency: Annotated[
-        str | None, _opt("lora_load_latency", panel=LATENCY, metavar="DURATION")
+        str | None, opt("lora_load_latency", panel=LATENCY, metavar="DURATION")
     ] = None,
     max_running_requests: Annotated[
         str | None,
-        _opt(
+        opt(
             "max_running_requests",
             "--max-running-requests",
             "--max-num-seqs",
@@ -392,47 +363,47 @@ def serve(
         ),
     ] = None,
     max_waiting_queue_length: Annotated[
-        str | None, _opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
+        str | None, opt("max_waiting_queue_length", panel=SCHED, metavar="INT")
     ] = None,
     scheduling_policy: Annotated[
-        str | None, _opt("scheduling_policy", panel=SCHED, metavar="fcfs|priority")
+        str | None, opt("scheduling_policy", panel=SCHED, metavar="fcfs|priority")
     ] = None,
     max_num_queued_reqs: Annotated[
-        str | None, _opt("max_num_queued_reqs", panel=SCHED, metavar="INT")
+        str | None, opt("max_num_queued_reqs", panel=SCHED, metavar="INT")
     ] = None,
     max_num_queued_tokens: Annotated[
-        str | None, _opt("max_num_queued_tokens", panel=SCHED, metavar="TOKENS")
+        str | None, opt("max_num_queued_tokens", panel=SCHED, metavar="TOKENS")
     ] = None,
-    max_loras: Annotated[str | None, _opt("max_loras", panel=SCHED, metavar="INT")] = None,
-    max_cpu_loras: Annotated[str | None, _opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
+    max_loras: Annotated[str | None, opt("max_loras", panel=SCHED, metavar="INT")] = None,
+    max_cpu_loras: Annotated[str | None, opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[
-        str | None, _opt("kv_cache_size", panel=SCHED, metavar="TOKENS")
+        str | None, opt("kv_cache_size", panel=SCHED, metavar="TOKENS")
     ] = None,
     # -- step engine ------------------------------------------------------------
-    block_size: Annotated[str | None, _opt("block_size", panel=SCHED, metavar="INT")] = None,
+    block_size: Annotated[str | None, opt("block_size", panel=SCHED, metavar="INT")] = None,
     max_num_batched_tokens: Annotated[
-        str | None, _opt("max_num_batched_tokens", panel=SCHED, metavar="INT")
+        str | None, opt("max_num_batched_tokens", panel=SCHED, metavar="INT")
     ] = None,
     decode_time_per_sequence: Annotated[
-        str | None, _opt("decode_time_per_sequence", panel=LATENCY, metavar="DURATION")
+        str | None, opt("decode_time_per_sequence", panel=LATENCY, metavar="DURATION")
     ] = None,
     context_time_per_token: Annotated[
-        str | None, _opt("context_time_per_token", panel=LATENCY, metavar="DURATION")
+        str | None, opt("context_time_per_token", panel=LATENCY, metavar="DURATION")
     ] = None,
     enable_prefix_caching: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_prefix_caching",
             "--enable-prefix-caching/--no-enable-prefix-caching",
             panel=SCHED,
         ),
     ] = None,
     kv_blocks: Annotated[
-        bool | None, _opt("kv_blocks", "--kv-blocks/--no-kv-blocks", panel=SCHED)
+        bool | None, opt("kv_blocks", "--kv-blocks/--no-kv-blocks", panel=SCHED)
     ] = None,
     enable_prompt_tokens_details: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_prompt_tokens_details",
             "--enable-prompt-tokens-details/--no-enable-prompt-tokens-details",
             panel=METRICS,
@@ -440,7 +411,7 @@ def serve(
     ] = None,
     enable_force_include_usage: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_force_include_usage",
             "--enable-force-include-usage/--no-enable-force-include-usage",
             panel=METRICS,
@@ -448,58 +419,58 @@ def serve(
     ] = None,
     enable_per_request_metrics: Annotated[
         bool | None,
-        _opt(
+        opt(
             "enable_per_request_metrics",
             "--enable-per-request-metrics/--no-enable-per-request-metrics",
             panel=METRICS,
         ),
     ] = None,
     failure_injection_rate: Annotated[
-        str | None, _opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
+        str | None, opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
     ] = None,
     failure_types: Annotated[
-        list[str] | None, _opt("failure_types", panel=FAULTS, metavar="A,B")
+        list[str] | None, opt("failure_types", panel=FAULTS, metavar="A,B")
     ] = None,
     stream_cut_rate: Annotated[
-        str | None, _opt("stream_cut_rate", panel=FAULTS, metavar="PERCENT")
+        str | None, opt("stream_cut_rate", panel=FAULTS, metavar="PERCENT")
     ] = None,
     fake_metrics: Annotated[
-        str | None, _opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
+        str | None, opt("fake_metrics", panel=METRICS, metavar="FILE|JSON")
     ] = None,
     fake_metrics_refresh_interval: Annotated[
-        str | None, _opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
+        str | None, opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
     ] = None,
     kv_cache_metrics: Annotated[
         bool | None,
-        _opt("kv_cache_metrics", "--kv-cache-metrics/--no-kv-cache-metrics", panel=METRICS),
+        opt("kv_cache_metrics", "--kv-cache-metrics/--no-kv-cache-metrics", panel=METRICS),
     ] = None,
     kv_cache_metrics_sample: Annotated[
-        str | None, _opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
+        str | None, opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
     ] = None,
     kv_events_config: Annotated[
-        str | None, _opt("kv_events_config", panel=KV, metavar="JSON")
+        str | None, opt("kv_events_config", panel=KV, metavar="JSON")
     ] = None,
     kv_transfer_config: Annotated[
-        str | None, _opt("kv_transfer_config", panel=KV, metavar="JSON")
+        str | None, opt("kv_transfer_config", panel=KV, metavar="JSON")
     ] = None,
     prefix_caching_hash_algo: Annotated[
-        str | None, _opt("prefix_caching_hash_algo", panel=KV, metavar="ALGO")
+        str | None, opt("prefix_caching_hash_algo", panel=KV, metavar="ALGO")
     ] = None,
     enable_sleep_mode: Annotated[
         bool | None,
-        _opt("enable_sleep_mode", "--enable-sleep-mode/--no-enable-sleep-mode", panel=KV),
+        opt("enable_sleep_mode", "--enable-sleep-mode/--no-enable-sleep-mode", panel=KV),
     ] = None,
     kv_cache_transfer_latency: Annotated[
-        str | None, _opt("kv_cache_transfer_latency", panel=KV, metavar="DURATION")
+        str | None, opt("kv_cache_transfer_latency", panel=KV, metavar="DURATION")
     ] = None,
     kv_cache_transfer_latency_std_dev: Annotated[
-        str | None, _opt("kv_cache_transfer_latency_std_dev", panel=KV, metavar="DURATION")
+        str | None, opt("kv_cache_transfer_latency_std_dev", panel=KV, metavar="DURATION")
     ] = None,
     kv_cache_transfer_time_per_token: Annotated[
-        str | None, _opt("kv_cache_transfer_time_per_token", panel=KV, metavar="DURATION")
+        str | None, opt("kv_cache_transfer_time_per_token", panel=KV, metavar="DURATION")
     ] = None,
     kv_cache_transfer_time_per_token_std_dev: Annotated[
-        str | None, _opt("kv_cache_transfer_time_per_token_std_dev", panel=KV, metavar="DURATION")
+        str | None, opt("kv_cache_transfer_time_per_token_std_dev", panel=KV, metavar="DURATION")
     ] = None,
 ) -> None:
     """Start the simulated vLLM server (Ctrl-C or SIGTERM to stop).

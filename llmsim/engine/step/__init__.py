@@ -9,9 +9,10 @@ sequence, lookups, allocation), ``step_scheduler`` (one step's batch, preemption
 from llmsim.engine.step.block_pool import BlockPool, KVBlock
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
+from llmsim.engine.step.plan import Chunk, StepPlan, StepResult
 from llmsim.engine.step.step_engine import StepEngine, StepObserver, num_kv_blocks
 from llmsim.engine.step.step_loop import StepLoop
-from llmsim.engine.step.step_scheduler import Chunk, StepPlan, StepResult, StepScheduler
+from llmsim.engine.step.step_scheduler import StepScheduler
 from llmsim.engine.step.virtual import Sample, VirtualRun, virtual_sequence
 
 __all__ = [

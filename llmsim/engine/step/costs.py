@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from llmsim.engine.step.step_scheduler import StepPlan
+from llmsim.engine.step.plan import StepPlan
 from llmsim.engine.timing import JITTER_CLAMP
 from llmsim.settings.model import Settings
 

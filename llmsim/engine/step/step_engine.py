@@ -17,8 +17,9 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
+from llmsim.engine.step.plan import StepPlan, StepResult
 from llmsim.engine.step.residency import BlockResidency
-from llmsim.engine.step.step_scheduler import StepPlan, StepResult, StepScheduler
+from llmsim.engine.step.step_scheduler import StepScheduler
 from llmsim.settings.model import Settings
 
 

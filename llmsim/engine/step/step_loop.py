@@ -31,8 +31,8 @@ from llmsim.engine.observer import EngineObserver
 from llmsim.engine.pacer import TokenSink
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.kv_cache import StepSequence
+from llmsim.engine.step.plan import StepPlan, StepResult
 from llmsim.engine.step.step_engine import StepEngine, StepObserver
-from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 from llmsim.engine.step.wakeup import StepWaker
 
 MAX_COALESCED_STEPS = 64

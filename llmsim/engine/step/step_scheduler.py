@@ -30,61 +30,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from llmsim.engine.priority import enqueue, last_in_order
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
+from llmsim.engine.step.plan import Chunk, StepPlan, StepResult
 from llmsim.engine.step.token_times import counts_left, due_at, gate, step_tokens
-
-
-@dataclass(slots=True)
-class Chunk:
-    seq: StepSequence
-    tokens: int
-    decode: bool
-
-
-@dataclass(slots=True)
-class StepPlan:
-    """The batch of one step and the counts its duration depends on."""
-
-    chunks: list[Chunk] = field(default_factory=list)
-    preempted: list[StepSequence] = field(default_factory=list)
-    decode: int = 0
-    """``d``: sequences computing one decode token."""
-    prefill_tokens: int = 0
-    """``p``: prompt (or recomputed) tokens computed in this step."""
-    context_tokens: int = 0
-    """``c``: tokens held by the decoding sequences."""
-    prefix_queries: int = 0
-    prefix_hits: int = 0
-    lazy: int = 0
-    """Lazy decoding sequences in the batch, counted in ``decode`` but not in ``chunks``."""
-
-    @property
-    def num_tokens(self) -> int:
-        return self.decode + self.prefill_tokens
-
-    @property
-    def empty(self) -> bool:
-        return not self.chunks and not self.lazy
-
-
-@dataclass(slots=True)
-class StepResult:
-    emitted: list[StepSequence] = field(default_factory=list)
-    """Sequences that produced one token at the end of the step."""
-    finished: list[StepSequence] = field(default_factory=list)
-    """Sequences that produced their last token (or had none to produce)."""
-    counts: list[int] | None = None
-    """A decode run's result: the tokens each emitted sequence produced (None: one each)."""
-    segments: list[tuple[int, int]] = field(default_factory=list)
-    """A decode run's result: (tokens per step, steps) in order, as sequences left."""
-    lazy: int = 0
-    """Lazy sequences that also produced one token each, not listed in ``emitted``."""
-    lazy_previous: float = 0.0
-    """When the lazy sequences produced their token before this one."""
 
 
 class StepScheduler:

@@ -24,8 +24,8 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.costs import FrontEnd
 from llmsim.engine.step.kv_cache import StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
+from llmsim.engine.step.plan import StepPlan, StepResult
 from llmsim.engine.step.step_engine import StepEngine
-from llmsim.engine.step.step_scheduler import StepPlan, StepResult
 
 
 def virtual_sequence(
