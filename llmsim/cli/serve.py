@@ -25,6 +25,7 @@ from llmsim.cli.serve_options import (
     SERVER,
     TLS,
     opt,
+    switch,
 )
 from llmsim.settings.instances import data_parallel_instances
 
@@ -43,39 +44,22 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, opt("log_level", panel=SERVER, metavar="LEVEL")] = None,
     log_format: Annotated[str | None, opt("log_format", panel=SERVER, metavar="text|json")] = None,
-    access_log: Annotated[
-        bool | None, opt("access_log", "--access-log/--no-access-log", panel=SERVER)
-    ] = None,
-    fast_lane: Annotated[
-        bool | None, opt("fast_lane", "--fast-lane/--no-fast-lane", panel=SERVER)
-    ] = None,
+    access_log: Annotated[bool | None, switch("access_log", SERVER)] = None,
+    fast_lane: Annotated[bool | None, switch("fast_lane", SERVER)] = None,
     disable_access_log_for_endpoints: Annotated[
         list[str] | None,
         opt("disable_access_log_for_endpoints", panel=SERVER, metavar="PATH,PATH"),
     ] = None,
-    log_requests: Annotated[
-        bool | None, opt("log_requests", "--log-requests/--no-log-requests", panel=SERVER)
-    ] = None,
-    log_outputs: Annotated[
-        bool | None, opt("log_outputs", "--log-outputs/--no-log-outputs", panel=SERVER)
-    ] = None,
-    log_deltas: Annotated[
-        bool | None, opt("log_deltas", "--log-deltas/--no-log-deltas", panel=SERVER)
-    ] = None,
+    log_requests: Annotated[bool | None, switch("log_requests", SERVER)] = None,
+    log_outputs: Annotated[bool | None, switch("log_outputs", SERVER)] = None,
+    log_deltas: Annotated[bool | None, switch("log_deltas", SERVER)] = None,
     max_log_len: Annotated[str | None, opt("max_log_len", panel=SERVER, metavar="INT")] = None,
-    log_stats: Annotated[
-        bool | None, opt("log_stats", "--log-stats/--no-log-stats", panel=SERVER)
-    ] = None,
-    log_error_stack: Annotated[
-        bool | None,
-        opt("log_error_stack", "--log-error-stack/--no-log-error-stack", panel=SERVER),
-    ] = None,
+    log_stats: Annotated[bool | None, switch("log_stats", SERVER)] = None,
+    log_error_stack: Annotated[bool | None, switch("log_error_stack", SERVER)] = None,
     log_stats_interval: Annotated[
         str | None, opt("log_stats_interval", panel=SERVER, metavar="DURATION")
     ] = None,
-    dashboard: Annotated[
-        bool | None, opt("dashboard", "--dashboard/--no-dashboard", panel=SERVER)
-    ] = None,
+    dashboard: Annotated[bool | None, switch("dashboard", SERVER)] = None,
     api_key: Annotated[str | None, opt("api_key", panel=SERVER, metavar="KEY")] = None,
     allowed_origins: Annotated[
         list[str] | None, opt("allowed_origins", panel=SERVER, metavar="JSON|A,B")
@@ -86,50 +70,22 @@ def serve(
     allowed_headers: Annotated[
         list[str] | None, opt("allowed_headers", panel=SERVER, metavar="JSON|A,B")
     ] = None,
-    allow_credentials: Annotated[
-        bool | None,
-        opt("allow_credentials", "--allow-credentials/--no-allow-credentials", panel=SERVER),
-    ] = None,
+    allow_credentials: Annotated[bool | None, switch("allow_credentials", SERVER)] = None,
     root_path: Annotated[str | None, opt("root_path", panel=SERVER, metavar="PATH")] = None,
     sse_keep_alive_interval: Annotated[
         str | None, opt("sse_keep_alive_interval", panel=SERVER, metavar="DURATION")
     ] = None,
     enable_server_load_tracking: Annotated[
-        bool | None,
-        opt(
-            "enable_server_load_tracking",
-            "--enable-server-load-tracking/--no-enable-server-load-tracking",
-            panel=SERVER,
-        ),
+        bool | None, switch("enable_server_load_tracking", SERVER)
     ] = None,
     enable_tokenizer_info_endpoint: Annotated[
-        bool | None,
-        opt(
-            "enable_tokenizer_info_endpoint",
-            "--enable-tokenizer-info-endpoint/--no-enable-tokenizer-info-endpoint",
-            panel=SERVER,
-        ),
+        bool | None, switch("enable_tokenizer_info_endpoint", SERVER)
     ] = None,
-    enable_scale_out: Annotated[
-        bool | None,
-        opt("enable_scale_out", "--enable-scale-out/--no-enable-scale-out", panel=SERVER),
-    ] = None,
+    enable_scale_out: Annotated[bool | None, switch("enable_scale_out", SERVER)] = None,
     enable_request_id_headers: Annotated[
-        bool | None,
-        opt(
-            "enable_request_id_headers",
-            "--enable-request-id-headers/--no-enable-request-id-headers",
-            panel=SERVER,
-        ),
+        bool | None, switch("enable_request_id_headers", SERVER)
     ] = None,
-    disable_fastapi_docs: Annotated[
-        bool | None,
-        opt(
-            "disable_fastapi_docs",
-            "--disable-fastapi-docs/--no-disable-fastapi-docs",
-            panel=SERVER,
-        ),
-    ] = None,
+    disable_fastapi_docs: Annotated[bool | None, switch("disable_fastapi_docs", SERVER)] = None,
     max_request_body_size: Annotated[
         str | None, opt("max_request_body_size", panel=SERVER, metavar="SIZE")
     ] = None,
@@ -213,14 +169,8 @@ def serve(
     ssl_ca_certs: Annotated[str | None, opt("ssl_ca_certs", panel=TLS, metavar="FILE")] = None,
     ssl_cert_reqs: Annotated[str | None, opt("ssl_cert_reqs", panel=TLS, metavar="0|1|2")] = None,
     ssl_ciphers: Annotated[str | None, opt("ssl_ciphers", panel=TLS, metavar="CIPHERS")] = None,
-    enable_ssl_refresh: Annotated[
-        bool | None,
-        opt("enable_ssl_refresh", "--enable-ssl-refresh/--no-enable-ssl-refresh", panel=TLS),
-    ] = None,
-    self_signed_certs: Annotated[
-        bool | None,
-        opt("self_signed_certs", "--self-signed-certs/--no-self-signed-certs", panel=TLS),
-    ] = None,
+    enable_ssl_refresh: Annotated[bool | None, switch("enable_ssl_refresh", TLS)] = None,
+    self_signed_certs: Annotated[bool | None, switch("self_signed_certs", TLS)] = None,
     vllm_flags_without_effect: Annotated[
         list[str] | None, opt("vllm_flags_without_effect", panel=SERVER, metavar="FLAG")
     ] = None,
@@ -241,23 +191,13 @@ def serve(
     ] = None,
     response_role: Annotated[str | None, opt("response_role", panel=MODEL, metavar="ROLE")] = None,
     return_tokens_as_token_ids: Annotated[
-        bool | None,
-        opt(
-            "return_tokens_as_token_ids",
-            "--return-tokens-as-token-ids/--no-return-tokens-as-token-ids",
-            panel=MODEL,
-        ),
+        bool | None, switch("return_tokens_as_token_ids", MODEL)
     ] = None,
     reasoning_parser: Annotated[
         str | None, opt("reasoning_parser", panel=MODEL, metavar="NAME")
     ] = None,
     enable_auto_tool_choice: Annotated[
-        bool | None,
-        opt(
-            "enable_auto_tool_choice",
-            "--enable-auto-tool-choice/--no-enable-auto-tool-choice",
-            panel=MODEL,
-        ),
+        bool | None, switch("enable_auto_tool_choice", MODEL)
     ] = None,
     tool_call_parser: Annotated[
         str | None, opt("tool_call_parser", panel=MODEL, metavar="NAME")
@@ -269,20 +209,10 @@ def serve(
         str | None, opt("reasoning_effort_map", panel=MODEL, metavar="JSON")
     ] = None,
     exclude_tools_when_tool_choice_none: Annotated[
-        bool | None,
-        opt(
-            "exclude_tools_when_tool_choice_none",
-            "--exclude-tools-when-tool-choice-none/--no-exclude-tools-when-tool-choice-none",
-            panel=MODEL,
-        ),
+        bool | None, switch("exclude_tools_when_tool_choice_none", MODEL)
     ] = None,
     trust_request_chat_template: Annotated[
-        bool | None,
-        opt(
-            "trust_request_chat_template",
-            "--trust-request-chat-template/--no-trust-request-chat-template",
-            panel=MODEL,
-        ),
+        bool | None, switch("trust_request_chat_template", MODEL)
     ] = None,
     fingerprint_mode: Annotated[
         str | None, opt("fingerprint_mode", panel=MODEL, metavar="full|hash|custom|none")
@@ -307,9 +237,7 @@ def serve(
     dataset: Annotated[str | None, opt("dataset", panel=ANSWERS, metavar="FILE")] = None,
     replay: Annotated[str | None, opt("replay", panel=ANSWERS, metavar="FILE")] = None,
     replay_speed: Annotated[str | None, opt("replay_speed", panel=ANSWERS, metavar="FLOAT")] = None,
-    replay_strict: Annotated[
-        bool | None, opt("replay_strict", "--replay-strict/--no-replay-strict", panel=ANSWERS)
-    ] = None,
+    replay_strict: Annotated[bool | None, switch("replay_strict", ANSWERS)] = None,
     upstream: Annotated[str | None, opt("upstream", panel=ANSWERS, metavar="URL")] = None,
     upstream_timeout: Annotated[
         str | None, opt("upstream_timeout", panel=ANSWERS, metavar="DURATION")
@@ -384,46 +312,29 @@ def serve(
     max_num_batched_tokens: Annotated[
         str | None, opt("max_num_batched_tokens", panel=SCHED, metavar="INT")
     ] = None,
+    enable_chunked_prefill: Annotated[bool | None, switch("enable_chunked_prefill", SCHED)] = None,
+    long_prefill_token_threshold: Annotated[
+        str | None, opt("long_prefill_token_threshold", panel=SCHED, metavar="TOKENS")
+    ] = None,
+    long_prefill_token_threshold_adaptive: Annotated[
+        bool | None, switch("long_prefill_token_threshold_adaptive", SCHED)
+    ] = None,
     decode_time_per_sequence: Annotated[
         str | None, opt("decode_time_per_sequence", panel=LATENCY, metavar="DURATION")
     ] = None,
     context_time_per_token: Annotated[
         str | None, opt("context_time_per_token", panel=LATENCY, metavar="DURATION")
     ] = None,
-    enable_prefix_caching: Annotated[
-        bool | None,
-        opt(
-            "enable_prefix_caching",
-            "--enable-prefix-caching/--no-enable-prefix-caching",
-            panel=SCHED,
-        ),
-    ] = None,
-    kv_blocks: Annotated[
-        bool | None, opt("kv_blocks", "--kv-blocks/--no-kv-blocks", panel=SCHED)
-    ] = None,
+    enable_prefix_caching: Annotated[bool | None, switch("enable_prefix_caching", SCHED)] = None,
+    kv_blocks: Annotated[bool | None, switch("kv_blocks", SCHED)] = None,
     enable_prompt_tokens_details: Annotated[
-        bool | None,
-        opt(
-            "enable_prompt_tokens_details",
-            "--enable-prompt-tokens-details/--no-enable-prompt-tokens-details",
-            panel=METRICS,
-        ),
+        bool | None, switch("enable_prompt_tokens_details", METRICS)
     ] = None,
     enable_force_include_usage: Annotated[
-        bool | None,
-        opt(
-            "enable_force_include_usage",
-            "--enable-force-include-usage/--no-enable-force-include-usage",
-            panel=METRICS,
-        ),
+        bool | None, switch("enable_force_include_usage", METRICS)
     ] = None,
     enable_per_request_metrics: Annotated[
-        bool | None,
-        opt(
-            "enable_per_request_metrics",
-            "--enable-per-request-metrics/--no-enable-per-request-metrics",
-            panel=METRICS,
-        ),
+        bool | None, switch("enable_per_request_metrics", METRICS)
     ] = None,
     failure_injection_rate: Annotated[
         str | None, opt("failure_injection_rate", panel=FAULTS, metavar="PERCENT")
@@ -440,10 +351,7 @@ def serve(
     fake_metrics_refresh_interval: Annotated[
         str | None, opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
     ] = None,
-    kv_cache_metrics: Annotated[
-        bool | None,
-        opt("kv_cache_metrics", "--kv-cache-metrics/--no-kv-cache-metrics", panel=METRICS),
-    ] = None,
+    kv_cache_metrics: Annotated[bool | None, switch("kv_cache_metrics", METRICS)] = None,
     kv_cache_metrics_sample: Annotated[
         str | None, opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
     ] = None,
@@ -456,10 +364,7 @@ def serve(
     prefix_caching_hash_algo: Annotated[
         str | None, opt("prefix_caching_hash_algo", panel=KV, metavar="ALGO")
     ] = None,
-    enable_sleep_mode: Annotated[
-        bool | None,
-        opt("enable_sleep_mode", "--enable-sleep-mode/--no-enable-sleep-mode", panel=KV),
-    ] = None,
+    enable_sleep_mode: Annotated[bool | None, switch("enable_sleep_mode", KV)] = None,
     kv_cache_transfer_latency: Annotated[
         str | None, opt("kv_cache_transfer_latency", panel=KV, metavar="DURATION")
     ] = None,

@@ -46,3 +46,9 @@ def opt(field: str, *flags: str, panel: str, metavar: str | None = "TEXT") -> An
         show_default=False,
         autocompletion=completer(field),
     )
+
+
+def switch(field: str, panel: str) -> Any:
+    """An on/off flag pair for ``field``: ``--x/--no-x``."""
+    flag = "--" + field.replace("_", "-")
+    return opt(field, f"{flag}/--no-{flag[2:]}", panel=panel)

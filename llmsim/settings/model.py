@@ -164,6 +164,20 @@ class Settings(
                 "grpc_port",
                 f"gRPC ports {self.grpc_port}..{last_grpc_port} go past {MAX_PORT}; lower the port",
             )
+        if self.long_prefill_token_threshold > self.max_model_len:  # vLLM's words
+            raise _cross_field_error(
+                "long_prefill_token_threshold",
+                f"long_prefill_token_threshold ({self.long_prefill_token_threshold}) cannot be "
+                f"greater than the max_model_len ({self.max_model_len}).",
+            )
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise _cross_field_error(
+                "max_num_batched_tokens",
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than "
+                f"max_model_len ({self.max_model_len}): without chunked prefill longer "
+                "prompts could never run. Increase max_num_batched_tokens or decrease "
+                "max_model_len.",
+            )
         if self.grpc_only and self.grpc_port is not None:  # vLLM's words
             raise _cross_field_error(
                 "grpc_port",

@@ -320,10 +320,10 @@ VLLM_FLAGS = """
 --max-num-inflight-kv-loads                                             ?int          -
 --max-num-queued-reqs                                                   ?int          max_num_queued_reqs
 --max-num-queued-tokens                                                 ?hint         max_num_queued_tokens
---long-prefill-token-threshold                                          int           -
---long-prefill-token-threshold-adaptive !--no-long-prefill-token-threshold-adaptive  bool  -
+--long-prefill-token-threshold                                          int           long_prefill_token_threshold
+--long-prefill-token-threshold-adaptive !--no-long-prefill-token-threshold-adaptive  bool  long_prefill_token_threshold_adaptive
 --scheduling-policy                                                     str{fcfs|priority}  scheduling_policy
---enable-chunked-prefill !--disable-chunked-prefill !--no-enable-chunked-prefill  bool  -
+--enable-chunked-prefill !--disable-chunked-prefill !--no-enable-chunked-prefill  bool  enable_chunked_prefill
 --disable-chunked-mm-input !--enable-chunked-mm-input !--no-disable-chunked-mm-input  bool  -
 --scheduler-cls                                                         ?str          -
 --scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          -

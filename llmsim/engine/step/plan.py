@@ -54,3 +54,24 @@ class StepResult:
     """Lazy sequences that also produced one token each, not listed in ``emitted``."""
     lazy_previous: float = 0.0
     """When the lazy sequences produced their token before this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunking:
+    """How prompts are split over steps (vLLM's chunked-prefill flags)."""
+
+    enabled: bool = True
+    """Off (``--no-enable-chunked-prefill``): a prompt that does not fit the step's budget
+    waits for a step where it does, instead of starting with a chunk."""
+    long_prefill: int = 0
+    """``--long-prefill-token-threshold``: the most prompt tokens one sequence computes in a
+    step while others want the budget too (0: no cap)."""
+    adaptive: bool = False
+    """``--long-prefill-token-threshold-adaptive``: the cap never below a fair share of the
+    budget (budget / sequences running and waiting)."""
+
+    def cap(self, budget: int, sequences: int) -> int:
+        """The cap of a step with ``sequences`` running and waiting (0: none)."""
+        if not (self.enabled and self.long_prefill) or sequences <= 1:
+            return 0  # alone, a long prompt starves nobody
+        return max(self.long_prefill, budget // sequences) if self.adaptive else self.long_prefill

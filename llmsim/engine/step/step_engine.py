@@ -17,7 +17,7 @@ from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
-from llmsim.engine.step.plan import StepPlan, StepResult
+from llmsim.engine.step.plan import Chunking, StepPlan, StepResult
 from llmsim.engine.step.residency import BlockResidency
 from llmsim.engine.step.step_scheduler import StepScheduler
 from llmsim.settings.model import Settings
@@ -50,6 +50,7 @@ class StepEngine:
         kv_listener: KVCacheListener | None = None,
         rng: random.Random | None = None,
         by_priority: bool = False,
+        chunking: Chunking | None = None,
     ) -> None:
         self.listener: KVCacheListener = kv_listener or NullKVCacheListener()
         self.pool = BlockPool(num_blocks, block_size, self.listener)
@@ -63,6 +64,7 @@ class StepEngine:
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             by_priority=by_priority,
+            chunking=chunking,
         )
         self.costs = costs or StepCosts()
         self.rng = rng
@@ -90,6 +92,11 @@ class StepEngine:
             kv_listener=kv_listener,
             rng=rng,
             by_priority=settings.scheduling_policy == "priority",
+            chunking=Chunking(
+                settings.enable_chunked_prefill,
+                settings.long_prefill_token_threshold,
+                settings.long_prefill_token_threshold_adaptive,
+            ),
         )
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from llmsim.engine.priority import enqueue, last_in_order
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
-from llmsim.engine.step.plan import Chunk, StepPlan, StepResult
+from llmsim.engine.step.plan import Chunk, Chunking, StepPlan, StepResult
 from llmsim.engine.step.token_times import counts_left, due_at, gate, step_tokens
 
 
@@ -46,8 +46,12 @@ class StepScheduler:
         max_num_seqs: int,
         max_num_batched_tokens: int,
         by_priority: bool = False,
+        chunking: Chunking | None = None,
     ) -> None:
         self.kv = kv
+        self.chunking = chunking or Chunking()
+        self._cap = 0
+        """This step's most prompt tokens per sequence (:meth:`Chunking.cap`; 0: no cap)."""
         self.by_priority = by_priority
         """``--scheduling-policy priority`` (:mod:`llmsim.engine.priority`)."""
         self.max_num_seqs = max_num_seqs
@@ -139,6 +143,7 @@ class StepScheduler:
         plan = StepPlan()
         self._receive(now)
         lazy, budget = self.lazy, self.max_num_batched_tokens
+        self._cap = self.chunking.cap(budget, len(self.running) + self.num_waiting)
         if lazy is not None and lazy.members:
             budget = self._schedule_lazy(lazy, plan, budget, now)
         else:
@@ -371,7 +376,10 @@ class StepScheduler:
         index = 0
         while index < len(running) and budget > 0:
             seq = running[index]
-            num_new = min(seq.num_tokens - seq.num_computed, budget)
+            num_new = seq.num_tokens - seq.num_computed
+            if 0 < self._cap < num_new:
+                num_new = self._cap  # a long prompt's next chunk leaves room for the others
+            num_new = min(num_new, budget)
             if seq.sequence.timing is not None:
                 num_new = gate(seq, num_new, now, seq.num_computed)
             if num_new <= 0:
@@ -435,7 +443,12 @@ class StepScheduler:
                 continue
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
-            num_new = min(seq.num_tokens - seq.num_computed - cached, budget)
+            num_new = seq.num_tokens - seq.num_computed - cached
+            if 0 < self._cap < num_new:
+                num_new = self._cap
+            if num_new > budget and not self.chunking.enabled:
+                break  # unchunked, a prompt waits for a step that can take it whole
+            num_new = min(num_new, budget)
             if seq.sequence.timing is not None:
                 num_new = max(gate(seq, num_new, now, seq.num_computed + cached), 0)
             if not kv.allocate(seq, num_new, hits):

@@ -152,6 +152,26 @@ class TimingFields(BaseModel):
         description="Token budget of one engine step: decode tokens plus prefill chunks "
         "(step latency model; vLLM's --max-num-batched-tokens).",
     )
+    enable_chunked_prefill: bool = Field(
+        True,
+        description="Split a long prompt over several steps (step latency model), as vLLM "
+        "does by default. Off (vLLM's --no-enable-chunked-prefill): a prompt waits for a step "
+        "with room for all of it; max-num-batched-tokens must then be at least max-model-len.",
+    )
+    long_prefill_token_threshold: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="The most prompt tokens one sequence computes in a step while others are "
+        "running or waiting (step latency model; vLLM's --long-prefill-token-threshold), so "
+        "a long prompt does not starve them. 0: no cap.",
+    )
+    long_prefill_token_threshold_adaptive: bool = Field(
+        False,
+        description="Never cap a prompt's chunk below a fair share of the step's budget "
+        "(max-num-batched-tokens / sequences running and waiting), as vLLM's "
+        "--long-prefill-token-threshold-adaptive.",
+    )
     decode_time_per_sequence: StepDuration = Field(
         0.0,
         description="Step time added per decoding sequence beyond the first (step latency model).",

@@ -1,5 +1,5 @@
-"""``--scheduling-policy priority``: the queues in ``(priority, arrival)`` order and the
-preemption victim, in the engine (virtual steps) and over HTTP."""
+"""vLLM's scheduler flags in the step engine: ``--scheduling-policy priority`` (the queues in
+``(priority, arrival)`` order, the preemption victim; also over HTTP) and chunked prefill."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 from conftest import RunningServer
+from pydantic import ValidationError
 from test_scheduler_unit import generation, make_settings
 from test_step_engine import COSTS, Clock, batch, loop, make  # noqa: F401  (loop: a fixture)
 
 from llmsim.engine import Engine
 from llmsim.engine.step import StepEngine
+from llmsim.engine.step.plan import Chunking
+from llmsim.settings.model import Settings
 
 
 def test_the_running_sequence_last_in_priority_order_is_preempted(
@@ -93,3 +97,47 @@ def test_an_urgent_request_overtakes_the_queue_over_http(
     for thread in threads:
         thread.join(20)
     assert finished == ["running", "urgent", "later"]
+
+
+# -- chunked prefill (vLLM's --long-prefill-token-threshold, --no-enable-chunked-prefill) -----
+def test_a_long_prompt_is_cut_to_the_threshold_only_while_others_wait(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    chunking = Chunking(long_prefill=16)
+    engine = StepEngine(num_blocks=256, costs=COSTS, chunking=chunking)
+    engine.add(make(loop, "long", 100, 2))
+    engine.add(make(loop, "short", 10, 2))
+    clock = Clock(engine)
+    assert batch(clock.step()) == [("long", 16), ("short", 10)]
+    alone = StepEngine(num_blocks=256, costs=COSTS, chunking=chunking)
+    alone.add(make(loop, "long", 100, 2))
+    assert batch(Clock(alone).step()) == [("long", 100)]  # nobody to starve
+    fair = StepEngine(
+        num_blocks=256, costs=COSTS, chunking=Chunking(long_prefill=16, adaptive=True)
+    )
+    fair.add(make(loop, "long", 100, 2))
+    fair.add(make(loop, "short", 10, 2))
+    fair.scheduler.max_num_batched_tokens = 128
+    assert batch(Clock(fair).step()) == [("long", 64), ("short", 10)]  # 128 / 2 sequences
+
+
+def test_without_chunked_prefill_a_prompt_waits_for_room(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    for enabled, expected in [(True, [("a", 1), ("b", 63)]), (False, [("a", 1)])]:
+        engine = StepEngine(
+            num_blocks=256, max_num_batched_tokens=64, costs=COSTS, chunking=Chunking(enabled)
+        )
+        engine.add(make(loop, "a", 8, 4))
+        clock = Clock(engine)
+        clock.step()  # a's prompt: from now on it decodes one token a step
+        engine.add(make(loop, "b", 64, 2))
+        assert batch(clock.step()) == expected
+        clock.run()
+
+
+def test_the_prefill_flags_are_checked_as_vllm_checks_them() -> None:
+    with pytest.raises(ValidationError, match="cannot be greater than the max_model_len"):
+        Settings(long_prefill_token_threshold=9000, max_model_len=4096, config=None)
+    with pytest.raises(ValidationError, match="is smaller than max_model_len"):
+        Settings(enable_chunked_prefill=False, max_num_batched_tokens=2048, config=None)
