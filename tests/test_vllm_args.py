@@ -64,6 +64,18 @@ def test_the_table_holds_vllm_flags_once_each_with_valid_targets() -> None:
             ["m", "--block-size", "32", "--num-gpu-blocks-override", "100"],
             {"block_size": "32", "kv_cache_size": "3200"},
         ),
+        (["m", "--log_level", "NOTSET"], {"log_level": "NOTSET"}),
+        (["m", "--kv_cache_metrics"], {"kv_cache_metrics": True}),
+        (["m", "--scheduling-policy", "priority"], {"scheduling_policy": "priority"}),
+        (["m", "--max-num-queued-tokens", "4k"], {"max_num_queued_tokens": "4000"}),
+        (["m", "--max-num-queued-reqs", "9"], {"max_num_queued_reqs": "9"}),
+        (["m", "--disable-chunked-prefill"], {"enable_chunked_prefill": False}),
+        (["m", "--long-prefill-token-threshold", "64"], {"long_prefill_token_threshold": "64"}),
+        (["m", "--trust_request_chat_template"], {"trust_request_chat_template": True}),
+        (
+            ["m", "--reasoning-effort-map", '{"low": "none"}'],
+            {"reasoning_effort_map": '{"low": "none"}'},  # the settings model reads the JSON
+        ),
     ],
 )
 def test_flags_that_mean_something_here_set_settings(

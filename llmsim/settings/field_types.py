@@ -83,10 +83,11 @@ def load_responses_input(value: Any) -> Any:
 
 
 def level_name(value: Any) -> Any:
-    """vLLM's ``VLLM_LOGGING_LEVEL`` spells levels in capitals (``INFO``, ``WARN``)."""
+    """vLLM spells levels in capitals (``INFO``, ``WARN``; ``NOTSET``, everything, reads as
+    ``debug``)."""
     if isinstance(value, str):
         value = value.strip().lower()
-        return "warning" if value == "warn" else value
+        return {"warn": "warning", "notset": "debug"}.get(value, value)
     return value
 
 

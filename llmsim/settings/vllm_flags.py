@@ -72,7 +72,7 @@ VLLM_FLAGS = """
 --fingerprint-value                                                     ?str          fingerprint_value
 --host                                                                  ?str          host
 --port                                                                  int           port
---grpc-port                                                             ?int          -
+--grpc-port                                                             ?int          grpc_port
 --data-parallel-supervisor-port                                         int           -
 --dp-supervisor-probe-interval-s                                        float         -
 --dp-supervisor-probe-timeout-s                                         float         -
@@ -296,15 +296,15 @@ VLLM_FLAGS = """
 --max-lora-cls-labels                                                   ?int          -
 ## LoggingConfig
 --logging-config                                                        config        -
---log-level                                                             str{CRITICAL|ERROR|WARNING|INFO|DEBUG|NOTSET}  -
+--log-level                                                             str{CRITICAL|ERROR|WARNING|INFO|DEBUG|NOTSET}  log_level
 --log-config-file                                                       str           -
 ## ObservabilityConfig
 --show-hidden-metrics-for-version                                       ?str          -
 --otlp-traces-endpoint                                                  ?str          -
 --collect-detailed-traces                                               ?str{all|model|worker}+  -
 --per-request-spec-decode-metrics                                       str{detailed|none|summary}  -
---kv-cache-metrics !--no-kv-cache-metrics                               bool          -
---kv-cache-metrics-sample                                               float         -
+--kv-cache-metrics !--no-kv-cache-metrics                               bool          kv_cache_metrics
+--kv-cache-metrics-sample                                               float         kv_cache_metrics_sample
 --custom-histogram-buckets                                              ?json         -
 --cudagraph-metrics !--no-cudagraph-metrics                             bool          -
 --enable-layerwise-nvtx-tracing !--disable-layerwise-nvtx-tracing !--no-enable-layerwise-nvtx-tracing  bool  -
