@@ -258,3 +258,37 @@ def test_cached_received_and_parallel_sequences_change_only_their_own_observatio
     assert values(text, "vllm:request_generation_tokens_count") == {"": 5.0}
     # mean time per output token of each sequence of two tokens or more
     assert values(text, "vllm:request_time_per_output_token_seconds_count") == {"": 4.0}
+
+
+def _bounds(text: str, name: str) -> list[str]:
+    """The ``le`` labels of the first series of histogram ``name``."""
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            les = [s.labels["le"] for s in family.samples if s.name.endswith("_bucket")]
+            return les[: les.index("+Inf") + 1]
+    raise AssertionError(f"{name} not exported")
+
+
+def test_custom_histogram_buckets_replace_a_familys_bounds() -> None:
+    custom = {"time_to_first_token": [0.5, 1], "request_tokens": [10, 100]}
+    metrics = Metrics(Settings(custom_histogram_buckets=custom, config=None))
+    text = metrics.exposition().decode()
+    assert _bounds(text, "vllm:time_to_first_token_seconds") == ["0.5", "1.0", "+Inf"]
+    for name in ("vllm:request_prompt_tokens", "vllm:request_prefill_kv_computed_tokens"):
+        assert _bounds(text, name) == ["10.0", "100.0", "+Inf"]
+    assert _bounds(text, "vllm:e2e_request_latency_seconds")[0] == "0.3"  # not listed: vLLM's
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('{"ttft": [1]}', "unknown bucket family 'ttft'"),
+        ('{"request_latency": []}', "bucket list must not be empty"),
+        ('{"request_latency": [1, true]}', "must be a number, not a boolean"),
+        ('{"request_latency": [0, 1]}', "must be finite and greater than 0"),
+        ('{"request_latency": [2, 1]}', "must be strictly increasing"),
+    ],
+)
+def test_custom_histogram_buckets_are_checked_as_vllm_checks_them(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(custom_histogram_buckets=value, config=None)

@@ -352,6 +352,9 @@ def serve(
         str | None, opt("fake_metrics_refresh_interval", panel=METRICS, metavar="DURATION")
     ] = None,
     kv_cache_metrics: Annotated[bool | None, switch("kv_cache_metrics", METRICS)] = None,
+    custom_histogram_buckets: Annotated[
+        str | None, opt("custom_histogram_buckets", panel=METRICS, metavar="JSON")
+    ] = None,
     kv_cache_metrics_sample: Annotated[
         str | None, opt("kv_cache_metrics_sample", panel=METRICS, metavar="FRACTION")
     ] = None,

@@ -21,7 +21,9 @@ def fast_families(settings: Settings) -> dict[str, FastFamily]:
             series.name,
             series.help,
             series.labels,
-            None if series.kind == "counter" else buckets_of(series, settings.max_model_len),
+            None
+            if series.kind == "counter"
+            else buckets_of(series, settings.max_model_len, settings.custom_histogram_buckets),
         )
         for series in exported()
         if series.kind != "gauge"
@@ -32,6 +34,7 @@ class SharedRegistry:
     """What a server's engines share: one registry, its families and its gauges."""
 
     def __init__(self, settings: Settings) -> None:
+        self._custom = settings.custom_histogram_buckets
         self.registry = reg = CollectorRegistry()
         self.fast = fast = FastCollector()
         self.families = {name: fast.add(family) for name, family in fast_families(settings).items()}
@@ -58,6 +61,7 @@ class SharedRegistry:
         family = self.families.get(name)
         if family is None:
             series = BY_NAME[name]
-            family = FastFamily(name, series.help, series.labels, buckets_of(series, 0))
+            bounds = buckets_of(series, 0, self._custom)
+            family = FastFamily(name, series.help, series.labels, bounds)
             self.families[name] = family = self.fast.add(family)
         return family

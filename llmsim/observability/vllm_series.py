@@ -10,6 +10,7 @@ what a running server exports with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -278,6 +279,18 @@ SERIES: tuple[Series, ...] = (
 
 BY_NAME: dict[str, Series] = {series.name: series for series in SERIES}
 
+BUCKET_FAMILY_OF: dict[tuple[float, ...] | str, str] = {
+    TOKEN_COUNT_BUCKETS: "request_tokens",
+    TTFT_BUCKETS: "time_to_first_token",
+    TOKEN_GAP_BUCKETS: "inter_token_latency",
+    REQUEST_LATENCY_BUCKETS: "request_latency",
+    N_BUCKETS: "request_params_n",
+    ITERATION_TOKEN_BUCKETS: "iteration_tokens",
+    PREEMPTION_BUCKETS: "request_num_preemptions",
+    KV_RESIDENCY_BUCKETS: "kv_cache_residency",
+}
+"""vLLM's bucket family of each default set of bounds (``--custom-histogram-buckets`` keys)."""
+
 
 def exported(*, sleep_mode: bool = False, kv_cache_metrics: bool = False) -> tuple[Series, ...]:
     """The series an llmsim instance exports: those of every latency model, plus those of
@@ -299,8 +312,16 @@ def token_count_buckets(maximum: int) -> list[int]:
         exponent += 1
 
 
-def buckets_of(series: Series, max_model_len: int) -> tuple[float, ...]:
-    """A histogram's upper bounds (without ``+Inf``) for an instance with this context."""
+def buckets_of(
+    series: Series, max_model_len: int, custom: Mapping[str, Sequence[float]] | None = None
+) -> tuple[float, ...]:
+    """A histogram's upper bounds (without ``+Inf``) for an instance with this context, or
+    those ``custom`` (``--custom-histogram-buckets``) gives its family."""
+    if custom:
+        assert series.buckets is not None, f"{series.name} is not a histogram"
+        bounds = custom.get(BUCKET_FAMILY_OF[series.buckets])
+        if bounds is not None:
+            return tuple(float(bound) for bound in bounds)
     if series.buckets == TOKEN_COUNT_BUCKETS:
         return tuple(token_count_buckets(max_model_len))
     assert isinstance(series.buckets, tuple), f"{series.name} is not a histogram"

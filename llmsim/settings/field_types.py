@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -124,3 +126,41 @@ def http_url(value: str | None) -> str | None:
     if scheme not in ("http", "https") or not rest.strip("/"):
         raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
     return value.strip().rstrip("/")
+
+
+BUCKET_FAMILIES = (
+    "request_latency",
+    "time_to_first_token",
+    "inter_token_latency",
+    "iteration_tokens",
+    "request_params_n",
+    "request_num_preemptions",
+    "request_tokens",
+    "kv_cache_residency",
+)
+"""vLLM's histogram bucket families: the keys of ``--custom-histogram-buckets``."""
+
+
+def histogram_buckets(value: Any) -> Any:
+    """vLLM's checks of ``--custom-histogram-buckets``, in its words: known families, each a
+    non-empty, strictly increasing list of finite bounds above 0 (booleans are not numbers)."""
+    value = json_object_config(value)
+    if not isinstance(value, dict):
+        return value
+    for family, bounds in value.items():
+        name = f"custom_histogram_buckets[{family!r}]"
+        if family not in BUCKET_FAMILIES:
+            raise ValueError(
+                f"custom_histogram_buckets: unknown bucket family {family!r}; "
+                f"known families: {sorted(BUCKET_FAMILIES)}"
+            )
+        if not isinstance(bounds, list) or not bounds:
+            raise ValueError(f"{name}: bucket list must not be empty")
+        for bound in bounds:
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise ValueError(f"{name}: bound {bound!r} must be a number, not a boolean")
+            if not math.isfinite(bound) or bound <= 0:
+                raise ValueError(f"{name}: bound {bound!r} must be finite and greater than 0")
+        if any(a >= b for a, b in itertools.pairwise(bounds)):
+            raise ValueError(f"{name}: bounds {bounds} must be strictly increasing")
+    return value

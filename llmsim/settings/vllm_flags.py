@@ -305,7 +305,7 @@ VLLM_FLAGS = """
 --per-request-spec-decode-metrics                                       str{detailed|none|summary}  -
 --kv-cache-metrics !--no-kv-cache-metrics                               bool          kv_cache_metrics
 --kv-cache-metrics-sample                                               float         kv_cache_metrics_sample
---custom-histogram-buckets                                              ?json         -
+--custom-histogram-buckets                                              ?json         custom_histogram_buckets
 --cudagraph-metrics !--no-cudagraph-metrics                             bool          -
 --enable-layerwise-nvtx-tracing !--disable-layerwise-nvtx-tracing !--no-enable-layerwise-nvtx-tracing  bool  -
 --enable-mfu-metrics !--disable-mfu-metrics !--no-enable-mfu-metrics    bool          -

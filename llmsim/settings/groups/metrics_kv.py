@@ -11,6 +11,7 @@ from llmsim.settings.fake_metrics import FakeMetrics
 from llmsim.settings.field_types import (
     Duration,
     StepDuration,
+    histogram_buckets,
     json_object_config,
     load_fake_metrics_input,
 )
@@ -49,6 +50,18 @@ class MetricsKvFields(BaseModel):
         le=1.0,
         description="Share of KV blocks sampled for --kv-cache-metrics, in (0, 1] "
         "(vLLM's --kv-cache-metrics-sample).",
+    )
+
+    custom_histogram_buckets: Annotated[
+        dict[str, list[float]] | None, NoDecode, BeforeValidator(histogram_buckets)
+    ] = Field(
+        None,
+        description="Bucket bounds by vLLM's histogram family (vLLM's "
+        "--custom-histogram-buckets), as JSON or a TOML table: "
+        '{"time_to_first_token": [0.05, 0.1, 0.5, 1], "request_latency": [1, 5, 30]}. '
+        "Families: request_latency, time_to_first_token, inter_token_latency, "
+        "iteration_tokens, request_params_n, request_num_preemptions, request_tokens, "
+        "kv_cache_residency; every histogram of a listed family takes its bounds.",
     )
 
     # -- KV events, disaggregated prefill/decode, sleep mode ----------------------
