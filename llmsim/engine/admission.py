@@ -64,16 +64,22 @@ def refusal(schedulers: Iterable[Scheduler], settings: Settings, sequences: int)
         if in_flight + sequences > limit:
             return QUEUED_REQS
     limit = settings.max_num_queued_tokens
-    if limit is not None and prefill_backlog(schedulers) >= limit:
+    if limit is not None and backlog_reaches(schedulers, limit):
         return QUEUED_TOKENS
     return None
 
 
-def prefill_backlog(schedulers: Iterable[Scheduler]) -> int:
-    """Prompt tokens of the sequences in flight that have not released a token yet."""
-    return sum(
-        sequence.prompt_tokens
-        for scheduler in schedulers
-        for sequence in chain(scheduler.waiting, scheduler.running)
-        if sequence.first_token_at is None
-    )
+def backlog_reaches(schedulers: Iterable[Scheduler], limit: int) -> bool:
+    """Whether the prompt tokens of the sequences in flight that have not released a token
+    yet add up to ``limit``. The queues are read first and the count stops at the limit, so
+    a long queue costs no more than the limit's worth of prompts plus the running set."""
+    if limit <= 0:
+        return True
+    backlog = 0
+    for scheduler in schedulers:
+        for sequence in chain(scheduler.waiting, scheduler.running):
+            if sequence.first_token_at is None:
+                backlog += sequence.prompt_tokens
+                if backlog >= limit:
+                    return True
+    return False
