@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 QUEUED_REQS = "max_num_queued_reqs"
 QUEUED_TOKENS = "max_num_queued_tokens"
-REASONS = (QUEUED_REQS, QUEUED_TOKENS)
-"""vLLM's ``ADMISSION_REASONS``: the ``reason`` labels of the rejection counter."""
 MESSAGES = {
     QUEUED_REQS: "The engine is currently busy and cannot accept new requests. "
     "Please try again later or on a different instance.",

@@ -373,12 +373,12 @@ class StepScheduler:
     ) -> int:
         """Chunks for ``running`` (all running sequences, or those not lazy when the budget
         and the free blocks cover everyone, so that no one is preempted)."""
-        index = 0
+        index, cap = 0, self._cap
         while index < len(running) and budget > 0:
             seq = running[index]
             num_new = seq.num_tokens - seq.num_computed
-            if 0 < self._cap < num_new:
-                num_new = self._cap  # a long prompt's next chunk leaves room for the others
+            if 0 < cap < num_new:
+                num_new = cap  # a long prompt's next chunk leaves room for the others
             num_new = min(num_new, budget)
             if seq.sequence.timing is not None:
                 num_new = gate(seq, num_new, now, seq.num_computed)
@@ -432,7 +432,7 @@ class StepScheduler:
         return True
 
     def _schedule_waiting(self, plan: StepPlan, budget: int, now: float, entered_by: float) -> None:
-        waiting, running, kv = self.waiting, self.running, self.kv
+        waiting, running, kv, cap = self.waiting, self.running, self.kv, self._cap
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             seq = waiting[0]
             if seq.sequence.arrival > now or seq.entered > entered_by:
@@ -444,8 +444,8 @@ class StepScheduler:
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
             num_new = seq.num_tokens - seq.num_computed - cached
-            if 0 < self._cap < num_new:
-                num_new = self._cap
+            if 0 < cap < num_new:
+                num_new = cap
             if num_new > budget and not self.chunking.enabled:
                 break  # unchunked, a prompt waits for a step that can take it whole
             num_new = min(num_new, budget)
