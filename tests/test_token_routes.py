@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,38 @@ def test_routes_are_listed_in_the_docs() -> None:
         "/inference/v1/generate",
     ):
         assert route in text
+
+
+def test_abort_requests_ends_a_generation_and_the_key_guards_inference(
+    llmsim_server: Any,
+) -> None:
+    """vLLM's ``/inference/v1/abort_requests``, behind ``--api-key`` as every ``/inference``
+    path is; the aborted stream ends with the tokens it has."""
+    server = llmsim_server("--api-key", "k", "--inter-token-latency", "50ms")
+    auth = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+
+    def post(path: str, body: object, headers: dict[str, str]) -> Any:
+        data = json.dumps(body).encode()
+        return urllib.request.urlopen(
+            urllib.request.Request(server.base_url + path, data=data, headers=headers), timeout=20
+        )
+
+    body = {"token_ids": [5, 6, 7], "sampling_params": {"max_tokens": 60, "ignore_eos": True}}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        post("/inference/v1/generate", body, {"Content-Type": "application/json"})
+    assert refused.value.code == 401
+    stream = post("/inference/v1/generate", {**body, "stream": True, "request_id": "r1"}, auth)
+    with stream:
+        assert stream.readline().startswith(b"data: ")  # under way
+        with post("/inference/v1/abort_requests", {"request_ids": "generate-tokens-r1"}, auth) as r:
+            assert (r.status, r.read()) == (200, b"")
+        events = [
+            json.loads(line[6:])
+            for line in stream.read().splitlines()
+            if line.startswith(b"data: {")
+        ]
+    finishes = [c["finish_reason"] for event in events for c in event["choices"]]
+    assert finishes[-1] == "abort"
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        post("/inference/v1/abort_requests", {"request_ids": 5}, auth)
+    assert bad.value.code == 400

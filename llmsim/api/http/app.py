@@ -162,6 +162,7 @@ def create_app(
         web.post("/v1/chat/completions/derender", render.derender_chat),
         web.post("/v1/completions/derender", render.derender_completion),
         web.post("/inference/v1/generate", token_generate.generate_tokens),
+        web.post("/inference/v1/abort_requests", token_generate.abort_requests),
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]
@@ -255,6 +256,7 @@ GENERATING_PATHS = frozenset(
         "/v1/chat/completions/derender",
         "/v1/completions/derender",
         "/inference/v1/generate",
+        "/inference/v1/abort_requests",
     }
 )
 """Routes an embedding model (``runner = pooling``) does not have."""

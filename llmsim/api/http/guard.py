@@ -25,9 +25,9 @@ from llmsim.service.load import ServerLoad
 
 logger = logging.getLogger("llmsim.api")
 
-PROTECTED_PREFIXES = ("/v1/", "/admin/")
+PROTECTED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere", "/admin/")
 """Paths that need ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``) when the server
-has an API key."""
+has an API key: vLLM's guarded prefixes, and llmsim's admin routes."""
 UNAUTHORIZED = "Unauthorized: a valid 'Authorization: Bearer <key>' header is required."
 
 

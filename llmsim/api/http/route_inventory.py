@@ -139,6 +139,13 @@ VLLM_ROUTES: tuple[Route, ...] = (
         for path in ("/v1/chat/completions/derender", "/v1/completions/derender")
     ),
     Route("/inference/v1/generate", ("POST",), SCALE_OUT, "generate"),
+    Route(
+        "/inference/v1/abort_requests",
+        ("POST",),
+        SCALE_OUT,
+        "generate",
+        "ends the named requests on every engine with the tokens they have",
+    ),
     *(
         Route(path, ("POST",), GENERATE, "no", "resizes expert-parallel GPU workers; " + _NO_GPU)
         for path in ("/scale_elastic_ep", "/is_scaling_elastic_ep")

@@ -338,6 +338,7 @@ SCALE_OUT_PATHS = frozenset(
         "/v1/chat/completions/derender",
         "/v1/completions/derender",
         "/inference/v1/generate",
+        "/inference/v1/abort_requests",
     }
 )
 """vLLM's scale-out routes: served by vLLM 0.34 only with ``--enable-scale-out`` (or

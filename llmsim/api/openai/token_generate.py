@@ -9,6 +9,7 @@ only the answer's shape is this endpoint's own.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence as Seq
 from typing import Annotated, Any, cast
@@ -18,6 +19,7 @@ from pydantic import Field
 
 from llmsim.api.http.errors import APIError
 from llmsim.api.http.jsonio import dumps
+from llmsim.api.http.keys import ENGINES
 from llmsim.api.http.requests import read_json_object, validate_body
 from llmsim.api.http.sse import DONE, ResponseMeta, StreamSink, usage
 from llmsim.api.openai.inference import INFERENCE, Flavor, generate
@@ -251,3 +253,23 @@ async def generate_tokens(request: web.Request) -> web.StreamResponse:
 
 
 __all__ = ["GENERATE", "GenerateRequest", "as_completion", "generate_tokens"]
+
+
+async def abort_requests(request: web.Request) -> web.Response:
+    """``POST /inference/v1/abort_requests``: end the named requests (``request_ids``, one id
+    or a list, as the engine knows them: ``generate-tokens-<id>``, ``chatcmpl-<id>``) on
+    every engine, with the tokens they have; an empty 200, as vLLM answers."""
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"JSON decode error: {exc}") from None
+    ids = body.get("request_ids") if isinstance(body, dict) else None
+    if isinstance(ids, str):
+        ids = [ids]
+    if not (isinstance(ids, list) and all(isinstance(item, str) for item in ids)):
+        raise APIError(
+            400, "request_ids: a request id or a list of them is required", "request_ids"
+        )
+    for engine in request.app[ENGINES].engines:
+        engine.abort_in_flight(ids)
+    return web.Response()
