@@ -16,6 +16,8 @@ from conftest import RunningServer, post_json, start_server
 
 CHAT = {"messages": [{"role": "user", "content": "Tell me about caches."}], "max_tokens": 24}
 
+MODEL = "llmsim/sim-model"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
@@ -68,6 +70,37 @@ def test_render_counts_the_prompt_as_chat_does(server: RunningServer) -> None:
     assert rendered["token_ids"] == tokenized["tokens"]
     status, chat = post_json(server, "/v1/chat/completions", CHAT)
     assert chat["usage"]["prompt_tokens"] == len(rendered["token_ids"])
+
+
+def test_messages_and_responses_render_through_their_chat_translation(
+    server: RunningServer,
+) -> None:
+    """vLLM's ``/v1/messages/render`` and ``/v1/responses/render``: the same token ids as the
+    chat request they translate into."""
+    messages = [{"role": "user", "content": "Name three prime numbers."}]
+    _, chat = post_json(server, "/v1/chat/completions/render", {"messages": messages})
+    status, message = post_json(
+        server, "/v1/messages/render", {"model": MODEL, "max_tokens": 24, "messages": messages}
+    )
+    assert status == 200
+    assert message["token_ids"] == chat["token_ids"]
+    assert message["request_id"].startswith("chatcmpl-")
+    assert message["sampling_params"]["max_tokens"] == 24
+    status, response = post_json(
+        server, "/v1/responses/render", {"input": "Name three prime numbers."}
+    )
+    assert status == 200
+    assert response["token_ids"] == chat["token_ids"]
+    assert response["request_id"].startswith("resp_")
+    status, refused = post_json(
+        server, "/v1/responses/render", {"input": "x", "previous_response_id": "resp_1"}
+    )
+    assert status == 400
+    assert refused["error"]["param"] == "previous_response_id"
+    status, bad = post_json(server, "/v1/messages/render", {"model": MODEL, "messages": messages})
+    assert status == 400
+    assert "error" in bad  # OpenAI's shape here, as vLLM's render route answers
+    assert bad.get("type") != "error"
 
 
 def test_render_generate_derender_equals_the_chat_answer(server: RunningServer) -> None:

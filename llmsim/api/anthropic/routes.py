@@ -28,6 +28,7 @@ from llmsim.api.http.sse import ResponseMeta
 from llmsim.api.openai.adapted import Exchange, chat_request, renamer
 from llmsim.api.openai.inference import generate
 from llmsim.api.openai.prompts import apply_server_options, chat_prompt
+from llmsim.api.openai.render import rendered_chat
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
@@ -46,6 +47,15 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     rename = renamer("output_config.format", "tools[{index}].input_schema")
     flavor = exchange.flavor(render, translator, rename_param=rename)
     return await generate(request, flavor, chat, arrival=arrival)
+
+
+async def render_message(request: web.Request) -> web.Response:
+    """``POST /v1/messages/render``: the ``GenerateRequest`` the Messages request renders to,
+    its chat translation rendered as ``/v1/chat/completions/render`` renders it (vLLM's
+    errors here are OpenAI's shape: ``shaped_error_response`` leaves this path alone)."""
+    body = validate_body(MessagesRequest, await read_json_object(request))
+    rendered = await rendered_chat(request.app[ENGINE], chat_request(messages_chat_body(body)))
+    return web.Response(body=dumps(rendered), content_type="application/json")
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

@@ -163,6 +163,8 @@ def create_app(
         web.post("/v1/completions/derender", render.derender_completion),
         web.post("/inference/v1/generate", token_generate.generate_tokens),
         web.post("/inference/v1/abort_requests", token_generate.abort_requests),
+        web.post("/v1/messages/render", messages.render_message),
+        web.post("/v1/responses/render", responses.render_response),
     ]
     if settings.runner == "pooling":  # vLLM registers no generating route for such a model
         routes = [route for route in routes if route.path not in GENERATING_PATHS]
@@ -257,6 +259,8 @@ GENERATING_PATHS = frozenset(
         "/v1/completions/derender",
         "/inference/v1/generate",
         "/inference/v1/abort_requests",
+        "/v1/messages/render",
+        "/v1/responses/render",
     }
 )
 """Routes an embedding model (``runner = pooling``) does not have."""

@@ -75,6 +75,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 ANTHROPIC_PREFIX = "/v1/messages"
+MESSAGES_RENDER = "/v1/messages/render"
+"""A scale-out route under the prefix whose errors vLLM gives in OpenAI's shape."""
 """Errors on the Messages API come in Anthropic's shape, as vLLM answers them."""
 
 
@@ -96,6 +98,6 @@ def shaped_error_response(
     type: str | None = None,
 ) -> web.Response:
     """The error answer for a request to ``path``: Anthropic's shape on the Messages API."""
-    if path.startswith(ANTHROPIC_PREFIX):
+    if path.startswith(ANTHROPIC_PREFIX) and path != MESSAGES_RENDER:
         return anthropic_error_response(status, message, headers, type)
     return error_response(status, message, param, headers, type)

@@ -139,6 +139,10 @@ VLLM_ROUTES: tuple[Route, ...] = (
         for path in ("/v1/chat/completions/derender", "/v1/completions/derender")
     ),
     Route("/inference/v1/generate", ("POST",), SCALE_OUT, "generate"),
+    *(
+        Route(path, ("POST",), SCALE_OUT, "generate", "rendered through its chat translation")
+        for path in ("/v1/messages/render", "/v1/responses/render")
+    ),
     Route(
         "/inference/v1/abort_requests",
         ("POST",),

@@ -164,7 +164,14 @@ def _generate_request(
 
 async def render_chat(request: web.Request) -> web.Response:
     body = validate_body(ChatCompletionRequest, await read_json_object(request))
-    engine = request.app[INFERENCE].engine
+    return _json(await rendered_chat(request.app[INFERENCE].engine, body))
+
+
+async def rendered_chat(
+    engine: Engine, body: ChatCompletionRequest, prefix: str = "chatcmpl-"
+) -> dict[str, Any]:
+    """The ``GenerateRequest`` a chat request renders to (the Messages and Responses render
+    routes translate theirs into chat first, as vLLM does); ``prefix`` starts its id."""
     _check_model(engine, body.model)
     apply_server_options(body, engine.settings)
     prompt = chat_prompt(body, engine.tokenizer, with_ids=True)
@@ -173,7 +180,7 @@ async def render_chat(request: web.Request) -> web.Response:
     top = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, limit, top)
     params["extra_args"] = await asyncio.to_thread(chat_decisions, body, engine.settings)
-    return _json(_generate_request("chatcmpl-", ids, params, body))
+    return _generate_request(prefix, ids, params, body)
 
 
 async def render_completion(request: web.Request) -> web.Response:
@@ -339,6 +346,8 @@ SCALE_OUT_PATHS = frozenset(
         "/v1/completions/derender",
         "/inference/v1/generate",
         "/inference/v1/abort_requests",
+        "/v1/messages/render",
+        "/v1/responses/render",
     }
 )
 """vLLM's scale-out routes: served by vLLM 0.34 only with ``--enable-scale-out`` (or

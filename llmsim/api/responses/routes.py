@@ -25,6 +25,7 @@ from llmsim.api.http.requests import OFF_LOOP_BYTES, read_json_object, validate_
 from llmsim.api.http.sse import ResponseMeta
 from llmsim.api.openai.adapted import Exchange, chat_request, renamer
 from llmsim.api.openai.inference import generate
+from llmsim.api.openai.render import rendered_chat
 from llmsim.api.openai.schemas import INT64_MAX, INTEGRAL, Int64
 from llmsim.api.responses.convert import (
     ResponseShell,
@@ -145,6 +146,27 @@ def _chat_body(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[s
     if isinstance(kwargs, dict):  # the template and the reasoning parser read them, as vLLM's
         chat["chat_template_kwargs"] = kwargs
     return {key: value for key, value in chat.items() if value is not None}
+
+
+async def render_response(request: web.Request) -> web.Response:
+    """``POST /v1/responses/render``: the ``GenerateRequest`` the Responses request renders
+    to, through its chat translation, as vLLM's stateless render route (no stored history:
+    ``previous_response_id`` is refused in vLLM's words)."""
+    body = validate_body(ResponsesRequest, await read_json_object(request))
+    if body.previous_response_id is not None:
+        raise APIError(
+            400,
+            "previous_response_id is not supported by the stateless render endpoint.",
+            "previous_response_id",
+            type="invalid_request_error",
+        )
+    system = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    messages = [*system, *input_messages(body.input)]
+    if not messages:
+        raise APIError(400, "input: List should have at least 1 item", "input")
+    chat = chat_request(_chat_body(body, messages))
+    rendered = await rendered_chat(request.app[ENGINE], chat, prefix="resp_")
+    return web.Response(body=dumps(rendered), content_type="application/json")
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
