@@ -9,6 +9,8 @@ instead of computed?).
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -128,3 +130,53 @@ def test_a_connector_needs_a_known_role(value: str, message: str) -> None:
     result = run_cli("serve", "org/m", "--kv-transfer-config", value)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def _fetch_stages(server: RunningServer) -> dict[str, float]:
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "vllm:num_requests_kv_fetch_by_stage"
+        for sample in family.samples
+    }
+
+
+@pytest.mark.parametrize("model", ["constant", "step"])
+def test_a_consumer_reports_its_kv_fetches_by_stage(
+    llmsim_server: Callable[..., RunningServer], model: str
+) -> None:
+    """vLLM's gauge on a KV consumer: a decode request counts ``in_progress`` while its
+    prompt's KV is on the way, and nowhere once it arrived."""
+    idle = {"waiting_to_start": 0.0, "in_progress": 0.0, "completed_waiting": 0.0}
+    server = llmsim_server(
+        MODEL,
+        "--kv-transfer-config",
+        config("kv_consumer"),
+        "--kv-cache-transfer-latency",
+        "1s",
+        "--latency-model",
+        model,
+    )
+    assert _fetch_stages(server) == idle
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 2, "kv_transfer_params": REMOTE}
+    done: list[int] = []
+    thread = threading.Thread(
+        target=lambda: done.append(post_json(server, "/v1/completions", body)[0])
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 0.8
+        seen = _fetch_stages(server)
+        while seen["in_progress"] != 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = _fetch_stages(server)
+        assert seen == {**idle, "in_progress": 1.0}
+    finally:
+        thread.join(10)
+    assert done == [200]
+    assert _fetch_stages(server) == idle
+    if model == "constant":
+        plain = llmsim_server(MODEL, "--kv-transfer-config", config("kv_producer"))
+        assert _fetch_stages(plain) == {}  # vLLM registers it on a consumer only

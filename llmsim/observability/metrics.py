@@ -22,6 +22,7 @@ from llmsim.engine import Scheduler, Sequence
 from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.step import StepLoop, StepPlan, num_kv_blocks
 from llmsim.observability.finished_requests import FinishedRequests
+from llmsim.observability.kv_fetch import STAGES, StageCounts, pacer_stages, step_stages
 from llmsim.observability.metric_types import (
     DerivedCounter,
     DerivedHistogram,
@@ -246,6 +247,7 @@ class Metrics:
         kv_usage.set_function(lambda: min(scheduler.kv_tokens() / kv_cache_size, 1.0))
         self._deferred = scheduler.num_deferred
         self._track_reasons(self._deferred)
+        self._track_kv_fetch(pacer_stages(scheduler))
         self.scheduler_changed(scheduler)
 
     def track_blocks(self, blocks: KVBlocks) -> None:
@@ -268,6 +270,16 @@ class Metrics:
         capacity.set_function(lambda: max(waiting() - deferred(), 0))
         deferred_gauge.set_function(deferred)
 
+    def _track_kv_fetch(self, counts: StageCounts) -> None:
+        """``vllm:num_requests_kv_fetch_by_stage``, on a KV consumer (:mod:`.kv_fetch`)."""
+        family = self._shared.gauges.get("vllm:num_requests_kv_fetch_by_stage")
+        if family is None:
+            return
+        queued, receiving, arrived = (family.labels(*self._values, stage) for stage in STAGES)
+        queued.set_function(lambda: counts()[0])
+        receiving.set_function(lambda: counts()[1])
+        arrived.set(0)
+
     def track_step(self, step: StepLoop, settings: Settings) -> None:
         """Step mode: gauges from the engine loop and its blocks, and the step metrics."""
         engine = step.engine
@@ -279,6 +291,7 @@ class Metrics:
         kv_usage.set_function(engine.usage)
         outer_deferred = self._deferred
         self._track_reasons(lambda: outer_deferred() + len(engine.scheduler.receiving))
+        self._track_kv_fetch(step_stages(engine))
         if engine.pool.residency is not None:
             engine.pool.residency.listener = self._residency_histograms(settings)
         step.step_observers.append(self)

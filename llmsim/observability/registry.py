@@ -55,6 +55,10 @@ class SharedRegistry:
                 "vllm:cache_config_info",
             )
         }
+        transfer = settings.kv_transfer_config
+        if transfer is not None and transfer.consumes:  # vLLM registers it on a consumer only
+            name = "vllm:num_requests_kv_fetch_by_stage"
+            self.gauges[name] = gauge(name)
 
     def family(self, name: str) -> FastFamily:
         """The family ``name`` (added on first use for the optional residency series)."""

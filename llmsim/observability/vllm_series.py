@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from llmsim.settings.model import Settings
 
 Kind = Literal["counter", "gauge", "histogram"]
-When = Literal["always", "lora", "sleep_mode", "hidden", "kv_cache_metrics", "speculative", "nans"]
+When = Literal[
+    "always",
+    "lora",
+    "sleep_mode",
+    "hidden",
+    "kv_cache_metrics",
+    "kv_consumer",
+    "speculative",
+    "nans",
+]
 
 ENGINE_LABELS = ("model_name", "engine")
 TOKEN_COUNT_BUCKETS = "1-2-5"
@@ -68,6 +77,7 @@ CONDITIONS: dict[When, str] = {
     "sleep_mode": "with `--enable-sleep-mode`",
     "hidden": "deprecated: older releases, or `--show-hidden-metrics-for-version`; llmsim always",
     "kv_cache_metrics": "with `--kv-cache-metrics`; llmsim: also, in the step latency model",
+    "kv_consumer": "with a `--kv-transfer-config` whose `kv_role` is `kv_consumer` or `kv_both`",
     "speculative": "with speculative decoding; not simulated by llmsim",
     "nans": "with `VLLM_COMPUTE_NANS_IN_LOGITS`; not simulated by llmsim",
 }
@@ -127,6 +137,11 @@ WAITING_BY_REASON_HELP = (
     "capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV transfer, "
     "blocked status). Sum of all reasons equals vllm:num_requests_waiting."
 )
+KV_FETCH_HELP = (
+    "Number of waiting requests by async KV load stage. Stage labels: 'waiting_to_start' = "
+    "needs an async KV load that has not started; 'in_progress' = load started and not yet "
+    "reported finished; 'completed_waiting' = load finished, request not running yet."
+)
 SLEEP_HELP = (
     "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
     "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2."
@@ -144,6 +159,11 @@ SERIES: tuple[Series, ...] = (
            "`deferred`: sequences waiting for a LoRA slot, or for a KV transfer (P/D decode "
            "side, step model); `capacity`: the other waiting sequences",
            labels=(*ENGINE_LABELS, "reason")),
+    _gauge("vllm:num_requests_kv_fetch_by_stage", KV_FETCH_HELP,
+           "P/D decode side: `in_progress`, sequences receiving their prompt's KV; "
+           "`waiting_to_start`, those waiting for blocks to start (step model); "
+           "`completed_waiting`, 0 (a sequence whose KV arrived runs at once)",
+           labels=(*ENGINE_LABELS, "stage"), when="kv_consumer"),
     _gauge("vllm:engine_sleep_state", SLEEP_HELP, "the sleep state (see below)",
            labels=(*ENGINE_LABELS, "sleep_state"), when="sleep_mode"),
     _gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
@@ -292,10 +312,17 @@ BUCKET_FAMILY_OF: dict[tuple[float, ...] | str, str] = {
 """vLLM's bucket family of each default set of bounds (``--custom-histogram-buckets`` keys)."""
 
 
-def exported(*, sleep_mode: bool = False, kv_cache_metrics: bool = False) -> tuple[Series, ...]:
+def exported(
+    *, sleep_mode: bool = False, kv_cache_metrics: bool = False, kv_consumer: bool = False
+) -> tuple[Series, ...]:
     """The series an llmsim instance exports: those of every latency model, plus those of
-    ``--enable-sleep-mode`` and of ``--kv-cache-metrics`` (step model) when asked for."""
-    extra = {"sleep_mode": sleep_mode, "kv_cache_metrics": kv_cache_metrics}
+    ``--enable-sleep-mode``, of ``--kv-cache-metrics`` (step model) and of a KV consumer
+    when asked for."""
+    extra = {
+        "sleep_mode": sleep_mode,
+        "kv_cache_metrics": kv_cache_metrics,
+        "kv_consumer": kv_consumer,
+    }
     return tuple(s for s in SERIES if s.when in EXPORTED or extra.get(s.when, False))
 
 
