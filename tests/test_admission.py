@@ -106,3 +106,4 @@ def test_a_full_server_answers_503_and_counts_it(
     with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
         metrics = response.read().decode()
     assert 'reason="max_num_queued_reqs"} 1.0' in metrics
+    assert "503 beyond 1 requests in flight" in server.log()  # the start-up panel says so

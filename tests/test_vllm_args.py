@@ -13,7 +13,12 @@ import pytest
 from conftest import RunningServer, post_json, run_cli
 
 from llmsim.cli.main import serve
-from llmsim.cli.vllm_argv import serve_option_shapes, split_serve_args, translate_serve_args
+from llmsim.cli.vllm_argv import (
+    VLLM_VALUE_FORMS,
+    serve_option_shapes,
+    split_serve_args,
+    translate_serve_args,
+)
 from llmsim.settings.model import Settings
 from llmsim.settings.vllm_args import VllmArgsError, parse_vllm_args, vllm_flags
 from llmsim.settings.vllm_mapping import kv_cache_tokens
@@ -503,3 +508,16 @@ def test_a_json_flag_with_dotted_sub_keys_too_is_read_whole_by_vllms_parser() ->
     assert [arg for arg in args if arg.startswith("--kv-transfer-config")] == [
         '--kv-transfer-config={"kv_role": "kv_consumer"}'
     ]
+
+
+def test_token_counts_like_64k_reach_vllms_parser_on_every_shared_option() -> None:
+    """A shared option whose vLLM value may be ``64k`` is read by vLLM's parser in that form."""
+    shapes = serve_option_shapes(serve)
+    for flag in vllm_flags():
+        if flag.kind in ("hint", "hint_auto") and flag.primary in shapes:
+            assert flag.primary in VLLM_VALUE_FORMS, flag.primary
+    ours, theirs = split_serve_args(
+        ["m", "--max-num-queued-tokens", "64k", "--max-num-queued-reqs", "5"], shapes
+    )
+    assert ours == ["--max-num-queued-reqs", "5"]
+    assert theirs == ["m", "--max-num-queued-tokens", "64k"]

@@ -182,6 +182,12 @@ def render_banner(
             else "API key required on /v1/* and /admin/*"
             + (" and gRPC" if settings.grpc_port is not None else "")
         )
+    if settings.scheduling_policy == "priority":
+        extras.append("priority scheduling")
+    if settings.max_num_queued_reqs is not None:
+        extras.append(f"503 beyond {settings.max_num_queued_reqs} requests in flight")
+    if settings.max_num_queued_tokens is not None:
+        extras.append(f"503 from {settings.max_num_queued_tokens} prompt tokens in prefill")
     if settings.failure_injection_rate:
         extras.append(f"{settings.failure_injection_rate:g}% injected failures")
     if settings.stream_cut_rate:
