@@ -160,8 +160,9 @@ SERIES: tuple[Series, ...] = (
            "side, step model); `capacity`: the other waiting sequences",
            labels=(*ENGINE_LABELS, "reason")),
     _gauge("vllm:num_requests_kv_fetch_by_stage", KV_FETCH_HELP,
-           "P/D decode side: `in_progress`, sequences receiving their prompt's KV; "
-           "`waiting_to_start`, those waiting for blocks to start (step model); "
+           "P/D decode side: `in_progress`, sequences receiving their prompt's KV (counted as "
+           "waiting in the step model, as running in the others); `waiting_to_start`, those "
+           "waiting for blocks to start (step model); "
            "`completed_waiting`, 0 (a sequence whose KV arrived runs at once)",
            labels=(*ENGINE_LABELS, "stage"), when="kv_consumer"),
     _gauge("vllm:engine_sleep_state", SLEEP_HELP, "the sleep state (see below)",
