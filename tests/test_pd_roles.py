@@ -46,18 +46,26 @@ def prefill_answer(server: RunningServer) -> Any:
     return answer.get("kv_transfer_params")
 
 
+def metric_samples(server: RunningServer, name: str) -> list[Any]:
+    """The samples of the ``/metrics`` family ``name``."""
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        if family.name == name
+        for sample in family.samples
+    ]
+
+
 def received_tokens(server: RunningServer) -> float:
     """Prompt tokens received from a prefill instance after one decode request."""
     body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 2, "kv_transfer_params": REMOTE}
     status, answer = post_json(server, "/v1/completions", body)
     assert status == 200, answer
-    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
     return sum(
         sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "vllm:prompt_tokens_by_source"
-        for sample in family.samples
+        for sample in metric_samples(server, "vllm:prompt_tokens_by_source")
         if sample.labels.get("source") == "external_kv_transfer" and sample.name.endswith("_total")
     )
 
@@ -133,14 +141,8 @@ def test_a_connector_needs_a_known_role(value: str, message: str) -> None:
 
 
 def _fetch_stages(server: RunningServer) -> dict[str, float]:
-    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        sample.labels["stage"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "vllm:num_requests_kv_fetch_by_stage"
-        for sample in family.samples
-    }
+    samples = metric_samples(server, "vllm:num_requests_kv_fetch_by_stage")
+    return {sample.labels["stage"]: sample.value for sample in samples}
 
 
 @pytest.mark.parametrize("model", ["constant", "step"])

@@ -130,6 +130,7 @@ class Engine:
             self.step = StepLoop(core, lambda: self.observer)
         self.siblings: tuple[Engine, ...] = (self,)
         """The server's engines, this one included: the admission limits count them all."""
+        self._limited = limited(settings)  # read once, not per request
         keeps_blocks = self.step is not None or self.blocks is not None
         self.needs_token_ids = keeps_blocks and settings.enable_prefix_caching
         """Whether prompts should carry token ids (a block-level prefix cache hashes them)."""
@@ -194,6 +195,7 @@ class Engine:
             self.step.engine.costs = StepCosts.from_settings(settings)
             self.step.engine.scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
         self.settings = settings
+        self._limited = limited(settings)
         self._base_targets = _base_targets(settings)
 
     def _latency_model(self, settings: Settings) -> LatencyModel:
@@ -265,7 +267,7 @@ class Engine:
         """Generate the outputs (unless :meth:`outputs` made them already) and hand the
         sequences to the scheduler."""
         self._check_context(request)
-        if limited(self.settings):  # over a queue limit: refused before anything is made
+        if self._limited:  # over a queue limit: refused before anything is made
             schedulers = (engine.scheduler for engine in self.siblings)
             admit(schedulers, self.settings, len(request.prompts) * request.n, self.observer)
         max_len = self.settings.max_model_len
