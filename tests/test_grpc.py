@@ -490,13 +490,14 @@ def test_generated_modules_are_current(tmp_path: Path) -> None:
 
 
 def test_grpc_instead_of_http(tmp_path: Path, proto: Any) -> None:
-    """``vllm serve M --grpc --port P``: gRPC on P, no HTTP, a clean stop on SIGTERM."""
+    """``vllm serve M --grpc --port P``: gRPC on P, no HTTP, a clean stop on SIGTERM; the
+    stream interval groups its streamed chunks too."""
     pb, pb_grpc = proto
     port = free_port()
     log_path = tmp_path / "grpc-only.log"
     command = [
         sys.executable, "-m", "llmsim", "serve", "acme/tiny", "--grpc",
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", "127.0.0.1", "--port", str(port), "--stream-interval", "3",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -507,6 +508,12 @@ def test_grpc_instead_of_http(tmp_path: Path, proto: Any) -> None:
         )
         [answer] = list(stub_for(port, pb_grpc).Generate(request))
         assert answer.complete.completion_tokens == 4
+        eight = pb.SamplingParams(max_tokens=8, ignore_eos=True)
+        streamed = stub_for(port, pb_grpc).Generate(
+            pb.GenerateRequest(text="hi", sampling_params=eight, stream=True)
+        )
+        sizes = [len(item.chunk.token_ids) for item in streamed if item.HasField("chunk")]
+        assert sizes == [1, 3, 3, 1]  # --stream-interval 3: [0] [1-3] [4-6] [7]
         with pytest.raises((OSError, http.client.HTTPException)):  # HTTP/2 frames answer
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
         # The image's health check asks gRPC's health service of such a server.

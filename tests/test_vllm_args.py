@@ -74,6 +74,7 @@ def test_the_table_holds_vllm_flags_once_each_with_valid_targets() -> None:
         (["m", "--scheduling-policy", "priority"], {"scheduling_policy": "priority"}),
         (["m", "--max-num-queued-tokens", "4k"], {"max_num_queued_tokens": "4000"}),
         (["m", "--max-num-queued-reqs", "9"], {"max_num_queued_reqs": "9"}),
+        (["m", "--stream-interval", "5"], {"stream_interval": "5"}),
         (["m", "--disable-chunked-prefill"], {"enable_chunked_prefill": False}),
         (["m", "--long-prefill-token-threshold", "64"], {"long_prefill_token_threshold": "64"}),
         (["m", "--trust_request_chat_template"], {"trust_request_chat_template": True}),

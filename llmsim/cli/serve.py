@@ -75,6 +75,9 @@ def serve(
     sse_keep_alive_interval: Annotated[
         str | None, opt("sse_keep_alive_interval", panel=SERVER, metavar="DURATION")
     ] = None,
+    stream_interval: Annotated[
+        str | None, opt("stream_interval", panel=SERVER, metavar="INT")
+    ] = None,
     enable_server_load_tracking: Annotated[
         bool | None, switch("enable_server_load_tracking", SERVER)
     ] = None,

@@ -333,7 +333,7 @@ VLLM_FLAGS = """
 --cache-aware-admission-threshold                                       float         -
 --disable-hybrid-kv-cache-manager !--enable-hybrid-kv-cache-manager !--no-disable-hybrid-kv-cache-manager  bool  -
 --async-scheduling !--no-async-scheduling                               bool          -
---stream-interval                                                       int           -
+--stream-interval                                                       int           stream_interval
 ## CompilationConfig
 --cudagraph-capture-sizes                                               int+          -
 --max-cudagraph-capture-size                                            int           -

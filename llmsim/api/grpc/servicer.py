@@ -20,6 +20,7 @@ from llmsim.api.grpc.generated import vllm_engine_pb2_grpc as pb_grpc
 from llmsim.api.grpc.status import status_code
 from llmsim.api.grpc.streaming import ChunkSink
 from llmsim.engine import RequestGroup
+from llmsim.engine.stream_interval import with_interval
 from llmsim.runtime.faults import FORCE_HEADER
 from llmsim.runtime.sleep import SleepController
 from llmsim.service.embedding import start_embedding
@@ -64,7 +65,10 @@ class VllmEngineServicer(pb_grpc.VllmEngineServicer):  # type: ignore[misc]
         self, group: RequestGroup, request_id: str, stream: bool
     ) -> AsyncIterator[pb.GenerateResponse]:
         sink = ChunkSink(group) if stream else None
-        run = asyncio.ensure_future(group.run(sink))
+        interval = group.engine.settings.stream_interval
+        run = asyncio.ensure_future(
+            group.run(None if sink is None else with_interval(sink, interval))
+        )
         if sink is not None:
             run.add_done_callback(lambda _: sink.close())
         live = self._live.setdefault(request_id, set())

@@ -58,6 +58,9 @@ class ResponseMeta:
     stream's last chunks (the usage chunk when there is one)."""
     metrics: Callable[[Sequence], dict[str, Any]] | None = None
     """What makes the usage chunk's per-request ``metrics`` (one choice, when asked)."""
+    stream_interval: int = 1
+    """Tokens per chunk (``--stream-interval``, or the request's ``stream_interval``): above
+    1 the engine hands the sink each chunk's tokens at once (:mod:`llmsim.engine.stream_interval`)."""
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
@@ -127,6 +130,8 @@ class StreamSink:
         self.max_batch = MAX_BATCH
         """Most tokens of one sequence the engine releases to this sink at once."""
         self.continuous_usage = meta.continuous_usage
+        self.grouped = meta.stream_interval > 1
+        """Each call of :meth:`tokens` is one chunk, however many tokens it brings."""
         self._last_tail: bytes | None = None
         """What ends a choice's last chunk in place of ``}]}`` (the fingerprint), if any."""
 
@@ -145,7 +150,11 @@ class StreamSink:
         """Sent before a choice's first token (chat announces the role)."""
         return b""
 
-    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+    def token_chunk(
+        self, sequence: Sequence, text: str, last: bool, pieces: Seq[str] | None = None
+    ) -> bytes:
+        """The chunk of token ``text``; ``pieces``: the tokens it joins, when several (a
+        stream-interval group), for their logprobs."""
         raise NotImplementedError
 
     def chunk(self, index: int, body: bytes) -> bytes:
@@ -158,9 +167,23 @@ class StreamSink:
             head = self._heads[index] = self._prefix + str(index).encode() + b","
         return head
 
-    def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+    def tool_token_chunk(
+        self,
+        sequence: Sequence,
+        position: int,
+        text: str,
+        last: bool,
+        pieces: Seq[str] | None = None,
+    ) -> bytes:
         """A token of a sequence with tool calls or a thought (only chat streams them apart)."""
-        return self.token_chunk(sequence, text, last)
+        return self.token_chunk(sequence, text, last, pieces)
+
+    def group_chunk(self, sequence: Sequence, start: int, texts: Seq[str], last: bool) -> bytes:
+        """One chunk for the tokens ``texts`` from ``start`` on: a stream-interval group,
+        all of one kind (thought, text, or one tool call's arguments)."""
+        if sequence.tool_calls or sequence.reasoning_end:
+            return self.tool_token_chunk(sequence, start, "".join(texts), last, texts)
+        return self.token_chunk(sequence, "".join(texts), last, texts)
 
     def plain_token_parts(self, index: int) -> tuple[bytes, bytes] | None:
         """``(before, after)`` such that a plain token's chunk that is not its choice's last
@@ -169,6 +192,8 @@ class StreamSink:
         return None
 
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        if self.grouped and len(texts) > 1:
+            return self._group(sequence, start, texts)
         last = len(sequence.output) - 1
         if sequence.tool_calls or sequence.reasoning_end:
             tool_chunk = self.tool_token_chunk
@@ -184,6 +209,20 @@ class StreamSink:
             self._stamp(chunks)
         if self.continuous_usage:
             counts = range(start + (start > 0), start + len(texts) + 1)
+            return self.write(self._with_usage(sequence, chunks, counts))
+        return self.write(b"".join(chunks))
+
+    def _group(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        """Write the tokens of one stream-interval group as one chunk."""
+        end = start + len(texts)
+        last = end >= len(sequence.output)
+        chunks = [self.group_chunk(sequence, start, texts, last)]
+        if start == 0:
+            chunks.insert(0, self.start_chunk(sequence.index))
+        if self._last_tail is not None and last:
+            self._stamp(chunks)
+        if self.continuous_usage:
+            counts = [0, end] if start == 0 else [end]
             return self.write(self._with_usage(sequence, chunks, counts))
         return self.write(b"".join(chunks))
 

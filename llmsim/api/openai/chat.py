@@ -9,6 +9,7 @@ following deltas only ``index`` and argument fragments; the last chunk says
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence as Seq
 from typing import Any
 
 from aiohttp import web
@@ -132,14 +133,16 @@ class ChatStreamSink(StreamSink):
     def plain_token_parts(self, index: int) -> tuple[bytes, bytes]:
         return self.head(index) + b'"delta":{"content":', _OPEN_END
 
-    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+    def token_chunk(
+        self, sequence: Sequence, text: str, last: bool, pieces: Seq[str] | None = None
+    ) -> bytes:
         if self.logprobs is not None:
             return self.chunk(
                 sequence.index,
                 b'"delta":{"content":'
                 + dumps(text)
                 + b'},"logprobs":'
-                + self.logprobs.chat(sequence, text)
+                + self.logprobs.chat(sequence, pieces or (text,))
                 + b","
                 + finish_fields(sequence, last),
             )
@@ -159,12 +162,19 @@ class ChatStreamSink(StreamSink):
             b'"delta":{"content":""},"logprobs":null,' + finish_fields(sequence, True),
         )
 
-    def tool_token_chunk(self, sequence: Sequence, position: int, text: str, last: bool) -> bytes:
+    def tool_token_chunk(
+        self,
+        sequence: Sequence,
+        position: int,
+        text: str,
+        last: bool,
+        pieces: Seq[str] | None = None,
+    ) -> bytes:
         if position < sequence.reasoning_end:
-            return self._reasoning_chunk(sequence, text, last)
+            return self._reasoning_chunk(sequence, text, last, pieces)
         number = _call_at(sequence, position)
         if number is None:
-            return self.token_chunk(sequence, text, last)
+            return self.token_chunk(sequence, text, last, pieces)
         span = sequence.tool_calls[number]
         call: dict[str, Any] = {"index": number}
         if position == span.start:
@@ -178,15 +188,23 @@ class ChatStreamSink(StreamSink):
             b'"delta":{"tool_calls":['
             + dumps(call)
             + b']},"logprobs":'
-            + (b"null" if self.logprobs is None else self.logprobs.chat(sequence, text))
+            + (
+                b"null"
+                if self.logprobs is None
+                else self.logprobs.chat(sequence, pieces or (text,))
+            )
             + b","
             + finish_fields(sequence, last),
         )
 
-    def _reasoning_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+    def _reasoning_chunk(
+        self, sequence: Sequence, text: str, last: bool, pieces: Seq[str] | None
+    ) -> bytes:
         """A token of the thought: a ``reasoning`` delta, or nothing when the request said
         ``include_reasoning: false`` (the choice's last chunk still ends it)."""
-        logprobs = b"null" if self.logprobs is None else self.logprobs.chat(sequence, text)
+        logprobs = b"null"
+        if self.logprobs is not None:
+            logprobs = self.logprobs.chat(sequence, pieces or (text,))
         if not self.reasoning_shown:
             return self.end_chunk(sequence) if last else b""
         return self.chunk(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from typing import Any
 
 from llmsim.api.http.jsonio import dumps
@@ -41,9 +42,11 @@ class CompletionStreamSink(StreamSink):
     def plain_token_parts(self, index: int) -> tuple[bytes, bytes]:
         return self.head(index) + b'"text":', _OPEN_END
 
-    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+    def token_chunk(
+        self, sequence: Sequence, text: str, last: bool, pieces: Seq[str] | None = None
+    ) -> bytes:
         if self.logprobs is not None:
-            text, logprobs = self.logprobs.completion(sequence, text)
+            text, logprobs = self.logprobs.completion(sequence, pieces or (text,))
             return self.chunk(
                 sequence.index,
                 b'"text":'

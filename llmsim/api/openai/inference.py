@@ -73,6 +73,7 @@ from llmsim.engine import (
 )
 from llmsim.engine.data_parallel import DataParallelEngines
 from llmsim.engine.generation import GeneratedText
+from llmsim.engine.stream_interval import with_interval
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.runtime.adjustable import Runtime
 from llmsim.runtime.faults import FORCE_HEADER
@@ -344,6 +345,9 @@ async def _generate(
         and body.stream_options is not None
         and bool(body.stream_options.continuous_usage_stats)
     )
+    stream_interval = settings.stream_interval
+    if stream and body.stream_interval is not None:  # a request may only raise it, as in vLLM
+        stream_interval = max(stream_interval, body.stream_interval)
     del body
     if state.engines is not None:  # data-parallel: the engine is chosen as the request is added
         index = engine_index(request, state.engines)
@@ -370,6 +374,7 @@ async def _generate(
             meta.reasoning_shown = shown
             meta.role = settings.response_role
             meta.continuous_usage = continuous_usage
+            meta.stream_interval = stream_interval
             meta.fingerprint = state.fingerprint if openai else None
             if timed:
                 meta.metrics = streamed_metrics
@@ -415,7 +420,7 @@ async def _stream(
     writer = flavor.sink(request, response, meta)
     if meta.fingerprint is not None and not include_usage:
         writer.stamp_last_chunks(state.fingerprint_tail)
-    sink: TokenSink = writer
+    sink: TokenSink = with_interval(writer, meta.stream_interval)
     if state.request_log is not None:
         sink = state.request_log.stream_sink(sink, meta.id, group.engine.tokenizer)
     cut_after = faults.stream_cut_after(sum(len(s.output) for s in group.sequences))

@@ -143,6 +143,11 @@ class _SamplingRequest(_Body):
     """Disaggregated prefill/decode, as vLLM's NIXL connector reads it (service/kv_transfer.py)."""
     priority: Int64 = 0
     """Lower is served first with ``--scheduling-policy priority``."""
+    stream_interval: Annotated[int, Field(ge=1, le=INT64_MAX), INTEGRAL] | None = Field(
+        None,
+        description="Tokens per streamed chunk for this request; the server's "
+        "--stream-interval is the least it gets. Ignored without stream.",
+    )
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

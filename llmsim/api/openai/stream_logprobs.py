@@ -10,6 +10,7 @@ computation would hold every other request.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 from llmsim.api.http.jsonio import dumps
@@ -54,21 +55,24 @@ class EchoPrefix:
             dumps([None if step is None else top_dict(step, ids) for step in steps])[1:-1]
         )
 
-    def with_token(self, text: str, step: Step | None) -> bytes:
-        """The first chunk's ``logprobs``: the prompt's entries, then the token's."""
-        offsets, values, tokens, tops = self.offsets, self.values, self.tokens, self.tops
-        if step is not None:
-            offsets = [*offsets, self.end]
-            values = [*values, step.logprob]
-            tokens = [*tokens, *token_labels([text], [step], self.token_ids)]
-            tops = [*tops, dumps(top_dict(step, self.token_ids))]
+    def with_tokens(self, tokens: list[tuple[str, Step]]) -> bytes:
+        """The first chunk's ``logprobs``: the prompt's entries, then its tokens'."""
+        offsets, values = list(self.offsets), list(self.values)
+        labels, tops = list(self.tokens), list(self.tops)
+        end = self.end
+        for text, step in tokens:
+            offsets.append(end)
+            end += len(text)
+            values.append(step.logprob)
+            labels += token_labels([text], [step], self.token_ids)
+            tops.append(dumps(top_dict(step, self.token_ids)))
         return (
             b'{"text_offset":'
             + dumps(offsets)
             + b',"token_logprobs":'
             + dumps(values)
             + b',"tokens":'
-            + dumps(tokens)
+            + dumps(labels)
             + b',"top_logprobs":['
             + b",".join(item for item in tops if item)
             + b"]}"
@@ -113,35 +117,45 @@ class StreamLogprobs:
         token_id = piece_id(self.plan.tokenizer, text)
         return position, source.step(position, text, token_id, self.plan.logprobs)
 
-    def chat(self, sequence: Sequence, text: str) -> bytes:
-        """The chunk's ``logprobs`` value."""
-        _, step = self._advance(sequence, text)
-        if step is None:
-            return b"null"
-        return dumps({"content": chat_content([step], self.plan.token_ids)})
+    def _steps(self, sequence: Sequence, pieces: Seq[str]) -> list[tuple[str, Step]]:
+        """The tokens ``pieces`` (one, or a stream-interval group) with their steps."""
+        stepped = []
+        for text in pieces:
+            step = self._advance(sequence, text)[1]
+            if step is not None:
+                stepped.append((text, step))
+        return stepped
 
-    def completion(self, sequence: Sequence, text: str) -> tuple[str, bytes]:
-        """The chunk's text (the prompt first, with echo) and ``logprobs`` value."""
+    def chat(self, sequence: Sequence, pieces: Seq[str]) -> bytes:
+        """The ``logprobs`` value of a chunk carrying the tokens ``pieces``."""
+        steps = [step for _, step in self._steps(sequence, pieces)]
+        if not steps:
+            return b"null"
+        return dumps({"content": chat_content(steps, self.plan.token_ids)})
+
+    def completion(self, sequence: Sequence, pieces: Seq[str]) -> tuple[str, bytes]:
+        """The text (the prompt first, with echo) and ``logprobs`` value of a chunk carrying
+        the tokens ``pieces``."""
         plan, index = self.plan, sequence.index
         first = index not in self._offsets
         offset = self._offsets.get(index, 0)
-        out_text = text
+        out_text = "".join(pieces)
         texts: list[str] = []
         steps: list[Step | None] = []
         prefix = None
         if first and plan.echo:
-            out_text = plan.prompts[plan.prompt_of(index)] + text
+            out_text = plan.prompts[plan.prompt_of(index)] + out_text
             prefix = self._prefixes.pop(index, None)
             if plan.logprobs is not None and prefix is None:
                 texts = plan.prompt_pieces(index)
                 steps = plan.prompt_steps(index, plan.logprobs)
-        _, step = self._advance(sequence, text)
+        stepped = self._steps(sequence, pieces)
         self._offsets[index] = offset + len(out_text)
         if plan.logprobs is None:
             return out_text, b"null"
         if prefix is not None:
-            return out_text, prefix.with_token(text, step)
-        if step is not None:
+            return out_text, prefix.with_tokens(stepped)
+        for text, step in stepped:
             texts.append(text)
             steps.append(step)
         return out_text, dumps(completion_logprobs(texts, steps, offset, self.plan.token_ids))

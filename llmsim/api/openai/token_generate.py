@@ -200,7 +200,9 @@ class GenerateStreamSink(StreamSink):
             )
         )  # fmt: skip
 
-    def token_chunk(self, sequence: Sequence, text: str, last: bool) -> bytes:
+    def token_chunk(
+        self, sequence: Sequence, text: str, last: bool, pieces: Seq[str] | None = None
+    ) -> bytes:
         finish = dumps(finish_reason(sequence)) if last else b"null"
         return self.chunk(
             sequence.index, b'"logprobs":null,"finish_reason":' + finish + b',"token_ids":[]'

@@ -151,6 +151,15 @@ class ServerFields(BaseModel):
         "has sent nothing for this long (queued, in prefill, between slow tokens), so an idle "
         "timeout does not cut it; 0: never. vLLM's --sse-keep-alive-interval (whole seconds).",
     )
+    stream_interval: int = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Tokens per streamed chunk: a stream's first token goes out alone, then "
+        "its tokens go in groups of this many, each when its last is due, and the rest with "
+        "the last token, as vLLM's --stream-interval; a chat or completions request's "
+        "stream_interval may raise it. 1: one chunk per token.",
+    )
     disable_fastapi_docs: bool = Field(
         False,
         description="Serve no /openapi.json (vLLM's --disable-fastapi-docs, which also drops "
