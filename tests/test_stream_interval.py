@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from conftest import RunningServer, post_json, start_server, stream_events
 
+from llmsim.api.http.sse import CuttingSink
 from llmsim.engine import Sequence
 from llmsim.engine.generation import ToolSpan
+from llmsim.engine.pacer import MAX_BATCH
 from llmsim.engine.stream_interval import IntervalSink, with_interval
 from llmsim.settings.model import Settings
 
@@ -114,6 +116,16 @@ async def test_an_interval_of_one_adds_nothing() -> None:
     recorder = Recorder()
     assert with_interval(recorder, 1) is recorder
     assert isinstance(with_interval(recorder, 2), IntervalSink)
+
+
+async def test_wrappers_keep_the_writers_batch_limit() -> None:
+    """A logprob stream's writer lowers the tokens the pacer releases at once; a grouping or
+    a fault in front of it must not hide that from the pacer."""
+    writer = Recorder()
+    writer.max_batch = 8  # type: ignore[attr-defined]
+    chain = CuttingSink(IntervalSink(writer, 3), 100)
+    assert chain.max_batch == 8
+    assert IntervalSink(Recorder(), 3).max_batch == MAX_BATCH
 
 
 def test_the_setting_is_vllms_bound() -> None:

@@ -57,6 +57,27 @@ class TokenSink(Protocol):
         """Wait until the writer has room again."""
 
 
+class RelaySink:
+    """A sink in front of another (a log, a fault, a grouping): what it does not change
+    goes straight through, and the pacer's batch limit is the writer's behind it."""
+
+    def __init__(self, inner: TokenSink) -> None:
+        self._inner = inner
+
+    @property
+    def max_batch(self) -> int:
+        return getattr(self._inner, "max_batch", MAX_BATCH)
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        return self._inner.tokens(sequence, start, texts)
+
+    def finished(self, sequence: Sequence) -> None:
+        self._inner.finished(sequence)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
+
 class Outcome(enum.Enum):
     DONE = "done"
     BACKED_UP = "backed up"

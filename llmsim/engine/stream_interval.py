@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 
-from llmsim.engine.pacer import TokenSink
+from llmsim.engine.pacer import RelaySink, TokenSink
 from llmsim.engine.sequence import Sequence
 
 
-class IntervalSink:
+class IntervalSink(RelaySink):
     """Passes tokens on to ``inner`` in groups of ``interval`` (the first token alone)."""
 
     def __init__(self, inner: TokenSink, interval: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.interval = interval
         self._held: dict[int, tuple[int, list[str]]] = {}
         """Per choice: where its held tokens start, and their texts."""
@@ -41,7 +41,7 @@ class IntervalSink:
                 self._held[sequence.index] = (position, list(texts[position - start :]))
                 break
             group = texts[position - start : stop - start]
-            backed_up = self.inner.tokens(sequence, position, group) or backed_up
+            backed_up = self._inner.tokens(sequence, position, group) or backed_up
             position = stop
         return backed_up
 
@@ -49,13 +49,10 @@ class IntervalSink:
         held = self._held.pop(sequence.index, None)
         if held is not None:  # cut short: what was generated still goes out
             start, texts = held
-            self.inner.tokens(sequence, start, texts)
+            self._inner.tokens(sequence, start, texts)
             if start + len(texts) >= len(sequence.output):
                 return  # that chunk was the choice's last: it carries the finish
-        self.inner.finished(sequence)
-
-    async def drain(self) -> None:
-        await self.inner.drain()
+        self._inner.finished(sequence)
 
     def _group_end(self, sequence: Sequence, position: int) -> int:
         """Where the group holding ``position`` ends (exclusive)."""

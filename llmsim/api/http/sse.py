@@ -25,7 +25,7 @@ from llmsim.api.http.jsonio import dumps
 from llmsim.api.openai.logprobs import OutputPlan
 from llmsim.api.openai.stream_logprobs import StreamLogprobs
 from llmsim.engine import RequestGroup, Sequence
-from llmsim.engine.pacer import MAX_BATCH, TokenSink
+from llmsim.engine.pacer import MAX_BATCH, RelaySink, TokenSink
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
@@ -340,11 +340,11 @@ class StreamCutError(Exception):
     """Raised to cut a stream on purpose (``--stream-cut-rate``)."""
 
 
-class CuttingSink:
+class CuttingSink(RelaySink):
     """Passes tokens through until ``after`` of them were written, then cuts the stream."""
 
     def __init__(self, inner: TokenSink, after: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._left = after
 
     def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
@@ -356,12 +356,6 @@ class CuttingSink:
         if len(allowed) < len(texts):
             raise StreamCutError
         return backed_up
-
-    def finished(self, sequence: Sequence) -> None:
-        self._inner.finished(sequence)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
 
 
 async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:

@@ -12,16 +12,17 @@ from collections.abc import Sequence as Seq
 
 from llmsim.api.http.sse import StreamSink
 from llmsim.engine import Sequence, TokenSink
+from llmsim.engine.pacer import RelaySink
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-class KeepAliveSink:
+class KeepAliveSink(RelaySink):
     """Passes tokens through, and writes :data:`KEEP_ALIVE` whenever the stream has been
     quiet for ``interval`` seconds, until :meth:`stop`."""
 
     def __init__(self, inner: TokenSink, writer: StreamSink, interval: float) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._writer = writer
         self._interval = interval
         self._loop = asyncio.get_running_loop()
@@ -35,9 +36,6 @@ class KeepAliveSink:
     def finished(self, sequence: Sequence) -> None:
         self._last = self._loop.time()
         self._inner.finished(sequence)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
 
     def stop(self) -> None:
         self._task.cancel()

@@ -18,7 +18,7 @@ from typing import Any
 
 from llmsim.api.openai.schemas import ChatCompletionRequest, CompletionRequest
 from llmsim.engine import GenerationRequest, RequestGroup, Sequence
-from llmsim.engine.pacer import TokenSink
+from llmsim.engine.pacer import RelaySink, TokenSink
 from llmsim.engine.tokenizer import Tokenizer
 from llmsim.service.generation import output_ids
 from llmsim.settings.model import Settings
@@ -108,14 +108,14 @@ class RequestLogger:
             )
 
 
-class DeltaLogSink:
+class DeltaLogSink(RelaySink):
     """Passes tokens through and logs each as vLLM logs a streamed delta: its text (a
     thought's as ``[reasoning: ...]``), its id, and the finish reason on the last one."""
 
     def __init__(
         self, inner: TokenSink, log: RequestLogger, request_id: str, tokenizer: Tokenizer
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._log = log
         self._request_id = request_id
         self._tokenizer = tokenizer
@@ -137,12 +137,6 @@ class DeltaLogSink:
                 sequence.api_finish_reason if position == last else None,
             )
         return backed_up
-
-    def finished(self, sequence: Sequence) -> None:
-        self._inner.finished(sequence)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
 
 
 def sampling_params(
