@@ -211,6 +211,12 @@ def serve(
     reasoning_effort_map: Annotated[
         str | None, opt("reasoning_effort_map", panel=MODEL, metavar="JSON")
     ] = None,
+    generation_config: Annotated[
+        str | None, opt("generation_config", panel=MODEL, metavar="auto|vllm|DIR")
+    ] = None,
+    override_generation_config: Annotated[
+        str | None, opt("override_generation_config", panel=MODEL, metavar="JSON")
+    ] = None,
     exclude_tools_when_tool_choice_none: Annotated[
         bool | None, switch("exclude_tools_when_tool_choice_none", MODEL)
     ] = None,

@@ -32,6 +32,7 @@ from llmsim.engine.kv_blocks import KVBlocks
 from llmsim.engine.kv_listener import KVCacheListener
 from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
+from llmsim.engine.output_limits import output_limits
 from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
 from llmsim.engine.request import (
     ContextLengthError,
@@ -131,6 +132,8 @@ class Engine:
         self.siblings: tuple[Engine, ...] = (self,)
         """The server's engines, this one included: the admission limits count them all."""
         self._limited = limited(settings)  # read once, not per request
+        self.output_limits = output_limits(settings)
+        """``max_tokens`` from the generation config (vLLM's ``--generation-config``)."""
         keeps_blocks = self.step is not None or self.blocks is not None
         self.needs_token_ids = keeps_blocks and settings.enable_prefix_caching
         """Whether prompts should carry token ids (a block-level prefix cache hashes them)."""
@@ -196,6 +199,7 @@ class Engine:
             self.step.engine.scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
         self.settings = settings
         self._limited = limited(settings)
+        self.output_limits = output_limits(settings)
         self._base_targets = _base_targets(settings)
 
     def _latency_model(self, settings: Settings) -> LatencyModel:
@@ -224,12 +228,17 @@ class Engine:
         caller may do in a worker thread for many long answers, then pass to :meth:`submit`."""
         self._check_context(request)
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
-        max_len = self.settings.max_model_len
         return [
-            self._output(request, prompt, choice, max_len - prompt.token_count, rng)
+            self._output(request, prompt, choice, self._budget(request, prompt), rng)
             for prompt in request.prompts
             for choice in range(request.n)
         ]
+
+    def _budget(self, request: GenerationRequest, prompt: PromptInput) -> int:
+        """The most tokens an answer to ``prompt`` gets (its ``max_tokens`` aside)."""
+        room = self.settings.max_model_len - prompt.token_count
+        limits = self.output_limits
+        return room if limits is None else limits.budget(room, request.max_tokens)
 
     def _output(
         self,
@@ -270,14 +279,13 @@ class Engine:
         if self._limited:  # over a queue limit: refused before anything is made
             schedulers = (engine.scheduler for engine in self.siblings)
             admit(schedulers, self.settings, len(request.prompts) * request.n, self.observer)
-        max_len = self.settings.max_model_len
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
         made = iter(outputs) if outputs is not None else None
         loop = asyncio.get_running_loop()
         arrival = time.monotonic() if request.arrival is None else request.arrival
         sequences: list[Sequence] = []
         for prompt in request.prompts:
-            budget = max_len - prompt.token_count
+            budget = self._budget(request, prompt)
             for choice in range(request.n):
                 if made is None:
                     text = self._output(request, prompt, choice, budget, rng)
@@ -291,7 +299,9 @@ class Engine:
                     output=text.tokens,
                     natural_finish=text.finish_reason,
                     stop_reason=text.stop_reason,
-                    max_tokens=budget if request.max_tokens is None else request.max_tokens,
+                    max_tokens=budget
+                    if request.max_tokens is None
+                    else min(request.max_tokens, budget),
                     n=request.n,
                     arrival=arrival,
                     admitted=loop.create_future(),

@@ -9,7 +9,7 @@ the models differ in one thing a simulator can show: whether they think unless t
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 """The efforts a chat request may ask for (vLLM's ``reasoning_effort``)."""
@@ -69,6 +69,14 @@ def thinks(parser: str, template_kwargs: object) -> bool:
         if key in template_kwargs:
             return bool(template_kwargs[key])
     return default
+
+
+def check_generation_override(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``max_new_tokens`` becomes every request's ``max_tokens`` limit: a positive integer."""
+    tokens = (value or {}).get("max_new_tokens")
+    if tokens is not None and (type(tokens) is not int or tokens < 1):
+        raise ValueError(f"max_new_tokens must be a positive integer, got {tokens!r}")
+    return value
 
 
 def check_effort_map(value: dict[str, str] | None) -> dict[str, str] | None:

@@ -136,8 +136,8 @@ VLLM_FLAGS = """
 --hf-overrides                                                          dict_or_str   -
 --model-class-overrides                                                 json          -
 --pooler-config                                                         ?config       -
---generation-config                                                     str           -
---override-generation-config                                            json          -
+--generation-config                                                     str           generation_config
+--override-generation-config                                            json          override_generation_config
 --enable-sleep-mode !--disable-sleep-mode !--no-enable-sleep-mode       bool          enable_sleep_mode
 --sleep-mode-backend                                                    str           -
 --sleep-mode-offload-cudagraph !--no-sleep-mode-offload-cudagraph       bool          -

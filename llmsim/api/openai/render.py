@@ -51,8 +51,10 @@ def _check_model(engine: Engine, model: str | None) -> str:
         raise APIError(404, f"The model `{exc.name}` does not exist.", "model") from None
 
 
-def _max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int, param: str) -> int:
-    """vLLM's ``get_max_tokens``: what the request asks for, within the context window."""
+def _max_tokens(requested: int | None, prompt_tokens: int, engine: Engine, param: str) -> int:
+    """vLLM's ``get_max_tokens``: what the request asks for, within the context window and
+    the generation config's limits."""
+    max_model_len = engine.settings.max_model_len
     room = max_model_len - prompt_tokens
     if room <= 0:
         raise APIError(
@@ -62,6 +64,8 @@ def _max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int, p
             f"{param}.",
             param,
         )
+    if engine.output_limits is not None:
+        room = engine.output_limits.budget(room, requested)
     return room if requested is None else min(requested, room)
 
 
@@ -176,7 +180,7 @@ async def rendered_chat(
     apply_server_options(body, engine.settings)
     prompt = chat_prompt(body, engine.tokenizer, with_ids=True)
     ids = list(prompt.token_ids or ())
-    limit = _max_tokens(body.output_limit, len(ids), engine.settings.max_model_len, "messages")
+    limit = _max_tokens(body.output_limit, len(ids), engine, "messages")
     top = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, limit, top)
     params["extra_args"] = await asyncio.to_thread(chat_decisions, body, engine.settings)
@@ -190,7 +194,7 @@ async def render_completion(request: web.Request) -> web.Response:
     rendered = []
     for prompt in completion_prompts(body, engine.tokenizer, with_ids=True):
         ids = list(prompt.token_ids or ())
-        limit = _max_tokens(body.max_tokens, len(ids), engine.settings.max_model_len, "prompt")
+        limit = _max_tokens(body.max_tokens, len(ids), engine, "prompt")
         params = sampling_params(body, limit, body.logprobs)
         rendered.append(_generate_request("cmpl-", ids, params, body))
     return _json(rendered)

@@ -9,7 +9,7 @@ from pydantic_settings import NoDecode
 
 from llmsim.settings.field_types import Names, json_object_config
 from llmsim.settings.lora_modules import LoraModule, split_lora_modules
-from llmsim.settings.parsers import check_effort_map
+from llmsim.settings.parsers import check_effort_map, check_generation_override
 
 
 class ModelFields(BaseModel):
@@ -53,6 +53,26 @@ class ModelFields(BaseModel):
         min_length=1,
         description="Jinja2 chat template (a file, or the template itself) that renders chat "
         "messages into the prompt; overrides the tokenizer's own.",
+    )
+    generation_config: str = Field(
+        "auto",
+        min_length=1,
+        description="Where the default sampling parameters come from, as vLLM's "
+        "--generation-config: auto, the model's generation_config.json when --model is a local "
+        "folder; vllm, none; or a folder holding a generation_config.json. Only its "
+        "max_new_tokens matters here: the max_tokens of requests that set none, and from a "
+        "folder a limit on every answer.",
+    )
+    override_generation_config: Annotated[
+        dict[str, Any] | None,
+        NoDecode,
+        BeforeValidator(json_object_config),
+        AfterValidator(check_generation_override),
+    ] = Field(
+        None,
+        description="Generation config values over --generation-config's (vLLM's "
+        '--override-generation-config), as JSON or a TOML table: {"max_new_tokens": 256} '
+        "caps every answer at 256 tokens and is the max_tokens of requests that set none.",
     )
     max_logprobs: int = Field(
         20,
