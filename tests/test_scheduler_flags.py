@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import RunningServer
@@ -141,3 +142,46 @@ def test_the_prefill_flags_are_checked_as_vllm_checks_them() -> None:
         Settings(long_prefill_token_threshold=9000, max_model_len=4096, config=None)
     with pytest.raises(ValidationError, match="is smaller than max_model_len"):
         Settings(enable_chunked_prefill=False, max_num_batched_tokens=2048, config=None)
+
+
+# -- admission limits (vLLM's --max-num-active-seqs, --max-num-scheduled-tokens, --watermark) --
+def step_engine(**overrides: Any) -> StepEngine:
+    settings = make_settings(latency_model="step", max_model_len=512, **overrides)
+    return StepEngine.from_settings(settings)
+
+
+def test_active_sequences_and_the_scheduled_token_budget_bound_each_step(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    engine = step_engine(max_running_requests=8, max_num_active_seqs=2)
+    for name in "abcde":
+        engine.add(make(loop, name, 8, 3))
+    clock = Clock(engine)
+    assert batch(clock.step()) == [("a", 8), ("b", 8)]  # 8 slots, 2 admitted
+    assert engine.scheduler.num_waiting == 3
+    clock.run()
+    assert max(len(plan.chunks) for plan in clock.plans) == 2
+    budget = step_engine(max_num_batched_tokens=512, max_num_scheduled_tokens=40)
+    budget.add(make(loop, "long", 100, 2))
+    assert batch(Clock(budget).step()) == [("long", 40)]
+
+
+def test_the_watermark_keeps_blocks_free_when_a_sequence_joins_others(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    # 32 blocks of 16 tokens; a watermark of 0.5 keeps 16 of them free for what runs already
+    for watermark, expected in [(0.0, [("a", 1), ("b", 240)]), (0.5, [("a", 1)])]:
+        engine = step_engine(kv_cache_size=512, block_size=16, watermark=watermark)
+        a, b = make(loop, "a", 200, 4), make(loop, "b", range(1000, 1240), 2)
+        engine.add(a)  # 13 blocks, admitted alone: no watermark
+        clock = Clock(engine)
+        assert batch(clock.step()) == [("a", 200)]
+        engine.add(b)  # 15 more: 28 of 32 fit, but not with 16 to spare
+        assert batch(clock.step()) == expected
+        clock.run()
+        assert (a.generated, b.generated) == (4, 2)  # b runs once a has left
+
+
+def test_more_active_sequences_than_the_batch_holds_is_vllms_error() -> None:
+    with pytest.raises(ValidationError, match=r"max_num_active_seqs \(9\) cannot be greater"):
+        Settings(max_running_requests=8, max_num_active_seqs=9, config=None)

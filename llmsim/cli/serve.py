@@ -311,6 +311,13 @@ def serve(
     max_num_queued_tokens: Annotated[
         str | None, opt("max_num_queued_tokens", panel=SCHED, metavar="TOKENS")
     ] = None,
+    max_num_active_seqs: Annotated[
+        str | None, opt("max_num_active_seqs", panel=SCHED, metavar="INT")
+    ] = None,
+    max_num_scheduled_tokens: Annotated[
+        str | None, opt("max_num_scheduled_tokens", panel=SCHED, metavar="TOKENS")
+    ] = None,
+    watermark: Annotated[str | None, opt("watermark", panel=SCHED, metavar="FRACTION")] = None,
     max_loras: Annotated[str | None, opt("max_loras", panel=SCHED, metavar="INT")] = None,
     max_cpu_loras: Annotated[str | None, opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[

@@ -36,6 +36,7 @@ VLLM_VALUE_FORMS: dict[str, re.Pattern[str]] = {
     "--max-model-len": re.compile(rf"^({_HUMAN_INT}|auto|-1)$"),
     "--max-num-batched-tokens": re.compile(rf"^{_HUMAN_INT}$"),
     "--max-num-queued-tokens": re.compile(rf"^{_HUMAN_INT}$"),
+    "--max-num-scheduled-tokens": re.compile(rf"^{_HUMAN_INT}$"),
     "--shutdown-timeout": re.compile(r"^\d+$"),
     "--sse-keep-alive-interval": re.compile(r"^-?\d+$"),
     "--data-parallel-backend": re.compile(r"^ray$"),

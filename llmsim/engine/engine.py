@@ -111,7 +111,7 @@ class Engine:
             )
             self.blocks.kv.lora_ids = self.loras.int_id
         self.scheduler = Scheduler(
-            max_running=settings.max_running_requests,
+            max_running=settings.running_limit,
             max_waiting=settings.max_waiting_queue_length,
             loras=self.loras,
             observer=self.observer,
@@ -196,7 +196,7 @@ class Engine:
         self.loras.load_latency = settings.lora_load_latency
         if self.step is not None:
             self.step.engine.costs = StepCosts.from_settings(settings)
-            self.step.engine.scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
+            self.step.engine.scheduler.max_num_batched_tokens = settings.step_token_budget
         self.settings = settings
         self._limited = limited(settings)
         self.output_limits = output_limits(settings)

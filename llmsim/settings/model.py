@@ -178,6 +178,12 @@ class Settings(
                 "prompts could never run. Increase max_num_batched_tokens or decrease "
                 "max_model_len.",
             )
+        if (active := self.max_num_active_seqs) and active > self.max_running_requests:
+            raise _cross_field_error(  # vLLM's words
+                "max_num_active_seqs",
+                f"max_num_active_seqs ({active}) cannot be greater than max_num_seqs "
+                f"({self.max_running_requests}).",
+            )
         if self.grpc_only and self.grpc_port is not None:  # vLLM's words
             raise _cross_field_error(
                 "grpc_port",
@@ -207,6 +213,16 @@ class Settings(
         return self
 
     # -- derived views ----------------------------------------------------------
+    @property
+    def running_limit(self) -> int:
+        """The most sequences that run at once (``--max-num-active-seqs`` when set)."""
+        return self.max_num_active_seqs or self.max_running_requests
+
+    @property
+    def step_token_budget(self) -> int:
+        """The most tokens one step schedules (``--max-num-scheduled-tokens`` when set)."""
+        return self.max_num_scheduled_tokens or self.max_num_batched_tokens
+
     @property
     def served_names(self) -> list[str]:
         """Names the API accepts for the base model; the first is reported."""

@@ -314,9 +314,9 @@ VLLM_FLAGS = """
 --jit-monitor-verbose !--no-jit-monitor-verbose                         bool          -
 ## SchedulerConfig
 --max-num-batched-tokens                                                hint          max_num_batched_tokens
---max-num-scheduled-tokens                                              ?hint         -
+--max-num-scheduled-tokens                                              ?hint         max_num_scheduled_tokens
 --max-num-seqs                                                          int           max_running_requests
---max-num-active-seqs                                                   ?int          -
+--max-num-active-seqs                                                   ?int          max_num_active_seqs
 --max-num-inflight-kv-loads                                             ?int          -
 --max-num-queued-reqs                                                   ?int          max_num_queued_reqs
 --max-num-queued-tokens                                                 ?hint         max_num_queued_tokens
@@ -327,7 +327,7 @@ VLLM_FLAGS = """
 --disable-chunked-mm-input !--enable-chunked-mm-input !--no-disable-chunked-mm-input  bool  -
 --scheduler-cls                                                         ?str          -
 --scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          -
---watermark                                                             float         -
+--watermark                                                             float         watermark
 --prefill-schedule-interval                                             int           -
 --cache-aware-admission-window                                          int           -
 --cache-aware-admission-threshold                                       float         -

@@ -173,8 +173,11 @@ class KVCacheManager:
             hits.append(block)
         return hits
 
-    def allocate(self, seq: StepSequence, num_new: int, hits: Seq[KVBlock] = ()) -> bool:
-        """Give ``seq`` room for ``num_new`` more tokens after its hits; False if no room."""
+    def allocate(
+        self, seq: StepSequence, num_new: int, hits: Seq[KVBlock] = (), reserve: int = 0
+    ) -> bool:
+        """Give ``seq`` room for ``num_new`` more tokens after its hits, leaving ``reserve``
+        blocks free; False if no room."""
         pool, size = self.pool, self.block_size
         if not hits and seq.num_computed + num_new <= len(seq.blocks) * size:
             # the usual decode step: the token fits the last block the sequence holds
@@ -189,7 +192,8 @@ class KVCacheManager:
             pool.allocate_into(seq.blocks, 1)
             return True
         total = seq.num_computed + len(hits) * size + num_new
-        if not self._take(seq, hits, self.blocks_for(total) - len(seq.blocks) - len(hits)):
+        needed = self.blocks_for(total) - len(seq.blocks) - len(hits)
+        if not self._take(seq, hits, needed, reserve):
             return False
         seq.num_computed += len(hits) * size
         if self.enable_caching and seq.prompt_ids is not None:
@@ -251,12 +255,12 @@ class KVCacheManager:
         return count
 
     # -- internals --------------------------------------------------------------
-    def _take(self, seq: StepSequence, hits: Seq[KVBlock], needed: int) -> bool:
+    def _take(self, seq: StepSequence, hits: Seq[KVBlock], needed: int, reserve: int = 0) -> bool:
         """Take the cached ``hits`` back into use and ``needed`` fresh blocks for ``seq``;
-        False, with nothing taken, if they do not fit."""
+        False, with nothing taken, if they do not fit with ``reserve`` blocks to spare."""
         pool = self.pool
         reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
-        if needed > pool.num_free - reclaimed:
+        if needed + reserve > pool.num_free - reclaimed:
             return False
         if hits:
             pool.touch(hits)

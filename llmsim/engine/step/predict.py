@@ -43,7 +43,7 @@ def idle_ttft(settings: Settings, prompt_tokens: int) -> float:
             max(settings.kv_cache_size, prompt_tokens + 1), settings.block_size
         ),
         block_size=settings.block_size,
-        max_num_batched_tokens=settings.max_num_batched_tokens,
+        max_num_batched_tokens=settings.step_token_budget,
         costs=StepCosts.from_settings(settings),
     )
     run = VirtualRun(engine)
@@ -58,7 +58,7 @@ def predict(settings: Settings) -> Prediction:
     costs = StepCosts.from_settings(settings)
     blocks_per_sequence = -(-CONTEXT // settings.block_size)
     fits = num_kv_blocks(settings.kv_cache_size, settings.block_size) // blocks_per_sequence
-    limit = max(1, min(settings.max_running_requests, fits))
+    limit = max(1, min(settings.running_limit, fits))
     best_batch, best_rate = 1, 0.0
     for batch in range(1, limit + 1):
         step = decode_itl(costs, batch)

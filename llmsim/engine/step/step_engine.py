@@ -84,8 +84,8 @@ class StepEngine:
         engine = cls(
             num_blocks=num_kv_blocks(settings.kv_cache_size, settings.block_size),
             block_size=settings.block_size,
-            max_num_seqs=settings.max_running_requests,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
+            max_num_seqs=settings.running_limit,
+            max_num_batched_tokens=settings.step_token_budget,
             enable_prefix_caching=settings.enable_prefix_caching,
             costs=StepCosts.from_settings(settings),
             block_hasher=block_hasher,
@@ -98,6 +98,7 @@ class StepEngine:
                 settings.long_prefill_token_threshold_adaptive,
             ),
         )
+        engine.scheduler.watermark_blocks = int(settings.watermark * engine.pool.num_blocks)
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)
         return engine

@@ -56,6 +56,8 @@ class StepScheduler:
         """``--scheduling-policy priority`` (:mod:`llmsim.engine.priority`)."""
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.watermark_blocks = 0
+        """Blocks left free when a sequence joins others (vLLM's ``--watermark``)."""
         self.running: list[StepSequence] = []
         self.waiting: deque[StepSequence] = deque()
         self.receiving: list[StepSequence] = []
@@ -451,7 +453,7 @@ class StepScheduler:
             num_new = min(num_new, budget)
             if seq.sequence.timing is not None:
                 num_new = max(gate(seq, num_new, now, seq.num_computed + cached), 0)
-            if not kv.allocate(seq, num_new, hits):
+            if not kv.allocate(seq, num_new, hits, self.watermark_blocks if running else 0):
                 break
             waiting.popleft()
             running.append(seq)

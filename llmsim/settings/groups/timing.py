@@ -123,6 +123,29 @@ class TimingFields(BaseModel):
         "which a new request is refused with 503, as vLLM's --max-num-queued-tokens (a TTFT "
         "valve). Unset: no limit.",
     )
+    max_num_active_seqs: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="The most sequences admitted into the running batch, as vLLM's "
+        "--max-num-active-seqs: at most --max-num-seqs, which it leaves as the batch's "
+        "capacity. Unset: --max-num-seqs.",
+    )
+    max_num_scheduled_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="The most tokens one engine step schedules (step latency model), as "
+        "vLLM's --max-num-scheduled-tokens. Unset: --max-num-batched-tokens.",
+    )
+    watermark: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the KV cache's blocks kept free when a waiting or preempted "
+        "sequence is admitted beside others (step latency model), as vLLM's --watermark: "
+        "headroom against preempting again soon. 0: none.",
+    )
     max_loras: int = Field(
         1, ge=1, le=1024, description="LoRA adapters that can be active at once."
     )
