@@ -87,7 +87,7 @@ def test_show_completion_prints_a_bash_script_that_calls_back_into_llmsim() -> N
     ("words", "expected"),
     [
         ("llmsim se", ["serve"]),
-        ("llmsim serve --max-num-s", ["--max-num-seqs"]),
+        ("llmsim serve --max-num-se", ["--max-num-seqs"]),
         ("llmsim serve --mode ", ["echo", "random"]),
         ("llmsim serve --log-level w", ["warning"]),
         ("llmsim serve --failure-types rate_limit,s", ["rate_limit,server_error"]),
