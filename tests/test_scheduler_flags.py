@@ -182,6 +182,36 @@ def test_the_watermark_keeps_blocks_free_when_a_sequence_joins_others(
         assert (a.generated, b.generated) == (4, 2)  # b runs once a has left
 
 
+def test_prompts_wait_for_the_prefill_cadence_while_others_decode(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    for interval, expected in [
+        (1, [[("a", 1), ("b", 8)], [("a", 1), ("b", 1)], [("a", 1)]]),
+        (3, [[("a", 1)], [("a", 1)], [("a", 1), ("b", 8)]]),  # 3 steps after a's prompt
+    ]:
+        engine = step_engine(prefill_schedule_interval=interval)
+        engine.add(make(loop, "a", 8, 12))
+        clock = Clock(engine)
+        assert batch(clock.step()) == [("a", 8)]  # alone: nothing decodes, nothing held
+        engine.add(make(loop, "b", range(100, 108), 2))
+        assert [batch(clock.step()) for _ in range(3)] == expected
+
+
+def test_the_cadence_lets_go_while_the_queue_outgrows_a_releasing_step(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    engine = step_engine(prefill_schedule_interval=3, max_num_batched_tokens=64)
+    engine.add(make(loop, "a", 8, 30))
+    clock = Clock(engine)
+    clock.step()
+    for number, name in enumerate("bcd", 1):
+        engine.add(make(loop, name, range(100 * number, 100 * number + 60), 2))
+    prefill = [clock.step().prefill_tokens for _ in range(7)]
+    # held twice; the release leaves d waiting, so the next step computes prompts too; then,
+    # the queue empty, d's last chunk waits for the cadence again
+    assert prefill == [0, 0, 63, 62, 0, 0, 55]
+
+
 def test_more_active_sequences_than_the_batch_holds_is_vllms_error() -> None:
     with pytest.raises(ValidationError, match=r"max_num_active_seqs \(9\) cannot be greater"):
         Settings(max_running_requests=8, max_num_active_seqs=9, config=None)

@@ -318,6 +318,9 @@ def serve(
         str | None, opt("max_num_scheduled_tokens", panel=SCHED, metavar="TOKENS")
     ] = None,
     watermark: Annotated[str | None, opt("watermark", panel=SCHED, metavar="FRACTION")] = None,
+    prefill_schedule_interval: Annotated[
+        str | None, opt("prefill_schedule_interval", panel=SCHED, metavar="STEPS")
+    ] = None,
     max_loras: Annotated[str | None, opt("max_loras", panel=SCHED, metavar="INT")] = None,
     max_cpu_loras: Annotated[str | None, opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[

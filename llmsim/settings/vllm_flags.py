@@ -328,7 +328,7 @@ VLLM_FLAGS = """
 --scheduler-cls                                                         ?str          -
 --scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          -
 --watermark                                                             float         watermark
---prefill-schedule-interval                                             int           -
+--prefill-schedule-interval                                             int           prefill_schedule_interval
 --cache-aware-admission-window                                          int           -
 --cache-aware-admission-threshold                                       float         -
 --disable-hybrid-kv-cache-manager !--enable-hybrid-kv-cache-manager !--no-disable-hybrid-kv-cache-manager  bool  -

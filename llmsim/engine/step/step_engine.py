@@ -15,6 +15,7 @@ from llmsim.engine.block_hash import BlockHasher, sha256_pickle_hasher
 from llmsim.engine.kv_listener import KVCacheListener, NullKVCacheListener
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.step.block_pool import BlockPool
+from llmsim.engine.step.cadence import PrefillCadence
 from llmsim.engine.step.costs import StepCosts
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.plan import Chunking, StepPlan, StepResult
@@ -99,6 +100,7 @@ class StepEngine:
             ),
         )
         engine.scheduler.watermark_blocks = int(settings.watermark * engine.pool.num_blocks)
+        engine.scheduler.cadence = PrefillCadence(settings.prefill_schedule_interval)
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)
         return engine

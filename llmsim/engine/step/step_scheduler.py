@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 
 from llmsim.engine.priority import enqueue, last_in_order
+from llmsim.engine.step.cadence import PrefillCadence
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
 from llmsim.engine.step.plan import Chunk, Chunking, StepPlan, StepResult
@@ -58,6 +59,10 @@ class StepScheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.watermark_blocks = 0
         """Blocks left free when a sequence joins others (vLLM's ``--watermark``)."""
+        self.cadence = PrefillCadence()
+        """``--prefill-schedule-interval`` (:mod:`llmsim.engine.step.cadence`)."""
+        self._hold = False
+        """This step computes no prompt tokens (the cadence holds them)."""
         self.running: list[StepSequence] = []
         self.waiting: deque[StepSequence] = deque()
         self.receiving: list[StepSequence] = []
@@ -146,12 +151,15 @@ class StepScheduler:
         self._receive(now)
         lazy, budget = self.lazy, self.max_num_batched_tokens
         self._cap = self.chunking.cap(budget, len(self.running) + self.num_waiting)
+        hold = self._hold = self.cadence.interval > 1 and self.cadence.holds(self.running)
         if lazy is not None and lazy.members:
             budget = self._schedule_lazy(lazy, plan, budget, now)
         else:
             budget = self._schedule_running(plan, budget, now, self.running)
         if not plan.preempted:
             self._schedule_waiting(plan, budget, now, now if entered_by is None else entered_by)
+        if self.cadence.interval > 1:
+            self.cadence.planned(plan, hold, len(self.waiting))
         return plan
 
     def settle(self) -> None:
@@ -267,6 +275,7 @@ class StepScheduler:
         cost one ``step_finished`` call each (none when nobody listens).
         """
         running = list(self.running)
+        self.cadence.executed += steps
         if step_finished is None and self.kv.block_size > 1:
             result = self._run_quietly(running, steps, now)
             counts = result.counts
@@ -375,10 +384,13 @@ class StepScheduler:
     ) -> int:
         """Chunks for ``running`` (all running sequences, or those not lazy when the budget
         and the free blocks cover everyone, so that no one is preempted)."""
-        index, cap = 0, self._cap
+        index, cap, hold = 0, self._cap, self._hold
         while index < len(running) and budget > 0:
             seq = running[index]
             num_new = seq.num_tokens - seq.num_computed
+            if hold and num_new > 1:  # a prompt's chunk waits for the cadence
+                index += 1
+                continue
             if 0 < cap < num_new:
                 num_new = cap  # a long prompt's next chunk leaves room for the others
             num_new = min(num_new, budget)
@@ -443,6 +455,8 @@ class StepScheduler:
                 if not self._start_transfer(seq, plan, now):
                     break
                 continue
+            if self._hold:
+                break  # prompts wait for the cadence
             hits = kv.lookup(seq) if seq.num_computed == 0 else []
             cached = len(hits) * kv.block_size
             num_new = seq.num_tokens - seq.num_computed - cached

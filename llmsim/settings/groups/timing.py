@@ -146,6 +146,15 @@ class TimingFields(BaseModel):
         "sequence is admitted beside others (step latency model), as vLLM's --watermark: "
         "headroom against preempting again soon. 0: none.",
     )
+    prefill_schedule_interval: int = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Compute prompts only every N engine steps (step latency model), as "
+        "vLLM's --prefill-schedule-interval: while a sequence decodes, new admissions and "
+        "prompt chunks wait until N steps have passed since the last step that computed one, "
+        "unless the queue outgrows what such a step takes. 1: every step.",
+    )
     max_loras: int = Field(
         1, ge=1, le=1024, description="LoRA adapters that can be active at once."
     )
