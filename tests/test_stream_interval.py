@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, post_json, start_server, stream_events
+from test_step_engine import make
 
 from llmsim.api.http.sse import CuttingSink
 from llmsim.engine import Sequence
@@ -38,19 +39,7 @@ class Recorder:
 
 
 def make_sequence(tokens: int) -> Sequence:
-    return Sequence(
-        request_id="r",
-        index=0,
-        adapter=None,
-        prompt_tokens=3,
-        output=[f"t{i}" for i in range(tokens)],
-        natural_finish="length",
-        stop_reason=None,
-        max_tokens=tokens,
-        n=1,
-        arrival=0.0,
-        admitted=asyncio.get_running_loop().create_future(),
-    )
+    return make(asyncio.get_running_loop(), "r", 3, tokens)
 
 
 def release(sink: IntervalSink, sequence: Sequence, batches: list[int]) -> None:
