@@ -212,6 +212,28 @@ def test_the_cadence_lets_go_while_the_queue_outgrows_a_releasing_step(
     assert prefill == [0, 0, 63, 62, 0, 0, 55]
 
 
+def test_a_prompt_is_admitted_only_when_all_of_it_fits(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    # 32 blocks of 16 tokens, 64-token steps: a's prompt holds 13 blocks, b's needs 25 more
+    for whole, expected in [(True, [("a", 1)]), (False, [("a", 1), ("b", 63)])]:
+        engine = step_engine(
+            kv_cache_size=512,
+            block_size=16,
+            max_num_batched_tokens=64,
+            scheduler_reserve_full_isl=whole,
+        )
+        a, b = make(loop, "a", 200, 40), make(loop, "b", range(1000, 1400), 2)
+        engine.add(a)
+        clock = Clock(engine)
+        while a.generated == 0:  # four chunks of a's prompt
+            clock.step()
+        engine.add(b)
+        assert batch(clock.step()) == expected  # its first chunk alone would fit
+        clock.run()
+        assert (a.generated, b.generated) == (40, 2)
+
+
 def test_more_active_sequences_than_the_batch_holds_is_vllms_error() -> None:
     with pytest.raises(ValidationError, match=r"max_num_active_seqs \(9\) cannot be greater"):
         Settings(max_running_requests=8, max_num_active_seqs=9, config=None)

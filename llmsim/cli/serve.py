@@ -332,6 +332,9 @@ def serve(
         str | None, opt("max_num_batched_tokens", panel=SCHED, metavar="INT")
     ] = None,
     enable_chunked_prefill: Annotated[bool | None, switch("enable_chunked_prefill", SCHED)] = None,
+    scheduler_reserve_full_isl: Annotated[
+        bool | None, switch("scheduler_reserve_full_isl", SCHED)
+    ] = None,
     long_prefill_token_threshold: Annotated[
         str | None, opt("long_prefill_token_threshold", panel=SCHED, metavar="TOKENS")
     ] = None,

@@ -326,7 +326,7 @@ VLLM_FLAGS = """
 --enable-chunked-prefill !--disable-chunked-prefill !--no-enable-chunked-prefill  bool  enable_chunked_prefill
 --disable-chunked-mm-input !--enable-chunked-mm-input !--no-disable-chunked-mm-input  bool  -
 --scheduler-cls                                                         ?str          -
---scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          -
+--scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          scheduler_reserve_full_isl
 --watermark                                                             float         watermark
 --prefill-schedule-interval                                             int           prefill_schedule_interval
 --cache-aware-admission-window                                          int           -

@@ -205,6 +205,13 @@ class KVCacheManager:
                 self._cache_full_blocks(seq, full)
         return True
 
+    def fits(self, seq: StepSequence, hits: Seq[KVBlock], reserve: int) -> bool:
+        """Whether all of ``seq`` fits, its ``hits`` reused, with ``reserve`` blocks to spare
+        (vLLM's admission check of the whole prompt, ``--scheduler-reserve-full-isl``)."""
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
+        needed = self.blocks_for(seq.num_tokens) - len(seq.blocks) - len(hits)
+        return needed + reserve <= self.pool.num_free - reclaimed
+
     def allocate_remote(self, seq: StepSequence) -> int:
         """Blocks for a prompt whose KV cache a prefill instance sends; -1 if no room, else
         how many of its tokens the prefix cache already holds.

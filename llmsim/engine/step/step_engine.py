@@ -101,6 +101,7 @@ class StepEngine:
         )
         engine.scheduler.watermark_blocks = int(settings.watermark * engine.pool.num_blocks)
         engine.scheduler.cadence = PrefillCadence(settings.prefill_schedule_interval)
+        engine.scheduler.reserve_full = settings.scheduler_reserve_full_isl
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)
         return engine

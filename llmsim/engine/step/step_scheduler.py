@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from llmsim.engine.priority import enqueue, last_in_order
 from llmsim.engine.step.cadence import PrefillCadence
+from llmsim.engine.step.decode_runs import advance_reporting, run_quietly
 from llmsim.engine.step.kv_cache import KVCacheManager, StepSequence
 from llmsim.engine.step.lazy_decode import LazyDecoders
 from llmsim.engine.step.plan import Chunk, Chunking, StepPlan, StepResult
@@ -59,6 +60,8 @@ class StepScheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.watermark_blocks = 0
         """Blocks left free when a sequence joins others (vLLM's ``--watermark``)."""
+        self.reserve_full = True
+        """Admit a sequence only if all of it fits (vLLM's ``--scheduler-reserve-full-isl``)."""
         self.cadence = PrefillCadence()
         """``--prefill-schedule-interval`` (:mod:`llmsim.engine.step.cadence`)."""
         self._hold = False
@@ -277,13 +280,13 @@ class StepScheduler:
         running = list(self.running)
         self.cadence.executed += steps
         if step_finished is None and self.kv.block_size > 1:
-            result = self._run_quietly(running, steps, now)
+            result = run_quietly(self.kv, running, steps, now)
             counts = result.counts
             assert counts is not None
         else:
             counts = [min(steps, left) for left in counts_left(running)]
             base = [seq.num_computed for seq in running]
-            self._advance_reporting(running, base, counts, steps, step_finished)
+            advance_reporting(self.kv, running, base, counts, steps, step_finished)
             result = StepResult(emitted=running, counts=counts)
             for index, seq in enumerate(running):
                 count = counts[index]
@@ -305,78 +308,6 @@ class StepScheduler:
             self._repeat = (plan, max(counts_left(running)))
             result.segments = [(len(running), steps)]
         return result
-
-    def _run_quietly(self, running: list[StepSequence], steps: int, now: float) -> StepResult:
-        """A decode run for a pool nobody listens to, one sequence at a time: each takes the
-        blocks its tokens open in one go and defers the names of those they fill. The cache
-        ends up as step by step would leave it, up to which free block each sequence got."""
-        kv = self.kv
-        pool, size, naming = kv.pool, kv.block_size, kv.enable_caching
-        defer = kv.names.defer
-        finished: list[StepSequence] = []
-        counts: list[int] = []
-        for seq in running:
-            sequence = seq.sequence
-            total = len(sequence.output)
-            count = min(steps, total - sequence.generated)
-            counts.append(count)
-            end = seq.num_computed + count
-            blocks = seq.blocks
-            needed = -(-end // size) - len(blocks)
-            if needed > 0:
-                pool.allocate_into(blocks, needed)
-            full = end // size
-            if naming and full > seq.num_cached_blocks and seq.prompt_ids is not None:
-                run = seq.deferred
-                if run is not None and run.end == seq.num_cached_blocks:  # the usual case
-                    pool.num_deferred += full - run.end
-                    run.end = seq.num_cached_blocks = full
-                else:
-                    defer(seq, full)
-            seq.num_computed = end
-            generated = sequence.generated = sequence.generated + count
-            seq.previous_token_at = now if count > 1 else sequence.last_token_at
-            sequence.last_token_at = now
-            if generated >= total:
-                finished.append(seq)
-        return StepResult(emitted=running, finished=finished, counts=counts)
-
-    def _advance_reporting(
-        self,
-        running: list[StepSequence],
-        base: list[int],
-        counts: list[int],
-        steps: int,
-        step_finished: Callable[[], None] | None,
-    ) -> None:
-        """Block allocation and caching of a decode run through :meth:`KVCacheManager.allocate`,
-        step by step where a block starts or fills, with the listener hearing every step end."""
-        kv, size = self.kv, self.kv.block_size
-        touches: dict[int, list[int]] = {}
-        for index, start in enumerate(base):
-            # step j computes token start + j - 1: it may start a block, or fill one to cache
-            last = counts[index] + 1
-            js = set(range((-start) % size + 1, last, size))
-            if kv.enable_caching and running[index].prompt_ids is not None:
-                js.update(range((-start - 1) % size + 1, last, size))
-            for j in js:
-                touches.setdefault(j, []).append(index)
-        done = 0
-        for j in sorted(touches):
-            if step_finished is not None:
-                for _ in range(j - 1 - done):
-                    step_finished()
-            for index in sorted(touches[j]):
-                seq = running[index]
-                seq.num_computed = base[index] + j - 1
-                if not kv.allocate(seq, 1):  # pragma: no cover - decode_repeats checked room
-                    raise RuntimeError("decode run out of blocks")
-            if step_finished is not None:
-                step_finished()
-            done = j
-        if step_finished is not None:
-            for _ in range(steps - done):
-                step_finished()
 
     # -- internals --------------------------------------------------------------
     def _schedule_running(
@@ -467,7 +398,10 @@ class StepScheduler:
             num_new = min(num_new, budget)
             if seq.sequence.timing is not None:
                 num_new = max(gate(seq, num_new, now, seq.num_computed + cached), 0)
-            if not kv.allocate(seq, num_new, hits, self.watermark_blocks if running else 0):
+            reserve = self.watermark_blocks if running else 0
+            if self.reserve_full and not kv.fits(seq, hits, reserve):
+                break  # the whole prompt must fit, not only its first chunk
+            if not kv.allocate(seq, num_new, hits, reserve):
                 break
             waiting.popleft()
             running.append(seq)

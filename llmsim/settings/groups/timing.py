@@ -190,6 +190,12 @@ class TimingFields(BaseModel):
         "does by default. Off (vLLM's --no-enable-chunked-prefill): a prompt waits for a step "
         "with room for all of it; max-num-batched-tokens must then be at least max-model-len.",
     )
+    scheduler_reserve_full_isl: bool = Field(
+        True,
+        description="Admit a waiting sequence only when the KV cache has free blocks for all "
+        "of its prompt, not only for its first chunk (step latency model), as vLLM 0.34 does "
+        "by default (--scheduler-reserve-full-isl): no admission that would soon preempt.",
+    )
     long_prefill_token_threshold: int = Field(
         0,
         ge=0,
