@@ -40,6 +40,7 @@ from llmsim.engine.request import (
     PromptInput,
     Target,
     UnknownModelError,
+    base_targets,
 )
 from llmsim.engine.request_group import RequestGroup
 from llmsim.engine.scheduler import Scheduler
@@ -86,7 +87,7 @@ class Engine:
     ) -> None:
         """``block_hasher`` and ``kv_listener`` serve the step latency model's prefix cache."""
         self.settings = settings
-        self._base_targets = _base_targets(settings)
+        self._base_targets = base_targets(settings.served_names)
         self.observer: EngineObserver = observer or NullObserver()
         self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, settings.chat_template)
         builtin = isinstance(self.tokenizer, BuiltinTokenizer)
@@ -200,7 +201,7 @@ class Engine:
         self.settings = settings
         self._limited = limited(settings)
         self.output_limits = output_limits(settings)
-        self._base_targets = _base_targets(settings)
+        self._base_targets = base_targets(settings.served_names)
 
     def _latency_model(self, settings: Settings) -> LatencyModel:
         """A fresh, immutable latency configuration; the jitter generator carries on."""
@@ -485,14 +486,6 @@ class Engine:
             if sequence.cut_short:
                 return  # cut while the client caught up: every token it keeps is out
             pacing.done = loop.create_future()
-
-
-def _base_targets(settings: Settings) -> dict[str | None, Target]:
-    """What each name of the base model (and no name at all) resolves to, made once."""
-    served = settings.served_names
-    targets: dict[str | None, Target] = {name: Target(name, None) for name in served}
-    targets[None] = targets[""] = Target(served[0], None)
-    return targets
 
 
 async def _wait_until(settled: Callable[[], bool], timeout: float | None, poll: float) -> bool:

@@ -70,3 +70,10 @@ class GenerationRequest:
     tokenized, so queue time and TTFT count from where a client's clock starts; None: now."""
     priority: int = 0
     """Lower is served first with ``--scheduling-policy priority``; ignored with ``fcfs``."""
+
+
+def base_targets(served: list[str]) -> dict[str | None, Target]:
+    """What each name of the base model (and no name at all) resolves to, made once."""
+    targets: dict[str | None, Target] = {name: Target(name, None) for name in served}
+    targets[None] = targets[""] = Target(served[0], None)
+    return targets
