@@ -229,17 +229,20 @@ class Engine:
         caller may do in a worker thread for many long answers, then pass to :meth:`submit`."""
         self._check_context(request)
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
-        return [
-            self._output(request, prompt, choice, self._budget(request, prompt), rng)
-            for prompt in request.prompts
-            for choice in range(request.n)
-        ]
+        made: list[GeneratedText] = []
+        for prompt in request.prompts:
+            budget = self.answer_budget(prompt.token_count, request.max_tokens)
+            made += (
+                self._output(request, prompt, choice, budget, rng) for choice in range(request.n)
+            )
+        return made
 
-    def _budget(self, request: GenerationRequest, prompt: PromptInput) -> int:
-        """The most tokens an answer to ``prompt`` gets (its ``max_tokens`` aside)."""
-        room = self.settings.max_model_len - prompt.token_count
+    def answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
+        """The most tokens an answer to a prompt this long gets, the request's ``max_tokens``
+        aside: the room left in the context window, within the generation config's limits."""
+        room = self.settings.max_model_len - prompt_tokens
         limits = self.output_limits
-        return room if limits is None else limits.budget(room, request.max_tokens)
+        return room if limits is None else limits.budget(room, requested)
 
     def _output(
         self,
@@ -286,7 +289,8 @@ class Engine:
         arrival = time.monotonic() if request.arrival is None else request.arrival
         sequences: list[Sequence] = []
         for prompt in request.prompts:
-            budget = self._budget(request, prompt)
+            budget = self.answer_budget(prompt.token_count, request.max_tokens)
+            limit = budget if request.max_tokens is None else min(request.max_tokens, budget)
             for choice in range(request.n):
                 if made is None:
                     text = self._output(request, prompt, choice, budget, rng)
@@ -300,9 +304,7 @@ class Engine:
                     output=text.tokens,
                     natural_finish=text.finish_reason,
                     stop_reason=text.stop_reason,
-                    max_tokens=budget
-                    if request.max_tokens is None
-                    else min(request.max_tokens, budget),
+                    max_tokens=limit,
                     n=request.n,
                     arrival=arrival,
                     admitted=loop.create_future(),

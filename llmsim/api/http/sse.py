@@ -203,27 +203,29 @@ class StreamSink:
             ]
         else:
             chunks = self._plain_chunks(sequence, start, texts, last)
-        if start == 0:
-            chunks.insert(0, self.start_chunk(sequence.index))
-        if self._last_tail is not None and start + len(texts) > last:
-            self._stamp(chunks)
-        if self.continuous_usage:
-            counts = range(start + (start > 0), start + len(texts) + 1)
-            return self.write(self._with_usage(sequence, chunks, counts))
-        return self.write(b"".join(chunks))
+        return self._send(sequence, start, chunks, start + len(texts), len(texts))
 
     def _group(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
         """Write the tokens of one stream-interval group as one chunk."""
         end = start + len(texts)
-        last = end >= len(sequence.output)
-        chunks = [self.group_chunk(sequence, start, texts, last)]
+        chunks = [self.group_chunk(sequence, start, texts, end >= len(sequence.output))]
+        return self._send(sequence, start, chunks, end, 1)
+
+    def _send(
+        self, sequence: Sequence, start: int, chunks: list[bytes], end: int, carriers: int
+    ) -> bool:
+        """Write the chunks of the tokens ``start`` to ``end``: the choice's opening chunk
+        first when it starts, its last chunk stamped when it ends, and with continuous usage
+        each of the ``carriers`` (one chunk per token, or one for them all) counting up to
+        its last token."""
         if start == 0:
             chunks.insert(0, self.start_chunk(sequence.index))
-        if self._last_tail is not None and last:
+        if self._last_tail is not None and end >= len(sequence.output):
             self._stamp(chunks)
         if self.continuous_usage:
-            counts = [0, end] if start == 0 else [end]
-            return self.write(self._with_usage(sequence, chunks, counts))
+            counts = range(end - carriers + 1, end + 1) if carriers > 1 else (end,)
+            opened = (0, *counts) if start == 0 else counts
+            return self.write(self._with_usage(sequence, chunks, opened))
         return self.write(b"".join(chunks))
 
     def _plain_chunks(

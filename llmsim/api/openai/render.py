@@ -64,9 +64,8 @@ def _max_tokens(requested: int | None, prompt_tokens: int, engine: Engine, param
             f"{param}.",
             param,
         )
-    if engine.output_limits is not None:
-        room = engine.output_limits.budget(room, requested)
-    return room if requested is None else min(requested, room)
+    budget = engine.answer_budget(prompt_tokens, requested)
+    return budget if requested is None else min(requested, budget)
 
 
 def _structured(body: StructuredFields) -> dict[str, Any] | None:

@@ -208,9 +208,8 @@ class KVCacheManager:
     def fits(self, seq: StepSequence, hits: Seq[KVBlock], reserve: int) -> bool:
         """Whether all of ``seq`` fits, its ``hits`` reused, with ``reserve`` blocks to spare
         (vLLM's admission check of the whole prompt, ``--scheduler-reserve-full-isl``)."""
-        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
         needed = self.blocks_for(seq.num_tokens) - len(seq.blocks) - len(hits)
-        return needed + reserve <= self.pool.num_free - reclaimed
+        return needed + reserve <= self._free_besides(hits)
 
     def allocate_remote(self, seq: StepSequence) -> int:
         """Blocks for a prompt whose KV cache a prefill instance sends; -1 if no room, else
@@ -266,8 +265,7 @@ class KVCacheManager:
         """Take the cached ``hits`` back into use and ``needed`` fresh blocks for ``seq``;
         False, with nothing taken, if they do not fit with ``reserve`` blocks to spare."""
         pool = self.pool
-        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
-        if needed + reserve > pool.num_free - reclaimed:
+        if needed + reserve > self._free_besides(hits):
             return False
         if hits:
             pool.touch(hits)
@@ -276,6 +274,11 @@ class KVCacheManager:
         if needed > 0:
             pool.allocate_into(seq.blocks, needed)
         return True
+
+    def _free_besides(self, hits: Seq[KVBlock]) -> int:
+        """Free blocks once the cached ``hits`` nobody holds leave the free queue for reuse."""
+        reclaimed = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
+        return self.pool.num_free - reclaimed
 
     def _extend_hashes(self, seq: StepSequence, count: int) -> None:
         seq.extend_hashes(self.hasher, self.block_size, count)
