@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmsim.api.http.app import create_app
-from llmsim.server.fast_lane import FastLaneHandler, protocol_factory
+from llmsim.server.fast_lane import HEADS_KEPT, FastLaneHandler, protocol_factory
 from llmsim.settings.model import Settings
 
 pytest.importorskip("msgspec")  # the fast lane decodes with the fast extra's msgspec
@@ -245,6 +245,24 @@ async def test_pieces_that_turn_out_otherwise_all_go_to_aiohttp(connect: Any) ->
     taken, written = await answer(connection, data, 60)
     assert not taken
     assert written.startswith(b"HTTP/1.1 200 OK")  # aiohttp had the held bytes too
+
+
+async def test_a_head_seen_before_gets_the_same_verdict_and_more_heads_than_kept_still_do(
+    connect: Any,
+) -> None:
+    """The lane remembers the heads it read (clients send the same one again and again)."""
+    connection = await connect(Settings())
+    for _ in range(2):
+        assert (await answer(connection, request(WRK)))[0]
+        protocol, _ = connection()
+        protocol.data_received(request(WRK + b"Host: again\r\n"))  # aiohttp's 400
+        assert protocol._fast is False
+        protocol.connection_lost(None)
+    for number in range(HEADS_KEPT + 5):  # each head new: the memory starts afresh on the way
+        taken, written = await answer(connection, request(WRK + b"X-Request-Id: r%d\r\n" % number))
+        assert taken
+        assert json.loads(written.partition(b"\r\n\r\n")[2])["id"] == f"chatcmpl-r{number}"
+    assert (await answer(connection, request(WRK)))[0]
 
 
 async def test_no_fast_lane_where_the_chat_route_is_not_the_plain_one() -> None:
