@@ -234,6 +234,35 @@ def test_a_prompt_is_admitted_only_when_all_of_it_fits(
         assert (a.generated, b.generated) == (40, 2)
 
 
+def test_a_cached_prefix_is_admitted_first_within_the_window_once_the_cache_fills(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    # 32 blocks of 16 tokens; a long runner holds 18, so the cache is over half used
+    def run(**flags: Any) -> tuple[list[tuple[str, int]], int]:
+        engine = step_engine(kv_cache_size=512, block_size=16, **flags)
+        engine.add(make(loop, "runner", range(5000, 5272), 40))
+        engine.add(make(loop, "warm", 160, 1))  # leaves its 10 blocks in the prefix cache
+        clock = Clock(engine)
+        clock.step()
+        cold, hot = make(loop, "cold", range(9000, 9096), 2), make(loop, "hot", 160, 2)
+        engine.add(cold)  # arrives first; its blocks (6, then a 7th) would evict warm's tail
+        engine.add(hot)  # warm's prompt again: 9 of its blocks can hit
+        admitted = batch(clock.step())
+        clock.run()
+        assert (cold.generated, hot.generated) == (2, 2)
+        return admitted, hot.cached_tokens
+
+    in_arrival_order = ([("runner", 1), ("cold", 96)], 112)  # hot waits, and loses 3 blocks
+    assert run() == in_arrival_order
+    assert run(cache_aware_admission_window=4) == ([("runner", 1), ("hot", 16)], 144)
+    assert run(cache_aware_admission_window=1) == in_arrival_order  # hot is beyond the window
+    assert run(cache_aware_admission_window=4, cache_aware_admission_threshold=0.6) == (
+        in_arrival_order  # 18 of 32 blocks used: under the threshold
+    )
+    assert run(cache_aware_admission_window=4, scheduling_policy="priority") == in_arrival_order
+    assert run(cache_aware_admission_window=4, enable_prefix_caching=False)[1] == 0
+
+
 def test_more_active_sequences_than_the_batch_holds_is_vllms_error() -> None:
     with pytest.raises(ValidationError, match=r"max_num_active_seqs \(9\) cannot be greater"):
         Settings(max_running_requests=8, max_num_active_seqs=9, config=None)

@@ -79,6 +79,11 @@ def test_the_table_holds_vllm_flags_once_each_with_valid_targets() -> None:
         (["m", "--max-num-scheduled-tokens", "2k"], {"max_num_scheduled_tokens": "2000"}),
         (["m", "--watermark", "0.1"], {"watermark": "0.1"}),
         (["m", "--prefill-schedule-interval", "4"], {"prefill_schedule_interval": "4"}),
+        (["m", "--cache-aware-admission-window", "8"], {"cache_aware_admission_window": "8"}),
+        (
+            ["m", "--cache-aware-admission-threshold", "0.25"],
+            {"cache_aware_admission_threshold": "0.25"},
+        ),
         (["m", "--no-scheduler-reserve-full-isl"], {"scheduler_reserve_full_isl": False}),
         (["m", "--disable-chunked-prefill"], {"enable_chunked_prefill": False}),
         (["m", "--long-prefill-token-threshold", "64"], {"long_prefill_token_threshold": "64"}),

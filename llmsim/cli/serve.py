@@ -321,6 +321,12 @@ def serve(
     prefill_schedule_interval: Annotated[
         str | None, opt("prefill_schedule_interval", panel=SCHED, metavar="STEPS")
     ] = None,
+    cache_aware_admission_window: Annotated[
+        str | None, opt("cache_aware_admission_window", panel=SCHED, metavar="REQUESTS")
+    ] = None,
+    cache_aware_admission_threshold: Annotated[
+        str | None, opt("cache_aware_admission_threshold", panel=SCHED, metavar="FRACTION")
+    ] = None,
     max_loras: Annotated[str | None, opt("max_loras", panel=SCHED, metavar="INT")] = None,
     max_cpu_loras: Annotated[str | None, opt("max_cpu_loras", panel=SCHED, metavar="INT")] = None,
     kv_cache_size: Annotated[

@@ -329,8 +329,8 @@ VLLM_FLAGS = """
 --scheduler-reserve-full-isl !--no-scheduler-reserve-full-isl           bool          scheduler_reserve_full_isl
 --watermark                                                             float         watermark
 --prefill-schedule-interval                                             int           prefill_schedule_interval
---cache-aware-admission-window                                          int           -
---cache-aware-admission-threshold                                       float         -
+--cache-aware-admission-window                                          int           cache_aware_admission_window
+--cache-aware-admission-threshold                                       float         cache_aware_admission_threshold
 --disable-hybrid-kv-cache-manager !--enable-hybrid-kv-cache-manager !--no-disable-hybrid-kv-cache-manager  bool  -
 --async-scheduling !--no-async-scheduling                               bool          -
 --stream-interval                                                       int           stream_interval

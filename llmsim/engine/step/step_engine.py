@@ -102,6 +102,9 @@ class StepEngine:
         engine.scheduler.watermark_blocks = int(settings.watermark * engine.pool.num_blocks)
         engine.scheduler.cadence = PrefillCadence(settings.prefill_schedule_interval)
         engine.scheduler.reserve_full = settings.scheduler_reserve_full_isl
+        if settings.enable_prefix_caching and settings.scheduling_policy == "fcfs":
+            engine.scheduler.cache_aware_window = settings.cache_aware_admission_window
+            engine.scheduler.cache_aware_threshold = settings.cache_aware_admission_threshold
         if settings.kv_cache_metrics:
             engine.pool.residency = BlockResidency(settings.kv_cache_metrics_sample, rng=rng)
         return engine

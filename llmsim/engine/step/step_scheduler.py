@@ -14,6 +14,10 @@ A reduced vLLM v1 ``Scheduler.schedule()`` over explicit state: a token budget
    A P/D decode-side sequence (its prompt's KV cache comes from a prefill instance) only
    gets its prompt's blocks and waits, outside the batch, until the transfer is done; from
    the first step after that it runs like any other sequence, with its prompt computed.
+   With a cache-aware admission window (vLLM's ``--cache-aware-admission-window``) and the
+   KV cache at least as full as its threshold, the plain waiting sequences among the first
+   ``window`` go in order of their cached prefix first, deepest first
+   (:meth:`StepScheduler._reorder_by_cached_prefix`).
 
 A sequence with a timing override (a response rule's or a recording's ``time_to_first_token``
 / ``inter_token_latency``) computes no token before the override's schedule allows: its first
@@ -28,6 +32,7 @@ reach its known tokens emits its next token, and finished sequences free their b
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 
@@ -64,6 +69,11 @@ class StepScheduler:
         """Admit a sequence only if all of it fits (vLLM's ``--scheduler-reserve-full-isl``)."""
         self.cadence = PrefillCadence()
         """``--prefill-schedule-interval`` (:mod:`llmsim.engine.step.cadence`)."""
+        self.cache_aware_window = 0
+        """vLLM's ``--cache-aware-admission-window``: 0 admits in arrival order (the engine
+        sets it only with prefix caching and first-come-first-served)."""
+        self.cache_aware_threshold = 0.5
+        """KV cache usage below which the window is not applied (there is room for all)."""
         self._hold = False
         """This step computes no prompt tokens (the cadence holds them)."""
         self.running: list[StepSequence] = []
@@ -160,7 +170,10 @@ class StepScheduler:
         else:
             budget = self._schedule_running(plan, budget, now, self.running)
         if not plan.preempted:
-            self._schedule_waiting(plan, budget, now, now if entered_by is None else entered_by)
+            entered_by = now if entered_by is None else entered_by
+            if self.cache_aware_window and not hold:
+                self._reorder_by_cached_prefix(now, entered_by)
+            self._schedule_waiting(plan, budget, now, entered_by)
         if self.cadence.interval > 1:
             self.cadence.planned(plan, hold, len(self.waiting))
         return plan
@@ -375,6 +388,38 @@ class StepScheduler:
         seq.received_at = now + delay
         self.receiving.append(seq)
         return True
+
+    def _reorder_by_cached_prefix(self, now: float, entered_by: float) -> None:
+        """vLLM's cache-aware admission: within the window, waiting sequences whose prefix
+        is cached go ahead of those that would compute theirs, so a cold prompt does not
+        evict blocks a resident one still needs. Only plain waiting sequences (arrived, not
+        preempted, not receiving their KV) trade places, among the slots they hold, so no
+        other sequence moves and nothing passes it; the deepest cached prefix goes first,
+        arrival order breaking ties."""
+        waiting = self.waiting
+        if len(waiting) < 2 or self.kv.pool.usage() < self.cache_aware_threshold:
+            return
+        head = list(itertools.islice(waiting, self.cache_aware_window))
+        slots = [
+            index
+            for index, seq in enumerate(head)
+            if not seq.scheduled
+            and not seq.remote
+            and seq.sequence.arrival <= now
+            and seq.entered <= entered_by
+        ]
+        if len(slots) < 2:
+            return
+        cached = {index: len(self.kv.lookup(head[index])) for index in slots}
+        order = sorted(slots, key=lambda index: (-cached[index], index))
+        if order == slots:
+            return
+        reordered = list(head)
+        for slot, source in zip(slots, order, strict=True):
+            reordered[slot] = head[source]
+        for _ in head:
+            waiting.popleft()
+        waiting.extendleft(reversed(reordered))
 
     def _schedule_waiting(self, plan: StepPlan, budget: int, now: float, entered_by: float) -> None:
         waiting, running, kv, cap = self.waiting, self.running, self.kv, self._cap

@@ -155,6 +155,22 @@ class TimingFields(BaseModel):
         "prompt chunks wait until N steps have passed since the last step that computed one, "
         "unless the queue outgrows what such a step takes. 1: every step.",
     )
+    cache_aware_admission_window: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Within the first N waiting requests, admit those whose prefix is in the "
+        "prefix cache first, deepest first (step latency model, with prefix caching and the "
+        "fcfs policy), as vLLM's --cache-aware-admission-window: a cold prompt does not "
+        "evict blocks a resident one still needs. 0: arrival order.",
+    )
+    cache_aware_admission_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="KV cache usage below which the cache-aware admission window is not "
+        "applied, as vLLM's --cache-aware-admission-threshold. 0: on every step.",
+    )
     max_loras: int = Field(
         1, ge=1, le=1024, description="LoRA adapters that can be active at once."
     )
