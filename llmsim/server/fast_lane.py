@@ -38,6 +38,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from llmsim.api.http.keys import GENERATION, STREAMED
 from llmsim.api.http.sse import HIGH_WATER
 from llmsim.api.openai.inference import DECODED, FAST_CHAT, FastChat
+from llmsim.server.outbox import Outbox
 
 logger = logging.getLogger("llmsim.server")
 
@@ -209,13 +210,17 @@ class FastRequest(dict[Any, Any]):
 class FastLaneHandler(RequestHandler):
     """aiohttp's connection protocol, with the fast lane in front of its parser."""
 
-    __slots__ = ("_fast", "_heads", "_lane", "_partial", "_pending", "_task")
+    __slots__ = ("_fast", "_heads", "_lane", "_outbox", "_partial", "_pending", "_task")
 
-    def __init__(self, lane: FastChat, heads: KnownHeads, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, lane: FastChat, heads: KnownHeads, outbox: Outbox, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._lane = lane
         self._heads = heads
         """Shared by the server's connections: they all send the same heads."""
+        self._outbox = outbox
+        """Shared too: the answers of a turn of the loop go out together."""
         self._fast = True
         """False once aiohttp has seen a byte of this connection: it keeps it."""
         self._task: asyncio.Task[None] | None = None
@@ -336,7 +341,7 @@ class FastLaneHandler(RequestHandler):
             f"{name}: {value}\r\n" for name, value in headers.items()
         )
         data = head.encode("latin-1") + b"\r\n" + body
-        transport.write(data)
+        self._outbox.send(transport, data)
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         access = self.access_logger
         if access is not None and access.enabled:
@@ -396,9 +401,9 @@ def protocol_factory(server: web.Server, app: web.Application) -> Callable[[], R
     ):
         return server
 
-    heads = KnownHeads()
+    heads, outbox = KnownHeads(), Outbox(loop)
 
     def fast_lane_handler() -> RequestHandler:
-        return FastLaneHandler(lane, heads, server, loop=loop, **kwargs)
+        return FastLaneHandler(lane, heads, outbox, server, loop=loop, **kwargs)
 
     return fast_lane_handler
