@@ -289,7 +289,7 @@ class FastLaneHandler(RequestHandler):
         try:
             waiting = coro.send(None)
         except StopIteration as stop:
-            self._answer(request, stop.value, started)
+            self._answer(request, stop.value, started, together=True)
             return True
         task = self._task = self._loop.create_task(self._finish(request, coro, waiting, started))
         group = request.get(GENERATION)
@@ -307,7 +307,7 @@ class FastLaneHandler(RequestHandler):
     ) -> None:
         try:
             response = await _Resumed(coro, waiting)
-            self._answer(request, response, started)
+            self._answer(request, response, started, together=False)
         except asyncio.CancelledError:  # the client left, or the engine aborted it at shutdown
             if self.transport is not None:
                 self.transport.close()  # as aiohttp ends a cancelled handler's connection
@@ -320,8 +320,13 @@ class FastLaneHandler(RequestHandler):
                 self.transport.resume_reading()
             self.data_received(pending)
 
-    def _answer(self, request: FastRequest, response: web.StreamResponse, started: float) -> None:
-        """Write ``response`` as aiohttp writes it, then its access log line."""
+    def _answer(
+        self, request: FastRequest, response: web.StreamResponse, started: float, *, together: bool
+    ) -> None:
+        """Write ``response`` as aiohttp writes it, then its access log line; ``together``:
+        with the other answers made during this turn of the loop (:mod:`outbox`), as an
+        answer made within the read of its request is; one that waited is written at once,
+        as aiohttp's handler writes it."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -341,7 +346,10 @@ class FastLaneHandler(RequestHandler):
             f"{name}: {value}\r\n" for name, value in headers.items()
         )
         data = head.encode("latin-1") + b"\r\n" + body
-        self._outbox.send(transport, data)
+        if together:
+            self._outbox.send(transport, data)
+        else:
+            transport.write(data)
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         access = self.access_logger
         if access is not None and access.enabled:

@@ -6,7 +6,8 @@ core, paid by the server's core. A fast-lane answer is made within the read that
 request, so writing it at once spaced the writes a whole request apart, and the client fell
 asleep between them: every answer paid a wake-up. Queued here and written when the loop has
 run every read of its turn, the first write wakes the client and the rest find it awake, as
-aiohttp's handler tasks (which run after the reads) write theirs. Under load the server's
+aiohttp's handler tasks (which run after the reads) write theirs. (A fast answer that had to
+wait, for latency or a slot, is written at once, as aiohttp's are.) Under load the server's
 kernel time per request fell by about half (see ``docs/performance.md``); an idle server
 writes on the loop's next turn, a few microseconds later.
 """
