@@ -2,17 +2,20 @@
 
 Finished requests are folded into the histograms in batches, token counts of repeated
 texts are remembered, random answers draw their sentences without ``randrange`` and a
-zero-latency model skips asking for each delay: each is checked here against the path it
-replaces.
+zero-latency model skips asking for each delay, and releases an answer nobody streams at once:
+each is checked here against the path it replaces.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence as Seq
 from unittest.mock import Mock
 
 import pytest
+from test_scheduler_unit import generation, make_settings
 
+from llmsim.engine import Engine
 from llmsim.engine.generation import _below, _random_answer
 from llmsim.engine.sequence import Sequence
 from llmsim.engine.timing import LatencyModel, LatencyProfile
@@ -182,3 +185,47 @@ def test_only_a_zero_constant_model_is_instant() -> None:
     assert not model(time_to_first_token=0.01).instant
     assert not model(inter_token_latency=0.001).instant
     assert not model(latency_model="per-token", prefill_time_per_token=0.001).instant
+
+
+COUNTED = ("_count", "_total", "_bucket")
+
+
+class Collect:
+    """A sink that takes every token and never backs up: the pacer's way, streamed."""
+
+    def tokens(self, sequence: Sequence, start: int, texts: Seq[str]) -> bool:
+        return False
+
+    def finished(self, sequence: Sequence) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+async def test_a_zero_latency_answer_nobody_streams_is_released_at_once_as_the_pacer_would() -> (
+    None
+):
+    runs = {}
+    for way, sink in [("at once", None), ("paced", Collect())]:
+        settings = make_settings(max_model_len=512, seed=None)
+        metrics = Metrics(settings)
+        engine = Engine(settings, observer=metrics)
+        group = engine.submit(generation(way, prompt_tokens=20, max_tokens=200))
+        with group:
+            await group.run(sink)
+        [sequence] = group.sequences
+        assert sequence.generated == 200
+        assert sequence.finish_reason == "length"
+        assert engine.scheduler.num_running == 0
+        assert len(engine.pacer) == 0
+        runs[way] = (sequence, numbers(series(metrics)))
+    at_once, paced = runs["at once"], runs["paced"]
+    assert at_once[0].first_token_at == at_once[0].last_token_at  # one batch, no timer
+    assert paced[0].first_token_at != paced[0].last_token_at  # 64 tokens a batch, 4 turns
+    counts = [name for name in paced[1] if name.split("{")[0].endswith(COUNTED)]
+    assert len(counts) > 20  # every count and bucket of every series, not the sums of times
+    assert {name: at_once[1][name] for name in counts} == {name: paced[1][name] for name in counts}
+    assert (
+        at_once[1]['vllm:generation_tokens_total{engine="0",model_name="llmsim/sim-model"}'] == 200
+    )

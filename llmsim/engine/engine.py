@@ -10,9 +10,10 @@ Leaving the ``with`` block aborts whatever did not finish, so a cancelled handle
 client that went away) always frees its slot. The engine imports nothing from the
 HTTP layer and can be driven from plain asyncio code.
 
-:meth:`Engine.pause` and :meth:`Engine.resume` are vLLM's ``pause_scheduler`` and
-``resume_scheduler`` (sleep mode): requests keep queueing while nothing new starts, and
-what is in flight is aborted with the tokens it has, run to completion, or frozen.
+:meth:`Engine.pause` and :meth:`Engine.resume` (:mod:`~llmsim.engine.pausing`) are vLLM's
+``pause_scheduler`` and ``resume_scheduler`` (sleep mode): requests keep queueing while
+nothing new starts, and what is in flight is aborted with the tokens it has, run to
+completion, or frozen.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection
 from collections.abc import Sequence as Seq
-from typing import Literal, get_args
 
 from llmsim.engine.admission import admit, limited
 from llmsim.engine.block_hash import BlockHasher
@@ -34,6 +33,7 @@ from llmsim.engine.lora import Adapter, LoraManager
 from llmsim.engine.observer import EngineObserver, NullObserver
 from llmsim.engine.output_limits import output_limits
 from llmsim.engine.pacer import Outcome, Pacer, Pacing, TokenSink
+from llmsim.engine.pausing import ABORT_GRACE, PAUSE_MODES, PauseMode, Pausing, wait_until
 from llmsim.engine.request import (
     ContextLengthError,
     GenerationRequest,
@@ -68,15 +68,8 @@ __all__ = [
 
 logger = logging.getLogger("llmsim.engine")
 
-PauseMode = Literal["abort", "wait", "keep"]
-PAUSE_MODES: tuple[str, ...] = get_args(PauseMode)
-ABORT_GRACE = 1.0
-"""How long an ``abort`` pause waits for the aborted requests to leave (a stream whose
-client does not read may hold its sequence longer; it ends when the client drains)."""
-DRAIN_POLL = 0.005
 
-
-class Engine:
+class Engine(Pausing):
     def __init__(
         self,
         settings: Settings,
@@ -123,6 +116,7 @@ class Engine:
         self.pacer = Pacer(lambda: self.observer, self._load)
         self.step: StepLoop | None = None
         self._frontend = FrontEnd()
+        self._loop: asyncio.AbstractEventLoop | None = None
         if settings.latency_model == "step":
             step_rng = random.Random(None if seed is None else seed + 3)
             core = StepEngine.from_settings(
@@ -285,7 +279,7 @@ class Engine:
             admit(schedulers, self.settings, len(request.prompts) * request.n, self.observer)
         rng = self._text_rng if request.seed is None else random.Random(request.seed)
         made = iter(outputs) if outputs is not None else None
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         arrival = time.monotonic() if request.arrival is None else request.arrival
         sequences: list[Sequence] = []
         for prompt in request.prompts:
@@ -331,84 +325,19 @@ class Engine:
     async def wait_idle(self, timeout: float, poll: float = 0.02) -> bool:
         """Wait until nothing runs or waits; False if ``timeout`` passed first."""
         scheduler = self.scheduler
-        return await _wait_until(
+        return await wait_until(
             lambda: not (scheduler.num_running or scheduler.num_waiting), timeout, poll
         )
 
-    # -- pausing (sleep mode) ------------------------------------------------------
-    async def pause(self, mode: str = "abort") -> None:
-        """Stop scheduling as vLLM's ``pause_scheduler(mode)`` does; new requests queue.
-
-        ``abort`` ends everything in flight now with the tokens it has (finish reason
-        ``abort``); ``wait`` lets running and already queued requests finish and returns
-        once they have; ``keep`` freezes them where they are until :meth:`resume`.
-        """
-        if mode not in PAUSE_MODES:
-            raise ValueError(f"Invalid pause mode: {mode}")
-        scheduler = self.scheduler
-        if mode == "keep":
-            scheduler.pause()
-            self.pacer.pause()
-            if self.step is not None:
-                await self.step.pause()
-            return
-        scheduler.pause(scheduler.waiting if mode == "wait" else ())
-        if mode == "abort":
-            self.abort_in_flight()
-        self._unfreeze()  # only new work is held back (a ``keep`` pause may come before)
-        await self.wait_drained(ABORT_GRACE if mode == "abort" else None)
-
-    def resume(self) -> None:
-        """Lift a pause: frozen sequences carry on and the queue is served again."""
-        self._unfreeze()
-        self.scheduler.resume()
-
-    def _unfreeze(self) -> None:
-        self.pacer.resume()
-        if self.step is not None:
-            self.step.resume()
-
-    async def wait_drained(self, timeout: float | None = None) -> bool:
-        """Wait until nothing runs and no waiting sequence may start (a pause holds the
-        rest); False if ``timeout`` passed first or the pause was lifted meanwhile."""
-        scheduler = self.scheduler
-
-        def settled() -> bool:
-            lifted = not scheduler.paused
-            return lifted or not (scheduler.num_running or scheduler.num_admissible)
-
-        return await _wait_until(settled, timeout, DRAIN_POLL) and scheduler.paused
-
-    def abort_in_flight(self, request_ids: Collection[str] | None = None) -> int:
-        """End every running and waiting sequence (of ``request_ids`` only, if given) now
-        with finish reason ``abort``: the tokens already produced are its answer (vLLM's
-        abort on pause, ``/abort_requests``). Their requests answer at once; return how
-        many sequences were aborted."""
-        chosen = None if request_ids is None else set(request_ids)
-        count = len(self.scheduler.abort_waiting(chosen))
-        for sequence in list(self.scheduler.running):
-            if chosen is not None and sequence.request_id not in chosen:
-                continue
-            if sequence.output and sequence.generated >= len(sequence.output):
-                continue  # its last token is out: it finishes as it is
-            if self.step is not None:
-                self.step.finish(sequence)  # tokens already produced are written first
-            sequence.cut()
-            count += 1
-        self.pacer.expedite()
-        return count
-
-    def abort_all(self) -> int:
-        """Cancel every running and waiting sequence (shutdown timeout); return how many."""
-        live = [*self.scheduler.running, *self.scheduler.waiting]
-        for sequence in live:
-            if sequence.task is not None and not sequence.task.done():
-                sequence.task.cancel()
-            else:
-                self.scheduler.abort(sequence)
-        return len(live)
-
     # -- timing -----------------------------------------------------------------
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this engine serves on: asyncio asks the system for the process id each
+        time it is asked, three times a request, so it is kept while it runs."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def _load(self) -> tuple[int, int]:
         return self.scheduler.num_running, self.scheduler.max_running
 
@@ -418,7 +347,15 @@ class Engine:
             if sequence.cut_short and sink is not None:
                 sink.finished(sequence)  # aborted by a pause before it ran: say so
             return  # aborted before it ran (e.g. by a shutdown): nothing to release
-        sequence.task = asyncio.current_task()
+        if sink is None and self._finishes_at_once(sequence):
+            try:
+                self.pacer.release_at_once(sequence)
+            except BaseException:
+                self.scheduler.abort(sequence)
+                raise
+            self.scheduler.finish(sequence)
+            return
+        sequence.task = asyncio.current_task(self._running_loop())
         try:
             if sequence.state is State.WAITING:
                 await sequence.admitted
@@ -438,6 +375,22 @@ class Engine:
         self.scheduler.finish(sequence)
         if sink is not None:
             sink.finished(sequence)
+
+    def _finishes_at_once(self, sequence: Sequence) -> bool:
+        """A running zero-latency sequence with nothing to wait for: its tokens are all due
+        now, so they are released without a round through the pacer (no timer, no future).
+        A streamed one still goes through it, whose batches let other writes in between."""
+        ready = sequence.ready_at  # later than now while its adapter loads
+        return (
+            sequence.state is State.RUNNING
+            and (ready is None or ready <= time.monotonic())
+            and not sequence.cut_short
+            and self.step is None
+            and self.latency.instant
+            and sequence.timing is None
+            and sequence.kv_transfer_delay is None
+            and not self.pacer.paused
+        )
 
     async def _through_frontend(self, sequence: Sequence) -> None:
         """The step model's per-request time before the engine (HTTP, tokenization,
@@ -477,7 +430,7 @@ class Engine:
                 sequence.prompt_tokens - sequence.cached_tokens,
                 latency.load_factor(running, max_running),
             )
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         pacing = Pacing(sequence, sink, latency, deadline, loop.create_future())
         while True:
             self.pacer.pace(pacing)
@@ -488,13 +441,3 @@ class Engine:
             if sequence.cut_short:
                 return  # cut while the client caught up: every token it keeps is out
             pacing.done = loop.create_future()
-
-
-async def _wait_until(settled: Callable[[], bool], timeout: float | None, poll: float) -> bool:
-    """Poll ``settled`` every ``poll`` seconds; False if ``timeout`` passed first."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not settled():
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(poll)
-    return True

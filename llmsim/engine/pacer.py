@@ -169,6 +169,25 @@ class Pacer:
         if self._heap:
             self._arm(self._heap[0][0])
 
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def release_at_once(self, sequence: Sequence) -> None:
+        """Release every token of a zero-latency sequence nobody streams, now, as one batch
+        of :meth:`pace` releases them (metrics included): with no writes to let in between,
+        there is no reason to release them in several."""
+        total = len(sequence.output)
+        if not total:
+            return
+        now = self._clock()
+        observer = self._observer()
+        sequence.first_token_at = sequence.last_token_at = now
+        observer.first_token(sequence, now - sequence.arrival)
+        sequence.generated = total
+        if total > 1:
+            observer.next_tokens(sequence, None, total - 1)
+
     def pace(self, pacing: Pacing) -> None:
         """Release ``pacing``'s tokens from its deadline on; its ``done`` future says
         when it finished or backed up (then call :meth:`pace` again after a drain).

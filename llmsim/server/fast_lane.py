@@ -26,6 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 from aiohttp import http_parser as aiohttp_parser
@@ -35,6 +36,7 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from llmsim.api.http.guard import shape_unrouted
 from llmsim.api.http.keys import GENERATION, STREAMED
 from llmsim.api.http.sse import HIGH_WATER
 from llmsim.api.openai.inference import DECODED, FAST_CHAT, FastChat
@@ -207,20 +209,41 @@ class FastRequest(dict[Any, Any]):
         return self is other
 
 
+Signal = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneShared:
+    """What the server's fast-lane connections share."""
+
+    lane: FastChat
+    heads: KnownHeads
+    """They all send the same heads."""
+    outbox: Outbox
+    """The answers of a turn of the loop go out together."""
+    signals: tuple[Signal, ...]
+    """The app's ``on_response_prepare`` handlers that may change a handler's answer
+    (:func:`shape_unrouted` only shapes aiohttp's own error answers: none comes this way)."""
+
+
 class FastLaneHandler(RequestHandler):
     """aiohttp's connection protocol, with the fast lane in front of its parser."""
 
-    __slots__ = ("_fast", "_heads", "_lane", "_outbox", "_partial", "_pending", "_task")
+    __slots__ = (
+        "_fast",
+        "_heads",
+        "_lane",
+        "_outbox",
+        "_partial",
+        "_pending",
+        "_signals",
+        "_task",
+    )
 
-    def __init__(
-        self, lane: FastChat, heads: KnownHeads, outbox: Outbox, *args: Any, **kwargs: Any
-    ) -> None:
+    def __init__(self, shared: LaneShared, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lane = lane
-        self._heads = heads
-        """Shared by the server's connections: they all send the same heads."""
-        self._outbox = outbox
-        """Shared too: the answers of a turn of the loop go out together."""
+        self._lane, self._heads = shared.lane, shared.heads
+        self._outbox, self._signals = shared.outbox, shared.signals
         self._fast = True
         """False once aiohttp has seen a byte of this connection: it keeps it."""
         self._task: asyncio.Task[None] | None = None
@@ -340,12 +363,11 @@ class FastLaneHandler(RequestHandler):
         if "Date" not in headers:
             headers["Date"] = rfc822_formatted_time()
         headers.setdefault("Server", SERVER_SOFTWARE)
-        for signal in self._lane.app.on_response_prepare:
+        for signal in self._signals:
             _run_now(signal(cast(web.Request, request), response))
-        head = f"HTTP/1.1 {response.status} {response.reason}\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in headers.items()
-        )
-        data = head.encode("latin-1") + b"\r\n" + body
+        lines = "\r\n".join(map(": ".join, headers.items()))  # joined in C
+        head = f"HTTP/1.1 {response.status} {response.reason}\r\n{lines}\r\n\r\n"
+        data = head.encode("latin-1") + body
         if together:
             self._outbox.send(transport, data)
         else:
@@ -409,9 +431,10 @@ def protocol_factory(server: web.Server, app: web.Application) -> Callable[[], R
     ):
         return server
 
-    heads, outbox = KnownHeads(), Outbox(loop)
+    signals = tuple(signal for signal in app.on_response_prepare if signal is not shape_unrouted)
+    shared = LaneShared(lane, KnownHeads(), Outbox(loop), signals)
 
     def fast_lane_handler() -> RequestHandler:
-        return FastLaneHandler(lane, heads, outbox, server, loop=loop, **kwargs)
+        return FastLaneHandler(shared, server, loop=loop, **kwargs)
 
     return fast_lane_handler

@@ -43,29 +43,24 @@ def plain_chat_decoder() -> Decoder | None:
     if body_defaults is None or message_defaults is None:
         return None  # a default that a request could change: build none by hand
     decode = msgspec.json.Decoder(PlainChat).decode
+    sent_fields = msgspec.to_builtins  # a struct's fields that were sent (UNSET ones left out)
     error = msgspec.ValidationError, msgspec.DecodeError
-    unset = msgspec.UNSET
-    fields = PlainChat.__struct_fields__
 
     def decode_plain(data: bytes) -> ChatCompletionRequest | None:
         if b"\\u" in data:  # escapes: surrogates are checked the usual way
             return None
         try:
-            body = decode(data)
+            given: dict[str, Any] = sent_fields(decode(data))
         except error:
             return None
-        given = {name: value for name in fields if (value := getattr(body, name)) is not unset}
         for name in ("temperature", "top_p"):
             value = given.get(name)
             if value is not None and not math.isfinite(value):
                 return None  # the model refuses infinities in its own words
-        messages = []
-        for message in body.messages:
-            sent: dict[str, Any] = {"role": message.role, "content": message.content}
-            if message.name is not unset:
-                sent["name"] = message.name
-            messages.append(_construct(ChatMessage, message_defaults, sent, message_private))
-        given["messages"] = messages
+        given["messages"] = [
+            _construct(ChatMessage, message_defaults, sent, message_private)
+            for sent in given["messages"]
+        ]
         return _construct(ChatCompletionRequest, body_defaults, given, body_private)
 
     return decode_plain
