@@ -202,10 +202,17 @@ def _random_answer(
             pick = _below(rng.getrandbits, count)
             tokens.extend(spaced_sentence_tokens[pick])
             ids.extend(spaced_sentence_ids[pick])
-    else:
-        tokens = list(sentence_tokens[_below(rng.getrandbits, count)])
+    else:  # _below's draws, written out: the hot loop of every random answer
+        draw, bits = rng.getrandbits, count.bit_length()
+        pick = draw(bits)
+        while pick >= count:
+            pick = draw(bits)
+        tokens = list(sentence_tokens[pick])
         while len(tokens) < target:
-            tokens.extend(spaced_sentence_tokens[_below(rng.getrandbits, count)])
+            pick = draw(bits)
+            while pick >= count:
+                pick = draw(bits)
+            tokens.extend(spaced_sentence_tokens[pick])
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
     return GeneratedText(tokens, "stop", ids=ids)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmsim.engine.pacer import TokenSink
 from llmsim.engine.request import GenerationRequest
@@ -44,10 +45,13 @@ class RequestGroup:
             return sequences[0].generated
         return sum(sequence.generated for sequence in sequences)
 
-    async def run(self, sink: TokenSink | None = None) -> None:
+    def run(self, sink: TokenSink | None = None) -> Coroutine[Any, Any, None]:
+        """Run the sequences to their end (one alone: its own run, not one more frame)."""
         if len(self.sequences) == 1:
-            await self.engine.run_sequence(self.sequences[0], sink)
-            return
+            return self.engine.run_sequence(self.sequences[0], sink)
+        return self._run_all(sink)
+
+    async def _run_all(self, sink: TokenSink | None) -> None:
         tasks = [
             asyncio.ensure_future(self.engine.run_sequence(sequence, sink))
             for sequence in self.sequences

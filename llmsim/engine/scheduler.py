@@ -103,6 +103,12 @@ class Scheduler:
         """Queue a request's sequences and start what can start; all or nothing."""
         if not sequences:
             return
+        if self._starts_at_once(sequences):  # the common case: a free slot, nobody queued
+            now = self._clock()
+            for sequence in sequences:
+                self._admit(sequence, now)
+            self._observer.scheduler_changed(self)
+            return
         if self._would_overflow(sequences):
             raise QueueFullError
         for sequence in sequences:
@@ -160,6 +166,17 @@ class Scheduler:
         self._observer.scheduler_changed(self)
 
     # -- internals --------------------------------------------------------------
+    def _starts_at_once(self, sequences: list[Sequence]) -> bool:
+        """Whether every sequence starts now, as :meth:`_schedule` would start them: slots
+        free, nobody waiting ahead, no pause, no adapter or block admission to ask."""
+        return (
+            not self.waiting
+            and not self.paused
+            and self.blocks is None
+            and len(self.running) + len(sequences) <= self.max_running
+            and sequences[0].adapter is None
+        )
+
     def _would_overflow(self, sequences: list[Sequence]) -> bool:
         """Exact because the queue is at a fixed point and a request has one adapter."""
         adapter = sequences[0].adapter

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -226,11 +226,14 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     return await _generate(request, CHAT, body, arrival=arrival)
 
 
-async def create_decoded_chat_completion(request: web.Request) -> web.StreamResponse:
+def create_decoded_chat_completion(
+    request: web.Request,
+) -> Coroutine[Any, Any, web.StreamResponse]:
     """The fast lane's chat: the body was read, checked and decoded as a plain chat request
-    already (:func:`create_chat_completion` does the same steps for every other body)."""
+    already (:func:`create_chat_completion` does the same steps for every other body). It
+    hands back the generation itself to be awaited, one frame fewer on the way."""
     body, arrival = request[DECODED]
-    return await _generate(request, CHAT, body, arrival=arrival)
+    return _generate(request, CHAT, body, arrival=arrival)
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
