@@ -168,6 +168,25 @@ async def test_plain_requests_take_the_fast_lane_and_answer_as_aiohttp(
     assert json.loads(fast_answer.partition(b"\r\n\r\n")[2])["id"] == "chatcmpl-same-id"
 
 
+@pytest.mark.parametrize("headers", [WRK, SDK, AIOHTTP], ids=["wrk", "openai-sdk", "aiohttp"])
+async def test_an_answer_with_no_header_of_its_own_has_aiohttps_head_too(
+    connect: Any, headers: bytes
+) -> None:
+    """Without ``X-Request-Id`` the answer's head comes from a template: still aiohttp's."""
+    connection = await connect(Settings())
+    body = {**BODY, "seed": 1}
+    fast, fast_answer = await answer(connection, request(headers, body))
+    slow, slow_answer = await answer(connection, request(headers + TO_AIOHTTP, body))
+    assert (fast, slow) == (True, False)
+    (fast_status, fast_headers, fast_body), (slow_status, slow_headers, slow_body) = (
+        normalized(fast_answer),
+        normalized(slow_answer),
+    )
+    assert fast_body.pop("id") != slow_body.pop("id")  # each its own
+    assert (fast_status, fast_headers, fast_body) == (slow_status, slow_headers, slow_body)
+    assert fast_headers[0] == "Content-Type: application/json"
+
+
 @pytest.mark.parametrize(
     ("settings", "body", "status"),
     [

@@ -68,6 +68,10 @@ PENDING_LIMIT = 64 * 1024
 MOST_HEADERS = 64
 """More header lines than this (or a head over :data:`LONGEST_HEAD`) is aiohttp's to judge."""
 LONGEST_HEAD = 8192
+JSON_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+DATE = b"\r\nDate: "
+SERVER_LAST = b"\r\nServer: " + SERVER_SOFTWARE.encode() + b"\r\n\r\n"
+"""The head aiohttp writes for a JSON answer with no other header, in pieces."""
 KEEPALIVE_SLOTS = ("_next_keepalive_close_time", "_keepalive_timeout", "_force_close", "_close")
 """aiohttp's keep-alive state this protocol keeps up to date (checked at start-up)."""
 
@@ -358,23 +362,36 @@ class FastLaneHandler(RequestHandler):
             logger.error("the fast lane got an answer it cannot write: closing the connection")
             transport.close()
             return
+        access = self.access_logger
+        logged = access is not None and access.enabled
         headers = response.headers
-        headers.setdefault("Content-Length", str(len(body)))
-        if "Date" not in headers:
-            headers["Date"] = rfc822_formatted_time()
-        headers.setdefault("Server", SERVER_SOFTWARE)
-        for signal in self._signals:
-            _run_now(signal(cast(web.Request, request), response))
-        lines = "\r\n".join(map(": ".join, headers.items()))  # joined in C
-        head = f"HTTP/1.1 {response.status} {response.reason}\r\n{lines}\r\n\r\n"
-        data = head.encode("latin-1") + body
+        if (
+            len(headers) == 1
+            and headers.get("Content-Type") == "application/json"
+            and response.status == 200
+            and response.reason == "OK"
+            and not self._signals
+            and not logged
+        ):  # the usual answer, nobody to read its headers: its head from a template
+            date = rfc822_formatted_time().encode()
+            data = b"".join((JSON_OK, str(len(body)).encode(), DATE, date, SERVER_LAST, body))
+        else:
+            headers.setdefault("Content-Length", str(len(body)))
+            if "Date" not in headers:
+                headers["Date"] = rfc822_formatted_time()
+            headers.setdefault("Server", SERVER_SOFTWARE)
+            for signal in self._signals:
+                _run_now(signal(cast(web.Request, request), response))
+            lines = "\r\n".join(map(": ".join, headers.items()))  # joined in C
+            head = f"HTTP/1.1 {response.status} {response.reason}\r\n{lines}\r\n\r\n"
+            data = head.encode("latin-1") + body
         if together:
             self._outbox.send(transport, data)
         else:
             transport.write(data)
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
-        access = self.access_logger
-        if access is not None and access.enabled:
+        if logged:
+            assert access is not None
             request[STREAMED] = len(data)
             access.log(cast(web.BaseRequest, request), response, self._loop.time() - started)
 
