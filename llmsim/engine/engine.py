@@ -301,7 +301,7 @@ class Engine(Pausing):
                     max_tokens=limit,
                     n=request.n,
                     arrival=arrival,
-                    admitted=loop.create_future(),
+                    admitted=None,
                 )
                 # Set apart: a plain request leaves them all at their defaults.
                 if prompt.token_ids is not None:
@@ -319,6 +319,9 @@ class Engine(Pausing):
                     sequence.kv_transfer_delay = request.kv_transfer_delay
                 sequences.append(sequence)
         self.scheduler.submit(sequences)
+        for sequence in sequences:
+            if sequence.state is State.WAITING:  # queued: its task waits for its admission
+                sequence.admitted = loop.create_future()
         self.observer.request_submitted(request.n)
         return RequestGroup(self, request, sequences)
 
@@ -358,6 +361,7 @@ class Engine(Pausing):
         sequence.task = asyncio.current_task(self._running_loop())
         try:
             if sequence.state is State.WAITING:
+                assert sequence.admitted is not None  # made as it was queued
                 await sequence.admitted
             if sequence.cut_short:
                 pass  # a pause's abort came first: nothing to release

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class RequestGroup:
     """The sequences of one API request, run together and aborted together."""
 
+    __slots__ = ("engine", "request", "sequences")
+
     def __init__(
         self, engine: Engine, request: GenerationRequest, sequences: list[Sequence]
     ) -> None:

@@ -202,11 +202,12 @@ class Scheduler:
         sequence.state = State.FINISHED
         sequence.finish_reason = reason
         sequence.finished_at = self._clock()
-        if not sequence.admitted.done():
+        admitted = sequence.admitted
+        if admitted is not None and not admitted.done():
             if sequence.cut_short:  # its task answers with what it has (nothing)
-                sequence.admitted.set_result(None)
+                admitted.set_result(None)
             else:
-                sequence.admitted.cancel()
+                admitted.cancel()
         self._observer.sequence_finished(sequence)
         if was_running:
             self._schedule()
@@ -248,8 +249,9 @@ class Scheduler:
         sequence.scheduled_at = now
         sequence.ready_at = ready
         self.running[sequence] = None
-        if not sequence.admitted.done():
-            sequence.admitted.set_result(None)
+        admitted = sequence.admitted
+        if admitted is not None and not admitted.done():
+            admitted.set_result(None)
 
     @staticmethod
     def _uncount(counter: Counter[str], name: str) -> None:

@@ -37,7 +37,9 @@ class Sequence:
     max_tokens: int
     n: int
     arrival: float
-    admitted: asyncio.Future[None] = field(repr=False)
+    admitted: asyncio.Future[None] | None = field(repr=False)
+    """Resolved when a waiting sequence is admitted; None for one admitted at once (made
+    only for a sequence that has to wait: a stream keeps it for its whole life)."""
     state: State = State.WAITING
     scheduled_at: float | None = None
     ready_at: float | None = None

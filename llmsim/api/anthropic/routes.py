@@ -46,7 +46,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
     rename = renamer("output_config.format", "tools[{index}].input_schema")
     flavor = exchange.flavor(render, translator, rename_param=rename)
-    return await generate(request, flavor, chat, arrival=arrival)
+    answering = generate(request, flavor, chat, arrival=arrival)
+    del body, chat  # an open stream keeps neither (generate lets go of the chat request)
+    return await answering
 
 
 async def render_message(request: web.Request) -> web.Response:

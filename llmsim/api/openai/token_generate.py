@@ -249,9 +249,9 @@ async def generate_tokens(request: web.Request) -> web.StreamResponse:
     body: GenerateRequest = validate_body(GenerateRequest, data)
     engine = request.app[INFERENCE].engine
     completion = as_completion(body, engine.settings.max_running_requests)
-    return await generate(
-        request, GENERATE, completion, request_id=body.request_id, arrival=arrival
-    )
+    answering = generate(request, GENERATE, completion, request_id=body.request_id, arrival=arrival)
+    del data, body, completion  # an open stream keeps none of them
+    return await answering
 
 
 __all__ = ["GENERATE", "GenerateRequest", "as_completion", "generate_tokens"]

@@ -214,7 +214,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         count = partial(flavor.prompts, chat, engine.tokenizer, engine.needs_token_ids)
         prompts = await asyncio.to_thread(count)
         flavor = replace(flavor, prompts=lambda *_: prompts)
-    return await generate(request, flavor, chat, arrival=arrival)
+        del count
+    answering = generate(request, flavor, chat, arrival=arrival)
+    # An open stream keeps none of these (generate lets go of the chat request); the
+    # conversation can be long.
+    del raw, body, history, conversation, system, make_chat, chat
+    return await answering
 
 
 class StoringStream(ResponsesStream):

@@ -10,13 +10,11 @@ Used by the documentation plots and the profile predictions, and handy in tests:
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 from collections import deque
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import cast
 
 from llmsim.engine.block_hash import output_token_id
 from llmsim.engine.lora import LoraManager
@@ -53,7 +51,7 @@ def virtual_sequence(
         max_tokens=output_tokens,
         n=1,
         arrival=arrival,
-        admitted=cast("asyncio.Future[None]", None),  # never awaited in virtual time
+        admitted=None,  # never awaited in virtual time
         prompt_token_ids=ids,
     )
 
