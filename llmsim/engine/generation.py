@@ -193,26 +193,19 @@ def _random_answer(
     sentence_tokens, spaced_sentence_tokens = corpus_tokens(split)
     target = limit if ignore_eos else 1 + _below(rng.getrandbits, limit)
     count = len(sentence_tokens)
-    ids: list[int] | None = None
-    if with_ids:  # the same draws, the ids of each sentence beside its tokens
-        sentence_ids, spaced_sentence_ids = corpus_ids(split)
-        pick = _below(rng.getrandbits, count)
-        tokens, ids = list(sentence_tokens[pick]), list(sentence_ids[pick])
-        while len(tokens) < target:
-            pick = _below(rng.getrandbits, count)
-            tokens.extend(spaced_sentence_tokens[pick])
-            ids.extend(spaced_sentence_ids[pick])
-    else:  # _below's draws, written out: the hot loop of every random answer
-        draw, bits = rng.getrandbits, count.bit_length()
+    sentence_ids, spaced_sentence_ids = corpus_ids(split) if with_ids else ((), ())
+    draw, bits = rng.getrandbits, count.bit_length()
+    tokens: list[str] = []
+    ids: list[int] | None = [] if with_ids else None  # the same draws, each sentence's ids
+    texts, text_ids = sentence_tokens, sentence_ids  # the first sentence unspaced, then spaced
+    while len(tokens) < target:  # every random answer runs this: _below's draws, written out
         pick = draw(bits)
         while pick >= count:
             pick = draw(bits)
-        tokens = list(sentence_tokens[pick])
-        while len(tokens) < target:
-            pick = draw(bits)
-            while pick >= count:
-                pick = draw(bits)
-            tokens.extend(spaced_sentence_tokens[pick])
+        tokens.extend(texts[pick])
+        if ids is not None:
+            ids.extend(text_ids[pick])
+        texts, text_ids = spaced_sentence_tokens, spaced_sentence_ids
     if len(tokens) >= limit:
         return GeneratedText(tokens[:limit], "length", ids=None if ids is None else ids[:limit])
     return GeneratedText(tokens, "stop", ids=ids)

@@ -178,15 +178,8 @@ class Pacer:
         of :meth:`pace` releases them (metrics included): with no writes to let in between,
         there is no reason to release them in several."""
         total = len(sequence.output)
-        if not total:
-            return
-        now = self._clock()
-        observer = self._observer()
-        sequence.first_token_at = sequence.last_token_at = now
-        observer.first_token(sequence, now - sequence.arrival)
-        sequence.generated = total
-        if total > 1:
-            observer.next_tokens(sequence, None, total - 1)
+        if total:
+            self._released(sequence, self._observer(), 0, total, self._clock(), None)
 
     def pace(self, pacing: Pacing) -> None:
         """Release ``pacing``'s tokens from its deadline on; its ``done`` future says
@@ -266,12 +259,7 @@ class Pacer:
             return False
         latency = pacing.latency
         first = pacing.position
-        gap: float | None = None
-        if first == 0:
-            sequence.first_token_at = now
-            observer.first_token(sequence, now - sequence.arrival)
-        else:
-            gap = now - (sequence.last_token_at or now)
+        gap = None if first == 0 else now - (sequence.last_token_at or now)
         position = first + 1
         horizon = now + EARLY
         limit = min(total, first + pacing.batch)
@@ -295,11 +283,7 @@ class Pacer:
                 deadline += step
         pacing.position = position
         pacing.deadline = deadline
-        sequence.generated = position
-        sequence.last_token_at = now
-        overdue = position - first - 1
-        if gap is not None or overdue:
-            observer.next_tokens(sequence, gap, overdue)
+        Pacer._released(sequence, observer, first, position, now, gap)
         backed_up = False
         if pacing.sink is not None:
             backed_up = pacing.sink.tokens(sequence, first, output[first:position])
@@ -310,3 +294,23 @@ class Pacer:
             pacing.done.set_result(Outcome.BACKED_UP)
             return False
         return True
+
+    @staticmethod
+    def _released(
+        sequence: Sequence,
+        observer: EngineObserver,
+        first: int,
+        position: int,
+        now: float,
+        gap: float | None,
+    ) -> None:
+        """Account for the tokens from ``first`` up to ``position`` released ``now``:
+        ``gap`` since the previous release (None when ``first`` is the first token)."""
+        if first == 0:
+            sequence.first_token_at = now
+            observer.first_token(sequence, now - sequence.arrival)
+        sequence.generated = position
+        sequence.last_token_at = now
+        overdue = position - first - 1
+        if gap is not None or overdue:
+            observer.next_tokens(sequence, gap, overdue)
